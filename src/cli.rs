@@ -1,0 +1,233 @@
+//! The command line: parse, set up logging, run one command. `anyhow` lives here only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Overrides, RawConfig};
+use crate::server::ServeOptions;
+use crate::telemetry::{self, LogFormat};
+use crate::{app, demo, emulator, tls};
+
+/// syncgate: an audit-logging, policy-enforcing reverse proxy for Microsoft Graph's cross-tenant
+/// user synchronization policies.
+#[derive(Debug, Parser)]
+#[command(name = "syncgate", version, propagate_version = true)]
+pub struct Cli {
+    /// Log line format on stderr (level from RUST_LOG, default info).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy and its admin listener until SIGINT/SIGTERM.
+    ///
+    /// Graph clients point their base URL at the proxy listener instead of
+    /// https://graph.microsoft.com. On SIGINT/SIGTERM syncgate stops accepting, lets in-flight
+    /// requests finish (proxy.shutdown_grace) and exits.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Proxy listen address (overrides proxy.listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Upstream: a cloud name (global, usgov, dod, china) or URL (overrides upstream.url).
+        #[arg(long, value_name = "URL")]
+        upstream: Option<String>,
+        /// Audit log SQLite file (overrides store.path).
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+        /// Admin listen address (overrides admin.listen).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<String>,
+    },
+    /// Run the built-in Microsoft Graph emulator alone, for testing your own automation.
+    ///
+    /// It serves the cross-tenant partner and identitySynchronization APIs under /v1.0 and /beta,
+    /// $batch, Graph's errors and headers, plus /_emulator/{state,faults,requests,reset} for tests.
+    /// Tokens are read but never verified. With --tls-cert and --tls-key it serves TLS.
+    Emulate {
+        /// Listen address; port 0 picks a free port (printed on stdout).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// PEM certificate chain to serve TLS with (needs --tls-key).
+        #[arg(long, value_name = "PATH", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, value_name = "PATH", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Run the whole stack on this machine with no setup: the emulator as the upstream, the proxy
+    /// in front of it, on free local ports; prints what to try, serves until Ctrl-C.
+    Demo {
+        /// Proxy listen address (default: a free local port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// Validate a configuration file (including its TLS files); exit 0 when it is usable.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML); see config/syncgate.toml. Defaults apply without one.
+    #[arg(long, short, value_name = "FILE", env = "SYNCGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<RawConfig> {
+        Ok(match &self.config {
+            Some(path) => RawConfig::load(path)?,
+            None => RawConfig::default(),
+        })
+    }
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    tls::install_default_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("syncgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("syncgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve {
+            config,
+            listen,
+            upstream,
+            db,
+            admin_listen,
+        } => {
+            let mut raw = config.load()?;
+            raw.apply(Overrides {
+                listen,
+                upstream,
+                db,
+                admin_listen,
+            });
+            let settings = raw.validate().context("invalid configuration")?;
+            let upstream = settings.upstream.to_string();
+            let shutdown = CancellationToken::new();
+            let running = app::start(settings, shutdown.clone())
+                .await
+                .context("cannot bind the listeners")?;
+            println!(
+                "syncgate: proxy listening on {} (upstream {upstream})",
+                running.url()
+            );
+            println!("syncgate: admin listening on http://{}", running.admin_addr);
+            tokio::spawn(stop_on_signal(shutdown));
+            running.stopped().await;
+            Ok(())
+        }
+        Command::Emulate {
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(tls::server_config(&cert, &key, None)?),
+                _ => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            println!(
+                "syncgate: emulator listening on {scheme}://{}",
+                listener.local_addr()?
+            );
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let options = ServeOptions {
+                tls,
+                ..ServeOptions::default()
+            };
+            emulator::run(listener, options, shutdown).await;
+            Ok(())
+        }
+        Command::Demo { listen } => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            demo::run(&listen, shutdown).await
+        }
+        Command::CheckConfig { config } => {
+            let settings = config.load()?.validate()?;
+            println!(
+                "syncgate: configuration OK: proxy {} ({}), upstream {}, admin {}, audit log {}",
+                settings.listen,
+                if settings.tls.is_some() {
+                    "TLS"
+                } else {
+                    "plain HTTP"
+                },
+                settings.upstream,
+                settings.admin_listen,
+                settings.db_path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Cancel `shutdown` on the first SIGINT or SIGTERM; exit at once on a second.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests (a second signal exits at once)");
+    shutdown.cancel();
+    wait_for_signal().await;
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

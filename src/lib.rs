@@ -1,0 +1,29 @@
+//! syncgate: an audit-logging, policy-enforcing reverse proxy for Microsoft Graph's cross-tenant
+//! user synchronization policies. See `../shared/DESIGN.md` for the request lifecycle.
+//!
+//! A map of the crate:
+//! - [`cli`]: the command line (the only place `anyhow` is used); [`demo`] runs the whole stack.
+//! - [`config`]: the TOML file, parsed then validated into [`config::Settings`].
+//! - [`app`]: binds the proxy and admin listeners and runs them until shutdown.
+//! - [`server`]: the shared accept loop (HTTP/1.1 + HTTP/2, TLS, graceful drain).
+//! - [`proxy`]: the request lifecycle; [`proxy::forward`] streams requests to the upstream.
+//! - [`admin`]: `/healthz`, `/readyz` on their own listener.
+//! - [`emulator`]: a local Microsoft Graph for tests, the demo and users' own automation tests.
+//! - [`graph_error`]: Graph's error shape for every locally made error.
+//! - [`token`]: bearer tokens and their (unverified) claims.
+//! - [`tls`]: PEM loading and rustls configurations (ring provider).
+//! - [`body`]: the one body type.
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod emulator;
+pub mod graph_error;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+pub mod token;

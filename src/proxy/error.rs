@@ -1,0 +1,60 @@
+//! Every way a proxied request can fail, and the one place each becomes a response.
+//!
+//! Failures are split by source (as pingora does): the caller's request, the upstream, or syncgate
+//! itself. Each maps to one status and a Graph-shaped body, so SDK clients see an ordinary
+//! `ODataError`.
+
+use http::{Response, StatusCode};
+
+use super::upstream::UpstreamError;
+use crate::body::Body;
+use crate::graph_error::{GraphError, RequestIds};
+
+/// Why syncgate answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The caller asked for something syncgate does not do (e.g. CONNECT tunnelling).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A request could not be rebuilt for the upstream (should not happen for a parsed request).
+    #[error("cannot build the upstream request")]
+    Internal(#[from] http::Error),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ProxyError::MethodNotAllowed(_) => "Request_BadRequest",
+            ProxyError::Upstream(UpstreamError::Connect(_)) => "SyncgateUpstreamUnreachable",
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => "SyncgateUpstreamTimeout",
+            ProxyError::Upstream(UpstreamError::Failed(_)) => "SyncgateUpstreamFailed",
+            ProxyError::Internal(_) => "SyncgateInternalError",
+        }
+    }
+
+    pub fn into_response(self, ids: &RequestIds) -> Response<Body> {
+        // Name the failure and its innermost cause (refused, DNS, TLS, ...); the layers between
+        // (hyper-util's "client error (Connect)") add nothing for the caller.
+        let mut cause: &dyn std::error::Error = &self;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let message = if std::ptr::addr_eq(cause, &self) {
+            format!("syncgate: {self}")
+        } else {
+            format!("syncgate: {self}: {cause}")
+        };
+        GraphError::new(self.status(), self.code(), message).into_response(ids)
+    }
+}

@@ -1,0 +1,77 @@
+//! The pooled upstream client: rustls (webpki roots plus an optional extra CA), HTTP/2 when the
+//! upstream offers it by ALPN, HTTP/1.1 otherwise, with connect and response-head timeouts.
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::config::{Settings, UpstreamTarget};
+
+/// Why the upstream gave no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made (refused, DNS, TLS handshake, connect timeout): nothing was sent.
+    #[error("cannot connect to the upstream")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    /// The response head did not arrive in time; the request may have been processed.
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed after the request was (partly) sent.
+    #[error("the upstream connection failed")]
+    Failed(#[source] hyper_util::client::legacy::Error),
+}
+
+/// A shared, pooled client for one upstream.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    target: UpstreamTarget,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(settings: &Settings) -> Self {
+        let mut http = HttpConnector::new();
+        // Lets the HTTPS connector hand `https://` URIs to this plain connector.
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(settings.client_tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            // Without a pool timer idle connections are only reaped at checkout.
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .timer(TokioTimer::new())
+            .build(https);
+        Self {
+            client,
+            target: settings.upstream.clone(),
+            timeout: settings.upstream_timeout,
+        }
+    }
+
+    pub fn target(&self) -> &UpstreamTarget {
+        &self.target
+    }
+
+    /// Send a request whose URI is already absolute (see [`super::forward::to_upstream`]).
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(e)),
+            Ok(Err(e)) => Err(UpstreamError::Failed(e)),
+        }
+    }
+}

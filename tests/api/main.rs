@@ -1,0 +1,16 @@
+//! syncgate's integration tests: one binary, each test with its own emulator, proxy and files.
+
+mod harness;
+mod helpers;
+mod pki;
+
+/// The `syncgate` binary's commands.
+mod cli;
+/// The Graph emulator, spoken to directly.
+mod emulator;
+/// The Graph emulator's `$batch`.
+mod emulator_batch;
+/// The Graph emulator's `/_emulator/*` test-support endpoints and injected faults.
+mod emulator_control;
+/// The pass-through proxy.
+mod proxy;

@@ -1,0 +1,134 @@
+//! The official Microsoft Graph Python SDK (`msgraph-sdk`), pointed at syncgate, does the whole
+//! life of a sync policy.
+//!
+//! syncgate's promise to users is that their Graph automation keeps working when only the base URL
+//! changes. Hand-written HTTP tests check status codes and bodies, but not what real clients do
+//! with them: whether the SDK can deserialise our responses, whether it accepts a 204 with no
+//! body, whether Graph errors (ours or the upstream's) surface as the SDK's ordinary `ODataError`,
+//! whether the SDK's default middleware (retry, redirect, telemetry headers) gets through. So this
+//! test runs the real SDK, from PyPI, against the proxy in front of the emulator, and fails when
+//! it cannot. `tests/sdk/msgraph_sdk_check.py` says what is checked; `tests/sdk/bootstrap.sh`
+//! builds its virtualenv under the target directory (once, and again when `requirements.txt`
+//! changes).
+//!
+//! It needs `python3` (>= 3.10, with `venv`) and, the first time, PyPI. Without them it fails
+//! loudly: it never skips, because a skipped check would look like a passing one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use syncgate::config::Settings;
+use syncgate::server::ServeOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Creating the venv and installing the SDK from PyPI: ~20 s on a warm pip cache, more without.
+const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(600);
+/// The script's own deadline is 120 s; this one catches a Python that never starts or never ends.
+const CHECK_DEADLINE: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_creates_reads_and_deletes_a_sync_policy_through_the_proxy() {
+    let python = bootstrap_venv().await;
+
+    let stop = CancellationToken::new();
+    let _stop_on_exit = stop.clone().drop_guard();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(syncgate::emulator::run(
+        listener,
+        ServeOptions::default(),
+        stop.clone(),
+    ));
+    let settings = Settings::for_upstream(&emulator_url).expect("settings for the emulator");
+    let proxy = syncgate::app::start(settings, stop.clone())
+        .await
+        .expect("proxy starts");
+
+    let token = syncgate::token::unsigned_jwt(&serde_json::json!({
+        "oid": "11111111-1111-1111-1111-111111111111",
+        "upn": "admin@contoso.example",
+        "tid": "00000000-0000-0000-0000-0000000000aa",
+        "scp": "Policy.ReadWrite.CrossTenantAccess",
+        "idtyp": "user",
+    }));
+    let mut check = Command::new(&python);
+    check
+        .arg(sdk_dir().join("msgraph_sdk_check.py"))
+        .env("SYNCGATE_URL", proxy.url())
+        .env("EMULATOR_URL", &emulator_url)
+        .env("GRAPH_TOKEN", &token)
+        // httpx and urllib honour proxy variables; the proxy and emulator are on loopback.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env("PYTHONUNBUFFERED", "1");
+    let started = Instant::now();
+    let output = run_to_end(check, CHECK_DEADLINE).await;
+    println!("the SDK check took {:.1?}", started.elapsed());
+    assert!(
+        output.status.success(),
+        "the msgraph-sdk check failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+
+    stop.cancel();
+    proxy.stopped().await;
+}
+
+fn sdk_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("sdk")
+}
+
+/// Run `bootstrap.sh`; the venv's python is the last line it prints.
+async fn bootstrap_venv() -> PathBuf {
+    let mut bootstrap = Command::new("bash");
+    bootstrap.arg(sdk_dir().join("bootstrap.sh"));
+    let started = Instant::now();
+    let output = run_to_end(bootstrap, BOOTSTRAP_DEADLINE).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "tests/sdk/bootstrap.sh could not prepare the msgraph-sdk virtualenv ({}); this check \
+         needs python3 with venv and, the first time, PyPI.\n--- stdout ---\n{stdout}\n\
+         --- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+    );
+    println!("bootstrap.sh took {:.1?}", started.elapsed());
+    let python = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(
+        python.is_file(),
+        "bootstrap.sh printed {python:?} as the python, which is not a file"
+    );
+    python
+}
+
+/// Run `command` off the async workers, collecting its output; kill it at `deadline`.
+async fn run_to_end(mut command: Command, deadline: Duration) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(deadline, waiting).await {
+        Ok(joined) => joined
+            .expect("the waiting thread panicked")
+            .unwrap_or_else(|e| panic!("waiting for {command:?} failed: {e}")),
+        Err(_) => {
+            // The child is still running (it has not been reaped), so the pid is still its own.
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{command:?} did not finish within {deadline:?}; killed it");
+        }
+    }
+}
