@@ -133,9 +133,10 @@ async fn main() {
         ServeOptions::default(),
         stop.clone(),
     ));
-    let proxy = syncgate::app::start(Settings::for_upstream(&emulator).unwrap(), stop.clone())
-        .await
-        .unwrap();
+    let db_dir = std::env::temp_dir().join(format!("syncgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let settings = Settings::for_upstream(&emulator, &db_dir.join("syncgate.db")).unwrap();
+    let proxy = syncgate::app::start(settings, stop.clone()).await.unwrap();
     let proxy = proxy.url();
 
     let token = syncgate::token::unsigned_jwt(

@@ -10,9 +10,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
 use crate::config::Settings;
-use crate::proxy::Proxy;
 use crate::proxy::upstream::Upstream;
+use crate::proxy::{Governor, Proxy, recovery};
 use crate::server::{self, ServeOptions};
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// Why syncgate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {addr}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the audit log {path}")]
+    Store {
+        path: std::path::PathBuf,
+        source: StoreError,
+    },
+    #[error("cannot recover unfinished changes")]
+    Recovery(#[source] StoreError),
+}
 
 /// A started proxy: its bound addresses and the task serving it.
 pub struct RunningProxy {
@@ -36,19 +54,47 @@ impl RunningProxy {
     }
 }
 
-/// Bind both listeners and start serving. Returns once the ports are bound, so callers can print
-/// or use the addresses (port 0 picks free ones).
+/// Open the audit log, record `recovered` for changes a crash interrupted, bind both listeners and
+/// start serving. Returns once the ports are bound, so callers can print or use the addresses
+/// (port 0 picks free ones).
 pub async fn start(
     settings: Settings,
     shutdown: CancellationToken,
-) -> std::io::Result<RunningProxy> {
-    let proxy_listener = TcpListener::bind(settings.listen).await?;
-    let admin_listener = TcpListener::bind(settings.admin_listen).await?;
-    let proxy_addr = proxy_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
+) -> Result<RunningProxy, StartError> {
+    let store = Store::open(
+        &settings.db_path,
+        StoreOptions {
+            busy_timeout: settings.busy_timeout,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .map_err(|source| StartError::Store {
+        path: settings.db_path.clone(),
+        source,
+    })?;
+    let upstream = Upstream::new(&settings);
+    recovery::recover(&store, &upstream, settings.recovery_token_file.as_deref())
+        .await
+        .map_err(StartError::Recovery)?;
+
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let proxy_listener = bind(settings.listen).await?;
+    let admin_listener = bind(settings.admin_listen).await?;
+    let local = |l: &TcpListener, addr| {
+        l.local_addr()
+            .map_err(|source| StartError::Bind { addr, source })
+    };
+    let proxy_addr = local(&proxy_listener, settings.listen)?;
+    let admin_addr = local(&admin_listener, settings.admin_listen)?;
     let tls = settings.tls.is_some();
 
-    let proxy = Arc::new(Proxy::new(Upstream::new(&settings)));
+    let governor = Governor::new(store.clone(), settings.record_reads, settings.max_body);
+    let proxy = Arc::new(Proxy::new(upstream, governor));
     let proxy_options = ServeOptions {
         tls: settings.tls.clone(),
         shutdown_grace: settings.shutdown_grace,
@@ -72,6 +118,8 @@ pub async fn start(
         server::serve(proxy_listener, proxy, proxy_options, shutdown).await;
         admin_stop.cancel();
         let _ = admin_task.await;
+        // Every in-flight change has finished; flush what the writer still holds.
+        store.close().await;
     });
     Ok(RunningProxy {
         proxy_addr,

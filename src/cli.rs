@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Overrides, RawConfig};
 use crate::server::ServeOptions;
 use crate::telemetry::{self, LogFormat};
-use crate::{app, demo, emulator, tls};
+use crate::{app, audit_cli, demo, emulator, tls};
 
 /// syncgate: an audit-logging, policy-enforcing reverse proxy for Microsoft Graph's cross-tenant
 /// user synchronization policies.
@@ -78,6 +78,10 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Query and verify the audit log: list, show one operation, verify the hash chain.
+    ///
+    /// Opens the log read-only (never creates it): safe while the proxy is running.
+    Audit(audit_cli::AuditArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -139,9 +143,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let settings = raw.validate().context("invalid configuration")?;
             let upstream = settings.upstream.to_string();
             let shutdown = CancellationToken::new();
-            let running = app::start(settings, shutdown.clone())
-                .await
-                .context("cannot bind the listeners")?;
+            let running = app::start(settings, shutdown.clone()).await?;
             println!(
                 "syncgate: proxy listening on {} (upstream {upstream})",
                 running.url()
@@ -182,6 +184,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tokio::spawn(stop_on_signal(shutdown.clone()));
             demo::run(&listen, shutdown).await
         }
+        Command::Audit(args) => audit_cli::run(args).await,
         Command::CheckConfig { config } => {
             let settings = config.load()?.validate()?;
             println!(

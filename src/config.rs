@@ -54,6 +54,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub store: RawStore,
+    #[serde(default)]
+    pub audit: RawAudit,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,11 +148,36 @@ impl Default for RawAdmin {
 pub struct RawStore {
     #[serde(default = "default_db")]
     pub path: PathBuf,
+    #[serde(default = "default_busy_timeout")]
+    pub busy_timeout: String,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
-        Self { path: default_db() }
+        Self {
+            path: default_db(),
+            busy_timeout: default_busy_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    #[serde(default)]
+    pub record_reads: bool,
+    #[serde(default = "default_max_body")]
+    pub max_body: String,
+    pub recovery_token_file: Option<PathBuf>,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            record_reads: false,
+            max_body: default_max_body(),
+            recovery_token_file: None,
+        }
     }
 }
 
@@ -180,6 +207,12 @@ fn default_pool_idle_timeout() -> String {
 }
 fn default_db() -> PathBuf {
     "syncgate.db".into()
+}
+fn default_busy_timeout() -> String {
+    "5s".into()
+}
+fn default_max_body() -> String {
+    "1MiB".into()
 }
 
 /// Values given on the command line, which win over the file.
@@ -225,6 +258,9 @@ impl RawConfig {
             fix(ca);
         }
         fix(&mut self.store.path);
+        if let Some(token) = &mut self.audit.recovery_token_file {
+            fix(token);
+        }
     }
 
     pub fn apply(&mut self, o: Overrides) {
@@ -316,6 +352,10 @@ impl RawConfig {
                 &self.upstream.pool_idle_timeout,
             )?,
             db_path: self.store.path.clone(),
+            busy_timeout: parse_duration("store.busy_timeout", &self.store.busy_timeout)?,
+            record_reads: self.audit.record_reads,
+            max_body: parse_size("audit.max_body", &self.audit.max_body)?,
+            recovery_token_file: self.audit.recovery_token_file.clone(),
         })
     }
 }
@@ -338,6 +378,14 @@ pub struct Settings {
     pub pool_idle_timeout: Duration,
     /// The audit log's SQLite file.
     pub db_path: PathBuf,
+    /// How long a write waits for a locked database before the change is refused with 503.
+    pub busy_timeout: Duration,
+    /// Record GETs of sync policies as `read` events.
+    pub record_reads: bool,
+    /// Largest governed request body read (413 above).
+    pub max_body: usize,
+    /// A file holding a bearer token for re-reading state at start-up after a crash.
+    pub recovery_token_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -353,12 +401,14 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Settings {
-    /// Settings for a proxy in front of `upstream` with every default, on loopback port 0.
-    pub fn for_upstream(upstream: &str) -> Result<Self, ConfigError> {
+    /// Settings for a proxy in front of `upstream` with every default, on loopback port 0, with
+    /// its audit log at `db`.
+    pub fn for_upstream(upstream: &str, db: &Path) -> Result<Self, ConfigError> {
         let mut raw = RawConfig::default();
         raw.proxy.listen = "127.0.0.1:0".into();
         raw.admin.listen = "127.0.0.1:0".into();
         raw.upstream.url = upstream.into();
+        raw.store.path = db.to_owned();
         raw.validate()
     }
 }
@@ -460,6 +510,34 @@ pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, Config
     Ok(d)
 }
 
+/// `"1048576"`, `"512KiB"`, `"1MiB"`.
+pub fn parse_size(key: &'static str, value: &str) -> Result<usize, ConfigError> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| invalid(key, format!("{value:?} is not a size like \"1MiB\"")))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => {
+            return Err(invalid(
+                key,
+                format!("{value:?}: unit must be B, KiB or MiB"),
+            ));
+        }
+    };
+    match n.checked_mul(factor) {
+        Some(0) | None => Err(invalid(
+            key,
+            format!("{value:?} must be between 1 byte and usize::MAX"),
+        )),
+        Some(size) => Ok(size),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,6 +576,16 @@ mod tests {
         assert!(UpstreamTarget::parse("https://graph.microsoft.com/v1.0").is_err());
         assert!(UpstreamTarget::parse("ftp://x").is_err());
         assert!(UpstreamTarget::parse("moon").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("k", "1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("k", "512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("k", "100").unwrap(), 100);
+        assert!(parse_size("k", "1MB").is_err());
+        assert!(parse_size("k", "0").is_err());
+        assert!(parse_size("k", "MiB").is_err());
     }
 
     #[test]

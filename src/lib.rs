@@ -16,7 +16,10 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
+pub mod audit_cli;
 pub mod body;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -24,6 +27,7 @@ pub mod emulator;
 pub mod graph_error;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -41,7 +41,9 @@ async fn the_official_python_sdk_creates_reads_and_deletes_a_sync_policy_through
         ServeOptions::default(),
         stop.clone(),
     ));
-    let settings = Settings::for_upstream(&emulator_url).expect("settings for the emulator");
+    let db_dir = tempfile::tempdir().unwrap();
+    let settings = Settings::for_upstream(&emulator_url, &db_dir.path().join("syncgate.db"))
+        .expect("settings for the emulator");
     let proxy = syncgate::app::start(settings, stop.clone())
         .await
         .expect("proxy starts");

@@ -1,7 +1,12 @@
 //! Injected failures: throttling, outages, slow answers and dropped connections on demand.
 //!
 //! A test posts a fault to `/_emulator/faults`; the next `count` Graph requests it matches answer
-//! with it instead of (or, for a pure delay, before) their normal handling. A request matches when
+//! with it instead of (or, for a pure delay, before) their normal handling. Two modes model the
+//! cases an auditing proxy must see through: `applyThenFail` runs the request normally and then
+//! answers with the fault's error anyway (a 5xx whose change landed), and `ignoreWrite` answers
+//! `204 No Content` without running it (a write Graph accepted and silently ignored).
+//! `delayResponseMs` runs the request and then holds its answer, so a test can stop a caller (or a
+//! proxy) after a change landed and before it heard so. A request matches when
 //! its method equals `method` and its raw path-and-query starts with `path` (both compared
 //! case-insensitively; an absent field matches anything). Faults match top-level
 //! requests only — never `/_emulator/*`, and never `$batch` sub-requests, which share their
@@ -27,6 +32,9 @@ pub(crate) struct FaultSpec {
     retry_after: Option<u64>,
     delay_ms: Option<u64>,
     drop: Option<bool>,
+    apply_then_fail: Option<bool>,
+    ignore_write: Option<bool>,
+    delay_response_ms: Option<u64>,
 }
 
 /// A pending fault; `count` is how many more requests it will hit.
@@ -45,6 +53,12 @@ pub(crate) struct Fault {
     pub(crate) retry_after: Option<u64>,
     pub(crate) delay_ms: u64,
     pub(crate) drop: bool,
+    /// Run the request normally, then answer with `status` anyway.
+    pub(crate) apply_then_fail: bool,
+    /// Answer 204 without running the request.
+    pub(crate) ignore_write: bool,
+    /// Run the request, then hold its answer this long (the change has landed; the caller waits).
+    pub(crate) delay_response_ms: u64,
 }
 
 impl Fault {
@@ -116,12 +130,16 @@ pub(crate) enum FaultError {
     ZeroCount,
     #[error("status must be between 400 and 599")]
     Status,
-    #[error("delayMs must be at most {MAX_DELAY_MS}")]
+    #[error("delayMs and delayResponseMs must be at most {MAX_DELAY_MS}")]
     Delay,
     #[error("method is not an HTTP method")]
     Method,
-    #[error("a fault needs at least one of status, delayMs or drop")]
+    #[error("a fault needs at least one of status, delayMs, delayResponseMs, drop or ignoreWrite")]
     Inert,
+    #[error("applyThenFail needs a status")]
+    ApplyWithoutStatus,
+    #[error("ignoreWrite cannot be combined with status or drop")]
+    IgnoreConflict,
 }
 
 /// The pending faults, oldest first.
@@ -141,7 +159,8 @@ impl Faults {
             return Err(FaultError::Status);
         }
         let delay_ms = spec.delay_ms.unwrap_or(0);
-        if delay_ms > MAX_DELAY_MS {
+        let delay_response_ms = spec.delay_response_ms.unwrap_or(0);
+        if delay_ms > MAX_DELAY_MS || delay_response_ms > MAX_DELAY_MS {
             return Err(FaultError::Delay);
         }
         if let Some(m) = &spec.method
@@ -150,8 +169,21 @@ impl Faults {
             return Err(FaultError::Method);
         }
         let drop = spec.drop.unwrap_or(false);
-        if spec.status.is_none() && delay_ms == 0 && !drop {
+        let apply_then_fail = spec.apply_then_fail.unwrap_or(false);
+        let ignore_write = spec.ignore_write.unwrap_or(false);
+        if spec.status.is_none()
+            && delay_ms == 0
+            && delay_response_ms == 0
+            && !drop
+            && !ignore_write
+        {
             return Err(FaultError::Inert);
+        }
+        if apply_then_fail && spec.status.is_none() {
+            return Err(FaultError::ApplyWithoutStatus);
+        }
+        if ignore_write && (spec.status.is_some() || drop) {
+            return Err(FaultError::IgnoreConflict);
         }
         self.next_id += 1;
         let fault = Fault {
@@ -163,6 +195,9 @@ impl Faults {
             retry_after: spec.retry_after,
             delay_ms,
             drop,
+            apply_then_fail,
+            ignore_write,
+            delay_response_ms,
         };
         self.pending.push(fault.clone());
         Ok(fault)
@@ -223,6 +258,23 @@ mod tests {
         assert!(faults.add(spec(r#"{"count":0,"status":500}"#)).is_err());
         assert!(faults.add(spec(r#"{"path":"/v1.0"}"#)).is_err());
         assert!(serde_json::from_str::<FaultSpec>(r#"{"Status":500}"#).is_err());
+    }
+
+    #[test]
+    fn apply_then_fail_needs_a_status_and_ignore_write_stands_alone() {
+        let mut faults = Faults::default();
+        assert!(faults.add(spec(r#"{"applyThenFail":true}"#)).is_err());
+        assert!(
+            faults
+                .add(spec(r#"{"ignoreWrite":true,"status":500}"#))
+                .is_err()
+        );
+        assert!(
+            faults
+                .add(spec(r#"{"applyThenFail":true,"status":500}"#))
+                .is_ok()
+        );
+        assert!(faults.add(spec(r#"{"ignoreWrite":true}"#)).is_ok());
     }
 
     #[test]

@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::api::{GraphRequest, Nesting};
-use self::faults::Faults;
+use self::faults::{Fault, Faults};
 use self::odata::Outcome;
 use self::state::State;
 use crate::body::Body;
@@ -141,7 +141,7 @@ impl Emulator {
             .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned());
 
         let fault = self.faults().take(&method, &target);
-        if let Some(fault) = fault {
+        if let Some(fault) = &fault {
             tracing::debug!(fault = fault.id, "injecting a fault");
             if fault.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
@@ -150,12 +150,23 @@ impl Emulator {
                 self.log(&method, &target, None);
                 return Err(DropConnection);
             }
-            if let Some(failure) = fault.failure() {
+            if fault.ignore_write {
+                let outcome: Outcome = Ok(odata::Reply::no_content());
+                self.log(&method, &target, Some(odata::status_of(&outcome)));
+                return Ok(odata::into_response(outcome, &ids));
+            }
+            if !fault.apply_then_fail
+                && let Some(failure) = fault.failure()
+            {
                 let outcome: Outcome = Err(failure);
                 self.log(&method, &target, Some(odata::status_of(&outcome)));
                 return Ok(odata::into_response(outcome, &ids));
             }
         }
+        let fail_after = fault
+            .as_ref()
+            .filter(|f| f.apply_then_fail)
+            .and_then(Fault::failure);
 
         let (parts, incoming) = req.into_parts();
         let outcome = match read_body(incoming).await {
@@ -172,9 +183,17 @@ impl Emulator {
             }
             Err(error) => Err(error.into()),
         };
+        // The request ran (and changed state); the caller still sees the injected error.
+        let outcome = match fail_after {
+            Some(failure) => Err(failure),
+            None => outcome,
+        };
         let status = odata::status_of(&outcome);
         tracing::Span::current().record("status", status.as_u16());
         self.log(&method, &target, Some(status));
+        if let Some(f) = fault.as_ref().filter(|f| f.delay_response_ms > 0) {
+            tokio::time::sleep(Duration::from_millis(f.delay_response_ms)).await;
+        }
         Ok(odata::into_response(outcome, &ids))
     }
 }

@@ -18,6 +18,9 @@ pub enum ProxyError {
     MethodNotAllowed(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The upstream's response body broke off or was too large to relay.
+    #[error("the upstream response could not be read: {0}")]
+    UpstreamBody(String),
     /// A request could not be rebuilt for the upstream (should not happen for a parsed request).
     #[error("cannot build the upstream request")]
     Internal(#[from] http::Error),
@@ -28,7 +31,7 @@ impl ProxyError {
         match self {
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(_) | ProxyError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -38,7 +41,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => "Request_BadRequest",
             ProxyError::Upstream(UpstreamError::Connect(_)) => "SyncgateUpstreamUnreachable",
             ProxyError::Upstream(UpstreamError::Timeout(_)) => "SyncgateUpstreamTimeout",
-            ProxyError::Upstream(UpstreamError::Failed(_)) => "SyncgateUpstreamFailed",
+            ProxyError::Upstream(UpstreamError::Failed(_)) | ProxyError::UpstreamBody(_) => {
+                "SyncgateUpstreamFailed"
+            }
             ProxyError::Internal(_) => "SyncgateInternalError",
         }
     }

@@ -45,8 +45,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request the upstream receives: absolute URI on the upstream, hop-by-hop headers and `Host`
-/// removed, `Expect` dropped (the client connection already answered it), `X-Forwarded-*` set.
+/// The request the upstream receives: absolute URI on the upstream, the client's body streamed,
+/// headers rewritten by [`upstream_headers`].
 pub fn to_upstream(
     req: Request<Incoming>,
     target: &UpstreamTarget,
@@ -58,13 +58,27 @@ pub fn to_upstream(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
+    parts.uri = upstream_uri(target, path_and_query)?;
+    parts.version = Version::HTTP_11;
+    upstream_headers(&mut parts.headers, conn);
+    Ok(Request::from_parts(parts, body::stream(incoming)))
+}
+
+/// `path_and_query` on the upstream.
+pub fn upstream_uri(
+    target: &UpstreamTarget,
+    path_and_query: impl TryInto<PathAndQuery, Error: Into<http::Error>>,
+) -> Result<Uri, http::Error> {
+    Uri::builder()
         .scheme(target.scheme.clone())
         .authority(target.authority.clone())
         .path_and_query(path_and_query)
-        .build()?;
-    parts.version = Version::HTTP_11;
-    let headers = &mut parts.headers;
+        .build()
+}
+
+/// Rewrite a client's headers for the upstream: hop-by-hop headers and `Host` removed, `Expect`
+/// dropped (the client connection already answered it), `X-Forwarded-For`/`-Proto` set.
+pub fn upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     headers.remove(header::EXPECT);
@@ -73,7 +87,6 @@ pub fn to_upstream(
         "x-forwarded-proto",
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
-    Ok(Request::from_parts(parts, body::stream(incoming)))
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, conn: &ConnInfo) {
@@ -94,11 +107,16 @@ fn append_forwarded_for(headers: &mut HeaderMap, conn: &ConnInfo) {
 
 /// The response the client receives: the upstream's status, end-to-end headers and streaming body.
 pub fn to_client(resp: Response<Incoming>) -> Response<Body> {
-    let (mut parts, incoming) = resp.into_parts();
+    strip_response(resp).map(body::stream)
+}
+
+/// An upstream response with its hop-by-hop headers removed, for the client's connection.
+pub fn strip_response<B>(resp: Response<B>) -> Response<B> {
+    let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // The client's connection decides its own version; hyper writes the right one.
     parts.version = Version::default();
-    Response::from_parts(parts, body::stream(incoming))
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]

@@ -1,11 +1,22 @@
 //! The proxy: every request that reaches the proxy listener goes through [`Proxy::handle`].
 //!
-//! The lifecycle (DESIGN.md) is classify → read → decide → record → forward → complete. The spine
-//! implements the pass-through branch: every request is forwarded, streaming both ways. Governed
-//! routes (identitySynchronization changes) branch off in `handle` before `forward`.
+//! `handle` classifies the request ([`crate::classify`]) and takes one of four branches:
+//! - not governed: forwarded, streaming both ways ([`forward`]);
+//! - a governed write: the lifecycle in [`govern`] (read → lock → before → decide → record →
+//!   forward → after → complete);
+//! - a `$batch`: parsed, and unbatched through the same lifecycle when it holds a governed
+//!   sub-request ([`batch`]);
+//! - refused: a Graph-shaped error and a `denied` event, without reading the body.
 
+mod actor;
+mod batch;
 mod error;
 pub mod forward;
+mod govern;
+mod locks;
+mod read;
+pub(crate) mod recovery;
+mod state;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -14,23 +25,53 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::{Instrument, info, warn};
+use uuid::Uuid;
 
+use crate::audit::{Decision, EventKind};
 use crate::body::Body;
+use crate::classify::{self, Classification, Governed};
 use crate::graph_error::RequestIds;
 use crate::server::{ConnInfo, DropConnection, Handler};
+use crate::store::Store;
 pub use error::ProxyError;
+use govern::{Audit, ChangeRequest};
 use upstream::Upstream;
+
+/// What governing needs besides the upstream.
+pub struct Governor {
+    /// The audit log every governed operation is recorded in.
+    pub store: Store,
+    /// One governed change per partner at a time.
+    locks: locks::Locks,
+    /// Record GETs of sync policies as `read` events.
+    pub record_reads: bool,
+    /// Largest governed request body (413 above).
+    pub max_body: usize,
+}
+
+impl Governor {
+    pub fn new(store: Store, record_reads: bool, max_body: usize) -> Self {
+        Self {
+            store,
+            locks: locks::Locks::default(),
+            record_reads,
+            max_body,
+        }
+    }
+}
 
 /// The proxy listener's handler.
 pub struct Proxy {
     upstream: Upstream,
+    governor: Governor,
 }
 
 impl Proxy {
-    pub fn new(upstream: Upstream) -> Self {
-        Self { upstream }
+    pub fn new(upstream: Upstream, governor: Governor) -> Self {
+        Self { upstream, governor }
     }
 
+    /// Pass-through: stream the request up and the response down.
     async fn forward(
         &self,
         req: Request<Incoming>,
@@ -46,6 +87,105 @@ impl Proxy {
         let upstream_req = forward::to_upstream(req, self.upstream.target(), conn)?;
         let resp = self.upstream.send(upstream_req).await?;
         Ok(forward::to_client(resp))
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        ids: &RequestIds,
+    ) -> Response<Body> {
+        let classification = classify::classify(
+            req.method(),
+            req.uri().path(),
+            req.uri().query(),
+            req.headers(),
+        );
+        match classification {
+            Classification::Forward => self.pass_through(req, conn, ids).await,
+            Classification::SyncRead(governed) => self.read(req, governed, conn, ids).await,
+            Classification::Governed(governed) => {
+                let operation_id = Uuid::now_v7();
+                let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
+                let (parts, incoming) = req.into_parts();
+                let body = match read::bounded(incoming, self.governor.max_body).await {
+                    Ok(body) => body,
+                    Err(refusal) => {
+                        let audit = Audit::new(operation_id, &actor);
+                        return self
+                            .refuse(&audit, Some(&governed), None, refusal, ids)
+                            .await;
+                    }
+                };
+                let change = ChangeRequest {
+                    governed,
+                    headers: parts.headers,
+                    body,
+                    actor,
+                };
+                self.change(operation_id, change, conn, ids).await
+            }
+            Classification::Batch(version) => self.batch(req, version, conn, ids).await,
+            Classification::Refuse(refusal) => {
+                let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
+                let audit = Audit::new(Uuid::now_v7(), &actor);
+                let governed = refusal.governed.as_deref().cloned();
+                self.refuse(&audit, governed.as_ref(), None, refusal, ids)
+                    .await
+            }
+        }
+    }
+
+    async fn pass_through(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        ids: &RequestIds,
+    ) -> Response<Body> {
+        match self.forward(req, conn).await {
+            Ok(resp) => resp,
+            Err(error) => {
+                warn!(%error, request_id = %ids.request_id, "request failed");
+                error.into_response(ids)
+            }
+        }
+    }
+
+    /// A read of sync policy content: forwarded, and recorded as a `read` event when configured.
+    async fn read(
+        &self,
+        req: Request<Incoming>,
+        governed: Governed,
+        conn: &ConnInfo,
+        ids: &RequestIds,
+    ) -> Response<Body> {
+        if !self.governor.record_reads {
+            return self.pass_through(req, conn, ids).await;
+        }
+        let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
+        let audit = Audit::new(Uuid::now_v7(), &actor);
+        let client_request_id = req
+            .headers()
+            .get("client-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let started = Instant::now();
+        let resp = self.pass_through(req, conn, ids).await;
+        let mut event = audit.event(EventKind::Read, &governed, "");
+        event.upstream_status = Some(resp.status().as_u16());
+        event.request_id = resp
+            .headers()
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        event.client_request_id = client_request_id;
+        event.decision = Some(Decision::Allow);
+        event.latency_ms = Some(started.elapsed().as_millis() as u64);
+        // Reads keep flowing when the log is down (DESIGN failure table); the gap is logged.
+        if let Err(error) = self.governor.store.append(event).await {
+            warn!(%error, "could not record a read");
+        }
+        audit.tag(resp)
     }
 }
 
@@ -66,13 +206,7 @@ impl Handler for Proxy {
         async move {
             // Ids for a locally made error; forwarded responses carry the upstream's own.
             let ids = RequestIds::from_headers(req.headers());
-            let response = match self.forward(req, &conn).await {
-                Ok(resp) => resp,
-                Err(error) => {
-                    warn!(%error, request_id = %ids.request_id, "request failed");
-                    error.into_response(&ids)
-                }
-            };
+            let response = self.route(req, &conn, &ids).await;
             let span = tracing::Span::current();
             span.record("status", response.status().as_u16());
             span.record("latency_ms", started.elapsed().as_millis() as u64);

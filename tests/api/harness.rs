@@ -28,13 +28,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pki::TestPki;
 
-/// A proxy running in this process; stopped when dropped.
+/// A proxy running in this process, with its own audit log; stopped when dropped.
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub url: String,
     pub stop: CancellationToken,
+    /// The audit log's file.
+    pub db_path: std::path::PathBuf,
     running: Option<syncgate::app::RunningProxy>,
+    /// Holds the database folder when the test did not choose one.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl TestProxy {
@@ -71,7 +75,15 @@ pub async fn spawn_proxy(upstream: &str) -> TestProxy {
     spawn_proxy_with(proxy_config(upstream)).await
 }
 
-pub async fn spawn_proxy_with(raw: RawConfig) -> TestProxy {
+/// Start a proxy from `raw`; unless the test chose a database path, it gets a fresh one in a
+/// temporary folder.
+pub async fn spawn_proxy_with(mut raw: RawConfig) -> TestProxy {
+    let dir = (raw.store.path == RawConfig::default().store.path).then(|| {
+        let dir = tempfile::tempdir().unwrap();
+        raw.store.path = dir.path().join("syncgate.db");
+        dir
+    });
+    let db_path = raw.store.path.clone();
     let settings = raw.validate().expect("test config is valid");
     let stop = CancellationToken::new();
     let running = syncgate::app::start(settings, stop.clone()).await.unwrap();
@@ -80,7 +92,9 @@ pub async fn spawn_proxy_with(raw: RawConfig) -> TestProxy {
         admin_addr: running.admin_addr,
         url: running.url(),
         stop,
+        db_path,
         running: Some(running),
+        _dir: dir,
     }
 }
 
@@ -148,7 +162,8 @@ pub fn spawn_child_proxy_env(upstream: &str, extra: &[&str], env: &[(&str, &str)
     let dir = tempfile::tempdir().unwrap();
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
     let db = dir.path().join("syncgate.db");
-    let mut child = Command::new(syncgate_bin())
+    let mut command = Command::new(syncgate_bin());
+    command
         .args([
             "serve",
             "--listen",
@@ -156,8 +171,12 @@ pub fn spawn_child_proxy_env(upstream: &str, extra: &[&str], env: &[(&str, &str)
             "--admin-listen",
             "127.0.0.1:0",
         ])
-        .args(["--upstream", upstream, "--db"])
-        .arg(&db)
+        .args(["--upstream", upstream]);
+    // A test that names its own database (a restart) keeps it.
+    if !extra.contains(&"--db") {
+        command.arg("--db").arg(&db);
+    }
+    let mut child = command
         .args(extra)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

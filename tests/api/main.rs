@@ -4,6 +4,8 @@ mod harness;
 mod helpers;
 mod pki;
 
+/// `syncgate audit list|show|verify` over a log written with the library store.
+mod audit_log;
 /// The `syncgate` binary's commands.
 mod cli;
 /// The Graph emulator, spoken to directly.
@@ -12,5 +14,7 @@ mod emulator;
 mod emulator_batch;
 /// The Graph emulator's `/_emulator/*` test-support endpoints and injected faults.
 mod emulator_control;
+/// Governed changes: classification, recording, refusals, $batch.
+mod governed;
 /// The pass-through proxy.
 mod proxy;

@@ -1,0 +1,444 @@
+//! `$batch` envelopes (graph-reference §6, DESIGN.md "$batch"): read one exactly as Graph would,
+//! or refuse it.
+//!
+//! A batch is a bypass channel if syncgate reads it differently from Graph: a sub-request it
+//! misses, a URL it normalises differently, a body it cannot see (base64), an envelope with two
+//! spellings of `requests`. So the envelope is parsed with the same strictness as governed bodies
+//! (no duplicate names, no mis-cased or unknown members), every limit Graph documents is
+//! enforced, and each sub-request is classified with [`classify`] exactly as if it had been sent
+//! alone, after its URL is normalised the way a generous reader would (absolute URLs, accidental
+//! version prefixes and a missing leading slash are seen through). Whether a sub-request is then
+//! governed, forwarded or refused is the pipeline's business; only envelope problems refuse the
+//! whole batch here.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde_json::{Map, Value};
+
+use super::body::{check_content_type, parse_strict};
+use super::canonical;
+use super::{ApiVersion, Classification, Refusal, check_body, classify, codes};
+
+/// Graph's documented limit on requests per batch.
+pub const MAX_BATCH_REQUESTS: usize = 20;
+
+/// Members of the envelope and of each request, as Graph documents them.
+const ENVELOPE_MEMBERS: [&str; 1] = ["requests"];
+const REQUEST_MEMBERS: [&str; 6] = ["id", "method", "url", "headers", "body", "dependsOn"];
+
+/// A parsed `$batch` envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The batch's API version, inherited by every sub-request.
+    pub version: ApiVersion,
+    /// The sub-requests, in the order sent.
+    pub requests: Vec<BatchRequest>,
+    /// Indices into `requests` in an execution order that honours `dependsOn` (stable: among
+    /// requests whose dependencies are met, the earliest sent comes first).
+    pub order: Vec<usize>,
+}
+
+impl Batch {
+    /// Whether any sub-request needs the pipeline: anything but [`Classification::Forward`] and
+    /// [`Classification::SyncRead`] (a refused sub-request counts: it must be answered by
+    /// syncgate, not sent to Graph).
+    pub fn is_governed(&self) -> bool {
+        self.requests.iter().any(|r| {
+            !matches!(
+                r.classification,
+                Classification::Forward | Classification::SyncRead(_)
+            )
+        })
+    }
+
+    /// The index of the request with `id` (ids are case-insensitive).
+    pub fn position(&self, id: &str) -> Option<usize> {
+        let wanted = fold_id(id);
+        self.requests.iter().position(|r| fold_id(&r.id) == wanted)
+    }
+}
+
+/// One sub-request of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRequest {
+    /// The id as sent (a number id is kept as its decimal text).
+    pub id: String,
+    /// The method, upper-cased (Graph reads batch methods case-insensitively).
+    pub method: Method,
+    /// The URL as sent.
+    pub url: String,
+    /// The path and query that [`classify`] saw: the batch's version prefixed, absolute-URL
+    /// hosts and accidental version prefixes stripped.
+    pub normalized_url: String,
+    /// The headers as sent.
+    pub headers: Map<String, Value>,
+    /// The body: as sent, except a base64 string with a JSON Content-Type, which is decoded and
+    /// parsed strictly. `None` when absent or `null`.
+    pub body: Option<Value>,
+    /// The ids this request depends on, as sent.
+    pub depends_on: Vec<String>,
+    /// [`classify`] of the normalised sub-request with its own headers.
+    pub classification: Classification,
+}
+
+impl BatchRequest {
+    /// The sub-request's Content-Type header (names compare case-insensitively).
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .and_then(|(_, value)| value.as_str())
+    }
+
+    /// For a governed sub-request, its body checked against the operation's [`BodyRule`]
+    /// (see [`check_body`]); `Ok(None)` for a sub-request that is not governed.
+    ///
+    /// [`BodyRule`]: super::BodyRule
+    pub fn checked_body(&self) -> Result<Option<Value>, Refusal> {
+        match &self.classification {
+            Classification::Governed(g) => check_body(
+                g.body,
+                g.path.version,
+                self.content_type(),
+                self.body.as_ref(),
+            )
+            .map_err(|refusal| refusal.about(g.clone())),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Parse a `$batch` body. Refuses (400 `SyncgateBadBatch`) a non-JSON Content-Type (multipart
+/// batches included), malformed JSON (with the strictness of governed bodies), an envelope
+/// other than `{"requests": [...]}`, no requests or more than 20, duplicate ids
+/// (case-insensitive), missing or mistyped id/method/url, unknown or mis-cased members,
+/// `dependsOn` naming unknown ids or forming a cycle, nested `$batch` requests, a body without a
+/// Content-Type header, and a JSON-typed string body that is not base64 of strict JSON.
+pub fn parse_batch(
+    version: ApiVersion,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<Batch, Refusal> {
+    check_content_type(content_type).map_err(|_| {
+        bad_batch(format!(
+            "the batch must be JSON (Content-Type: application/json), not {}; multipart batches \
+             are refused",
+            content_type.map_or_else(|| "missing".to_owned(), |c| format!("'{c}'"))
+        ))
+    })?;
+    let envelope = parse_strict(bytes).map_err(bad_batch)?;
+    let Value::Object(envelope) = envelope else {
+        return Err(bad_batch("the batch must be a JSON object"));
+    };
+    check_member_names(&envelope, &ENVELOPE_MEMBERS, "the batch")?;
+    let entries = match envelope.get("requests") {
+        Some(Value::Array(entries)) => entries,
+        Some(_) => return Err(bad_batch("'requests' must be an array")),
+        None => return Err(bad_batch("'requests' is missing")),
+    };
+    if entries.is_empty() {
+        return Err(bad_batch("'requests' is empty"));
+    }
+    if entries.len() > MAX_BATCH_REQUESTS {
+        return Err(bad_batch(format!(
+            "the batch has {} requests; Graph allows at most {MAX_BATCH_REQUESTS}",
+            entries.len()
+        )));
+    }
+    let mut requests: Vec<BatchRequest> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let request = parse_request(version, index, entry)?;
+        if let Some(other) = requests
+            .iter()
+            .find(|r| fold_id(&r.id) == fold_id(&request.id))
+        {
+            return Err(bad_batch(format!(
+                "the ids '{}' and '{}' are the same (ids are case-insensitive)",
+                other.id, request.id
+            )));
+        }
+        requests.push(request);
+    }
+    let order = execution_order(&requests)?;
+    Ok(Batch {
+        version,
+        requests,
+        order,
+    })
+}
+
+fn parse_request(
+    version: ApiVersion,
+    index: usize,
+    entry: &Value,
+) -> Result<BatchRequest, Refusal> {
+    let Value::Object(entry) = entry else {
+        return Err(bad_batch(format!("requests[{index}] must be an object")));
+    };
+    let at = format!("requests[{index}]");
+    check_member_names(entry, &REQUEST_MEMBERS, &at)?;
+    let id = match entry.get("id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+        Some(_) => return Err(bad_batch(format!("{at}.id must be a non-empty string"))),
+        None => return Err(bad_batch(format!("{at}.id is missing"))),
+    };
+    let at = format!("request '{id}'");
+    let method = match entry.get("method") {
+        Some(Value::String(m)) => Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
+            .map_err(|_| bad_batch(format!("{at} has an invalid method '{m}'")))?,
+        Some(_) => return Err(bad_batch(format!("{at}: 'method' must be a string"))),
+        None => return Err(bad_batch(format!("{at}: 'method' is missing"))),
+    };
+    let url = match entry.get("url") {
+        Some(Value::String(u)) if !u.trim().is_empty() => u.clone(),
+        Some(Value::String(_)) => return Err(bad_batch(format!("{at}: 'url' is empty"))),
+        Some(_) => return Err(bad_batch(format!("{at}: 'url' must be a string"))),
+        None => return Err(bad_batch(format!("{at}: 'url' is missing"))),
+    };
+    let headers = match entry.get("headers") {
+        Some(Value::Object(h)) => h.clone(),
+        Some(Value::Null) | None => Map::new(),
+        Some(_) => return Err(bad_batch(format!("{at}: 'headers' must be an object"))),
+    };
+    let header_map = header_map(&headers, &at)?;
+    let content_type = single_content_type(&headers, &at)?;
+    let body = match entry.get("body") {
+        None | Some(Value::Null) => None,
+        Some(body) => {
+            let Some(content_type) = content_type else {
+                return Err(bad_batch(format!(
+                    "{at} has a body but no Content-Type header"
+                )));
+            };
+            Some(decode_body(body, content_type, &at)?)
+        }
+    };
+    let depends_on = match entry.get("dependsOn") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|d| match d {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+                _ => Err(bad_batch(format!("{at}: 'dependsOn' must list ids"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad_batch(format!("{at}: 'dependsOn' must be an array"))),
+    };
+    let (path, query) = normalize_url(version, &url, &at)?;
+    if canonical::reach(&path, true).batch {
+        return Err(bad_batch(format!(
+            "{at} is a nested $batch; batches cannot contain batches"
+        )));
+    }
+    let classification = classify(&method, &path, query.as_deref(), &header_map);
+    let normalized_url = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    Ok(BatchRequest {
+        id,
+        method,
+        url,
+        normalized_url,
+        headers,
+        body,
+        depends_on,
+        classification,
+    })
+}
+
+/// Refuse member names that are unknown, or that differ from a known one only by case (a
+/// case-insensitive reader, as ASP.NET's JSON options often are, would take `Requests` or `URL`
+/// for the real thing).
+fn check_member_names(
+    members: &Map<String, Value>,
+    known: &[&str],
+    at: &str,
+) -> Result<(), Refusal> {
+    for name in members.keys() {
+        if known.contains(&name.as_str()) {
+            continue;
+        }
+        return Err(match known.iter().find(|k| k.eq_ignore_ascii_case(name)) {
+            Some(k) => bad_batch(format!("{at} has '{name}'; the member is spelled '{k}'")),
+            None => bad_batch(format!("{at} has the unknown member '{name}'")),
+        });
+    }
+    Ok(())
+}
+
+/// The sub-request's headers as a [`HeaderMap`], for [`classify`] (method overrides).
+fn header_map(headers: &Map<String, Value>, at: &str) -> Result<HeaderMap, Refusal> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let Value::String(text) = value else {
+            return Err(bad_batch(format!(
+                "{at}: the header '{name}' must be a string"
+            )));
+        };
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad_batch(format!("{at}: '{name}' is not a valid header name")))?;
+        let value = HeaderValue::from_str(text)
+            .map_err(|_| bad_batch(format!("{at}: the header '{name}' has an invalid value")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The Content-Type header, refusing two spellings of it (which one would Graph use?).
+fn single_content_type<'a>(
+    headers: &'a Map<String, Value>,
+    at: &str,
+) -> Result<Option<&'a str>, Refusal> {
+    let mut found = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(bad_batch(format!(
+            "{at} has more than one Content-Type header"
+        )));
+    }
+    Ok(first.and_then(|(_, v)| v.as_str()))
+}
+
+/// A JSON-typed string body is base64 of the JSON document (§6): decode it and parse it
+/// strictly, so a governed body cannot hide behind base64. Other bodies are kept as sent.
+fn decode_body(body: &Value, content_type: &str, at: &str) -> Result<Value, Refusal> {
+    let Value::String(text) = body else {
+        return Ok(body.clone());
+    };
+    if check_content_type(Some(content_type)).is_err() {
+        return Ok(body.clone());
+    }
+    let bytes = [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text.trim()).ok())
+        .ok_or_else(|| {
+            bad_batch(format!(
+                "{at} has a JSON Content-Type and a string body that is not base64"
+            ))
+        })?;
+    parse_strict(&bytes).map_err(|problem| bad_batch(format!("{at}: the base64 body: {problem}")))
+}
+
+/// The path and query classification sees: the batch's version, then the sub-request's path
+/// with a leading slash, absolute-URL scheme and host removed, and any accidental version
+/// prefix (`/v1.0/...`, `/beta/...`) removed. Graph itself rejects the last two, but they must
+/// not hide a governed request from syncgate.
+fn normalize_url(
+    version: ApiVersion,
+    url: &str,
+    at: &str,
+) -> Result<(String, Option<String>), Refusal> {
+    let url = url.trim();
+    let url = url.split('#').next().unwrap_or_default();
+    let (path, query) = match url.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (url, None),
+    };
+    let path = strip_scheme_and_host(path, at)?;
+    let mut rest = path.trim_start_matches('/');
+    loop {
+        let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
+        if !canonical::is_loose_version(first) {
+            break;
+        }
+        rest = after;
+    }
+    let leading_slashes = path.len() - path.trim_start_matches('/').len();
+    // Keep extra leading slashes (`//x`) visible to classify() as an empty segment.
+    let extra = "/".repeat(leading_slashes.saturating_sub(1));
+    Ok((format!("/{version}/{extra}{rest}"), query))
+}
+
+/// `https://host/path` → `/path`. A scheme-relative URL (`//host/path`) is refused: read as a
+/// path its first segment is empty, read as a URL it names a host, and syncgate cannot know
+/// which reading Graph takes.
+fn strip_scheme_and_host<'a>(path: &'a str, at: &str) -> Result<&'a str, Refusal> {
+    let lower = path.get(..8).unwrap_or(path).to_ascii_lowercase();
+    let after_scheme = if lower.starts_with("https://") {
+        &path[8..]
+    } else if lower.starts_with("http://") {
+        &path[7..]
+    } else {
+        let slashes = path
+            .bytes()
+            .take_while(|b| *b == b'/' || *b == b'\\')
+            .count();
+        if slashes >= 2 {
+            return Err(bad_batch(format!(
+                "{at} has the scheme-relative URL '{path}'; use a path relative to the version"
+            )));
+        }
+        return Ok(path);
+    };
+    Ok(after_scheme
+        .find('/')
+        .map_or("", |slash| &after_scheme[slash..]))
+}
+
+/// A topological order of the requests (Kahn's algorithm, earliest index first), refusing
+/// unknown dependency ids and cycles.
+fn execution_order(requests: &[BatchRequest]) -> Result<Vec<usize>, Refusal> {
+    let folded: Vec<String> = requests.iter().map(|r| fold_id(&r.id)).collect();
+    let mut dependencies: Vec<Vec<usize>> = Vec::with_capacity(requests.len());
+    for request in requests {
+        let mut deps = Vec::new();
+        for dep in &request.depends_on {
+            let index = folded
+                .iter()
+                .position(|id| *id == fold_id(dep))
+                .ok_or_else(|| {
+                    bad_batch(format!(
+                        "request '{}' depends on '{dep}', which is not in the batch",
+                        request.id
+                    ))
+                })?;
+            if !deps.contains(&index) {
+                deps.push(index);
+            }
+        }
+        dependencies.push(deps);
+    }
+    let mut done = vec![false; requests.len()];
+    let mut order = Vec::with_capacity(requests.len());
+    while order.len() < requests.len() {
+        let next = (0..requests.len())
+            .find(|&i| !done[i] && dependencies[i].iter().all(|&d| done[d]))
+            .ok_or_else(|| {
+                let stuck: Vec<&str> = (0..requests.len())
+                    .filter(|&i| !done[i])
+                    .map(|i| requests[i].id.as_str())
+                    .collect();
+                bad_batch(format!(
+                    "the dependsOn of requests {} form a cycle",
+                    stuck.join(", ")
+                ))
+            })?;
+        done[next] = true;
+        order.push(next);
+    }
+    Ok(order)
+}
+
+/// Ids compare case-insensitively (§6), with the same folding .NET's ordinal-ignore-case uses.
+fn fold_id(id: &str) -> String {
+    id.chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+fn bad_batch(message: impl Into<String>) -> Refusal {
+    Refusal::bad_request(
+        codes::BAD_BATCH,
+        format!("Invalid batch payload: {}.", message.into()),
+    )
+}
+
+#[cfg(test)]
+mod tests;

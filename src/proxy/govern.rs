@@ -1,0 +1,457 @@
+//! The governed lifecycle (DESIGN.md): read → lock → before → decide → record → forward → after →
+//! complete, in one function, [`Proxy::change`], so the order that makes the log trustworthy is
+//! visible in one place:
+//!
+//! - the body is read whole (bounded) and parsed strictly *before* anything else, so what is
+//!   recorded is exactly what is forwarded;
+//! - the partner's lock is held from the before-read to the after-read, so the recorded before
+//!   and after belong to this change alone;
+//! - the `received` event is durable *before* the write goes upstream; if the store cannot write,
+//!   the change is refused with 503 and nothing is sent;
+//! - the `completed` event records the upstream's answer, the after-state, the diff and whether the
+//!   after-state shows what was asked (intent versus effect).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde_json::Value;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{Proxy, ProxyError, forward, state};
+use crate::audit::{Actor, Decision, Event, EventKind, Snapshot};
+use crate::body::{self, Body};
+use crate::classify::{self, CanonicalPath, Governed, OperationKind, Refusal};
+use crate::graph_error::{GraphError, RequestIds};
+use crate::server::ConnInfo;
+
+/// The header carrying the operation id back to the client.
+pub(crate) const AUDIT_ID_HEADER: &str = "x-syncgate-audit-id";
+
+/// Largest upstream response to a governed write that is relayed (they are empty or small JSON).
+const MAX_WRITE_RESPONSE: usize = 4 * 1024 * 1024;
+
+/// A governed request whose body has been read.
+pub(crate) struct ChangeRequest {
+    pub(crate) governed: Governed,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) actor: Actor,
+}
+
+impl Proxy {
+    /// Run one governed change; always answers (errors become Graph-shaped responses carrying the
+    /// audit id).
+    pub(crate) async fn change(
+        &self,
+        operation_id: Uuid,
+        req: ChangeRequest,
+        conn: &ConnInfo,
+        ids: &RequestIds,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let ChangeRequest {
+            mut governed,
+            headers,
+            body,
+            actor,
+        } = req;
+        let audit = Audit::new(operation_id, &actor);
+
+        // read: strict JSON and the partner key. Every partner POST/PATCH is governed, not only
+        // those touching sync: the partner document is one recorded resource, and a write to it
+        // that went unrecorded would show up as drift on the next governed change.
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let json =
+            match classify::parse_body(governed.body, governed.path.version, content_type, &body)
+                .and_then(|json| bind_partner(&mut governed, json))
+            {
+                Ok(json) => json,
+                Err(refusal) => {
+                    return self
+                        .refuse(&audit, Some(&governed), None, refusal, ids)
+                        .await;
+                }
+            };
+        let Some(state_path) = governed.state_path() else {
+            let refusal = Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "The request names no partner tenant.",
+            );
+            return self
+                .refuse(&audit, Some(&governed), json, refusal, ids)
+                .await;
+        };
+
+        // lock → before
+        let lock_key = governed.lock_key().unwrap_or_else(|| state_path.clone());
+        let _lock = self.governor.locks.lock(&lock_key).await;
+        let auth = state::authorization(&headers);
+        let before = state::read(&self.upstream, &state_path, auth).await;
+        if let Some(refused) = before.refused {
+            // Graph refused the caller even a read: relay its answer, nothing else is sent.
+            let detail = format!(
+                "the upstream refused to read the before-state ({})",
+                refused.status()
+            );
+            self.record_denied(
+                &audit,
+                &governed,
+                json,
+                Some(before.snapshot),
+                &state_path,
+                detail,
+            )
+            .await;
+            return audit.tag(refused.map(body::full));
+        }
+        if let Snapshot::Unreadable { error, .. } = &before.snapshot {
+            let refusal = before_state_unavailable(error, before.error);
+            let detail = refusal.message.clone();
+            self.record_denied(
+                &audit,
+                &governed,
+                json.clone(),
+                Some(before.snapshot.clone()),
+                &state_path,
+                detail,
+            )
+            .await;
+            let mut resp = refusal.into_graph_error().into_response(ids);
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("5"));
+            return audit.tag(resp);
+        }
+        let before = before.snapshot;
+        self.record_drift(&audit, &governed, &state_path, &before)
+            .await;
+
+        // decide: local rules arrive with a later issue; every well-formed change is allowed.
+        let decision = Decision::Allow;
+
+        // record `received`, durably, before anything goes upstream.
+        let mut received = audit.event(EventKind::Received, &governed, &state_path);
+        received.request_body = json.clone();
+        received.before = Some(before.clone());
+        received.decision = Some(decision);
+        received.client_request_id = client_request_id(&headers);
+        if let Err(error) = self.governor.store.append(received).await {
+            warn!(%error, audit_id = %operation_id, "audit log unavailable; change refused");
+            return audit.tag(audit_unavailable(ids));
+        }
+
+        // forward
+        let sent = Instant::now();
+        let write = write_request(&self.upstream, &governed, headers.clone(), body, conn);
+        let outcome = match write {
+            Ok(req) => match self.upstream.send(req).await {
+                Ok(resp) => {
+                    let (parts, incoming) = resp.into_parts();
+                    match Limited::new(incoming, MAX_WRITE_RESPONSE).collect().await {
+                        Ok(c) => Ok(Response::from_parts(parts, c.to_bytes())),
+                        Err(e) => Err(ProxyError::UpstreamBody(e.to_string())),
+                    }
+                }
+                Err(e) => Err(ProxyError::Upstream(e)),
+            },
+            Err(e) => Err(ProxyError::Internal(e)),
+        };
+        let upstream_ms = sent.elapsed().as_millis() as u64;
+
+        // after → complete
+        let after = state::read(&self.upstream, &state_path, auth)
+            .await
+            .snapshot;
+        let status = outcome.as_ref().ok().map(|r| r.status());
+        let mut completed = audit.event(EventKind::Completed, &governed, &state_path);
+        completed.effect = Some(state::effect(
+            governed.kind,
+            json.as_ref(),
+            status,
+            &before,
+            &after,
+        ));
+        completed.diff = state::diff(&before, &after);
+        completed.request_body = json;
+        completed.before = Some(before);
+        completed.after = Some(after);
+        completed.decision = Some(decision);
+        completed.client_request_id = client_request_id(&headers);
+        completed.upstream_status = status.map(|s| s.as_u16());
+        completed.request_id = outcome
+            .as_ref()
+            .ok()
+            .and_then(|r| r.headers().get("request-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        completed.detail = outcome.as_ref().err().map(ToString::to_string);
+        completed.upstream_latency_ms = Some(upstream_ms);
+        completed.latency_ms = Some(started.elapsed().as_millis() as u64);
+        let effect = completed.effect;
+        if let Err(error) = self.governor.store.append(completed).await {
+            // The `received` event is on disk; the next start-up records `recovered` for it.
+            warn!(%error, audit_id = %operation_id, "could not record the completed event");
+        }
+        info!(
+            audit_id = %operation_id,
+            route = governed.kind.as_str(),
+            partner = governed.partner.as_ref().map(|p| p.as_str()).unwrap_or("-"),
+            decision = decision.as_str(),
+            status = status.map(|s| s.as_u16()).unwrap_or(0),
+            effect = ?effect,
+            "governed change"
+        );
+        match outcome {
+            Ok(resp) => audit.tag(forward::strip_response(resp).map(body::full)),
+            Err(error) => audit.tag(error.into_response(ids)),
+        }
+    }
+
+    /// Refuse a request (bad input, unknown governed path, ...), recording a `denied` event.
+    pub(crate) async fn refuse(
+        &self,
+        audit: &Audit,
+        governed: Option<&Governed>,
+        json: Option<Value>,
+        refusal: Refusal,
+        ids: &RequestIds,
+    ) -> Response<Body> {
+        let mut event = match governed {
+            Some(g) => audit.event(EventKind::Denied, g, &g.state_path().unwrap_or_default()),
+            None => {
+                let mut e = Event::new(audit.operation_id, EventKind::Denied);
+                e.actor = audit.actor.clone();
+                e.canonical_path = refusal.canonical.clone().unwrap_or_default();
+                e.operation = "unknown".into();
+                e
+            }
+        };
+        event.request_body = json;
+        event.decision = Some(Decision::Deny);
+        event.detail = Some(format!("{}: {}", refusal.code, refusal.message));
+        if let Err(error) = self.governor.store.append(event).await {
+            // The refusal stands either way; only its record is missing.
+            warn!(%error, audit_id = %audit.operation_id, "could not record a refusal");
+        }
+        info!(audit_id = %audit.operation_id, decision = "deny", status = refusal.status.as_u16(), code = refusal.code, "refused");
+        let mut error = refusal.into_graph_error();
+        error.inner_extra.insert(
+            "syncgate-audit-id".into(),
+            Value::String(audit.operation_id.to_string()),
+        );
+        audit.tag(error.into_response(ids))
+    }
+
+    async fn record_denied(
+        &self,
+        audit: &Audit,
+        governed: &Governed,
+        json: Option<Value>,
+        before: Option<Snapshot>,
+        state_path: &str,
+        detail: String,
+    ) {
+        let mut event = audit.event(EventKind::Denied, governed, state_path);
+        event.request_body = json;
+        event.before = before;
+        event.decision = Some(Decision::Deny);
+        event.detail = Some(detail);
+        if let Err(error) = self.governor.store.append(event).await {
+            warn!(%error, audit_id = %audit.operation_id, "could not record a refusal");
+        }
+    }
+
+    /// A `drift` event when the before-state differs from the last after-state recorded for the
+    /// same resource: something changed it without going through syncgate.
+    async fn record_drift(
+        &self,
+        audit: &Audit,
+        governed: &Governed,
+        state_path: &str,
+        before: &Snapshot,
+    ) {
+        let last = match self.governor.store.last_after(state_path).await {
+            Ok(Some(last)) => last,
+            Ok(None) => return,
+            Err(error) => {
+                warn!(%error, "could not read the last recorded state; drift not checked");
+                return;
+            }
+        };
+        if last.value().is_none() || last.value() == before.value() {
+            return;
+        }
+        let mut drift = audit.event(EventKind::Drift, governed, state_path);
+        drift.diff = state::diff(&last, before);
+        drift.before = Some(last);
+        drift.after = Some(before.clone());
+        drift.detail = Some(
+            "the state changed since syncgate last recorded it (a change made around the proxy)"
+                .into(),
+        );
+        if let Err(error) = self.governor.store.append(drift).await {
+            warn!(%error, "could not record drift");
+        }
+    }
+}
+
+/// Per-operation context shared by its events.
+pub(crate) struct Audit {
+    pub(crate) operation_id: Uuid,
+    pub(crate) actor: Actor,
+}
+
+impl Audit {
+    pub(crate) fn new(operation_id: Uuid, actor: &Actor) -> Self {
+        Self {
+            operation_id,
+            actor: actor.clone(),
+        }
+    }
+
+    /// An event of this operation about `governed`, with the common fields filled.
+    pub(crate) fn event(&self, kind: EventKind, governed: &Governed, state_path: &str) -> Event {
+        let mut e = Event::new(self.operation_id, kind);
+        e.method = governed.method.to_string();
+        e.canonical_path = governed.path.to_string();
+        e.api_version = governed.path.version.as_str().to_owned();
+        e.partner_tenant_id = governed.partner.as_ref().map(|p| p.as_str().to_owned());
+        e.operation = governed.kind.as_str().to_owned();
+        e.actor = self.actor.clone();
+        e.state_path = (!state_path.is_empty()).then(|| state_path.to_owned());
+        e
+    }
+
+    /// Add `x-syncgate-audit-id` to a response.
+    pub(crate) fn tag(&self, mut resp: Response<Body>) -> Response<Body> {
+        if let Ok(v) = HeaderValue::from_str(&self.operation_id.to_string()) {
+            resp.headers_mut().insert(AUDIT_ID_HEADER, v);
+        }
+        resp
+    }
+}
+
+/// For a partner POST the key is in the body; for sync writes a `tenantId` in the body must name
+/// the partner in the URL.
+fn bind_partner(governed: &mut Governed, json: Option<Value>) -> Result<Option<Value>, Refusal> {
+    if let Some(body) = &json {
+        match governed.kind {
+            OperationKind::PartnerCreate => {
+                governed.partner = Some(classify::partner_from_body(body)?)
+            }
+            _ => {
+                if let Some(partner) = &governed.partner {
+                    classify::check_body_tenant(body, partner)?;
+                }
+            }
+        }
+    }
+    if governed.kind == OperationKind::PartnerCreate && governed.partner.is_none() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Creating a partner needs a body with its tenantId.",
+        ));
+    }
+    Ok(json)
+}
+
+fn client_request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("client-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The governed write as it goes upstream: the documented path for the canonical route (what
+/// was recorded is what is sent), the client's end-to-end headers, the body bytes as received.
+fn write_request(
+    upstream: &super::upstream::Upstream,
+    governed: &Governed,
+    mut headers: HeaderMap,
+    body: Bytes,
+    conn: &ConnInfo,
+) -> Result<Request<Body>, http::Error> {
+    let uri = forward::upstream_uri(upstream.target(), documented_path(&governed.path))?;
+    forward::upstream_headers(&mut headers, conn);
+    headers.remove(CONTENT_LENGTH);
+    if !body.is_empty() {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    let mut req = Request::builder()
+        .method(governed.method.clone())
+        .uri(uri)
+        .body(body::full(body))?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// The canonical path with Graph's documented casing (`crossTenantAccessPolicy`, ...), which is
+/// what every SDK sends; keys stay lower-case GUIDs.
+pub(crate) fn documented_path(path: &CanonicalPath) -> String {
+    const DOCUMENTED: &[&str] = &[
+        "policies",
+        "crossTenantAccessPolicy",
+        "partners",
+        "identitySynchronization",
+        "deletedItems",
+        "crossTenantPartners",
+        "crossTenantSyncPolicyPartners",
+        "restore",
+        "templates",
+        "multiTenantOrganizationIdentitySynchronization",
+        "resetToDefaultSettings",
+        "crossTenantIdentitySyncPolicy",
+        "default",
+    ];
+    let mut out = format!("/{}", path.version.as_str());
+    for segment in &path.segments {
+        out.push('/');
+        let documented = DOCUMENTED
+            .iter()
+            .find(|d| d.eq_ignore_ascii_case(segment))
+            .copied()
+            .unwrap_or(segment.as_str());
+        out.push_str(documented);
+    }
+    out
+}
+
+fn audit_unavailable(ids: &RequestIds) -> Response<Body> {
+    let mut resp = GraphError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SyncgateAuditUnavailable",
+        "syncgate cannot record this change in its audit log, so it was not sent to Microsoft Graph. Retry later.",
+    )
+    .into_response(ids);
+    resp.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("5"));
+    resp
+}
+
+/// The before-state could not be read: nothing is forwarded (DESIGN failure table).
+fn before_state_unavailable(
+    error: &str,
+    upstream_error: Option<super::upstream::UpstreamError>,
+) -> Refusal {
+    use super::upstream::UpstreamError;
+    let (status, code) = match &upstream_error {
+        Some(UpstreamError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, "SyncgateUpstreamTimeout"),
+        Some(_) => (StatusCode::BAD_GATEWAY, "SyncgateUpstreamUnreachable"),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SyncgateBeforeStateUnavailable",
+        ),
+    };
+    Refusal::new(
+        status,
+        code,
+        format!(
+            "syncgate could not read the current state before the change ({error}); nothing was sent to Microsoft Graph. Retry later."
+        ),
+    )
+}

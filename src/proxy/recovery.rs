@@ -1,0 +1,93 @@
+//! Crash recovery: at start-up, every operation whose `received` event has no `completed` (the
+//! proxy died between recording and completing) gets a `recovered` event holding the state read
+//! again from the upstream, so the log says what happened to it.
+//!
+//! The caller's token is gone (only its hash was kept), so the re-read uses the token in
+//! `audit.recovery_token_file`, kept fresh by the operator's token agent. Without one the
+//! `recovered` event says the state could not be read; the next governed change on that resource
+//! then shows any difference as `drift`.
+
+use std::path::Path;
+
+use http::HeaderValue;
+use tracing::{info, warn};
+
+use super::state;
+use super::upstream::Upstream;
+use crate::audit::{Event, EventKind, Snapshot};
+use crate::classify::OperationKind;
+use crate::store::{Store, StoreError};
+
+/// Record `recovered` for every unfinished operation; returns how many there were.
+pub async fn recover(
+    store: &Store,
+    upstream: &Upstream,
+    token_file: Option<&Path>,
+) -> Result<usize, StoreError> {
+    let unfinished = store.unfinished_operations().await?;
+    if unfinished.is_empty() {
+        return Ok(0);
+    }
+    warn!(
+        count = unfinished.len(),
+        "found changes a previous run did not complete; re-reading their state"
+    );
+    let token = token_file.map(|path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    });
+    for record in &unfinished {
+        let received = &record.event;
+        let mut event = Event::new(received.operation_id, EventKind::Recovered);
+        event.method = received.method.clone();
+        event.canonical_path = received.canonical_path.clone();
+        event.api_version = received.api_version.clone();
+        event.partner_tenant_id = received.partner_tenant_id.clone();
+        event.operation = received.operation.clone();
+        event.actor = received.actor.clone();
+        event.client_request_id = received.client_request_id.clone();
+        event.request_body = received.request_body.clone();
+        event.before = received.before.clone();
+        event.decision = received.decision;
+        event.state_path = received.state_path.clone();
+        let after = match (&received.state_path, &token) {
+            (None, _) => unreadable("the received event names no state to read"),
+            (_, None) => unreadable("no audit.recovery_token_file is configured"),
+            (_, Some(Err(e))) => unreadable(e),
+            (Some(path), Some(Ok(token))) => {
+                match HeaderValue::from_str(&format!("Bearer {token}")) {
+                    Ok(auth) => state::read(upstream, path, Some(&auth)).await.snapshot,
+                    Err(_) => unreadable("the recovery token is not a valid header value"),
+                }
+            }
+        };
+        if let (Some(before), Some(kind)) =
+            (&received.before, OperationKind::parse(&received.operation))
+        {
+            event.diff = state::diff(before, &after);
+            event.effect = Some(state::effect(
+                kind,
+                received.request_body.as_ref(),
+                None,
+                before,
+                &after,
+            ));
+        }
+        event.after = Some(after);
+        event.detail = Some(
+            "syncgate stopped before this change completed; the state was read again at start-up"
+                .into(),
+        );
+        store.append(event).await?;
+    }
+    info!(count = unfinished.len(), "recorded recovered events");
+    Ok(unfinished.len())
+}
+
+fn unreadable(error: &str) -> Snapshot {
+    Snapshot::Unreadable {
+        status: None,
+        error: error.to_owned(),
+    }
+}

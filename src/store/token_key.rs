@@ -1,0 +1,180 @@
+//! The key that turns bearer tokens into linkable, non-reversible fingerprints.
+//!
+//! Events carry `HMAC-SHA256(key, token)` so an auditor can tell that two changes were made with
+//! the same token without the log ever holding a token (a plain hash of a JWT could be confirmed
+//! by anyone holding the token; a keyed one only by someone holding the key too). The key is 32
+//! random bytes, hex, in `<db path>.token-key` beside the database, mode 0600, created on first
+//! open and reused after, so fingerprints stay comparable across restarts. It is deliberately not
+//! in the database: a copy of the log handed to an auditor does not carry it.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const KEY_LEN: usize = 32;
+
+/// Keyed fingerprints of bearer tokens.
+#[derive(Clone)]
+pub struct TokenHasher {
+    /// The MAC initialised with the key; cloned per token.
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for TokenHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHasher(..)")
+    }
+}
+
+/// Why the key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenKeyError {
+    #[error("cannot read or create the token key file {path}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the token key file {path} does not hold {KEY_LEN} hex-encoded bytes")]
+    Malformed { path: PathBuf },
+}
+
+impl TokenHasher {
+    /// `<db path>.token-key`.
+    pub fn key_path(db_path: &Path) -> PathBuf {
+        let mut name = db_path.as_os_str().to_owned();
+        name.push(".token-key");
+        PathBuf::from(name)
+    }
+
+    /// Load the key beside `db_path`, creating it (0600) if there is none.
+    pub fn load_or_create(db_path: &Path) -> Result<TokenHasher, TokenKeyError> {
+        let path = Self::key_path(db_path);
+        let io = |source| TokenKeyError::Io {
+            path: path.clone(),
+            source,
+        };
+        match fs::read_to_string(&path) {
+            Ok(text) => return Self::parse(&path, &text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let key = random_key().map_err(io)?;
+        // Write a private temporary file, then link it into place: the key file appears complete
+        // or not at all, and if another process won the race its key is the one everybody uses.
+        let tmp = path.with_extension(format!("token-key.{}.tmp", uuid::Uuid::new_v4().simple()));
+        let result =
+            write_private(&tmp, &hex::encode(key)).and_then(|()| fs::hard_link(&tmp, &path));
+        let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(()) => Self::from_key(&path, &key),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let text = fs::read_to_string(&path).map_err(io)?;
+                Self::parse(&path, &text)
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<TokenHasher, TokenKeyError> {
+        let malformed = || TokenKeyError::Malformed {
+            path: path.to_owned(),
+        };
+        let bytes = hex::decode(text.trim()).map_err(|_| malformed())?;
+        if bytes.len() != KEY_LEN {
+            return Err(malformed());
+        }
+        Self::from_key(path, &bytes)
+    }
+
+    fn from_key(path: &Path, key: &[u8]) -> Result<TokenHasher, TokenKeyError> {
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| TokenKeyError::Malformed {
+                path: path.to_owned(),
+            })?;
+        Ok(TokenHasher { mac })
+    }
+
+    /// `hex(HMAC-SHA256(key, token))`.
+    pub fn hash(&self, token: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(token.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+#[cfg(unix)]
+fn random_key() -> io::Result<[u8; KEY_LEN]> {
+    let mut key = [0u8; KEY_LEN];
+    fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    Ok(key)
+}
+
+#[cfg(not(unix))]
+fn random_key() -> io::Result<[u8; KEY_LEN]> {
+    // Two v4 UUIDs: 244 random bits from the OS generator (uuid uses getrandom).
+    let mut key = [0u8; KEY_LEN];
+    key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_file_is_created_private_and_reused_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let first = TokenHasher::load_or_create(&db).unwrap();
+        let key_file = dir.path().join("audit.db.token-key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&key_file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(fs::read_to_string(&key_file).unwrap().trim().len(), 64);
+        let again = TokenHasher::load_or_create(&db).unwrap();
+        assert_eq!(first.hash("eyJ0eXAi.token"), again.hash("eyJ0eXAi.token"));
+        assert_ne!(first.hash("eyJ0eXAi.token"), first.hash("eyJ0eXAi.other"));
+        assert_eq!(first.hash("x").len(), 64);
+        // Nothing but the key file was left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn different_stores_fingerprint_the_same_token_differently() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = TokenHasher::load_or_create(&dir.path().join("a.db")).unwrap();
+        let b = TokenHasher::load_or_create(&dir.path().join("b.db")).unwrap();
+        assert_ne!(a.hash("same token"), b.hash("same token"));
+    }
+
+    #[test]
+    fn a_malformed_key_file_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        fs::write(TokenHasher::key_path(&db), "not hex\n").unwrap();
+        let err = TokenHasher::load_or_create(&db).unwrap_err();
+        assert!(matches!(err, TokenKeyError::Malformed { .. }), "{err}");
+        assert_eq!(
+            fs::read_to_string(TokenHasher::key_path(&db)).unwrap(),
+            "not hex\n"
+        );
+    }
+}

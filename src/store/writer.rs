@@ -1,0 +1,212 @@
+//! The writer task: the one owner of the write connection, committing appends in groups.
+//!
+//! Why one task: the chain is a sequence. Every event's `seq` and `prev_hash` depend on the one
+//! before, so appends must be serialised somewhere; doing it in a task that owns the connection
+//! (rather than a mutex around it) lets that task batch. Whatever is queued when it becomes free
+//! is committed as one group, in one transaction, with one fsync: under load the cost of a
+//! durable write is shared by everyone waiting, and with one caller it is one transaction each.
+//!
+//! Every caller gets exactly one answer: its `Recorded` after the commit, or the error. A failed
+//! transaction writes nothing (the backend rolls back and reads the head again next time), and the
+//! task keeps serving: the next group tries again. If the task is gone, callers see
+//! [`StoreError::Unavailable`] because their reply channel closes, never a hang or a panic.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain::{Prepared, Sealed};
+use super::{StoreError, StoreOptions, StoreStats, sqlite};
+use crate::audit::{Event, Recorded};
+
+/// The write connection, whichever database it is.
+pub(crate) enum WriteBackend {
+    Sqlite(sqlite::SqliteWriter),
+}
+
+impl WriteBackend {
+    /// Append `events` after the current head in one transaction; all or nothing.
+    async fn append_group(&mut self, events: &[&Prepared]) -> Result<Vec<Sealed>, StoreError> {
+        match self {
+            WriteBackend::Sqlite(w) => w.append_group(events).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            WriteBackend::Sqlite(w) => w.close().await,
+        }
+    }
+}
+
+/// One caller's event and where its answer goes.
+struct Job {
+    event: Prepared,
+    reply: oneshot::Sender<Result<Recorded, StoreError>>,
+}
+
+enum Command {
+    /// Boxed: an event is over a kilobyte, and every queue slot would be that size.
+    Append(Box<Job>),
+    /// Commit what came before, stop, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Counters {
+    groups: AtomicU64,
+    events: AtomicU64,
+}
+
+/// The callers' side of the queue.
+pub(crate) struct WriterHandle {
+    queue: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+}
+
+/// Start the writer task on the current runtime.
+pub(crate) fn spawn(backend: WriteBackend, options: &StoreOptions) -> WriterHandle {
+    let (queue, commands) = mpsc::channel(options.queue_capacity.max(1));
+    let counters = Arc::new(Counters::default());
+    tokio::spawn(run(
+        backend,
+        commands,
+        counters.clone(),
+        options.max_group.max(1),
+    ));
+    WriterHandle { queue, counters }
+}
+
+impl WriterHandle {
+    pub(crate) async fn append(&self, event: Event) -> Result<Recorded, StoreError> {
+        // Serialise in the caller's task, so callers share that work and the writer only hashes.
+        let event = Prepared::new(event).map_err(|context| StoreError::Rejected {
+            context,
+            source: None,
+        })?;
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::Append(Box::new(Job { event, reply })))
+            .await
+            .map_err(|_| StoreError::writer_stopped())?;
+        answer.await.map_err(|_| StoreError::writer_stopped())?
+    }
+
+    pub(crate) fn stats(&self) -> StoreStats {
+        StoreStats {
+            groups_committed: self.counters.groups.load(Ordering::Relaxed),
+            events_committed: self.counters.events.load(Ordering::Relaxed),
+            queued: self.queue.max_capacity() - self.queue.capacity(),
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.queue.send(Command::Close(done)).await.is_ok() {
+            // An error here means the task already stopped: nothing left to wait for.
+            let _ = stopped.await;
+        }
+    }
+}
+
+async fn run(
+    mut backend: WriteBackend,
+    mut commands: mpsc::Receiver<Command>,
+    counters: Arc<Counters>,
+    max_group: usize,
+) {
+    let mut group: Vec<Job> = Vec::with_capacity(max_group);
+    let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
+    // `None` from recv: every handle was dropped without close; stop all the same.
+    while let Some(first) = commands.recv().await {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Append(job) => group.push(*job),
+                Command::Close(done) => {
+                    closers.push(done);
+                    break;
+                }
+            }
+            if group.len() < max_group {
+                next = commands.try_recv().ok();
+            }
+        }
+        if !group.is_empty() {
+            commit(&mut backend, std::mem::take(&mut group), &counters).await;
+        }
+        if !closers.is_empty() {
+            break;
+        }
+    }
+    // Refuse what arrived after the close; the queue accepts nothing more from here on.
+    commands.close();
+    while let Ok(command) = commands.try_recv() {
+        match command {
+            Command::Append(job) => {
+                let _ = job.reply.send(Err(StoreError::writer_stopped()));
+            }
+            Command::Close(done) => closers.push(done),
+        }
+    }
+    backend.close().await;
+    for done in closers {
+        let _ = done.send(());
+    }
+}
+
+/// Commit `jobs` as one group and answer each caller.
+async fn commit(backend: &mut WriteBackend, jobs: Vec<Job>, counters: &Counters) {
+    let events: Vec<&Prepared> = jobs.iter().map(|j| &j.event).collect();
+    match backend.append_group(&events).await {
+        Ok(sealed) => {
+            counters.groups.fetch_add(1, Ordering::Relaxed);
+            counters
+                .events
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            for (job, sealed) in jobs.into_iter().zip(sealed) {
+                answer(job, Ok(sealed));
+            }
+        }
+        // One event the database refuses (a duplicate event id) must not sink the others with
+        // it: retry them one by one, each in its own transaction. Rare, so the cost is fine.
+        Err(StoreError::Rejected { .. }) if jobs.len() > 1 => {
+            for job in jobs {
+                let result = backend.append_group(&[&job.event]).await;
+                if result.is_ok() {
+                    counters.groups.fetch_add(1, Ordering::Relaxed);
+                    counters.events.fetch_add(1, Ordering::Relaxed);
+                }
+                let result = result.and_then(|sealed| {
+                    sealed
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| StoreError::Internal {
+                            context: "the backend sealed no event".into(),
+                            source: None,
+                        })
+                });
+                answer(job, result);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, events = jobs.len(), "audit store: group not committed");
+            for job in jobs {
+                let _ = job.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+fn answer(job: Job, result: Result<Sealed, StoreError>) {
+    let Job { event, reply } = job;
+    let result = result.map(|s| Recorded {
+        seq: s.seq,
+        prev_hash: s.prev_hash,
+        hash: s.hash,
+        event: event.event,
+    });
+    // The caller may have gone (its request was cancelled); the event is recorded regardless.
+    let _ = reply.send(result);
+}
