@@ -291,11 +291,7 @@ impl Output {
         match self.format {
             ListFormat::Table => {
                 let rows: Vec<[String; 10]> = events.iter().map(table_row).collect();
-                for row in &rows {
-                    for (w, cell) in self.widths.iter_mut().zip(row) {
-                        *w = (*w).max(cell.chars().count());
-                    }
-                }
+                grow_widths(&mut self.widths, &rows);
                 if self.written == 0 {
                     let header = TABLE_HEADER.map(str::to_owned);
                     write_aligned(&mut self.out, &header, &self.widths)?;
@@ -341,6 +337,29 @@ impl Output {
             _ => {}
         }
         self.out.flush()
+    }
+}
+
+/// Events as the `audit list` table, header included (for the demo and other one-shot output).
+pub fn render_table(events: &[Recorded]) -> String {
+    let rows: Vec<[String; 10]> = events.iter().map(table_row).collect();
+    let mut widths: Vec<usize> = TABLE_HEADER.iter().map(|h| h.len()).collect();
+    grow_widths(&mut widths, &rows);
+    let mut out = Vec::new();
+    let header = TABLE_HEADER.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        // Writing to a Vec cannot fail.
+        let _ = write_aligned(&mut out, row, &widths);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Widen columns to fit `rows`.
+fn grow_widths(widths: &mut [usize], rows: &[[String; 10]]) {
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
     }
 }
 

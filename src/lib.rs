@@ -2,11 +2,16 @@
 //! user synchronization policies. See `../shared/DESIGN.md` for the request lifecycle.
 //!
 //! A map of the crate:
-//! - [`cli`]: the command line (the only place `anyhow` is used); [`demo`] runs the whole stack.
+//! - [`cli`]: the command line; [`audit_cli`] its `audit` commands; [`demo`] runs the whole stack.
+//!   These are the CLI edge, the only places `anyhow` is used.
 //! - [`config`]: the TOML file, parsed then validated into [`config::Settings`].
-//! - [`app`]: binds the proxy and admin listeners and runs them until shutdown.
+//! - [`app`]: opens the audit log, recovers interrupted changes, binds the proxy and admin
+//!   listeners and runs them until shutdown.
 //! - [`server`]: the shared accept loop (HTTP/1.1 + HTTP/2, TLS, graceful drain).
-//! - [`proxy`]: the request lifecycle; [`proxy::forward`] streams requests to the upstream.
+//! - [`classify`]: canonical paths and the route table: is a request governed, and how?
+//! - [`proxy`]: the request lifecycle (classify → read → decide → record → forward → complete);
+//!   [`proxy::forward`] streams ungoverned requests to the upstream.
+//! - [`audit`]: the audit event; [`store`]: the append-only, hash-chained log it is kept in.
 //! - [`admin`]: `/healthz`, `/readyz` on their own listener.
 //! - [`emulator`]: a local Microsoft Graph for tests, the demo and users' own automation tests.
 //! - [`graph_error`]: Graph's error shape for every locally made error.

@@ -143,15 +143,6 @@ const TEMPLATE: &[Property] = &[
     prop("userSyncInbound", Shape::Closed(USER_SYNC_INBOUND)),
 ];
 
-/// Partner properties whose change can affect sync: the embedded policy itself, the consent
-/// settings sync needs end-to-end (§2.3, §8 point 3), and MTO membership, which applies the
-/// sync template to the partner (§2.3, §2.5).
-const SYNC_AFFECTING_PARTNER_PROPERTIES: [&str; 3] = [
-    "identitySynchronization",
-    "automaticUserConsentSettings",
-    "isInMultiTenantOrganization",
-];
-
 /// Read and check the body of a governed request.
 ///
 /// `Ok(None)` for [`BodyRule::Empty`] with no body (or JSON whitespace only); `Ok(Some(object))`
@@ -241,17 +232,6 @@ pub fn partner_from_body(body: &Value) -> Result<TenantId, Refusal> {
             "Creating a partner requires its tenantId in the body.",
         )),
     }
-}
-
-/// Whether a partner POST/PATCH body can change sync: it names `identitySynchronization`,
-/// `automaticUserConsentSettings` or `isInMultiTenantOrganization` (whatever the value, `null`
-/// included). When it does not, the pipeline forwards the request ungoverned.
-pub fn partner_body_affects_sync(body: &Value) -> bool {
-    body.as_object().is_some_and(|members| {
-        SYNC_AFFECTING_PARTNER_PROPERTIES
-            .iter()
-            .any(|name| members.contains_key(*name))
-    })
 }
 
 /// Refuse a body whose `tenantId` names another tenant than `partner` (the URL key, or the key

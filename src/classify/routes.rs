@@ -11,7 +11,7 @@
 //! | `crosstenantidentitysyncpolicy[/…]` | any write | refused 403 (§2.6: never shipped; match and deny) |
 //! | `crosstenantaccesspolicy` | write | refused: a PATCH here sets `allowedCloudEndpoints`, the precondition of cross-cloud sync, and could deep-update `partners`; no operation kind models it yet |
 //! | `crosstenantaccesspolicy/default[/…]` | write | **forwarded**: the default configuration has no `identitySynchronization`, its `automaticUserConsentSettings` is read-only (always false), and nothing in it reaches a partner's sync policy |
-//! | `…/partners` | POST | `PartnerCreate` (the pipeline forwards it ungoverned when [`partner_body_affects_sync`](super::partner_body_affects_sync) is false) |
+//! | `…/partners` | POST | `PartnerCreate` (every partner write is governed: the partner document is one recorded resource) |
 //! | `…/partners/{k}` | PATCH / DELETE | `PartnerUpdate` (same rule) / `PartnerDelete` |
 //! | `…/partners/{k}/identitysynchronization` | PUT / PATCH / DELETE | `SyncCreate` / `SyncUpdate` / `SyncDelete` |
 //! | `…/partners/{k}/identitysynchronization/…` | write | refused (property paths such as `…/userSyncInbound` are writes to the sync policy) |

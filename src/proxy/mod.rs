@@ -210,7 +210,7 @@ impl Handler for Proxy {
             let span = tracing::Span::current();
             span.record("status", response.status().as_u16());
             span.record("latency_ms", started.elapsed().as_millis() as u64);
-            info!("forwarded");
+            info!("answered");
             Ok(response)
         }
         .instrument(span)

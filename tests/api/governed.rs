@@ -93,6 +93,22 @@ async fn writes_received(emulator: &TestEmulator) -> Vec<Value> {
         .collect()
 }
 
+/// The response's operation left exactly one `denied` event.
+fn assert_denied(db: &Path, resp: &TestResponse) {
+    assert_eq!(
+        kinds(&operation(db, &audit_id(resp))),
+        ["denied"],
+        "{:?}",
+        resp.body
+    );
+}
+
+/// Nothing but the test's seeding POST reached the emulator as a write.
+async fn assert_only_seeding_written(emulator: &TestEmulator) {
+    let writes = writes_received(emulator).await;
+    assert_eq!(writes.len(), 1, "only the seeding POST: {writes:?}");
+}
+
 fn audit_id(resp: &TestResponse) -> String {
     resp.header("x-syncgate-audit-id")
         .unwrap_or_else(|| panic!("no x-syncgate-audit-id: {:?} {:?}", resp.status, resp.body))
@@ -415,10 +431,7 @@ async fn method_override_headers_on_policies_paths_are_refused() {
         assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{header}");
         assert_eq!(resp.error_code(), "SyncgateMethodOverrideRefused");
     }
-    assert!(
-        writes_received(&emulator).await.len() == 1,
-        "only the seeding POST"
-    );
+    assert_only_seeding_written(&emulator).await;
 }
 
 #[tokio::test]
@@ -449,8 +462,7 @@ async fn strictly_invalid_bodies_are_refused_before_anything_goes_upstream() {
             "{}",
             String::from_utf8_lossy(body)
         );
-        let events = operation(&proxy.db_path, &audit_id(&resp));
-        assert_eq!(kinds(&events), ["denied"]);
+        assert_denied(&proxy.db_path, &resp);
     }
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -459,11 +471,7 @@ async fn strictly_invalid_bodies_are_refused_before_anything_goes_upstream() {
         .send_raw(Method::PUT, &url, headers, Bytes::from(huge))
         .await;
     assert_eq!(resp.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        writes_received(&emulator).await.len(),
-        1,
-        "only the seeding POST reached Graph"
-    );
+    assert_only_seeding_written(&emulator).await;
     assert!(
         state(&emulator).await["identitySynchronization"]
             .as_object()
@@ -599,10 +607,7 @@ async fn beta_soft_delete_restore_and_purge_are_governed() {
         )
         .await;
     assert!(resp.status.is_client_error());
-    assert_eq!(
-        kinds(&operation(&proxy.db_path, &audit_id(&resp))),
-        ["denied"]
-    );
+    assert_denied(&proxy.db_path, &resp);
 }
 
 #[tokio::test]
@@ -773,15 +778,8 @@ async fn a_caller_graph_refuses_gets_graphs_answer_and_nothing_is_written() {
         .await;
     assert_eq!(resp.status, StatusCode::FORBIDDEN);
     assert_eq!(resp.error_code(), "Authorization_RequestDenied");
-    assert_eq!(
-        kinds(&operation(&proxy.db_path, &audit_id(&resp))),
-        ["denied"]
-    );
-    assert_eq!(
-        writes_received(&emulator).await.len(),
-        1,
-        "only the seeding POST"
-    );
+    assert_denied(&proxy.db_path, &resp);
+    assert_only_seeding_written(&emulator).await;
 }
 
 #[tokio::test]
@@ -812,15 +810,8 @@ async fn a_before_read_that_fails_sends_nothing_upstream() {
     );
     assert_eq!(resp.error_code(), "SyncgateBeforeStateUnavailable");
     assert!(resp.header("retry-after").is_some());
-    assert_eq!(
-        kinds(&operation(&proxy.db_path, &audit_id(&resp))),
-        ["denied"]
-    );
-    assert_eq!(
-        writes_received(&emulator).await.len(),
-        1,
-        "only the seeding POST"
-    );
+    assert_denied(&proxy.db_path, &resp);
+    assert_only_seeding_written(&emulator).await;
 }
 
 #[tokio::test]
@@ -1361,5 +1352,34 @@ async fn no_bearer_token_appears_in_the_database_file_or_the_logs() {
         for part in &parts {
             assert!(!text.contains(part), "a token part is stored or logged");
         }
+    }
+}
+
+#[tokio::test]
+async fn the_client_certificate_subject_is_recorded_with_the_actor() {
+    let pki = crate::pki::TestPki::generate();
+    let emulator = spawn_emulator().await;
+    seed_partner(&emulator, PARTNER).await;
+    let mut raw = proxy_config(&emulator.base);
+    raw.proxy.tls = Some(syncgate::config::RawListenerTls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: Some(pki.ca_cert.clone()),
+        client_auth: syncgate::config::ClientAuthMode::Required,
+    });
+    let proxy = spawn_proxy_with(raw).await;
+    let req = http::Request::put(sync_url(&proxy.url, "v1.0", PARTNER))
+        .header("authorization", format!("Bearer {}", admin_token()))
+        .header("content-type", "application/json")
+        .body(syncgate::body::full(r#"{"displayName":"F"}"#))
+        .unwrap();
+    let (resp, _) = request(&tls_client(&pki, true), req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let id = resp.headers()["x-syncgate-audit-id"].to_str().unwrap();
+    for event in operation(&proxy.db_path, id) {
+        assert_eq!(
+            event["actor"]["client_cert_subject"], "CN=automation-client",
+            "{event}"
+        );
     }
 }

@@ -508,28 +508,6 @@ fn a_partner_create_takes_its_key_from_the_body() {
 }
 
 #[test]
-fn partner_bodies_affect_sync_when_they_name_sync_or_its_preconditions() {
-    for body in [
-        json!({"identitySynchronization": {"userSyncInbound": {"isSyncAllowed": true}}}),
-        json!({"identitySynchronization": null}),
-        json!({"automaticUserConsentSettings": {"inboundAllowed": true}}),
-        json!({"automaticUserConsentSettings": null}),
-        json!({"isInMultiTenantOrganization": true}),
-    ] {
-        assert!(partner_body_affects_sync(&body), "{body}");
-    }
-    for body in [
-        json!({"tenantId": K}),
-        json!({"inboundTrust": {"isMfaAccepted": true}}),
-        json!({"b2bCollaborationInbound": {"identitySynchronization": {}}}),
-        json!({}),
-        json!([{"identitySynchronization": null}]),
-    ] {
-        assert!(!partner_body_affects_sync(&body), "{body}");
-    }
-}
-
-#[test]
 fn a_body_tenant_id_must_name_the_partner_the_url_names() {
     let partner = tenant(K);
     for ok in [
