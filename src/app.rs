@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Admin;
 use crate::config::Settings;
 use crate::proxy::upstream::Upstream;
-use crate::proxy::{Governor, Proxy, recovery};
+use crate::proxy::{Governor, Proxy, RulesHandle, recovery};
 use crate::server::{self, ServeOptions};
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -38,6 +38,8 @@ pub struct RunningProxy {
     pub admin_addr: SocketAddr,
     /// Whether clients reach the proxy over TLS.
     pub tls: bool,
+    /// The local rules in force; `replace` puts a reloaded set in force.
+    pub rules: RulesHandle,
     task: JoinHandle<()>,
 }
 
@@ -93,7 +95,13 @@ pub async fn start(
     let admin_addr = local(&admin_listener, settings.admin_listen)?;
     let tls = settings.tls.is_some();
 
-    let governor = Governor::new(store.clone(), settings.record_reads, settings.max_body);
+    let rules = RulesHandle::new(settings.rules.clone());
+    let governor = Governor::new(
+        store.clone(),
+        rules.clone(),
+        settings.record_reads,
+        settings.max_body,
+    );
     let proxy = Arc::new(Proxy::new(upstream, governor));
     let proxy_options = ServeOptions {
         tls: settings.tls.clone(),
@@ -125,6 +133,7 @@ pub async fn start(
         proxy_addr,
         admin_addr,
         tls,
+        rules,
         task,
     })
 }

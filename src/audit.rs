@@ -186,9 +186,12 @@ pub struct Event {
     /// RFC 6902 patch turning the before-value into the after-value.
     pub diff: Option<Value>,
     pub decision: Option<Decision>,
-    /// Each rule's verdict (local rules arrive with a later issue; empty until then).
+    /// Each rule's verdict for this change.
     #[serde(default)]
     pub rule_results: Vec<Value>,
+    /// The version (hash) of the rule set that decided.
+    #[serde(default)]
+    pub rules_version: Option<String>,
     pub approval_id: Option<String>,
     pub upstream_status: Option<u16>,
     /// Whole-operation latency, and the part spent waiting on the upstream.
@@ -222,6 +225,7 @@ impl Event {
             diff: None,
             decision: None,
             rule_results: Vec::new(),
+            rules_version: None,
             approval_id: None,
             upstream_status: None,
             latency_ms: None,

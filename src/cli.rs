@@ -133,6 +133,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             db,
             admin_listen,
         } => {
+            let config_path = config.config.clone();
             let mut raw = config.load()?;
             raw.apply(Overrides {
                 listen,
@@ -149,7 +150,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 running.url()
             );
             println!("syncgate: admin listening on http://{}", running.admin_addr);
+            tracing::info!(version = %running.rules.current().version(), "rules in force");
             tokio::spawn(stop_on_signal(shutdown));
+            tokio::spawn(reload_on_hangup(config_path, running.rules.clone()));
             running.stopped().await;
             Ok(())
         }
@@ -202,6 +205,38 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// On SIGHUP, reload the rules from the configuration file and put them in force atomically; a
+/// file that does not validate keeps the rules in force, and the log says why.
+async fn reload_on_hangup(config: Option<PathBuf>, rules: crate::proxy::RulesHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; rules reload is unavailable");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let Some(path) = &config else {
+                tracing::warn!("SIGHUP: syncgate was started without --config; nothing to reload");
+                continue;
+            };
+            match RawConfig::load(path).and_then(|raw| raw.load_rules()) {
+                Ok(set) => {
+                    tracing::info!(version = %set.version(), "rules reloaded");
+                    rules.replace(std::sync::Arc::new(set));
+                }
+                Err(error) => tracing::error!(
+                    error = %format!("{:#}", anyhow::Error::new(error)),
+                    version = %rules.current().version(),
+                    "rules reload failed; keeping the rules in force"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (config, rules);
 }
 
 /// Cancel `shutdown` on the first SIGINT or SIGTERM; exit at once on a second.

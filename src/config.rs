@@ -33,6 +33,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
     #[error("{key}")]
     Tls { key: &'static str, source: TlsError },
+    #[error("invalid rules")]
+    Rules(#[source] crate::rules::RulesError),
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -56,6 +58,12 @@ pub struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub rules: crate::rules::RawRules,
+    /// The folder relative paths are resolved against (the config file's folder, or the working
+    /// directory); Rego files are loaded from it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +245,7 @@ impl RawConfig {
         })?;
         if let Some(dir) = path.parent() {
             raw.resolve_paths(dir);
+            raw.base_dir = dir.to_owned();
         }
         Ok(raw)
     }
@@ -356,7 +365,13 @@ impl RawConfig {
             record_reads: self.audit.record_reads,
             max_body: parse_size("audit.max_body", &self.audit.max_body)?,
             recovery_token_file: self.audit.recovery_token_file.clone(),
+            rules: Arc::new(self.load_rules()?),
         })
+    }
+
+    /// Validate and compile the `[rules]` table (also what a SIGHUP reload runs).
+    pub fn load_rules(&self) -> Result<crate::rules::RuleSet, ConfigError> {
+        crate::rules::RuleSet::load(&self.rules, &self.base_dir).map_err(ConfigError::Rules)
     }
 }
 
@@ -386,6 +401,8 @@ pub struct Settings {
     pub max_body: usize,
     /// A file holding a bearer token for re-reading state at start-up after a crash.
     pub recovery_token_file: Option<PathBuf>,
+    /// The local rules, compiled.
+    pub rules: Arc<crate::rules::RuleSet>,
 }
 
 impl std::fmt::Debug for Settings {

@@ -31,6 +31,7 @@ pub mod demo;
 pub mod emulator;
 pub mod graph_error;
 pub mod proxy;
+pub mod rules;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use syncgate::config::Settings;
+use syncgate::config::RawConfig;
 use syncgate::server::ServeOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,34 @@ const CHECK_DEADLINE: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_sdk_creates_reads_and_deletes_a_sync_policy_through_the_proxy() {
+    run_script("msgraph_sdk_check.py", "", &[]).await;
+}
+
+/// The partner the refusal check tries to enable sync for; the allow-list below omits it.
+const REFUSED_PARTNER: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
+const ALLOWLIST: &str = r#"
+[[rules.builtin]]
+id = "sync-allowlist"
+type = "partner_allowlist"
+partners = [{ tenant_id = "90e29127-71ad-49c7-9ce8-db3f41ea06f1", display_name = "Fabrikam" }]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_receives_a_rule_refusal_as_an_odata_error() {
+    run_script(
+        "msgraph_sdk_refusal.py",
+        ALLOWLIST,
+        &[
+            ("REFUSED_PARTNER", REFUSED_PARTNER),
+            ("RULE_ID", "sync-allowlist"),
+        ],
+    )
+    .await;
+}
+
+/// Start the emulator and a proxy (with `config_toml` as its configuration) on port 0, then run
+/// `script` from `tests/sdk/` with the SDK's virtualenv; it must exit 0.
+async fn run_script(script: &str, config_toml: &str, env: &[(&str, &str)]) {
     let python = bootstrap_venv().await;
 
     let stop = CancellationToken::new();
@@ -42,8 +70,12 @@ async fn the_official_python_sdk_creates_reads_and_deletes_a_sync_policy_through
         stop.clone(),
     ));
     let db_dir = tempfile::tempdir().unwrap();
-    let settings = Settings::for_upstream(&emulator_url, &db_dir.path().join("syncgate.db"))
-        .expect("settings for the emulator");
+    let mut raw: RawConfig = toml::from_str(config_toml).expect("the test's config parses");
+    raw.proxy.listen = "127.0.0.1:0".into();
+    raw.admin.listen = "127.0.0.1:0".into();
+    raw.upstream.url = emulator_url.clone();
+    raw.store.path = db_dir.path().join("syncgate.db");
+    let settings = raw.validate().expect("settings for the emulator");
     let proxy = syncgate::app::start(settings, stop.clone())
         .await
         .expect("proxy starts");
@@ -57,20 +89,21 @@ async fn the_official_python_sdk_creates_reads_and_deletes_a_sync_policy_through
     }));
     let mut check = Command::new(&python);
     check
-        .arg(sdk_dir().join("msgraph_sdk_check.py"))
+        .arg(sdk_dir().join(script))
         .env("SYNCGATE_URL", proxy.url())
         .env("EMULATOR_URL", &emulator_url)
         .env("GRAPH_TOKEN", &token)
+        .envs(env.iter().copied())
         // httpx and urllib honour proxy variables; the proxy and emulator are on loopback.
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost")
         .env("PYTHONUNBUFFERED", "1");
     let started = Instant::now();
     let output = run_to_end(check, CHECK_DEADLINE).await;
-    println!("the SDK check took {:.1?}", started.elapsed());
+    println!("{script} took {:.1?}", started.elapsed());
     assert!(
         output.status.success(),
-        "the msgraph-sdk check failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        "{script} failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),

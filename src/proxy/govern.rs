@@ -26,10 +26,14 @@ use crate::audit::{Actor, Decision, Event, EventKind, Snapshot};
 use crate::body::{self, Body};
 use crate::classify::{self, CanonicalPath, Governed, OperationKind, Refusal};
 use crate::graph_error::{GraphError, RequestIds};
+use crate::rules::{Evaluation, Verdict};
 use crate::server::ConnInfo;
 
 /// The header carrying the operation id back to the client.
 pub(crate) const AUDIT_ID_HEADER: &str = "x-syncgate-audit-id";
+
+/// One header per rule in `warn` mode that flagged an allowed change.
+pub(crate) const WARNING_HEADER: &str = "x-syncgate-warning";
 
 /// Largest upstream response to a governed write that is relayed (they are empty or small JSON).
 const MAX_WRITE_RESPONSE: usize = 4 * 1024 * 1024;
@@ -130,7 +134,53 @@ impl Proxy {
         self.record_drift(&audit, &governed, &state_path, &before)
             .await;
 
-        // decide: local rules arrive with a later issue; every well-formed change is allowed.
+        // decide
+        let evaluation = self
+            .decide(&governed, json.as_ref(), &before, &actor, auth)
+            .await;
+        let warnings = match evaluation.verdict() {
+            Verdict::Allow { warnings } => warnings,
+            Verdict::Deny(result) => {
+                let message = result
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("rule '{}' refused the change", result.rule));
+                return self
+                    .deny_by_rule(
+                        &audit,
+                        &governed,
+                        json,
+                        before,
+                        &state_path,
+                        &evaluation,
+                        "SyncgatePolicyViolation",
+                        message,
+                        ids,
+                    )
+                    .await;
+            }
+            // The approval gate arrives with a later issue; until then such a change is refused.
+            Verdict::NeedsApproval(result) => {
+                let message = format!(
+                    "{} This change needs approval (rule '{}'), and syncgate's approval gate is not enabled yet, so it was refused.",
+                    result.message.clone().unwrap_or_default(),
+                    result.rule
+                );
+                return self
+                    .deny_by_rule(
+                        &audit,
+                        &governed,
+                        json,
+                        before,
+                        &state_path,
+                        &evaluation,
+                        "SyncgateApprovalRequired",
+                        message,
+                        ids,
+                    )
+                    .await;
+            }
+        };
         let decision = Decision::Allow;
 
         // record `received`, durably, before anything goes upstream.
@@ -138,6 +188,8 @@ impl Proxy {
         received.request_body = json.clone();
         received.before = Some(before.clone());
         received.decision = Some(decision);
+        received.rule_results = evaluation.results_json();
+        received.rules_version = Some(evaluation.version.clone());
         received.client_request_id = client_request_id(&headers);
         if let Err(error) = self.governor.store.append(received).await {
             warn!(%error, audit_id = %operation_id, "audit log unavailable; change refused");
@@ -180,6 +232,8 @@ impl Proxy {
         completed.before = Some(before);
         completed.after = Some(after);
         completed.decision = Some(decision);
+        completed.rule_results = evaluation.results_json();
+        completed.rules_version = Some(evaluation.version.clone());
         completed.client_request_id = client_request_id(&headers);
         completed.upstream_status = status.map(|s| s.as_u16());
         completed.request_id = outcome
@@ -205,10 +259,48 @@ impl Proxy {
             effect = ?effect,
             "governed change"
         );
-        match outcome {
-            Ok(resp) => audit.tag(forward::strip_response(resp).map(body::full)),
-            Err(error) => audit.tag(error.into_response(ids)),
+        let mut resp = match outcome {
+            Ok(resp) => forward::strip_response(resp).map(body::full),
+            Err(error) => error.into_response(ids),
+        };
+        // Rules in `warn` mode: the change went through, and the client can see why it was flagged.
+        for warning in &warnings {
+            let text = format!(
+                "rule '{}': {}",
+                warning.rule,
+                warning.message.as_deref().unwrap_or("flagged")
+            );
+            if let Ok(v) = HeaderValue::from_str(&text.replace(['\r', '\n'], " ")) {
+                resp.headers_mut().append(WARNING_HEADER, v);
+            }
         }
+        audit.tag(resp)
+    }
+
+    /// Refuse a change a rule denied: a `denied` event with every rule's result and the rules'
+    /// version, and a 403 in Graph's shape naming the rule.
+    #[allow(clippy::too_many_arguments)]
+    async fn deny_by_rule(
+        &self,
+        audit: &Audit,
+        governed: &Governed,
+        json: Option<Value>,
+        before: Snapshot,
+        state_path: &str,
+        evaluation: &Evaluation,
+        code: &'static str,
+        message: String,
+        ids: &RequestIds,
+    ) -> Response<Body> {
+        let mut event = audit.event(EventKind::Denied, governed, state_path);
+        event.request_body = json;
+        event.before = Some(before);
+        event.decision = Some(Decision::Deny);
+        event.rule_results = evaluation.results_json();
+        event.rules_version = Some(evaluation.version.clone());
+        event.detail = Some(message.clone());
+        let error = GraphError::new(StatusCode::FORBIDDEN, code, message);
+        self.deny(audit, event, error, ids).await
     }
 
     /// Refuse a request (bad input, unknown governed path, ...), recording a `denied` event.
@@ -233,12 +325,23 @@ impl Proxy {
         event.request_body = json;
         event.decision = Some(Decision::Deny);
         event.detail = Some(format!("{}: {}", refusal.code, refusal.message));
-        if let Err(error) = self.governor.store.append(event).await {
-            // The refusal stands either way; only its record is missing.
-            warn!(%error, audit_id = %audit.operation_id, "could not record a refusal");
+        self.deny(audit, event, refusal.into_graph_error(), ids)
+            .await
+    }
+
+    /// Record a `denied` event and answer with `error`, carrying the audit id (header and
+    /// `innerError`). The refusal stands even when the record cannot be written.
+    async fn deny(
+        &self,
+        audit: &Audit,
+        event: Event,
+        mut error: GraphError,
+        ids: &RequestIds,
+    ) -> Response<Body> {
+        if let Err(e) = self.governor.store.append(event).await {
+            warn!(error = %e, audit_id = %audit.operation_id, "could not record a refusal");
         }
-        info!(audit_id = %audit.operation_id, decision = "deny", status = refusal.status.as_u16(), code = refusal.code, "refused");
-        let mut error = refusal.into_graph_error();
+        info!(audit_id = %audit.operation_id, decision = "deny", status = error.status.as_u16(), code = %error.code, "refused");
         error.inner_extra.insert(
             "syncgate-audit-id".into(),
             Value::String(audit.operation_id.to_string()),

@@ -3,13 +3,14 @@
 //! `handle` classifies the request ([`crate::classify`]) and takes one of four branches:
 //! - not governed: forwarded, streaming both ways ([`forward`]);
 //! - a governed write: the lifecycle in [`govern`] (read → lock → before → decide → record →
-//!   forward → after → complete);
+//!   forward → after → complete), the local rules in [`decide`];
 //! - a `$batch`: parsed, and unbatched through the same lifecycle when it holds a governed
 //!   sub-request ([`batch`]);
 //! - refused: a Graph-shaped error and a `denied` event, without reading the body.
 
 mod actor;
 mod batch;
+mod decide;
 mod error;
 pub mod forward;
 mod govern;
@@ -33,6 +34,7 @@ use crate::classify::{self, Classification, Governed};
 use crate::graph_error::RequestIds;
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
+pub use decide::RulesHandle;
 pub use error::ProxyError;
 use govern::{Audit, ChangeRequest};
 use upstream::Upstream;
@@ -47,15 +49,18 @@ pub struct Governor {
     pub record_reads: bool,
     /// Largest governed request body (413 above).
     pub max_body: usize,
+    /// The local rules in force (swapped whole on reload).
+    pub rules: RulesHandle,
 }
 
 impl Governor {
-    pub fn new(store: Store, record_reads: bool, max_body: usize) -> Self {
+    pub fn new(store: Store, rules: RulesHandle, record_reads: bool, max_body: usize) -> Self {
         Self {
             store,
             locks: locks::Locks::default(),
             record_reads,
             max_body,
+            rules,
         }
     }
 }

@@ -18,3 +18,5 @@ mod emulator_control;
 mod governed;
 /// The pass-through proxy.
 mod proxy;
+/// Local rules: built-ins, modes, Rego, reload.
+mod rules;

@@ -1,0 +1,82 @@
+//! Decide: run the local rules on a governed change before anything is recorded or sent.
+//!
+//! Every rule sees the same input document (`rules::RuleInput`): the operation, the request, the
+//! before-state, the state the change would produce, the actor and the time. The rule set in force
+//! sits behind a [`RulesHandle`] so `SIGHUP` can swap it whole: a request decides with one version
+//! from start to end, and that version is recorded with the decision.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use http::HeaderValue;
+
+use super::{Proxy, state};
+use crate::audit::{Actor, Snapshot};
+use crate::classify::Governed;
+use crate::rules::{self, Evaluation, RuleInput, RuleSet};
+
+/// The rule set in force, replaced atomically on reload.
+#[derive(Clone)]
+pub struct RulesHandle(Arc<RwLock<Arc<RuleSet>>>);
+
+impl RulesHandle {
+    pub fn new(rules: Arc<RuleSet>) -> Self {
+        Self(Arc::new(RwLock::new(rules)))
+    }
+
+    /// The rules a decision starting now uses.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Put `rules` in force for every decision that starts after this call.
+    pub fn replace(&self, rules: Arc<RuleSet>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = rules;
+    }
+}
+
+impl Proxy {
+    /// Evaluate the rules in force for this change.
+    pub(crate) async fn decide(
+        &self,
+        governed: &Governed,
+        body: Option<&serde_json::Value>,
+        before: &Snapshot,
+        actor: &Actor,
+        authorization: Option<&HeaderValue>,
+    ) -> Evaluation {
+        let rules = self.governor.rules.current();
+        // Only rules about the partner's consent settings need its document; read it only then.
+        let partner_state = match (&governed.partner, rules.needs_partner_state()) {
+            (Some(partner), true) => {
+                let path = format!(
+                    "/{}/policies/crossTenantAccessPolicy/partners/{partner}",
+                    governed.path.version.as_str()
+                );
+                state::read(&self.upstream, &path, authorization)
+                    .await
+                    .snapshot
+                    .value()
+                    .cloned()
+            }
+            _ => None,
+        };
+        let before = before.value().cloned();
+        let input = RuleInput {
+            operation: governed.kind.as_str().to_owned(),
+            method: governed.method.to_string(),
+            canonical_path: governed.path.to_string(),
+            api_version: governed.path.version.as_str().to_owned(),
+            partner: governed.partner.as_ref().map(|p| p.as_str().to_owned()),
+            request_body: body.cloned(),
+            expected_after: rules::expected_after(governed.kind, before.as_ref(), body),
+            before,
+            partner_state,
+            actor: actor.clone(),
+            time: chrono::Utc::now(),
+        };
+        rules.evaluate(&input)
+    }
+}
