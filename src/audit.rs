@@ -192,6 +192,10 @@ pub struct Event {
     /// The version (hash) of the rule set that decided.
     #[serde(default)]
     pub rules_version: Option<String>,
+    /// The partner's document when a rule needed it (consent settings), so a backtest replays the
+    /// decision with what the rules saw.
+    #[serde(default)]
+    pub partner_state: Option<Value>,
     pub approval_id: Option<String>,
     pub upstream_status: Option<u16>,
     /// Whole-operation latency, and the part spent waiting on the upstream.
@@ -226,6 +230,7 @@ impl Event {
             decision: None,
             rule_results: Vec::new(),
             rules_version: None,
+            partner_state: None,
             approval_id: None,
             upstream_status: None,
             latency_ms: None,

@@ -202,6 +202,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 settings.admin_listen,
                 settings.db_path.display()
             );
+            if settings.rules.is_empty() {
+                println!("syncgate: no local rules: every well-formed governed change is allowed");
+            } else {
+                println!("syncgate: rules OK, version {}", settings.rules.version());
+            }
             Ok(())
         }
     }

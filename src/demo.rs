@@ -17,8 +17,24 @@ use crate::server::ServeOptions;
 use crate::store::{Filter, StoreOptions, StoreReader};
 use crate::{app, audit_cli, emulator, token};
 
-/// A tenant id for the demo's example partner.
+/// A tenant id for the demo's example partner, on the demo's sync allow-list.
 const DEMO_PARTNER: &str = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551";
+
+/// A partner the demo's allow-list does not list: enabling sync for it is refused.
+const UNLISTED_PARTNER: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
+
+/// The demo's local rules: sync only for the listed partner, and only for its approved name.
+const DEMO_RULES: &str = r#"
+[[rules.builtin]]
+id = "sync-allowlist"
+type = "partner_allowlist"
+partners = [{ tenant_id = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551", display_name = "Fabrikam" }]
+
+[[rules.builtin]]
+id = "sync-names"
+type = "display_name"
+allowlist = "sync-allowlist"
+"#;
 
 pub async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
     let emulator_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -31,7 +47,7 @@ pub async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()
 
     let dir = std::env::temp_dir().join(format!("syncgate-demo-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut raw = RawConfig::default();
+    let mut raw: RawConfig = toml::from_str(DEMO_RULES).context("the demo's rules")?;
     raw.proxy.listen = listen.to_owned();
     raw.admin.listen = "127.0.0.1:0".into();
     raw.upstream.url = emulator_url.clone();
@@ -53,7 +69,8 @@ pub async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()
     // A few changes through the proxy, so the trail has something to show.
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
     let sync = format!("{base}/{DEMO_PARTNER}/identitySynchronization");
-    let steps: [(&str, Method, &str, Option<Value>); 4] = [
+    let unlisted_sync = format!("{base}/{UNLISTED_PARTNER}/identitySynchronization");
+    let steps: [(&str, Method, &str, Option<Value>); 6] = [
         (
             "create the partner",
             Method::POST,
@@ -77,6 +94,18 @@ pub async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()
             Method::PATCH,
             &sync,
             Some(json!({"UserSyncInbound": {"isSyncAllowed": true}})),
+        ),
+        (
+            "create a partner not on the allow-list",
+            Method::POST,
+            &base,
+            Some(json!({"tenantId": UNLISTED_PARTNER})),
+        ),
+        (
+            "enable sync for it (refused by rule sync-allowlist)",
+            Method::PUT,
+            &unlisted_sync,
+            Some(json!({"displayName": "Unknown Ltd", "userSyncInbound": {"isSyncAllowed": true}})),
         ),
     ];
     println!("syncgate demo: making a few changes through the proxy ...");
@@ -106,6 +135,7 @@ syncgate demo is running.
   admin (/healthz, /readyz)         http://{admin}
   Graph emulator (the upstream)     {emulator_url}
   audit log file                    {db}
+  local rules                       sync only for {DEMO_PARTNER} ("Fabrikam")
 
 Look closer:
 

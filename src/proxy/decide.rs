@@ -10,7 +10,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use http::HeaderValue;
 
 use super::{Proxy, state};
-use crate::audit::{Actor, Snapshot};
+use crate::audit::{Actor, Event, Snapshot};
 use crate::classify::Governed;
 use crate::rules::{self, Evaluation, RuleInput, RuleSet};
 
@@ -37,6 +37,22 @@ impl RulesHandle {
     }
 }
 
+/// A decision: every rule's result, and the partner document when a rule needed it.
+pub(crate) struct Decided {
+    pub(crate) evaluation: Evaluation,
+    pub(crate) partner_state: Option<serde_json::Value>,
+}
+
+impl Decided {
+    /// Record what decided on an event of this change: the results, the rules' version, and the
+    /// partner document the rules saw (so a backtest can replay the same input).
+    pub(crate) fn stamp(&self, event: &mut Event) {
+        event.rule_results = self.evaluation.results_json();
+        event.rules_version = Some(self.evaluation.version.clone());
+        event.partner_state = self.partner_state.clone();
+    }
+}
+
 impl Proxy {
     /// Evaluate the rules in force for this change.
     pub(crate) async fn decide(
@@ -46,7 +62,7 @@ impl Proxy {
         before: &Snapshot,
         actor: &Actor,
         authorization: Option<&HeaderValue>,
-    ) -> Evaluation {
+    ) -> Decided {
         let rules = self.governor.rules.current();
         // Only rules about the partner's consent settings need its document; read it only then.
         let partner_state = match (&governed.partner, rules.needs_partner_state()) {
@@ -77,6 +93,9 @@ impl Proxy {
             actor: actor.clone(),
             time: chrono::Utc::now(),
         };
-        rules.evaluate(&input)
+        Decided {
+            evaluation: rules.evaluate(&input),
+            partner_state: input.partner_state,
+        }
     }
 }

@@ -21,12 +21,13 @@ use serde_json::Value;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::decide::Decided;
 use super::{Proxy, ProxyError, forward, state};
 use crate::audit::{Actor, Decision, Event, EventKind, Snapshot};
 use crate::body::{self, Body};
 use crate::classify::{self, CanonicalPath, Governed, OperationKind, Refusal};
 use crate::graph_error::{GraphError, RequestIds};
-use crate::rules::{Evaluation, Verdict};
+use crate::rules::Verdict;
 use crate::server::ConnInfo;
 
 /// The header carrying the operation id back to the client.
@@ -135,10 +136,10 @@ impl Proxy {
             .await;
 
         // decide
-        let evaluation = self
+        let decided = self
             .decide(&governed, json.as_ref(), &before, &actor, auth)
             .await;
-        let warnings = match evaluation.verdict() {
+        let warnings = match decided.evaluation.verdict() {
             Verdict::Allow { warnings } => warnings,
             Verdict::Deny(result) => {
                 let message = result
@@ -152,7 +153,7 @@ impl Proxy {
                         json,
                         before,
                         &state_path,
-                        &evaluation,
+                        &decided,
                         "SyncgatePolicyViolation",
                         message,
                         ids,
@@ -173,7 +174,7 @@ impl Proxy {
                         json,
                         before,
                         &state_path,
-                        &evaluation,
+                        &decided,
                         "SyncgateApprovalRequired",
                         message,
                         ids,
@@ -188,8 +189,7 @@ impl Proxy {
         received.request_body = json.clone();
         received.before = Some(before.clone());
         received.decision = Some(decision);
-        received.rule_results = evaluation.results_json();
-        received.rules_version = Some(evaluation.version.clone());
+        decided.stamp(&mut received);
         received.client_request_id = client_request_id(&headers);
         if let Err(error) = self.governor.store.append(received).await {
             warn!(%error, audit_id = %operation_id, "audit log unavailable; change refused");
@@ -232,8 +232,7 @@ impl Proxy {
         completed.before = Some(before);
         completed.after = Some(after);
         completed.decision = Some(decision);
-        completed.rule_results = evaluation.results_json();
-        completed.rules_version = Some(evaluation.version.clone());
+        decided.stamp(&mut completed);
         completed.client_request_id = client_request_id(&headers);
         completed.upstream_status = status.map(|s| s.as_u16());
         completed.request_id = outcome
@@ -287,7 +286,7 @@ impl Proxy {
         json: Option<Value>,
         before: Snapshot,
         state_path: &str,
-        evaluation: &Evaluation,
+        decided: &Decided,
         code: &'static str,
         message: String,
         ids: &RequestIds,
@@ -296,8 +295,7 @@ impl Proxy {
         event.request_body = json;
         event.before = Some(before);
         event.decision = Some(Decision::Deny);
-        event.rule_results = evaluation.results_json();
-        event.rules_version = Some(evaluation.version.clone());
+        decided.stamp(&mut event);
         event.detail = Some(message.clone());
         let error = GraphError::new(StatusCode::FORBIDDEN, code, message);
         self.deny(audit, event, error, ids).await

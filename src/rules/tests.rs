@@ -1324,8 +1324,8 @@ fn rule_inputs_round_trip_and_refuse_unknown_keys() {
 
 /// The block offered for `config/syncgate.toml`: it must load as written.
 #[test]
-fn the_sample_rules_block_loads() {
-    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+fn the_shipped_example_rule_set_loads() {
+    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules");
     let r = RuleSet::load(&raw(SAMPLE), &config_dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(r.needs_partner_state());
     let evaluation = r.evaluate(&with_consent(
@@ -1335,4 +1335,4 @@ fn the_sample_rules_block_loads() {
     assert!(matches!(evaluation.verdict(), Verdict::Deny(r) if r.rule == "sync-allowlist"));
 }
 
-const SAMPLE: &str = include_str!("sample.toml");
+const SAMPLE: &str = include_str!("../../config/rules/example.toml");
