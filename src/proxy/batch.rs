@@ -44,7 +44,7 @@ impl Proxy {
         let bytes = match read::bounded(incoming, max).await {
             Ok(bytes) => bytes,
             Err(refusal) => {
-                let audit = Audit::new(Uuid::now_v7(), &actor);
+                let audit = Audit::new(Uuid::now_v7(), &actor, &parts.headers);
                 return self.refuse(&audit, None, None, refusal, ids).await;
             }
         };
@@ -55,7 +55,7 @@ impl Proxy {
         let batch = match classify::parse_batch(version, content_type, &bytes) {
             Ok(batch) => batch,
             Err(refusal) => {
-                let audit = Audit::new(Uuid::now_v7(), &actor);
+                let audit = Audit::new(Uuid::now_v7(), &actor, &parts.headers);
                 return self.refuse(&audit, None, None, refusal, ids).await;
             }
         };
@@ -121,7 +121,8 @@ impl Proxy {
         conn: &ConnInfo,
         ids: &RequestIds,
     ) -> Response<Body> {
-        let audit = Audit::new(Uuid::now_v7(), actor);
+        let headers = sub_headers(sub, outer);
+        let audit = Audit::new(Uuid::now_v7(), actor, &headers);
         // Graph refuses these forms inside a batch (graph-reference §6); so does the unbatcher,
         // rather than run a request Graph itself would not.
         if let Some(refusal) = malformed_url(&sub.url) {
@@ -133,7 +134,6 @@ impl Proxy {
                 .refuse(&audit, governed.as_ref(), None, refusal, ids)
                 .await;
         }
-        let headers = sub_headers(sub, outer);
         let body = match &sub.body {
             Some(v) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
             None => Bytes::new(),

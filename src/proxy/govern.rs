@@ -64,7 +64,7 @@ impl Proxy {
             body,
             actor,
         } = req;
-        let audit = Audit::new(operation_id, &actor);
+        let audit = Audit::new(operation_id, &actor, &headers);
 
         // read: strict JSON and the partner key. Every partner POST/PATCH is governed, not only
         // those touching sync: the partner document is one recorded resource, and a write to it
@@ -190,7 +190,6 @@ impl Proxy {
         received.before = Some(before.clone());
         received.decision = Some(decision);
         decided.stamp(&mut received);
-        received.client_request_id = client_request_id(&headers);
         if let Err(error) = self.governor.store.append(received).await {
             warn!(%error, audit_id = %operation_id, "audit log unavailable; change refused");
             return audit.tag(audit_unavailable(ids));
@@ -233,7 +232,6 @@ impl Proxy {
         completed.after = Some(after);
         completed.decision = Some(decision);
         decided.stamp(&mut completed);
-        completed.client_request_id = client_request_id(&headers);
         completed.upstream_status = status.map(|s| s.as_u16());
         completed.request_id = outcome
             .as_ref()
@@ -315,6 +313,7 @@ impl Proxy {
             None => {
                 let mut e = Event::new(audit.operation_id, EventKind::Denied);
                 e.actor = audit.actor.clone();
+                e.client_request_id = audit.client_request_id.clone();
                 e.canonical_path = refusal.canonical.clone().unwrap_or_default();
                 e.operation = "unknown".into();
                 e
@@ -404,13 +403,19 @@ impl Proxy {
 pub(crate) struct Audit {
     pub(crate) operation_id: Uuid,
     pub(crate) actor: Actor,
+    /// The caller's `client-request-id`, when it sent one.
+    client_request_id: Option<String>,
 }
 
 impl Audit {
-    pub(crate) fn new(operation_id: Uuid, actor: &Actor) -> Self {
+    pub(crate) fn new(operation_id: Uuid, actor: &Actor, headers: &HeaderMap) -> Self {
         Self {
             operation_id,
             actor: actor.clone(),
+            client_request_id: headers
+                .get("client-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         }
     }
 
@@ -423,6 +428,7 @@ impl Audit {
         e.partner_tenant_id = governed.partner.as_ref().map(|p| p.as_str().to_owned());
         e.operation = governed.kind.as_str().to_owned();
         e.actor = self.actor.clone();
+        e.client_request_id = self.client_request_id.clone();
         e.state_path = (!state_path.is_empty()).then(|| state_path.to_owned());
         e
     }
@@ -459,13 +465,6 @@ fn bind_partner(governed: &mut Governed, json: Option<Value>) -> Result<Option<V
         ));
     }
     Ok(json)
-}
-
-fn client_request_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("client-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// The governed write as it goes upstream: the documented path for the canonical route (what

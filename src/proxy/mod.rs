@@ -116,7 +116,7 @@ impl Proxy {
                 let body = match read::bounded(incoming, self.governor.max_body).await {
                     Ok(body) => body,
                     Err(refusal) => {
-                        let audit = Audit::new(operation_id, &actor);
+                        let audit = Audit::new(operation_id, &actor, &parts.headers);
                         return self
                             .refuse(&audit, Some(&governed), None, refusal, ids)
                             .await;
@@ -133,7 +133,7 @@ impl Proxy {
             Classification::Batch(version) => self.batch(req, version, conn, ids).await,
             Classification::Refuse(refusal) => {
                 let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
-                let audit = Audit::new(Uuid::now_v7(), &actor);
+                let audit = Audit::new(Uuid::now_v7(), &actor, req.headers());
                 let governed = refusal.governed.as_deref().cloned();
                 self.refuse(&audit, governed.as_ref(), None, refusal, ids)
                     .await
@@ -168,12 +168,7 @@ impl Proxy {
             return self.pass_through(req, conn, ids).await;
         }
         let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
-        let audit = Audit::new(Uuid::now_v7(), &actor);
-        let client_request_id = req
-            .headers()
-            .get("client-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let audit = Audit::new(Uuid::now_v7(), &actor, req.headers());
         let started = Instant::now();
         let resp = self.pass_through(req, conn, ids).await;
         let mut event = audit.event(EventKind::Read, &governed, "");
@@ -183,7 +178,6 @@ impl Proxy {
             .get("request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        event.client_request_id = client_request_id;
         event.decision = Some(Decision::Allow);
         event.latency_ms = Some(started.elapsed().as_millis() as u64);
         // Reads keep flowing when the log is down (DESIGN failure table); the gap is logged.

@@ -453,6 +453,10 @@ async fn strictly_invalid_bodies_are_refused_before_anything_goes_upstream() {
     for body in bodies {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert(
+            "client-request-id",
+            HeaderValue::from_static("c1d2e3f4-0000-4000-8000-000000000042"),
+        );
         let resp = client
             .send_raw(Method::PUT, &url, headers, Bytes::from_static(body))
             .await;
@@ -463,6 +467,11 @@ async fn strictly_invalid_bodies_are_refused_before_anything_goes_upstream() {
             String::from_utf8_lossy(body)
         );
         assert_denied(&proxy.db_path, &resp);
+        let events = operation(&proxy.db_path, &audit_id(&resp));
+        assert_eq!(
+            events[0]["client_request_id"], "c1d2e3f4-0000-4000-8000-000000000042",
+            "a refusal keeps the caller's client-request-id"
+        );
     }
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
