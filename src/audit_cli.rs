@@ -123,12 +123,12 @@ fn parse_time(s: &str, date_offset_days: u64) -> Result<DateTime<Utc>, String> {
         })
 }
 
-fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
     parse_time(s, 0)
 }
 
 /// A date means "until the end of that day": the start of the next one, exclusive.
-fn parse_until(s: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_until(s: &str) -> Result<DateTime<Utc>, String> {
     parse_time(s, 1)
 }
 
@@ -206,7 +206,7 @@ async fn run_list(reader: &StoreReader, args: ListArgs) -> anyhow::Result<()> {
 }
 
 /// `Ok(false)` when stdout was closed by the reader (stop quietly), errors otherwise.
-fn ignore_closed_pipe(result: io::Result<()>) -> anyhow::Result<bool> {
+pub(crate) fn ignore_closed_pipe(result: io::Result<()>) -> anyhow::Result<bool> {
     match result {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
@@ -363,7 +363,7 @@ fn grow_widths(widths: &mut [usize], rows: &[[String; 10]]) {
     }
 }
 
-fn dash(value: Option<&str>) -> String {
+pub(crate) fn dash(value: Option<&str>) -> String {
     match value {
         Some(v) if !v.is_empty() => v.to_owned(),
         _ => "-".to_owned(),
@@ -378,7 +378,7 @@ fn effect_name(effect: Effect) -> String {
 }
 
 /// Who, in one word: the UPN, else the application id, else the object id.
-fn actor_name(event: &Event) -> String {
+pub(crate) fn actor_name(event: &Event) -> String {
     let a = &event.actor;
     dash(a.upn.as_deref().or(a.appid.as_deref()).or(a.oid.as_deref()))
 }
@@ -399,7 +399,11 @@ fn table_row(r: &Recorded) -> [String; 10] {
     ]
 }
 
-fn write_aligned(out: &mut impl Write, row: &[String], widths: &[usize]) -> io::Result<()> {
+pub(crate) fn write_aligned(
+    out: &mut impl Write,
+    row: &[String],
+    widths: &[usize],
+) -> io::Result<()> {
     let mut line = String::new();
     for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
         if i + 1 == row.len() {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Overrides, RawConfig};
 use crate::server::ServeOptions;
 use crate::telemetry::{self, LogFormat};
-use crate::{app, audit_cli, demo, emulator, tls};
+use crate::{app, audit_cli, demo, emulator, rules_cli, tls};
 
 /// syncgate: an audit-logging, policy-enforcing reverse proxy for Microsoft Graph's cross-tenant
 /// user synchronization policies.
@@ -82,6 +82,12 @@ pub enum Command {
     ///
     /// Opens the log read-only (never creates it): safe while the proxy is running.
     Audit(audit_cli::AuditArgs),
+    /// Tools for rule authors: run rule test suites, backtest new rules against the audit log.
+    ///
+    /// `rules test FILE...` exits 0 only when every case passes. `rules backtest --config NEW.toml`
+    /// replays the recorded changes through NEW's rules and reports what they would decide
+    /// differently; it opens the log read-only.
+    Rules(rules_cli::RulesArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -188,6 +194,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             demo::run(&listen, shutdown).await
         }
         Command::Audit(args) => audit_cli::run(args).await,
+        Command::Rules(args) => rules_cli::run(args).await,
         Command::CheckConfig { config } => {
             let settings = config.load()?.validate()?;
             println!(

@@ -79,20 +79,19 @@ impl Proxy {
             }
             _ => None,
         };
-        let before = before.value().cloned();
-        let input = RuleInput {
-            operation: governed.kind.as_str().to_owned(),
-            method: governed.method.to_string(),
-            canonical_path: governed.path.to_string(),
-            api_version: governed.path.version.as_str().to_owned(),
-            partner: governed.partner.as_ref().map(|p| p.as_str().to_owned()),
-            request_body: body.cloned(),
-            expected_after: rules::expected_after(governed.kind, before.as_ref(), body),
-            before,
-            partner_state,
-            actor: actor.clone(),
+        let canonical_path = governed.path.to_string();
+        let input = RuleInput::for_change(rules::Change {
+            kind: governed.kind,
+            method: governed.method.as_str(),
+            canonical_path: &canonical_path,
+            api_version: governed.path.version.as_str(),
+            partner: governed.partner.as_ref().map(|p| p.as_str()),
+            request_body: body,
+            before: before.value(),
+            partner_state: partner_state.as_ref(),
+            actor,
             time: chrono::Utc::now(),
-        };
+        });
         Decided {
             evaluation: rules.evaluate(&input),
             partner_state: input.partner_state,

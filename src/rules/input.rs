@@ -77,6 +77,56 @@ impl RuleInput {
     }
 }
 
+/// One governed change as the decide step sees it. The proxy fills it from the classified
+/// request, `syncgate rules test` from a case, and the backtest from a recorded event (whose fields
+/// the pipeline wrote from the same request); [`RuleInput::for_change`] turns each into the same
+/// input document.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// What kind of change.
+    pub kind: OperationKind,
+    /// The HTTP method, upper case.
+    pub method: &'a str,
+    /// The canonical path (`CanonicalPath`'s display form).
+    pub canonical_path: &'a str,
+    /// `v1.0` or `beta`.
+    pub api_version: &'a str,
+    /// The partner tenant id (lower-case GUID); `None` for the MTO template.
+    pub partner: Option<&'a str>,
+    /// The request's JSON body, if it had one.
+    pub request_body: Option<&'a Value>,
+    /// The before-state's value (`Snapshot::value`): JSON `null` when the resource does not
+    /// exist, `None` when it could not be read.
+    pub before: Option<&'a Value>,
+    /// The partner's document when a rule needs it ([`RuleInput::partner_state`]).
+    pub partner_state: Option<&'a Value>,
+    /// Who asked.
+    pub actor: &'a Actor,
+    /// When the request arrived.
+    pub time: DateTime<Utc>,
+}
+
+impl RuleInput {
+    /// The input document for `change`, with [`expected_after`] derived from its before-state
+    /// and body: the one way an input is built, so the proxy, rule tests and the backtest
+    /// evaluate the same document for the same change.
+    pub fn for_change(change: Change<'_>) -> Self {
+        Self {
+            operation: change.kind.as_str().to_owned(),
+            method: change.method.to_owned(),
+            canonical_path: change.canonical_path.to_owned(),
+            api_version: change.api_version.to_owned(),
+            partner: change.partner.map(str::to_owned),
+            request_body: change.request_body.cloned(),
+            before: change.before.cloned(),
+            expected_after: expected_after(change.kind, change.before, change.request_body),
+            partner_state: change.partner_state.cloned(),
+            actor: change.actor.clone(),
+            time: change.time,
+        }
+    }
+}
+
 /// What the state will be if the change applies, as far as syncgate can tell from the
 /// before-state and the body (the same merge the emulator implements):
 ///

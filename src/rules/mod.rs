@@ -38,7 +38,7 @@ pub use builtin::DEFAULT_PERMISSION;
 pub use config::{
     BuiltinType, DEFAULT_QUERY, DEFAULT_REGO_TIME_LIMIT, RawBuiltin, RawPartner, RawRego, RawRules,
 };
-pub use input::{RuleInput, expected_after};
+pub use input::{Change, RuleInput, expected_after};
 
 use builtin::BuiltinRule;
 use input::Facts;

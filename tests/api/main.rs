@@ -20,3 +20,5 @@ mod governed;
 mod proxy;
 /// Local rules: built-ins, modes, Rego, reload.
 mod rules;
+/// `syncgate rules test` suites and `syncgate rules backtest` over recorded logs.
+mod rules_tools;
