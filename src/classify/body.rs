@@ -369,7 +369,8 @@ fn check_flags(members: &[&str], text: &str, path: &str) -> Result<(), Refusal> 
     Ok(())
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// How a JSON value's type reads in an error message ("a string", "an object", ...).
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -44,6 +44,7 @@ use http::{HeaderMap, Method, StatusCode};
 use crate::graph_error::GraphError;
 
 pub use batch::{Batch, BatchRequest, MAX_BATCH_REQUESTS, parse_batch};
+pub(crate) use body::json_type;
 pub use body::{check_body, check_body_tenant, parse_body, partner_from_body};
 
 /// The `error.code` values of syncgate's own refusals (Graph's codes are used where Graph would

@@ -139,34 +139,28 @@ impl Proxy {
         let decided = self
             .decide(&governed, json.as_ref(), &before, &actor, auth)
             .await;
-        let warnings = match decided.evaluation.verdict() {
-            Verdict::Allow { warnings } => warnings,
-            Verdict::Deny(result) => {
-                let message = result
+        let verdict = match decided.evaluation.verdict() {
+            Verdict::Allow { warnings } => Ok(warnings),
+            Verdict::Deny(result) => Err((
+                "SyncgatePolicyViolation",
+                result
                     .message
                     .clone()
-                    .unwrap_or_else(|| format!("rule '{}' refused the change", result.rule));
-                return self
-                    .deny_by_rule(
-                        &audit,
-                        &governed,
-                        json,
-                        before,
-                        &state_path,
-                        &decided,
-                        "SyncgatePolicyViolation",
-                        message,
-                        ids,
-                    )
-                    .await;
-            }
+                    .unwrap_or_else(|| format!("rule '{}' refused the change", result.rule)),
+            )),
             // The approval gate arrives with a later issue; until then such a change is refused.
-            Verdict::NeedsApproval(result) => {
-                let message = format!(
+            Verdict::NeedsApproval(result) => Err((
+                "SyncgateApprovalRequired",
+                format!(
                     "{} This change needs approval (rule '{}'), and syncgate's approval gate is not enabled yet, so it was refused.",
                     result.message.clone().unwrap_or_default(),
                     result.rule
-                );
+                ),
+            )),
+        };
+        let warnings = match verdict {
+            Ok(warnings) => warnings,
+            Err((code, message)) => {
                 return self
                     .deny_by_rule(
                         &audit,
@@ -175,7 +169,7 @@ impl Proxy {
                         before,
                         &state_path,
                         &decided,
-                        "SyncgateApprovalRequired",
+                        code,
                         message,
                         ids,
                     )

@@ -172,7 +172,7 @@ fn violations(answer: &regorus::Value) -> Result<Vec<Violation>, String> {
     let Value::Array(items) = json else {
         return Err(format!(
             "the query must answer a set or array of violations, not {}",
-            kind_of(&json)
+            crate::classify::json_type(&json)
         ));
     };
     items
@@ -204,17 +204,6 @@ fn violations(answer: &regorus::Value) -> Result<Vec<Violation>, String> {
             )),
         })
         .collect()
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// regorus errors read `\n--> file:12:5\n  |\n12 | …\n  |     ^\nerror: what`; turn that into
