@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Admin;
 use crate::config::Settings;
 use crate::proxy::upstream::Upstream;
-use crate::proxy::{Governor, Proxy, RulesHandle, recovery};
+use crate::proxy::{Governor, Proxy, RulesHandle};
 use crate::server::{self, ServeOptions};
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -28,8 +28,6 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: StoreError,
     },
-    #[error("cannot recover unfinished changes")]
-    Recovery(#[source] StoreError),
 }
 
 /// A started proxy: its bound addresses and the task serving it.
@@ -56,8 +54,8 @@ impl RunningProxy {
     }
 }
 
-/// Open the audit log, record `recovered` for changes a crash interrupted, bind both listeners and
-/// start serving. Returns once the ports are bound, so callers can print or use the addresses
+/// Open the audit log, bind both listeners and start serving; changes a crash interrupted get their
+/// `recovered` events in the background. Returns once the ports are bound, so callers can print or use the addresses
 /// (port 0 picks free ones).
 pub async fn start(
     settings: Settings,
@@ -76,9 +74,6 @@ pub async fn start(
         source,
     })?;
     let upstream = Upstream::new(&settings);
-    recovery::recover(&store, &upstream, settings.recovery_token_file.as_deref())
-        .await
-        .map_err(StartError::Recovery)?;
 
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -103,6 +98,13 @@ pub async fn start(
         settings.max_body,
     );
     let proxy = Arc::new(Proxy::new(upstream, governor));
+    let recovering = proxy.clone();
+    let token_file = settings.recovery_token_file.clone();
+    tokio::spawn(async move {
+        if let Err(error) = recovering.recover(token_file.as_deref()).await {
+            tracing::error!(%error, "could not record recovered events; they will be retried at the next start");
+        }
+    });
     let proxy_options = ServeOptions {
         tls: settings.tls.clone(),
         shutdown_grace: settings.shutdown_grace,

@@ -377,10 +377,7 @@ impl Governed {
     /// (one template per tenant, so template changes serialise among themselves). `None` while
     /// the partner is unknown (`PartnerCreate` before its body is read).
     pub fn lock_key(&self) -> Option<String> {
-        if self.kind.is_template() {
-            return Some("template".to_owned());
-        }
-        self.partner.as_ref().map(|p| p.as_str().to_owned())
+        lock_key(self.kind, self.partner.as_ref().map(TenantId::as_str))
     }
 
     /// This operation with its partner set: for `PartnerCreate`, once [`partner_from_body`]
@@ -389,6 +386,15 @@ impl Governed {
         self.partner = Some(partner);
         self
     }
+}
+
+/// The key that serialises changes to one resource: the partner tenant, or `template` for the
+/// MTO template. The pipeline and start-up recovery both lock by it.
+pub fn lock_key(kind: OperationKind, partner: Option<&str>) -> Option<String> {
+    if kind.is_template() {
+        return Some("template".to_owned());
+    }
+    partner.map(str::to_owned)
 }
 
 /// What to do with a request.

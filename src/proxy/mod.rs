@@ -14,7 +14,7 @@ mod decide;
 mod error;
 pub mod forward;
 mod govern;
-mod locks;
+pub(crate) mod locks;
 mod read;
 pub(crate) mod recovery;
 mod state;
@@ -43,8 +43,8 @@ use upstream::Upstream;
 pub struct Governor {
     /// The audit log every governed operation is recorded in.
     pub store: Store,
-    /// One governed change per partner at a time.
-    locks: locks::Locks,
+    /// One governed change per partner at a time (shared with start-up recovery).
+    locks: Arc<locks::Locks>,
     /// Record GETs of sync policies as `read` events.
     pub record_reads: bool,
     /// Largest governed request body (413 above).
@@ -57,7 +57,7 @@ impl Governor {
     pub fn new(store: Store, rules: RulesHandle, record_reads: bool, max_body: usize) -> Self {
         Self {
             store,
-            locks: locks::Locks::default(),
+            locks: Arc::default(),
             record_reads,
             max_body,
             rules,
@@ -74,6 +74,22 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(upstream: Upstream, governor: Governor) -> Self {
         Self { upstream, governor }
+    }
+
+    /// Record `recovered` for the changes a crash interrupted (see [`recovery`]). Runs beside
+    /// live traffic: each re-read holds its partner's lock, so it cannot interleave with a new
+    /// change to the same partner.
+    pub async fn recover(
+        &self,
+        token_file: Option<&std::path::Path>,
+    ) -> Result<usize, crate::store::StoreError> {
+        recovery::recover(
+            &self.governor.store,
+            &self.upstream,
+            &self.governor.locks,
+            token_file,
+        )
+        .await
     }
 
     /// Pass-through: stream the request up and the response down.

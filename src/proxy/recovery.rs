@@ -1,6 +1,8 @@
 //! Crash recovery: at start-up, every operation whose `received` event has no `completed` (the
 //! proxy died between recording and completing) gets a `recovered` event holding the state read
-//! again from the upstream, so the log says what happened to it.
+//! again from the upstream, so the log says what happened to it. It runs beside live traffic, so
+//! a slow or unreachable upstream never keeps the proxy from starting; each re-read holds the
+//! partner's lock, so a new change to that partner waits until its recovery is recorded.
 //!
 //! The caller's token is gone (only its hash was kept), so the re-read uses the token in
 //! `audit.recovery_token_file`, kept fresh by the operator's token agent. Without one the
@@ -12,6 +14,7 @@ use std::path::Path;
 use http::HeaderValue;
 use tracing::{info, warn};
 
+use super::locks::Locks;
 use super::state;
 use super::upstream::Upstream;
 use crate::audit::{Event, EventKind, Snapshot};
@@ -19,9 +22,10 @@ use crate::classify::OperationKind;
 use crate::store::{Store, StoreError};
 
 /// Record `recovered` for every unfinished operation; returns how many there were.
-pub async fn recover(
+pub(crate) async fn recover(
     store: &Store,
     upstream: &Upstream,
+    locks: &Locks,
     token_file: Option<&Path>,
 ) -> Result<usize, StoreError> {
     let unfinished = store.unfinished_operations().await?;
@@ -39,6 +43,13 @@ pub async fn recover(
     });
     for record in &unfinished {
         let received = &record.event;
+        // The same key the pipeline locks (`Governed::lock_key`).
+        let kind = OperationKind::parse(&received.operation);
+        let lock_key = kind
+            .and_then(|k| crate::classify::lock_key(k, received.partner_tenant_id.as_deref()))
+            .or_else(|| received.state_path.clone())
+            .unwrap_or_default();
+        let _lock = locks.lock(&lock_key).await;
         let mut event = Event::new(received.operation_id, EventKind::Recovered);
         event.method = received.method.clone();
         event.canonical_path = received.canonical_path.clone();
@@ -62,9 +73,7 @@ pub async fn recover(
                 }
             }
         };
-        if let (Some(before), Some(kind)) =
-            (&received.before, OperationKind::parse(&received.operation))
-        {
+        if let (Some(before), Some(kind)) = (&received.before, kind) {
             event.diff = state::diff(before, &after);
             event.effect = Some(state::effect(
                 kind,

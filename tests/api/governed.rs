@@ -1243,8 +1243,18 @@ async fn a_killed_proxy_leaves_every_sent_change_recorded_and_recovers_on_restar
         );
     }
 
-    // Restart on the same database: every unfinished change gets `recovered`, with what the
-    // emulator holds now.
+    // Restart on the same database while the upstream is slow to answer the first recovery
+    // re-read: the proxy serves at once, and every unfinished change gets `recovered`, with what
+    // the emulator holds now, once its re-read returns.
+    let prefix = format!(
+        "/v1.0/policies/crossTenantAccessPolicy/partners/{}",
+        &landed[0][..30]
+    );
+    fault(
+        &emulator,
+        json!({"method": "GET", "path": prefix, "delayMs": 5000, "count": 1}),
+    )
+    .await;
     let restarted = spawn_child_proxy(
         &emulator.base,
         &[
@@ -1254,6 +1264,29 @@ async fn a_killed_proxy_leaves_every_sent_change_recorded_and_recovers_on_restar
             db.to_str().unwrap(),
         ],
     );
+    let listed = client.get(&partners(&restarted.url)).await;
+    assert_eq!(
+        listed.status,
+        StatusCode::OK,
+        "recovery does not hold up traffic"
+    );
+    assert!(
+        audit_events(&db).iter().all(|e| e["kind"] != "recovered"),
+        "the held re-read has not returned yet"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while audit_events(&db)
+        .iter()
+        .filter(|e| e["kind"] == "recovered")
+        .count()
+        < landed.len() + held.len()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recovery never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let now = state(&emulator).await;
     let events = audit_events(&db);
     let recovered: Vec<&Value> = events.iter().filter(|e| e["kind"] == "recovered").collect();
