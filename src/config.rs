@@ -33,8 +33,12 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
     #[error("{key}")]
     Tls { key: &'static str, source: TlsError },
-    #[error("invalid rules")]
-    Rules(#[source] crate::rules::RulesError),
+    #[error("{}invalid rules", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
+    Rules {
+        /// The configuration file the rules came from, when they came from one.
+        file: Option<PathBuf>,
+        source: crate::rules::RulesError,
+    },
 }
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -64,6 +68,9 @@ pub struct RawConfig {
     /// directory); Rego files are loaded from it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file this configuration was read from, for error messages.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +254,7 @@ impl RawConfig {
             raw.resolve_paths(dir);
             raw.base_dir = dir.to_owned();
         }
+        raw.file = Some(path.to_owned());
         Ok(raw)
     }
 
@@ -371,7 +379,12 @@ impl RawConfig {
 
     /// Validate and compile the `[rules]` table (also what a SIGHUP reload runs).
     pub fn load_rules(&self) -> Result<crate::rules::RuleSet, ConfigError> {
-        crate::rules::RuleSet::load(&self.rules, &self.base_dir).map_err(ConfigError::Rules)
+        crate::rules::RuleSet::load(&self.rules, &self.base_dir).map_err(|source| {
+            ConfigError::Rules {
+                file: self.file.clone(),
+                source,
+            }
+        })
     }
 }
 

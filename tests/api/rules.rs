@@ -514,5 +514,9 @@ fn check_config_names_the_rule_and_the_place_of_a_mistake() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{toml}");
         assert!(stderr.contains(needle), "{needle}: {stderr}");
+        assert!(
+            stderr.contains(path.to_str().unwrap()),
+            "the file is named: {stderr}"
+        );
     }
 }
