@@ -46,9 +46,9 @@ pub(crate) async fn read(
             };
         }
     };
-    let mut req = Request::get(uri)
-        .body(body::empty())
-        .expect("a GET with a valid URI");
+    // Built without the fallible builder: a GET of an already-valid URI cannot fail.
+    let mut req = Request::new(body::empty());
+    *req.uri_mut() = uri;
     let headers = req.headers_mut();
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
     headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
