@@ -653,6 +653,36 @@ pub fn render_operation(events: &[Recorded]) -> String {
             );
         }
     }
+    // The rules that decided, as the last event that carries them recorded them.
+    if let Some(decider) = events
+        .iter()
+        .rev()
+        .find(|r| !r.event.rule_results.is_empty())
+    {
+        let version = decider.event.rules_version.as_deref().unwrap_or("-");
+        let _ = writeln!(s, "\nrules (version {})", &version[..version.len().min(12)]);
+        for result in &decider.event.rule_results {
+            let field = |k: &str| result.get(k).and_then(Value::as_str).unwrap_or("-");
+            let passed = result
+                .get("passed")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let _ = write!(
+                s,
+                "  {:<5} {} ({}, {})",
+                if passed { "ok" } else { "FAIL" },
+                field("rule"),
+                field("mode"),
+                field("action")
+            );
+            match result.get("message").and_then(Value::as_str) {
+                Some(message) if !passed => {
+                    let _ = writeln!(s, ": {message}");
+                }
+                _ => s.push('\n'),
+            }
+        }
+    }
     s
 }
 

@@ -104,6 +104,18 @@ async fn an_unlisted_partner_is_refused_with_a_graph_shaped_403_naming_the_rule(
         events[0]["before"].is_object(),
         "the before-state is recorded with the refusal"
     );
+    // An auditor sees which rule refused, and why, in `audit show`.
+    let show = std::process::Command::new(syncgate_bin())
+        .args(["audit", "show", &id, "--db"])
+        .arg(&proxy.db_path)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(shown.contains("rules (version "), "{shown}");
+    assert!(
+        shown.contains("FAIL  sync-allowlist (enforce, deny): rule 'sync-allowlist'"),
+        "{shown}"
+    );
     let state = client
         .get(&format!("{}/_emulator/state", emulator.base))
         .await
