@@ -59,6 +59,14 @@ pub fn sync_url(base: &str, version: &str, partner: &str) -> String {
     )
 }
 
+/// An emulator holding partner [`PARTNER`], and a proxy with no rules in front of it.
+async fn seeded_proxy() -> (TestEmulator, TestProxy) {
+    let emulator = spawn_emulator().await;
+    seed_partner(&emulator, PARTNER).await;
+    let proxy = spawn_proxy(&emulator.base).await;
+    (emulator, proxy)
+}
+
 /// Create the partner straight at the emulator (setup, not under test).
 pub async fn seed_partner(emulator: &TestEmulator, partner: &str) {
     let resp = TestClient::new()
@@ -117,9 +125,7 @@ fn audit_id(resp: &TestResponse) -> String {
 
 #[tokio::test]
 async fn a_sync_policy_created_through_the_proxy_is_recorded_before_and_after() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let body = json!({"displayName": "Fabrikam", "userSyncInbound": {"isSyncAllowed": true}});
     let mut headers = HeaderMap::new();
@@ -204,9 +210,7 @@ async fn a_sync_policy_created_through_the_proxy_is_recorded_before_and_after() 
 
 #[tokio::test]
 async fn a_patch_records_an_rfc6902_diff_of_exactly_what_changed() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (_emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let url = sync_url(&proxy.url, "v1.0", PARTNER);
     let created = client
@@ -245,9 +249,7 @@ async fn a_patch_records_an_rfc6902_diff_of_exactly_what_changed() {
 
 #[tokio::test]
 async fn graph_errors_are_relayed_and_recorded_as_not_applied() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (_emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let url = sync_url(&proxy.url, "v1.0", PARTNER);
     // PATCH before the policy exists: Graph's Directory_ObjectNotFound.
@@ -361,9 +363,7 @@ async fn every_alias_form_of_a_sync_change_is_governed() {
 
 #[tokio::test]
 async fn malformed_and_strange_paths_under_the_governed_tree_are_refused_and_recorded() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let body = Some(json!({"displayName": "x"}));
     let cases = [
@@ -407,9 +407,7 @@ async fn malformed_and_strange_paths_under_the_governed_tree_are_refused_and_rec
 
 #[tokio::test]
 async fn method_override_headers_on_policies_paths_are_refused() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     for header in [
         "X-HTTP-Method-Override",
         "X-HTTP-Method",
@@ -436,9 +434,7 @@ async fn method_override_headers_on_policies_paths_are_refused() {
 
 #[tokio::test]
 async fn strictly_invalid_bodies_are_refused_before_anything_goes_upstream() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let url = sync_url(&proxy.url, "v1.0", PARTNER);
     let bodies: [&[u8]; 7] = [
@@ -557,9 +553,7 @@ async fn partner_changes_that_touch_sync_are_governed_and_others_pass() {
 
 #[tokio::test]
 async fn beta_soft_delete_restore_and_purge_are_governed() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (_emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let url = sync_url(&proxy.url, "beta", PARTNER);
     assert_eq!(
@@ -645,9 +639,7 @@ async fn the_mto_template_is_governed() {
 
 #[tokio::test]
 async fn a_change_made_around_the_proxy_is_recorded_as_drift() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let url = sync_url(&proxy.url, "v1.0", PARTNER);
     assert_eq!(
@@ -688,9 +680,7 @@ async fn a_change_made_around_the_proxy_is_recorded_as_drift() {
 
 #[tokio::test]
 async fn concurrent_changes_to_one_partner_are_serialised() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (_emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let url = sync_url(&proxy.url, "v1.0", PARTNER);
     assert_eq!(
@@ -774,9 +764,7 @@ async fn sync_reads_are_forwarded_and_recorded_only_when_asked() {
 
 #[tokio::test]
 async fn a_caller_graph_refuses_gets_graphs_answer_and_nothing_is_written() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     let reader = TestClient::with_token(token_with_scopes("User.Read"));
     let resp = reader
         .send(
@@ -793,9 +781,7 @@ async fn a_caller_graph_refuses_gets_graphs_answer_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_before_read_that_fails_sends_nothing_upstream() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     client
         .send(
@@ -891,9 +877,7 @@ async fn a_locked_audit_log_refuses_governed_writes_with_503_and_lets_other_traf
 
 #[tokio::test]
 async fn a_batch_mixing_plain_governed_and_dependent_requests_is_unbatched() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let batch = json!({"requests": [
         {"id": "1", "method": "GET", "url": "/policies/crossTenantAccessPolicy/partners"},
@@ -1032,9 +1016,7 @@ async fn fault(emulator: &TestEmulator, spec: Value) {
 
 #[tokio::test]
 async fn a_5xx_whose_change_landed_anyway_is_recorded_as_applied_despite_error() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     fault(
         &emulator,
         json!({"method": "PUT", "status": 500, "applyThenFail": true}),
@@ -1060,9 +1042,7 @@ async fn a_5xx_whose_change_landed_anyway_is_recorded_as_applied_despite_error()
 
 #[tokio::test]
 async fn a_write_graph_silently_ignored_is_recorded_as_ignored() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let proxy = spawn_proxy(&emulator.base).await;
+    let (emulator, proxy) = seeded_proxy().await;
     let client = TestClient::new();
     let url = sync_url(&proxy.url, "v1.0", PARTNER);
     assert_eq!(
