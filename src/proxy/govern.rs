@@ -283,12 +283,8 @@ impl Proxy {
         message: String,
         ids: &RequestIds,
     ) -> Response<Body> {
-        let mut event = audit.event(EventKind::Denied, governed, state_path);
-        event.request_body = json;
-        event.before = Some(before);
-        event.decision = Some(Decision::Deny);
+        let mut event = audit.denied(governed, json, Some(before), state_path, message.clone());
         decided.stamp(&mut event);
-        event.detail = Some(message.clone());
         let error = GraphError::new(StatusCode::FORBIDDEN, code, message);
         self.deny(audit, event, error, ids).await
     }
@@ -329,9 +325,7 @@ impl Proxy {
         mut error: GraphError,
         ids: &RequestIds,
     ) -> Response<Body> {
-        if let Err(e) = self.governor.store.append(event).await {
-            warn!(error = %e, audit_id = %audit.operation_id, "could not record a refusal");
-        }
+        self.record_refusal(audit, event).await;
         info!(audit_id = %audit.operation_id, decision = "deny", status = error.status.as_u16(), code = %error.code, "refused");
         error.inner_extra.insert(
             "syncgate-audit-id".into(),
@@ -349,11 +343,13 @@ impl Proxy {
         state_path: &str,
         detail: String,
     ) {
-        let mut event = audit.event(EventKind::Denied, governed, state_path);
-        event.request_body = json;
-        event.before = before;
-        event.decision = Some(Decision::Deny);
-        event.detail = Some(detail);
+        let event = audit.denied(governed, json, before, state_path, detail);
+        self.record_refusal(audit, event).await;
+    }
+
+    /// Append a `denied` event. The refusal stands even when it cannot be recorded; the gap is
+    /// logged.
+    async fn record_refusal(&self, audit: &Audit, event: Event) {
         if let Err(error) = self.governor.store.append(event).await {
             warn!(%error, audit_id = %audit.operation_id, "could not record a refusal");
         }
@@ -425,6 +421,24 @@ impl Audit {
         e.client_request_id = self.client_request_id.clone();
         e.state_path = (!state_path.is_empty()).then(|| state_path.to_owned());
         e
+    }
+
+    /// A `denied` event of this operation: what was asked, the state it met, and why it was
+    /// refused.
+    pub(crate) fn denied(
+        &self,
+        governed: &Governed,
+        json: Option<Value>,
+        before: Option<Snapshot>,
+        state_path: &str,
+        detail: String,
+    ) -> Event {
+        let mut event = self.event(EventKind::Denied, governed, state_path);
+        event.request_body = json;
+        event.before = before;
+        event.decision = Some(Decision::Deny);
+        event.detail = Some(detail);
+        event
     }
 
     /// Add `x-syncgate-audit-id` to a response.
