@@ -2,8 +2,11 @@
 
 mod harness;
 mod helpers;
+mod lenient;
 mod pki;
 
+/// Issue 7: classification attacks against a deliberately lenient upstream.
+mod bypass;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
 /// The `syncgate` binary's commands.
