@@ -14,6 +14,10 @@
 //! It needs `python3` (>= 3.10, with `venv`) and, the first time, PyPI. Without them it fails
 //! loudly: it never skips, because a skipped check would look like a passing one.
 
+#[allow(dead_code)] // the client-certificate half is for tests/api
+#[path = "api/pki.rs"]
+mod pki;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -55,93 +59,145 @@ async fn the_official_python_sdk_receives_a_rule_refusal_as_an_odata_error() {
     .await;
 }
 
+/// The official Microsoft Graph JavaScript client reads every sub-response of a batch syncgate
+/// unbatched (issue 7: lower-case sub-response header names made its `BatchResponseContent` unable
+/// to read any body, syncgate's own refusals included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_javascript_client_reads_every_sub_response_of_an_unbatched_batch() {
+    let dir = bootstrap("js/bootstrap.sh", "the JavaScript Graph client").await;
+    // Over TLS, as users run it: the client sends its token only to https:// hosts it knows.
+    let pki = pki::TestPki::generate();
+    let config = format!(
+        "{ALLOWLIST}\n[proxy.tls]\ncert = {:?}\nkey = {:?}\n",
+        pki.server_cert, pki.server_key
+    );
+    let stack = Stack::start(&config).await;
+    let mut check = Command::new("node");
+    check
+        .current_dir(&dir)
+        .arg(dir.join("graph_client_batch_check.mjs"))
+        .env("NODE_EXTRA_CA_CERTS", &pki.ca_cert)
+        .env("REFUSED_PARTNER", REFUSED_PARTNER)
+        .env("RULE_ID", "sync-allowlist");
+    stack.run(check, "graph_client_batch_check.mjs").await;
+    stack.stop().await;
+}
+
 /// Start the emulator and a proxy (with `config_toml` as its configuration) on port 0, then run
 /// `script` from `tests/sdk/` with the SDK's virtualenv; it must exit 0.
 async fn run_script(script: &str, config_toml: &str, env: &[(&str, &str)]) {
-    let python = bootstrap_venv().await;
-
-    let stop = CancellationToken::new();
-    let _stop_on_exit = stop.clone().drop_guard();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emulator_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(syncgate::emulator::run(
-        listener,
-        ServeOptions::default(),
-        stop.clone(),
-    ));
-    let db_dir = tempfile::tempdir().unwrap();
-    let mut raw: RawConfig = toml::from_str(config_toml).expect("the test's config parses");
-    raw.proxy.listen = "127.0.0.1:0".into();
-    raw.admin.listen = "127.0.0.1:0".into();
-    raw.upstream.url = emulator_url.clone();
-    raw.store.path = db_dir.path().join("syncgate.db");
-    let settings = raw.validate().expect("settings for the emulator");
-    let proxy = syncgate::app::start(settings, stop.clone())
-        .await
-        .expect("proxy starts");
-
-    let token = syncgate::token::unsigned_jwt(&serde_json::json!({
-        "oid": "11111111-1111-1111-1111-111111111111",
-        "upn": "admin@contoso.example",
-        "tid": "00000000-0000-0000-0000-0000000000aa",
-        "scp": "Policy.ReadWrite.CrossTenantAccess",
-        "idtyp": "user",
-    }));
+    let python = bootstrap("sdk/bootstrap.sh", "the msgraph-sdk virtualenv").await;
+    let stack = Stack::start(config_toml).await;
     let mut check = Command::new(&python);
     check
         .arg(sdk_dir().join(script))
-        .env("SYNCGATE_URL", proxy.url())
-        .env("EMULATOR_URL", &emulator_url)
-        .env("GRAPH_TOKEN", &token)
         .envs(env.iter().copied())
-        // httpx and urllib honour proxy variables; the proxy and emulator are on loopback.
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
         .env("PYTHONUNBUFFERED", "1");
-    let started = Instant::now();
-    let output = run_to_end(check, CHECK_DEADLINE).await;
-    println!("{script} took {:.1?}", started.elapsed());
-    assert!(
-        output.status.success(),
-        "{script} failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    print!("{}", String::from_utf8_lossy(&output.stdout));
+    stack.run(check, script).await;
+    stack.stop().await;
+}
 
-    stop.cancel();
-    proxy.stopped().await;
+/// The emulator and a proxy in front of it, on port 0, stopped by [`Stack::stop`].
+struct Stack {
+    stop: CancellationToken,
+    emulator_url: String,
+    proxy: syncgate::app::RunningProxy,
+    _db_dir: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start(config_toml: &str) -> Stack {
+        let stop = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let emulator_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(syncgate::emulator::run(
+            listener,
+            ServeOptions::default(),
+            stop.clone(),
+        ));
+        let db_dir = tempfile::tempdir().unwrap();
+        let mut raw: RawConfig = toml::from_str(config_toml).expect("the test's config parses");
+        raw.proxy.listen = "127.0.0.1:0".into();
+        raw.admin.listen = "127.0.0.1:0".into();
+        raw.upstream.url = emulator_url.clone();
+        raw.store.path = db_dir.path().join("syncgate.db");
+        let settings = raw.validate().expect("settings for the emulator");
+        let proxy = syncgate::app::start(settings, stop.clone())
+            .await
+            .expect("proxy starts");
+        Stack {
+            stop,
+            emulator_url,
+            proxy,
+            _db_dir: db_dir,
+        }
+    }
+
+    /// Run a check program with the stack's URLs and a token in its environment; it must exit 0.
+    async fn run(&self, mut check: Command, name: &str) {
+        let token = syncgate::token::unsigned_jwt(&serde_json::json!({
+            "oid": "11111111-1111-1111-1111-111111111111",
+            "upn": "admin@contoso.example",
+            "tid": "00000000-0000-0000-0000-0000000000aa",
+            "scp": "Policy.ReadWrite.CrossTenantAccess",
+            "idtyp": "user",
+        }));
+        check
+            .env("SYNCGATE_URL", self.proxy.url())
+            .env("EMULATOR_URL", &self.emulator_url)
+            .env("GRAPH_TOKEN", &token)
+            // HTTP clients honour proxy variables; the proxy and emulator are on loopback.
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost");
+        let started = Instant::now();
+        let output = run_to_end(check, CHECK_DEADLINE).await;
+        println!("{name} took {:.1?}", started.elapsed());
+        assert!(
+            output.status.success(),
+            "{name} failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.proxy.stopped().await;
+    }
+}
+
+fn tests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
 
 fn sdk_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("sdk")
+    tests_dir().join("sdk")
 }
 
-/// Run `bootstrap.sh`; the venv's python is the last line it prints.
-async fn bootstrap_venv() -> PathBuf {
+/// Run a bootstrap script under `tests/` (`sdk/bootstrap.sh`, `js/bootstrap.sh`); what it
+/// prepared (the venv's python, the client's folder) is the last line it prints.
+async fn bootstrap(script: &str, what: &str) -> PathBuf {
     let mut bootstrap = Command::new("bash");
-    bootstrap.arg(sdk_dir().join("bootstrap.sh"));
+    bootstrap.arg(tests_dir().join(script));
     let started = Instant::now();
     let output = run_to_end(bootstrap, BOOTSTRAP_DEADLINE).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "tests/sdk/bootstrap.sh could not prepare the msgraph-sdk virtualenv ({}); this check \
-         needs python3 with venv and, the first time, PyPI.\n--- stdout ---\n{stdout}\n\
+        "tests/{script} could not prepare {what} ({}).\n--- stdout ---\n{stdout}\n\
          --- stderr ---\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr),
     );
-    println!("bootstrap.sh took {:.1?}", started.elapsed());
-    let python = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    println!("{script} took {:.1?}", started.elapsed());
+    let prepared = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
     assert!(
-        python.is_file(),
-        "bootstrap.sh printed {python:?} as the python, which is not a file"
+        prepared.exists(),
+        "tests/{script} printed {prepared:?}, which does not exist"
     );
-    python
+    prepared
 }
 
 /// Run `command` off the async workers, collecting its output; kill it at `deadline`.
