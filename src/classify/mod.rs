@@ -43,7 +43,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::graph_error::GraphError;
 
-pub use batch::{Batch, BatchRequest, MAX_BATCH_REQUESTS, parse_batch};
+pub use batch::{BATCH_METHODS, Batch, BatchRequest, MAX_BATCH_REQUESTS, parse_batch};
 pub(crate) use body::json_type;
 pub use body::{check_body, check_body_tenant, parse_body, partner_from_body};
 
@@ -61,6 +61,17 @@ pub mod codes {
     /// A path that could reach a governed subtree but is not canonical (double encoding,
     /// encoded `/`, dot or empty segments, invalid UTF-8).
     pub const NON_CANONICAL_PATH: &str = "SyncgateNonCanonicalPath";
+    /// A URL or request target spelled so that readers could disagree on it: whitespace,
+    /// control or non-ASCII characters (as sent or percent-encoded), backslashes, malformed
+    /// escapes, fragments, or an absolute form other than `https://` + a Graph host
+    /// (`canonical/url.rs`).
+    pub const NON_CANONICAL_URL: &str = "SyncgateNonCanonicalUrl";
+    /// Two `Authorization`, `Content-Type` or `Content-Encoding` headers on a request that
+    /// could reach `/policies` or `$batch` (which one would the upstream use?).
+    pub const DUPLICATE_HEADER: &str = "SyncgateDuplicateHeader";
+    /// A `Content-Encoding` other than `identity` on a request that could reach `/policies` or
+    /// `$batch`: syncgate reads the bytes it checks; an upstream that decompresses would not.
+    pub const UNSUPPORTED_CONTENT_ENCODING: &str = "SyncgateUnsupportedContentEncoding";
     /// A partner key on a governed subtree that is not a GUID.
     pub const INVALID_KEY: &str = "SyncgateInvalidKey";
     /// A `$batch` envelope syncgate cannot read exactly as Graph would, or refuses by rule.
@@ -479,7 +490,8 @@ const METHOD_OVERRIDES: [&str; 3] = [
 ///
 /// `raw_path` is the request target's path exactly as received (still percent-encoded, e.g.
 /// `req.uri().path()`); `query` is the raw query string without `?`; `headers` the request's
-/// headers (only the method-override and URL-override headers are read).
+/// headers (method-override, URL-override, `Authorization`, `Content-Type` and
+/// `Content-Encoding` are read).
 pub fn classify(
     method: &Method,
     raw_path: &str,
@@ -495,27 +507,105 @@ pub fn classify(
     if let Some(refusal) = url_override(headers, reach) {
         return Classification::Refuse(refusal);
     }
-    if (reach.policies || reach.batch)
-        && let Some(name) = method_override(headers, query)
-    {
-        let about = match classify_path(method, strict, reach, query) {
-            Classification::Governed(g) | Classification::SyncRead(g) => Some(g),
-            Classification::Refuse(r) => r.governed.map(|g| *g),
-            _ => None,
-        };
-        let refusal = Refusal::bad_request(
-            codes::METHOD_OVERRIDE_REFUSED,
-            format!(
-                "Method override ('{name}') is refused on /policies and $batch paths: send the \
-                 request with its real HTTP method."
-            ),
-        );
-        return Classification::Refuse(match about {
-            Some(g) => refusal.about(g),
-            None => refusal,
-        });
+    if !(reach.policies || reach.batch) {
+        return classify_path(method, strict, reach, query);
     }
-    classify_path(method, strict, reach, query)
+    // From here the path could reach /policies or $batch: the strict URL reader applies, and
+    // headers an upstream could read differently from syncgate are refused.
+    if let Err(problem) =
+        canonical::check_path(raw_path).and_then(|()| query.map_or(Ok(()), canonical::check_query))
+    {
+        return Classification::Refuse(non_canonical_url(&problem));
+    }
+    let problem = header_problem(headers).or_else(|| {
+        method_override(headers, query).map(|name| {
+            Refusal::bad_request(
+                codes::METHOD_OVERRIDE_REFUSED,
+                format!(
+                    "Method override ('{name}') is refused on /policies and $batch paths: send \
+                     the request with its real HTTP method."
+                ),
+            )
+        })
+    });
+    let Some(refusal) = problem else {
+        return classify_path(method, strict, reach, query);
+    };
+    // Say what the request would have been, for the `denied` event.
+    let about = match classify_path(method, strict, reach, query) {
+        Classification::Governed(g) | Classification::SyncRead(g) => Some(g),
+        Classification::Refuse(r) => r.governed.map(|g| *g),
+        _ => None,
+    };
+    Classification::Refuse(match about {
+        Some(g) => refusal.about(g),
+        None => refusal,
+    })
+}
+
+/// The refusal for a URL the strict reader refuses.
+pub(crate) fn non_canonical_url(problem: &canonical::UrlProblem) -> Refusal {
+    Refusal::bad_request(
+        codes::NON_CANONICAL_URL,
+        format!(
+            "The URL is not canonical: {problem}. syncgate refuses URLs that another reader \
+             could take for a different path when they could reach /policies or $batch, and \
+             every such URL inside a $batch; percent-encode the character or send the \
+             relative path."
+        ),
+    )
+}
+
+/// Headers whose duplicates syncgate refuses near /policies and $batch: which copy an upstream
+/// uses (first, last, joined) is not something syncgate can know, and each decides something
+/// (the actor and token, how the body is read).
+pub(crate) const SINGLE_HEADERS: [http::header::HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_ENCODING,
+];
+
+/// A refusal for duplicated [`SINGLE_HEADERS`] or a `Content-Encoding` other than `identity`.
+fn header_problem(headers: &HeaderMap) -> Option<Refusal> {
+    if let Some(name) = SINGLE_HEADERS
+        .iter()
+        .find(|name| headers.get_all(*name).iter().count() > 1)
+    {
+        return Some(Refusal::bad_request(
+            codes::DUPLICATE_HEADER,
+            format!(
+                "The request has more than one '{name}' header; syncgate refuses duplicated \
+                 Authorization, Content-Type and Content-Encoding headers on /policies and \
+                 $batch paths."
+            ),
+        ));
+    }
+    let encoding = headers.get(http::header::CONTENT_ENCODING)?;
+    (!is_identity(encoding.as_bytes())).then(|| unsupported_encoding(""))
+}
+
+/// Whether a `Content-Encoding` value is `identity` (any case, surrounding blanks allowed).
+pub(crate) fn is_identity(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"identity")
+}
+
+/// The 415 refusal for a `Content-Encoding` other than `identity`; `at` names a batch
+/// sub-request, or is empty.
+pub(crate) fn unsupported_encoding(at: &str) -> Refusal {
+    let at = if at.is_empty() {
+        String::new()
+    } else {
+        format!(" ({at})")
+    };
+    Refusal::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        codes::UNSUPPORTED_CONTENT_ENCODING,
+        format!(
+            "A Content-Encoding other than 'identity'{at} is refused on /policies and $batch \
+             paths: syncgate checks the bytes it receives and an upstream that decoded them \
+             would act on different ones. Send the body uncompressed."
+        ),
+    )
 }
 
 /// The classification of a request whose method is its own.
@@ -567,9 +657,11 @@ fn classify_path(
     routes::route(method, path, query)
 }
 
-/// `POST /{v}/$batch` in any case or encoding is a batch; other methods are Graph's to refuse
-/// (405). A path that only *resembles* `$batch` (parameters, spaces, parentheses) is refused for
-/// POST: syncgate cannot know whether Graph would run it as a batch.
+/// `POST /{v}/$batch` (the method exactly `POST`; the path in any case or encoding) is a batch.
+/// Every other method on it is refused, lower-case `post` and extension methods included: an
+/// upstream that reads methods case-insensitively would run it as a batch syncgate never parsed.
+/// A path that only *resembles* `$batch` (parameters, spaces, parentheses) is refused for every
+/// method: syncgate cannot know whether an upstream would run it as a batch.
 fn classify_batch_path(method: &Method, segments: &[String]) -> Classification {
     let exact = match segments {
         [version, batch] if batch.eq_ignore_ascii_case("$batch") => ApiVersion::parse(version),
@@ -577,12 +669,19 @@ fn classify_batch_path(method: &Method, segments: &[String]) -> Classification {
     };
     match exact {
         Some(version) if method == Method::POST => Classification::Batch(version),
-        None if method == Method::POST => Classification::Refuse(Refusal::bad_request(
+        Some(_) => Classification::Refuse(Refusal::bad_request(
+            codes::BAD_BATCH,
+            format!(
+                "$batch takes the method POST, spelled exactly so; syncgate refuses '{}' on \
+                 $batch rather than forward a batch it has not read.",
+                method.as_str().escape_debug()
+            ),
+        )),
+        None => Classification::Refuse(Refusal::bad_request(
             codes::NON_CANONICAL_PATH,
             "The path resembles $batch but is not '/v1.0/$batch' or '/beta/$batch'; syncgate \
              refuses batches it cannot read exactly as Graph would.",
         )),
-        _ => Classification::Forward,
     }
 }
 
