@@ -1,15 +1,17 @@
 //! `$batch` envelopes (graph-reference §6, DESIGN.md "$batch"): read one exactly as Graph would,
 //! or refuse it.
 //!
-//! A batch is a bypass channel if syncgate reads it differently from Graph: a sub-request it
-//! misses, a URL it normalises differently, a body it cannot see (base64), an envelope with two
-//! spellings of `requests`. So the envelope is parsed with the same strictness as governed bodies
-//! (no duplicate names, no mis-cased or unknown members), every limit Graph documents is
-//! enforced, and each sub-request is classified with [`classify`] exactly as if it had been sent
-//! alone, after its URL is normalised the way a generous reader would (absolute URLs, accidental
-//! version prefixes and a missing leading slash are seen through). Whether a sub-request is then
-//! governed, forwarded or refused is the pipeline's business; only envelope problems refuse the
-//! whole batch here.
+//! A batch is a bypass channel if syncgate reads it differently from Graph or from a lenient
+//! upstream: a sub-request it misses, a URL or method it normalises differently, a body it
+//! cannot see (base64), an envelope with two spellings of `requests`. So the envelope is parsed
+//! with the same strictness as governed bodies (no duplicate names, no mis-cased or unknown
+//! members), every limit Graph documents is enforced, methods must be exact upper-case tokens
+//! ([`BATCH_METHODS`]), every URL goes through the strict URL reader (`canonical/url.rs`), and
+//! each sub-request is classified with [`classify`] exactly as if it had been sent alone, after
+//! an accidental version prefix or a Graph host is stripped. [`BatchRequest::normalized_url`] is
+//! what was classified and what may be sent. Whether a sub-request is then governed, forwarded
+//! or refused is the pipeline's business; only envelope problems (including a URL, method or
+//! header the reader refuses) refuse the whole batch here.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};

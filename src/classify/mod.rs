@@ -6,27 +6,60 @@
 //! partner's cross-tenant user synchronization policy and is classified [`Classification::Forward`]
 //! goes upstream unaudited and unchecked.
 //!
-//! How it decides (graph-reference.md §7, §8; DESIGN.md "Canonical paths"):
+//! How it decides (graph-reference.md §7, §8; DESIGN.md "Canonical paths", "Forward only what
+//! was checked"):
 //!
 //! 1. Two views of the path are computed (`canonical.rs`). The *loose* view decodes as much as
-//!    any web stack might (percent-decoding until stable, `\` as `/`, dot segments resolved or
-//!    dropped, Unicode case folding, `microsoft.graph.` prefixes, parentheses, `;` parameters and
-//!    trailing dots cut) and only answers "could this reach `$batch` or the governed subtrees?".
-//!    The *strict* view decodes each segment exactly once and reports every trick (double
-//!    encoding, encoded `/`, `.`/`..`, empty segments).
-//! 2. A trick on a path the loose view says could be governed is refused, whatever the method.
-//!    Anything the loose view rules out is forwarded untouched: syncgate must not break ordinary
-//!    Graph traffic, however oddly it is encoded.
-//! 3. Method-override headers (or query parameters) on any `/policies` path or `$batch` are
-//!    refused: syncgate classifies on the method it sees, so nothing may change it downstream.
-//!    Likewise URL-override headers (`X-Original-URL`, `X-Rewrite-URL`) to or from such paths.
-//! 4. Governed-subtree paths are canonicalised (lower case, GUID keys, `partners('k')` →
-//!    `partners/k`) and matched against the route table (`routes.rs`). Reads are forwarded; writes
-//!    the table knows become [`Classification::Governed`]; writes it does not know are refused.
+//!    any web stack might (percent-decoding until stable, `%u` escapes, invalid UTF-8 read as
+//!    `/` or as Latin-1, NFKC, whitespace/control/invisible characters deleted, `\` as `/`, dot
+//!    segments resolved or dropped, Unicode case folding, `microsoft.graph.` prefixes,
+//!    parentheses, `;` parameters, `?`/`#` and trailing dots cut) and only answers "could this
+//!    reach `/policies`, a governed subtree or `$batch`?". The *strict* view decodes each
+//!    segment exactly once and reports every trick (double encoding, encoded `/`, `.`/`..`,
+//!    empty segments).
+//! 2. **The URL reader** (`canonical/url.rs`, one reader for request targets and `$batch`
+//!    sub-request URLs). The rule chosen:
+//!    - a request target whose loose view could reach `/policies` or `$batch` must be clean,
+//!      or is refused (`SyncgateNonCanonicalUrl`, whatever the method): no whitespace, control,
+//!      non-ASCII or backslash in the path, as sent or percent-encoded (`%20`, `%09`, `%0A`,
+//!      `%0D`, `%A0`, `%C2%A0`, any byte ≥ 0x80), no encoded `?` or `#`, no malformed `%`;
+//!      in the query no raw or encoded control, invisible or non-space whitespace character
+//!      and escapes that decode to UTF-8;
+//!    - a target the loose view rules out is not read strictly: ordinary Graph traffic with
+//!      odd but valid encodings (`/v1.0/users/caf%C3%A9@x.com`, OneDrive paths with `%20`)
+//!      keeps flowing untouched;
+//!    - every `$batch` sub-request URL must be clean by the same rules, whatever it addresses
+//!      (syncgate re-sends the batch from what it read, so it must read all of it), and may be
+//!      absolute only as `https://` or `http://` followed by a Graph host or a local one; any
+//!      other `scheme:` prefix (`x:/…`, `https:v1.0/…`, `https:/…`), `//host` and fragments are
+//!      refused. A raw space in a batch URL's *query* is allowed (Graph's own batching
+//!      documentation writes `$filter=city eq null`) and re-encoded as `%20`.
+//! 3. A trick on a path the loose view says could be governed is refused, whatever the method.
+//!    Anything the loose view rules out is forwarded untouched.
+//! 4. On any path that could reach `/policies` or `$batch`: method-override headers (or query
+//!    parameters) are refused (syncgate classifies on the method it sees); two
+//!    `Authorization`, `Content-Type` or `Content-Encoding` headers are refused
+//!    (`SyncgateDuplicateHeader`: which one would the upstream use?); a `Content-Encoding`
+//!    other than `identity` is refused with 415 (`SyncgateUnsupportedContentEncoding`:
+//!    syncgate checks the bytes it receives, an upstream that decompressed them would act on
+//!    others). URL-override headers (`X-Original-URL`, `X-Rewrite-URL`) to or from such paths
+//!    are refused too.
+//! 5. `$batch` is recognised whatever the method's spelling: exactly `POST` is a
+//!    [`Classification::Batch`]; any other method (`post`, `Post`, `GET`, extension methods)
+//!    is refused, never forwarded unparsed.
+//! 6. Governed-subtree paths are canonicalised (lower case, GUID keys, `partners('k')` →
+//!    `partners/k`) and matched against the route table (`routes.rs`, the single source).
+//!    Reads are forwarded; writes the table governs become [`Classification::Governed`]; every
+//!    other write is refused (default deny: only `crossTenantAccessPolicy/default` writes are
+//!    forwarded). Top-level methods are otherwise taken as sent: GET and HEAD are reads,
+//!    anything else is a write.
 //!
 //! Bodies are checked by `body.rs` (strict JSON against the Graph schema), `$batch` envelopes by
-//! `batch.rs`. The emulator has its own, independent URL and body parsers on purpose: the proxy
-//! and the emulator must not share one, so a bug in either is caught by the other.
+//! `batch.rs` (which also requires exact upper-case sub-request methods and refuses nested
+//! batches seen through the loose view). `docs/governed-routes.md` lists what is governed,
+//! forwarded and refused, and why. The emulator has its own, independent URL and body parsers
+//! on purpose: the proxy and the emulator must not share one, so a bug in either is caught by
+//! the other.
 
 mod batch;
 mod body;
