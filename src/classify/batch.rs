@@ -259,11 +259,9 @@ fn parse_request(version: ApiVersion, index: usize, entry: Value) -> Result<Batc
         Some(_) => return Err(bad_batch(format!("{at}: 'dependsOn' must be an array"))),
     };
     let (path, query) = normalize_url(version, &url, &at)?;
-    // Seen loosely, through every decoding, anywhere in the path (and in the URL as sent, before
-    // the version prefix was stripped): a batch inside a batch would run unparsed.
-    if canonical::reach(&path, true).batch
-        || canonical::reach(&format!("/{}", url.trim_start_matches('/')), true).batch
-    {
+    // Seen loosely, through every decoding, anywhere in the path: a batch inside a batch would
+    // run unparsed.
+    if canonical::reach(&path, true).batch {
         return Err(bad_batch(format!(
             "{at} is a nested $batch; batches cannot contain batches"
         )));

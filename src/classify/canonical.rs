@@ -194,8 +194,9 @@ pub(crate) fn is_loose_version(raw_segment: &str) -> bool {
 #[derive(Debug, Clone)]
 struct Loose {
     /// The name as the most lenient stack might read it: cut at `(`, `;`, `?`, `#` (the end of
-    /// the path to a stack that decodes before splitting) or a control character, trimmed of whitespace and trailing dots (Windows-style), case-folded the way
-    /// .NET's `OrdinalIgnoreCase` compares (`ı` and `ſ` upper-case to ASCII), namespace stripped.
+    /// the path to a stack that decodes before splitting) or a control character, trimmed of
+    /// whitespace and trailing dots (Windows-style), case-folded the way .NET's
+    /// `OrdinalIgnoreCase` compares (`ı` and `ſ` upper-case to ASCII), namespace stripped.
     name: String,
     /// The whole segment, case-folded: searched for governed names wherever they appear.
     text: String,

@@ -679,3 +679,83 @@ fn the_normalized_url_is_exactly_what_was_classified_and_can_be_sent() {
         }
     }
 }
+
+#[test]
+fn generated_sub_request_urls_are_refused_or_read_cleanly_and_classified_as_sent() {
+    use super::super::alias_tests::{PIECES, Rng};
+    use super::super::tests::GOVERNED_ROUTES;
+    let mut rng = Rng(0x5EED_0BA7_C4ED_0007);
+    let prefixes = [
+        "",
+        "",
+        "/",
+        "/v1.0",
+        "https://graph.microsoft.com/v1.0",
+        "https:",
+        "x:",
+        " ",
+        "\t",
+    ];
+    let methods = [
+        "GET",
+        "PATCH",
+        "PUT",
+        "DELETE",
+        "POST",
+        "patch",
+        "GET ",
+        "\u{a0}PUT",
+    ];
+    let (mut parsed, mut refused) = (0, 0);
+    for _ in 0..5_000 {
+        let (_, template, _, _, _, _) = GOVERNED_ROUTES[rng.below(GOVERNED_ROUTES.len())];
+        let tail = template.trim_start_matches("/{v}").replace("{k}", K);
+        let mut url: Vec<char> = format!("{}{tail}", rng.pick(&prefixes)).chars().collect();
+        for _ in 0..rng.below(3) {
+            let at = rng.below(url.len() + 1);
+            // Batch URLs are strings: a `#` or a second `?` can be anywhere.
+            let piece = if rng.one_in(20) {
+                rng.pick(&["#", "?"])
+            } else {
+                rng.pick(PIECES)
+            };
+            url.splice(at..at, piece.chars());
+        }
+        let url: String = url.into_iter().collect();
+        let method = rng.pick(&methods);
+        let body = json!({"requests": [{"id": "g", "method": method, "url": url}]}).to_string();
+        let request = match parse_batch(ApiVersion::Beta, JSON, body.as_bytes()) {
+            Ok(mut batch) => batch.requests.remove(0),
+            Err(_) => {
+                refused += 1;
+                continue;
+            }
+        };
+        parsed += 1;
+        let before_query = url.split('?').next().unwrap_or_default();
+        assert!(
+            before_query
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '\\' && c != '#'),
+            "{url:?} was read although readers disagree on it"
+        );
+        assert!(
+            BATCH_METHODS.iter().any(|m| m.as_str() == method),
+            "{method:?} was accepted"
+        );
+        let normalized = &request.normalized_url;
+        let sent = http::uri::PathAndQuery::try_from(&normalized["/beta".len()..])
+            .unwrap_or_else(|e| panic!("{url:?}: {normalized} cannot be sent: {e}"));
+        let again = classify(
+            &request.method,
+            &format!("/beta{}", sent.path()),
+            sent.query(),
+            &HeaderMap::new(),
+        );
+        assert_eq!(again, request.classification, "{url:?}: {normalized}");
+    }
+    assert!(
+        parsed > 500 && refused > 500,
+        "{parsed} parsed, {refused} refused"
+    );
+}
