@@ -1,15 +1,17 @@
 //! `$batch` envelopes (graph-reference §6, DESIGN.md "$batch"): read one exactly as Graph would,
 //! or refuse it.
 //!
-//! A batch is a bypass channel if syncgate reads it differently from Graph: a sub-request it
-//! misses, a URL it normalises differently, a body it cannot see (base64), an envelope with two
-//! spellings of `requests`. So the envelope is parsed with the same strictness as governed bodies
-//! (no duplicate names, no mis-cased or unknown members), every limit Graph documents is
-//! enforced, and each sub-request is classified with [`classify`] exactly as if it had been sent
-//! alone, after its URL is normalised the way a generous reader would (absolute URLs, accidental
-//! version prefixes and a missing leading slash are seen through). Whether a sub-request is then
-//! governed, forwarded or refused is the pipeline's business; only envelope problems refuse the
-//! whole batch here.
+//! A batch is a bypass channel if syncgate reads it differently from Graph or from a lenient
+//! upstream: a sub-request it misses, a URL or method it normalises differently, a body it
+//! cannot see (base64), an envelope with two spellings of `requests`. So the envelope is parsed
+//! with the same strictness as governed bodies (no duplicate names, no mis-cased or unknown
+//! members), every limit Graph documents is enforced, methods must be exact upper-case tokens
+//! ([`BATCH_METHODS`]), every URL goes through the strict URL reader (`canonical/url.rs`), and
+//! each sub-request is classified with [`classify`] exactly as if it had been sent alone, after
+//! an accidental version prefix or a Graph host is stripped. [`BatchRequest::normalized_url`] is
+//! what was classified and what may be sent. Whether a sub-request is then governed, forwarded
+//! or refused is the pipeline's business; only envelope problems (including a URL, method or
+//! header the reader refuses) refuse the whole batch here.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -64,12 +66,14 @@ impl Batch {
 pub struct BatchRequest {
     /// The id as sent (a number id is kept as its decimal text).
     pub id: String,
-    /// The method, upper-cased (Graph reads batch methods case-insensitively).
+    /// The method: exactly one of [`BATCH_METHODS`] as sent (nothing else is accepted).
     pub method: Method,
     /// The URL as sent.
     pub url: String,
-    /// The path and query that [`classify`] saw: the batch's version prefixed, absolute-URL
-    /// hosts and accidental version prefixes stripped.
+    /// The path and query that [`classify`] saw, exactly: `/{version}` then the URL's path
+    /// (Graph host and accidental version prefixes stripped) and `?query` (raw spaces, `"`,
+    /// `<`, `>` percent-encoded). Every character is printable ASCII accepted by `http::Uri`, so
+    /// the part after `/{version}` can be sent upstream as the sub-request's URL.
     pub normalized_url: String,
     /// The headers as sent.
     pub headers: Map<String, Value>,
@@ -109,12 +113,32 @@ impl BatchRequest {
     }
 }
 
+/// The methods a sub-request may have: Graph's documented write and read verbs, spelled exactly.
+/// HEAD and OPTIONS are refused: Graph's batching documentation (graph-reference §6) shows none,
+/// a HEAD inside a batch gains nothing (the response is a JSON member either way), and a "read"
+/// that carries a body is exactly the shape an upstream could run as something else.
+pub const BATCH_METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+];
+
 /// Parse a `$batch` body. Refuses (400 `SyncgateBadBatch`) a non-JSON Content-Type (multipart
 /// batches included), malformed JSON (with the strictness of governed bodies), an envelope
 /// other than `{"requests": [...]}`, no requests or more than 20, duplicate ids
-/// (case-insensitive), missing or mistyped id/method/url, unknown or mis-cased members,
-/// `dependsOn` naming unknown ids or forming a cycle, nested `$batch` requests, a body without a
-/// Content-Type header, and a JSON-typed string body that is not base64 of strict JSON.
+/// (case-insensitive), missing or mistyped id/method/url, a method that is not exactly one of
+/// [`BATCH_METHODS`], unknown or mis-cased members, `dependsOn` naming unknown ids or forming a
+/// cycle, nested `$batch` requests, a body without a Content-Type header, two spellings of
+/// `Authorization`, `Content-Type` or `Content-Encoding` in one request's headers, and a
+/// JSON-typed string body that is not base64 of strict JSON. Refuses with
+/// `SyncgateNonCanonicalUrl` a sub-request URL the strict reader refuses (`canonical/url.rs`),
+/// and with 415 `SyncgateUnsupportedContentEncoding` a sub-request `Content-Encoding` other than
+/// `identity`. Every refusal is of the whole batch and names the request.
+///
+/// The parsed document is taken apart by value: headers and bodies are moved into the
+/// [`BatchRequest`]s, never copied.
 pub fn parse_batch(
     version: ApiVersion,
     content_type: Option<&str>,
@@ -128,11 +152,11 @@ pub fn parse_batch(
         ))
     })?;
     let envelope = parse_strict(bytes).map_err(bad_batch)?;
-    let Value::Object(envelope) = envelope else {
+    let Value::Object(mut envelope) = envelope else {
         return Err(bad_batch("the batch must be a JSON object"));
     };
     check_member_names(&envelope, &ENVELOPE_MEMBERS, "the batch")?;
-    let entries = match envelope.get("requests") {
+    let entries = match envelope.remove("requests") {
         Some(Value::Array(entries)) => entries,
         Some(_) => return Err(bad_batch("'requests' must be an array")),
         None => return Err(bad_batch("'requests' is missing")),
@@ -147,7 +171,7 @@ pub fn parse_batch(
         )));
     }
     let mut requests: Vec<BatchRequest> = Vec::with_capacity(entries.len());
-    for (index, entry) in entries.iter().enumerate() {
+    for (index, entry) in entries.into_iter().enumerate() {
         let request = parse_request(version, index, entry)?;
         if let Some(other) = requests
             .iter()
@@ -168,43 +192,50 @@ pub fn parse_batch(
     })
 }
 
-fn parse_request(
-    version: ApiVersion,
-    index: usize,
-    entry: &Value,
-) -> Result<BatchRequest, Refusal> {
-    let Value::Object(entry) = entry else {
+fn parse_request(version: ApiVersion, index: usize, entry: Value) -> Result<BatchRequest, Refusal> {
+    let Value::Object(mut entry) = entry else {
         return Err(bad_batch(format!("requests[{index}] must be an object")));
     };
     let at = format!("requests[{index}]");
-    check_member_names(entry, &REQUEST_MEMBERS, &at)?;
-    let id = match entry.get("id") {
-        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+    check_member_names(&entry, &REQUEST_MEMBERS, &at)?;
+    let id = match entry.remove("id") {
+        Some(Value::String(id)) if !id.is_empty() => id,
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
         Some(_) => return Err(bad_batch(format!("{at}.id must be a non-empty string"))),
         None => return Err(bad_batch(format!("{at}.id is missing"))),
     };
     let at = format!("request '{id}'");
-    let method = match entry.get("method") {
-        Some(Value::String(m)) => Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes())
-            .map_err(|_| bad_batch(format!("{at} has an invalid method '{m}'")))?,
+    let method = match entry.remove("method") {
+        Some(Value::String(m)) => exact_method(&m).ok_or_else(|| {
+            bad_batch(format!(
+                "{at} has the method '{}'; a sub-request's method must be exactly one of GET, \
+                 POST, PUT, PATCH or DELETE (upper case, nothing around it)",
+                m.chars().take(32).collect::<String>().escape_debug()
+            ))
+        })?,
         Some(_) => return Err(bad_batch(format!("{at}: 'method' must be a string"))),
         None => return Err(bad_batch(format!("{at}: 'method' is missing"))),
     };
-    let url = match entry.get("url") {
-        Some(Value::String(u)) if !u.trim().is_empty() => u.clone(),
+    let url = match entry.remove("url") {
+        Some(Value::String(u)) if !u.trim().is_empty() => u,
         Some(Value::String(_)) => return Err(bad_batch(format!("{at}: 'url' is empty"))),
         Some(_) => return Err(bad_batch(format!("{at}: 'url' must be a string"))),
         None => return Err(bad_batch(format!("{at}: 'url' is missing"))),
     };
-    let headers = match entry.get("headers") {
-        Some(Value::Object(h)) => h.clone(),
+    let headers = match entry.remove("headers") {
+        Some(Value::Object(h)) => h,
         Some(Value::Null) | None => Map::new(),
         Some(_) => return Err(bad_batch(format!("{at}: 'headers' must be an object"))),
     };
     let header_map = header_map(&headers, &at)?;
-    let content_type = single_content_type(&headers, &at)?;
-    let body = match entry.get("body") {
+    let content_type = single_header(&headers, "Content-Type", &at)?;
+    single_header(&headers, "Authorization", &at)?;
+    if let Some(encoding) = single_header(&headers, "Content-Encoding", &at)?
+        && !super::is_identity(encoding.as_bytes())
+    {
+        return Err(super::unsupported_encoding(&at));
+    }
+    let body = match entry.remove("body") {
         None | Some(Value::Null) => None,
         Some(body) => {
             let Some(content_type) = content_type else {
@@ -215,12 +246,12 @@ fn parse_request(
             Some(decode_body(body, content_type, &at)?)
         }
     };
-    let depends_on = match entry.get("dependsOn") {
+    let depends_on = match entry.remove("dependsOn") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(ids)) => ids
-            .iter()
+            .into_iter()
             .map(|d| match d {
-                Value::String(s) => Ok(s.clone()),
+                Value::String(s) => Ok(s),
                 Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
                 _ => Err(bad_batch(format!("{at}: 'dependsOn' must list ids"))),
             })
@@ -228,13 +259,15 @@ fn parse_request(
         Some(_) => return Err(bad_batch(format!("{at}: 'dependsOn' must be an array"))),
     };
     let (path, query) = normalize_url(version, &url, &at)?;
+    // Seen loosely, through every decoding, anywhere in the path: a batch inside a batch would
+    // run unparsed.
     if canonical::reach(&path, true).batch {
         return Err(bad_batch(format!(
             "{at} is a nested $batch; batches cannot contain batches"
         )));
     }
     let classification = classify(&method, &path, query.as_deref(), &header_map);
-    let normalized_url = match &query {
+    let normalized_url = match query {
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
@@ -248,6 +281,11 @@ fn parse_request(
         depends_on,
         classification,
     })
+}
+
+/// The method when `text` is exactly one of [`BATCH_METHODS`].
+fn exact_method(text: &str) -> Option<Method> {
+    BATCH_METHODS.iter().find(|m| m.as_str() == text).cloned()
 }
 
 /// Refuse member names that are unknown, or that differ from a known one only by case (a
@@ -288,31 +326,32 @@ fn header_map(headers: &Map<String, Value>, at: &str) -> Result<HeaderMap, Refus
     Ok(map)
 }
 
-/// The Content-Type header, refusing two spellings of it (which one would Graph use?).
-fn single_content_type<'a>(
+/// The value of the header `name`, refusing two spellings of it (names compare
+/// case-insensitively: which one would the upstream use?). Values are strings ([`header_map`]
+/// has checked).
+fn single_header<'a>(
     headers: &'a Map<String, Value>,
+    name: &str,
     at: &str,
 ) -> Result<Option<&'a str>, Refusal> {
     let mut found = headers
         .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name));
     let first = found.next();
     if found.next().is_some() {
-        return Err(bad_batch(format!(
-            "{at} has more than one Content-Type header"
-        )));
+        return Err(bad_batch(format!("{at} has more than one {name} header")));
     }
     Ok(first.and_then(|(_, v)| v.as_str()))
 }
 
 /// A JSON-typed string body is base64 of the JSON document (§6): decode it and parse it
 /// strictly, so a governed body cannot hide behind base64. Other bodies are kept as sent.
-fn decode_body(body: &Value, content_type: &str, at: &str) -> Result<Value, Refusal> {
-    let Value::String(text) = body else {
-        return Ok(body.clone());
+fn decode_body(body: Value, content_type: &str, at: &str) -> Result<Value, Refusal> {
+    let Value::String(text) = &body else {
+        return Ok(body);
     };
     if check_content_type(Some(content_type)).is_err() {
-        return Ok(body.clone());
+        return Ok(body);
     }
     let bytes = [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD]
         .iter()
@@ -326,21 +365,20 @@ fn decode_body(body: &Value, content_type: &str, at: &str) -> Result<Value, Refu
 }
 
 /// The path and query classification sees: the batch's version, then the sub-request's path
-/// with a leading slash, absolute-URL scheme and host removed, and any accidental version
-/// prefix (`/v1.0/...`, `/beta/...`) removed. Graph itself rejects the last two, but they must
-/// not hide a governed request from syncgate.
+/// as the strict URL reader returns it (a Graph host's `https://host` removed), with any
+/// accidental version prefix (`/v1.0/...`, `/beta/...`) removed. Graph itself rejects the last
+/// two, but they must not hide a governed request from syncgate. The result is what syncgate
+/// classifies and what it sends: printable ASCII that `http::Uri` accepts.
 fn normalize_url(
     version: ApiVersion,
     url: &str,
     at: &str,
 ) -> Result<(String, Option<String>), Refusal> {
-    let url = url.trim();
-    let url = url.split('#').next().unwrap_or_default();
-    let (path, query) = match url.split_once('?') {
-        Some((path, query)) => (path, Some(query.to_owned())),
-        None => (url, None),
-    };
-    let path = strip_scheme_and_host(path, at)?;
+    let (path, query) = canonical::read_url(url).map_err(|problem| {
+        let mut refusal = super::non_canonical_url(&problem);
+        refusal.message = format!("Invalid batch payload: {at}: {}", refusal.message);
+        refusal
+    })?;
     let mut rest = path.trim_start_matches('/');
     loop {
         let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
@@ -350,35 +388,9 @@ fn normalize_url(
         rest = after;
     }
     let leading_slashes = path.len() - path.trim_start_matches('/').len();
-    // Keep extra leading slashes (`//x`) visible to classify() as an empty segment.
+    // Keep extra leading slashes (`https://host//x`) visible to classify() as an empty segment.
     let extra = "/".repeat(leading_slashes.saturating_sub(1));
     Ok((format!("/{version}/{extra}{rest}"), query))
-}
-
-/// `https://host/path` → `/path`. A scheme-relative URL (`//host/path`) is refused: read as a
-/// path its first segment is empty, read as a URL it names a host, and syncgate cannot know
-/// which reading Graph takes.
-fn strip_scheme_and_host<'a>(path: &'a str, at: &str) -> Result<&'a str, Refusal> {
-    let lower = path.get(..8).unwrap_or(path).to_ascii_lowercase();
-    let after_scheme = if lower.starts_with("https://") {
-        &path[8..]
-    } else if lower.starts_with("http://") {
-        &path[7..]
-    } else {
-        let slashes = path
-            .bytes()
-            .take_while(|b| *b == b'/' || *b == b'\\')
-            .count();
-        if slashes >= 2 {
-            return Err(bad_batch(format!(
-                "{at} has the scheme-relative URL '{path}'; use a path relative to the version"
-            )));
-        }
-        return Ok(path);
-    };
-    Ok(after_scheme
-        .find('/')
-        .map_or("", |slash| &after_scheme[slash..]))
 }
 
 /// A topological order of the requests (Kahn's algorithm, earliest index first), refusing

@@ -13,8 +13,13 @@
 use std::fmt;
 
 use percent_encoding::percent_decode_str;
+use unicode_normalization::UnicodeNormalization;
 
 use super::{ApiVersion, CanonicalPath, TenantId};
+
+mod url;
+
+pub(crate) use url::{UrlProblem, check_path, check_query, read_url};
 
 /// Collections keyed by a partner tenant id: the only places a key may appear.
 const KEYED_COLLECTIONS: [&str; 3] = [
@@ -140,9 +145,21 @@ impl Reach {
 pub(crate) fn reach(raw_path: &str, anywhere: bool) -> Reach {
     let mut reach = Reach::default();
     // With and without `%u` escapes: decoding one can swallow the letters of a governed name
-    // that a stack without them would see (`crossTen%u007crossTenant…`).
+    // that a stack without them would see (`crossTen%u007crossTenant…`). With and without
+    // Unicode compatibility normalisation and the deletion of whitespace, controls and invisible
+    // characters: a stack that applies NFKC reads `％24batch` or `ｐolicies` as ASCII, and WHATWG
+    // URL parsing deletes TAB, CR and LF anywhere (`pol<TAB>icies`).
+    let mut readings: Vec<String> = Vec::with_capacity(4);
     for unicode in [false, true] {
-        let decoded = decode_fully(raw_path, unicode).replace('\\', "/");
+        for normalise in [false, true] {
+            let decoded = decode_fully(raw_path, unicode, normalise).replace('\\', "/");
+            // Most paths read the same every way: judge each distinct reading once.
+            if !readings.contains(&decoded) {
+                readings.push(decoded);
+            }
+        }
+    }
+    for decoded in &readings {
         let segments: Vec<Loose> = decoded.split('/').map(Loose::new).collect();
         reach.merge(reach_of(&segments, anywhere));
     }
@@ -168,7 +185,7 @@ fn reach_of(segments: &[Loose], anywhere: bool) -> Reach {
 /// Whether a raw segment reads, loosely, as an API version (`v1.0`, `%42ETA`, `V1.0.`).
 pub(crate) fn is_loose_version(raw_segment: &str) -> bool {
     [false, true].into_iter().any(|unicode| {
-        let name = Loose::new(&decode_fully(raw_segment, unicode)).name;
+        let name = Loose::new(&decode_fully(raw_segment, unicode, false)).name;
         name == "v1.0" || name == "beta"
     })
 }
@@ -176,9 +193,10 @@ pub(crate) fn is_loose_version(raw_segment: &str) -> bool {
 /// One segment under the loose reading.
 #[derive(Debug, Clone)]
 struct Loose {
-    /// The name as the most lenient stack might read it: cut at `(`, `;` or a control
-    /// character, trimmed of whitespace and trailing dots (Windows-style), case-folded the way
-    /// .NET's `OrdinalIgnoreCase` compares (`ı` and `ſ` upper-case to ASCII), namespace stripped.
+    /// The name as the most lenient stack might read it: cut at `(`, `;`, `?`, `#` (the end of
+    /// the path to a stack that decodes before splitting) or a control character, trimmed of
+    /// whitespace and trailing dots (Windows-style), case-folded the way .NET's
+    /// `OrdinalIgnoreCase` compares (`ı` and `ſ` upper-case to ASCII), namespace stripped.
     name: String,
     /// The whole segment, case-folded: searched for governed names wherever they appear.
     text: String,
@@ -188,7 +206,7 @@ impl Loose {
     fn new(segment: &str) -> Self {
         let text = fold(segment);
         let cut = segment
-            .find(|c: char| c == '(' || c == ';' || c.is_control())
+            .find(|c: char| matches!(c, '(' | ';' | '?' | '#') || c.is_control())
             .unwrap_or(segment.len());
         let name = segment[..cut].trim();
         if name == "." || name == ".." {
@@ -249,8 +267,11 @@ fn reach_from(segments: &[Loose]) -> Reach {
 }
 
 /// Percent-decode (and, with `unicode`, `%uXXXX`-decode) until nothing changes (bounded),
-/// reading bytes as leniently as the oldest stacks did: see [`lenient_utf8`].
-fn decode_fully(raw: &str, unicode: bool) -> String {
+/// reading bytes as leniently as the oldest stacks did: see [`lenient_utf8`]. With `normalise`,
+/// each round also reads invalid UTF-8 bytes as Latin-1 (`%A0` is a no-break space to such a
+/// stack), applies NFKC and deletes whitespace, control and invisible characters (NFKC can
+/// produce new escapes: `％２４` is `%24`).
+fn decode_fully(raw: &str, unicode: bool, normalise: bool) -> String {
     let mut text = raw.to_owned();
     for _ in 0..LOOSE_DECODE_ROUNDS {
         let escaped = if unicode {
@@ -259,7 +280,13 @@ fn decode_fully(raw: &str, unicode: bool) -> String {
             text.clone()
         };
         let bytes: Vec<u8> = percent_encoding::percent_decode(escaped.as_bytes()).collect();
-        let next = lenient_utf8(&bytes);
+        let mut next = lenient_utf8(&bytes, normalise);
+        if normalise {
+            next = next
+                .nfkc()
+                .filter(|&c| !(c.is_whitespace() || c.is_control() || url::is_invisible(c)))
+                .collect();
+        }
         if next == text {
             break;
         }
@@ -297,8 +324,9 @@ fn decode_unicode_escapes(text: &str) -> String {
 
 /// UTF-8 decoding as a lenient stack might do it: overlong encodings of ASCII (`C0 AE` for `.`,
 /// `C0 AF` for `/`) become that ASCII character, and any other invalid byte becomes `/`, the
-/// most dangerous reading (so it can only make a path look *more* relevant).
-fn lenient_utf8(bytes: &[u8]) -> String {
+/// most dangerous reading (so it can only make a path look *more* relevant), or with `latin1`
+/// the Latin-1 character of that byte.
+fn lenient_utf8(bytes: &[u8], latin1: bool) -> String {
     let mut out = String::with_capacity(bytes.len());
     let mut rest = bytes;
     while !rest.is_empty() {
@@ -310,7 +338,11 @@ fn lenient_utf8(bytes: &[u8]) -> String {
             Err(error) => {
                 let (valid, invalid) = rest.split_at(error.valid_up_to());
                 out.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                let (c, used) = overlong_ascii(invalid).unwrap_or(('/', 1));
+                let fallback = match invalid.first() {
+                    Some(&b) if latin1 => char::from(b),
+                    _ => '/',
+                };
+                let (c, used) = overlong_ascii(invalid).unwrap_or((fallback, 1));
                 out.push(c);
                 rest = &invalid[used..];
             }

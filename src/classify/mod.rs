@@ -6,27 +6,60 @@
 //! partner's cross-tenant user synchronization policy and is classified [`Classification::Forward`]
 //! goes upstream unaudited and unchecked.
 //!
-//! How it decides (graph-reference.md §7, §8; DESIGN.md "Canonical paths"):
+//! How it decides (graph-reference.md §7, §8; DESIGN.md "Canonical paths", "Forward only what
+//! was checked"):
 //!
 //! 1. Two views of the path are computed (`canonical.rs`). The *loose* view decodes as much as
-//!    any web stack might (percent-decoding until stable, `\` as `/`, dot segments resolved or
-//!    dropped, Unicode case folding, `microsoft.graph.` prefixes, parentheses, `;` parameters and
-//!    trailing dots cut) and only answers "could this reach `$batch` or the governed subtrees?".
-//!    The *strict* view decodes each segment exactly once and reports every trick (double
-//!    encoding, encoded `/`, `.`/`..`, empty segments).
-//! 2. A trick on a path the loose view says could be governed is refused, whatever the method.
-//!    Anything the loose view rules out is forwarded untouched: syncgate must not break ordinary
-//!    Graph traffic, however oddly it is encoded.
-//! 3. Method-override headers (or query parameters) on any `/policies` path or `$batch` are
-//!    refused: syncgate classifies on the method it sees, so nothing may change it downstream.
-//!    Likewise URL-override headers (`X-Original-URL`, `X-Rewrite-URL`) to or from such paths.
-//! 4. Governed-subtree paths are canonicalised (lower case, GUID keys, `partners('k')` →
-//!    `partners/k`) and matched against the route table (`routes.rs`). Reads are forwarded; writes
-//!    the table knows become [`Classification::Governed`]; writes it does not know are refused.
+//!    any web stack might (percent-decoding until stable, `%u` escapes, invalid UTF-8 read as
+//!    `/` or as Latin-1, NFKC, whitespace/control/invisible characters deleted, `\` as `/`, dot
+//!    segments resolved or dropped, Unicode case folding, `microsoft.graph.` prefixes,
+//!    parentheses, `;` parameters, `?`/`#` and trailing dots cut) and only answers "could this
+//!    reach `/policies`, a governed subtree or `$batch`?". The *strict* view decodes each
+//!    segment exactly once and reports every trick (double encoding, encoded `/`, `.`/`..`,
+//!    empty segments).
+//! 2. **The URL reader** (`canonical/url.rs`, one reader for request targets and `$batch`
+//!    sub-request URLs). The rule chosen:
+//!    - a request target whose loose view could reach `/policies` or `$batch` must be clean,
+//!      or is refused (`SyncgateNonCanonicalUrl`, whatever the method): no whitespace, control,
+//!      non-ASCII or backslash in the path, as sent or percent-encoded (`%20`, `%09`, `%0A`,
+//!      `%0D`, `%A0`, `%C2%A0`, any byte ≥ 0x80), no encoded `?` or `#`, no malformed `%`;
+//!      in the query no raw or encoded control, invisible or non-space whitespace character
+//!      and escapes that decode to UTF-8;
+//!    - a target the loose view rules out is not read strictly: ordinary Graph traffic with
+//!      odd but valid encodings (`/v1.0/users/caf%C3%A9@x.com`, OneDrive paths with `%20`)
+//!      keeps flowing untouched;
+//!    - every `$batch` sub-request URL must be clean by the same rules, whatever it addresses
+//!      (syncgate re-sends the batch from what it read, so it must read all of it), and may be
+//!      absolute only as `https://` or `http://` followed by a Graph host or a local one; any
+//!      other `scheme:` prefix (`x:/…`, `https:v1.0/…`, `https:/…`), `//host` and fragments are
+//!      refused. A raw space in a batch URL's *query* is allowed (Graph's own batching
+//!      documentation writes `$filter=city eq null`) and re-encoded as `%20`.
+//! 3. A trick on a path the loose view says could be governed is refused, whatever the method.
+//!    Anything the loose view rules out is forwarded untouched.
+//! 4. On any path that could reach `/policies` or `$batch`: method-override headers (or query
+//!    parameters) are refused (syncgate classifies on the method it sees); two
+//!    `Authorization`, `Content-Type` or `Content-Encoding` headers are refused
+//!    (`SyncgateDuplicateHeader`: which one would the upstream use?); a `Content-Encoding`
+//!    other than `identity` is refused with 415 (`SyncgateUnsupportedContentEncoding`:
+//!    syncgate checks the bytes it receives, an upstream that decompressed them would act on
+//!    others). URL-override headers (`X-Original-URL`, `X-Rewrite-URL`) to or from such paths
+//!    are refused too.
+//! 5. `$batch` is recognised whatever the method's spelling: exactly `POST` is a
+//!    [`Classification::Batch`]; any other method (`post`, `Post`, `GET`, extension methods)
+//!    is refused, never forwarded unparsed.
+//! 6. Governed-subtree paths are canonicalised (lower case, GUID keys, `partners('k')` →
+//!    `partners/k`) and matched against the route table (`routes.rs`, the single source).
+//!    Reads are forwarded; writes the table governs become [`Classification::Governed`]; every
+//!    other write is refused (default deny: only `crossTenantAccessPolicy/default` writes are
+//!    forwarded). Top-level methods are otherwise taken as sent: GET and HEAD are reads,
+//!    anything else is a write.
 //!
 //! Bodies are checked by `body.rs` (strict JSON against the Graph schema), `$batch` envelopes by
-//! `batch.rs`. The emulator has its own, independent URL and body parsers on purpose: the proxy
-//! and the emulator must not share one, so a bug in either is caught by the other.
+//! `batch.rs` (which also requires exact upper-case sub-request methods and refuses nested
+//! batches seen through the loose view). `docs/governed-routes.md` lists what is governed,
+//! forwarded and refused, and why. The emulator has its own, independent URL and body parsers
+//! on purpose: the proxy and the emulator must not share one, so a bug in either is caught by
+//! the other.
 
 mod batch;
 mod body;
@@ -43,7 +76,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::graph_error::GraphError;
 
-pub use batch::{Batch, BatchRequest, MAX_BATCH_REQUESTS, parse_batch};
+pub use batch::{BATCH_METHODS, Batch, BatchRequest, MAX_BATCH_REQUESTS, parse_batch};
 pub(crate) use body::json_type;
 pub use body::{check_body, check_body_tenant, parse_body, partner_from_body};
 
@@ -61,6 +94,17 @@ pub mod codes {
     /// A path that could reach a governed subtree but is not canonical (double encoding,
     /// encoded `/`, dot or empty segments, invalid UTF-8).
     pub const NON_CANONICAL_PATH: &str = "SyncgateNonCanonicalPath";
+    /// A URL or request target spelled so that readers could disagree on it: whitespace,
+    /// control or non-ASCII characters (as sent or percent-encoded), backslashes, malformed
+    /// escapes, fragments, or an absolute form other than `https://` + a Graph host
+    /// (`canonical/url.rs`).
+    pub const NON_CANONICAL_URL: &str = "SyncgateNonCanonicalUrl";
+    /// Two `Authorization`, `Content-Type` or `Content-Encoding` headers on a request that
+    /// could reach `/policies` or `$batch` (which one would the upstream use?).
+    pub const DUPLICATE_HEADER: &str = "SyncgateDuplicateHeader";
+    /// A `Content-Encoding` other than `identity` on a request that could reach `/policies` or
+    /// `$batch`: syncgate reads the bytes it checks; an upstream that decompresses would not.
+    pub const UNSUPPORTED_CONTENT_ENCODING: &str = "SyncgateUnsupportedContentEncoding";
     /// A partner key on a governed subtree that is not a GUID.
     pub const INVALID_KEY: &str = "SyncgateInvalidKey";
     /// A `$batch` envelope syncgate cannot read exactly as Graph would, or refuses by rule.
@@ -479,7 +523,8 @@ const METHOD_OVERRIDES: [&str; 3] = [
 ///
 /// `raw_path` is the request target's path exactly as received (still percent-encoded, e.g.
 /// `req.uri().path()`); `query` is the raw query string without `?`; `headers` the request's
-/// headers (only the method-override and URL-override headers are read).
+/// headers (method-override, URL-override, `Authorization`, `Content-Type` and
+/// `Content-Encoding` are read).
 pub fn classify(
     method: &Method,
     raw_path: &str,
@@ -495,27 +540,105 @@ pub fn classify(
     if let Some(refusal) = url_override(headers, reach) {
         return Classification::Refuse(refusal);
     }
-    if (reach.policies || reach.batch)
-        && let Some(name) = method_override(headers, query)
-    {
-        let about = match classify_path(method, strict, reach, query) {
-            Classification::Governed(g) | Classification::SyncRead(g) => Some(g),
-            Classification::Refuse(r) => r.governed.map(|g| *g),
-            _ => None,
-        };
-        let refusal = Refusal::bad_request(
-            codes::METHOD_OVERRIDE_REFUSED,
-            format!(
-                "Method override ('{name}') is refused on /policies and $batch paths: send the \
-                 request with its real HTTP method."
-            ),
-        );
-        return Classification::Refuse(match about {
-            Some(g) => refusal.about(g),
-            None => refusal,
-        });
+    if !(reach.policies || reach.batch) {
+        return classify_path(method, strict, reach, query);
     }
-    classify_path(method, strict, reach, query)
+    // From here the path could reach /policies or $batch: the strict URL reader applies, and
+    // headers an upstream could read differently from syncgate are refused.
+    if let Err(problem) =
+        canonical::check_path(raw_path).and_then(|()| query.map_or(Ok(()), canonical::check_query))
+    {
+        return Classification::Refuse(non_canonical_url(&problem));
+    }
+    let problem = header_problem(headers).or_else(|| {
+        method_override(headers, query).map(|name| {
+            Refusal::bad_request(
+                codes::METHOD_OVERRIDE_REFUSED,
+                format!(
+                    "Method override ('{name}') is refused on /policies and $batch paths: send \
+                     the request with its real HTTP method."
+                ),
+            )
+        })
+    });
+    let Some(refusal) = problem else {
+        return classify_path(method, strict, reach, query);
+    };
+    // Say what the request would have been, for the `denied` event.
+    let about = match classify_path(method, strict, reach, query) {
+        Classification::Governed(g) | Classification::SyncRead(g) => Some(g),
+        Classification::Refuse(r) => r.governed.map(|g| *g),
+        _ => None,
+    };
+    Classification::Refuse(match about {
+        Some(g) => refusal.about(g),
+        None => refusal,
+    })
+}
+
+/// The refusal for a URL the strict reader refuses.
+pub(crate) fn non_canonical_url(problem: &canonical::UrlProblem) -> Refusal {
+    Refusal::bad_request(
+        codes::NON_CANONICAL_URL,
+        format!(
+            "The URL is not canonical: {problem}. syncgate refuses URLs that another reader \
+             could take for a different path when they could reach /policies or $batch, and \
+             every such URL inside a $batch; percent-encode the character or send the \
+             relative path."
+        ),
+    )
+}
+
+/// Headers whose duplicates syncgate refuses near /policies and $batch: which copy an upstream
+/// uses (first, last, joined) is not something syncgate can know, and each decides something
+/// (the actor and token, how the body is read).
+pub(crate) const SINGLE_HEADERS: [http::header::HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_ENCODING,
+];
+
+/// A refusal for duplicated [`SINGLE_HEADERS`] or a `Content-Encoding` other than `identity`.
+fn header_problem(headers: &HeaderMap) -> Option<Refusal> {
+    if let Some(name) = SINGLE_HEADERS
+        .iter()
+        .find(|name| headers.get_all(*name).iter().count() > 1)
+    {
+        return Some(Refusal::bad_request(
+            codes::DUPLICATE_HEADER,
+            format!(
+                "The request has more than one '{name}' header; syncgate refuses duplicated \
+                 Authorization, Content-Type and Content-Encoding headers on /policies and \
+                 $batch paths."
+            ),
+        ));
+    }
+    let encoding = headers.get(http::header::CONTENT_ENCODING)?;
+    (!is_identity(encoding.as_bytes())).then(|| unsupported_encoding(""))
+}
+
+/// Whether a `Content-Encoding` value is `identity` (any case, surrounding blanks allowed).
+pub(crate) fn is_identity(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"identity")
+}
+
+/// The 415 refusal for a `Content-Encoding` other than `identity`; `at` names a batch
+/// sub-request, or is empty.
+pub(crate) fn unsupported_encoding(at: &str) -> Refusal {
+    let at = if at.is_empty() {
+        String::new()
+    } else {
+        format!(" ({at})")
+    };
+    Refusal::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        codes::UNSUPPORTED_CONTENT_ENCODING,
+        format!(
+            "A Content-Encoding other than 'identity'{at} is refused on /policies and $batch \
+             paths: syncgate checks the bytes it receives and an upstream that decoded them \
+             would act on different ones. Send the body uncompressed."
+        ),
+    )
 }
 
 /// The classification of a request whose method is its own.
@@ -567,9 +690,11 @@ fn classify_path(
     routes::route(method, path, query)
 }
 
-/// `POST /{v}/$batch` in any case or encoding is a batch; other methods are Graph's to refuse
-/// (405). A path that only *resembles* `$batch` (parameters, spaces, parentheses) is refused for
-/// POST: syncgate cannot know whether Graph would run it as a batch.
+/// `POST /{v}/$batch` (the method exactly `POST`; the path in any case or encoding) is a batch.
+/// Every other method on it is refused, lower-case `post` and extension methods included: an
+/// upstream that reads methods case-insensitively would run it as a batch syncgate never parsed.
+/// A path that only *resembles* `$batch` (parameters, spaces, parentheses) is refused for every
+/// method: syncgate cannot know whether an upstream would run it as a batch.
 fn classify_batch_path(method: &Method, segments: &[String]) -> Classification {
     let exact = match segments {
         [version, batch] if batch.eq_ignore_ascii_case("$batch") => ApiVersion::parse(version),
@@ -577,12 +702,19 @@ fn classify_batch_path(method: &Method, segments: &[String]) -> Classification {
     };
     match exact {
         Some(version) if method == Method::POST => Classification::Batch(version),
-        None if method == Method::POST => Classification::Refuse(Refusal::bad_request(
+        Some(_) => Classification::Refuse(Refusal::bad_request(
+            codes::BAD_BATCH,
+            format!(
+                "$batch takes the method POST, spelled exactly so; syncgate refuses '{}' on \
+                 $batch rather than forward a batch it has not read.",
+                method.as_str().escape_debug()
+            ),
+        )),
+        None => Classification::Refuse(Refusal::bad_request(
             codes::NON_CANONICAL_PATH,
             "The path resembles $batch but is not '/v1.0/$batch' or '/beta/$batch'; syncgate \
              refuses batches it cannot read exactly as Graph would.",
         )),
-        _ => Classification::Forward,
     }
 }
 

@@ -1,22 +1,22 @@
 //! The route table: which canonical paths and methods under the governed subtrees are governed
-//! operations, which are forwarded, and which are refused.
+//! operations, which are forwarded, and which are refused. It is the single source of these
+//! decisions; `docs/governed-routes.md` explains them for operators.
 //!
 //! It covers every item of graph-reference.md §8 points 1–6. The rule for anything not listed:
-//! reads (GET, HEAD) are forwarded, writes are refused as "unknown governed path". A write is
-//! forwarded ungoverned only where it is certain it cannot change a sync policy; each such
-//! decision is documented on its row. Rows, in the order of the match below:
+//! reads (GET, HEAD) are forwarded, writes are refused as "unknown governed path" (default
+//! deny). Exactly one row forwards writes, and says why. Rows, in the order of the match below:
 //!
 //! | canonical path (after `/{v}/policies`) | method | decision |
 //! |---|---|---|
 //! | `crosstenantidentitysyncpolicy[/…]` | any write | refused 403 (§2.6: never shipped; match and deny) |
 //! | `crosstenantaccesspolicy` | write | refused: a PATCH here sets `allowedCloudEndpoints`, the precondition of cross-cloud sync, and could deep-update `partners`; no operation kind models it yet |
-//! | `crosstenantaccesspolicy/default[/…]` | write | **forwarded**: the default configuration has no `identitySynchronization`, its `automaticUserConsentSettings` is read-only (always false), and nothing in it reaches a partner's sync policy |
+//! | `crosstenantaccesspolicy/default[/…]` | write | **forwarded** (the only forwarded write): the default configuration has no `identitySynchronization`, its `automaticUserConsentSettings` is read-only (always false), it has no navigation to a partner, and nothing in it reaches a partner's sync policy |
 //! | `…/partners` | POST | `PartnerCreate` (every partner write is governed: the partner document is one recorded resource) |
 //! | `…/partners/{k}` | PATCH / DELETE | `PartnerUpdate` (same rule) / `PartnerDelete` |
 //! | `…/partners/{k}/identitysynchronization` | PUT / PATCH / DELETE | `SyncCreate` / `SyncUpdate` / `SyncDelete` |
 //! | `…/partners/{k}/identitysynchronization/…` | write | refused (property paths such as `…/userSyncInbound` are writes to the sync policy) |
-//! | `…/partners/{k}/m365capabilities[/…]`, `…/serviceproviderconstraints[/…]` | write | **forwarded**: separate entities that hold no sync settings |
-//! | `…/partners/{k}/…` (property paths, `$ref`, anything else) | write | refused (`PUT …/automaticUserConsentSettings` would bypass the partner rule) |
+//! | `…/partners/{k}/m365capabilities[/…]`, `…/serviceproviderconstraints[/…]` | write | refused: navigations of the partner that syncgate has no schema for, so it can neither check their bodies strictly nor know what they change on the partner; a write under a partner is governed or refused, never forwarded |
+//! | `…/partners/{k}/…` (property paths, `$ref`, any other navigation) | write | refused (`PUT …/automaticUserConsentSettings` would bypass the partner rule) |
 //! | `…/templates/multitenantorganizationidentitysynchronization` | PATCH | `TemplateUpdate`; PUT/DELETE refused (documented verb is PATCH) |
 //! | `…/multitenantorganizationidentitysynchronization/resettodefaultsettings` | POST | `TemplateReset` |
 //! | `…/templates/multitenantorganizationpartnerconfiguration[/…]` | write | refused: it carries `automaticUserConsentSettings`, which MTO applies to partners (an indirect sync change with no operation kind yet) |
@@ -32,7 +32,8 @@
 //!
 //! Reads that return sync content are [`Classification::SyncRead`]: `…/identitysynchronization`
 //! (live or deleted) and anything below it, partners (live or deleted) with
-//! `$expand=identitySynchronization` (or `*`), and deleted sync policies.
+//! `$expand=identitySynchronization` (or `*`), and deleted sync policies. Other reads are
+//! forwarded.
 
 use http::Method;
 
@@ -49,7 +50,8 @@ enum Route {
     Write(OperationKind, Option<TenantId>, BodyRule),
     /// A read returning sync content.
     SyncRead(Option<TenantId>),
-    /// Not governed.
+    /// Not governed: forwarded for any method. Only rows documented as forwarded writes
+    /// return it; reads of non-sync content are forwarded whatever their row says.
     Forward,
     /// Under `/policies/crossTenantIdentitySyncPolicy` (refused for writes).
     Legacy(Option<TenantId>),
@@ -76,13 +78,16 @@ pub(crate) fn route(method: &Method, path: CanonicalPath, query: Option<&str>) -
         body,
     };
     match verdict {
-        Route::Write(kind, partner, body) if !read => {
-            Classification::Governed(governed(kind, partner, body))
-        }
+        // Reads of anything that is not sync content, and the documented ungoverned writes.
+        Route::Forward => Classification::Forward,
         Route::SyncRead(partner) if read => {
             Classification::SyncRead(governed(OperationKind::SyncRead, partner, BodyRule::Empty))
         }
-        Route::Legacy(partner) if !read => {
+        _ if read => Classification::Forward,
+        Route::Write(kind, partner, body) => {
+            Classification::Governed(governed(kind, partner, body))
+        }
+        Route::Legacy(partner) => {
             let body = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
                 BodyRule::Sync
             } else {
@@ -103,20 +108,23 @@ pub(crate) fn route(method: &Method, path: CanonicalPath, query: Option<&str>) -
                 )),
             )
         }
-        Route::Unknown(reason) if !read => {
-            let mut refusal = Refusal::bad_request(
-                codes::UNKNOWN_GOVERNED_PATH,
-                format!(
-                    "Unknown governed path: {method} {path} ({reason}). syncgate refuses writes \
-                     under the cross-tenant policy paths that it does not govern."
-                ),
-            );
-            refusal.canonical = Some(path.to_string());
-            Classification::Refuse(refusal)
-        }
-        // Reads of anything that is not sync content, and the ungoverned writes of the table.
-        _ => Classification::Forward,
+        // A write the table has no row for; a sync-read row reached by a write is one too.
+        Route::Unknown(reason) => unknown(method, &path, reason),
+        Route::SyncRead(_) => unknown(method, &path, "the route is read-only"),
     }
+}
+
+/// The refusal of a write under a governed subtree that the table does not govern.
+fn unknown(method: &Method, path: &CanonicalPath, reason: &str) -> Classification {
+    let mut refusal = Refusal::bad_request(
+        codes::UNKNOWN_GOVERNED_PATH,
+        format!(
+            "Unknown governed path: {method} {path} ({reason}). syncgate refuses writes under \
+             the cross-tenant policy paths that it does not govern."
+        ),
+    );
+    refusal.canonical = Some(path.to_string());
+    Classification::Refuse(refusal)
 }
 
 fn key(segment: &str) -> Option<TenantId> {
@@ -198,8 +206,14 @@ fn partner(k: TenantId, nav: &[&str], method: &Method, query: Option<&str>) -> R
         ["identitysynchronization", ..] => {
             Route::Unknown("writes below identitySynchronization are not governed routes")
         }
-        ["m365capabilities" | "serviceproviderconstraints", ..] => Route::Forward,
-        _ => Route::Unknown("not a governed partner route"),
+        ["m365capabilities" | "serviceproviderconstraints", ..] => Route::Unknown(
+            "writes to a partner's m365Capabilities and serviceProviderConstraints are refused: \
+             syncgate has no schema to check their bodies against, and every write under a \
+             partner is governed or refused",
+        ),
+        _ => Route::Unknown(
+            "not a governed partner route: every write under a partner is governed or refused",
+        ),
     }
 }
 

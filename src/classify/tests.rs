@@ -410,9 +410,16 @@ fn encoding_tricks_on_governed_routes_are_refused_whatever_the_method() {
         for version in *versions {
             let path = fill(template, version, K);
             for trick in tricks(&path) {
+                // A backslash, raw or encoded, is a character the URL reader refuses before
+                // any segment is read.
+                let code = if trick.contains('\\') || trick.contains("%5C") {
+                    codes::NON_CANONICAL_URL
+                } else {
+                    codes::NON_CANONICAL_PATH
+                };
                 for m in [*m, "GET", "HEAD"] {
                     let r = refusal(run(m, &trick), &format!("{m} {trick}"));
-                    assert_eq!(r.code, codes::NON_CANONICAL_PATH, "{m} {trick}");
+                    assert_eq!(r.code, code, "{m} {trick}");
                     assert_eq!(r.status, StatusCode::BAD_REQUEST);
                 }
             }
@@ -728,32 +735,6 @@ fn writes_the_route_table_does_not_know_are_refused_as_unknown_governed_paths() 
         ),
         ("PATCH", format!("{p}/identitySynchronization;a=b")),
         ("PATCH", format!("{p}/identitySynchronization.")),
-        ("PATCH", format!("{p}/identitySynchronization%20")),
-        ("PATCH", format!("{p}/identitySynchronization%00")),
-        (
-            "PATCH",
-            format!(
-                "/v1.0/pol%C4%B1cies/crossTenantAccessPolicy/partners/{K}/identitySynchronization"
-            ),
-        ),
-        (
-            "PATCH",
-            format!(
-                "/v1.0/policies/crossTenantAcce%C5%BFsPolicy/partners/{K}/identitySynchronization"
-            ),
-        ),
-        (
-            "PATCH",
-            format!(
-                "/%20v1.0/policies/crossTenantAccessPolicy/partners/{K}/identitySynchronization"
-            ),
-        ),
-        (
-            "PATCH",
-            format!(
-                "/v1.0/%20policies/crossTenantAccessPolicy/partners/{K}/identitySynchronization"
-            ),
-        ),
         ("POST", format!("{d}/crossTenantPartners/{K}/restore()")),
         (
             "POST",
@@ -819,6 +800,26 @@ fn writes_the_route_table_does_not_know_are_refused_as_unknown_governed_paths() 
             format!("{d}/crossTenantPartners/{K}/m365Capabilities"),
         ),
         ("POST", format!("{d}/somethingElse")),
+        // Every other navigation under a partner: no schema, so no write is forwarded.
+        ("PATCH", format!("{p}/m365Capabilities")),
+        ("PUT", format!("{p}/m365Capabilities")),
+        ("POST", format!("{p}/m365Capabilities")),
+        ("DELETE", format!("{p}/m365Capabilities")),
+        ("PATCH", format!("{p}/serviceProviderConstraints")),
+        ("PUT", format!("{p}/serviceProviderConstraints")),
+        ("POST", format!("{p}/serviceProviderConstraints")),
+        ("DELETE", format!("{p}/serviceProviderConstraints")),
+        ("PATCH", format!("{p}/m365Capabilities/anything")),
+        ("POST", format!("{p}/serviceProviderConstraints/$ref")),
+        (
+            "PATCH",
+            format!(
+                "/beta/policies/crossTenantAccessPolicy/partners('{KU}')/serviceProviderConstraints"
+            ),
+        ),
+        ("PATCH", format!("{p}/microsoft.graph.m365Capabilities")),
+        ("PATCH", format!("{p}/someFutureNavigation")),
+        ("PUT", format!("{p}/someFutureNavigation/x/y")),
         // Methods other than GET and HEAD are writes, whatever their spelling.
         ("put", format!("{p}/identitySynchronization")),
         ("Patch", format!("{p}/identitySynchronization")),
@@ -849,27 +850,40 @@ fn unknown_governed_refusals_name_the_canonical_path_when_there_is_one() {
 
 #[test]
 fn writes_that_cannot_change_a_sync_policy_are_forwarded() {
-    let p = format!("/v1.0/policies/crossTenantAccessPolicy/partners/{K}");
+    // The route table's only forwarded writes: the default configuration (no sync policy, no
+    // navigation to a partner).
     let forwarded = [
+        ("PATCH", "/v1.0/policies/crossTenantAccessPolicy/default"),
+        ("PUT", "/beta/policies/crossTenantAccessPolicy/Default"),
         (
-            "PATCH",
-            "/v1.0/policies/crossTenantAccessPolicy/default".to_owned(),
+            "POST",
+            "/beta/policies/crossTenantAccessPolicy/default/resetToSystemDefault",
         ),
         (
             "POST",
-            "/beta/policies/crossTenantAccessPolicy/default/resetToSystemDefault".to_owned(),
-        ),
-        ("PATCH", format!("{p}/m365Capabilities")),
-        ("PUT", format!("{p}/serviceProviderConstraints")),
-        (
-            "PATCH",
-            format!(
-                "/beta/policies/crossTenantAccessPolicy/partners('{KU}')/serviceProviderConstraints"
-            ),
+            "/v1.0/policies/crossTenantAccessPolicy/default/microsoft.graph.resetToSystemDefault",
         ),
     ];
     for (m, path) in forwarded {
-        assert_eq!(run(m, &path), Classification::Forward, "{m} {path}");
+        assert_eq!(run(m, path), Classification::Forward, "{m} {path}");
+    }
+}
+
+#[test]
+fn reads_of_other_partner_navigations_are_forwarded_and_writes_refused() {
+    let p = format!("/v1.0/policies/crossTenantAccessPolicy/partners/{K}");
+    for nav in [
+        "m365Capabilities",
+        "serviceProviderConstraints",
+        "anythingElse",
+    ] {
+        let path = format!("{p}/{nav}");
+        assert_eq!(run("GET", &path), Classification::Forward, "{path}");
+        for m in ["PATCH", "PUT", "POST", "DELETE", "MERGE"] {
+            let r = refusal(run(m, &path), &format!("{m} {path}"));
+            assert_eq!(r.code, codes::UNKNOWN_GOVERNED_PATH, "{m} {path}");
+            assert!(r.message.contains("governed or refused"), "{}", r.message);
+        }
     }
 }
 
@@ -991,21 +1005,202 @@ fn batch_is_recognised_in_any_alias_form_and_only_for_post() {
     ];
     for (path, version) in batches {
         assert_eq!(run("POST", path), Classification::Batch(version), "{path}");
-        assert_eq!(run("GET", path), Classification::Forward, "{path}");
-        assert_eq!(run("PUT", path), Classification::Forward, "{path}");
+        // Any other method, whatever its case, is refused rather than forwarded unparsed: an
+        // upstream reading methods case-insensitively would run `post` as a batch.
+        for m in [
+            "post", "Post", "pOST", "GET", "get", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS",
+            "BATCH", "MERGE", "POST2",
+        ] {
+            let r = refusal(run(m, path), &format!("{m} {path}"));
+            assert_eq!(r.code, codes::BAD_BATCH, "{m} {path}");
+            assert_eq!(r.status, StatusCode::BAD_REQUEST);
+            assert!(r.message.contains(&format!("'{m}'")), "{}", r.message);
+        }
     }
     for path in [
         "/v1.0/%2524batch",
         "/v1.0//$batch",
         "/v1.0/./$batch",
         "/v1.0/$batch;x=y",
-        "/v1.0/%20$batch",
         "/v1.0/$batch()",
         "/v1.0/users/../$batch",
     ] {
-        let r = refusal(run("POST", path), path);
-        assert_eq!(r.code, codes::NON_CANONICAL_PATH, "{path}");
+        for m in ["POST", "post", "GET", "PUT"] {
+            let r = refusal(run(m, path), &format!("{m} {path}"));
+            assert_eq!(r.code, codes::NON_CANONICAL_PATH, "{m} {path}");
+        }
     }
+    for path in ["/v1.0/%20$batch", "/v1.0/$batch%09", "/v1.0/$ba%0Atch"] {
+        for m in ["POST", "GET"] {
+            let r = refusal(run(m, path), &format!("{m} {path}"));
+            assert_eq!(r.code, codes::NON_CANONICAL_URL, "{m} {path}");
+        }
+    }
+}
+
+#[test]
+fn targets_readers_disagree_on_are_refused_where_they_could_reach_policies_or_batch() {
+    let sync = format!("policies/crossTenantAccessPolicy/partners/{K}/identitySynchronization");
+    let refused = [
+        // Whitespace and controls, encoded (hyper refuses them raw) or raw (other callers).
+        format!("/%20v1.0/{sync}"),
+        format!("/v1.0/%20{sync}"),
+        format!("/v1.0/{sync}%20"),
+        format!("/v1.0/{sync}%00"),
+        format!("/v1%09.0/{sync}"),
+        format!("/v1.0/pol%0Dicies/crossTenantAccessPolicy/partners/{K}/identitySynchronization"),
+        format!("/v1.0/policies/crossTenant%0AAccessPolicy/partners/{K}/identitySynchronization"),
+        format!("/v1.0/{sync}%C2%A0"),
+        format!("/v1%A0.0/{sync}"),
+        format!("/v1.0/{sync}%E3%80%80"),
+        format!(
+            "/v1.0/pol%E2%80%8Bicies/crossTenantAccessPolicy/partners/{K}/identitySynchronization"
+        ),
+        format!("/v1.0/pol\ticies/crossTenantAccessPolicy/partners/{K}/identitySynchronization"),
+        format!(" /v1.0/{sync}")
+            .trim_start()
+            .replacen('/', "/\u{a0}", 1),
+        // Non-ASCII that folds or normalises to a governed name.
+        format!("/v1.0/pol%C4%B1cies/crossTenantAccessPolicy/partners/{K}/identitySynchronization"),
+        format!("/v1.0/policies/crossTenantAcce%C5%BFsPolicy/partners/{K}/identitySynchronization"),
+        format!(
+            "/v1.0/%EF%BD%90olicies/crossTenantAccessPolicy/partners/{K}/identitySynchronization"
+        ),
+        format!(
+            "/v1.0/\u{ff50}olicies/crossTenantAccessPolicy/partners/{K}/identitySynchronization"
+        ),
+        "/v1.0/%EF%BC%84batch".to_owned(),
+        "/v1.0/%EF%BC%85%EF%BC%92%EF%BC%94batch".to_owned(),
+        // Backslashes, `?` and `#` hidden in escapes, malformed escapes.
+        format!("/v1.0/users%5C..%5C{sync}"),
+        format!("/v1.0/policies%3Fx/crossTenantAccessPolicy/partners/{K}/identitySynchronization"),
+        format!("/v1.0/policies%23x/crossTenantAccessPolicy/partners/{K}/identitySynchronization"),
+        format!("/v1.0/{sync}%"),
+        format!("/v1.0/{sync}%zz"),
+        // Only /policies (not a governed subtree) is enough for the reader to apply.
+        "/v1.0/policies/authorization%20Policy".to_owned(),
+    ];
+    for path in refused {
+        for m in ["PATCH", "GET"] {
+            let r = refusal(run(m, &path), &format!("{m} {path:?}"));
+            assert_eq!(r.code, codes::NON_CANONICAL_URL, "{m} {path:?}");
+            assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        }
+    }
+    // The query is read by the same reader on those paths.
+    for query in [
+        "x=%09",
+        "%0Ax-http-method-override=DELETE",
+        "x=%C2%A0",
+        "x=%A0",
+    ] {
+        let target = format!("/v1.0/{sync}?{query}");
+        let r = refusal(run("PATCH", &target), &target);
+        assert_eq!(r.code, codes::NON_CANONICAL_URL, "{target}");
+    }
+    let target = format!("/v1.0/{sync}?$select=tenantId&$filter=a%20eq%20'caf%C3%A9'");
+    assert!(matches!(run("GET", &target), Classification::SyncRead(_)));
+}
+
+#[test]
+fn ordinary_targets_with_odd_but_valid_encodings_are_not_read_strictly() {
+    for (m, path) in [
+        ("GET", "/v1.0/users/caf%C3%A9@x.com"),
+        ("PATCH", "/v1.0/users/caf\u{e9}@x.com"),
+        (
+            "GET",
+            "/v1.0/me/drive/root:/My%20Documents/a%09b.txt:/content",
+        ),
+        ("PUT", "/v1.0/me/drive/root:/%E3%80%80x.txt:/content"),
+        ("GET", "/v1.0/users?$filter=displayName%20eq%20'%C2%A0'"),
+        ("GET", "/v1.0/users/a%5Cb"),
+        ("GET", "/v1.0/users/100%"),
+    ] {
+        assert_eq!(run(m, path), Classification::Forward, "{m} {path}");
+    }
+}
+
+#[test]
+fn duplicated_authorization_content_type_or_encoding_is_refused_near_policies_and_batch() {
+    let sync =
+        format!("/v1.0/policies/crossTenantAccessPolicy/partners/{K}/identitySynchronization");
+    let paths = [
+        sync.as_str(),
+        "/v1.0/policies/authorizationPolicy",
+        "/v1.0/$batch",
+        "/beta/%24batch",
+    ];
+    for name in ["Authorization", "Content-Type", "Content-Encoding"] {
+        for path in paths {
+            let value = if name == "Content-Encoding" {
+                "identity"
+            } else {
+                "x"
+            };
+            let headers = [(name, value), (&*name.to_ascii_lowercase(), value)];
+            let r = refusal(run_with("PATCH", path, &headers), &format!("{name} {path}"));
+            assert_eq!(r.code, codes::DUPLICATE_HEADER, "{name} {path}");
+            assert_eq!(r.status, StatusCode::BAD_REQUEST);
+            assert!(
+                r.message.contains(&name.to_ascii_lowercase()),
+                "{}",
+                r.message
+            );
+        }
+        let ordinary = [(name, "identity"), (name, "identity")];
+        assert_eq!(
+            run_with("PATCH", "/v1.0/users/x", &ordinary),
+            Classification::Forward,
+            "{name}: ordinary traffic is not read for headers"
+        );
+    }
+    // What the request would have been is kept for the denied event.
+    let twice = [("Authorization", "Bearer a"), ("Authorization", "Bearer b")];
+    let r = refusal(run_with("PATCH", &sync, &twice), &sync);
+    assert_eq!(r.governed.map(|g| g.kind), Some(OperationKind::SyncUpdate));
+    // One of each is fine.
+    let once = [
+        ("Authorization", "Bearer a"),
+        ("Content-Type", "application/json"),
+        ("Content-Encoding", "Identity"),
+    ];
+    assert!(matches!(
+        run_with("PATCH", &sync, &once),
+        Classification::Governed(_)
+    ));
+}
+
+#[test]
+fn a_content_encoding_other_than_identity_is_refused_near_policies_and_batch() {
+    let sync =
+        format!("/v1.0/policies/crossTenantAccessPolicy/partners/{K}/identitySynchronization");
+    for path in [
+        sync.as_str(),
+        "/v1.0/$batch",
+        "/v1.0/policies/authorizationPolicy",
+    ] {
+        for encoding in ["gzip", "deflate", "br", "identity, gzip", "x-gzip", ""] {
+            let r = refusal(
+                run_with("PATCH", path, &[("Content-Encoding", encoding)]),
+                &format!("{path} {encoding}"),
+            );
+            assert_eq!(
+                r.code,
+                codes::UNSUPPORTED_CONTENT_ENCODING,
+                "{path} {encoding}"
+            );
+            assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+        let identity = run_with("PATCH", path, &[("Content-Encoding", " identity ")]);
+        assert!(
+            !matches!(&identity, Classification::Refuse(r) if r.code == codes::UNSUPPORTED_CONTENT_ENCODING),
+            "{path}: {identity:?}"
+        );
+    }
+    assert_eq!(
+        run_with("POST", "/v1.0/users", &[("Content-Encoding", "gzip")]),
+        Classification::Forward
+    );
 }
 
 #[test]
