@@ -24,6 +24,12 @@ pub enum ProxyError {
     /// A request could not be rebuilt for the upstream (should not happen for a parsed request).
     #[error("cannot build the upstream request")]
     Internal(#[from] http::Error),
+    /// A parsed body could not be serialised again (should not happen for a parsed `Value`).
+    #[error("cannot serialise the request body")]
+    Serialize(#[from] serde_json::Error),
+    /// A parsed request could not be rebuilt as it was classified (should not happen).
+    #[error("cannot rebuild the request: {0}")]
+    Rebuild(String),
 }
 
 impl ProxyError {
@@ -32,7 +38,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) | ProxyError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Internal(_) | ProxyError::Serialize(_) | ProxyError::Rebuild(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -44,7 +52,9 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Failed(_)) | ProxyError::UpstreamBody(_) => {
                 "SyncgateUpstreamFailed"
             }
-            ProxyError::Internal(_) => "SyncgateInternalError",
+            ProxyError::Internal(_) | ProxyError::Serialize(_) | ProxyError::Rebuild(_) => {
+                "SyncgateInternalError"
+            }
         }
     }
 

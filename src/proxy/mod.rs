@@ -49,6 +49,8 @@ pub struct Governor {
     pub record_reads: bool,
     /// Largest governed request body (413 above).
     pub max_body: usize,
+    /// Largest `$batch` body, checked before any of it is parsed (413 above).
+    pub max_batch_body: usize,
     /// The local rules in force (swapped whole on reload).
     pub rules: RulesHandle,
 }
@@ -60,6 +62,7 @@ impl Governor {
             locks: Arc::default(),
             record_reads,
             max_body,
+            max_batch_body: crate::config::DEFAULT_MAX_BATCH_BODY,
             rules,
         }
     }
