@@ -150,8 +150,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request the upstream receives: absolute URI on the upstream, the client's body streamed,
-/// headers rewritten by [`upstream_headers`].
+/// The request the upstream receives: absolute URI on the upstream, the client's body streamed
+/// (its read errors marked as the client's, see [`body::from_client`]), headers rewritten by
+/// [`upstream_headers`].
 pub fn to_upstream(
     req: Request<Incoming>,
     target: &UpstreamTarget,
@@ -166,7 +167,7 @@ pub fn to_upstream(
     parts.uri = upstream_uri(target, path_and_query)?;
     parts.version = Version::HTTP_11;
     upstream_headers(&mut parts.headers, conn);
-    Ok(Request::from_parts(parts, body::stream(incoming)))
+    Ok(Request::from_parts(parts, body::from_client(incoming)))
 }
 
 /// `path_and_query` on the upstream.
