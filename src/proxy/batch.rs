@@ -534,7 +534,9 @@ fn graph_header_name(name: &str) -> Cow<'static, str> {
         .map(|word| {
             let mut chars = word.chars();
             match chars.next() {
-                Some(first) => first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase(),
+                Some(first) => {
+                    first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+                }
                 None => String::new(),
             }
         })
@@ -547,8 +549,12 @@ mod tests {
     use super::*;
 
     fn parse(envelope: &str) -> Batch {
-        classify::parse_batch(ApiVersion::V1_0, Some("application/json"), envelope.as_bytes())
-            .expect("a valid batch")
+        classify::parse_batch(
+            ApiVersion::V1_0,
+            Some("application/json"),
+            envelope.as_bytes(),
+        )
+        .expect("a valid batch")
     }
 
     fn rebuilt(envelope: &str) -> Value {
@@ -598,9 +604,10 @@ mod tests {
 
     #[test]
     fn the_rebuilt_envelope_is_compact_canonical_json() {
-        let bytes =
-            rebuilt_envelope(&parse(r#"{"requests":[ {"id":"a","method":"GET","url":"me"} ]}"#))
-                .unwrap();
+        let bytes = rebuilt_envelope(&parse(
+            r#"{"requests":[ {"id":"a","method":"GET","url":"me"} ]}"#,
+        ))
+        .unwrap();
         assert_eq!(
             std::str::from_utf8(&bytes).unwrap(),
             r#"{"requests":[{"id":"a","method":"GET","url":"/me"}]}"#
@@ -619,9 +626,15 @@ mod tests {
             ]}"#,
         );
         let (ct, bytes) = plain_body(&batch.requests[0]).unwrap().unwrap();
-        assert_eq!((ct.to_str().unwrap(), &bytes[..]), ("application/json", &br#"{"a":1}"#[..]));
+        assert_eq!(
+            (ct.to_str().unwrap(), &bytes[..]),
+            ("application/json", &br#"{"a":1}"#[..])
+        );
         let (ct, bytes) = plain_body(&batch.requests[1]).unwrap().unwrap();
-        assert_eq!((ct.to_str().unwrap(), &bytes[..]), ("image/png", &[0u8, 1, 2][..]));
+        assert_eq!(
+            (ct.to_str().unwrap(), &bytes[..]),
+            ("image/png", &[0u8, 1, 2][..])
+        );
         assert!(plain_body(&batch.requests[2]).unwrap().is_none());
     }
 

@@ -331,7 +331,10 @@ async fn plain_requests_of_an_unbatched_batch_go_up_on_the_classified_url_with_a
     assert!(plain["headers"]["Content-Type"].is_string(), "{plain}");
     assert!(plain["headers"].get("content-type").is_none(), "{plain}");
 
-    let gets = tap.find(&Method::GET, "/v1.0/policies/crossTenantAccessPolicy/partners");
+    let gets = tap.find(
+        &Method::GET,
+        "/v1.0/policies/crossTenantAccessPolicy/partners",
+    );
     assert_eq!(gets.len(), 1, "{:?}", tap.seen());
     assert!(gets[0].headers.get("x-evil").is_none());
     assert_eq!(gets[0].all("prefer"), ["odata.maxpagesize=5"]);
@@ -361,7 +364,12 @@ async fn a_batch_over_the_batch_cap_is_refused_with_413_before_anything_goes_ups
             Bytes::from(body),
         )
         .await;
-    assert_eq!(resp.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", resp.body);
+    assert_eq!(
+        resp.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        resp.body
+    );
     assert!(tap.seen().is_empty(), "{:?}", tap.seen());
 }
 

@@ -690,12 +690,9 @@ fn a_governed_body_over_the_value_limit_is_a_400_naming_the_limit() {
 
 #[test]
 fn a_governed_body_over_the_byte_ceiling_is_a_413() {
-    let body = format!(
-        r#"{{"displayName": "{}"}}"#,
-        "x".repeat(MAX_JSON_BYTES)
-    );
-    let r = parse_body(BodyRule::Sync, ApiVersion::V1_0, JSON, body.as_bytes())
-        .expect_err("refused");
+    let body = format!(r#"{{"displayName": "{}"}}"#, "x".repeat(MAX_JSON_BYTES));
+    let r =
+        parse_body(BodyRule::Sync, ApiVersion::V1_0, JSON, body.as_bytes()).expect_err("refused");
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.code, "SyncgateBodyTooLarge");
 }
