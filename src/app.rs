@@ -91,12 +91,13 @@ pub async fn start(
     let tls = settings.tls.is_some();
 
     let rules = RulesHandle::new(settings.rules.clone());
-    let governor = Governor::new(
+    let mut governor = Governor::new(
         store.clone(),
         rules.clone(),
         settings.record_reads,
         settings.max_body,
     );
+    governor.max_batch_body = settings.max_batch_body;
     let proxy = Arc::new(Proxy::new(upstream, governor));
     let recovering = proxy.clone();
     let token_file = settings.recovery_token_file.clone();

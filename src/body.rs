@@ -2,6 +2,8 @@
 //!
 //! Forwarded bodies (hyper's `Incoming`) and locally made ones (`Full`, `Empty`) are boxed into the
 //! same type so a handler can return either without generics leaking through the whole crate.
+//! A client's request body streamed upstream is marked ([`from_client`]), so when a forward fails
+//! syncgate can tell the client's broken body (400) from a failed upstream (502).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
@@ -33,4 +35,21 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed()
+}
+
+/// Reading a client's request body failed (a malformed chunk, a connection cut mid-body): the
+/// caller's fault, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+/// Box a client's request body for forwarding, its read errors wrapped in [`ClientBodyError`]
+/// so they stay recognisable in the error chain of the upstream request they broke.
+pub fn from_client<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(|error| -> BoxError { Box::new(ClientBodyError(error.into())) })
+        .boxed()
 }

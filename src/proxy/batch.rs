@@ -1,31 +1,37 @@
-//! `$batch`: a batch with no governed sub-request is forwarded as it came; one with any is
-//! *unbatched* — each sub-request runs on its own, in `dependsOn` order, governed ones through the
-//! governed lifecycle and the rest as plain requests, dependents of a failed request answer 424,
-//! and the batch response is assembled by `id` (DESIGN.md "$batch").
+//! `$batch`: a batch with no governed sub-request is forwarded as one batch, *rebuilt* from the
+//! parsed envelope; one with any is *unbatched* — each sub-request runs on its own, in
+//! `dependsOn` order, governed ones through the governed lifecycle and the rest as plain
+//! requests, dependents of a failed request answer 424, and the batch response is assembled by
+//! `id` (DESIGN.md "$batch").
 //!
 //! Unbatching is what makes a batch impossible to use as a bypass: every governed sub-request gets
 //! its own before-read, `received` event, lock and after-read, exactly as if it had come alone.
+//! Rebuilding is what makes classification hold: the envelope the upstream receives is serialised
+//! from the parsed requests, each on the URL syncgate classified, with the allowed headers only
+//! (DESIGN.md "Forward only what was checked"), so an upstream that reads JSON or URLs more
+//! leniently than syncgate has nothing else to read. The body is capped (`audit.max_batch_body`)
+//! before any of it is parsed.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::govern::{Audit, ChangeRequest};
 use super::{Proxy, ProxyError, actor, forward, read};
 use crate::body::{self, Body};
-use crate::classify::{self, ApiVersion, BatchRequest, Classification};
+use crate::classify::{self, ApiVersion, Batch, BatchRequest, Classification};
 use crate::graph_error::{GraphError, RequestIds};
 use crate::server::ConnInfo;
-
-/// Graph allows 20 sub-requests; a batch body is bounded by that many governed bodies.
-const MAX_SUB_REQUESTS: usize = 20;
 
 /// Largest sub-response body kept for the assembled batch response.
 const MAX_SUB_RESPONSE: usize = 4 * 1024 * 1024;
@@ -40,8 +46,7 @@ impl Proxy {
     ) -> Response<Body> {
         let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
         let (parts, incoming) = req.into_parts();
-        let max = self.governor.max_body.saturating_mul(MAX_SUB_REQUESTS);
-        let bytes = match read::bounded(incoming, max).await {
+        let bytes = match read::bounded(incoming, self.governor.max_batch_body).await {
             Ok(bytes) => bytes,
             Err(refusal) => {
                 let audit = Audit::new(Uuid::now_v7(), &actor, &parts.headers);
@@ -59,24 +64,11 @@ impl Proxy {
                 return self.refuse(&audit, None, None, refusal, ids).await;
             }
         };
+        // Everything from here on works from the parsed batch; the client's bytes are done with.
+        drop(bytes);
         if !batch.is_governed() {
-            // Nothing in it can change a sync policy: Graph runs it as sent.
-            let mut headers = parts.headers;
-            forward::upstream_headers(&mut headers, conn);
-            let result = async {
-                let uri = forward::upstream_uri(
-                    self.upstream.target(),
-                    parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-                )?;
-                let mut req = Request::builder()
-                    .method(parts.method)
-                    .uri(uri)
-                    .body(body::full(bytes))?;
-                *req.headers_mut() = headers;
-                Ok::<_, ProxyError>(self.upstream.send(req).await?)
-            }
-            .await;
-            return match result {
+            // Nothing in it can change a sync policy: Graph runs it, as syncgate read it.
+            return match self.forward_batch(&batch, &parts.headers, conn).await {
                 Ok(resp) => forward::to_client(resp),
                 Err(error) => error.into_response(ids),
             };
@@ -94,7 +86,7 @@ impl Proxy {
                 failed_dependency(ids)
             } else {
                 let resp = self
-                    .sub_request(version, sub, &parts.headers, &actor, conn, ids)
+                    .sub_request(sub, &parts.headers, &actor, conn, ids)
                     .await;
                 collect(resp).await
             };
@@ -111,10 +103,29 @@ impl Proxy {
         resp
     }
 
+    /// Send a batch with no governed sub-request upstream as one batch, rebuilt (see
+    /// [`rebuilt_envelope`]).
+    async fn forward_batch(
+        &self,
+        batch: &Batch,
+        headers: &HeaderMap,
+        conn: &ConnInfo,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let envelope = rebuilt_envelope(batch)?;
+        let req = forward::rebuilt_request(
+            self.upstream.target(),
+            Method::POST,
+            &format!("/{}/$batch", batch.version.as_str()),
+            headers,
+            conn,
+            Some((forward::json_content_type(), envelope)),
+        )?;
+        Ok(self.upstream.send(req).await?)
+    }
+
     /// Run one sub-request as a top-level request of its own.
     async fn sub_request(
         &self,
-        version: ApiVersion,
         sub: &BatchRequest,
         outer: &HeaderMap,
         actor: &crate::audit::Actor,
@@ -161,19 +172,16 @@ impl Proxy {
             }
             // Plain requests, and nested batches (which parse_batch already refuses).
             Classification::Forward | Classification::SyncRead(_) | Classification::Batch(_) => {
-                let path = format!("/{}/{}", version.as_str(), sub.url.trim_start_matches('/'));
+                // Rebuilt on the URL classify() saw, never on the URL as sent.
                 let result = async {
-                    let uri = forward::upstream_uri(self.upstream.target(), path.as_str())?;
-                    let mut headers = headers;
-                    forward::upstream_headers(&mut headers, conn);
-                    if !body.is_empty() {
-                        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-                    }
-                    let mut req = Request::builder()
-                        .method(sub.method.clone())
-                        .uri(uri)
-                        .body(body::full(body))?;
-                    *req.headers_mut() = headers;
+                    let req = forward::rebuilt_request(
+                        self.upstream.target(),
+                        sub.method.clone(),
+                        &sub.normalized_url,
+                        &headers,
+                        conn,
+                        plain_body(sub)?,
+                    )?;
                     Ok::<_, ProxyError>(self.upstream.send(req).await?)
                 }
                 .await;
@@ -184,6 +192,151 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The batch as it goes upstream: a new envelope serialised from the parsed requests, in the
+/// order sent, each with its id, its method as parsed, the URL classify() saw (relative to the
+/// version, as Graph wants it), the allowed headers, its body as parsed, and its `dependsOn`.
+/// Bodies are borrowed, not copied.
+fn rebuilt_envelope(batch: &Batch) -> Result<Bytes, ProxyError> {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        requests: Vec<SubRequest<'a>>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SubRequest<'a> {
+        id: &'a str,
+        method: &'a str,
+        url: &'a str,
+        #[serde(skip_serializing_if = "Map::is_empty")]
+        headers: Map<String, Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<Cow<'a, Value>>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        depends_on: &'a [String],
+    }
+    let root = format!("/{}/", batch.version.as_str());
+    let requests = batch
+        .requests
+        .iter()
+        .map(|sub| {
+            // What classify() saw is "/{version}/" + the relative URL; anything else would mean
+            // sending something that was not classified.
+            let url = sub
+                .normalized_url
+                .strip_prefix(root.as_str())
+                .map(|_| &sub.normalized_url[root.len() - 1..])
+                .ok_or_else(|| {
+                    ProxyError::Rebuild(format!(
+                        "sub-request '{}' was classified on '{}', outside {root}",
+                        sub.id, sub.normalized_url
+                    ))
+                })?;
+            let (body, content_type) = match envelope_body(sub)? {
+                Some((body, content_type)) => (Some(body), Some(content_type)),
+                None => (None, None),
+            };
+            let mut headers = allowed_sub_headers(sub);
+            if let Some(content_type) = content_type {
+                headers.insert("Content-Type".into(), Value::String(content_type));
+            }
+            Ok(SubRequest {
+                id: &sub.id,
+                method: sub.method.as_str(),
+                url,
+                headers,
+                body,
+                depends_on: &sub.depends_on,
+            })
+        })
+        .collect::<Result<Vec<_>, ProxyError>>()?;
+    Ok(Bytes::from(serde_json::to_vec(&Envelope { requests })?))
+}
+
+/// A sub-request's allowed headers (see [`forward::FORWARDED`]) for the rebuilt envelope, named
+/// as Graph documents them. Names are matched case-insensitively; two spellings of one header
+/// become one comma-separated value, as two header lines would (RFC 9110 §5.3).
+/// `Authorization` is never among them: Graph authorises sub-requests with the batch's token.
+fn allowed_sub_headers(sub: &BatchRequest) -> Map<String, Value> {
+    let mut headers = Map::new();
+    for name in forward::FORWARDED {
+        let values: Vec<&str> = sub
+            .headers
+            .iter()
+            .filter(|(sent, _)| sent.eq_ignore_ascii_case(name))
+            .filter_map(|(_, value)| value.as_str())
+            .collect();
+        if !values.is_empty() {
+            headers.insert((*name).to_owned(), Value::String(values.join(", ")));
+        }
+    }
+    headers
+}
+
+/// A sub-request's body for the rebuilt envelope, and its Content-Type. With a JSON
+/// Content-Type parse_batch decoded a base64 string body, so the parsed value is what Graph
+/// would have read: an object is sent as the object; any other JSON value as base64 of its
+/// serialisation again (a bare JSON string would otherwise be read as base64). Other bodies
+/// are binary or text Graph reads from base64 or as sent: they go as they came, with their own
+/// Content-Type.
+type EnvelopeBody<'a> = Option<(Cow<'a, Value>, String)>;
+
+fn envelope_body(sub: &BatchRequest) -> Result<EnvelopeBody<'_>, ProxyError> {
+    let Some(body) = sub.body.as_ref() else {
+        return Ok(None);
+    };
+    let content_type = sub.content_type().unwrap_or("application/json");
+    if !is_json(content_type) {
+        return Ok(Some((Cow::Borrowed(body), content_type.to_owned())));
+    }
+    let body = match body {
+        Value::Object(_) => Cow::Borrowed(body),
+        other => Cow::Owned(Value::String(STANDARD.encode(serde_json::to_vec(other)?))),
+    };
+    Ok(Some((body, "application/json".to_owned())))
+}
+
+/// The body of an unbatched plain sub-request as its own request: JSON serialised from the
+/// parsed value for a JSON Content-Type; for another type, the bytes a base64 string stands
+/// for (a string that is not base64 is sent as its text), or the value's JSON.
+fn plain_body(sub: &BatchRequest) -> Result<Option<(HeaderValue, Bytes)>, ProxyError> {
+    let Some(body) = &sub.body else {
+        return Ok(None);
+    };
+    let content_type = sub.content_type().unwrap_or("application/json");
+    if is_json(content_type) {
+        return Ok(Some((
+            forward::json_content_type(),
+            Bytes::from(serde_json::to_vec(body)?),
+        )));
+    }
+    let bytes = match body {
+        Value::String(text) => STANDARD
+            .decode(text.trim())
+            .map(Bytes::from)
+            .unwrap_or_else(|_| Bytes::from(text.clone())),
+        other => Bytes::from(serde_json::to_vec(other)?),
+    };
+    let content_type = HeaderValue::from_str(content_type)
+        .map_err(|_| ProxyError::Rebuild(format!("the Content-Type of '{}'", sub.id)))?;
+    Ok(Some((content_type, bytes)))
+}
+
+/// Whether parse_batch read a sub-request's body as JSON (and so decoded a base64 string body):
+/// `application/json`, any parameters, a UTF-8 charset if one is named. Mirrors
+/// `classify::body::check_content_type`, which parse_batch applies.
+fn is_json(content_type: &str) -> bool {
+    let mut parts = content_type.split(';');
+    let media = parts.next().unwrap_or_default().trim();
+    media.eq_ignore_ascii_case("application/json")
+        && parts.all(|parameter| match parameter.split_once('=') {
+            Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+                let charset = value.trim().trim_matches('"');
+                charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+            }
+            _ => true,
+        })
 }
 
 /// Absolute URLs and version-prefixed URLs inside a batch, as Graph answers them.
@@ -225,7 +378,7 @@ fn sub_headers(sub: &BatchRequest, outer: &HeaderMap) -> HeaderMap {
             continue;
         };
         if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
+            headers.append(name, value);
         }
     }
     headers.remove(http::header::AUTHORIZATION);
@@ -308,7 +461,10 @@ fn sub_response(id: &str, status: StatusCode, headers: &HeaderMap, body: &Bytes)
             continue;
         }
         if let Ok(v) = value.to_str() {
-            header_map.insert(name.as_str().to_owned(), Value::String(v.to_owned()));
+            header_map.insert(
+                graph_header_name(name.as_str()).into_owned(),
+                Value::String(v.to_owned()),
+            );
         }
     }
     let mut entry = Map::new();
@@ -327,4 +483,213 @@ fn sub_response(id: &str, status: StatusCode, headers: &HeaderMap, body: &Bytes)
         entry.insert("body".into(), value);
     }
     Value::Object(entry)
+}
+
+/// Response header names as Graph spells them inside batch responses (graph-reference §5.3,
+/// §6): clients read sub-response headers from a JSON object, where names are case-sensitive
+/// (the JavaScript client's `BatchResponseContent` looks for `Content-Type`, and reads no body
+/// without it). `request-id` and `client-request-id` are lower-case in Graph; syncgate's own
+/// headers keep their documented lower-case names.
+const GRAPH_HEADER_NAMES: &[&str] = &[
+    "Content-Type",
+    "Content-Location",
+    "Content-Encoding",
+    "Content-Language",
+    "OData-Version",
+    "OData-EntityId",
+    "Cache-Control",
+    "request-id",
+    "client-request-id",
+    "x-ms-ags-diagnostic",
+    "x-ms-resource-unit",
+    "x-ms-throttle-limit-percentage",
+    "x-ms-throttle-scope",
+    "x-ms-throttle-information",
+    "Location",
+    "Retry-After",
+    "ETag",
+    "Preference-Applied",
+    "WWW-Authenticate",
+    "Link",
+    "Vary",
+    "Expires",
+    "Pragma",
+    "Last-Modified",
+    "Allow",
+    super::govern::AUDIT_ID_HEADER,
+    super::govern::WARNING_HEADER,
+];
+
+/// A response header's name as Graph writes it (see [`GRAPH_HEADER_NAMES`]); an unknown name in
+/// the conventional form, each hyphen-separated word capitalised (`X-Custom-Thing`).
+fn graph_header_name(name: &str) -> Cow<'static, str> {
+    if let Some(known) = GRAPH_HEADER_NAMES
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(name))
+    {
+        return Cow::Borrowed(known);
+    }
+    let words: Vec<String> = name
+        .split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            match chars.next() {
+                Some(first) => {
+                    first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
+                }
+                None => String::new(),
+            }
+        })
+        .collect();
+    Cow::Owned(words.join("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(envelope: &str) -> Batch {
+        classify::parse_batch(
+            ApiVersion::V1_0,
+            Some("application/json"),
+            envelope.as_bytes(),
+        )
+        .expect("a valid batch")
+    }
+
+    fn rebuilt(envelope: &str) -> Value {
+        let bytes = rebuilt_envelope(&parse(envelope)).expect("rebuilt");
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    #[test]
+    fn a_rebuilt_envelope_holds_exactly_what_was_parsed_and_classified() {
+        let sent = r#"{ "requests" : [
+            { "url" : "users?$select=id" , "method" : "GET" , "id" : 1 ,
+              "headers" : { "ConsistencyLevel" : "eventual", "X-Evil": "1",
+                            "authorization": "Bearer other", "accept": "application/json" } },
+            { "id": "two", "method": "PATCH", "url": "/me", "dependsOn": [1],
+              "headers": {"content-type": "application/json; charset=utf-8", "If-Match": "*",
+                          "Content-Encoding": "gzip"},
+              "body": "eyJjaXR5IjogIlJlZG1vbmQifQ==" },
+            { "id": "3", "method": "POST", "url": "/me/photo/$value",
+              "headers": {"Content-Type": "image/png"}, "body": "iVBORw0KGgo=" },
+            { "id": "4", "method": "POST", "url": "/groups",
+              "headers": {"Content-Type": "application/json", "prefer": "a", "Prefer": "b"},
+              "body": {"displayName" : "x"} },
+            { "id": "5", "method": "POST", "url": "/groups",
+              "headers": {"Content-Type": "application/json"},
+              "body": "ImEgc3RyaW5nIg==" }
+        ] }"#;
+        assert_eq!(
+            rebuilt(sent),
+            json!({"requests": [
+                {"id": "1", "method": "GET", "url": "/users?$select=id",
+                 "headers": {"Accept": "application/json", "ConsistencyLevel": "eventual"}},
+                {"id": "two", "method": "PATCH", "url": "/me",
+                 "headers": {"If-Match": "*", "Content-Type": "application/json"},
+                 "body": {"city": "Redmond"}, "dependsOn": ["1"]},
+                {"id": "3", "method": "POST", "url": "/me/photo/$value",
+                 "headers": {"Content-Type": "image/png"}, "body": "iVBORw0KGgo="},
+                {"id": "4", "method": "POST", "url": "/groups",
+                 "headers": {"Prefer": "a, b", "Content-Type": "application/json"},
+                 "body": {"displayName": "x"}},
+                // A base64 JSON string stays base64: sent bare, Graph would decode it again.
+                {"id": "5", "method": "POST", "url": "/groups",
+                 "headers": {"Content-Type": "application/json"},
+                 "body": STANDARD.encode(br#""a string""#)},
+            ]})
+        );
+    }
+
+    #[test]
+    fn the_rebuilt_envelope_is_compact_canonical_json() {
+        let bytes = rebuilt_envelope(&parse(
+            r#"{"requests":[ {"id":"a","method":"GET","url":"me"} ]}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"requests":[{"id":"a","method":"GET","url":"/me"}]}"#
+        );
+    }
+
+    #[test]
+    fn an_unbatched_plain_body_is_sent_as_graph_would_read_it() {
+        let batch = parse(
+            r#"{"requests": [
+                {"id": "1", "method": "POST", "url": "/groups",
+                 "headers": {"Content-Type": "application/json"}, "body": "eyJhIjoxfQ=="},
+                {"id": "2", "method": "PUT", "url": "/me/photo/$value",
+                 "headers": {"Content-Type": "image/png"}, "body": "AAEC"},
+                {"id": "3", "method": "GET", "url": "/me"}
+            ]}"#,
+        );
+        let (ct, bytes) = plain_body(&batch.requests[0]).unwrap().unwrap();
+        assert_eq!(
+            (ct.to_str().unwrap(), &bytes[..]),
+            ("application/json", &br#"{"a":1}"#[..])
+        );
+        let (ct, bytes) = plain_body(&batch.requests[1]).unwrap().unwrap();
+        assert_eq!(
+            (ct.to_str().unwrap(), &bytes[..]),
+            ("image/png", &[0u8, 1, 2][..])
+        );
+        assert!(plain_body(&batch.requests[2]).unwrap().is_none());
+    }
+
+    #[test]
+    fn json_content_types_are_recognised_as_parse_batch_reads_them() {
+        for yes in [
+            "application/json",
+            "Application/JSON ; odata.metadata=minimal",
+            "application/json; charset=\"UTF-8\"",
+            "application/json;charset=utf8",
+        ] {
+            assert!(is_json(yes), "{yes}");
+        }
+        for no in [
+            "application/json; charset=latin1",
+            "text/json",
+            "application/jsonx",
+            "image/png",
+        ] {
+            assert!(!is_json(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn sub_response_header_names_are_spelled_as_graph_spells_them() {
+        for (sent, graph) in [
+            ("content-type", "Content-Type"),
+            ("odata-version", "OData-Version"),
+            ("cache-control", "Cache-Control"),
+            ("request-id", "request-id"),
+            ("client-request-id", "client-request-id"),
+            ("x-ms-ags-diagnostic", "x-ms-ags-diagnostic"),
+            ("location", "Location"),
+            ("retry-after", "Retry-After"),
+            ("etag", "ETag"),
+            ("preference-applied", "Preference-Applied"),
+            ("www-authenticate", "WWW-Authenticate"),
+            ("x-syncgate-audit-id", "x-syncgate-audit-id"),
+            ("x-custom-thing", "X-Custom-Thing"),
+            ("odd--name", "Odd--Name"),
+        ] {
+            assert_eq!(graph_header_name(sent), graph, "{sent}");
+        }
+
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert("odata-version", HeaderValue::from_static("4.0"));
+        headers.insert("request-id", HeaderValue::from_static("r"));
+        headers.insert("content-length", HeaderValue::from_static("2"));
+        let entry = sub_response("1", StatusCode::OK, &headers, &Bytes::from_static(b"{}"));
+        assert_eq!(
+            entry,
+            json!({"id": "1", "status": 200, "body": {},
+                   "headers": {"Content-Type": "application/json", "OData-Version": "4.0",
+                               "request-id": "r"}})
+        );
+    }
 }

@@ -1,14 +1,32 @@
 //! Forwarding: rewrite a client's request for the upstream and the upstream's response for the
-//! client, streaming both bodies untouched.
+//! client.
 //!
-//! Only hop-by-hop headers (RFC 9110 §7.6.1) and `Host` are removed; end-to-end headers, including
-//! `Authorization` and `client-request-id`, pass exactly as sent. The upstream request always goes
-//! out as HTTP/1.1 in the request line: the pooled client upgrades to HTTP/2 by ALPN on its own,
-//! and an HTTP/2 version on the request would fail against an HTTP/1-only upstream.
+//! Two kinds of request go upstream, and they are treated differently on purpose:
+//!
+//! - **Pass-through** (not governed, not a `$batch`): streamed both ways untouched. Only
+//!   hop-by-hop headers (RFC 9110 §7.6.1), `Host`, `Expect` and URL-override headers are removed;
+//!   end-to-end headers, including `Authorization` and `client-request-id`, pass exactly as sent.
+//!   syncgate decided nothing about these requests, so it has nothing to keep consistent.
+//! - **Rebuilt** (a governed write, a `$batch` envelope, an unbatched sub-request): syncgate
+//!   parsed the request to decide on it, so it sends the *parsed* form, re-serialised, and only
+//!   the headers in [`FORWARDED`] (DESIGN.md "Forward only what was checked"). Every other header
+//!   is dropped, because any header syncgate did not read is one a lenient upstream might read
+//!   differently: `Content-Encoding` (the upstream would decode bytes syncgate never saw),
+//!   a second `Content-Type` or `Content-Length`, `X-HTTP-Method-Override` and friends (another
+//!   method than the one classified), `X-Original-URL` (another path), `Transfer-Encoding`
+//!   tricks, `Accept-Encoding` (syncgate reads the responses to rebuilt requests, so they must
+//!   come back as plain JSON). `Content-Type` and `Content-Length` are syncgate's own, for the
+//!   bytes it serialised; `Authorization` is forwarded exactly once, the first one, which is the
+//!   one the actor, the token hash and the before/after reads used.
+//!
+//! The upstream request always goes out as HTTP/1.1 in the request line: the pooled client
+//! upgrades to HTTP/2 by ALPN on its own, and an HTTP/2 version on the request would fail against
+//! an HTTP/1-only upstream.
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body};
@@ -28,6 +46,93 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// The client headers a rebuilt request carries upstream, in Graph's documented spelling (used
+/// as written when syncgate serialises a `$batch` sub-request's headers). Each one is either
+/// content negotiation, request correlation, or an OData/consistency option Graph documents for
+/// the request itself; none of them changes which resource is addressed, which method runs, or
+/// how the body's bytes are read. `Authorization` is handled apart (exactly one).
+pub(crate) const FORWARDED: &[&str] = &[
+    "Accept",
+    "Accept-Language",
+    "client-request-id",
+    "return-client-request-id",
+    "User-Agent",
+    "SdkVersion",
+    "ConsistencyLevel",
+    "Prefer",
+    "If-Match",
+    "If-None-Match",
+];
+
+/// The headers of a rebuilt request (see the module docs): the first `Authorization`, the
+/// [`FORWARDED`] headers (every line of each), `X-Forwarded-For`/`-Proto`, and, when `body` is
+/// given, `Content-Type` and the `Content-Length` of exactly those bytes.
+pub(crate) fn rebuilt_headers(
+    client: &HeaderMap,
+    conn: &ConnInfo,
+    body: Option<(HeaderValue, usize)>,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(auth) = client.get(header::AUTHORIZATION) {
+        headers.insert(header::AUTHORIZATION, auth.clone());
+    }
+    for name in FORWARDED {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        for value in client.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    // The chain a front proxy wrote is kept (as on pass-through), then this hop is added.
+    for value in client.get_all("x-forwarded-for") {
+        headers.append("x-forwarded-for", value.clone());
+    }
+    append_forwarded_for(&mut headers, conn);
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    if let Some((content_type, length)) = body {
+        headers.insert(header::CONTENT_TYPE, content_type);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    headers
+}
+
+/// A request syncgate rebuilt from what it parsed: `path_and_query` on the upstream, the
+/// client's allowed headers (see [`rebuilt_headers`]), and `body` (bytes syncgate serialised,
+/// with their Content-Type) or none.
+pub(crate) fn rebuilt_request(
+    target: &UpstreamTarget,
+    method: Method,
+    path_and_query: &str,
+    client: &HeaderMap,
+    conn: &ConnInfo,
+    body: Option<(HeaderValue, Bytes)>,
+) -> Result<Request<Body>, http::Error> {
+    let uri = upstream_uri(target, path_and_query)?;
+    let (headers, body) = match body {
+        Some((content_type, bytes)) => (
+            rebuilt_headers(client, conn, Some((content_type, bytes.len()))),
+            body::full(bytes),
+        ),
+        None => (rebuilt_headers(client, conn, None), body::empty()),
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .version(Version::HTTP_11)
+        .body(body)?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// `application/json`, the Content-Type of every body syncgate serialises.
+pub(crate) fn json_content_type() -> HeaderValue {
+    HeaderValue::from_static("application/json")
+}
+
 /// Remove hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -45,8 +150,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request the upstream receives: absolute URI on the upstream, the client's body streamed,
-/// headers rewritten by [`upstream_headers`].
+/// The request the upstream receives: absolute URI on the upstream, the client's body streamed
+/// (its read errors marked as the client's, see [`body::from_client`]), headers rewritten by
+/// [`upstream_headers`].
 pub fn to_upstream(
     req: Request<Incoming>,
     target: &UpstreamTarget,
@@ -61,7 +167,7 @@ pub fn to_upstream(
     parts.uri = upstream_uri(target, path_and_query)?;
     parts.version = Version::HTTP_11;
     upstream_headers(&mut parts.headers, conn);
-    Ok(Request::from_parts(parts, body::stream(incoming)))
+    Ok(Request::from_parts(parts, body::from_client(incoming)))
 }
 
 /// `path_and_query` on the upstream.
@@ -150,6 +256,77 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, vec!["authorization", "client-request-id"]);
+    }
+
+    fn conn() -> ConnInfo {
+        ConnInfo {
+            remote: "10.0.0.7:5555".parse().unwrap(),
+            tls: true,
+            client_cert: None,
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_request_carries_only_allowed_headers_and_one_authorization() {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer first"),
+            ("authorization", "Bearer second"),
+            ("accept", "application/json"),
+            ("prefer", "return=minimal"),
+            ("prefer", "odata.maxpagesize=5"),
+            ("consistencylevel", "eventual"),
+            ("client-request-id", "c1"),
+            ("if-match", "*"),
+            ("content-type", "text/plain"),
+            ("content-type", "application/json"),
+            ("content-length", "999"),
+            ("content-encoding", "gzip"),
+            ("accept-encoding", "gzip"),
+            ("x-http-method-override", "DELETE"),
+            ("x-original-url", "/v1.0/elsewhere"),
+            ("x-evil", "1"),
+            ("cookie", "a=b"),
+            ("host", "attacker.example"),
+            ("x-forwarded-for", "192.0.2.1"),
+        ] {
+            client.append(name, HeaderValue::from_static(value));
+        }
+        let headers = rebuilt_headers(&client, &conn(), Some((json_content_type(), 17)));
+        let mut names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "authorization",
+                "client-request-id",
+                "consistencylevel",
+                "content-length",
+                "content-type",
+                "if-match",
+                "prefer",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+            ]
+        );
+        let all = |name: &str| -> Vec<&str> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(all("authorization"), ["Bearer first"]);
+        assert_eq!(all("content-type"), ["application/json"]);
+        assert_eq!(all("content-length"), ["17"]);
+        assert_eq!(all("prefer"), ["return=minimal", "odata.maxpagesize=5"]);
+        assert_eq!(all("x-forwarded-for"), ["192.0.2.1, 10.0.0.7"]);
+        assert_eq!(all("x-forwarded-proto"), ["https"]);
+
+        let bodiless = rebuilt_headers(&client, &conn(), None);
+        assert!(!bodiless.contains_key("content-type"));
+        assert!(!bodiless.contains_key("content-length"));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
@@ -191,7 +191,7 @@ impl Proxy {
 
         // forward
         let sent = Instant::now();
-        let write = write_request(&self.upstream, &governed, headers.clone(), body, conn);
+        let write = write_request(&self.upstream, &governed, &headers, json.as_ref(), conn);
         let outcome = match write {
             Ok(req) => match self.upstream.send(req).await {
                 Ok(resp) => {
@@ -203,7 +203,7 @@ impl Proxy {
                 }
                 Err(e) => Err(ProxyError::Upstream(e)),
             },
-            Err(e) => Err(ProxyError::Internal(e)),
+            Err(e) => Err(e),
         };
         let upstream_ms = sent.elapsed().as_millis() as u64;
 
@@ -475,27 +475,33 @@ fn bind_partner(governed: &mut Governed, json: Option<Value>) -> Result<Option<V
     Ok(json)
 }
 
-/// The governed write as it goes upstream: the documented path for the canonical route (what
-/// was recorded is what is sent), the client's end-to-end headers, the body bytes as received.
+/// The governed write as it goes upstream, rebuilt from what was decided and recorded: the
+/// documented path for the canonical route, the allowed headers only, and the strictly parsed
+/// body re-serialised (none for [`classify::BodyRule::Empty`]). The client's own bytes never go
+/// up, so an upstream cannot read a duplicate member, odd whitespace or a second Content-Type
+/// differently from syncgate.
 fn write_request(
     upstream: &super::upstream::Upstream,
     governed: &Governed,
-    mut headers: HeaderMap,
-    body: Bytes,
+    headers: &HeaderMap,
+    json: Option<&Value>,
     conn: &ConnInfo,
-) -> Result<Request<Body>, http::Error> {
-    let uri = forward::upstream_uri(upstream.target(), documented_path(&governed.path))?;
-    forward::upstream_headers(&mut headers, conn);
-    headers.remove(CONTENT_LENGTH);
-    if !body.is_empty() {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-    let mut req = Request::builder()
-        .method(governed.method.clone())
-        .uri(uri)
-        .body(body::full(body))?;
-    *req.headers_mut() = headers;
-    Ok(req)
+) -> Result<Request<Body>, ProxyError> {
+    let body = match json {
+        Some(json) => Some((
+            forward::json_content_type(),
+            Bytes::from(serde_json::to_vec(json)?),
+        )),
+        None => None,
+    };
+    Ok(forward::rebuilt_request(
+        upstream.target(),
+        governed.method.clone(),
+        &documented_path(&governed.path),
+        headers,
+        conn,
+        body,
+    )?)
 }
 
 /// The canonical path with Graph's documented casing (`crossTenantAccessPolicy`, ...), which is

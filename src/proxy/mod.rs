@@ -4,9 +4,12 @@
 //! - not governed: forwarded, streaming both ways ([`forward`]);
 //! - a governed write: the lifecycle in [`govern`] (read → lock → before → decide → record →
 //!   forward → after → complete), the local rules in [`decide`];
-//! - a `$batch`: parsed, and unbatched through the same lifecycle when it holds a governed
-//!   sub-request ([`batch`]);
+//! - a `$batch`: parsed, then unbatched through the same lifecycle when it holds a governed
+//!   sub-request, or else forwarded as one batch rebuilt from the parsed form ([`batch`]);
 //! - refused: a Graph-shaped error and a `denied` event, without reading the body.
+//!
+//! What syncgate parsed to decide on (a governed write, a `$batch`) goes upstream rebuilt from
+//! the parsed form with allow-listed headers, never as the client's bytes ([`forward`]).
 
 mod actor;
 mod batch;
@@ -49,6 +52,8 @@ pub struct Governor {
     pub record_reads: bool,
     /// Largest governed request body (413 above).
     pub max_body: usize,
+    /// Largest `$batch` body, checked before any of it is parsed (413 above).
+    pub max_batch_body: usize,
     /// The local rules in force (swapped whole on reload).
     pub rules: RulesHandle,
 }
@@ -60,6 +65,7 @@ impl Governor {
             locks: Arc::default(),
             record_reads,
             max_body,
+            max_batch_body: crate::config::DEFAULT_MAX_BATCH_BODY,
             rules,
         }
     }

@@ -908,6 +908,10 @@ async fn a_batch_mixing_plain_governed_and_dependent_requests_is_unbatched() {
         "no partner {OTHER}: Graph's own error"
     );
     assert_eq!(by_id("5")["status"], 424, "depends on a failed request");
+    // Header names as Graph spells them in a batch response, syncgate's own as documented.
+    assert_eq!(by_id("1")["headers"]["OData-Version"], "4.0");
+    assert!(by_id("4")["headers"]["Content-Type"].is_string());
+    assert!(by_id("4")["headers"].get("content-type").is_none());
     for id in ["2", "3", "4"] {
         let audit = by_id(id)["headers"]["x-syncgate-audit-id"]
             .as_str()
@@ -931,7 +935,7 @@ async fn a_batch_mixing_plain_governed_and_dependent_requests_is_unbatched() {
 }
 
 #[tokio::test]
-async fn a_batch_without_governed_requests_is_forwarded_as_sent() {
+async fn a_batch_without_governed_requests_is_forwarded_as_one_batch() {
     let emulator = spawn_emulator().await;
     let proxy = spawn_proxy(&emulator.base).await;
     let batch = json!({"requests": [

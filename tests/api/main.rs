@@ -21,6 +21,8 @@ mod emulator_control;
 mod governed;
 /// The pass-through proxy.
 mod proxy;
+/// Parsed requests (governed writes, `$batch`) reach the upstream rebuilt, never as sent.
+mod rebuilt;
 /// Local rules: built-ins, modes, Rego, reload.
 mod rules;
 /// `syncgate rules test` suites and `syncgate rules backtest` over recorded logs.

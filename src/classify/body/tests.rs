@@ -577,3 +577,122 @@ fn an_already_parsed_body_is_checked_by_the_same_rules() {
     .expect_err("refused");
     assert_eq!(r.code, codes::INVALID_PROPERTY);
 }
+
+/// The column serde_json reports in an error: how far the parse got before it stopped.
+fn error_column(message: &str) -> usize {
+    let (_, column) = message.rsplit_once("column ").expect("a column");
+    column.trim().parse().expect("a number")
+}
+
+#[test]
+fn a_huge_flat_array_is_refused_once_it_passes_the_value_limit_without_reading_on() {
+    let mut flat = String::with_capacity(20 * 1024 * 1024);
+    flat.push('[');
+    while flat.len() < 20 * 1024 * 1024 {
+        flat.push_str("0,");
+    }
+    flat.push_str("0]");
+    let roomy = JsonLimits {
+        max_bytes: 32 * 1024 * 1024,
+        ..JsonLimits::DEFAULT
+    };
+    let started = std::time::Instant::now();
+    let StrictError::Invalid(message) =
+        parse_strict_within(flat.as_bytes(), roomy).expect_err("refused")
+    else {
+        panic!("refused for its values, not its size");
+    };
+    assert!(
+        message.contains("the JSON has more than 10000 values (at $[9999])"),
+        "{message}"
+    );
+    // The refused value (the array's 10,000th element) begins at column 20,000: the parse
+    // stopped there, 20 MiB short of the end.
+    assert!(error_column(&message) < 20_010, "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // Under the default limits the same bytes are refused for their size, unread.
+    assert_eq!(
+        parse_strict(flat.as_bytes()),
+        Err(StrictError::TooLarge {
+            size: flat.len(),
+            max: MAX_JSON_BYTES
+        })
+    );
+}
+
+#[test]
+fn deep_nesting_is_refused_at_the_depth_limit_without_reading_on() {
+    let deep = "[".repeat(20 * 1024 * 1024);
+    let roomy = JsonLimits {
+        max_bytes: 32 * 1024 * 1024,
+        ..JsonLimits::DEFAULT
+    };
+    let StrictError::Invalid(message) =
+        parse_strict_within(deep.as_bytes(), roomy).expect_err("refused")
+    else {
+        panic!("refused for its depth, not its size");
+    };
+    assert!(
+        message.contains("the JSON nests deeper than 32 levels (at $[0]"),
+        "{message}"
+    );
+    assert_eq!(error_column(&message), 33, "{message}");
+
+    let objects = format!("{}{}", r#"{"a":"#.repeat(40), "}".repeat(40));
+    let StrictError::Invalid(message) = parse_strict(objects.as_bytes()).expect_err("refused")
+    else {
+        panic!("refused for its depth");
+    };
+    assert!(
+        message.contains("nests deeper than 32 levels (at $.a.a."),
+        "{message}"
+    );
+}
+
+#[test]
+fn documents_exactly_at_the_limits_are_read() {
+    let deepest = format!("{}{}", "[".repeat(32), "]".repeat(32));
+    assert!(parse_strict(deepest.as_bytes()).is_ok());
+    let deeper = format!("{}{}", "[".repeat(33), "]".repeat(33));
+    assert!(parse_strict(deeper.as_bytes()).is_err());
+
+    // The array itself is one value: 9,999 elements make 10,000.
+    let fullest = format!("[{}0]", "0,".repeat(9_998));
+    assert!(parse_strict(fullest.as_bytes()).is_ok());
+    let fuller = format!("[{}0]", "0,".repeat(9_999));
+    assert!(parse_strict(fuller.as_bytes()).is_err());
+
+    // Members count by their values; names cost nothing extra but their bytes.
+    let members: Vec<String> = (0..4_999).map(|i| format!("\"k{i}\":[]")).collect();
+    let object = format!("{{{}}}", members.join(","));
+    assert!(parse_strict(object.as_bytes()).is_ok());
+}
+
+#[test]
+fn a_governed_body_over_the_value_limit_is_a_400_naming_the_limit() {
+    let body = format!(
+        r#"{{"b2bCollaborationInbound": {{"x": [{}0]}}}}"#,
+        "0,".repeat(20_000)
+    );
+    let r = parse_body(BodyRule::Partner, ApiVersion::V1_0, JSON, body.as_bytes())
+        .expect_err("refused");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code, codes::BAD_REQUEST);
+    assert!(
+        r.message
+            .contains("more than 10000 values (at $.b2bCollaborationInbound.x[9997])"),
+        "{}",
+        r.message
+    );
+    assert!(!r.message.contains("invalid JSON"), "{}", r.message);
+}
+
+#[test]
+fn a_governed_body_over_the_byte_ceiling_is_a_413() {
+    let body = format!(r#"{{"displayName": "{}"}}"#, "x".repeat(MAX_JSON_BYTES));
+    let r =
+        parse_body(BodyRule::Sync, ApiVersion::V1_0, JSON, body.as_bytes()).expect_err("refused");
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.code, "SyncgateBodyTooLarge");
+}
