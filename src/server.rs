@@ -216,7 +216,14 @@ async fn serve_connection<H: Handler>(
     let conn = admitted.conn().clone();
     let opening = async {
         let _ = stream.set_nodelay(true);
-        if !first_byte(&stream, shared.options.first_byte_timeout).await {
+        // Peeked, not read: hyper (or rustls) reads the byte again.
+        let mut probe = [0u8; 1];
+        let first = before_http(
+            stream.peek(&mut probe),
+            shared.options.first_byte_timeout,
+            &shutdown,
+        );
+        if !matches!(first.await, Some(Ok(n)) if n > 0) {
             debug!("closed: no first byte");
             return;
         }
@@ -230,21 +237,22 @@ async fn serve_connection<H: Handler>(
                 drive(TokioIo::new(stream), info, &shared, &conn, &shutdown).await;
             }
             Some(acceptor) => {
-                let handshake = acceptor.accept(stream);
-                let tls_stream =
-                    match tokio::time::timeout(shared.options.tls_handshake_timeout, handshake)
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(error)) => {
-                            debug!(%error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            debug!("closed: TLS handshake timed out");
-                            return;
-                        }
-                    };
+                let handshake = before_http(
+                    acceptor.accept(stream),
+                    shared.options.tls_handshake_timeout,
+                    &shutdown,
+                );
+                let tls_stream = match handshake.await {
+                    Some(Ok(s)) => s,
+                    Some(Err(error)) => {
+                        debug!(%error, "TLS handshake failed");
+                        return;
+                    }
+                    None => {
+                        debug!("closed: TLS handshake timed out or shutdown began");
+                        return;
+                    }
+                };
                 let client_cert = tls_stream
                     .get_ref()
                     .1
@@ -268,13 +276,17 @@ async fn serve_connection<H: Handler>(
     drop(admitted);
 }
 
-/// Wait for the client's first byte without consuming it; false on silence, EOF or error.
-async fn first_byte(stream: &TcpStream, timeout: Duration) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(
-        tokio::time::timeout(timeout, stream.peek(&mut probe)).await,
-        Ok(Ok(n)) if n > 0
-    )
+/// One step before HTTP starts (the first byte, the TLS handshake): `None` when it takes longer
+/// than `limit` or shutdown begins, since there is no request to let finish yet.
+async fn before_http<T>(
+    step: impl Future<Output = T>,
+    limit: Duration,
+    shutdown: &CancellationToken,
+) -> Option<T> {
+    tokio::select! {
+        done = tokio::time::timeout(limit, step) => done.ok(),
+        _ = shutdown.cancelled() => None,
+    }
 }
 
 /// Serve HTTP on an established connection until it ends, is drained at shutdown, or stays idle

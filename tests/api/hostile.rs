@@ -329,6 +329,79 @@ async fn a_full_body_budget_answers_503_busy_with_retry_after_until_room_returns
     }
 }
 
+#[tokio::test]
+async fn when_every_connection_is_busy_a_new_one_is_refused_with_503() {
+    let emulator = spawn_emulator().await;
+    let proxy = proxy_with_limits(
+        &emulator.base,
+        "max_connections = 2\nmax_connections_per_client = 2",
+    )
+    .await;
+    let url = sync_url(&proxy.url, "v1.0", PARTNER);
+    let path = url.strip_prefix(&proxy.url).unwrap();
+    // Two governed requests in flight: `100 Continue` says the proxy has started reading each
+    // body, so the request is counted before the next connection arrives.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: syncgate\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
+                .await
+                .expect("no 100 Continue")
+                .unwrap();
+            assert!(n > 0, "closed before 100 Continue");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            seen.starts_with(b"HTTP/1.1 100"),
+            "{:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        busy.push(stream);
+    }
+
+    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(BOUND, third.read_to_end(&mut answer))
+        .await
+        .expect("the refused connection was not closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+
+    // Neither busy connection was shed to make room: both still get their answers.
+    for mut stream in busy {
+        stream.write_all(&[b' '; 100]).await.unwrap();
+        let resp = read_response(&mut stream).await;
+        assert_eq!(resp.status, 400, "{}", String::from_utf8_lossy(&resp.body));
+    }
+}
+
+#[tokio::test]
+async fn a_silent_connection_does_not_hold_up_shutdown() {
+    let emulator = spawn_emulator().await;
+    let proxy = proxy_with_limits(&emulator.base, r#"first_byte_timeout = "60s""#).await;
+    let _silent = TcpStream::connect(proxy.addr).await.unwrap();
+    // Connections are accepted in order: once a later one is served, the silent one is open on
+    // the proxy's side too.
+    let resp = TestClient::new()
+        .get(&format!("{}/_emulator/bytes?size=1", proxy.url))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    // The grace period is 30 s by default; the silent connection has no request to let finish.
+    tokio::time::timeout(BOUND, proxy.shutdown())
+        .await
+        .expect("shutdown waited for a connection that never sent a byte");
+}
+
 /// `syncgate serve --config <file with these [limits]>` as a child process with `nofile` open
 /// files at most, in front of `upstream`. The returned folder holds the config file.
 fn child_with_limits(
