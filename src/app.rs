@@ -97,6 +97,13 @@ pub async fn start(
 
     let rules = RulesHandle::new(settings.rules.clone());
     let limits = &settings.limits;
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_connections_per_client = limits.max_connections_per_client,
+        open_file_limit = limits.open_file_limit,
+        body_memory = limits.body_memory,
+        "client limits"
+    );
     let governor = Governor::new(
         store.clone(),
         rules.clone(),
