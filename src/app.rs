@@ -15,6 +15,11 @@ use crate::proxy::{Governor, Proxy, RulesHandle};
 use crate::server::{self, ServeOptions};
 use crate::store::{Store, StoreError, StoreOptions};
 
+/// Connections the admin listener keeps open at once. Health probes and metrics scrapes need a
+/// handful; the cap is not per client because probes usually come from one address, and idle ones
+/// are shed first anyway. Counted in [`crate::config::FD_RESERVE`].
+pub const ADMIN_MAX_CONNECTIONS: usize = 16;
+
 /// Why syncgate could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -91,11 +96,24 @@ pub async fn start(
     let tls = settings.tls.is_some();
 
     let rules = RulesHandle::new(settings.rules.clone());
+    let limits = &settings.limits;
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_connections_per_client = limits.max_connections_per_client,
+        open_file_limit = limits.open_file_limit,
+        body_memory = limits.body_memory,
+        "client limits"
+    );
     let mut governor = Governor::new(
         store.clone(),
         rules.clone(),
         settings.record_reads,
         settings.max_body,
+    )
+    .with_body_limits(
+        limits.body_memory,
+        limits.body_memory_wait,
+        limits.body_stall_timeout,
     );
     governor.max_batch_body = settings.max_batch_body;
     let proxy = Arc::new(Proxy::new(upstream, governor));
@@ -110,10 +128,19 @@ pub async fn start(
         tls: settings.tls.clone(),
         shutdown_grace: settings.shutdown_grace,
         header_read_timeout: settings.header_read_timeout,
+        first_byte_timeout: limits.first_byte_timeout,
+        tls_handshake_timeout: limits.tls_handshake_timeout,
+        idle_timeout: limits.idle_timeout,
+        h2_keep_alive_interval: limits.h2_keepalive_interval,
+        h2_keep_alive_timeout: limits.h2_keepalive_timeout,
+        max_connections: limits.max_connections,
+        max_connections_per_client: limits.max_connections_per_client,
     };
     let admin = Arc::new(Admin::new(shutdown.clone()));
     let admin_options = ServeOptions {
         tls: None,
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        max_connections_per_client: ADMIN_MAX_CONNECTIONS,
         ..proxy_options.clone()
     };
 

@@ -64,6 +64,8 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub rules: crate::rules::RawRules,
+    #[serde(default)]
+    pub limits: RawLimits,
     /// The folder relative paths are resolved against (the config file's folder, or the working
     /// directory); Rego files are loaded from it.
     #[serde(skip)]
@@ -360,6 +362,13 @@ impl RawConfig {
                 format!("folder {} does not exist", dir.display()),
             ));
         }
+        let max_body = parse_size("audit.max_body", &self.audit.max_body)?;
+        let max_batch_body = parse_size("audit.max_batch_body", &self.audit.max_batch_body)?;
+        let largest_body = if max_batch_body > max_body {
+            ("audit.max_batch_body", max_batch_body)
+        } else {
+            ("audit.max_body", max_body)
+        };
         Ok(Settings {
             listen,
             admin_listen,
@@ -383,10 +392,11 @@ impl RawConfig {
             db_path: self.store.path.clone(),
             busy_timeout: parse_duration("store.busy_timeout", &self.store.busy_timeout)?,
             record_reads: self.audit.record_reads,
-            max_body: parse_size("audit.max_body", &self.audit.max_body)?,
-            max_batch_body: parse_size("audit.max_batch_body", &self.audit.max_batch_body)?,
+            max_body,
+            max_batch_body,
             recovery_token_file: self.audit.recovery_token_file.clone(),
             rules: Arc::new(self.load_rules()?),
+            limits: self.limits.validate(largest_body)?,
         })
     }
 
@@ -431,6 +441,8 @@ pub struct Settings {
     pub recovery_token_file: Option<PathBuf>,
     /// The local rules, compiled.
     pub rules: Arc<crate::rules::RuleSet>,
+    /// Timeouts, connection caps and the body memory budget (`[limits]`).
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Settings {
@@ -583,6 +595,243 @@ pub fn parse_size(key: &'static str, value: &str) -> Result<usize, ConfigError> 
     }
 }
 
+// ---- [limits]: what one client may hold of syncgate's time, descriptors and memory -------------
+//
+// Every value here bounds something an unauthenticated client controls: how long a socket may stay
+// silent, how many sockets it may hold, how many body bytes syncgate keeps in memory for it. The
+// connection caps are derived from the process's open-file limit when not configured, because
+// running out of descriptors stops *every* client (accept fails), which is exactly what a flood of
+// silent sockets aims for.
+
+/// Descriptors kept back from the connection caps: the admin listener's connections (capped at
+/// [`crate::app::ADMIN_MAX_CONNECTIONS`]), the audit log's database, `-wal` and `-shm` files, the
+/// listeners, stdio and the runtime's own (epoll, eventfd), with room to spare.
+pub const FD_RESERVE: u64 = 64;
+
+/// The largest default total connection cap, whatever the file limit: each idle connection costs
+/// buffers (tens of KiB with TLS), so a huge file limit should not invite a huge idle population.
+pub const DEFAULT_MAX_CONNECTIONS_CEILING: usize = 4096;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout: String,
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout: String,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+    #[serde(default = "default_h2_keepalive_interval")]
+    pub h2_keepalive_interval: String,
+    #[serde(default = "default_h2_keepalive_timeout")]
+    pub h2_keepalive_timeout: String,
+    #[serde(default = "default_body_stall_timeout")]
+    pub body_stall_timeout: String,
+    #[serde(default = "default_body_memory")]
+    pub body_memory: String,
+    #[serde(default = "default_body_memory_wait")]
+    pub body_memory_wait: String,
+    /// Derived from the open-file limit when absent.
+    pub max_connections: Option<usize>,
+    /// A quarter of `max_connections` when absent.
+    pub max_connections_per_client: Option<usize>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            first_byte_timeout: default_first_byte_timeout(),
+            tls_handshake_timeout: default_tls_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
+            h2_keepalive_interval: default_h2_keepalive_interval(),
+            h2_keepalive_timeout: default_h2_keepalive_timeout(),
+            body_stall_timeout: default_body_stall_timeout(),
+            body_memory: default_body_memory(),
+            body_memory_wait: default_body_memory_wait(),
+            max_connections: None,
+            max_connections_per_client: None,
+        }
+    }
+}
+
+fn default_first_byte_timeout() -> String {
+    "10s".into()
+}
+fn default_tls_handshake_timeout() -> String {
+    "10s".into()
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
+}
+fn default_h2_keepalive_interval() -> String {
+    "30s".into()
+}
+fn default_h2_keepalive_timeout() -> String {
+    "20s".into()
+}
+fn default_body_stall_timeout() -> String {
+    "10s".into()
+}
+fn default_body_memory() -> String {
+    "64MiB".into()
+}
+fn default_body_memory_wait() -> String {
+    "2s".into()
+}
+
+/// Validated `[limits]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A new connection that sends nothing for this long is closed.
+    pub first_byte_timeout: Duration,
+    /// A TLS handshake that has not finished after this long is abandoned.
+    pub tls_handshake_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 keep-alive and
+    /// HTTP/2 alike).
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 peer is pinged.
+    pub h2_keepalive_interval: Duration,
+    /// An HTTP/2 peer that does not answer a ping within this long is disconnected.
+    pub h2_keepalive_timeout: Duration,
+    /// A governed or `$batch` body that makes no progress for this long is refused with 408.
+    pub body_stall_timeout: Duration,
+    /// Bytes of governed and `$batch` bodies held in memory at once, across all requests.
+    pub body_memory: usize,
+    /// How long a body read waits for room in `body_memory` before it is refused with 503.
+    pub body_memory_wait: Duration,
+    /// Client connections open at once on the proxy listener.
+    pub max_connections: usize,
+    /// Client connections open at once from one client address.
+    pub max_connections_per_client: usize,
+    /// The soft open-file limit the caps were checked against.
+    pub open_file_limit: u64,
+}
+
+impl RawLimits {
+    /// `largest_body` is the largest body a request may have read whole (`audit.max_body`,
+    /// `audit.max_batch_body`): the budget must hold at least one of them.
+    fn validate(&self, largest_body: (&'static str, usize)) -> Result<Limits, ConfigError> {
+        let (body_key, max_body) = largest_body;
+        let positive = |key: &'static str, value: &str| {
+            let d = parse_duration(key, value)?;
+            if d.is_zero() {
+                return Err(invalid(key, "must be longer than 0"));
+            }
+            Ok(d)
+        };
+        let body_memory = parse_size("limits.body_memory", &self.body_memory)?;
+        if body_memory < max_body {
+            return Err(invalid(
+                "limits.body_memory",
+                format!(
+                    "{body_memory} bytes is less than {body_key} ({max_body} bytes): a body of the \
+                     allowed size could never be read"
+                ),
+            ));
+        }
+        let open_file_limit = open_file_limit();
+        let (max_connections, max_connections_per_client) = connection_caps(
+            open_file_limit,
+            self.max_connections,
+            self.max_connections_per_client,
+        )?;
+        Ok(Limits {
+            first_byte_timeout: positive("limits.first_byte_timeout", &self.first_byte_timeout)?,
+            tls_handshake_timeout: positive(
+                "limits.tls_handshake_timeout",
+                &self.tls_handshake_timeout,
+            )?,
+            idle_timeout: positive("limits.idle_timeout", &self.idle_timeout)?,
+            h2_keepalive_interval: positive(
+                "limits.h2_keepalive_interval",
+                &self.h2_keepalive_interval,
+            )?,
+            h2_keepalive_timeout: positive(
+                "limits.h2_keepalive_timeout",
+                &self.h2_keepalive_timeout,
+            )?,
+            body_stall_timeout: positive("limits.body_stall_timeout", &self.body_stall_timeout)?,
+            body_memory,
+            body_memory_wait: parse_duration("limits.body_memory_wait", &self.body_memory_wait)?,
+            max_connections,
+            max_connections_per_client,
+            open_file_limit,
+        })
+    }
+}
+
+/// The process's soft limit on open files (`RLIMIT_NOFILE`); `u64::MAX` when unlimited or unknown
+/// (then the caps fall back to their ceiling).
+pub fn open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given, which lives for the whole call.
+    let status = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if status != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return u64::MAX;
+    }
+    limit.rlim_cur
+}
+
+/// The total and per-client connection caps for a process allowed `nofile` open files.
+///
+/// Every proxied request may need an upstream connection as well as its client connection, so at
+/// most half of what is left after [`FD_RESERVE`] goes to client connections. A configured cap
+/// above that is refused rather than trimmed: the operator asked for something the process cannot
+/// honour, and would otherwise find out when accept() starts failing for everyone.
+fn connection_caps(
+    nofile: u64,
+    total: Option<usize>,
+    per_client: Option<usize>,
+) -> Result<(usize, usize), ConfigError> {
+    let room = usize::try_from(nofile.saturating_sub(FD_RESERVE) / 2).unwrap_or(usize::MAX);
+    let total = match total {
+        Some(0) => return Err(invalid("limits.max_connections", "must be at least 1")),
+        Some(n) if n > room => {
+            return Err(invalid(
+                "limits.max_connections",
+                format!(
+                    "{n} is more than the open-file limit allows: with {nofile} files, {FD_RESERVE} \
+                     kept for syncgate itself and one upstream connection per client connection, \
+                     at most {room} client connections fit. Raise the limit (ulimit -n, systemd \
+                     LimitNOFILE) or lower limits.max_connections"
+                ),
+            ));
+        }
+        Some(n) => n,
+        None if room == 0 => {
+            return Err(invalid(
+                "limits.max_connections",
+                format!(
+                    "the open-file limit ({nofile}) leaves no room for client connections after \
+                     the {FD_RESERVE} syncgate keeps for itself; raise it (ulimit -n, systemd \
+                     LimitNOFILE)"
+                ),
+            ));
+        }
+        None => room.min(DEFAULT_MAX_CONNECTIONS_CEILING),
+    };
+    let per_client = match per_client {
+        Some(0) => {
+            return Err(invalid(
+                "limits.max_connections_per_client",
+                "must be at least 1",
+            ));
+        }
+        Some(n) if n > total => {
+            return Err(invalid(
+                "limits.max_connections_per_client",
+                format!("{n} is more than limits.max_connections ({total})"),
+            ));
+        }
+        Some(n) => n,
+        None => (total / 4).max(1),
+    };
+    Ok((total, per_client))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,5 +924,49 @@ mod tests {
             err.to_string().starts_with("proxy.tls.client_auth"),
             "{err}"
         );
+    }
+    #[test]
+    fn connection_caps_stay_under_the_open_file_limit() {
+        // Defaults: half of what the reserve leaves, a quarter of that per client.
+        assert_eq!(connection_caps(1024, None, None).unwrap(), (480, 120));
+        assert_eq!(connection_caps(128, None, None).unwrap(), (32, 8));
+        assert_eq!(
+            connection_caps(u64::MAX, None, None).unwrap(),
+            (
+                DEFAULT_MAX_CONNECTIONS_CEILING,
+                DEFAULT_MAX_CONNECTIONS_CEILING / 4
+            )
+        );
+        assert_eq!(
+            connection_caps(1024, Some(100), Some(100)).unwrap(),
+            (100, 100)
+        );
+        let err = connection_caps(1024, Some(481), None).unwrap_err();
+        assert!(err.to_string().contains("at most 480"), "{err}");
+        let err = connection_caps(64, None, None).unwrap_err();
+        assert!(err.to_string().contains("no room"), "{err}");
+        assert!(connection_caps(1024, Some(10), Some(11)).is_err());
+        assert!(connection_caps(1024, Some(0), None).is_err());
+        assert!(connection_caps(1024, None, Some(0)).is_err());
+    }
+
+    #[test]
+    fn limits_refuse_zero_timeouts_and_a_budget_below_the_body_cap() {
+        let raw: RawConfig = toml::from_str("[limits]\nidle_timeout = \"0s\"\n").unwrap();
+        let err = raw.validate().err().unwrap();
+        assert!(err.to_string().starts_with("limits.idle_timeout"), "{err}");
+        let raw: RawConfig =
+            toml::from_str("[audit]\nmax_body = \"2MiB\"\n[limits]\nbody_memory = \"1MiB\"\n")
+                .unwrap();
+        let err = raw.validate().err().unwrap();
+        assert!(err.to_string().starts_with("limits.body_memory"), "{err}");
+        let raw: RawConfig =
+            toml::from_str("[audit]\nmax_batch_body = \"8MiB\"\n[limits]\nbody_memory = \"4MiB\"\n")
+                .unwrap();
+        let err = raw.validate().err().unwrap().to_string();
+        assert!(err.contains("audit.max_batch_body"), "{err}");
+        let limits = RawConfig::default().validate().unwrap().limits;
+        assert_eq!(limits.body_memory, 64 << 20);
+        assert!(limits.max_connections as u64 <= limits.open_file_limit);
     }
 }

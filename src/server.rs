@@ -6,18 +6,31 @@
 //! ALPN. The TLS handshake runs inside the connection's own task so a slow client never stalls the
 //! accept loop. On shutdown the loop stops accepting, asks every connection to finish its in-flight
 //! requests, and cuts whatever is still open when the grace period ends.
+//!
+//! Nothing a client does holds a connection open for free (issue 7): a socket that sends nothing is
+//! closed after `first_byte_timeout`, a TLS handshake that does not finish after
+//! `tls_handshake_timeout`, an HTTP/1.1 head after `header_read_timeout`, a connection with no
+//! request in flight after `idle_timeout` (HTTP/2 peers are also pinged, and dropped when they stop
+//! answering). The number of open connections is capped in total and per client address, below the
+//! process's file limit, by [`tracker`]: at a cap the connection idle the longest is shed, so a flood
+//! of idle sockets from one address cannot lock out another.
+
+mod tracker;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -25,7 +38,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::body::Body;
+use crate::body::{Body, BoxError};
+use tracker::{Admitted, Conn, InFlight, Tracker};
 
 /// What a handler knows of the connection a request came on.
 #[derive(Debug, Clone)]
@@ -62,17 +76,54 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// How long an HTTP/1.1 client may take to send its request head.
     pub header_read_timeout: Duration,
+    /// How long a new connection may stay silent before its first byte.
+    pub first_byte_timeout: Duration,
+    /// How long a TLS handshake may take, counted from its first byte.
+    pub tls_handshake_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
+    /// How often HTTP/2 peers are pinged.
+    pub h2_keep_alive_interval: Duration,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed; also how long a
+    /// connection closed for idleness gets to finish its goodbye (GOAWAY) before it is cut.
+    pub h2_keep_alive_timeout: Duration,
+    /// Connections open at once; at the cap the connection idle the longest is shed.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ServeOptions {
+    /// Generous values for the emulator and tests; syncgate's own listeners are configured from
+    /// `[limits]` (see [`crate::app`]).
     fn default() -> Self {
         Self {
             tls: None,
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
+            first_byte_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            h2_keep_alive_interval: Duration::from_secs(30),
+            h2_keep_alive_timeout: Duration::from_secs(20),
+            max_connections: 1024,
+            max_connections_per_client: 1024,
         }
     }
 }
+
+/// What every connection task of one listener shares.
+struct Listener<H> {
+    builder: auto::Builder<TokioExecutor>,
+    acceptor: Option<TlsAcceptor>,
+    handler: Arc<H>,
+    options: ServeOptions,
+}
+
+/// Answer to a connection refused at the caps, written without waiting (plain HTTP listeners only:
+/// over TLS nothing readable can be sent before a handshake, so the socket is just closed).
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+Retry-After: 1\r\nContent-Length: 0\r\n\r\n";
 
 /// Accept and serve connections until `shutdown` is cancelled, then drain them (see module docs).
 pub async fn serve<H: Handler>(
@@ -86,10 +137,21 @@ pub async fn serve<H: Handler>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let acceptor = options.tls.clone().map(TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.h2_keep_alive_interval)
+        .keep_alive_timeout(options.h2_keep_alive_timeout);
+    let tracker = Arc::new(Tracker::new(
+        options.max_connections,
+        options.max_connections_per_client,
+    ));
+    let shared = Arc::new(Listener {
+        builder,
+        acceptor: options.tls.clone().map(TlsAcceptor::from),
+        handler,
+        options,
+    });
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(10);
 
@@ -99,18 +161,21 @@ pub async fn serve<H: Handler>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
                     backoff = Duration::from_millis(10);
-                    let task = serve_connection(
-                        stream,
-                        remote,
-                        acceptor.clone(),
-                        builder.clone(),
-                        handler.clone(),
-                        graceful.watcher(),
-                    );
+                    let admitted = match tracker.admit(remote.ip()) {
+                        Ok(admitted) => admitted,
+                        Err(cap) => {
+                            debug!(%remote, ?cap, open = tracker.open(), "connection refused at the cap");
+                            if shared.acceptor.is_none() {
+                                let _ = stream.try_write(BUSY_RESPONSE);
+                            }
+                            continue;
+                        }
+                    };
+                    let task = serve_connection(stream, remote, shared.clone(), admitted, shutdown.clone());
                     connections.spawn(task.instrument(tracing::debug_span!("conn", %remote)));
                 }
                 // Running out of file descriptors or similar: wait and try again rather than end
-                // the server; the condition is usually transient.
+                // the server; the condition is usually transient (and rare below the caps).
                 Err(error) => {
                     warn!(%error, backoff_ms = backoff.as_millis() as u64, "accept failed");
                     tokio::time::sleep(backoff).await;
@@ -121,82 +186,206 @@ pub async fn serve<H: Handler>(
         }
     }
     drop(listener);
-    let open = graceful.count();
+    let open = connections.len();
+    let grace = shared.options.shutdown_grace;
     if open > 0 {
         info!(
             open,
-            grace_ms = options.shutdown_grace.as_millis() as u64,
+            grace_ms = grace.as_millis() as u64,
             "draining connections"
         );
     }
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(options.shutdown_grace) => {
-            warn!("shutdown grace period over; closing the remaining connections");
-        }
+    // Every connection task watches `shutdown` too: it is finishing its in-flight requests.
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        warn!("shutdown grace period over; closing the remaining connections");
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
 }
 
+/// One connection, from accept to close: the first byte, the TLS handshake, then HTTP. Before HTTP
+/// starts there is nothing to drain, so shedding and shutdown simply close the socket.
 async fn serve_connection<H: Handler>(
     stream: TcpStream,
     remote: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    handler: Arc<H>,
-    watcher: hyper_util::server::graceful::Watcher,
+    shared: Arc<Listener<H>>,
+    admitted: Admitted,
+    shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
-    match acceptor {
-        None => {
-            let conn = Arc::new(ConnInfo {
-                remote,
-                tls: false,
-                client_cert: None,
-            });
-            drive(TokioIo::new(stream), conn, &builder, handler, watcher).await;
+    let conn = admitted.conn().clone();
+    let opening = async {
+        let _ = stream.set_nodelay(true);
+        // Peeked, not read: hyper (or rustls) reads the byte again.
+        let mut probe = [0u8; 1];
+        let first = before_http(
+            stream.peek(&mut probe),
+            shared.options.first_byte_timeout,
+            &shutdown,
+        );
+        if !matches!(first.await, Some(Ok(n)) if n > 0) {
+            debug!("closed: no first byte");
+            return;
         }
-        Some(acceptor) => {
-            let tls_stream = match acceptor.accept(stream).await {
-                Ok(s) => s,
-                Err(error) => {
-                    debug!(%error, "TLS handshake failed");
-                    return;
-                }
-            };
-            let client_cert = tls_stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|c| c.clone().into_owned());
-            let conn = Arc::new(ConnInfo {
-                remote,
-                tls: true,
-                client_cert,
-            });
-            drive(TokioIo::new(tls_stream), conn, &builder, handler, watcher).await;
+        match &shared.acceptor {
+            None => {
+                let info = Arc::new(ConnInfo {
+                    remote,
+                    tls: false,
+                    client_cert: None,
+                });
+                drive(TokioIo::new(stream), info, &shared, &conn, &shutdown).await;
+            }
+            Some(acceptor) => {
+                let handshake = before_http(
+                    acceptor.accept(stream),
+                    shared.options.tls_handshake_timeout,
+                    &shutdown,
+                );
+                let tls_stream = match handshake.await {
+                    Some(Ok(s)) => s,
+                    Some(Err(error)) => {
+                        debug!(%error, "TLS handshake failed");
+                        return;
+                    }
+                    None => {
+                        debug!("closed: TLS handshake timed out or shutdown began");
+                        return;
+                    }
+                };
+                let client_cert = tls_stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|c| c.clone().into_owned());
+                let info = Arc::new(ConnInfo {
+                    remote,
+                    tls: true,
+                    client_cert,
+                });
+                drive(TokioIo::new(tls_stream), info, &shared, &conn, &shutdown).await;
+            }
         }
+    };
+    tokio::select! {
+        _ = opening => {}
+        _ = conn.shed().cancelled() => debug!("closed: shed at the connection cap"),
+    }
+    // Uncounted only now, when the socket is closed (unless it was shed, which uncounts at once).
+    drop(admitted);
+}
+
+/// One step before HTTP starts (the first byte, the TLS handshake): `None` when it takes longer
+/// than `limit` or shutdown begins, since there is no request to let finish yet.
+async fn before_http<T>(
+    step: impl Future<Output = T>,
+    limit: Duration,
+    shutdown: &CancellationToken,
+) -> Option<T> {
+    tokio::select! {
+        done = tokio::time::timeout(limit, step) => done.ok(),
+        _ = shutdown.cancelled() => None,
     }
 }
 
+/// Serve HTTP on an established connection until it ends, is drained at shutdown, or stays idle
+/// for `idle_timeout`.
 async fn drive<I, H>(
     io: TokioIo<I>,
-    conn: Arc<ConnInfo>,
-    builder: &auto::Builder<TokioExecutor>,
-    handler: Arc<H>,
-    watcher: hyper_util::server::graceful::Watcher,
+    info: Arc<ConnInfo>,
+    shared: &Listener<H>,
+    conn: &Arc<Conn>,
+    shutdown: &CancellationToken,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
+    let handler = shared.handler.clone();
+    let tracked = conn.clone();
     let service = service_fn(move |req| {
         let handler = handler.clone();
-        let conn = conn.clone();
-        async move { handler.handle(req, conn).await }
+        let info = info.clone();
+        let tracked = tracked.clone();
+        async move {
+            // A shed connection is being closed; the request goes with it, as on any connection
+            // closed by the server between requests.
+            let in_flight = tracked.start_request().ok_or(DropConnection)?;
+            let response = handler.handle(req, info).await?;
+            Ok::<_, DropConnection>(response.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            }))
+        }
     });
-    if let Err(error) = watcher.watch(builder.serve_connection(io, service)).await {
-        debug!(%error, "connection ended with an error");
+    let options = &shared.options;
+    let connection = shared.builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let idle_check = tokio::time::sleep(options.idle_timeout);
+    tokio::pin!(idle_check);
+    let mut draining = false;
+    // Armed once the connection was asked to close for idleness: the deadline for its goodbye.
+    let closing = tokio::time::sleep(options.h2_keep_alive_timeout);
+    tokio::pin!(closing);
+    let mut closing_armed = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.as_mut(), if !closing_armed => match conn.idle_for() {
+                Some(idle) if idle >= options.idle_timeout => {
+                    debug!(idle_ms = idle.as_millis() as u64, "closing an idle connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing_armed = true;
+                    closing
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + options.h2_keep_alive_timeout);
+                }
+                idle => {
+                    let wait = options.idle_timeout - idle.unwrap_or_default();
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
+            },
+            _ = closing.as_mut(), if closing_armed => {
+                debug!("idle connection did not close in time; cut");
+                return;
+            }
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is sent (or dropped), so
+/// a long download is never taken for an idle connection.
+struct Tracked {
+    body: Body,
+    /// Held for its `Drop`: the request stops counting when the body is done.
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -24,7 +24,7 @@ mod state;
 pub mod upstream;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -56,6 +56,8 @@ pub struct Governor {
     pub max_batch_body: usize,
     /// The local rules in force (swapped whole on reload).
     pub rules: RulesHandle,
+    /// The body memory budget and stall timeout every governed and `$batch` body read shares.
+    body_limits: Arc<read::BodyLimits>,
 }
 
 impl Governor {
@@ -67,7 +69,15 @@ impl Governor {
             max_body,
             max_batch_body: crate::config::DEFAULT_MAX_BATCH_BODY,
             rules,
+            body_limits: Arc::default(),
         }
+    }
+
+    /// Hold at most `memory` bytes of governed and `$batch` bodies at once (a read waits up to
+    /// `wait` for room, then gets 503), and refuse a body that stalls for `stall` with 408.
+    pub fn with_body_limits(mut self, memory: usize, wait: Duration, stall: Duration) -> Self {
+        self.body_limits = Arc::new(read::BodyLimits::new(memory, wait, stall));
+        self
     }
 }
 
@@ -227,7 +237,8 @@ impl Handler for Proxy {
         async move {
             // Ids for a locally made error; forwarded responses carry the upstream's own.
             let ids = RequestIds::from_headers(req.headers());
-            let response = self.route(req, &conn, &ids).await;
+            let limits = self.governor.body_limits.clone();
+            let response = read::scoped(limits, self.route(req, &conn, &ids)).await;
             let span = tracing::Span::current();
             span.record("status", response.status().as_u16());
             span.record("latency_ms", started.elapsed().as_millis() as u64);

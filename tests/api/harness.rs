@@ -159,6 +159,17 @@ pub fn spawn_child_proxy(upstream: &str, extra: &[&str]) -> ChildProxy {
 
 /// [`spawn_child_proxy`] with extra environment variables (e.g. `RUST_LOG`).
 pub fn spawn_child_proxy_env(upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> ChildProxy {
+    spawn_child_proxy_limited(upstream, extra, env, None)
+}
+
+/// [`spawn_child_proxy_env`], with the child's open-file limit (soft and hard) lowered to `nofile`
+/// when given, as `ulimit -n` would.
+pub fn spawn_child_proxy_limited(
+    upstream: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    nofile: Option<u64>,
+) -> ChildProxy {
     let dir = tempfile::tempdir().unwrap();
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
     let db = dir.path().join("syncgate.db");
@@ -175,6 +186,9 @@ pub fn spawn_child_proxy_env(upstream: &str, extra: &[&str], env: &[(&str, &str)
     // A test that names its own database (a restart) keeps it.
     if !extra.contains(&"--db") {
         command.arg("--db").arg(&db);
+    }
+    if let Some(nofile) = nofile {
+        limit_open_files(&mut command, nofile);
     }
     let mut child = command
         .args(extra)
@@ -203,6 +217,26 @@ pub fn spawn_child_proxy_env(upstream: &str, extra: &[&str], env: &[(&str, &str)
         url: url.unwrap(),
         admin_url: admin_url.unwrap(),
         dir,
+    }
+}
+
+/// Lower the open-file limit (soft and hard) of the process `command` starts, as `ulimit -n`.
+pub fn limit_open_files(command: &mut Command, nofile: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: nofile,
+        rlim_max: nofile,
+    };
+    // SAFETY: between fork and exec the closure only calls setrlimit, which is async-signal-safe,
+    // on a value it owns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
     }
 }
 

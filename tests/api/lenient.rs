@@ -19,7 +19,6 @@
 //! demand a record in syncgate's audit log for each one.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -57,7 +56,6 @@ struct State {
 
 /// The running lenient server; stopped when dropped.
 pub struct Lenient {
-    pub addr: SocketAddr,
     pub base: String,
     state: Arc<Mutex<State>>,
     stop: CancellationToken,
@@ -105,7 +103,6 @@ pub async fn spawn_lenient() -> Lenient {
         stop.clone(),
     ));
     Lenient {
-        addr,
         base: format!("http://{addr}"),
         state,
         stop,
@@ -251,7 +248,7 @@ fn run(
     if let ["$batch"] = segs.as_slice() {
         return batch(state, body, depth);
     }
-    let mut apply = |state: &mut State, partner: Option<&str>| {
+    let apply = |state: &mut State, partner: Option<&str>| {
         state.applied.push(Applied {
             method: method.clone(),
             partner: partner.map(str::to_owned),

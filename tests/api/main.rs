@@ -19,6 +19,8 @@ mod emulator_batch;
 mod emulator_control;
 /// Governed changes: classification, recording, refusals, $batch.
 mod governed;
+/// Hostile clients: timeouts, connection caps, the body memory budget.
+mod hostile;
 /// The pass-through proxy.
 mod proxy;
 /// Parsed requests (governed writes, `$batch`) reach the upstream rebuilt, never as sent.
