@@ -9,9 +9,13 @@
 //! Events are values: the pipeline builds them, the store appends them to the hash chain, the CLI
 //! and admin API read them back. Timestamps are UTC; ids are UUIDv7 (time-ordered).
 
+use std::collections::BTreeMap;
+
+use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// What happened, in the lifecycle of an operation.
@@ -204,6 +208,159 @@ pub struct Event {
     pub effect: Option<Effect>,
     /// Human-readable reason (refusal message, upstream error, recovery note).
     pub detail: Option<String>,
+    /// A refused request as it was received, bounded (see [`RawRequest`]). Refusals carry this
+    /// instead of `request_body`, so recording one costs the same whatever the client sent.
+    ///
+    /// Optional fields added after the first release are left out of the JSON when empty, so
+    /// events written before they existed hash (and verify) exactly as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_request: Option<RawRequest>,
+    /// On a `refusal_summary` event: the refusals from one client that were counted instead of
+    /// recorded one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal_summary: Option<RefusalSummary>,
+}
+
+/// The `operation` of a `denied` event that stands for many refusals from one client.
+pub const REFUSAL_SUMMARY: &str = "refusal_summary";
+
+/// Most bytes of a refused request's target kept, as stored (JSON-escaped).
+pub const TARGET_MAX: usize = 2048;
+/// Most bytes of a refused request's body prefix kept, as stored (JSON-escaped text, or base64).
+pub const BODY_PREFIX_MAX: usize = 4096;
+/// Most bytes of a refused request's method kept (Graph's methods have at most 6).
+pub const METHOD_MAX: usize = 32;
+
+/// A refused request as received, in a bounded form: the target exactly as sent (cut at
+/// [`TARGET_MAX`]), and for the body its length, SHA-256 and a prefix (at most
+/// [`BODY_PREFIX_MAX`] stored bytes) — never the whole body. Enough for an auditor to see what was
+/// tried and to match a body they hold against the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawRequest {
+    /// The request target as received: path and query of a top-level request, the `url` of a
+    /// `$batch` sub-request.
+    pub target: String,
+    /// Bytes in the whole target.
+    pub target_len: u64,
+    /// `target` holds only the start of it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub target_truncated: bool,
+    /// The body, when syncgate read it (a body refused while it was being read, for being too
+    /// large, or a request refused on its head alone, has none here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyDigest>,
+}
+
+/// A body in bounded form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyDigest {
+    /// Bytes in the whole body.
+    pub len: u64,
+    /// SHA-256 of the whole body, hex.
+    pub sha256: String,
+    /// The first bytes of the body, as `prefix_encoding` says.
+    pub prefix: String,
+    pub prefix_encoding: PrefixEncoding,
+    /// How many bytes of the body `prefix` holds (`len` when it holds all of it).
+    pub prefix_len: u64,
+}
+
+/// How [`BodyDigest::prefix`] holds the body's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefixEncoding {
+    /// UTF-8 text, as sent.
+    Text,
+    /// Standard base64 (the bytes are not UTF-8 text, or hold control characters).
+    Base64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+impl RawRequest {
+    /// The bounded form of a request with `target` and, when it was read, `body`.
+    pub fn new(target: &str, body: Option<&[u8]>) -> Self {
+        let kept = json_prefix(target, TARGET_MAX);
+        RawRequest {
+            target_len: target.len() as u64,
+            target_truncated: kept.len() < target.len(),
+            target: kept.to_owned(),
+            body: body.map(BodyDigest::new),
+        }
+    }
+}
+
+impl BodyDigest {
+    pub fn new(body: &[u8]) -> Self {
+        let sha256 = hex::encode(Sha256::digest(body));
+        let head = &body[..body.len().min(BODY_PREFIX_MAX)];
+        // Text when the head is UTF-8 (a character cut at the end is dropped) without control
+        // characters other than tab and line breaks: those cost up to six bytes each in JSON.
+        let text = match std::str::from_utf8(head) {
+            Ok(text) => Some(text),
+            Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok(),
+            Err(_) => None,
+        }
+        .filter(|t| {
+            !t.chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        });
+        let (prefix, prefix_encoding, prefix_len) = match text {
+            Some(text) => {
+                let kept = json_prefix(text, BODY_PREFIX_MAX);
+                (kept.to_owned(), PrefixEncoding::Text, kept.len())
+            }
+            None => {
+                // Base64 turns 3 bytes into 4.
+                let raw = &body[..body.len().min(BODY_PREFIX_MAX / 4 * 3)];
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                (encoded, PrefixEncoding::Base64, raw.len())
+            }
+        };
+        BodyDigest {
+            len: body.len() as u64,
+            sha256,
+            prefix,
+            prefix_encoding,
+            prefix_len: prefix_len as u64,
+        }
+    }
+}
+
+/// The longest prefix of `text` whose JSON string encoding (as `serde_json` writes it, without
+/// the quotes) takes at most `max` bytes.
+pub fn json_prefix(text: &str, max: usize) -> &str {
+    let mut used = 0;
+    for (at, c) in text.char_indices() {
+        let cost = match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if used + cost > max {
+            return &text[..at];
+        }
+        used += cost;
+    }
+    text
+}
+
+/// Refusals from one client, counted instead of recorded one by one (see `refusal_summary`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalSummary {
+    /// The client: an IPv4 address, or the /64 an IPv6 address belongs to.
+    pub client: String,
+    /// Refusals counted.
+    pub count: u64,
+    /// When the first and the last of them were refused.
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+    /// How many were refused with each error code.
+    pub codes: BTreeMap<String, u64>,
+    /// How many used each method (a few distinct methods are named; the rest count as `other`).
+    pub methods: BTreeMap<String, u64>,
 }
 
 impl Event {
@@ -237,6 +394,8 @@ impl Event {
             upstream_latency_ms: None,
             effect: None,
             detail: None,
+            raw_request: None,
+            refusal_summary: None,
         }
     }
 }

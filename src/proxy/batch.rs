@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::govern::{Audit, ChangeRequest};
+use super::govern::{Audit, ChangeRequest, Received};
 use super::{Proxy, ProxyError, actor, forward, read};
 use crate::body::{self, Body};
 use crate::classify::{self, ApiVersion, BatchRequest, Classification};
@@ -45,7 +45,15 @@ impl Proxy {
             Ok(bytes) => bytes,
             Err(refusal) => {
                 let audit = Audit::new(Uuid::now_v7(), &actor, &parts.headers);
-                return self.refuse(&audit, None, None, refusal, ids).await;
+                return self
+                    .refuse(
+                        &audit,
+                        None,
+                        Received::new(parts.method.as_str(), &parts.uri.to_string(), None),
+                        refusal,
+                        ids,
+                    )
+                    .await;
             }
         };
         let content_type = parts
@@ -56,7 +64,15 @@ impl Proxy {
             Ok(batch) => batch,
             Err(refusal) => {
                 let audit = Audit::new(Uuid::now_v7(), &actor, &parts.headers);
-                return self.refuse(&audit, None, None, refusal, ids).await;
+                return self
+                    .refuse(
+                        &audit,
+                        None,
+                        Received::new(parts.method.as_str(), &parts.uri.to_string(), Some(&bytes)),
+                        refusal,
+                        ids,
+                    )
+                    .await;
             }
         };
         if !batch.is_governed() {
@@ -131,7 +147,13 @@ impl Proxy {
                 _ => None,
             };
             return self
-                .refuse(&audit, governed.as_ref(), None, refusal, ids)
+                .refuse(
+                    &audit,
+                    governed.as_ref(),
+                    Received::sub_request(sub.method.as_str(), &sub.url, sub.body.as_ref()),
+                    refusal,
+                    ids,
+                )
                 .await;
         }
         let body = match &sub.body {
@@ -145,6 +167,7 @@ impl Proxy {
                     headers,
                     body,
                     actor: actor.clone(),
+                    target: sub.url.clone(),
                 };
                 self.change(audit.operation_id, change, conn, ids).await
             }
@@ -153,7 +176,7 @@ impl Proxy {
                 self.refuse(
                     &audit,
                     governed.as_ref(),
-                    sub.body.clone(),
+                    Received::sub_request(sub.method.as_str(), &sub.url, sub.body.as_ref()),
                     refusal.clone(),
                     ids,
                 )

@@ -17,6 +17,7 @@ mod govern;
 pub(crate) mod locks;
 mod read;
 pub(crate) mod recovery;
+mod refusals;
 mod state;
 pub mod upstream;
 
@@ -36,7 +37,8 @@ use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
 pub use decide::RulesHandle;
 pub use error::ProxyError;
-use govern::{Audit, ChangeRequest};
+use govern::{Audit, ChangeRequest, Received};
+pub use refusals::RefusalLimits;
 use upstream::Upstream;
 
 /// What governing needs besides the upstream.
@@ -51,6 +53,8 @@ pub struct Governor {
     pub max_body: usize,
     /// The local rules in force (swapped whole on reload).
     pub rules: RulesHandle,
+    /// Refusals per client, summarised above a rate.
+    refusals: refusals::Refusals,
 }
 
 impl Governor {
@@ -61,7 +65,14 @@ impl Governor {
             record_reads,
             max_body,
             rules,
+            refusals: refusals::Refusals::new(RefusalLimits::default()),
         }
+    }
+
+    /// Summarise refusals above `limits` instead of the default.
+    pub fn with_refusal_limits(mut self, limits: RefusalLimits) -> Self {
+        self.refusals = refusals::Refusals::new(limits);
+        self
     }
 }
 
@@ -128,13 +139,15 @@ impl Proxy {
             Classification::Governed(governed) => {
                 let operation_id = Uuid::now_v7();
                 let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
+                let target = req.uri().to_string();
                 let (parts, incoming) = req.into_parts();
                 let body = match read::bounded(incoming, self.governor.max_body).await {
                     Ok(body) => body,
                     Err(refusal) => {
                         let audit = Audit::new(operation_id, &actor, &parts.headers);
+                        let received = Received::new(parts.method.as_str(), &target, None);
                         return self
-                            .refuse(&audit, Some(&governed), None, refusal, ids)
+                            .refuse(&audit, Some(&governed), received, refusal, ids)
                             .await;
                     }
                 };
@@ -143,6 +156,7 @@ impl Proxy {
                     headers: parts.headers,
                     body,
                     actor,
+                    target,
                 };
                 self.change(operation_id, change, conn, ids).await
             }
@@ -151,7 +165,9 @@ impl Proxy {
                 let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
                 let audit = Audit::new(Uuid::now_v7(), &actor, req.headers());
                 let governed = refusal.governed.as_deref().cloned();
-                self.refuse(&audit, governed.as_ref(), None, refusal, ids)
+                let target = req.uri().to_string();
+                let received = Received::new(req.method().as_str(), &target, None);
+                self.refuse(&audit, governed.as_ref(), received, refusal, ids)
                     .await
             }
         }
