@@ -412,3 +412,85 @@ pub struct Recorded {
     #[serde(flatten)]
     pub event: Event,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored_len(s: &str) -> usize {
+        // The JSON string without its quotes: what the event holds.
+        serde_json::to_string(s).unwrap().len() - 2
+    }
+
+    #[test]
+    fn a_long_target_is_cut_at_its_bound_and_marked() {
+        let target = format!("/v1.0/policies/{}?x=1", "a".repeat(10_000));
+        let raw = RawRequest::new(&target, None);
+        assert_eq!(raw.target.len(), TARGET_MAX);
+        assert!(target.starts_with(&raw.target));
+        assert_eq!(raw.target_len, target.len() as u64);
+        assert!(raw.target_truncated);
+        assert!(raw.body.is_none());
+        let short = RawRequest::new("/v1.0/$batch", None);
+        assert_eq!(short.target, "/v1.0/$batch");
+        assert!(!short.target_truncated);
+    }
+
+    #[test]
+    fn the_bound_counts_json_escapes_and_never_splits_a_character() {
+        let nasty = "\u{1}\"\\é\t".repeat(2000);
+        let raw = RawRequest::new(&nasty, None);
+        assert!(stored_len(&raw.target) <= TARGET_MAX);
+        assert!(stored_len(&raw.target) > TARGET_MAX - 6);
+        assert!(nasty.starts_with(&raw.target));
+        assert_eq!(json_prefix("abc", 2), "ab");
+        assert_eq!(json_prefix("é", 1), "");
+        assert_eq!(json_prefix("\u{1}", 5), "");
+    }
+
+    #[test]
+    fn a_body_is_kept_as_its_length_hash_and_a_bounded_prefix() {
+        let body = format!("{{\"displayName\":\"{}\"}}", "x".repeat(1 << 20));
+        let d = BodyDigest::new(body.as_bytes());
+        assert_eq!(d.len, body.len() as u64);
+        assert_eq!(d.sha256, hex::encode(Sha256::digest(body.as_bytes())));
+        assert_eq!(d.prefix_encoding, PrefixEncoding::Text);
+        // The three quotes in it cost two bytes each as stored.
+        assert_eq!(stored_len(&d.prefix), BODY_PREFIX_MAX);
+        assert_eq!(d.prefix.len(), BODY_PREFIX_MAX - 3);
+        assert_eq!(d.prefix_len, d.prefix.len() as u64);
+        assert!(body.starts_with(&d.prefix));
+
+        let small = BodyDigest::new(b"{\"a\":1}\n");
+        assert_eq!(
+            (small.prefix.as_str(), small.prefix_len),
+            ("{\"a\":1}\n", 8)
+        );
+    }
+
+    #[test]
+    fn a_binary_or_control_laden_body_prefix_is_base64() {
+        let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+        let d = BodyDigest::new(&binary);
+        assert_eq!(d.prefix_encoding, PrefixEncoding::Base64);
+        assert!(d.prefix.len() <= BODY_PREFIX_MAX);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(&d.prefix)
+            .unwrap();
+        assert_eq!(decoded, binary[..decoded.len()]);
+        assert_eq!(d.prefix_len, decoded.len() as u64);
+
+        let controls = BodyDigest::new("\u{1}".repeat(5000).as_bytes());
+        assert_eq!(controls.prefix_encoding, PrefixEncoding::Base64);
+        assert!(controls.prefix.len() <= BODY_PREFIX_MAX);
+    }
+
+    #[test]
+    fn a_utf8_character_cut_by_the_prefix_bound_stays_text() {
+        // 4095 ASCII bytes then a 2-byte character across the 4096 boundary.
+        let body = format!("{}é and more", "a".repeat(BODY_PREFIX_MAX - 1));
+        let d = BodyDigest::new(body.as_bytes());
+        assert_eq!(d.prefix_encoding, PrefixEncoding::Text);
+        assert_eq!(d.prefix, "a".repeat(BODY_PREFIX_MAX - 1));
+    }
+}
