@@ -18,6 +18,8 @@ mod emulator_control;
 mod governed;
 /// The pass-through proxy.
 mod proxy;
+/// What refusals cost the audit log and leave in it; private log files; clean shutdown.
+mod refusal_records;
 /// Local rules: built-ins, modes, Rego, reload.
 mod rules;
 /// `syncgate rules test` suites and `syncgate rules backtest` over recorded logs.
