@@ -318,6 +318,25 @@ async fn refusals_above_the_rate_are_counted_into_one_summary_recorded_at_shutdo
             .starts_with("7 refusals from 127.0.0.1 between"),
         "{summary}"
     );
+
+    // `audit show` names the target and the count.
+    let out = std::process::Command::new(syncgate_bin())
+        .args(["audit", "show", &ids[5], "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("target") && l.ends_with("//identitySynchronization?n=5")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("refusals") && l.contains("7 from 127.0.0.1")),
+        "{text}"
+    );
 }
 
 #[tokio::test]
