@@ -112,6 +112,40 @@ pub struct Actor {
     pub token_hmac: Option<String>,
 }
 
+/// Most bytes kept of each caller-supplied text (a claim, `client-request-id`) in a refusal.
+pub const CLAIM_MAX: usize = 256;
+/// Most `roles`/`scp` entries kept in a refusal.
+pub const CLAIMS_LIST_MAX: usize = 32;
+
+impl Actor {
+    /// The actor with every claim cut to [`CLAIM_MAX`] bytes and the permission lists to
+    /// [`CLAIMS_LIST_MAX`] entries, for refusals: their tokens are unverified and may be crafted
+    /// to be large, and a refusal must cost the log a bounded amount. The token fingerprint
+    /// (`token_hmac`) still links it to other events by the same token.
+    pub fn bounded(&self) -> Actor {
+        let text = |v: &Option<String>| v.as_deref().map(|s| json_prefix(s, CLAIM_MAX).to_owned());
+        let list = |v: &[String]| {
+            v.iter()
+                .take(CLAIMS_LIST_MAX)
+                .map(|s| json_prefix(s, CLAIM_MAX).to_owned())
+                .collect()
+        };
+        Actor {
+            oid: text(&self.oid),
+            upn: text(&self.upn),
+            appid: text(&self.appid),
+            app_displayname: text(&self.app_displayname),
+            tid: text(&self.tid),
+            idtyp: text(&self.idtyp),
+            roles: list(&self.roles),
+            scp: list(&self.scp),
+            caller_address: self.caller_address.clone(),
+            client_cert_subject: text(&self.client_cert_subject),
+            token_hmac: self.token_hmac.clone(),
+        }
+    }
+}
+
 /// A resource's state as read from the upstream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -364,6 +398,16 @@ pub struct RefusalSummary {
 }
 
 impl Event {
+    /// Cut what the caller supplied besides the request itself (token claims,
+    /// `client-request-id`) to a bounded size: see [`Actor::bounded`].
+    pub fn bound_caller_fields(&mut self) {
+        self.actor = self.actor.bounded();
+        if let Some(id) = &mut self.client_request_id {
+            let kept = json_prefix(id, CLAIM_MAX).len();
+            id.truncate(kept);
+        }
+    }
+
     /// A new event of `kind` for `operation_id` with everything else empty; the pipeline fills it.
     pub fn new(operation_id: Uuid, kind: EventKind) -> Self {
         Self {
@@ -483,6 +527,30 @@ mod tests {
         let controls = BodyDigest::new("\u{1}".repeat(5000).as_bytes());
         assert_eq!(controls.prefix_encoding, PrefixEncoding::Base64);
         assert!(controls.prefix.len() <= BODY_PREFIX_MAX);
+    }
+
+    #[test]
+    fn a_refusal_keeps_bounded_claims_and_the_token_fingerprint() {
+        let huge = "r".repeat(100_000);
+        let mut e = Event::new(Uuid::now_v7(), EventKind::Denied);
+        e.actor = Actor {
+            upn: Some(huge.clone()),
+            roles: vec![huge.clone(); 1000],
+            token_hmac: Some("ab".repeat(32)),
+            caller_address: Some("192.0.2.1:1234".into()),
+            ..Actor::default()
+        };
+        e.client_request_id = Some(huge);
+        e.bound_caller_fields();
+        assert_eq!(e.actor.upn.as_ref().unwrap().len(), CLAIM_MAX);
+        assert_eq!(e.actor.roles.len(), CLAIMS_LIST_MAX);
+        assert!(e.actor.roles.iter().all(|r| r.len() == CLAIM_MAX));
+        assert_eq!(
+            e.actor.token_hmac.as_deref(),
+            Some("ab".repeat(32).as_str())
+        );
+        assert_eq!(e.client_request_id.as_ref().unwrap().len(), CLAIM_MAX);
+        assert!(serde_json::to_string(&e).unwrap().len() < 16 * 1024);
     }
 
     #[test]

@@ -361,6 +361,7 @@ impl Proxy {
             }
         };
         event.raw_request = Some(received.raw());
+        event.bound_caller_fields();
         event.decision = Some(Decision::Deny);
         event.detail = Some(format!("{}: {}", refusal.code, refusal.message));
         let recorded_as = self.record_refusal(audit, event, Some(refusal.code)).await;
@@ -398,6 +399,7 @@ impl Proxy {
     ) -> Uuid {
         let mut event = audit.denied(governed, before, state_path, detail);
         event.raw_request = Some(received.raw());
+        event.bound_caller_fields();
         self.record_refusal(audit, event, Some(code)).await
     }
 

@@ -14,8 +14,9 @@
 //! A "client" is an IPv4 address, or the /64 an IPv6 address belongs to (one host usually owns a
 //! whole /64, and could otherwise rotate addresses within it). The tracker holds at most
 //! `audit.refusal_clients` clients; a new one evicts the client whose window began first, and
-//! that client's summary is recorded then. Memory is bounded by that cap times one sample event
-//! (its target is at most 2 KiB; the sample keeps no body).
+//! that client's summary is recorded then. Memory is bounded by that cap times one sample event:
+//! its target is at most 2 KiB, its claims 256 bytes each, and it keeps no body and no permission
+//! lists (about 5 KiB at most, so 5 MiB for the default 1024 clients).
 //!
 //! Rule denials are not summarised: they come from callers Graph authenticated (the before-read
 //! used their token) and each carries the rule results an auditor needs one by one.
@@ -96,7 +97,12 @@ impl Pending {
         sample.method = event.method.clone();
         sample.canonical_path = event.canonical_path.clone();
         sample.api_version = event.api_version.clone();
-        sample.actor = event.actor.clone();
+        // Who, without the permission lists: the sample is held in memory per client.
+        sample.actor = crate::audit::Actor {
+            roles: Vec::new(),
+            scp: Vec::new(),
+            ..event.actor.clone()
+        };
         sample.decision = event.decision;
         sample.operation = REFUSAL_SUMMARY.to_owned();
         // The target, not the body: the sample is held in memory until the window closes.
