@@ -542,7 +542,7 @@ pub fn render_operation(events: &[Recorded]) -> String {
             dash(Some(&e.canonical_path))
         ),
     );
-    if let Some(raw) = &e.raw_request {
+    if let Some(raw) = events.iter().find_map(|r| r.event.raw_request.as_ref()) {
         // A refusal: the target as the client sent it, and what is known of its body.
         let cut = if raw.target_truncated {
             format!(" (first {} of {} bytes)", raw.target.len(), raw.target_len)
@@ -561,7 +561,7 @@ pub fn render_operation(events: &[Recorded]) -> String {
             );
         }
     }
-    if let Some(summary) = &e.refusal_summary {
+    if let Some(summary) = events.iter().find_map(|r| r.event.refusal_summary.as_ref()) {
         line(
             &mut s,
             "refusals",

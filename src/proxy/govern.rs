@@ -407,10 +407,10 @@ impl Proxy {
     /// the client is above the refusal rate (see [`super::refusals`]). Returns the operation id
     /// the refusal is recorded under. The refusal stands even when it cannot be recorded; the gap
     /// is logged.
-    async fn record_refusal(&self, audit: &Audit, event: Event, code: Option<&str>) -> Uuid {
+    async fn record_refusal(&self, audit: &Audit, mut event: Event, code: Option<&str>) -> Uuid {
         let (record, recorded_as, due) = match code {
             Some(code) => {
-                let a = self.governor.refusals.admit(code, &event);
+                let a = self.governor.refusals.admit(code, &mut event);
                 (a.record, a.operation_id, a.due)
             }
             None => (true, event.operation_id, Vec::new()),

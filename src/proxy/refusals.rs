@@ -3,13 +3,15 @@
 //!
 //! Each refusal is already cheap to record (a bounded [`RawRequest`](crate::audit::RawRequest),
 //! never the whole body). On top of that, within a window (`audit.refusal_window`) the first
-//! `audit.refusal_burst` refusals from one client are recorded one by one; the rest are counted,
-//! and one `denied` event with operation [`REFUSAL_SUMMARY`] stands for them. It carries a
-//! [`RefusalSummary`] (how many, when, which codes and methods) and the first counted refusal's
-//! method and target. It is recorded when the window closes: at the client's next refusal, by the
-//! sweeper (every half window), when the client is evicted from the tracker, or at shutdown, so
-//! no counted refusal goes unrecorded. Each counted refusal's response carries the summary's
-//! operation id, so a client holding a refusal can still find its record.
+//! `audit.refusal_burst` refusals from one client are recorded one by one; the rest are counted
+//! under one operation. The first of them is recorded in full under that operation's id (its
+//! detail says that further refusals are counted there); then one `denied` event with operation
+//! [`REFUSAL_SUMMARY`], under the same id, stands for them all: a [`RefusalSummary`] (how many,
+//! when, which codes and methods) and the first one's method and target. The summary is
+//! recorded when the window closes: at the client's next refusal, by the sweeper (every half
+//! window), when the client is evicted from the tracker, or at shutdown, so no counted refusal
+//! goes unrecorded. Each counted refusal's response carries that operation id, which resolves to
+//! a record at once.
 //!
 //! A "client" is an IPv4 address, or the /64 an IPv6 address belongs to (one host usually owns a
 //! whole /64, and could otherwise rotate addresses within it). The tracker holds at most
@@ -62,7 +64,7 @@ impl Default for RefusalLimits {
 /// What to do with one refusal.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    /// Record this refusal's own event (otherwise it was counted into a summary).
+    /// Record this refusal's event (otherwise it was only counted into a summary).
     pub(crate) record: bool,
     /// The operation id the refusal is recorded under: its own, or its summary's.
     pub(crate) operation_id: Uuid,
@@ -197,20 +199,24 @@ impl RefusalTracker {
         }
     }
 
-    fn closed(&self, window: &Window, now: DateTime<Utc>) -> bool {
-        let length =
-            chrono::TimeDelta::from_std(self.limits.window).unwrap_or(chrono::TimeDelta::MAX);
-        now.signed_duration_since(window.start) >= length
+    fn window_length(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.limits.window).unwrap_or(chrono::TimeDelta::MAX)
     }
 
-    /// Decide about one refusal `event` from `client` at `now`, refused with `code`.
+    fn closed(&self, window: &Window, now: DateTime<Utc>) -> bool {
+        now.signed_duration_since(window.start) >= self.window_length()
+    }
+
+    /// Decide about one refusal `event` from `client` at `now`, refused with `code`. The first
+    /// refusal above the burst is moved to the summary's operation (its id and detail change).
     pub(crate) fn admit(
         &mut self,
         client: &str,
         now: DateTime<Utc>,
         code: &str,
-        event: &Event,
+        event: &mut Event,
     ) -> Admission {
+        let length = self.window_length();
         let mut due = Vec::new();
         let closed = self.clients.get(client).map(|w| self.closed(w, now));
         match closed {
@@ -252,13 +258,27 @@ impl RefusalTracker {
                 due,
             };
         }
+        let opens = window.pending.is_none();
+        let window_end = window.start + length;
         let pending = window
             .pending
             .get_or_insert_with(|| Pending::new(client, now, event));
         pending.count(now, code, &event.method);
+        let summary_id = pending.sample.operation_id;
+        if opens {
+            // The first refusal above the burst is recorded in full, under the summary's
+            // operation id, and says so: every id a client was given resolves to a record at
+            // once, and the summary that follows under the same id gives the count.
+            event.operation_id = summary_id;
+            let note = format!(
+                "; further refusals from {client} until {} are counted under this operation",
+                window_end.to_rfc3339()
+            );
+            event.detail = Some(event.detail.take().unwrap_or_default() + &note);
+        }
         Admission {
-            record: false,
-            operation_id: pending.sample.operation_id,
+            record: opens,
+            operation_id: summary_id,
             due,
         }
     }
@@ -334,7 +354,7 @@ impl Refusals {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn admit(&self, code: &str, event: &Event) -> Admission {
+    pub(crate) fn admit(&self, code: &str, event: &mut Event) -> Admission {
         let client = client_key(event.actor.caller_address.as_deref());
         self.tracker().admit(&client, Utc::now(), code, event)
     }
@@ -399,30 +419,55 @@ mod tests {
     #[test]
     fn refusals_above_the_burst_are_counted_into_one_summary_when_the_window_closes() {
         let mut t = RefusalTracker::new(limits(3, 16));
-        let mut recorded = 0;
+        let mut own = 0;
         let mut summary_ids = Vec::new();
+        let mut opener = None;
         for i in 0..10 {
             let code = if i % 2 == 0 {
                 "BadRequest"
             } else {
                 "SyncgateBodyTooLarge"
             };
-            let e = refusal("PATCH", &format!("/v1.0/policies/x{i}"));
-            let a = t.admit("10.0.0.1", at(i * 100), code, &e);
+            let mut e = refusal("PATCH", &format!("/v1.0/policies/x{i}"));
+            let id = e.operation_id;
+            let a = t.admit("10.0.0.1", at(i * 100), code, &mut e);
             assert!(a.due.is_empty());
-            if a.record {
-                assert_eq!(a.operation_id, e.operation_id);
-                recorded += 1;
+            if a.operation_id == id {
+                assert!(a.record);
+                own += 1;
             } else {
                 summary_ids.push(a.operation_id);
+                if a.record {
+                    assert!(
+                        opener.is_none(),
+                        "only the first above the burst is recorded"
+                    );
+                    opener = Some(e);
+                }
             }
         }
-        assert_eq!(recorded, 3, "the burst is recorded one by one");
+        assert_eq!(own, 3, "the burst is recorded one by one");
         assert_eq!(summary_ids.len(), 7);
         assert!(summary_ids.iter().all(|id| *id == summary_ids[0]));
+        // The first refusal above the burst is recorded under the summary's id, and says so.
+        let opener = opener.expect("the first refusal above the burst is recorded");
+        assert_eq!(opener.operation_id, summary_ids[0]);
+        assert_eq!(
+            opener.raw_request.as_ref().unwrap().target,
+            "/v1.0/policies/x3"
+        );
+        assert!(
+            opener
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("further refusals from 10.0.0.1 until"),
+            "{:?}",
+            opener.detail
+        );
         // Another client has its own window.
         assert!(
-            t.admit("10.0.0.2", at(950), "BadRequest", &refusal("GET", "/x"))
+            t.admit("10.0.0.2", at(950), "BadRequest", &mut refusal("GET", "/x"))
                 .record
         );
         // Nothing is due inside the window.
@@ -463,21 +508,30 @@ mod tests {
     #[test]
     fn the_next_refusal_after_the_window_records_its_summary_and_starts_afresh() {
         let mut t = RefusalTracker::new(limits(1, 16));
-        assert!(t.admit("c", at(0), "A", &refusal("PUT", "/a")).record);
-        assert!(!t.admit("c", at(1), "A", &refusal("PUT", "/b")).record);
-        let a = t.admit("c", at(10_001), "A", &refusal("PUT", "/c"));
+        assert!(t.admit("c", at(0), "A", &mut refusal("PUT", "/a")).record);
+        assert!(t.admit("c", at(1), "A", &mut refusal("PUT", "/b")).record);
+        assert!(!t.admit("c", at(2), "A", &mut refusal("PUT", "/b")).record);
+        let mut third = refusal("PUT", "/c");
+        let a = t.admit("c", at(10_001), "A", &mut third);
         assert!(a.record, "a new window records its burst again");
+        assert_eq!(a.operation_id, third.operation_id);
         assert_eq!(a.due.len(), 1);
-        assert_eq!(a.due[0].refusal_summary.as_ref().unwrap().count, 1);
+        assert_eq!(a.due[0].refusal_summary.as_ref().unwrap().count, 2);
     }
 
     #[test]
     fn a_full_tracker_evicts_the_oldest_client_and_records_its_summary() {
         let mut t = RefusalTracker::new(limits(0, 2));
-        let first = t.admit("a", at(0), "X", &refusal("GET", "/a"));
-        assert!(!first.record, "burst 0 summarises everything");
-        t.admit("b", at(1), "X", &refusal("GET", "/b"));
-        let third = t.admit("c", at(2), "X", &refusal("GET", "/c"));
+        let mut a = refusal("GET", "/a");
+        let first = t.admit("a", at(0), "X", &mut a);
+        assert_eq!(
+            (first.record, first.operation_id == a.operation_id),
+            (true, true),
+            "burst 0: the first refusal opens the summary"
+        );
+        assert!(!t.admit("a", at(1), "X", &mut refusal("GET", "/a")).record);
+        t.admit("b", at(1), "X", &mut refusal("GET", "/b"));
+        let third = t.admit("c", at(2), "X", &mut refusal("GET", "/c"));
         assert_eq!(t.tracked(), 2);
         assert_eq!(third.due.len(), 1);
         let evicted = &third.due[0];
@@ -497,7 +551,7 @@ mod tests {
         let mut t = RefusalTracker::new(limits(0, 4));
         for i in 0..100 {
             let method = format!("M{i}{}", "X".repeat(100));
-            t.admit("a", at(i), &format!("C{i}"), &refusal(&method, "/"));
+            t.admit("a", at(i), &format!("C{i}"), &mut refusal(&method, "/"));
         }
         let s = t.drain(at(100)).remove(0).refusal_summary.unwrap();
         assert_eq!(s.count, 100);
