@@ -264,6 +264,8 @@ pub const TARGET_MAX: usize = 2048;
 pub const BODY_PREFIX_MAX: usize = 4096;
 /// Most bytes of a refused request's method kept (Graph's methods have at most 6).
 pub const METHOD_MAX: usize = 32;
+/// Most bytes of a refusal's detail kept (its message may quote the request).
+pub const DETAIL_MAX: usize = 2048;
 
 /// A refused request as received, in a bounded form: the target exactly as sent (cut at
 /// [`TARGET_MAX`]), and for the body its length, SHA-256 and a prefix (at most
@@ -398,13 +400,23 @@ pub struct RefusalSummary {
 }
 
 impl Event {
-    /// Cut what the caller supplied besides the request itself (token claims,
-    /// `client-request-id`) to a bounded size: see [`Actor::bounded`].
-    pub fn bound_caller_fields(&mut self) {
+    /// Cut every field a refused client could make large to a bounded size: the method
+    /// ([`METHOD_MAX`]), the canonical path ([`TARGET_MAX`]), the detail, which may quote the
+    /// request ([`DETAIL_MAX`]), `client-request-id` and the token's claims ([`Actor::bounded`]).
+    /// With [`RawRequest`] this makes a refusal's record bounded whatever the client sent.
+    pub fn bound_for_refusal(&mut self) {
+        fn cut(text: &mut String, max: usize) {
+            let kept = json_prefix(text, max).len();
+            text.truncate(kept);
+        }
         self.actor = self.actor.bounded();
+        cut(&mut self.method, METHOD_MAX);
+        cut(&mut self.canonical_path, TARGET_MAX);
         if let Some(id) = &mut self.client_request_id {
-            let kept = json_prefix(id, CLAIM_MAX).len();
-            id.truncate(kept);
+            cut(id, CLAIM_MAX);
+        }
+        if let Some(detail) = &mut self.detail {
+            cut(detail, DETAIL_MAX);
         }
     }
 
@@ -540,8 +552,14 @@ mod tests {
             caller_address: Some("192.0.2.1:1234".into()),
             ..Actor::default()
         };
-        e.client_request_id = Some(huge);
-        e.bound_caller_fields();
+        e.client_request_id = Some(huge.clone());
+        e.method = huge.clone();
+        e.canonical_path = huge.clone();
+        e.detail = Some(huge);
+        e.bound_for_refusal();
+        assert_eq!(e.method.len(), METHOD_MAX);
+        assert_eq!(e.canonical_path.len(), TARGET_MAX);
+        assert_eq!(e.detail.as_ref().unwrap().len(), DETAIL_MAX);
         assert_eq!(e.actor.upn.as_ref().unwrap().len(), CLAIM_MAX);
         assert_eq!(e.actor.roles.len(), CLAIMS_LIST_MAX);
         assert!(e.actor.roles.iter().all(|r| r.len() == CLAIM_MAX));

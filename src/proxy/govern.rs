@@ -353,17 +353,16 @@ impl Proxy {
                 let mut e = Event::new(audit.operation_id, EventKind::Denied);
                 e.actor = audit.actor.clone();
                 e.client_request_id = audit.client_request_id.clone();
-                e.method =
-                    crate::audit::json_prefix(received.method, crate::audit::METHOD_MAX).to_owned();
+                e.method = received.method.to_owned();
                 e.canonical_path = refusal.canonical.clone().unwrap_or_default();
                 e.operation = "unknown".into();
                 e
             }
         };
         event.raw_request = Some(received.raw());
-        event.bound_caller_fields();
         event.decision = Some(Decision::Deny);
         event.detail = Some(format!("{}: {}", refusal.code, refusal.message));
+        event.bound_for_refusal();
         let recorded_as = self.record_refusal(audit, event, Some(refusal.code)).await;
         self.answer_refusal(recorded_as, refusal.into_graph_error(), ids)
     }
@@ -399,7 +398,7 @@ impl Proxy {
     ) -> Uuid {
         let mut event = audit.denied(governed, before, state_path, detail);
         event.raw_request = Some(received.raw());
-        event.bound_caller_fields();
+        event.bound_for_refusal();
         self.record_refusal(audit, event, Some(code)).await
     }
 
