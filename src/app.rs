@@ -114,9 +114,17 @@ pub async fn start(
         limits.body_memory,
         limits.body_memory_wait,
         limits.body_stall_timeout,
-    );
+    )
+    .with_refusal_limits(settings.refusal_limits);
     governor.max_batch_body = settings.max_batch_body;
     let proxy = Arc::new(Proxy::new(upstream, governor));
+    // Records refusal summaries as their windows close; stopped (and drained) after the drain.
+    let summaries_stop = CancellationToken::new();
+    let summaries = tokio::spawn({
+        let proxy = proxy.clone();
+        let stop = summaries_stop.clone();
+        async move { proxy.summarise_refusals(stop).await }
+    });
     let recovering = proxy.clone();
     let token_file = settings.recovery_token_file.clone();
     tokio::spawn(async move {
@@ -156,7 +164,10 @@ pub async fn start(
         server::serve(proxy_listener, proxy, proxy_options, shutdown).await;
         admin_stop.cancel();
         let _ = admin_task.await;
-        // Every in-flight change has finished; flush what the writer still holds.
+        // Every in-flight request has finished: record the refusals still counted, then flush
+        // what the writer holds and close the log (which removes its -wal and -shm files).
+        summaries_stop.cancel();
+        let _ = summaries.await;
         store.close().await;
     });
     Ok(RunningProxy {

@@ -237,7 +237,7 @@ const TABLE_HEADER: [&str; 10] = [
     "OPERATION ID",
 ];
 
-const CSV_HEADER: [&str; 37] = [
+const CSV_HEADER: [&str; 39] = [
     "seq",
     "time",
     "kind",
@@ -274,6 +274,8 @@ const CSV_HEADER: [&str; 37] = [
     "after",
     "diff",
     "rule_results",
+    "raw_request",
+    "refusal_summary",
     "hash",
 ];
 
@@ -466,6 +468,8 @@ fn csv_row(r: &Recorded) -> Vec<String> {
         json_text(&e.after),
         json_text(&e.diff),
         serde_json::to_string(&e.rule_results).unwrap_or_default(),
+        json_text(&e.raw_request),
+        json_text(&e.refusal_summary),
         r.hash.clone(),
     ]
 }
@@ -538,6 +542,38 @@ pub fn render_operation(events: &[Recorded]) -> String {
             dash(Some(&e.canonical_path))
         ),
     );
+    if let Some(raw) = events.iter().find_map(|r| r.event.raw_request.as_ref()) {
+        // A refusal: the target as the client sent it, and what is known of its body.
+        let cut = if raw.target_truncated {
+            format!(" (first {} of {} bytes)", raw.target.len(), raw.target_len)
+        } else {
+            String::new()
+        };
+        line(&mut s, "target", format!("{}{cut}", raw.target));
+        if let Some(body) = &raw.body {
+            line(
+                &mut s,
+                "body",
+                format!(
+                    "{} bytes, sha256 {}, first {} bytes kept",
+                    body.len, body.sha256, body.prefix_len
+                ),
+            );
+        }
+    }
+    if let Some(summary) = events.iter().find_map(|r| r.event.refusal_summary.as_ref()) {
+        line(
+            &mut s,
+            "refusals",
+            format!(
+                "{} from {} between {} and {}",
+                summary.count,
+                summary.client,
+                time_micros(&summary.first),
+                time_micros(&summary.last)
+            ),
+        );
+    }
     line(&mut s, "partner", dash(e.partner_tenant_id.as_deref()));
     line(&mut s, "actor", describe_actor(e));
     let span = last.event.time - first.event.time;

@@ -188,6 +188,14 @@ pub struct RawAudit {
     #[serde(default = "default_max_batch_body")]
     pub max_batch_body: String,
     pub recovery_token_file: Option<PathBuf>,
+    /// Refusals per client recorded one by one within `refusal_window`; more are summarised.
+    #[serde(default = "default_refusal_burst")]
+    pub refusal_burst: u32,
+    #[serde(default = "default_refusal_window")]
+    pub refusal_window: String,
+    /// Clients whose refusals are tracked at once.
+    #[serde(default = "default_refusal_clients")]
+    pub refusal_clients: usize,
 }
 
 impl Default for RawAudit {
@@ -197,8 +205,21 @@ impl Default for RawAudit {
             max_body: default_max_body(),
             max_batch_body: default_max_batch_body(),
             recovery_token_file: None,
+            refusal_burst: default_refusal_burst(),
+            refusal_window: default_refusal_window(),
+            refusal_clients: default_refusal_clients(),
         }
     }
+}
+
+fn default_refusal_burst() -> u32 {
+    crate::proxy::RefusalLimits::default().burst
+}
+fn default_refusal_window() -> String {
+    "10s".into()
+}
+fn default_refusal_clients() -> usize {
+    crate::proxy::RefusalLimits::default().clients
 }
 
 fn default_listen() -> String {
@@ -395,6 +416,19 @@ impl RawConfig {
             max_body,
             max_batch_body,
             recovery_token_file: self.audit.recovery_token_file.clone(),
+            refusal_limits: crate::proxy::RefusalLimits {
+                burst: self.audit.refusal_burst,
+                window: match parse_duration("audit.refusal_window", &self.audit.refusal_window)? {
+                    d if d.is_zero() => {
+                        return Err(invalid("audit.refusal_window", "must be longer than 0"));
+                    }
+                    d => d,
+                },
+                clients: match self.audit.refusal_clients {
+                    0 => return Err(invalid("audit.refusal_clients", "must be at least 1")),
+                    n => n,
+                },
+            },
             rules: Arc::new(self.load_rules()?),
             limits: self.limits.validate(largest_body)?,
         })
@@ -439,6 +473,8 @@ pub struct Settings {
     pub max_batch_body: usize,
     /// A file holding a bearer token for re-reading state at start-up after a crash.
     pub recovery_token_file: Option<PathBuf>,
+    /// When refusals from one client are summarised instead of recorded one by one.
+    pub refusal_limits: crate::proxy::RefusalLimits,
     /// The local rules, compiled.
     pub rules: Arc<crate::rules::RuleSet>,
     /// Timeouts, connection caps and the body memory budget (`[limits]`).

@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::govern::{Audit, ChangeRequest};
+use super::govern::{Audit, ChangeRequest, Received};
 use super::{Proxy, ProxyError, actor, forward, read};
 use crate::body::{self, Body};
 use crate::classify::{self, ApiVersion, Batch, BatchRequest, Classification};
@@ -50,7 +50,15 @@ impl Proxy {
             Ok(bytes) => bytes,
             Err(refusal) => {
                 let audit = Audit::new(Uuid::now_v7(), &actor, &parts.headers);
-                return self.refuse(&audit, None, None, refusal, ids).await;
+                return self
+                    .refuse(
+                        &audit,
+                        None,
+                        Received::new(parts.method.as_str(), &parts.uri.to_string(), None),
+                        refusal,
+                        ids,
+                    )
+                    .await;
             }
         };
         let content_type = parts
@@ -61,7 +69,15 @@ impl Proxy {
             Ok(batch) => batch,
             Err(refusal) => {
                 let audit = Audit::new(Uuid::now_v7(), &actor, &parts.headers);
-                return self.refuse(&audit, None, None, refusal, ids).await;
+                return self
+                    .refuse(
+                        &audit,
+                        None,
+                        Received::new(parts.method.as_str(), &parts.uri.to_string(), Some(&bytes)),
+                        refusal,
+                        ids,
+                    )
+                    .await;
             }
         };
         // Everything from here on works from the parsed batch; the client's bytes are done with.
@@ -142,7 +158,13 @@ impl Proxy {
                 _ => None,
             };
             return self
-                .refuse(&audit, governed.as_ref(), None, refusal, ids)
+                .refuse(
+                    &audit,
+                    governed.as_ref(),
+                    Received::sub_request(sub.method.as_str(), &sub.url, sub.body.as_ref()),
+                    refusal,
+                    ids,
+                )
                 .await;
         }
         let body = match &sub.body {
@@ -156,6 +178,7 @@ impl Proxy {
                     headers,
                     body,
                     actor: actor.clone(),
+                    target: sub.url.clone(),
                 };
                 self.change(audit.operation_id, change, conn, ids).await
             }
@@ -164,7 +187,7 @@ impl Proxy {
                 self.refuse(
                     &audit,
                     governed.as_ref(),
-                    sub.body.clone(),
+                    Received::sub_request(sub.method.as_str(), &sub.url, sub.body.as_ref()),
                     refusal.clone(),
                     ids,
                 )

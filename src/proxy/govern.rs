@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::decide::Decided;
 use super::{Proxy, ProxyError, forward, state};
-use crate::audit::{Actor, Decision, Event, EventKind, Snapshot};
+use crate::audit::{Actor, Decision, Event, EventKind, RawRequest, Snapshot};
 use crate::body::{self, Body};
 use crate::classify::{self, CanonicalPath, Governed, OperationKind, Refusal};
 use crate::graph_error::{GraphError, RequestIds};
@@ -45,6 +45,41 @@ pub(crate) struct ChangeRequest {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) actor: Actor,
+    /// The request target as received (a `$batch` sub-request's `url`), for refusal records.
+    pub(crate) target: String,
+}
+
+/// A refused request as syncgate received it: its `denied` event keeps the method, and the
+/// target and body in bounded form ([`RawRequest`]), never the whole body.
+pub(crate) struct Received<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) target: &'a str,
+    body: Option<std::borrow::Cow<'a, [u8]>>,
+}
+
+impl<'a> Received<'a> {
+    /// `body` is `None` when it was not read (refused on the head, or while reading).
+    pub(crate) fn new(method: &'a str, target: &'a str, body: Option<&'a [u8]>) -> Self {
+        Received {
+            method,
+            target,
+            body: body.map(std::borrow::Cow::Borrowed),
+        }
+    }
+
+    /// A `$batch` sub-request: its `url` as sent, and its body as the batch carried it
+    /// (serialised back to JSON: the bytes hashed are that serialisation).
+    pub(crate) fn sub_request(method: &'a str, url: &'a str, body: Option<&Value>) -> Self {
+        Received {
+            method,
+            target: url,
+            body: body.map(|v| std::borrow::Cow::Owned(serde_json::to_vec(v).unwrap_or_default())),
+        }
+    }
+
+    fn raw(&self) -> RawRequest {
+        RawRequest::new(self.target, self.body.as_deref())
+    }
 }
 
 impl Proxy {
@@ -63,8 +98,11 @@ impl Proxy {
             headers,
             body,
             actor,
+            target,
         } = req;
         let audit = Audit::new(operation_id, &actor, &headers);
+        let method = governed.method.clone();
+        let received = Received::new(method.as_str(), &target, Some(&body));
 
         // read: strict JSON and the partner key. Every partner POST/PATCH is governed, not only
         // those touching sync: the partner document is one recorded resource, and a write to it
@@ -77,7 +115,7 @@ impl Proxy {
                 Ok(json) => json,
                 Err(refusal) => {
                     return self
-                        .refuse(&audit, Some(&governed), None, refusal, ids)
+                        .refuse(&audit, Some(&governed), received, refusal, ids)
                         .await;
                 }
             };
@@ -88,7 +126,7 @@ impl Proxy {
                 "The request names no partner tenant.",
             );
             return self
-                .refuse(&audit, Some(&governed), json, refusal, ids)
+                .refuse(&audit, Some(&governed), received, refusal, ids)
                 .await;
         };
 
@@ -103,33 +141,36 @@ impl Proxy {
                 "the upstream refused to read the before-state ({})",
                 refused.status()
             );
-            self.record_denied(
-                &audit,
-                &governed,
-                json,
-                Some(before.snapshot),
-                &state_path,
-                detail,
-            )
-            .await;
-            return audit.tag(refused.map(body::full));
+            let code = format!("Upstream{}", refused.status().as_u16());
+            let recorded_as = self
+                .record_denied(
+                    &audit,
+                    &governed,
+                    &received,
+                    Some(before.snapshot),
+                    &state_path,
+                    (&code, detail),
+                )
+                .await;
+            return tag(recorded_as, refused.map(body::full));
         }
         if let Snapshot::Unreadable { error, .. } = &before.snapshot {
             let refusal = before_state_unavailable(error, before.error);
             let detail = refusal.message.clone();
-            self.record_denied(
-                &audit,
-                &governed,
-                json.clone(),
-                Some(before.snapshot.clone()),
-                &state_path,
-                detail,
-            )
-            .await;
+            let recorded_as = self
+                .record_denied(
+                    &audit,
+                    &governed,
+                    &received,
+                    Some(before.snapshot.clone()),
+                    &state_path,
+                    (refusal.code, detail),
+                )
+                .await;
             let mut resp = refusal.into_graph_error().into_response(ids);
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from_static("5"));
-            return audit.tag(resp);
+            return tag(recorded_as, resp);
         }
         let before = before.snapshot;
         self.record_drift(&audit, &governed, &state_path, &before)
@@ -270,6 +311,11 @@ impl Proxy {
 
     /// Refuse a change a rule denied: a `denied` event with every rule's result and the rules'
     /// version, and a 403 in Graph's shape naming the rule.
+    ///
+    /// Unlike other refusals it keeps the parsed body (`request_body`): that is what the rules
+    /// saw, a backtest replays it, and it is bounded by `audit.max_body` and comes from a caller
+    /// Graph authenticated (the before-state was read with the caller's token). For the same
+    /// reason rule denials are recorded one by one, never summarised.
     #[allow(clippy::too_many_arguments)]
     async fn deny_by_rule(
         &self,
@@ -283,18 +329,21 @@ impl Proxy {
         message: String,
         ids: &RequestIds,
     ) -> Response<Body> {
-        let mut event = audit.denied(governed, json, Some(before), state_path, message.clone());
+        let mut event = audit.denied(governed, Some(before), state_path, message.clone());
+        event.request_body = json;
         decided.stamp(&mut event);
         let error = GraphError::new(StatusCode::FORBIDDEN, code, message);
-        self.deny(audit, event, error, ids).await
+        self.record_refusal(audit, event, None).await;
+        self.answer_refusal(audit.operation_id, error, ids)
     }
 
-    /// Refuse a request (bad input, unknown governed path, ...), recording a `denied` event.
+    /// Refuse a request (bad input, unknown governed path, ...), recording a `denied` event with
+    /// the method and the bounded request as `received` (never the whole body).
     pub(crate) async fn refuse(
         &self,
         audit: &Audit,
         governed: Option<&Governed>,
-        json: Option<Value>,
+        received: Received<'_>,
         refusal: Refusal,
         ids: &RequestIds,
     ) -> Response<Body> {
@@ -304,55 +353,72 @@ impl Proxy {
                 let mut e = Event::new(audit.operation_id, EventKind::Denied);
                 e.actor = audit.actor.clone();
                 e.client_request_id = audit.client_request_id.clone();
+                e.method = received.method.to_owned();
                 e.canonical_path = refusal.canonical.clone().unwrap_or_default();
                 e.operation = "unknown".into();
                 e
             }
         };
-        event.request_body = json;
+        event.raw_request = Some(received.raw());
         event.decision = Some(Decision::Deny);
         event.detail = Some(format!("{}: {}", refusal.code, refusal.message));
-        self.deny(audit, event, refusal.into_graph_error(), ids)
-            .await
+        event.bound_for_refusal();
+        let recorded_as = self.record_refusal(audit, event, Some(refusal.code)).await;
+        self.answer_refusal(recorded_as, refusal.into_graph_error(), ids)
     }
 
-    /// Record a `denied` event and answer with `error`, carrying the audit id (header and
-    /// `innerError`). The refusal stands even when the record cannot be written.
-    async fn deny(
+    /// Answer with `error`, carrying the id of the operation the refusal is recorded under
+    /// (header and `innerError`). The refusal stands even when the record could not be written.
+    fn answer_refusal(
         &self,
-        audit: &Audit,
-        event: Event,
+        recorded_as: Uuid,
         mut error: GraphError,
         ids: &RequestIds,
     ) -> Response<Body> {
-        self.record_refusal(audit, event).await;
-        info!(audit_id = %audit.operation_id, decision = "deny", status = error.status.as_u16(), code = %error.code, "refused");
+        info!(audit_id = %recorded_as, decision = "deny", status = error.status.as_u16(), code = %error.code, "refused");
         error.inner_extra.insert(
             "syncgate-audit-id".into(),
-            Value::String(audit.operation_id.to_string()),
+            Value::String(recorded_as.to_string()),
         );
-        audit.tag(error.into_response(ids))
+        tag(recorded_as, error.into_response(ids))
     }
 
+    /// A refusal once the before-state was met (Graph refused the caller the read, or the read
+    /// failed), with its error code and detail: recorded with the bounded request, not the parsed
+    /// body, since the caller may be one Graph does not accept. Returns the operation id it is
+    /// recorded under.
     async fn record_denied(
         &self,
         audit: &Audit,
         governed: &Governed,
-        json: Option<Value>,
+        received: &Received<'_>,
         before: Option<Snapshot>,
         state_path: &str,
-        detail: String,
-    ) {
-        let event = audit.denied(governed, json, before, state_path, detail);
-        self.record_refusal(audit, event).await;
+        (code, detail): (&str, String),
+    ) -> Uuid {
+        let mut event = audit.denied(governed, before, state_path, detail);
+        event.raw_request = Some(received.raw());
+        event.bound_for_refusal();
+        self.record_refusal(audit, event, Some(code)).await
     }
 
-    /// Append a `denied` event. The refusal stands even when it cannot be recorded; the gap is
-    /// logged.
-    async fn record_refusal(&self, audit: &Audit, event: Event) {
-        if let Err(error) = self.governor.store.append(event).await {
+    /// Append a `denied` event, or count it into its client's summary when `code` is given and
+    /// the client is above the refusal rate (see [`super::refusals`]). Returns the operation id
+    /// the refusal is recorded under. The refusal stands even when it cannot be recorded; the gap
+    /// is logged.
+    async fn record_refusal(&self, audit: &Audit, mut event: Event, code: Option<&str>) -> Uuid {
+        let (record, recorded_as, due) = match code {
+            Some(code) => {
+                let a = self.governor.refusals.admit(code, &mut event);
+                (a.record, a.operation_id, a.due)
+            }
+            None => (true, event.operation_id, Vec::new()),
+        };
+        self.record_summaries(due).await;
+        if record && let Err(error) = self.governor.store.append(event).await {
             warn!(%error, audit_id = %audit.operation_id, "could not record a refusal");
         }
+        recorded_as
     }
 
     /// A `drift` event when the before-state differs from the last after-state recorded for the
@@ -424,17 +490,15 @@ impl Audit {
     }
 
     /// A `denied` event of this operation: what was asked, the state it met, and why it was
-    /// refused.
+    /// refused. The caller adds what it keeps of the request (`raw_request` or `request_body`).
     pub(crate) fn denied(
         &self,
         governed: &Governed,
-        json: Option<Value>,
         before: Option<Snapshot>,
         state_path: &str,
         detail: String,
     ) -> Event {
         let mut event = self.event(EventKind::Denied, governed, state_path);
-        event.request_body = json;
         event.before = before;
         event.decision = Some(Decision::Deny);
         event.detail = Some(detail);
@@ -442,12 +506,17 @@ impl Audit {
     }
 
     /// Add `x-syncgate-audit-id` to a response.
-    pub(crate) fn tag(&self, mut resp: Response<Body>) -> Response<Body> {
-        if let Ok(v) = HeaderValue::from_str(&self.operation_id.to_string()) {
-            resp.headers_mut().insert(AUDIT_ID_HEADER, v);
-        }
-        resp
+    pub(crate) fn tag(&self, resp: Response<Body>) -> Response<Body> {
+        tag(self.operation_id, resp)
     }
+}
+
+/// Add `x-syncgate-audit-id: <operation_id>` to a response.
+fn tag(operation_id: Uuid, mut resp: Response<Body>) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(&operation_id.to_string()) {
+        resp.headers_mut().insert(AUDIT_ID_HEADER, v);
+    }
+    resp
 }
 
 /// For a partner POST the key is in the body; for sync writes a `tenantId` in the body must name

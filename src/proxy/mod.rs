@@ -20,6 +20,7 @@ mod govern;
 pub(crate) mod locks;
 mod read;
 pub(crate) mod recovery;
+mod refusals;
 mod state;
 pub mod upstream;
 
@@ -39,7 +40,8 @@ use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
 pub use decide::RulesHandle;
 pub use error::ProxyError;
-use govern::{Audit, ChangeRequest};
+use govern::{Audit, ChangeRequest, Received};
+pub use refusals::RefusalLimits;
 use upstream::Upstream;
 
 /// What governing needs besides the upstream.
@@ -58,6 +60,8 @@ pub struct Governor {
     pub rules: RulesHandle,
     /// The body memory budget and stall timeout every governed and `$batch` body read shares.
     body_limits: Arc<read::BodyLimits>,
+    /// Refusals per client, summarised above a rate.
+    refusals: refusals::Refusals,
 }
 
 impl Governor {
@@ -70,6 +74,7 @@ impl Governor {
             max_batch_body: crate::config::DEFAULT_MAX_BATCH_BODY,
             rules,
             body_limits: Arc::default(),
+            refusals: refusals::Refusals::new(RefusalLimits::default()),
         }
     }
 
@@ -77,6 +82,12 @@ impl Governor {
     /// `wait` for room, then gets 503), and refuse a body that stalls for `stall` with 408.
     pub fn with_body_limits(mut self, memory: usize, wait: Duration, stall: Duration) -> Self {
         self.body_limits = Arc::new(read::BodyLimits::new(memory, wait, stall));
+        self
+    }
+
+    /// Summarise refusals above `limits` instead of the default.
+    pub fn with_refusal_limits(mut self, limits: RefusalLimits) -> Self {
+        self.refusals = refusals::Refusals::new(limits);
         self
     }
 }
@@ -144,13 +155,15 @@ impl Proxy {
             Classification::Governed(governed) => {
                 let operation_id = Uuid::now_v7();
                 let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
+                let target = req.uri().to_string();
                 let (parts, incoming) = req.into_parts();
                 let body = match read::bounded(incoming, self.governor.max_body).await {
                     Ok(body) => body,
                     Err(refusal) => {
                         let audit = Audit::new(operation_id, &actor, &parts.headers);
+                        let received = Received::new(parts.method.as_str(), &target, None);
                         return self
-                            .refuse(&audit, Some(&governed), None, refusal, ids)
+                            .refuse(&audit, Some(&governed), received, refusal, ids)
                             .await;
                     }
                 };
@@ -159,6 +172,7 @@ impl Proxy {
                     headers: parts.headers,
                     body,
                     actor,
+                    target,
                 };
                 self.change(operation_id, change, conn, ids).await
             }
@@ -167,7 +181,9 @@ impl Proxy {
                 let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
                 let audit = Audit::new(Uuid::now_v7(), &actor, req.headers());
                 let governed = refusal.governed.as_deref().cloned();
-                self.refuse(&audit, governed.as_ref(), None, refusal, ids)
+                let target = req.uri().to_string();
+                let received = Received::new(req.method().as_str(), &target, None);
+                self.refuse(&audit, governed.as_ref(), received, refusal, ids)
                     .await
             }
         }

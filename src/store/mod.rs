@@ -17,6 +17,7 @@
 //! - [`TokenHasher`] keeps the key that fingerprints bearer tokens, in a file beside the database.
 
 mod chain;
+mod private;
 mod sqlite;
 mod token_key;
 mod writer;
@@ -373,9 +374,13 @@ impl Store {
     /// Commit everything appended before this call, stop the writer and close the connections.
     /// Appends on other clones after this fail with [`StoreError::Unavailable`]. Bounded: each
     /// queued group either commits or fails within the busy timeout.
+    ///
+    /// The readers close first and the writer last, after a checkpoint: a read-only connection
+    /// cannot checkpoint, so only when the writer's is the last connection does SQLite delete the
+    /// `-wal` and `-shm` files (unless another process still has the log open).
     pub async fn close(self) {
-        self.inner.writer.close().await;
         self.inner.reader.close().await;
+        self.inner.writer.close().await;
     }
 }
 

@@ -9,6 +9,12 @@
 //! - `busy_timeout` bounds every wait for another connection's lock, so a locked database turns
 //!   into a prompt [`StoreError::Unavailable`], not a hang.
 //! - Readers open the file read-only and never create it.
+//! - The log is private (0600): the writer creates the file with that mode before SQLite opens it,
+//!   and SQLite gives the `-wal` and `-shm` files it creates the database file's mode. Files left
+//!   wider by an earlier version or by hand are tightened at open, with a warning.
+//! - Closing checkpoints the WAL into the database (`TRUNCATE`); when the writer's connection is
+//!   the last one, SQLite then deletes the `-wal` and `-shm` files, so a clean shutdown leaves the
+//!   database file alone.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,6 +135,7 @@ impl SqliteWriter {
         path: &Path,
         options: &StoreOptions,
     ) -> Result<SqliteWriter, StoreError> {
+        make_private(path)?;
         let connect_options = write_options(path, options);
         let mut conn = SqliteConnection::connect_with(&connect_options)
             .await
@@ -197,11 +204,48 @@ impl SqliteWriter {
         result
     }
 
+    /// Checkpoint the WAL into the database and close. Call it after the readers closed: the last
+    /// connection to close is the one that deletes `-wal` and `-shm`.
     pub(crate) async fn close(self) {
-        if let Some(conn) = self.conn {
+        if let Some(mut conn) = self.conn {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut conn)
+                .await
+            {
+                tracing::warn!(error = %e, "could not checkpoint the audit log at close");
+            }
             let _ = conn.close().await;
         }
     }
+}
+
+/// Create the database file (0600) if it is missing, and tighten it and its `-wal`/`-shm` files
+/// to 0600 if they are wider, before SQLite opens them. SQLite creates `-wal` and `-shm` with the
+/// database file's mode, so they are private from then on.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    let unavailable = |e: std::io::Error, what: &Path| StoreError::Unavailable {
+        context: format!("cannot make {} private", what.display()),
+        source: Some(Arc::new(e)),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| unavailable(e, path))?;
+    }
+    for file in [
+        path.to_owned(),
+        sidecar(path, "-wal"),
+        sidecar(path, "-shm"),
+    ] {
+        super::private::tighten(&file).map_err(|e| unavailable(e, &file))?;
+    }
+    Ok(())
 }
 
 async fn insert_group(

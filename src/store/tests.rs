@@ -890,3 +890,169 @@ fn store_is_send_sync_and_cheap_to_clone() {
     assert_send_sync::<StoreError>();
     let _ = Arc::new(());
 }
+
+/// `-wal` or `-shm` beside `path`.
+fn sidecar_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_its_wal_and_shm_and_the_token_key_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let store = open(&path).await;
+    let files = [
+        path.clone(),
+        sidecar_file(&path, "-wal"),
+        sidecar_file(&path, "-shm"),
+        TokenHasher::key_path(&path),
+    ];
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{} after open", file.display());
+    }
+    for n in 0..50 {
+        store
+            .append(sample(Uuid::now_v7(), EventKind::Received, n))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.list(&Filter::default()).await.unwrap().len(), 50);
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{} after writes", file.display());
+    }
+    store.close().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn files_left_readable_by_others_are_tightened_when_the_store_opens() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let first = open(&path).await;
+    first
+        .append(sample(Uuid::now_v7(), EventKind::Received, 0))
+        .await
+        .unwrap();
+    let files = [
+        path.clone(),
+        sidecar_file(&path, "-wal"),
+        sidecar_file(&path, "-shm"),
+        TokenHasher::key_path(&path),
+    ];
+    // As an earlier version (SQLite's default 0644) or a careless restore would have left them.
+    for file in &files {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let second = open(&path).await;
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    second.close().await;
+    first.close().await;
+}
+
+#[tokio::test]
+async fn closing_the_store_checkpoints_and_leaves_no_wal_or_shm_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let store = open(&path).await;
+    let reader = store.reader().clone();
+    for n in 0..30 {
+        store
+            .append(sample(Uuid::now_v7(), EventKind::Received, n))
+            .await
+            .unwrap();
+    }
+    // Readers hold connections of their own; they must be closed too.
+    assert_eq!(reader.list(&Filter::default()).await.unwrap().len(), 30);
+    assert_eq!(store.verify().await.unwrap().events, 30);
+    assert!(sidecar_file(&path, "-wal").exists());
+    store.close().await;
+    assert!(!sidecar_file(&path, "-wal").exists(), "-wal left behind");
+    assert!(!sidecar_file(&path, "-shm").exists(), "-shm left behind");
+    // Everything is in the database file itself.
+    assert_eq!(verify_file(&path).await.events, 30);
+}
+
+/// Canonical JSON and hash of a `denied` event as written by syncgate before `raw_request` and
+/// `refusal_summary` existed (captured from that version's code).
+const OLD_DENIED_EVENT: &str = r#"{"actor":{"app_displayname":null,"appid":null,"caller_address":null,"client_cert_subject":null,"idtyp":null,"oid":null,"roles":[],"scp":[],"tid":null,"token_hmac":null,"upn":null},"after":null,"api_version":"","approval_id":null,"before":null,"canonical_path":"/v1.0/policies/crosstenantaccesspolicy/partners/9c5d131d-b1c3-4fc4-9e3f-c6557947d551/identitysynchronization","client_request_id":null,"decision":"deny","detail":"BadRequest: no","diff":null,"effect":null,"event_id":"01890a5d-ac96-774b-bcce-b302099a8058","kind":"denied","latency_ms":null,"method":"PATCH","operation":"sync_update","operation_id":"01890a5d-ac96-774b-bcce-b302099a8057","partner_state":null,"partner_tenant_id":null,"request_body":{"displayName":"x"},"request_id":null,"rule_results":[],"rules_version":null,"seq":1,"state_path":null,"time":"2025-03-04T05:06:07.123456Z","upstream_latency_ms":null,"upstream_status":null}"#;
+const OLD_DENIED_HASH: &str = "6174d80f8965e783363380ecbbfb24e0f6a25b0e64911047f3152811f2bf1699";
+
+#[tokio::test]
+async fn events_written_before_the_refusal_fields_existed_hash_and_verify_as_before() {
+    // The same event built by today's code seals to the same bytes and hash.
+    let mut e = Event::new(
+        Uuid::parse_str("01890a5d-ac96-774b-bcce-b302099a8057").unwrap(),
+        EventKind::Denied,
+    );
+    e.event_id = Uuid::parse_str("01890a5d-ac96-774b-bcce-b302099a8058").unwrap();
+    e.time = DateTime::parse_from_rfc3339("2025-03-04T05:06:07.123456Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    e.method = "PATCH".into();
+    e.canonical_path = format!(
+        "/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER_A}/identitysynchronization"
+    );
+    e.operation = "sync_update".into();
+    e.request_body = Some(json!({"displayName": "x"}));
+    e.decision = Some(Decision::Deny);
+    e.detail = Some("BadRequest: no".into());
+    let sealed = chain::Prepared::new(e)
+        .unwrap()
+        .seal(&mut chain::Head::empty());
+    assert_eq!(sealed.canonical, OLD_DENIED_EVENT);
+    assert_eq!(sealed.hash, OLD_DENIED_HASH);
+
+    // A log holding the old row verifies, reads back, and takes new events after it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    open(&path).await.close().await;
+    let mut conn = raw(&path).await;
+    sqlx::query(
+        "INSERT INTO audit_events (seq, event_id, operation_id, kind, time, operation, decision, \
+         event, prev_hash, hash) VALUES (1, ?, ?, 'denied', '2025-03-04T05:06:07.123456Z', \
+         'sync_update', 'deny', ?, ?, ?)",
+    )
+    .bind("01890a5d-ac96-774b-bcce-b302099a8058")
+    .bind("01890a5d-ac96-774b-bcce-b302099a8057")
+    .bind(OLD_DENIED_EVENT)
+    .bind(chain::GENESIS)
+    .bind(OLD_DENIED_HASH)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let store = open(&path).await;
+    let mut refusal = sample(Uuid::now_v7(), EventKind::Denied, 1);
+    refusal.request_body = None;
+    refusal.raw_request = Some(crate::audit::RawRequest::new("/v1.0/x", Some(b"{}")));
+    store.append(refusal).await.unwrap();
+    let events = store.list(&Filter::default()).await.unwrap();
+    assert_eq!(events[0].event.raw_request, None);
+    assert_eq!(
+        events[0].event.request_body,
+        Some(json!({"displayName": "x"}))
+    );
+    assert_eq!(
+        events[1].event.raw_request.as_ref().unwrap().target,
+        "/v1.0/x"
+    );
+    let report = store.verify().await.unwrap();
+    assert_eq!((report.events, report.first_broken), (2, None));
+    store.close().await;
+}

@@ -54,7 +54,10 @@ impl TokenHasher {
             source,
         };
         match fs::read_to_string(&path) {
-            Ok(text) => return Self::parse(&path, &text),
+            Ok(text) => {
+                super::private::tighten(&path).map_err(io)?;
+                return Self::parse(&path, &text);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
         }

@@ -25,6 +25,8 @@ mod hostile;
 mod proxy;
 /// Parsed requests (governed writes, `$batch`) reach the upstream rebuilt, never as sent.
 mod rebuilt;
+/// What refusals cost the audit log and leave in it; private log files; clean shutdown.
+mod refusal_records;
 /// Local rules: built-ins, modes, Rego, reload.
 mod rules;
 /// `syncgate rules test` suites and `syncgate rules backtest` over recorded logs.
