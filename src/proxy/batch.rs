@@ -593,7 +593,7 @@ mod tests {
                             "authorization": "Bearer other", "accept": "application/json" } },
             { "id": "two", "method": "PATCH", "url": "/me", "dependsOn": [1],
               "headers": {"content-type": "application/json; charset=utf-8", "If-Match": "*",
-                          "Content-Encoding": "gzip"},
+                          "Content-Encoding": "identity"},
               "body": "eyJjaXR5IjogIlJlZG1vbmQifQ==" },
             { "id": "3", "method": "POST", "url": "/me/photo/$value",
               "headers": {"Content-Type": "image/png"}, "body": "iVBORw0KGgo=" },

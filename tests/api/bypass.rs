@@ -21,11 +21,14 @@ use crate::lenient::{Lenient, spawn_lenient};
 
 const SYNC_TAIL: &str = "crossTenantAccessPolicy/partners/9c5d131d-b1c3-4fc4-9e3f-c6557947d551/identitySynchronization";
 
-/// A lenient upstream holding [`PARTNER`], and a proxy with no rules in front of it.
+/// A lenient upstream holding [`PARTNER`], and a proxy with no rules in front of it. Every
+/// refusal is recorded on its own (no per-client summaries), so each attack's record is its own.
 async fn lenient_proxy() -> (Lenient, TestProxy) {
     let lenient = spawn_lenient().await;
     lenient.seed_partner(PARTNER);
-    let proxy = spawn_proxy(&lenient.base).await;
+    let mut raw = proxy_config(&lenient.base);
+    raw.audit.refusal_burst = 10_000;
+    let proxy = spawn_proxy_with(raw).await;
     (lenient, proxy)
 }
 

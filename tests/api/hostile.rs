@@ -274,6 +274,7 @@ async fn a_full_body_budget_answers_503_busy_with_retry_after_until_room_returns
     crate::governed::seed_partner(&emulator, PARTNER).await;
     let mut raw = proxy_config(&emulator.base);
     raw.audit.max_body = "64KiB".into();
+    raw.audit.max_batch_body = "64KiB".into();
     raw.limits = toml::from_str(
         r#"
         body_memory = "64KiB"
