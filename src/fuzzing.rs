@@ -148,7 +148,7 @@ fn check_idempotent(
     let (Classification::Governed(governed) | Classification::SyncRead(governed)) = verdict else {
         return Ok(());
     };
-    if &governed.method != method {
+    if governed.method != *method {
         return Err(finding(
             "governed-method-changed",
             format!("{method} {path:?} was governed as {}", governed.method),
