@@ -121,10 +121,12 @@ pub fn check_canonicaliser(data: &[u8]) -> Result<(), Finding> {
     if !path.starts_with('/') || !matches!(verdict, Classification::Forward) {
         return Ok(());
     }
-    if let Some(what) = loose::write_target(input.method.as_str(), path, loose::Version::Required)
-    {
+    if let Some(what) = loose::write_target(input.method.as_str(), path, loose::Version::Required) {
         return Err(finding(
-            format!("loose-forwarded/{}", trick(input.method.as_str(), path, &what)),
+            format!(
+                "loose-forwarded/{}",
+                trick(input.method.as_str(), path, &what)
+            ),
             format!(
                 "{} {:?} (query {query:?}) reads loosely as {what}, but classify() forwards it \
                  unchecked{}",
@@ -264,7 +266,10 @@ pub fn check_body_reader(data: &[u8]) -> Result<(), Finding> {
     let value = match classify::parse_body(rule, version, content_type, body) {
         Err(_) => return Ok(()),
         Ok(None) if rule == BodyRule::Empty => {
-            if body.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
+            if body
+                .iter()
+                .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            {
                 return Ok(());
             }
             return Err(finding(
@@ -495,7 +500,11 @@ pub fn check_batch_parser(data: &[u8]) -> Result<(), Finding> {
     if governed != batch.is_governed() {
         return Err(finding(
             "batch-is-governed-wrong",
-            format!("is_governed() is {} for {:?}", batch.is_governed(), lossy(body)),
+            format!(
+                "is_governed() is {} for {:?}",
+                batch.is_governed(),
+                lossy(body)
+            ),
         ));
     }
     Ok(())
@@ -505,9 +514,10 @@ pub fn check_batch_parser(data: &[u8]) -> Result<(), Finding> {
 fn check_order(batch: &Batch) -> Result<(), Finding> {
     let mut done = vec![false; batch.requests.len()];
     for &index in &batch.order {
-        let request = batch.requests.get(index).ok_or_else(|| {
-            finding("batch-order", format!("order names request {index}"))
-        })?;
+        let request = batch
+            .requests
+            .get(index)
+            .ok_or_else(|| finding("batch-order", format!("order names request {index}")))?;
         let ready = request
             .depends_on
             .iter()
@@ -515,7 +525,10 @@ fn check_order(batch: &Batch) -> Result<(), Finding> {
         if done[index] || !ready {
             return Err(finding(
                 "batch-order",
-                format!("order {:?} runs '{}' too early or twice", batch.order, request.id),
+                format!(
+                    "order {:?} runs '{}' too early or twice",
+                    batch.order, request.id
+                ),
             ));
         }
         done[index] = true;
@@ -523,7 +536,10 @@ fn check_order(batch: &Batch) -> Result<(), Finding> {
     if done.iter().all(|d| *d) {
         Ok(())
     } else {
-        Err(finding("batch-order", format!("order {:?} misses requests", batch.order)))
+        Err(finding(
+            "batch-order",
+            format!("order {:?} misses requests", batch.order),
+        ))
     }
 }
 
@@ -549,7 +565,13 @@ fn check_sub_request(
         ));
     }
     if let Classification::Governed(_) | Classification::SyncRead(_) = &request.classification {
-        check_idempotent(&request.method, path, query, &headers, &request.classification)?;
+        check_idempotent(
+            &request.method,
+            path,
+            query,
+            &headers,
+            &request.classification,
+        )?;
     }
     // The body check of a governed sub-request must not panic, and yields an object.
     if let Ok(Some(body)) = request.checked_body()
@@ -569,7 +591,10 @@ fn check_sub_request(
     }
     if let Some(what) = loose::write_target(sent_method, &request.url, loose::Version::Optional) {
         return Err(finding(
-            format!("loose-forwarded/{}", trick(sent_method, &request.url, &what)),
+            format!(
+                "loose-forwarded/{}",
+                trick(sent_method, &request.url, &what)
+            ),
             format!(
                 "{} reads loosely as {what}, but the batch forwards it unchecked",
                 about()
@@ -728,12 +753,13 @@ pub fn emulated(method: &Method, raw_path: &str) -> Option<Emulated> {
     let resource = path::resource(version, rest).ok()?;
     if resource == Resource::NotEmulated {
         let write = matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE");
-        let partner = (1..rest.len()).rev().find_map(|n| {
-            match path::resource(version, &rest[..n]) {
-                Ok(Resource::Partner(id)) => Some(id.as_str().to_owned()),
-                _ => None,
-            }
-        });
+        let partner =
+            (1..rest.len())
+                .rev()
+                .find_map(|n| match path::resource(version, &rest[..n]) {
+                    Ok(Resource::Partner(id)) => Some(id.as_str().to_owned()),
+                    _ => None,
+                });
         return partner
             .filter(|_| write)
             .map(|id| Emulated::BelowPartner(id, api_version));
@@ -803,7 +829,8 @@ pub fn compare(expected: Option<&Emulated>, verdict: &Classification) -> Result<
             Ok(())
         }
         (Emulated::BelowPartner(partner, v), Classification::Governed(g))
-            if g.path.version == *v && g.partner.as_ref().map(TenantId::as_str) == Some(partner) =>
+            if g.path.version == *v
+                && g.partner.as_ref().map(TenantId::as_str) == Some(partner) =>
         {
             count(1);
             Ok(())
@@ -966,7 +993,12 @@ pub mod loose {
         let rest = after_scheme.unwrap_or(url);
         let mut out = Vec::new();
         if let Some(authority) = rest.strip_prefix("//") {
-            out.push(authority.find('/').map_or("", |i| &authority[i..]).to_owned());
+            out.push(
+                authority
+                    .find('/')
+                    .map_or("", |i| &authority[i..])
+                    .to_owned(),
+            );
         }
         out.push(rest.to_owned());
         out
@@ -1136,7 +1168,11 @@ mod tests {
             ("HEAD", "/v1.0/$batch"),
         ];
         for (method, url) in cases {
-            assert_eq!(write_target(method, url, Version::Required), None, "{method} {url}");
+            assert_eq!(
+                write_target(method, url, Version::Required),
+                None,
+                "{method} {url}"
+            );
         }
     }
 
@@ -1157,7 +1193,9 @@ mod tests {
         let up = K.to_ascii_uppercase();
         let expected = emulated(
             &Method::PATCH,
-            &format!("/BETA/policies/crossTenantAccessPolicy/partners('{up}')/identitySynchronization"),
+            &format!(
+                "/BETA/policies/crossTenantAccessPolicy/partners('{up}')/identitySynchronization"
+            ),
         );
         assert_eq!(
             expected,
@@ -1171,35 +1209,53 @@ mod tests {
             &Method::PATCH,
             &format!("/v1.0/policies/crossTenantAccessPolicy/partners/{K}/m365Capabilities"),
         );
-        assert_eq!(below, Some(Emulated::BelowPartner(K.to_owned(), ApiVersion::V1_0)));
+        assert_eq!(
+            below,
+            Some(Emulated::BelowPartner(K.to_owned(), ApiVersion::V1_0))
+        );
         assert_eq!(
             emulated(&Method::POST, "/v1.0/$batch"),
             Some(Emulated::Batch(ApiVersion::V1_0))
         );
         // The emulator's methods are case-sensitive, and reads change nothing.
         let partner = format!("/v1.0/policies/crossTenantAccessPolicy/partners/{K}");
-        assert_eq!(emulated(&Method::from_bytes(b"patch").unwrap(), &partner), None);
+        assert_eq!(
+            emulated(&Method::from_bytes(b"patch").unwrap(), &partner),
+            None
+        );
         assert_eq!(emulated(&Method::GET, &partner), None);
     }
 
     #[test]
     fn compare_flags_forwarded_and_misattributed_writes_and_accepts_refusals() {
-        let write = Emulated::Write(OperationKind::SyncUpdate, Some(K.to_owned()), ApiVersion::V1_0);
+        let write = Emulated::Write(
+            OperationKind::SyncUpdate,
+            Some(K.to_owned()),
+            ApiVersion::V1_0,
+        );
         assert_eq!(
             compare(Some(&write), &Classification::Forward),
             Err("differential-write-forwarded")
         );
         let refusal = classify::Refusal::bad_request("x", "y");
-        assert_eq!(compare(Some(&write), &Classification::Refuse(refusal)), Ok(()));
+        assert_eq!(
+            compare(Some(&write), &Classification::Refuse(refusal)),
+            Ok(())
+        );
         let other = "00000000-0000-0000-0000-000000000000";
         let verdict = classify::classify(
             &Method::PATCH,
-            &format!("/v1.0/policies/crossTenantAccessPolicy/partners/{other}/identitySynchronization"),
+            &format!(
+                "/v1.0/policies/crossTenantAccessPolicy/partners/{other}/identitySynchronization"
+            ),
             None,
             &HeaderMap::new(),
         );
         assert!(matches!(verdict, Classification::Governed(_)));
-        assert_eq!(compare(Some(&write), &verdict), Err("differential-mismatch"));
+        assert_eq!(
+            compare(Some(&write), &verdict),
+            Err("differential-mismatch")
+        );
         let below = Emulated::BelowPartner(K.to_owned(), ApiVersion::V1_0);
         assert_eq!(
             compare(Some(&below), &Classification::Forward),
@@ -1213,7 +1269,13 @@ mod tests {
         let value = serde_json::json!({"a": 1});
         assert!(check_json_agrees(br#"{"a":1}"#, &value).is_ok());
         assert!(check_json_agrees(br#"{"a":1,"a":1}"#, &value).is_err());
-        assert!(check_json_agrees(br#"{"a":{"b":1,"\u0062":1}}"#, &serde_json::json!({"a":{"b":1}})).is_err());
+        assert!(
+            check_json_agrees(
+                br#"{"a":{"b":1,"\u0062":1}}"#,
+                &serde_json::json!({"a":{"b":1}})
+            )
+            .is_err()
+        );
         assert!(check_json_agrees(br#"{"a":2}"#, &value).is_err());
         assert!(check_json_agrees(b"{\"a\":1} x", &value).is_err());
     }

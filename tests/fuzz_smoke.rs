@@ -254,7 +254,10 @@ fn open_classes() -> Vec<String> {
 
 /// The class of a finding's panic message (`finding[class]: …`); `None` for any other panic.
 fn finding_class(message: &str) -> Option<&str> {
-    message.strip_prefix("finding[")?.split_once("]:").map(|(class, _)| class)
+    message
+        .strip_prefix("finding[")?
+        .split_once("]:")
+        .map(|(class, _)| class)
 }
 
 /// Mutate the committed corpus of `name` `iterations` times and collect what fails.
@@ -274,13 +277,18 @@ fn mutation_run(name: &str, check: Check, seed: u64, iterations: usize) {
         }
         match run(check, &input) {
             Ok(took) => slowest = slowest.max(took),
-            Err(message) if finding_class(&message).is_some_and(|c| open.iter().any(|o| o == c)) => {
+            Err(message)
+                if finding_class(&message).is_some_and(|c| open.iter().any(|o| o == c)) =>
+            {
                 let class = finding_class(&message).unwrap_or_default().to_owned();
                 let entry = known.entry(class).or_insert_with(|| (0, message.clone()));
                 entry.0 += 1;
             }
             Err(message) if failures.len() < 5 => {
-                failures.push(format!("{message}\n  input: {:?}", input.escape_ascii().to_string()));
+                failures.push(format!(
+                    "{message}\n  input: {:?}",
+                    input.escape_ascii().to_string()
+                ));
             }
             Err(_) => {}
         }
@@ -324,8 +332,8 @@ fn mutating_the_differential_corpus_breaks_no_property() {
 /// corpus); each must be described in `fuzz/findings/README.md`.
 #[test]
 fn recorded_findings_are_replayed_and_each_is_documented() {
-    let readme = fs::read_to_string(fuzz_dir().join("findings").join("README.md"))
-        .unwrap_or_default();
+    let readme =
+        fs::read_to_string(fuzz_dir().join("findings").join("README.md")).unwrap_or_default();
     let mut undocumented = Vec::new();
     for (name, check) in targets() {
         for (path, bytes) in inputs(&fuzz_dir().join("findings").join(name)) {
