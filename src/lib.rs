@@ -30,6 +30,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod emulator;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph_error;
 pub mod proxy;
 pub mod rules;

@@ -45,7 +45,7 @@ pub(crate) enum Nesting {
 
 /// One emulated operation: a resource and a method that fit together.
 #[derive(Debug)]
-enum Op {
+pub(crate) enum Op {
     Batch,
     GetAccessPolicy,
     ListPartners,
@@ -142,7 +142,7 @@ pub(crate) fn dispatch(emulator: &Emulator, req: &GraphRequest, nesting: Nesting
     outcome
 }
 
-fn operation(resource: Resource, method: &Method) -> Result<Op, Failure> {
+pub(crate) fn operation(resource: Resource, method: &Method) -> Result<Op, Failure> {
     // Methods are case-sensitive tokens: `get` is not `GET`, as in Graph.
     let op = match (resource, method.as_str()) {
         (Resource::NotEmulated, _) => {

@@ -26,13 +26,13 @@
     reason = "GraphError is the response itself, built once per failing request"
 )]
 
-mod api;
+pub(crate) mod api;
 mod auth;
 mod batch;
 mod control;
 mod faults;
 mod odata;
-mod path;
+pub(crate) mod path;
 mod schema;
 mod state;
 mod validate;
