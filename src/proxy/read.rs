@@ -160,7 +160,8 @@ impl ReadError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "SyncgateBodyTooLarge",
                 format!(
-                    "The request body exceeds syncgate's limit of {max} bytes for governed requests."
+                    "The request body exceeds syncgate's limit of {max} bytes for this request \
+                     (audit.max_body for governed changes, audit.max_batch_body for $batch)."
                 ),
             ),
             ReadError::OverBudget => Refusal::new(
