@@ -169,7 +169,15 @@ pub(crate) fn reach(raw_path: &str, anywhere: bool) -> Reach {
 /// [`reach`] of one decoding, under both dot-segment readings.
 fn reach_of(segments: &[Loose], anywhere: bool) -> Reach {
     let mut reach = Reach::default();
-    for reading in [resolve_dots(segments), drop_dots(segments)] {
+    // A third reading drops nameless segments as well (found by fuzzing:
+    // `/v1.0/('k')/policies/crossTenantAccessPolicy/...` inside a batch). It is added, not
+    // substituted: a nameless segment's text can itself hold a governed name (`(deletedItems`).
+    let named: Vec<Loose> = segments.iter().filter(|s| !s.is_nameless()).cloned().collect();
+    for reading in [
+        resolve_dots(segments),
+        drop_dots(segments),
+        drop_dots(&named),
+    ] {
         let starts: Vec<usize> = if anywhere {
             (0..reading.len()).collect()
         } else {
@@ -225,6 +233,12 @@ impl Loose {
     /// Empty (or whitespace only): `//`, which a lenient stack collapses.
     fn is_empty(&self) -> bool {
         self.text.trim().is_empty()
+    }
+
+    /// No name before its parentheses or parameters (`('k')`, `;x=1`): a stack that reads keys and
+    /// parameters as belonging to the segment before them leaves nothing of this one.
+    fn is_nameless(&self) -> bool {
+        self.name.is_empty()
     }
 
     fn is_dot(&self) -> bool {
@@ -650,6 +664,15 @@ mod tests {
             assert!(!reach(path, false).governed, "{path}");
         }
         assert!(reach("/v1.0/users/v1.0/policies/crossTenantAccessPolicy", true).governed);
+        // A segment that is only a key or parameters vanishes for a lenient reader.
+        for path in [
+            "/v1.0/('9c5d131d-b1c3-4fc4-9e3f-c6557947d551')/policies/crossTenantAccessPolicy",
+            "/v1.0/;x=1/policies/crossTenantAccessPolicy",
+            "/v1.0/()/$batch",
+        ] {
+            let r = reach(path, false);
+            assert!(r.governed || r.batch, "{path}: {r:?}");
+        }
         assert!(reach("/v1.0/%2524batch", false).batch);
         assert!(reach("/v1.0/$BATCH", false).batch);
         assert!(!reach("/v1.0/users/$batch", false).batch);

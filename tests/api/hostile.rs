@@ -525,26 +525,22 @@ async fn h2_status(addr: SocketAddr, req: Request<Body>) -> Option<StatusCode> {
     Some(resp.status())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_oversized_bodies_share_one_memory_budget() {
-    let emulator = spawn_emulator().await;
-    // Defaults except the wait: body_memory 64 MiB, audit.max_body 1 MiB (so a $batch may be
-    // 20 MiB).
-    let (proxy, _dir) = child_with_limits(&emulator.base, "body_memory_wait = \"2s\"", None);
-    let addr: SocketAddr = proxy.url.strip_prefix("http://").unwrap().parse().unwrap();
-    let idle_kib = proxy.memory_kib("VmHWM");
-
-    // 8 unauthenticated $batch bodies just over the 20 MiB batch cap and 8 governed bodies over
-    // the 1 MiB cap, all at once, none with a Content-Length: each is read until it crosses its
-    // cap. Unbudgeted, the batches alone hold 8 x 20 MiB (and their buffers' doubling more).
-    const BATCH: usize = 21 << 20;
-    const GOVERNED: usize = 3 << 19;
+/// Send `count` hostile bodies at once, alternating `$batch` bodies of `batch_len` bytes and
+/// governed bodies of `governed_len` bytes of `[0,0,...`, each on its own HTTP/2 connection with
+/// no Content-Length; the statuses, in order.
+async fn hostile_bodies_at_once(
+    proxy_url: &str,
+    count: usize,
+    batch_len: usize,
+    governed_len: usize,
+) -> Vec<Option<StatusCode>> {
+    let addr: SocketAddr = proxy_url.strip_prefix("http://").unwrap().parse().unwrap();
     let mut tasks = Vec::new();
-    for i in 0..16 {
+    for i in 0..count {
         let (url, len, method) = if i % 2 == 0 {
-            (format!("{}/v1.0/$batch", proxy.url), BATCH, Method::POST)
+            (format!("{proxy_url}/v1.0/$batch"), batch_len, Method::POST)
         } else {
-            (sync_url(&proxy.url, "v1.0", PARTNER), GOVERNED, Method::PUT)
+            (sync_url(proxy_url, "v1.0", PARTNER), governed_len, Method::PUT)
         };
         let req = Request::builder()
             .method(method)
@@ -558,10 +554,59 @@ async fn concurrent_oversized_bodies_share_one_memory_budget() {
     for task in tasks {
         let status = tokio::time::timeout(Duration::from_secs(30), task)
             .await
-            .expect("an oversized request hung")
+            .expect("a hostile request hung")
             .unwrap();
         statuses.push(status);
     }
+    statuses
+}
+
+/// The memory attack inside the caps: bodies syncgate must read whole (a $batch just under
+/// `audit.max_batch_body`, a governed body just under `audit.max_body`) made of one huge JSON
+/// array. Each is held within the shared budget and refused by the parser at its value limit,
+/// without building the array; before the fix one such 4 MiB batch cost the proxy ~300 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_hostile_json_within_the_caps_stays_within_the_budget() {
+    let emulator = spawn_emulator().await;
+    let (proxy, _dir) = child_with_limits(&emulator.base, "body_memory_wait = \"5s\"", None);
+    let idle_kib = proxy.memory_kib("VmHWM");
+    let statuses = hostile_bodies_at_once(&proxy.url, 16, (4 << 20) - 1024, (1 << 20) - 1024).await;
+    let peak_kib = proxy.memory_kib("VmHWM");
+    eprintln!("hostile JSON within the caps: idle VmHWM {idle_kib} KiB, peak {peak_kib} KiB; {statuses:?}");
+    for status in &statuses {
+        assert!(
+            matches!(status, Some(StatusCode::BAD_REQUEST | StatusCode::SERVICE_UNAVAILABLE)),
+            "{statuses:?}"
+        );
+    }
+    assert!(
+        statuses.contains(&Some(StatusCode::BAD_REQUEST)),
+        "some bodies were read and parsed: {statuses:?}"
+    );
+    // The same bound as for oversized bodies: the idle process, the 64 MiB budget, 40 MiB of
+    // what is not budgeted.
+    let bound_kib = idle_kib + (64 << 10) + (40 << 10);
+    assert!(
+        peak_kib < bound_kib,
+        "peak RSS {peak_kib} KiB is over the bound {bound_kib} KiB (idle {idle_kib} KiB)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_oversized_bodies_share_one_memory_budget() {
+    let emulator = spawn_emulator().await;
+    // A 16 MiB budget, so the 16 bodies at once (8 reading up to the 4 MiB batch cap, 8 up to
+    // the 1 MiB governed cap: 40 MiB) cannot all be held at once: reads wait for room (or are refused as busy).
+    let (proxy, _dir) = child_with_limits(
+        &emulator.base,
+        "body_memory = \"16MiB\"\nbody_memory_wait = \"2s\"",
+        None,
+    );
+    let idle_kib = proxy.memory_kib("VmHWM");
+
+    // 8 unauthenticated 21 MiB $batch bodies (the attack) and 8 governed bodies over the
+    // 1 MiB cap, all at once, none with a Content-Length: each is read until it crosses its cap.
+    let statuses = hostile_bodies_at_once(&proxy.url, 16, 21 << 20, 3 << 19).await;
     let peak_kib = proxy.memory_kib("VmHWM");
     eprintln!("oversized bodies: idle VmHWM {idle_kib} KiB, peak {peak_kib} KiB; {statuses:?}");
 
@@ -586,12 +631,12 @@ async fn concurrent_oversized_bodies_share_one_memory_budget() {
         .collect();
     assert!(!refused.is_empty());
 
-    // The bound: the idle process, plus the 64 MiB budget, plus 40 MiB for what is not budgeted
+    // The bound: the idle process, plus the 16 MiB budget, plus 40 MiB for what is not budgeted
     // (hyper's per-connection buffers and HTTP/2 windows for 16 connections, the allocator's
-    // slack, the refusals being recorded). Measured on the debug build: idle VmHWM about 27 MiB,
-    // peak 104-106 MiB with the budget; with `body_memory = "1024MiB"` (no effective budget) the
-    // same load peaked at 160 MiB, over this bound.
-    let bound_kib = idle_kib + (64 << 10) + (40 << 10);
+    // slack, the refusals being recorded). Measured on the debug build: idle VmHWM about 28 MiB,
+    // peak about 55 MiB (61 MiB with the default 64 MiB budget). Before the 4 MiB batch cap, with
+    // 20 MiB batches, the default budget peaked at 104-106 MiB, and no effective budget at 160 MiB.
+    let bound_kib = idle_kib + (16 << 10) + (40 << 10);
     assert!(
         peak_kib < bound_kib,
         "peak RSS {peak_kib} KiB is over the bound {bound_kib} KiB (idle {idle_kib} KiB)"
