@@ -394,8 +394,19 @@ impl SqliteReader {
         Ok(SqliteReader { pool })
     }
 
+    /// Close every read connection; when this returns, none is open.
     pub(crate) async fn close(&self) {
-        self.pool.close().await;
+        // sqlx's `close` can return while a connection that was just being given back sits in
+        // the idle queue, still open (it is queued before its permit is released, and `close`
+        // stops once it holds every permit). That connection would keep the `-wal` and `-shm`
+        // files alive after the writer closes; closing again closes it (no connection can be
+        // checked out of a closed pool, so the second pass finds them all).
+        for _ in 0..3 {
+            self.pool.close().await;
+            if self.pool.size() == 0 {
+                break;
+            }
+        }
     }
 
     async fn fetch_recorded(
