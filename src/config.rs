@@ -996,9 +996,10 @@ mod tests {
                 .unwrap();
         let err = raw.validate().err().unwrap();
         assert!(err.to_string().starts_with("limits.body_memory"), "{err}");
-        let raw: RawConfig =
-            toml::from_str("[audit]\nmax_batch_body = \"8MiB\"\n[limits]\nbody_memory = \"4MiB\"\n")
-                .unwrap();
+        let raw: RawConfig = toml::from_str(
+            "[audit]\nmax_batch_body = \"8MiB\"\n[limits]\nbody_memory = \"4MiB\"\n",
+        )
+        .unwrap();
         let err = raw.validate().err().unwrap().to_string();
         assert!(err.contains("audit.max_batch_body"), "{err}");
         let limits = RawConfig::default().validate().unwrap().limits;

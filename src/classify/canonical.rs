@@ -172,7 +172,11 @@ fn reach_of(segments: &[Loose], anywhere: bool) -> Reach {
     // A third reading drops nameless segments as well (found by fuzzing:
     // `/v1.0/('k')/policies/crossTenantAccessPolicy/...` inside a batch). It is added, not
     // substituted: a nameless segment's text can itself hold a governed name (`(deletedItems`).
-    let named: Vec<Loose> = segments.iter().filter(|s| !s.is_nameless()).cloned().collect();
+    let named: Vec<Loose> = segments
+        .iter()
+        .filter(|s| !s.is_nameless())
+        .cloned()
+        .collect();
     for reading in [
         resolve_dots(segments),
         drop_dots(segments),

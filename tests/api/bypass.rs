@@ -19,7 +19,8 @@ use crate::harness::*;
 use crate::helpers::*;
 use crate::lenient::{Lenient, spawn_lenient};
 
-const SYNC_TAIL: &str = "crossTenantAccessPolicy/partners/9c5d131d-b1c3-4fc4-9e3f-c6557947d551/identitySynchronization";
+const SYNC_TAIL: &str =
+    "crossTenantAccessPolicy/partners/9c5d131d-b1c3-4fc4-9e3f-c6557947d551/identitySynchronization";
 
 /// A lenient upstream holding [`PARTNER`], and a proxy with no rules in front of it. Every
 /// refusal is recorded on its own (no per-client summaries), so each attack's record is its own.
@@ -178,7 +179,9 @@ async fn batch_sub_request_urls_a_lax_parser_reads_as_sync_writes_are_recorded_o
         format!("/v1.\t0/policies/{SYNC_TAIL}"),
         format!("v1.0\n/policies/{SYNC_TAIL}"),
         format!("/policies%20/{SYNC_TAIL}"),
-        format!("/policies/crossTenantAccessPolicy/partners/{PARTNER}/identity\u{a0}Synchronization"),
+        format!(
+            "/policies/crossTenantAccessPolicy/partners/{PARTNER}/identity\u{a0}Synchronization"
+        ),
         format!("/policies/crossTenantAccessPolicy/partners/{PARTNER}/identıtySynchronization"),
         format!("/policies\\crossTenantAccessPolicy\\partners\\{PARTNER}\\identitySynchronization"),
         format!("/policies/crossTenantAccessPolicy/partners/{PARTNER}/identity%2553ynchronization"),
@@ -200,8 +203,19 @@ async fn batch_sub_request_methods_that_are_not_exact_tokens_are_recorded_or_ref
     let (lenient, proxy) = lenient_proxy().await;
     let url = format!("/policies/{SYNC_TAIL}");
     for method in [
-        "PATCH ", " PATCH", "PATCH\u{a0}", "\u{a0}PATCH", "patch", "Patch", "PATCH\t", "PUT\n",
-        "DELETE ", "delete", "HEAD ", "GET ", " GET",
+        "PATCH ",
+        " PATCH",
+        "PATCH\u{a0}",
+        "\u{a0}PATCH",
+        "patch",
+        "Patch",
+        "PATCH\t",
+        "PUT\n",
+        "DELETE ",
+        "delete",
+        "HEAD ",
+        "GET ",
+        " GET",
     ] {
         let attack = format!("sub-request method {method:?}");
         let body = (!method.trim().eq_ignore_ascii_case("delete")).then(enable_sync);
@@ -215,7 +229,11 @@ async fn batch_sub_request_methods_that_are_not_exact_tokens_are_recorded_or_ref
 #[tokio::test]
 async fn nested_batches_hidden_behind_url_tricks_are_refused() {
     let (lenient, proxy) = lenient_proxy().await;
-    let inner = one_request_batch("PATCH", &format!("/policies/{SYNC_TAIL}"), Some(enable_sync()));
+    let inner = one_request_batch(
+        "PATCH",
+        &format!("/policies/{SYNC_TAIL}"),
+        Some(enable_sync()),
+    );
     for url in [
         "/$batch",
         "$batch",
@@ -244,7 +262,11 @@ async fn nested_batches_hidden_behind_url_tricks_are_refused() {
 #[tokio::test]
 async fn a_batch_sent_with_a_method_that_is_not_exactly_post_is_refused_not_forwarded() {
     let (lenient, proxy) = lenient_proxy().await;
-    let batch = one_request_batch("PATCH", &format!("/policies/{SYNC_TAIL}"), Some(enable_sync()));
+    let batch = one_request_batch(
+        "PATCH",
+        &format!("/policies/{SYNC_TAIL}"),
+        Some(enable_sync()),
+    );
     for method in ["post", "Post", "PUT", "PATCH"] {
         let attack = format!("$batch with method {method:?}");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
@@ -259,7 +281,10 @@ async fn a_batch_sent_with_a_method_that_is_not_exactly_post_is_refused_not_forw
 async fn writes_to_every_navigation_under_a_partner_are_governed_or_refused() {
     let (lenient, proxy) = lenient_proxy().await;
     let client = TestClient::new();
-    let base = format!("{}/v1.0/policies/crossTenantAccessPolicy/partners/{PARTNER}", proxy.url);
+    let base = format!(
+        "{}/v1.0/policies/crossTenantAccessPolicy/partners/{PARTNER}",
+        proxy.url
+    );
     for nav in [
         "m365Capabilities",
         "serviceProviderConstraints",
@@ -318,11 +343,19 @@ async fn duplicated_authorization_content_type_or_content_encoding_headers_are_r
         ),
     ];
     let targets = [
-        (Method::PATCH, format!("{}/v1.0/policies/{SYNC_TAIL}", proxy.url), enable_sync()),
+        (
+            Method::PATCH,
+            format!("{}/v1.0/policies/{SYNC_TAIL}", proxy.url),
+            enable_sync(),
+        ),
         (
             Method::POST,
             format!("{}/v1.0/$batch", proxy.url),
-            one_request_batch("PATCH", &format!("/policies/{SYNC_TAIL}"), Some(enable_sync())),
+            one_request_batch(
+                "PATCH",
+                &format!("/policies/{SYNC_TAIL}"),
+                Some(enable_sync()),
+            ),
         ),
     ];
     for (name, lines) in &cases {
@@ -361,14 +394,25 @@ async fn refusals_of_non_canonical_paths_record_the_method_and_the_target() {
     let (lenient, proxy) = lenient_proxy().await;
     let client = TestClient::new();
     for path in [
-        format!("/v1.0/policies/crossTenantAccessPolicy/partners/{PARTNER}/identity%2553ynchronization"),
-        format!("/v1.0/policies/./crossTenantAccessPolicy/partners/{PARTNER}/identitySynchronization"),
-        format!("/v1.0/policies//crossTenantAccessPolicy/partners/{PARTNER}/identitySynchronization"),
-        "/v1.0/policies/crossTenantAccessPolicy/partners/contoso.com/identitySynchronization".into(),
+        format!(
+            "/v1.0/policies/crossTenantAccessPolicy/partners/{PARTNER}/identity%2553ynchronization"
+        ),
+        format!(
+            "/v1.0/policies/./crossTenantAccessPolicy/partners/{PARTNER}/identitySynchronization"
+        ),
+        format!(
+            "/v1.0/policies//crossTenantAccessPolicy/partners/{PARTNER}/identitySynchronization"
+        ),
+        "/v1.0/policies/crossTenantAccessPolicy/partners/contoso.com/identitySynchronization"
+            .into(),
     ] {
         let attack = format!("PATCH {path}");
         let resp = client
-            .send(Method::PATCH, &format!("{}{path}", proxy.url), Some(enable_sync()))
+            .send(
+                Method::PATCH,
+                &format!("{}{path}", proxy.url),
+                Some(enable_sync()),
+            )
             .await;
         assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{attack}: {resp:?}");
         assert_refusal_recorded(&resp, &proxy.db_path, &attack);

@@ -540,7 +540,11 @@ async fn hostile_bodies_at_once(
         let (url, len, method) = if i % 2 == 0 {
             (format!("{proxy_url}/v1.0/$batch"), batch_len, Method::POST)
         } else {
-            (sync_url(proxy_url, "v1.0", PARTNER), governed_len, Method::PUT)
+            (
+                sync_url(proxy_url, "v1.0", PARTNER),
+                governed_len,
+                Method::PUT,
+            )
         };
         let req = Request::builder()
             .method(method)
@@ -572,10 +576,15 @@ async fn concurrent_hostile_json_within_the_caps_stays_within_the_budget() {
     let idle_kib = proxy.memory_kib("VmHWM");
     let statuses = hostile_bodies_at_once(&proxy.url, 16, (4 << 20) - 1024, (1 << 20) - 1024).await;
     let peak_kib = proxy.memory_kib("VmHWM");
-    eprintln!("hostile JSON within the caps: idle VmHWM {idle_kib} KiB, peak {peak_kib} KiB; {statuses:?}");
+    eprintln!(
+        "hostile JSON within the caps: idle VmHWM {idle_kib} KiB, peak {peak_kib} KiB; {statuses:?}"
+    );
     for status in &statuses {
         assert!(
-            matches!(status, Some(StatusCode::BAD_REQUEST | StatusCode::SERVICE_UNAVAILABLE)),
+            matches!(
+                status,
+                Some(StatusCode::BAD_REQUEST | StatusCode::SERVICE_UNAVAILABLE)
+            ),
             "{statuses:?}"
         );
     }

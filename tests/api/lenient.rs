@@ -180,7 +180,9 @@ fn lenient_url(url: &str) -> (Vec<String>, String) {
     }
     let mut decoded = path.to_owned();
     for _ in 0..8 {
-        let next = percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
+        let next = percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
         if next == decoded {
             break;
         }
@@ -217,10 +219,7 @@ fn lenient_url(url: &str) -> (Vec<String>, String) {
             }
         }
     }
-    while segments
-        .first()
-        .is_some_and(|s| s == "v1.0" || s == "beta")
-    {
+    while segments.first().is_some_and(|s| s == "v1.0" || s == "beta") {
         segments.remove(0);
     }
     (segments, query)
@@ -300,7 +299,13 @@ fn run(
             apply(state, Some(&k));
             (StatusCode::NO_CONTENT, None)
         }
-        ["policies", "crosstenantaccesspolicy", "partners", k, "identitysynchronization"] => {
+        [
+            "policies",
+            "crosstenantaccesspolicy",
+            "partners",
+            k,
+            "identitysynchronization",
+        ] => {
             let k = k.to_string();
             if read {
                 return match state.sync.get(&k) {
@@ -356,7 +361,11 @@ fn batch(state: &mut State, body: Option<Value>, depth: usize) -> (StatusCode, O
         let Value::Object(request) = request else {
             continue;
         };
-        let text = |name: &str| member(&request, name).and_then(Value::as_str).map(str::to_owned);
+        let text = |name: &str| {
+            member(&request, name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         let id = member(&request, "id").cloned().unwrap_or(Value::Null);
         let method = text("method").unwrap_or_default();
         let url = text("url").unwrap_or_default();
@@ -400,12 +409,20 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         for url in [
-            format!("x:/v1.0/policies/crossTenantAccessPolicy/partners/{k}/identitySynchronization"),
-            format!("https:v1.0/policies/crossTenantAccessPolicy/partners/{k}/identitySynchronization"),
+            format!(
+                "x:/v1.0/policies/crossTenantAccessPolicy/partners/{k}/identitySynchronization"
+            ),
+            format!(
+                "https:v1.0/policies/crossTenantAccessPolicy/partners/{k}/identitySynchronization"
+            ),
             format!("https:/policies/crossTenantAccessPolicy/partners/{k}/identitySynchronization"),
             format!(" /policies/crossTenantAccessPolicy/partners/{k}/identitySynchronization"),
-            format!("/v1.\t0/poli\tcies/crossTenantAccessPolicy/partners('{k}')/identitySynchronization"),
-            format!("https://graph.microsoft.com/v1.0/policies/crossTenantAccessPolicy/partners/{k}/identity%2553ynchronization"),
+            format!(
+                "/v1.\t0/poli\tcies/crossTenantAccessPolicy/partners('{k}')/identitySynchronization"
+            ),
+            format!(
+                "https://graph.microsoft.com/v1.0/policies/crossTenantAccessPolicy/partners/{k}/identity%2553ynchronization"
+            ),
         ] {
             assert_eq!(lenient_url(&url).0, want, "{url:?}");
         }

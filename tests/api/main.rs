@@ -5,10 +5,10 @@ mod helpers;
 mod lenient;
 mod pki;
 
-/// Issue 7: classification attacks against a deliberately lenient upstream.
-mod bypass;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
+/// Issue 7: classification attacks against a deliberately lenient upstream.
+mod bypass;
 /// The `syncgate` binary's commands.
 mod cli;
 /// The Graph emulator, spoken to directly.
