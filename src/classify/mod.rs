@@ -77,8 +77,8 @@ use http::{HeaderMap, Method, StatusCode};
 use crate::graph_error::GraphError;
 
 pub use batch::{BATCH_METHODS, Batch, BatchRequest, MAX_BATCH_REQUESTS, parse_batch};
-pub(crate) use body::json_type;
 pub use body::{check_body, check_body_tenant, parse_body, partner_from_body};
+pub(crate) use body::{check_content_type, json_type};
 
 /// The `error.code` values of syncgate's own refusals (Graph's codes are used where Graph would
 /// refuse the same thing: `Request_BadRequest` for unknown properties, `BadRequest` for bad JSON).

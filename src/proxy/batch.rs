@@ -347,19 +347,9 @@ fn plain_body(sub: &BatchRequest) -> Result<Option<(HeaderValue, Bytes)>, ProxyE
 }
 
 /// Whether parse_batch read a sub-request's body as JSON (and so decoded a base64 string body):
-/// `application/json`, any parameters, a UTF-8 charset if one is named. Mirrors
-/// `classify::body::check_content_type`, which parse_batch applies.
+/// the same Content-Type rule parse_batch applies.
 fn is_json(content_type: &str) -> bool {
-    let mut parts = content_type.split(';');
-    let media = parts.next().unwrap_or_default().trim();
-    media.eq_ignore_ascii_case("application/json")
-        && parts.all(|parameter| match parameter.split_once('=') {
-            Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
-                let charset = value.trim().trim_matches('"');
-                charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
-            }
-            _ => true,
-        })
+    classify::check_content_type(Some(content_type)).is_ok()
 }
 
 /// Absolute URLs and version-prefixed URLs inside a batch, as Graph answers them.
