@@ -79,22 +79,42 @@ impl Proxy {
             }
             _ => None,
         };
-        let canonical_path = governed.path.to_string();
-        let input = RuleInput::for_change(rules::Change {
-            kind: governed.kind,
-            method: governed.method.as_str(),
-            canonical_path: &canonical_path,
-            api_version: governed.path.version.as_str(),
-            partner: governed.partner.as_ref().map(|p| p.as_str()),
-            request_body: body,
-            before: before.value(),
-            partner_state: partner_state.as_ref(),
+        let input = rule_input(
+            governed,
+            body,
+            before,
+            partner_state.as_ref(),
             actor,
-            time: chrono::Utc::now(),
-        });
+            chrono::Utc::now(),
+        );
         Decided {
             evaluation: rules.evaluate(&input),
             partner_state: input.partner_state,
         }
     }
+}
+
+/// The document every rule decides on for `governed`, exactly as the proxy builds it; the rule
+/// tools (`syncgate rules test|backtest`) call this too, so they never guess.
+pub(crate) fn rule_input(
+    governed: &Governed,
+    body: Option<&serde_json::Value>,
+    before: &Snapshot,
+    partner_state: Option<&serde_json::Value>,
+    actor: &Actor,
+    time: chrono::DateTime<chrono::Utc>,
+) -> RuleInput {
+    let canonical_path = governed.path.to_string();
+    RuleInput::for_change(rules::Change {
+        kind: governed.kind,
+        method: governed.method.as_str(),
+        canonical_path: &canonical_path,
+        api_version: governed.path.version.as_str(),
+        partner: governed.partner.as_ref().map(|p| p.as_str()),
+        request_body: body,
+        before: before.value(),
+        partner_state,
+        actor,
+        time,
+    })
 }

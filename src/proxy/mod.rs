@@ -39,6 +39,10 @@ use crate::graph_error::RequestIds;
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
 pub use decide::RulesHandle;
+#[allow(unused_imports)] // the rule tools move onto these (issue 8)
+pub(crate) use decide::rule_input;
+#[allow(unused_imports)]
+pub(crate) use govern::bind_partner;
 pub use error::ProxyError;
 use govern::{Audit, ChangeRequest, Received};
 pub use refusals::RefusalLimits;
