@@ -417,6 +417,45 @@ impl Governed {
         Some(path)
     }
 
+    /// The partner's own document (`/{v}/policies/crossTenantAccessPolicy/partners/{k}`), read
+    /// for the rules that need its consent settings; `None` without a partner.
+    pub fn partner_path(&self) -> Option<String> {
+        let partner = self.partner.as_ref()?;
+        Some(format!("/{}/{PARTNERS}/{partner}", self.path.version))
+    }
+
+    /// The canonical path with Graph's documented casing (`crossTenantAccessPolicy`, ...), which
+    /// is what every SDK sends and what the governed write goes upstream on; keys stay lower-case
+    /// GUIDs.
+    pub fn documented_path(&self) -> String {
+        const DOCUMENTED: &[&str] = &[
+            "policies",
+            "crossTenantAccessPolicy",
+            "partners",
+            "identitySynchronization",
+            "deletedItems",
+            "crossTenantPartners",
+            "crossTenantSyncPolicyPartners",
+            "restore",
+            "templates",
+            "multiTenantOrganizationIdentitySynchronization",
+            "resetToDefaultSettings",
+            "crossTenantIdentitySyncPolicy",
+            "default",
+        ];
+        let mut out = format!("/{}", self.path.version.as_str());
+        for segment in &self.path.segments {
+            out.push('/');
+            let documented = DOCUMENTED
+                .iter()
+                .find(|d| d.eq_ignore_ascii_case(segment))
+                .copied()
+                .unwrap_or(segment.as_str());
+            out.push_str(documented);
+        }
+        out
+    }
+
     /// The key of the per-partner lock: the partner id, or `"template"` for the MTO template
     /// (one template per tenant, so template changes serialise among themselves). `None` while
     /// the partner is unknown (`PartnerCreate` before its body is read).

@@ -24,10 +24,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use uuid::Uuid;
 
-use super::govern::{Audit, ChangeRequest, Received};
-use super::{Proxy, ProxyError, actor, forward, read};
+use super::forward::{Outbound, RebuiltBody};
+use super::lifecycle::{Operation, Received};
+use super::{Proxy, ProxyError, forward, read};
 use crate::body::{self, Body};
 use crate::classify::{self, ApiVersion, Batch, BatchRequest, Classification};
 use crate::graph_error::{GraphError, RequestIds};
@@ -44,22 +44,15 @@ impl Proxy {
         conn: &ConnInfo,
         ids: &RequestIds,
     ) -> Response<Body> {
-        let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
+        let actor = self.actor(req.headers(), conn);
         let (parts, incoming) = req.into_parts();
+        let refused = |body: Option<Bytes>| {
+            let received = Received::new(parts.method.as_str(), &parts.uri.to_string(), body);
+            Operation::new(actor.clone(), parts.headers.clone(), received, None)
+        };
         let bytes = match read::bounded(incoming, self.governor.max_batch_body).await {
             Ok(bytes) => bytes,
-            Err(refusal) => {
-                let audit = Audit::new(Uuid::now_v7(), &actor, &parts.headers);
-                return self
-                    .refuse(
-                        &audit,
-                        None,
-                        Received::new(parts.method.as_str(), &parts.uri.to_string(), None),
-                        refusal,
-                        ids,
-                    )
-                    .await;
-            }
+            Err(refusal) => return self.refuse(refused(None), refusal, ids).await,
         };
         let content_type = parts
             .headers
@@ -67,18 +60,7 @@ impl Proxy {
             .and_then(|v| v.to_str().ok());
         let batch = match classify::parse_batch(version, content_type, &bytes) {
             Ok(batch) => batch,
-            Err(refusal) => {
-                let audit = Audit::new(Uuid::now_v7(), &actor, &parts.headers);
-                return self
-                    .refuse(
-                        &audit,
-                        None,
-                        Received::new(parts.method.as_str(), &parts.uri.to_string(), Some(&bytes)),
-                        refusal,
-                        ids,
-                    )
-                    .await;
-            }
+            Err(refusal) => return self.refuse(refused(Some(bytes)), refusal, ids).await,
         };
         // Everything from here on works from the parsed batch; the client's bytes are done with.
         drop(bytes);
@@ -128,14 +110,13 @@ impl Proxy {
         conn: &ConnInfo,
     ) -> Result<Response<Incoming>, ProxyError> {
         let envelope = rebuilt_envelope(batch)?;
-        let req = forward::rebuilt_request(
-            self.upstream.target(),
-            Method::POST,
-            &format!("/{}/$batch", batch.version.as_str()),
-            headers,
-            conn,
-            Some((forward::json_content_type(), envelope)),
-        )?;
+        let req = Outbound::Rebuilt {
+            method: Method::POST,
+            path_and_query: &format!("/{}/$batch", batch.version.as_str()),
+            client: headers,
+            body: RebuiltBody::Bytes(HeaderValue::from_static("application/json"), envelope),
+        }
+        .build(self.upstream.target(), Some(conn))?;
         Ok(self.upstream.send(req).await?)
     }
 
@@ -149,7 +130,7 @@ impl Proxy {
         ids: &RequestIds,
     ) -> Response<Body> {
         let headers = sub_headers(sub, outer);
-        let audit = Audit::new(Uuid::now_v7(), actor, &headers);
+        let received = Received::sub_request(sub.method.as_str(), &sub.url, sub.body.as_ref());
         // Graph refuses these forms inside a batch (graph-reference §6); so does the unbatcher,
         // rather than run a request Graph itself would not.
         if let Some(refusal) = malformed_url(&sub.url) {
@@ -157,54 +138,34 @@ impl Proxy {
                 Classification::Governed(g) | Classification::SyncRead(g) => Some(g.clone()),
                 _ => None,
             };
-            return self
-                .refuse(
-                    &audit,
-                    governed.as_ref(),
-                    Received::sub_request(sub.method.as_str(), &sub.url, sub.body.as_ref()),
-                    refusal,
-                    ids,
-                )
-                .await;
+            let op = Operation::new(actor.clone(), headers, received, governed);
+            return self.refuse(op, refusal, ids).await;
         }
-        let body = match &sub.body {
-            Some(v) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
-            None => Bytes::new(),
-        };
         match &sub.classification {
             Classification::Governed(governed) => {
-                let change = ChangeRequest {
-                    governed: governed.clone(),
-                    headers,
-                    body,
-                    actor: actor.clone(),
-                    target: sub.url.clone(),
-                };
-                self.change(audit.operation_id, change, conn, ids).await
+                let mut op =
+                    Operation::new(actor.clone(), headers, received, Some(governed.clone()));
+                // The lifecycle parses the body it records: the batch's JSON, serialised.
+                op.received.body = Some(op.received.body.take().unwrap_or_default());
+                self.change(op, conn, ids).await
             }
             Classification::Refuse(refusal) => {
                 let governed = refusal.governed.as_deref().cloned();
-                self.refuse(
-                    &audit,
-                    governed.as_ref(),
-                    Received::sub_request(sub.method.as_str(), &sub.url, sub.body.as_ref()),
-                    refusal.clone(),
-                    ids,
-                )
-                .await
+                let mut op = Operation::new(actor.clone(), headers, received, governed);
+                op.canonical = refusal.canonical.clone();
+                self.refuse(op, refusal.clone(), ids).await
             }
             // Plain requests, and nested batches (which parse_batch already refuses).
             Classification::Forward | Classification::SyncRead(_) | Classification::Batch(_) => {
                 // Rebuilt on the URL classify() saw, never on the URL as sent.
                 let result = async {
-                    let req = forward::rebuilt_request(
-                        self.upstream.target(),
-                        sub.method.clone(),
-                        &sub.normalized_url,
-                        &headers,
-                        conn,
-                        plain_body(sub)?,
-                    )?;
+                    let req = Outbound::Rebuilt {
+                        method: sub.method.clone(),
+                        path_and_query: &sub.normalized_url,
+                        client: &headers,
+                        body: plain_body(sub)?,
+                    }
+                    .build(self.upstream.target(), Some(conn))?;
                     Ok::<_, ProxyError>(self.upstream.send(req).await?)
                 }
                 .await;
@@ -323,16 +284,13 @@ fn envelope_body(sub: &BatchRequest) -> Result<EnvelopeBody<'_>, ProxyError> {
 /// The body of an unbatched plain sub-request as its own request: JSON serialised from the
 /// parsed value for a JSON Content-Type; for another type, the bytes a base64 string stands
 /// for (a string that is not base64 is sent as its text), or the value's JSON.
-fn plain_body(sub: &BatchRequest) -> Result<Option<(HeaderValue, Bytes)>, ProxyError> {
+fn plain_body(sub: &BatchRequest) -> Result<RebuiltBody, ProxyError> {
     let Some(body) = &sub.body else {
-        return Ok(None);
+        return Ok(RebuiltBody::None);
     };
     let content_type = sub.content_type().unwrap_or("application/json");
     if is_json(content_type) {
-        return Ok(Some((
-            forward::json_content_type(),
-            Bytes::from(serde_json::to_vec(body)?),
-        )));
+        return Ok(RebuiltBody::json(body)?);
     }
     let bytes = match body {
         Value::String(text) => STANDARD
@@ -343,7 +301,7 @@ fn plain_body(sub: &BatchRequest) -> Result<Option<(HeaderValue, Bytes)>, ProxyE
     };
     let content_type = HeaderValue::from_str(content_type)
         .map_err(|_| ProxyError::Rebuild(format!("the Content-Type of '{}'", sub.id)))?;
-    Ok(Some((content_type, bytes)))
+    Ok(RebuiltBody::Bytes(content_type, bytes))
 }
 
 /// Whether parse_batch read a sub-request's body as JSON (and so decoded a base64 string body):
@@ -405,15 +363,11 @@ fn sub_headers(sub: &BatchRequest, outer: &HeaderMap) -> HeaderMap {
 }
 
 fn failed_dependency(ids: &RequestIds) -> (StatusCode, HeaderMap, Bytes) {
-    let error = GraphError::new(
-        StatusCode::FAILED_DEPENDENCY,
-        "FailedDependency",
-        "A request this request depends on failed.",
-    );
+    let (error, _) = ProxyError::FailedDependency.to_graph_error();
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     (
-        StatusCode::FAILED_DEPENDENCY,
+        error.status,
         headers,
         Bytes::from(error.to_json(ids).to_string()),
     )
@@ -529,8 +483,8 @@ const GRAPH_HEADER_NAMES: &[&str] = &[
     "Pragma",
     "Last-Modified",
     "Allow",
-    super::govern::AUDIT_ID_HEADER,
-    super::govern::WARNING_HEADER,
+    super::AUDIT_ID_HEADER,
+    super::WARNING_HEADER,
 ];
 
 /// A response header's name as Graph writes it (see [`GRAPH_HEADER_NAMES`]); an unknown name in
@@ -627,6 +581,13 @@ mod tests {
         );
     }
 
+    fn bytes_of(body: RebuiltBody) -> Option<(HeaderValue, Bytes)> {
+        match body {
+            RebuiltBody::None => None,
+            RebuiltBody::Bytes(content_type, bytes) => Some((content_type, bytes)),
+        }
+    }
+
     #[test]
     fn an_unbatched_plain_body_is_sent_as_graph_would_read_it() {
         let batch = parse(
@@ -638,17 +599,17 @@ mod tests {
                 {"id": "3", "method": "GET", "url": "/me"}
             ]}"#,
         );
-        let (ct, bytes) = plain_body(&batch.requests[0]).unwrap().unwrap();
+        let (ct, bytes) = bytes_of(plain_body(&batch.requests[0]).unwrap()).unwrap();
         assert_eq!(
             (ct.to_str().unwrap(), &bytes[..]),
             ("application/json", &br#"{"a":1}"#[..])
         );
-        let (ct, bytes) = plain_body(&batch.requests[1]).unwrap().unwrap();
+        let (ct, bytes) = bytes_of(plain_body(&batch.requests[1]).unwrap()).unwrap();
         assert_eq!(
             (ct.to_str().unwrap(), &bytes[..]),
             ("image/png", &[0u8, 1, 2][..])
         );
-        assert!(plain_body(&batch.requests[2]).unwrap().is_none());
+        assert!(bytes_of(plain_body(&batch.requests[2]).unwrap()).is_none());
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub(crate) const FORWARDED: &[&str] = &[
 /// given, `Content-Type` and the `Content-Length` of exactly those bytes.
 pub(crate) fn rebuilt_headers(
     client: &HeaderMap,
-    conn: &ConnInfo,
+    conn: Option<&ConnInfo>,
     body: Option<(HeaderValue, usize)>,
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -88,11 +88,13 @@ pub(crate) fn rebuilt_headers(
     for value in client.get_all("x-forwarded-for") {
         headers.append("x-forwarded-for", value.clone());
     }
-    append_forwarded_for(&mut headers, conn);
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
+    if let Some(conn) = conn {
+        append_forwarded_for(&mut headers, conn);
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+    }
     if let Some((content_type, length)) = body {
         headers.insert(header::CONTENT_TYPE, content_type);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -100,37 +102,108 @@ pub(crate) fn rebuilt_headers(
     headers
 }
 
-/// A request syncgate rebuilt from what it parsed: `path_and_query` on the upstream, the
-/// client's allowed headers (see [`rebuilt_headers`]), and `body` (bytes syncgate serialised,
-/// with their Content-Type) or none.
-pub(crate) fn rebuilt_request(
-    target: &UpstreamTarget,
-    method: Method,
-    path_and_query: &str,
-    client: &HeaderMap,
-    conn: &ConnInfo,
-    body: Option<(HeaderValue, Bytes)>,
-) -> Result<Request<Body>, http::Error> {
-    let uri = upstream_uri(target, path_and_query)?;
-    let (headers, body) = match body {
-        Some((content_type, bytes)) => (
-            rebuilt_headers(client, conn, Some((content_type, bytes.len()))),
-            body::full(bytes),
-        ),
-        None => (rebuilt_headers(client, conn, None), body::empty()),
-    };
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .version(Version::HTTP_11)
-        .body(body)?;
-    *req.headers_mut() = headers;
-    Ok(req)
+/// A request for the upstream, in one of the three forms syncgate sends; [`Outbound::build`] is
+/// the one place an upstream request is made.
+pub(crate) enum Outbound<'a> {
+    /// Pass-through: the client's request, streamed (see the module docs).
+    Stream(Request<Incoming>),
+    /// A request syncgate rebuilt from what it parsed: `path_and_query` on the upstream, the
+    /// client's allowed headers (see [`rebuilt_headers`]), and the body syncgate serialised.
+    Rebuilt {
+        method: Method,
+        path_and_query: &'a str,
+        client: &'a HeaderMap,
+        body: RebuiltBody,
+    },
+    /// A GET of a resource's state with the caller's `Authorization`, uncompressed (the JSON is
+    /// compared and recorded, not relayed).
+    StateRead {
+        path_and_query: &'a str,
+        authorization: Option<&'a HeaderValue>,
+    },
 }
 
-/// `application/json`, the Content-Type of every body syncgate serialises.
-pub(crate) fn json_content_type() -> HeaderValue {
-    HeaderValue::from_static("application/json")
+/// The body of a rebuilt request.
+pub(crate) enum RebuiltBody {
+    /// None at all (no Content-Type, no Content-Length).
+    None,
+    /// Bytes syncgate serialised, with their Content-Type.
+    Bytes(HeaderValue, Bytes),
+}
+
+impl RebuiltBody {
+    /// `json` serialised compactly, as `application/json`.
+    pub(crate) fn json(json: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        Ok(RebuiltBody::Bytes(
+            HeaderValue::from_static("application/json"),
+            Bytes::from(serde_json::to_vec(json)?),
+        ))
+    }
+}
+
+impl Outbound<'_> {
+    /// The request the upstream `target` receives, from a client on `conn` (`None` for syncgate's
+    /// own reads, e.g. at start-up recovery). Always HTTP/1.1 in the request line (module docs).
+    pub(crate) fn build(
+        self,
+        target: &UpstreamTarget,
+        conn: Option<&ConnInfo>,
+    ) -> Result<Request<Body>, http::Error> {
+        let mut req = match self {
+            Outbound::Stream(req) => {
+                let (mut parts, incoming) = req.into_parts();
+                let path_and_query = parts
+                    .uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                parts.uri = upstream_uri(target, path_and_query)?;
+                if let Some(conn) = conn {
+                    upstream_headers(&mut parts.headers, conn);
+                }
+                Request::from_parts(parts, body::from_client(incoming))
+            }
+            Outbound::Rebuilt {
+                method,
+                path_and_query,
+                client,
+                body,
+            } => {
+                let (content, body) = match body {
+                    RebuiltBody::Bytes(content_type, bytes) => {
+                        (Some((content_type, bytes.len())), body::full(bytes))
+                    }
+                    RebuiltBody::None => (None, body::empty()),
+                };
+                let mut req = Request::builder()
+                    .method(method)
+                    .uri(upstream_uri(target, path_and_query)?)
+                    .body(body)?;
+                *req.headers_mut() = rebuilt_headers(client, conn, content);
+                req
+            }
+            Outbound::StateRead {
+                path_and_query,
+                authorization,
+            } => {
+                let mut req = Request::builder()
+                    .uri(upstream_uri(target, path_and_query)?)
+                    .body(body::empty())?;
+                let headers = req.headers_mut();
+                headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+                headers.insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("identity"),
+                );
+                if let Some(auth) = authorization {
+                    headers.insert(header::AUTHORIZATION, auth.clone());
+                }
+                req
+            }
+        };
+        *req.version_mut() = Version::HTTP_11;
+        Ok(req)
+    }
 }
 
 /// Remove hop-by-hop headers, including any the `Connection` header names.
@@ -148,26 +221,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
-}
-
-/// The request the upstream receives: absolute URI on the upstream, the client's body streamed
-/// (its read errors marked as the client's, see [`body::from_client`]), headers rewritten by
-/// [`upstream_headers`].
-pub fn to_upstream(
-    req: Request<Incoming>,
-    target: &UpstreamTarget,
-    conn: &ConnInfo,
-) -> Result<Request<Body>, http::Error> {
-    let (mut parts, incoming) = req.into_parts();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = upstream_uri(target, path_and_query)?;
-    parts.version = Version::HTTP_11;
-    upstream_headers(&mut parts.headers, conn);
-    Ok(Request::from_parts(parts, body::from_client(incoming)))
 }
 
 /// `path_and_query` on the upstream.
@@ -292,7 +345,11 @@ mod tests {
         ] {
             client.append(name, HeaderValue::from_static(value));
         }
-        let headers = rebuilt_headers(&client, &conn(), Some((json_content_type(), 17)));
+        let headers = rebuilt_headers(
+            &client,
+            Some(&conn()),
+            Some((HeaderValue::from_static("application/json"), 17)),
+        );
         let mut names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(
@@ -324,7 +381,7 @@ mod tests {
         assert_eq!(all("x-forwarded-for"), ["192.0.2.1, 10.0.0.7"]);
         assert_eq!(all("x-forwarded-proto"), ["https"]);
 
-        let bodiless = rebuilt_headers(&client, &conn(), None);
+        let bodiless = rebuilt_headers(&client, Some(&conn()), None);
         assert!(!bodiless.contains_key("content-type"));
         assert!(!bodiless.contains_key("content-length"));
     }

@@ -2,8 +2,8 @@
 //!
 //! `handle` classifies the request ([`crate::classify`]) and takes one of four branches:
 //! - not governed: forwarded, streaming both ways ([`forward`]);
-//! - a governed write: the lifecycle in [`govern`] (read → lock → before → decide → record →
-//!   forward → after → complete), the local rules in [`decide`];
+//! - a governed write: the lifecycle in [`lifecycle`] (read → lock → before → decide → record →
+//!   forward → after → complete), one phase per module, every exit ending in its terminal step;
 //! - a `$batch`: parsed, then unbatched through the same lifecycle when it holds a governed
 //!   sub-request, or else forwarded as one batch rebuilt from the parsed form ([`batch`]);
 //! - refused: a Graph-shaped error and a `denied` event, without reading the body.
@@ -13,10 +13,9 @@
 
 mod actor;
 mod batch;
-mod decide;
 mod error;
 pub mod forward;
-mod govern;
+mod lifecycle;
 pub(crate) mod locks;
 mod read;
 pub(crate) mod recovery;
@@ -30,21 +29,24 @@ use std::time::{Duration, Instant};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::{Instrument, info, warn};
-use uuid::Uuid;
 
 use crate::audit::{Decision, EventKind};
 use crate::body::Body;
+use crate::classify::Refusal;
 use crate::classify::{self, Classification, Governed};
 use crate::graph_error::RequestIds;
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
-pub use decide::RulesHandle;
-#[allow(unused_imports)] // the rule tools move onto these (issue 8)
-pub(crate) use decide::rule_input;
-#[allow(unused_imports)]
-pub(crate) use govern::bind_partner;
 pub use error::ProxyError;
-use govern::{Audit, ChangeRequest, Received};
+#[doc(hidden)]
+pub use lifecycle::ExitKind;
+#[allow(unused_imports)] // the rule tools move onto these (issue 8)
+pub(crate) use lifecycle::bind_partner;
+pub(crate) use lifecycle::complete::{AUDIT_ID_HEADER, WARNING_HEADER};
+pub use lifecycle::decide::RulesHandle;
+#[allow(unused_imports)]
+pub(crate) use lifecycle::decide::rule_input;
+use lifecycle::{Exit, Operation, Received};
 pub use refusals::RefusalLimits;
 use upstream::Upstream;
 
@@ -136,7 +138,8 @@ impl Proxy {
                     .into(),
             ));
         }
-        let upstream_req = forward::to_upstream(req, self.upstream.target(), conn)?;
+        let upstream_req =
+            forward::Outbound::Stream(req).build(self.upstream.target(), Some(conn))?;
         let resp = self.upstream.send(upstream_req).await?;
         Ok(forward::to_client(resp))
     }
@@ -157,40 +160,39 @@ impl Proxy {
             Classification::Forward => self.pass_through(req, conn, ids).await,
             Classification::SyncRead(governed) => self.read(req, governed, conn, ids).await,
             Classification::Governed(governed) => {
-                let operation_id = Uuid::now_v7();
-                let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
-                let target = req.uri().to_string();
                 let (parts, incoming) = req.into_parts();
-                let body = match read::bounded(incoming, self.governor.max_body).await {
-                    Ok(body) => body,
-                    Err(refusal) => {
-                        let audit = Audit::new(operation_id, &actor, &parts.headers);
-                        let received = Received::new(parts.method.as_str(), &target, None);
-                        return self
-                            .refuse(&audit, Some(&governed), received, refusal, ids)
-                            .await;
+                let actor = self.actor(&parts.headers, conn);
+                let received = Received::new(parts.method.as_str(), &parts.uri.to_string(), None);
+                let mut op = Operation::new(actor, parts.headers, received, Some(governed));
+                match read::bounded(incoming, self.governor.max_body).await {
+                    Ok(body) => {
+                        op.received.body = Some(body);
+                        self.change(op, conn, ids).await
                     }
-                };
-                let change = ChangeRequest {
-                    governed,
-                    headers: parts.headers,
-                    body,
-                    actor,
-                    target,
-                };
-                self.change(operation_id, change, conn, ids).await
+                    Err(refusal) => self.refuse(op, refusal, ids).await,
+                }
             }
             Classification::Batch(version) => self.batch(req, version, conn, ids).await,
             Classification::Refuse(refusal) => {
-                let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
-                let audit = Audit::new(Uuid::now_v7(), &actor, req.headers());
+                let actor = self.actor(req.headers(), conn);
+                let received = Received::new(req.method().as_str(), &req.uri().to_string(), None);
                 let governed = refusal.governed.as_deref().cloned();
-                let target = req.uri().to_string();
-                let received = Received::new(req.method().as_str(), &target, None);
-                self.refuse(&audit, governed.as_ref(), received, refusal, ids)
-                    .await
+                let (parts, _) = req.into_parts();
+                let mut op = Operation::new(actor, parts.headers, received, governed);
+                op.canonical = refusal.canonical.clone();
+                self.refuse(op, refusal, ids).await
             }
         }
+    }
+
+    /// Who is asking, as the log records it.
+    fn actor(&self, headers: &http::HeaderMap, conn: &ConnInfo) -> crate::audit::Actor {
+        actor::actor(headers, conn, self.governor.store.token_hasher())
+    }
+
+    /// End `op` refused by a check: its `denied` event and Graph's error.
+    async fn refuse(&self, op: Operation, refusal: Refusal, ids: &RequestIds) -> Response<Body> {
+        lifecycle::finish(self.recorder(), op, Exit::refused(refusal), ids).await
     }
 
     async fn pass_through(
@@ -219,11 +221,14 @@ impl Proxy {
         if !self.governor.record_reads {
             return self.pass_through(req, conn, ids).await;
         }
-        let actor = actor::actor(req.headers(), conn, self.governor.store.token_hasher());
-        let audit = Audit::new(Uuid::now_v7(), &actor, req.headers());
+        let actor = self.actor(req.headers(), conn);
+        let received = Received::new(req.method().as_str(), "", None);
+        let op = Operation::new(actor, req.headers().clone(), received, Some(governed));
         let started = Instant::now();
         let resp = self.pass_through(req, conn, ids).await;
-        let mut event = audit.event(EventKind::Read, &governed, "");
+        let mut event = op.event(EventKind::Read);
+        // A read is recorded against its own path, not a state path.
+        event.state_path = None;
         event.upstream_status = Some(resp.status().as_u16());
         event.request_id = resp
             .headers()
@@ -236,7 +241,7 @@ impl Proxy {
         if let Err(error) = self.governor.store.append(event).await {
             warn!(%error, "could not record a read");
         }
-        audit.tag(resp)
+        lifecycle::complete::tag(op.id, resp)
     }
 }
 

@@ -14,10 +14,11 @@ use std::path::Path;
 use http::HeaderValue;
 use tracing::{info, warn};
 
+use super::lifecycle::following;
 use super::locks::Locks;
 use super::state;
 use super::upstream::Upstream;
-use crate::audit::{Event, EventKind, Snapshot};
+use crate::audit::{EventKind, Snapshot};
 use crate::classify::OperationKind;
 use crate::store::{Store, StoreError};
 
@@ -50,18 +51,7 @@ pub(crate) async fn recover(
             .or_else(|| received.state_path.clone())
             .unwrap_or_default();
         let _lock = locks.lock(&lock_key).await;
-        let mut event = Event::new(received.operation_id, EventKind::Recovered);
-        event.method = received.method.clone();
-        event.canonical_path = received.canonical_path.clone();
-        event.api_version = received.api_version.clone();
-        event.partner_tenant_id = received.partner_tenant_id.clone();
-        event.operation = received.operation.clone();
-        event.actor = received.actor.clone();
-        event.client_request_id = received.client_request_id.clone();
-        event.request_body = received.request_body.clone();
-        event.before = received.before.clone();
-        event.decision = received.decision;
-        event.state_path = received.state_path.clone();
+        let mut event = following(received, EventKind::Recovered);
         let after = match (&received.state_path, &token) {
             (None, _) => unreadable("the received event names no state to read"),
             (_, None) => unreadable("no audit.recovery_token_file is configured"),

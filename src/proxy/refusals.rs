@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use super::Proxy;
 use crate::audit::{Event, EventKind, REFUSAL_SUMMARY, RefusalSummary};
+use crate::store::Store;
 
 /// Distinct error codes and methods named in one summary; the rest count under [`OTHER`].
 const MAX_NAMED: usize = 16;
@@ -360,17 +361,17 @@ impl Refusals {
     }
 }
 
-impl Proxy {
-    /// Append summaries; a failure is logged (the refusals themselves were answered).
-    pub(crate) async fn record_summaries(&self, events: Vec<Event>) {
-        for event in events {
-            let count = event.refusal_summary.as_ref().map_or(0, |s| s.count);
-            if let Err(error) = self.governor.store.append(event).await {
-                warn!(%error, refusals = count, "could not record a refusal summary");
-            }
+/// Append summaries; a failure is logged (the refusals themselves were answered).
+pub(crate) async fn record_summaries(store: &Store, events: Vec<Event>) {
+    for event in events {
+        let count = event.refusal_summary.as_ref().map_or(0, |s| s.count);
+        if let Err(error) = store.append(event).await {
+            warn!(%error, refusals = count, "could not record a refusal summary");
         }
     }
+}
 
+impl Proxy {
     /// Record the summaries of closed windows every half window until `stop`, then every pending
     /// one (shutdown: nothing counted is lost).
     pub async fn summarise_refusals(&self, stop: CancellationToken) {
@@ -383,12 +384,12 @@ impl Proxy {
                 _ = stop.cancelled() => break,
                 _ = ticks.tick() => {
                     let due = self.governor.refusals.tracker().due(Utc::now());
-                    self.record_summaries(due).await;
+                    record_summaries(&self.governor.store, due).await;
                 }
             }
         }
         let rest = self.governor.refusals.tracker().drain(Utc::now());
-        self.record_summaries(rest).await;
+        record_summaries(&self.governor.store, rest).await;
     }
 }
 

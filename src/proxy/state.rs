@@ -7,15 +7,14 @@
 //! landed anyway, shows here.
 
 use bytes::Bytes;
-use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
 use super::forward;
 use super::upstream::{Upstream, UpstreamError};
 use crate::audit::{Effect, Snapshot};
-use crate::body;
 use crate::classify::OperationKind;
 
 /// Largest state document read back (a partner with every setting is a few KiB).
@@ -36,8 +35,12 @@ pub(crate) async fn read(
     authorization: Option<&HeaderValue>,
 ) -> StateRead {
     let unreadable = |status: Option<u16>, error: String| Snapshot::Unreadable { status, error };
-    let uri = match forward::upstream_uri(upstream.target(), path_and_query) {
-        Ok(uri) => uri,
+    let outbound = forward::Outbound::StateRead {
+        path_and_query,
+        authorization,
+    };
+    let req = match outbound.build(upstream.target(), None) {
+        Ok(req) => req,
         Err(e) => {
             return StateRead {
                 snapshot: unreadable(None, format!("bad state path {path_and_query}: {e}")),
@@ -46,15 +49,6 @@ pub(crate) async fn read(
             };
         }
     };
-    // Built without the fallible builder: a GET of an already-valid URI cannot fail.
-    let mut req = Request::new(body::empty());
-    *req.uri_mut() = uri;
-    let headers = req.headers_mut();
-    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-    headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    if let Some(auth) = authorization {
-        headers.insert(AUTHORIZATION, auth.clone());
-    }
     let resp = match upstream.send(req).await {
         Ok(resp) => resp,
         Err(error) => {

@@ -7,12 +7,11 @@
 
 use std::sync::{Arc, PoisonError, RwLock};
 
-use http::HeaderValue;
-
-use super::{Proxy, state};
+use super::{Exit, Operation};
 use crate::audit::{Actor, Event, Snapshot};
 use crate::classify::Governed;
-use crate::rules::{self, Evaluation, RuleInput, RuleSet};
+use crate::proxy::ProxyError;
+use crate::rules::{self, Evaluation, RuleInput, RuleResult, RuleSet, Verdict};
 
 /// The rule set in force, replaced atomically on reload.
 #[derive(Clone)]
@@ -53,45 +52,67 @@ impl Decided {
     }
 }
 
-impl Proxy {
-    /// Evaluate the rules in force for this change.
-    pub(crate) async fn decide(
-        &self,
-        governed: &Governed,
-        body: Option<&serde_json::Value>,
-        before: &Snapshot,
-        actor: &Actor,
-        authorization: Option<&HeaderValue>,
-    ) -> Decided {
-        let rules = self.governor.rules.current();
-        // Only rules about the partner's consent settings need its document; read it only then.
-        let partner_state = match (&governed.partner, rules.needs_partner_state()) {
-            (Some(partner), true) => {
-                let path = format!(
-                    "/{}/policies/crossTenantAccessPolicy/partners/{partner}",
-                    governed.path.version.as_str()
-                );
-                state::read(&self.upstream, &path, authorization)
-                    .await
-                    .snapshot
-                    .value()
-                    .cloned()
-            }
-            _ => None,
-        };
-        let input = rule_input(
-            governed,
-            body,
-            before,
-            partner_state.as_ref(),
-            actor,
-            chrono::Utc::now(),
-        );
-        Decided {
-            evaluation: rules.evaluate(&input),
-            partner_state: input.partner_state,
+/// Evaluate `rules` for the operation (its body and before-state) and keep the decision in it.
+/// The partner's document, when a rule needs it, was read by the before phase: deciding does no
+/// I/O. A failing enforced rule ends the operation: `deny` with 403 `SyncgatePolicyViolation`,
+/// `require_approval` with 403 `SyncgateApprovalRequired` (the approval gate is a later issue).
+pub(super) fn decide(
+    rules: &RuleSet,
+    op: &mut Operation,
+    governed: &Governed,
+    partner_state: Option<serde_json::Value>,
+) -> Result<(), Exit> {
+    let before = op.before.clone().unwrap_or(Snapshot::Absent);
+    let input = rule_input(
+        governed,
+        op.body.as_ref(),
+        &before,
+        partner_state.as_ref(),
+        &op.actor,
+        chrono::Utc::now(),
+    );
+    let decided = Decided {
+        evaluation: rules.evaluate(&input),
+        partner_state: input.partner_state,
+    };
+    let refusal = match decided.evaluation.verdict() {
+        Verdict::Allow { .. } => None,
+        Verdict::Deny(result) => Some(ProxyError::PolicyViolation(
+            result
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("rule '{}' refused the change", result.rule)),
+        )),
+        Verdict::NeedsApproval(result) => {
+            Some(ProxyError::ApprovalRequired(needs_approval(&result)))
         }
+    };
+    op.decided = Some(decided);
+    match refusal {
+        Some(error) => Err(Exit::refused(error)),
+        None => Ok(()),
     }
+}
+
+/// Until the approval gate exists, a change that needs approval is refused, and the message says so.
+fn needs_approval(result: &RuleResult) -> String {
+    let because = result
+        .message
+        .as_deref()
+        .map(|m| {
+            let m = m.trim_end();
+            if m.ends_with(['.', '!', '?']) {
+                format!("{m} ")
+            } else {
+                format!("{m}. ")
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        "{because}This change needs approval (rule '{}'), and syncgate's approval gate is not \
+         enabled yet, so it was refused.",
+        result.rule
+    )
 }
 
 /// The document every rule decides on for `governed`, exactly as the proxy builds it; the rule
