@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 
 use super::forward::{Outbound, RebuiltBody};
 use super::lifecycle::{Operation, Received};
-use super::{Proxy, ProxyError, forward, read};
+use super::{Proxy, ProxyError, body_read, forward};
 use crate::body::{self, Body};
 use crate::classify::{self, ApiVersion, Batch, BatchRequest, Classification};
 use crate::graph_error::{GraphError, RequestIds};
@@ -50,7 +50,7 @@ impl Proxy {
             let received = Received::new(parts.method.as_str(), &parts.uri.to_string(), body);
             Operation::new(actor.clone(), parts.headers.clone(), received, None)
         };
-        let bytes = match read::bounded(incoming, self.governor.max_batch_body).await {
+        let bytes = match body_read::bounded(incoming, self.governor.max_batch_body).await {
             Ok(bytes) => bytes,
             Err(refusal) => return self.refuse(refused(None), refusal, ids).await,
         };

@@ -13,11 +13,11 @@
 
 mod actor;
 mod batch;
+mod body_read;
 mod error;
 pub mod forward;
 mod lifecycle;
 pub(crate) mod locks;
-mod read;
 pub(crate) mod recovery;
 mod refusals;
 mod state;
@@ -65,7 +65,7 @@ pub struct Governor {
     /// The local rules in force (swapped whole on reload).
     pub rules: RulesHandle,
     /// The body memory budget and stall timeout every governed and `$batch` body read shares.
-    body_limits: Arc<read::BodyLimits>,
+    body_limits: Arc<body_read::BodyLimits>,
     /// Refusals per client, summarised above a rate.
     refusals: refusals::Refusals,
 }
@@ -87,7 +87,7 @@ impl Governor {
     /// Hold at most `memory` bytes of governed and `$batch` bodies at once (a read waits up to
     /// `wait` for room, then gets 503), and refuse a body that stalls for `stall` with 408.
     pub fn with_body_limits(mut self, memory: usize, wait: Duration, stall: Duration) -> Self {
-        self.body_limits = Arc::new(read::BodyLimits::new(memory, wait, stall));
+        self.body_limits = Arc::new(body_read::BodyLimits::new(memory, wait, stall));
         self
     }
 
@@ -164,7 +164,7 @@ impl Proxy {
                 let actor = self.actor(&parts.headers, conn);
                 let received = Received::new(parts.method.as_str(), &parts.uri.to_string(), None);
                 let mut op = Operation::new(actor, parts.headers, received, Some(governed));
-                match read::bounded(incoming, self.governor.max_body).await {
+                match body_read::bounded(incoming, self.governor.max_body).await {
                     Ok(body) => {
                         op.received.body = Some(body);
                         self.change(op, conn, ids).await
@@ -263,7 +263,7 @@ impl Handler for Proxy {
             // Ids for a locally made error; forwarded responses carry the upstream's own.
             let ids = RequestIds::from_headers(req.headers());
             let limits = self.governor.body_limits.clone();
-            let response = read::scoped(limits, self.route(req, &conn, &ids)).await;
+            let response = body_read::scoped(limits, self.route(req, &conn, &ids)).await;
             let span = tracing::Span::current();
             span.record("status", response.status().as_u16());
             span.record("latency_ms", started.elapsed().as_millis() as u64);

@@ -21,6 +21,8 @@ mod emulator_control;
 mod governed;
 /// Hostile clients: timeouts, connection caps, the body memory budget.
 mod hostile;
+// Every exit of the governed lifecycle leaves one terminal event.
+mod lifecycle;
 /// The pass-through proxy.
 mod proxy;
 /// Parsed requests (governed writes, `$batch`) reach the upstream rebuilt, never as sent.

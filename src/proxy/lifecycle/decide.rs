@@ -139,3 +139,39 @@ pub(crate) fn rule_input(
         time,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Action, Mode};
+
+    fn result(message: Option<&str>) -> RuleResult {
+        RuleResult {
+            rule: "sync-allowlist".into(),
+            kind: "partner_allowlist".into(),
+            mode: Mode::Enforce,
+            action: Action::RequireApproval,
+            passed: false,
+            message: message.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_approval_message_reads_as_sentences_whatever_the_rule_said() {
+        let text = needs_approval(&result(Some("Partner is not on the allow-list")));
+        assert!(
+            text.starts_with("Partner is not on the allow-list. This change needs approval"),
+            "{text}"
+        );
+        let text = needs_approval(&result(Some("Partner is not listed.")));
+        assert!(
+            text.starts_with("Partner is not listed. This change"),
+            "{text}"
+        );
+        let text = needs_approval(&result(None));
+        assert!(
+            text.starts_with("This change needs approval (rule 'sync-allowlist')"),
+            "{text}"
+        );
+    }
+}
