@@ -362,14 +362,14 @@ fn batch(state: &mut State, body: Option<Value>, depth: usize) -> (StatusCode, O
             continue;
         };
         let text = |name: &str| {
-            member(&request, name)
+            member(request, name)
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        let id = member(&request, "id").cloned().unwrap_or(Value::Null);
+        let id = member(request, "id").cloned().unwrap_or(Value::Null);
         let method = text("method").unwrap_or_default();
         let url = text("url").unwrap_or_default();
-        let body = match member(&request, "body").cloned() {
+        let body = match member(request, "body").cloned() {
             Some(Value::String(b64)) => base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .ok()
@@ -388,7 +388,7 @@ fn member<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
         .iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
-        .last()
+        .next_back()
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ pub(super) async fn read(upstream: &Upstream, op: &mut Operation, path: &str) ->
     let read = state::read(upstream, path, op.authorization()).await;
     op.before = Some(read.snapshot.clone());
     if let Some(refused) = read.refused {
-        return Err(Exit::ReadRefusedUpstream(refused));
+        return Err(Exit::ReadRefusedUpstream(Box::new(refused)));
     }
     if let Snapshot::Unreadable { error, .. } = &read.snapshot {
         return Err(Exit::refused(ProxyError::BeforeStateUnavailable {

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::forward::Answer;
-use super::{Exit, Operation};
+use super::{Exit, Forwarded, Operation};
 use crate::audit::{Decision, Effect, Event, EventKind, Snapshot};
 use crate::body::{self, Body};
 use crate::graph_error::RequestIds;
@@ -46,8 +46,9 @@ pub(crate) async fn finish(
 ) -> Response<Body> {
     match exit {
         Exit::Refused(error) => refused(recorder, op, error, ids).await,
-        Exit::ReadRefusedUpstream(answer) => read_refused(recorder, op, answer).await,
-        Exit::Completed { answer, after } => {
+        Exit::ReadRefusedUpstream(answer) => read_refused(recorder, op, *answer).await,
+        Exit::Completed(forwarded) => {
+            let Forwarded { answer, after } = *forwarded;
             completed(recorder.store, op, answer, after, ids).await
         }
     }

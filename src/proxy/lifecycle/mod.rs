@@ -45,13 +45,16 @@ pub(crate) enum Exit {
     /// Recorded as `denied`.
     Refused(ProxyError),
     /// Graph refused the caller the before-read; its answer is relayed. Recorded as `denied`.
-    ReadRefusedUpstream(Response<Bytes>),
+    ReadRefusedUpstream(Box<Response<Bytes>>),
     /// The write went upstream: its answer (or failure) and the after-state. Recorded as
     /// `completed`.
-    Completed {
-        answer: forward::Answer,
-        after: Snapshot,
-    },
+    Completed(Box<Forwarded>),
+}
+
+/// A write that went upstream: its answer (or failure) and the after-state.
+pub(crate) struct Forwarded {
+    pub(crate) answer: forward::Answer,
+    pub(crate) after: Snapshot,
 }
 
 impl Exit {
@@ -137,7 +140,7 @@ impl Proxy {
         record::received(&self.governor.store, op).await?;
         let answer = forward::write(&self.upstream, conn, op, &governed).await;
         let after = after::read(&self.upstream, op, &state_path).await;
-        Ok(Exit::Completed { answer, after })
+        Ok(Exit::Completed(Box::new(Forwarded { answer, after })))
     }
 
     /// Where terminal events go.
