@@ -30,7 +30,7 @@ use super::lifecycle::{Operation, Received};
 use super::{Proxy, ProxyError, body_read, forward};
 use crate::body::{self, Body};
 use crate::classify::{self, ApiVersion, Batch, BatchRequest, Classification};
-use crate::graph_error::{GraphError, RequestIds};
+use crate::graph_error::RequestIds;
 use crate::server::ConnInfo;
 
 /// Largest sub-response body kept for the assembled batch response.
@@ -314,9 +314,8 @@ fn is_json(content_type: &str) -> bool {
 fn malformed_url(url: &str) -> Option<classify::Refusal> {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
-        return Some(classify::Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
+        return Some(classify::Refusal::bad_request(
+            classify::codes::BAD_REQUEST,
             "Invalid batch payload format.",
         ));
     }
@@ -331,9 +330,8 @@ fn malformed_url(url: &str) -> Option<classify::Refusal> {
             .split(['/', '?'])
             .next()
             .unwrap_or("");
-        classify::Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
+        classify::Refusal::bad_request(
+            classify::codes::BAD_REQUEST,
             format!("Resource not found for the segment '{original}'."),
         )
     })
@@ -395,16 +393,12 @@ async fn collect(resp: Response<Body>) -> (StatusCode, HeaderMap, Bytes) {
     match failure {
         None => (parts.status, parts.headers, Bytes::from(bytes)),
         Some(reason) => {
-            let error = GraphError::new(
-                StatusCode::BAD_GATEWAY,
-                "SyncgateUpstreamFailed",
-                format!("syncgate: the upstream response could not be read: {reason}"),
-            );
+            let (error, _) = ProxyError::UpstreamBody(reason).to_graph_error();
             let mut headers = HeaderMap::new();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             let ids = RequestIds::from_headers(&parts.headers);
             (
-                StatusCode::BAD_GATEWAY,
+                error.status,
                 headers,
                 Bytes::from(error.to_json(&ids).to_string()),
             )

@@ -22,14 +22,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response};
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 use crate::body::Body;
-use crate::classify::Refusal;
 
 /// The budget is counted in KiB so a `u32` permit count covers any sensible size.
 const UNIT: usize = 1024;
@@ -122,7 +121,7 @@ fn fallback_limits() -> Arc<BodyLimits> {
 
 /// Read at most `max` bytes: more is a 413 refusal, a broken stream a 400, a stalled one a 408, and
 /// no room in the body memory budget a 503.
-pub(crate) async fn bounded<B>(body: B, max: usize) -> Result<Bytes, Refusal>
+pub(crate) async fn bounded<B>(body: B, max: usize) -> Result<Bytes, Unread>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: std::fmt::Display,
@@ -135,7 +134,7 @@ where
     if matches!(result, Err(ReadError::Busy)) {
         let _ = REQUEST.try_with(|r| r.busy.set(true));
     }
-    result.map_err(|e| e.refusal(max, &limits))
+    result.map_err(|e| e.unread(max, &limits))
 }
 
 /// Why a body was not read.
@@ -154,46 +153,46 @@ enum ReadError {
 }
 
 impl ReadError {
-    fn refusal(self, max: usize, limits: &BodyLimits) -> Refusal {
+    /// The error the client is answered with, naming the limit it met.
+    fn unread(self, max: usize, limits: &BodyLimits) -> Unread {
         match self {
-            ReadError::TooLarge => Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "SyncgateBodyTooLarge",
-                format!(
-                    "The request body exceeds syncgate's limit of {max} bytes for this request \
-                     (audit.max_body for governed changes, audit.max_batch_body for $batch)."
-                ),
-            ),
-            ReadError::OverBudget => Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "SyncgateBodyTooLarge",
-                format!(
-                    "The request body exceeds syncgate's memory budget of {} bytes for request \
-                     bodies.",
-                    limits.budget_bytes
-                ),
-            ),
-            ReadError::Stalled => Refusal::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "SyncgateRequestTimeout",
-                format!(
-                    "The request body made no progress for {} ms; syncgate stopped waiting for it.",
-                    limits.stall.as_millis()
-                ),
-            ),
-            ReadError::Busy => Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SyncgateBusy",
-                "syncgate is holding as many request bodies as its memory budget allows. Retry \
-                 shortly.",
-            ),
-            ReadError::Broken(error) => Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("The request body could not be read: {error}"),
-            ),
+            ReadError::TooLarge => Unread::TooLarge { max },
+            ReadError::OverBudget => Unread::OverBudget {
+                budget: limits.budget_bytes,
+            },
+            ReadError::Stalled => Unread::Stalled {
+                stall: limits.stall,
+            },
+            ReadError::Busy => Unread::Busy,
+            ReadError::Broken(error) => Unread::Broken(error),
         }
     }
+}
+
+/// Why a request body was not read, as the client is told ([`crate::proxy::ProxyError::Body`]
+/// gives each its status and code).
+#[derive(Debug, thiserror::Error)]
+pub enum Unread {
+    #[error(
+        "The request body exceeds syncgate's limit of {max} bytes for this request \
+         (audit.max_body for governed changes, audit.max_batch_body for $batch)."
+    )]
+    TooLarge { max: usize },
+    #[error(
+        "The request body exceeds syncgate's memory budget of {budget} bytes for request bodies."
+    )]
+    OverBudget { budget: usize },
+    #[error(
+        "The request body made no progress for {} ms; syncgate stopped waiting for it.",
+        .stall.as_millis()
+    )]
+    Stalled { stall: Duration },
+    #[error(
+        "syncgate is holding as many request bodies as its memory budget allows. Retry shortly."
+    )]
+    Busy,
+    #[error("The request body could not be read: {0}")]
+    Broken(String),
 }
 
 /// A body being read: its bytes and the budget they are paid from. Dropping it (or the last
@@ -451,24 +450,25 @@ mod tests {
             let (tx, body) = chunks();
             tx.send(Bytes::from_static(b"{}")).await.unwrap();
             drop(tx);
-            let refusal = bounded(body, 1024).await.unwrap_err();
-            assert_eq!(refusal.status, StatusCode::SERVICE_UNAVAILABLE);
-            assert_eq!(refusal.code, "SyncgateBusy");
-            refusal
-                .into_graph_error()
-                .into_response(&crate::graph_error::RequestIds {
-                    request_id: "r".into(),
-                    client_request_id: "c".into(),
-                })
+            let error = crate::proxy::ProxyError::Body(bounded(body, 1024).await.unwrap_err());
+            assert_eq!(error.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(error.code(), "SyncgateBusy");
+            error.into_response(&crate::graph_error::RequestIds {
+                request_id: "r".into(),
+                client_request_id: "c".into(),
+            })
         })
         .await;
         assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
         drop(hog);
         let response = scoped(limits, async {
-            let refusal = bounded(Full::new(Bytes::from(vec![0; 2048])), 1024)
+            let error = bounded(Full::new(Bytes::from(vec![0; 2048])), 1024)
                 .await
                 .unwrap_err();
-            assert_eq!(refusal.status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(
+                crate::proxy::ProxyError::Body(error).status(),
+                http::StatusCode::PAYLOAD_TOO_LARGE
+            );
             Response::new(crate::body::empty())
         })
         .await;

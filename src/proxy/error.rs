@@ -11,6 +11,7 @@
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
+use super::body_read::Unread;
 use super::upstream::UpstreamError;
 use crate::body::{Body, ClientBodyError};
 use crate::classify::Refusal;
@@ -26,6 +27,12 @@ pub enum ProxyError {
     /// A check refused the request (the classifier, the body reader, the read phase).
     #[error("{}", .0.message)]
     Refused(Refusal),
+    /// The request's body could not be read (too large, stalled, broken, or no memory for it).
+    #[error(transparent)]
+    Body(#[from] Unread),
+    /// The governed request names no partner tenant (none in the URL, none in the POST body).
+    #[error("{0}")]
+    NoPartner(&'static str),
     /// The caller asked for something syncgate does not do (e.g. CONNECT tunnelling).
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -116,6 +123,15 @@ impl ProxyError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ProxyError::Refused(refusal) => (refusal.status, refusal.code),
+            ProxyError::Body(unread) => match unread {
+                Unread::TooLarge { .. } | Unread::OverBudget { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "SyncgateBodyTooLarge")
+                }
+                Unread::Stalled { .. } => (StatusCode::REQUEST_TIMEOUT, "SyncgateRequestTimeout"),
+                Unread::Busy => (StatusCode::SERVICE_UNAVAILABLE, "SyncgateBusy"),
+                Unread::Broken(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            },
+            ProxyError::NoPartner(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ProxyError::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "Request_BadRequest")
             }
@@ -148,6 +164,8 @@ impl ProxyError {
     fn message(&self) -> String {
         match self {
             ProxyError::Refused(refusal) => return refusal.message.clone(),
+            ProxyError::Body(unread) => return unread.to_string(),
+            ProxyError::NoPartner(message) => return (*message).to_owned(),
             ProxyError::PolicyViolation(message) | ProxyError::ApprovalRequired(message) => {
                 return message.clone();
             }

@@ -32,7 +32,6 @@ use tracing::{Instrument, info, warn};
 
 use crate::audit::{Decision, EventKind};
 use crate::body::Body;
-use crate::classify::Refusal;
 use crate::classify::{self, Classification, Governed};
 use crate::graph_error::RequestIds;
 use crate::server::{ConnInfo, DropConnection, Handler};
@@ -191,8 +190,13 @@ impl Proxy {
     }
 
     /// End `op` refused by a check: its `denied` event and Graph's error.
-    async fn refuse(&self, op: Operation, refusal: Refusal, ids: &RequestIds) -> Response<Body> {
-        lifecycle::finish(self.recorder(), op, Exit::refused(refusal), ids).await
+    async fn refuse(
+        &self,
+        op: Operation,
+        error: impl Into<ProxyError>,
+        ids: &RequestIds,
+    ) -> Response<Body> {
+        lifecycle::finish(self.recorder(), op, Exit::refused(error), ids).await
     }
 
     async fn pass_through(

@@ -6,12 +6,12 @@
 //! resource, and a write to it that went unrecorded would show up as drift on the next governed
 //! change.
 
-use http::StatusCode;
 use http::header::CONTENT_TYPE;
 use serde_json::Value;
 
 use super::{Exit, Operation};
 use crate::classify::{self, Governed, OperationKind, Refusal};
+use crate::proxy::ProxyError;
 
 /// Parse the body, bind the partner, and find where the state is read. On success the
 /// operation holds the body and the state path, and the bound request is returned.
@@ -34,12 +34,8 @@ pub(super) fn read(op: &mut Operation) -> Result<Governed, Exit> {
     Ok(governed)
 }
 
-fn no_partner() -> Refusal {
-    Refusal::new(
-        StatusCode::BAD_REQUEST,
-        "BadRequest",
-        "The request names no partner tenant.",
-    )
+fn no_partner() -> ProxyError {
+    ProxyError::NoPartner("The request names no partner tenant.")
 }
 
 /// For a partner POST the key is in the body; for sync writes a `tenantId` in the body must name
@@ -62,9 +58,8 @@ pub(crate) fn bind_partner(
         }
     }
     if governed.kind == OperationKind::PartnerCreate && governed.partner.is_none() {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
+        return Err(Refusal::bad_request(
+            classify::codes::BAD_REQUEST,
             "Creating a partner needs a body with its tenantId.",
         ));
     }
