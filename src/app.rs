@@ -143,12 +143,14 @@ pub async fn start(
         h2_keep_alive_timeout: limits.h2_keepalive_timeout,
         max_connections: limits.max_connections,
         max_connections_per_client: limits.max_connections_per_client,
+        name: "proxy",
     };
     let admin = Arc::new(Admin::new(shutdown.clone()));
     let admin_options = ServeOptions {
         tls: None,
         max_connections: ADMIN_MAX_CONNECTIONS,
         max_connections_per_client: ADMIN_MAX_CONNECTIONS,
+        name: "admin",
         ..proxy_options.clone()
     };
 
@@ -169,6 +171,7 @@ pub async fn start(
         summaries_stop.cancel();
         let _ = summaries.await;
         store.close().await;
+        tracing::info!("audit log closed; syncgate stopped");
     });
     Ok(RunningProxy {
         proxy_addr,
