@@ -28,6 +28,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot create the audit log's folder {path}")]
+    StoreFolder {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the audit log {path}")]
     Store {
         path: std::path::PathBuf,
@@ -66,6 +71,12 @@ pub async fn start(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<RunningProxy, StartError> {
+    settings
+        .create_store_folder()
+        .map_err(|source| StartError::StoreFolder {
+            path: settings.store_folder_to_create.clone().unwrap_or_default(),
+            source,
+        })?;
     let store = Store::open(
         &settings.db_path,
         StoreOptions {

@@ -184,3 +184,68 @@ fn a_shutdown_names_each_listener_once_and_says_when_it_stopped() {
     }
     assert!(stderr.contains("syncgate stopped"), "{stderr}");
 }
+
+/// The shipped reference configuration, started as a new user starts it from a checkout, keeps
+/// the audit log and its token key in the user's data folder: nothing new appears in `config/`
+/// (where `git status` would show the key).
+#[test]
+fn the_shipped_config_keeps_the_audit_log_and_its_key_out_of_the_source_tree() {
+    let config_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(config_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(syncgate_bin())
+        .args(["serve", "--config", &format!("{config_dir}/syncgate.toml")])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--upstream", NO_UPSTREAM])
+        .env("HOME", home.path())
+        .env_remove("XDG_DATA_HOME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines {
+        if line.unwrap().starts_with("syncgate: admin listening") {
+            break;
+        }
+    }
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    assert!(child.wait().unwrap().success());
+    let folder = home.path().join(".local/share/syncgate");
+    assert!(folder.join("syncgate.db").is_file());
+    assert!(folder.join("syncgate.db.token-key").is_file());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    assert_eq!(listing(), before, "syncgate wrote into config/");
+}
+
+#[test]
+fn the_default_audit_log_follows_xdg_data_home() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(syncgate_bin())
+        .arg("check-config")
+        .env("XDG_DATA_HOME", data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let expected = data.path().join("syncgate/syncgate.db");
+    assert!(
+        stdout.contains(&format!("audit log {}", expected.display())),
+        "{stdout}"
+    );
+    assert!(
+        !data.path().join("syncgate").exists(),
+        "check-config created a folder"
+    );
+}
