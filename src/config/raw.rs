@@ -202,7 +202,7 @@ fn default_max_body() -> String {
     "1MiB".into()
 }
 
-/// `audit.max_batch_body`: Graph documents no byte limit for `$batch` (graph-reference §6 gives
+/// `audit.max_batch_body`: Graph documents no byte limit for `$batch` (docs/graph.md §6 gives
 /// only the 20-request cap), but refuses request bodies of a few MB (its simple-upload and
 /// attachment limits are 4 MB), so a batch Graph would accept fits in 4 MiB. Checked on the
 /// stream, before parsing: a hostile batch costs at most this much memory to refuse.

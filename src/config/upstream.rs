@@ -17,7 +17,7 @@ impl std::fmt::Display for UpstreamTarget {
     }
 }
 
-/// Graph's national clouds by name (graph-reference.md §7).
+/// Graph's national clouds by name (docs/graph.md §7).
 pub const CLOUDS: &[(&str, &str)] = &[
     ("global", "https://graph.microsoft.com"),
     ("usgov", "https://graph.microsoft.us"),

@@ -1,7 +1,7 @@
-//! Local rules: the *decide* step of the lifecycle (DESIGN.md). Given one governed change — what
-//! it is, the state before it, the state it would leave, who asks and when — every rule says
-//! whether the change keeps it, and [`Evaluation::verdict`] turns the answers into allow, deny or
-//! "needs approval".
+//! Local rules: the *decide* step of the lifecycle (docs/design.md "The request lifecycle",
+//! "Local rules"). Given one governed change — what it is, the state before it, the state it would
+//! leave, who asks and when — every rule says whether the change keeps it, and
+//! [`Evaluation::verdict`] turns the answers into allow, deny or "needs approval".
 //!
 //! The module is pure: no I/O after [`RuleSet::load`], no clock (the time is part of the input),
 //! so the proxy, `syncgate rules test` and the backtest all get the same answer for the same
