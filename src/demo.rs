@@ -141,7 +141,7 @@ struct Started {
     db: PathBuf,
 }
 
-pub async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub(crate) async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
     let emulator_listener = TcpListener::bind("127.0.0.1:0").await?;
     let emulator_url = format!("http://{}", emulator_listener.local_addr()?);
     let emulator_task = tokio::spawn(emulator::run(

@@ -8,9 +8,9 @@ use std::time::Duration;
 /// A value that does not parse, with the key it was given for.
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {message}")]
-pub struct InvalidValue {
-    pub key: &'static str,
-    pub message: String,
+pub(crate) struct InvalidValue {
+    pub(crate) key: &'static str,
+    pub(crate) message: String,
 }
 
 fn invalid(key: &'static str, message: String) -> InvalidValue {
@@ -18,7 +18,7 @@ fn invalid(key: &'static str, message: String) -> InvalidValue {
 }
 
 /// `"250ms"`, `"30s"`, `"5m"`, `"1h"`.
-pub fn duration(key: &'static str, value: &str) -> Result<Duration, InvalidValue> {
+pub(crate) fn duration(key: &'static str, value: &str) -> Result<Duration, InvalidValue> {
     let v = value.trim();
     let split = v
         .find(|c: char| !c.is_ascii_digit())
@@ -43,7 +43,7 @@ pub fn duration(key: &'static str, value: &str) -> Result<Duration, InvalidValue
 }
 
 /// `"1048576"`, `"512KiB"`, `"1MiB"`.
-pub fn size(key: &'static str, value: &str) -> Result<usize, InvalidValue> {
+pub(crate) fn size(key: &'static str, value: &str) -> Result<usize, InvalidValue> {
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, unit) = v.split_at(split);

@@ -28,9 +28,10 @@ use crate::tls::{self, ClientAuth, TlsError};
 use crate::units::{self, InvalidValue};
 
 pub use limits::{DEFAULT_MAX_CONNECTIONS_CEILING, FD_RESERVE, Limits, RawLimits, open_file_limit};
+pub(crate) use raw::default_store_path;
 pub use raw::{
     ClientAuthMode, DEFAULT_MAX_BATCH_BODY, RawAdmin, RawAudit, RawListenerTls, RawProxy, RawStore,
-    RawUpstream, default_store_path,
+    RawUpstream,
 };
 pub use upstream::{CLOUDS, UpstreamTarget};
 
@@ -318,7 +319,7 @@ pub struct Settings {
     pub db_path: PathBuf,
     /// The default audit log folder, when it does not exist yet: created (private) at start by
     /// [`Settings::create_store_folder`]. A configured `store.path`'s folder must exist.
-    pub store_folder_to_create: Option<PathBuf>,
+    pub(crate) store_folder_to_create: Option<PathBuf>,
     /// How long a write waits for a locked database before the change is refused with 503.
     pub busy_timeout: Duration,
     /// Record GETs of sync policies as `read` events.
@@ -363,7 +364,7 @@ impl Settings {
 
     /// Create the default audit log folder when it is missing, readable by its owner only (the
     /// log and its token key are private).
-    pub fn create_store_folder(&self) -> std::io::Result<()> {
+    pub(crate) fn create_store_folder(&self) -> std::io::Result<()> {
         let Some(dir) = &self.store_folder_to_create else {
             return Ok(());
         };

@@ -182,7 +182,7 @@ fn default_pool_idle_timeout() -> String {
 /// working directory or the configuration's folder: those are often a source checkout, where the
 /// log and its `.token-key` would show up in `git status`. With neither variable set (a bare
 /// service environment) it is `syncgate.db`, relative like any other path.
-pub fn default_store_path() -> PathBuf {
+pub(crate) fn default_store_path() -> PathBuf {
     let absolute = |name| {
         std::env::var_os(name)
             .map(PathBuf::from)
