@@ -28,6 +28,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot create the audit log's folder {path}")]
+    StoreFolder {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the audit log {path}")]
     Store {
         path: std::path::PathBuf,
@@ -66,6 +71,12 @@ pub async fn start(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<RunningProxy, StartError> {
+    settings
+        .create_store_folder()
+        .map_err(|source| StartError::StoreFolder {
+            path: settings.store_folder_to_create.clone().unwrap_or_default(),
+            source,
+        })?;
     let store = Store::open(
         &settings.db_path,
         StoreOptions {
@@ -143,12 +154,14 @@ pub async fn start(
         h2_keep_alive_timeout: limits.h2_keepalive_timeout,
         max_connections: limits.max_connections,
         max_connections_per_client: limits.max_connections_per_client,
+        name: "proxy",
     };
     let admin = Arc::new(Admin::new(shutdown.clone()));
     let admin_options = ServeOptions {
         tls: None,
         max_connections: ADMIN_MAX_CONNECTIONS,
         max_connections_per_client: ADMIN_MAX_CONNECTIONS,
+        name: "admin",
         ..proxy_options.clone()
     };
 
@@ -169,6 +182,7 @@ pub async fn start(
         summaries_stop.cancel();
         let _ = summaries.await;
         store.close().await;
+        tracing::info!("audit log closed; syncgate stopped");
     });
     Ok(RunningProxy {
         proxy_addr,

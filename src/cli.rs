@@ -19,7 +19,7 @@ use crate::{app, audit_cli, demo, emulator, rules_cli, tls};
 #[derive(Debug, Parser)]
 #[command(name = "syncgate", version, propagate_version = true)]
 pub struct Cli {
-    /// Log line format on stderr (level from RUST_LOG, default info).
+    /// Log line format on stderr (level from RUST_LOG, default info; warn for `demo`).
     #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
@@ -68,6 +68,8 @@ pub enum Command {
     },
     /// Run the whole stack on this machine with no setup: the emulator as the upstream, the proxy
     /// in front of it, on free local ports; prints what to try, serves until Ctrl-C.
+    ///
+    /// Logs only warnings, so the narration reads uninterrupted; RUST_LOG=info shows every request.
     Demo {
         /// Proxy listen address (default: a free local port).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
@@ -109,7 +111,11 @@ impl ConfigArgs {
 /// The binary's entry point.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let log_level = match cli.command {
+        Command::Demo { .. } => demo::DEFAULT_LOG_LEVEL,
+        _ => "info",
+    };
+    telemetry::init(cli.log_format, log_level);
     tls::install_default_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,5 +1,14 @@
 //! `syncgate demo`: the emulator and the proxy in one process on free local ports, so a new user
 //! sees syncgate work with no setup and no access to Graph.
+//!
+//! The demo is read by someone who has never seen syncgate, so its output is narration: no log
+//! lines in between (logs default to warnings, see [`DEFAULT_LOG_LEVEL`]), lines of at most 100
+//! columns, every suggestion says what it will do, and every printed command runs as printed
+//! (nothing puts `syncgate` on the PATH after `cargo run`, so the running executable's own path is
+//! printed unless the PATH already finds it). Its files live in one temporary folder that is
+//! removed when the demo stops, Ctrl-C included.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use http::{Method, Request};
@@ -15,7 +24,11 @@ use crate::body::{self, Body};
 use crate::config::RawConfig;
 use crate::server::ServeOptions;
 use crate::store::{Filter, StoreOptions, StoreReader};
-use crate::{app, audit_cli, emulator, token};
+use crate::{app, emulator, token};
+
+/// The demo's log level when `RUST_LOG` is not set: the narration on stdout is the output, and
+/// `RUST_LOG=info syncgate demo` shows every request as the server would log it.
+pub(crate) const DEFAULT_LOG_LEVEL: &str = "warn";
 
 /// A tenant id for the demo's example partner, on the demo's sync allow-list.
 const DEMO_PARTNER: &str = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551";
@@ -36,7 +49,99 @@ type = "display_name"
 allowlist = "sync-allowlist"
 "#;
 
-pub async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
+const PARTNERS: &str = "/v1.0/policies/crossTenantAccessPolicy/partners";
+
+/// The demo's folder (audit log, token file), removed with everything in it when dropped: at the
+/// end of a run, on Ctrl-C (which ends the run gracefully) and when the demo fails.
+struct DemoDir(PathBuf);
+
+impl DemoDir {
+    /// A new folder in the system's temporary folder, with a short random name so the paths the
+    /// demo prints stay short.
+    fn create() -> anyhow::Result<Self> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let name = format!("syncgate-demo-{}", &id[id.len() - 8..]);
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One narrated change: what it shows, and the request.
+struct Step {
+    what: &'static str,
+    method: Method,
+    path: String,
+    body: Value,
+}
+
+/// The changes the demo makes: allowed ones, and both kinds of refusal.
+fn steps() -> [Step; 6] {
+    let sync = format!("{PARTNERS}/{DEMO_PARTNER}/identitySynchronization");
+    let unlisted_sync = format!("{PARTNERS}/{UNLISTED_PARTNER}/identitySynchronization");
+    let step = |what, method, path: &str, body| Step {
+        what,
+        method,
+        path: path.to_owned(),
+        body,
+    };
+    [
+        step(
+            "create partner Fabrikam (on the allow-list)",
+            Method::POST,
+            PARTNERS,
+            json!({"tenantId": DEMO_PARTNER}),
+        ),
+        step(
+            "enable inbound user sync for Fabrikam: allowed, forwarded, recorded",
+            Method::PUT,
+            &sync,
+            json!({"displayName": "Fabrikam", "userSyncInbound": {"isSyncAllowed": true}}),
+        ),
+        step(
+            "disable it again",
+            Method::PATCH,
+            &sync,
+            json!({"userSyncInbound": {"isSyncAllowed": false}}),
+        ),
+        step(
+            "a mis-cased property: refused before anything reaches Graph",
+            Method::PATCH,
+            &sync,
+            json!({"UserSyncInbound": {"isSyncAllowed": true}}),
+        ),
+        step(
+            "create partner Unknown Ltd (not on the allow-list)",
+            Method::POST,
+            PARTNERS,
+            json!({"tenantId": UNLISTED_PARTNER}),
+        ),
+        step(
+            "enable sync for Unknown Ltd: refused by the rule sync-allowlist",
+            Method::PUT,
+            &unlisted_sync,
+            json!({"displayName": "Unknown Ltd", "userSyncInbound": {"isSyncAllowed": true}}),
+        ),
+    ]
+}
+
+/// What the demo started, for the closing guide.
+struct Started {
+    proxy: String,
+    admin: String,
+    emulator: String,
+    dir: PathBuf,
+    db: PathBuf,
+}
+
+pub(crate) async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
     let emulator_listener = TcpListener::bind("127.0.0.1:0").await?;
     let emulator_url = format!("http://{}", emulator_listener.local_addr()?);
     let emulator_task = tokio::spawn(emulator::run(
@@ -45,119 +150,219 @@ pub async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()
         shutdown.clone(),
     ));
 
-    let dir = std::env::temp_dir().join(format!("syncgate-demo-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = DemoDir::create()?;
+    let db = dir.0.join("syncgate.db");
     let mut raw: RawConfig = toml::from_str(DEMO_RULES).context("the demo's rules")?;
     raw.proxy.listen = listen.to_owned();
     raw.admin.listen = "127.0.0.1:0".into();
     raw.upstream.url = emulator_url.clone();
-    raw.store.path = dir.join("syncgate.db");
+    raw.store.path = db.clone();
     let settings = raw.validate().context("demo configuration")?;
     let running = app::start(settings, shutdown.clone()).await?;
+    let token = demo_token();
+    std::fs::write(dir.0.join("token"), &token).context("cannot write the demo token")?;
+    let started = Started {
+        proxy: running.url(),
+        admin: format!("http://{}", running.admin_addr),
+        emulator: emulator_url,
+        dir: dir.0.clone(),
+        db,
+    };
 
-    let proxy = running.url();
-    let token = token::unsigned_jwt(&json!({
+    println!("syncgate demo: the Graph emulator as the upstream, syncgate in front of it.");
+    println!("\nMaking six changes through the proxy:\n");
+    let ids = make_changes(&started.proxy, &token).await?;
+    print_trail(&started.db, &ids).await?;
+    print_guide(&started, ids.last().and_then(Option::as_deref));
+
+    running.stopped().await;
+    let _ = emulator_task.await;
+    drop(dir);
+    Ok(())
+}
+
+/// An unsigned JWT for a demo administrator: syncgate and the emulator read its claims only.
+fn demo_token() -> String {
+    token::unsigned_jwt(&json!({
         "oid": "5f1d2c3b-0000-4000-8000-00000000d3e0",
         "upn": "demo.admin@contoso.example",
         "tid": "00000000-0000-4000-8000-0000000c0470",
         "idtyp": "user",
         "scp": "Policy.ReadWrite.CrossTenantAccess",
-    }));
-    let base = format!("{proxy}/v1.0/policies/crossTenantAccessPolicy/partners");
-    let db = dir.join("syncgate.db");
+    }))
+}
 
-    // A few changes through the proxy, so the trail has something to show.
+/// Send the demo's changes, narrating each; their `x-syncgate-audit-id`s in order.
+async fn make_changes(proxy: &str, token: &str) -> anyhow::Result<Vec<Option<String>>> {
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
-    let sync = format!("{base}/{DEMO_PARTNER}/identitySynchronization");
-    let unlisted_sync = format!("{base}/{UNLISTED_PARTNER}/identitySynchronization");
-    let steps: [(&str, Method, &str, Option<Value>); 6] = [
-        (
-            "create the partner",
-            Method::POST,
-            &base,
-            Some(json!({"tenantId": DEMO_PARTNER})),
-        ),
-        (
-            "enable user sync",
-            Method::PUT,
-            &sync,
-            Some(json!({"displayName": "Fabrikam", "userSyncInbound": {"isSyncAllowed": true}})),
-        ),
-        (
-            "disable it again",
-            Method::PATCH,
-            &sync,
-            Some(json!({"userSyncInbound": {"isSyncAllowed": false}})),
-        ),
-        (
-            "a mis-cased property (refused before reaching Graph)",
-            Method::PATCH,
-            &sync,
-            Some(json!({"UserSyncInbound": {"isSyncAllowed": true}})),
-        ),
-        (
-            "create a partner not on the allow-list",
-            Method::POST,
-            &base,
-            Some(json!({"tenantId": UNLISTED_PARTNER})),
-        ),
-        (
-            "enable sync for it (refused by rule sync-allowlist)",
-            Method::PUT,
-            &unlisted_sync,
-            Some(json!({"displayName": "Unknown Ltd", "userSyncInbound": {"isSyncAllowed": true}})),
-        ),
-    ];
-    println!("syncgate demo: making a few changes through the proxy ...");
-    let mut last_audit_id = None;
-    for (what, method, url, body) in steps {
-        let (status, audit_id) = send(&client, method.clone(), url, &token, body).await?;
+    let mut ids = Vec::new();
+    for (n, step) in steps().into_iter().enumerate() {
+        let method = step.method.clone();
+        let url = format!("{proxy}{}", step.path);
+        let (status, audit_id) = send(&client, method.clone(), &url, token, step.body).await?;
+        println!("  {}. {}", n + 1, step.what);
         println!(
-            "  {what:<55} {method} -> {status}  (x-syncgate-audit-id {})",
+            "     {method} -> {status}, audit id {}",
             audit_id.as_deref().unwrap_or("-")
         );
-        last_audit_id = audit_id.or(last_audit_id);
+        ids.push(audit_id);
     }
-    let reader = StoreReader::open(&db, &StoreOptions::default()).await?;
-    let trail = reader.list(&Filter::default()).await?;
+    Ok(ids)
+}
+
+/// The trail the changes left, one line per event, narrow enough for a terminal (the full table
+/// is `syncgate audit list`). Events are read as their stored JSON, the form `audit` exports.
+async fn print_trail(db: &Path, ids: &[Option<String>]) -> anyhow::Result<()> {
+    let reader = StoreReader::open(db, &StoreOptions::default()).await?;
+    let trail = reader.list(&Filter::default()).await;
     reader.close().await;
     println!(
-        "\nThe audit trail so far (syncgate audit list --db {}):\n",
-        db.display()
+        "\nThe audit trail: a change is recorded as \"received\" before it is sent and \
+         \"completed\"\nafter Graph answered; a refusal is one \"denied\" event. STEP is the \
+         change above.\n"
     );
-    print!("{}", audit_cli::render_table(&trail));
+    let header = [
+        "STEP",
+        "KIND",
+        "OPERATION",
+        "PARTNER",
+        "DECISION",
+        "STATUS",
+        "EFFECT",
+    ];
+    let mut rows = vec![header.map(str::to_owned)];
+    for recorded in trail? {
+        let event = serde_json::to_value(&recorded.event)?;
+        let field = |name: &str| match &event[name] {
+            Value::Null => "-".to_owned(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let step = ids
+            .iter()
+            .position(|id| id.as_deref() == Some(field("operation_id").as_str()))
+            .map_or("-".to_owned(), |i| (i + 1).to_string());
+        let partner = match field("partner_tenant_id").as_str() {
+            DEMO_PARTNER => "Fabrikam".to_owned(),
+            UNLISTED_PARTNER => "Unknown Ltd".to_owned(),
+            other => other.to_owned(),
+        };
+        rows.push([
+            step,
+            field("kind"),
+            field("operation"),
+            partner,
+            field("decision"),
+            field("upstream_status"),
+            field("effect"),
+        ]);
+    }
+    print!("{}", aligned(&rows));
+    Ok(())
+}
 
+/// Rows as left-aligned columns, indented by two spaces.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::from(" ");
+        for (cell, w) in row.iter().zip(widths) {
+            line.push_str(&format!(" {cell:<w$} "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Where everything runs, and what to try next: each suggestion says what it will do, and every
+/// command runs as printed in a POSIX shell.
+fn print_guide(s: &Started, refused_id: Option<&str>) {
+    let (define_exe, exe) = match syncgate_command() {
+        Some(on_path) => (String::new(), on_path),
+        None => (
+            format!("  SYNCGATE={}\n", shell_quote(&current_exe_display())),
+            "\"$SYNCGATE\"".to_owned(),
+        ),
+    };
     println!(
         r#"
-syncgate demo is running.
+syncgate demo is running. Ctrl-C stops it and removes {dir}.
 
   proxy (point Graph clients here)  {proxy}
-  admin (/healthz, /readyz)         http://{admin}
-  Graph emulator (the upstream)     {emulator_url}
-  audit log file                    {db}
-  local rules                       sync only for {DEMO_PARTNER} ("Fabrikam")
+  admin (/healthz, /readyz)         {admin}
+  Graph emulator (the upstream)     {emulator}
+  audit log                         {db}
+  local rules                       sync only for partner Fabrikam, and only under that name
 
-Look closer:
+Look closer (paste into a shell):
 
-  syncgate audit show {op} --db {db}
-  syncgate audit verify --db {db}
+{define_exe}  DB={db_quoted}
+  # every event of the last change (refused): who asked, what, which rule said no and why
+  {exe} audit show {op} --db "$DB"
+  # recompute the log's hash chain: exit 0 when it is intact
+  {exe} audit verify --db "$DB"
 
-Try it yourself (the token is an unsigned demo JWT; syncgate and the emulator read its claims only):
+Try it yourself (the token is an unsigned demo JWT: syncgate and the emulator read its claims):
 
-  export TOKEN='{token}'
-  curl -s -X PATCH {sync} -H "Authorization: Bearer $TOKEN" \
-       -H 'Content-Type: application/json' -d '{{"displayName":"Fabrikam Ltd"}}' -D - -o /dev/null
-  curl -s "{base}?\$expand=identitySynchronization" -H "Authorization: Bearer $TOKEN"
-  curl -s {emulator_url}/_emulator/state
+  export TOKEN="$(cat {token})"
+  P={proxy}{PARTNERS}
+  S="$P/{DEMO_PARTNER}/identitySynchronization"
+  # Rename Fabrikam's sync policy to a name the rules did not approve: refused with 403, and
+  # the body, in Graph's error shape, names the rule (sync-names) and why.
+  curl -s -i -w '\n' -X PATCH "$S" -H "Authorization: Bearer $TOKEN" \
+       -H 'Content-Type: application/json' -d '{{"displayName":"Fabrikam Ltd"}}'
+  # The same with the approved name: allowed, forwarded to Graph, recorded (204, with the
+  # change's x-syncgate-audit-id header).
+  curl -s -i -w '\n' -X PATCH "$S" -H "Authorization: Bearer $TOKEN" \
+       -H 'Content-Type: application/json' -d '{{"displayName":"Fabrikam"}}'
+  # List the partners with their sync policies: a read, passed through unchanged.
+  curl -s -w '\n' "$P?\$expand=identitySynchronization" -H "Authorization: Bearer $TOKEN"
+  # The emulator's own view of its state (test support, not part of Graph).
+  curl -s -w '\n' {emulator}/_emulator/state
 
 Press Ctrl-C to stop."#,
-        admin = running.admin_addr,
-        db = db.display(),
-        op = last_audit_id.as_deref().unwrap_or("<operation id>"),
+        dir = s.dir.display(),
+        proxy = s.proxy,
+        admin = s.admin,
+        emulator = s.emulator,
+        db = s.db.display(),
+        db_quoted = shell_quote(&s.db.display().to_string()),
+        token = shell_quote(&s.dir.join("token").display().to_string()),
+        op = refused_id.unwrap_or("<operation id>"),
     );
-    running.stopped().await;
-    let _ = emulator_task.await;
-    Ok(())
+}
+
+/// `syncgate` when the PATH finds this very executable, else `None` (a `cargo run` build).
+fn syncgate_command() -> Option<String> {
+    let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
+    let name = exe.file_name()?.to_owned();
+    let found = std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(&name))
+        .find(|candidate| candidate.is_file())?;
+    (found.canonicalize().ok()? == exe).then(|| name.to_string_lossy().into_owned())
+}
+
+fn current_exe_display() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "syncgate".to_owned())
+}
+
+/// `s` as one POSIX shell word: unchanged when it holds only safe characters, else single-quoted.
+fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// One request through the proxy: its status and `x-syncgate-audit-id`.
@@ -166,17 +371,16 @@ async fn send(
     method: Method,
     url: &str,
     token: &str,
-    body: Option<Value>,
+    body: Value,
 ) -> anyhow::Result<(http::StatusCode, Option<String>)> {
-    let mut req = Request::builder()
+    let req = Request::builder()
         .method(method)
         .uri(url)
-        .header("authorization", format!("Bearer {token}"));
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    let body = body.map_or_else(body::empty, |b| body::full(b.to_string()));
-    let resp = client.request(req.body(body)?).await?;
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json");
+    let resp = client
+        .request(req.body(body::full(body.to_string()))?)
+        .await?;
     let status = resp.status();
     let audit_id = resp
         .headers()
@@ -185,4 +389,17 @@ async fn send(
         .map(str::to_owned);
     resp.into_body().collect().await?;
     Ok((status, audit_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn shell_quote_leaves_plain_paths_and_quotes_the_rest() {
+        assert_eq!(shell_quote("/tmp/a-b_c.db"), "/tmp/a-b_c.db");
+        assert_eq!(shell_quote("/tmp/my dir/x"), "'/tmp/my dir/x'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

@@ -5,7 +5,8 @@
 //! - [`cli`]: the command line; [`audit_cli`] its `audit` commands; [`rules_cli`] its `rules`
 //!   commands (rule tests, backtest); [`demo`] runs the whole stack.
 //!   These are the CLI edge, the only places `anyhow` is used.
-//! - [`config`]: the TOML file, parsed then validated into [`config::Settings`].
+//! - [`config`]: the TOML file, parsed then validated into [`config::Settings`]; `units` reads
+//!   its durations and sizes (shared with [`rules`], so neither imports the other).
 //! - [`app`]: opens the audit log, recovers interrupted changes, binds the proxy and admin
 //!   listeners and runs them until shutdown.
 //! - [`server`]: the shared accept loop (HTTP/1.1 + HTTP/2, TLS, graceful drain).
@@ -41,3 +42,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+mod units;

@@ -91,6 +91,9 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Connections open at once from one client address.
     pub max_connections_per_client: usize,
+    /// What the log calls this listener ("proxy", "admin", "emulator"), so shutdown messages say
+    /// which one is draining and which has stopped.
+    pub name: &'static str,
 }
 
 impl Default for ServeOptions {
@@ -108,6 +111,7 @@ impl Default for ServeOptions {
             h2_keep_alive_timeout: Duration::from_secs(20),
             max_connections: 1024,
             max_connections_per_client: 1024,
+            name: "emulator",
         }
     }
 }
@@ -186,22 +190,40 @@ pub async fn serve<H: Handler>(
         }
     }
     drop(listener);
+    drain(
+        connections,
+        shared.options.name,
+        shared.options.shutdown_grace,
+    )
+    .await;
+}
+
+/// Let the connections of a listener that stopped accepting finish their in-flight requests for at
+/// most `grace`, then cut the rest. Logs once when draining starts and once when the listener has
+/// stopped, naming it (several listeners share one shutdown).
+async fn drain(mut connections: JoinSet<()>, name: &'static str, grace: Duration) {
     let open = connections.len();
-    let grace = shared.options.shutdown_grace;
-    if open > 0 {
-        info!(
-            open,
-            grace_ms = grace.as_millis() as u64,
-            "draining connections"
-        );
-    }
+    info!(
+        listener = name,
+        open,
+        grace_ms = grace.as_millis() as u64,
+        "stopped accepting; draining connections"
+    );
     // Every connection task watches `shutdown` too: it is finishing its in-flight requests.
     let drained = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, drained).await.is_err() {
-        warn!("shutdown grace period over; closing the remaining connections");
-    }
+    let cut = if tokio::time::timeout(grace, drained).await.is_err() {
+        let cut = connections.len();
+        warn!(
+            listener = name,
+            cut, "shutdown grace period over; closing the remaining connections"
+        );
+        cut
+    } else {
+        0
+    };
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+    info!(listener = name, cut, "listener stopped");
 }
 
 /// One connection, from accept to close: the first byte, the TLS handshake, then HTTP. Before HTTP

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::config::{BuiltinType, RawBuiltin};
 use super::input::{Facts, SyncAfter, carries_sync_policy, enabled_members};
+use super::raw::{BuiltinType, RawBuiltin};
 use super::window::Window;
 use super::{Action, Mode};
 use crate::classify::{OperationKind, TenantId};

@@ -1,13 +1,13 @@
-//! Local rules: the *decide* step of the lifecycle (DESIGN.md). Given one governed change — what
-//! it is, the state before it, the state it would leave, who asks and when — every rule says
-//! whether the change keeps it, and [`Evaluation::verdict`] turns the answers into allow, deny or
-//! "needs approval".
+//! Local rules: the *decide* step of the lifecycle (docs/design.md "The request lifecycle",
+//! "Local rules"). Given one governed change — what it is, the state before it, the state it would
+//! leave, who asks and when — every rule says whether the change keeps it, and
+//! [`Evaluation::verdict`] turns the answers into allow, deny or "needs approval".
 //!
 //! The module is pure: no I/O after [`RuleSet::load`], no clock (the time is part of the input),
 //! so the proxy, `syncgate rules test` and the backtest all get the same answer for the same
 //! [`RuleInput`].
 //!
-//! - `config`: the `[rules]` TOML table as written ([`RawRules`]);
+//! - `raw`: the `[rules]` TOML table as written ([`RawRules`]);
 //! - `input`: the input document ([`RuleInput`]) and [`expected_after`];
 //! - `builtin`: the eight built-in rules; `window`: change windows;
 //! - `rego`: custom rules in Rego.
@@ -18,8 +18,8 @@
 //! records — and an action for when an enforced rule fails: `deny`, or `require_approval`.
 
 mod builtin;
-mod config;
 mod input;
+mod raw;
 mod rego;
 mod window;
 
@@ -35,10 +35,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use builtin::DEFAULT_PERMISSION;
-pub use config::{
+pub use input::{Change, RuleInput, expected_after};
+pub use raw::{
     BuiltinType, DEFAULT_QUERY, DEFAULT_REGO_TIME_LIMIT, RawBuiltin, RawPartner, RawRego, RawRules,
 };
-pub use input::{Change, RuleInput, expected_after};
 
 use builtin::BuiltinRule;
 use input::Facts;
@@ -237,7 +237,7 @@ impl RuleSet {
                 .rego_time_limit
                 .as_deref()
                 .unwrap_or(DEFAULT_REGO_TIME_LIMIT);
-            crate::config::parse_duration("rules.rego_time_limit", text).map_err(|e| {
+            crate::units::duration("rules.rego_time_limit", text).map_err(|e| {
                 RulesError::Invalid {
                     place: "rules".into(),
                     message: e.to_string(),

@@ -28,7 +28,7 @@ use regorus::Engine;
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value;
 
-use super::config::{DEFAULT_QUERY, RawRego};
+use super::raw::{DEFAULT_QUERY, RawRego};
 use super::{Action, Mode, RulesError};
 
 /// How many units of work regorus does between two looks at the clock.

@@ -17,6 +17,8 @@ mod emulator;
 mod emulator_batch;
 /// The Graph emulator's `/_emulator/*` test-support endpoints and injected faults.
 mod emulator_control;
+/// Issue 8: a new user's first hour (demo narration, logs, shutdown, shipped configuration).
+mod first_hour;
 /// Governed changes: classification, recording, refusals, $batch.
 mod governed;
 /// Hostile clients: timeouts, connection caps, the body memory budget.

@@ -1,0 +1,396 @@
+//! Configuration: one TOML file, read in two stages.
+//!
+//! [`RawConfig`] mirrors the file (`raw`: every table `deny_unknown_fields`, so a typo fails loudly
+//! with the key's name and position); [`RawConfig::validate`] turns it into [`Settings`], where
+//! addresses are parsed, the upstream is resolved (`upstream`), TLS files are loaded, durations are
+//! typed and the client limits derived (`limits`). Nothing starts until validation passes, and
+//! `syncgate check-config` runs exactly the same validation. `config/syncgate.toml` is the
+//! commented reference for every key.
+//!
+//! The `[rules]` table is the rules' own business: this module only carries it
+//! ([`crate::rules::RawRules`]) and asks [`crate::rules::RuleSet::load`] to validate it; the rules
+//! never import the configuration (durations and sizes are read by the leaf module
+//! [`crate::units`]).
+
+mod limits;
+mod raw;
+mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::tls::{self, ClientAuth, TlsError};
+use crate::units::{self, InvalidValue};
+
+pub use limits::{DEFAULT_MAX_CONNECTIONS_CEILING, FD_RESERVE, Limits, RawLimits, open_file_limit};
+pub(crate) use raw::default_store_path;
+pub use raw::{
+    ClientAuthMode, DEFAULT_MAX_BATCH_BODY, RawAdmin, RawAudit, RawListenerTls, RawProxy, RawStore,
+    RawUpstream,
+};
+pub use upstream::{CLOUDS, UpstreamTarget};
+
+/// A configuration that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("{key}")]
+    Tls { key: &'static str, source: TlsError },
+    #[error("{}invalid rules", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
+    Rules {
+        /// The configuration file the rules came from, when they came from one.
+        file: Option<PathBuf>,
+        source: crate::rules::RulesError,
+    },
+}
+
+impl From<InvalidValue> for ConfigError {
+    fn from(e: InvalidValue) -> Self {
+        ConfigError::Invalid {
+            key: e.key,
+            message: e.message,
+        }
+    }
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub rules: crate::rules::RawRules,
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// The folder relative paths are resolved against (the config file's folder, or the working
+    /// directory); Rego files are loaded from it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file this configuration was read from, for error messages.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// Values given on the command line, which win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub db: Option<PathBuf>,
+    pub admin_listen: Option<String>,
+}
+
+impl RawConfig {
+    /// Read and parse a file; relative paths inside it are taken relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        if let Some(dir) = path.parent() {
+            raw.resolve_paths(dir);
+            raw.base_dir = dir.to_owned();
+        }
+        raw.file = Some(path.to_owned());
+        Ok(raw)
+    }
+
+    fn resolve_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        if let Some(tls) = &mut self.proxy.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            if let Some(ca) = &mut tls.client_ca {
+                fix(ca);
+            }
+        }
+        if let Some(ca) = &mut self.upstream.extra_ca {
+            fix(ca);
+        }
+        fix(&mut self.store.path);
+        if let Some(token) = &mut self.audit.recovery_token_file {
+            fix(token);
+        }
+    }
+
+    pub fn apply(&mut self, o: Overrides) {
+        if let Some(v) = o.listen {
+            self.proxy.listen = v;
+        }
+        if let Some(v) = o.upstream {
+            self.upstream.url = v;
+        }
+        if let Some(v) = o.db {
+            self.store.path = v;
+        }
+        if let Some(v) = o.admin_listen {
+            self.admin.listen = v;
+        }
+    }
+
+    /// Check every value and load the TLS material: the second stage.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let (listen, admin_listen) = self.listen_addrs()?;
+        let tls = self.proxy_tls()?;
+        let upstream = UpstreamTarget::parse(&self.upstream.url)?;
+        let client_tls =
+            tls::client_config(self.upstream.extra_ca.as_deref()).map_err(|source| {
+                ConfigError::Tls {
+                    key: "upstream.extra_ca",
+                    source,
+                }
+            })?;
+        let store_folder_to_create = self.store_folder()?;
+        let max_body = parse_size("audit.max_body", &self.audit.max_body)?;
+        let max_batch_body = parse_size("audit.max_batch_body", &self.audit.max_batch_body)?;
+        let largest_body = if max_batch_body > max_body {
+            ("audit.max_batch_body", max_batch_body)
+        } else {
+            ("audit.max_body", max_body)
+        };
+        let proxy = &self.proxy;
+        let up = &self.upstream;
+        Ok(Settings {
+            listen,
+            admin_listen,
+            tls,
+            shutdown_grace: parse_duration("proxy.shutdown_grace", &proxy.shutdown_grace)?,
+            header_read_timeout: parse_duration(
+                "proxy.header_read_timeout",
+                &proxy.header_read_timeout,
+            )?,
+            upstream,
+            client_tls,
+            connect_timeout: parse_duration("upstream.connect_timeout", &up.connect_timeout)?,
+            upstream_timeout: parse_duration("upstream.timeout", &up.timeout)?,
+            pool_idle_timeout: parse_duration("upstream.pool_idle_timeout", &up.pool_idle_timeout)?,
+            db_path: self.store.path.clone(),
+            store_folder_to_create,
+            busy_timeout: parse_duration("store.busy_timeout", &self.store.busy_timeout)?,
+            record_reads: self.audit.record_reads,
+            max_body,
+            max_batch_body,
+            recovery_token_file: self.audit.recovery_token_file.clone(),
+            refusal_limits: self.refusal_limits()?,
+            rules: Arc::new(self.load_rules()?),
+            limits: self.limits.validate(largest_body)?,
+        })
+    }
+
+    fn listen_addrs(&self) -> Result<(SocketAddr, SocketAddr), ConfigError> {
+        let listen = parse_addr("proxy.listen", &self.proxy.listen)?;
+        let admin_listen = parse_addr("admin.listen", &self.admin.listen)?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(invalid(
+                "admin.listen",
+                "must differ from proxy.listen (the admin API never shares the proxy port)",
+            ));
+        }
+        Ok((listen, admin_listen))
+    }
+
+    /// `[proxy.tls]`, loaded: the certificate, its key and the client CA when one is set.
+    fn proxy_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+        let Some(t) = &self.proxy.tls else {
+            return Ok(None);
+        };
+        let client_auth = match (&t.client_ca, t.client_auth) {
+            (Some(ca), mode) => Some(ClientAuth {
+                ca: ca.clone(),
+                required: mode == ClientAuthMode::Required,
+            }),
+            (None, ClientAuthMode::Required) => {
+                return Err(invalid(
+                    "proxy.tls.client_auth",
+                    "\"required\" needs proxy.tls.client_ca",
+                ));
+            }
+            (None, ClientAuthMode::Optional) => None,
+        };
+        tls::server_config(&t.cert, &t.key, client_auth.as_ref())
+            .map(Some)
+            .map_err(|source| ConfigError::Tls {
+                key: "proxy.tls",
+                source,
+            })
+    }
+
+    /// The audit log's folder must exist when `store.path` is configured (a typo should not
+    /// scatter logs); the default folder is created at start, so it is returned to create.
+    fn store_folder(&self) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(dir) = self.store.path.parent() else {
+            return Ok(None);
+        };
+        if dir.as_os_str().is_empty() || dir.is_dir() {
+            return Ok(None);
+        }
+        if self.store.path == default_store_path() {
+            return Ok(Some(dir.to_owned()));
+        }
+        Err(invalid(
+            "store.path",
+            format!("folder {} does not exist", dir.display()),
+        ))
+    }
+
+    fn refusal_limits(&self) -> Result<crate::proxy::RefusalLimits, ConfigError> {
+        let window = parse_duration("audit.refusal_window", &self.audit.refusal_window)?;
+        if window.is_zero() {
+            return Err(invalid("audit.refusal_window", "must be longer than 0"));
+        }
+        if self.audit.refusal_clients == 0 {
+            return Err(invalid("audit.refusal_clients", "must be at least 1"));
+        }
+        Ok(crate::proxy::RefusalLimits {
+            burst: self.audit.refusal_burst,
+            window,
+            clients: self.audit.refusal_clients,
+        })
+    }
+
+    /// Validate and compile the `[rules]` table (also what a SIGHUP reload runs).
+    pub fn load_rules(&self) -> Result<crate::rules::RuleSet, ConfigError> {
+        crate::rules::RuleSet::load(&self.rules, &self.base_dir).map_err(|source| {
+            ConfigError::Rules {
+                file: self.file.clone(),
+                source,
+            }
+        })
+    }
+}
+
+/// Validated settings, ready to start from.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// The proxy listener's TLS; plain HTTP (HTTP/1.1 and h2c) when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+    pub upstream: UpstreamTarget,
+    /// Roots (webpki plus `upstream.extra_ca`) the upstream client trusts.
+    pub client_tls: rustls::ClientConfig,
+    pub connect_timeout: Duration,
+    /// Longest wait for the upstream's response head.
+    pub upstream_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    /// The audit log's SQLite file.
+    pub db_path: PathBuf,
+    /// The default audit log folder, when it does not exist yet: created (private) at start by
+    /// [`Settings::create_store_folder`]. A configured `store.path`'s folder must exist.
+    pub(crate) store_folder_to_create: Option<PathBuf>,
+    /// How long a write waits for a locked database before the change is refused with 503.
+    pub busy_timeout: Duration,
+    /// Record GETs of sync policies as `read` events.
+    pub record_reads: bool,
+    /// Largest governed request body read (413 above).
+    pub max_body: usize,
+    /// Largest `$batch` body read, before parsing (413 above).
+    pub max_batch_body: usize,
+    /// A file holding a bearer token for re-reading state at start-up after a crash.
+    pub recovery_token_file: Option<PathBuf>,
+    /// When refusals from one client are summarised instead of recorded one by one.
+    pub refusal_limits: crate::proxy::RefusalLimits,
+    /// The local rules, compiled.
+    pub rules: Arc<crate::rules::RuleSet>,
+    /// Timeouts, connection caps and the body memory budget (`[limits]`).
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("tls", &self.tls.is_some())
+            .field("upstream", &self.upstream.to_string())
+            .field("db_path", &self.db_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// Settings for a proxy in front of `upstream` with every default, on loopback port 0, with
+    /// its audit log at `db`.
+    pub fn for_upstream(upstream: &str, db: &Path) -> Result<Self, ConfigError> {
+        let mut raw = RawConfig::default();
+        raw.proxy.listen = "127.0.0.1:0".into();
+        raw.admin.listen = "127.0.0.1:0".into();
+        raw.upstream.url = upstream.into();
+        raw.store.path = db.to_owned();
+        raw.validate()
+    }
+
+    /// Create the default audit log folder when it is missing, readable by its owner only (the
+    /// log and its token key are private).
+    pub(crate) fn create_store_folder(&self) -> std::io::Result<()> {
+        let Some(dir) = &self.store_folder_to_create else {
+            return Ok(());
+        };
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)
+    }
+}
+
+fn parse_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|e| {
+        invalid(
+            key,
+            format!("{value:?} is not an address like 127.0.0.1:8080: {e}"),
+        )
+    })
+}
+
+/// `"250ms"`, `"30s"`, `"5m"`, `"1h"` (see [`crate::units`]).
+pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    Ok(units::duration(key, value)?)
+}
+
+/// `"1048576"`, `"512KiB"`, `"1MiB"` (see [`crate::units`]).
+pub fn parse_size(key: &'static str, value: &str) -> Result<usize, ConfigError> {
+    Ok(units::size(key, value)?)
+}

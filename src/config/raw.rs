@@ -1,0 +1,212 @@
+//! The configuration file as written: stage one of two ([`super::RawConfig::validate`] is stage
+//! two). Every table is `deny_unknown_fields`, so a typo fails with the key's name and position,
+//! and every key has its default here, the values `config/syncgate.toml` documents.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: String,
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: String,
+    pub tls: Option<RawListenerTls>,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            shutdown_grace: default_grace(),
+            header_read_timeout: default_header_read_timeout(),
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub client_auth: ClientAuthMode,
+}
+
+/// Whether clients must present a certificate when `client_ca` is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// Ask for a certificate; accept clients without one.
+    #[default]
+    Optional,
+    /// Refuse the handshake without a valid certificate.
+    Required,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    #[serde(default = "default_upstream")]
+    pub url: String,
+    pub extra_ca: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout: String,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            url: default_upstream(),
+            extra_ca: None,
+            connect_timeout: default_connect_timeout(),
+            timeout: default_upstream_timeout(),
+            pool_idle_timeout: default_pool_idle_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    #[serde(default = "default_busy_timeout")]
+    pub busy_timeout: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+            busy_timeout: default_busy_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    #[serde(default)]
+    pub record_reads: bool,
+    #[serde(default = "default_max_body")]
+    pub max_body: String,
+    #[serde(default = "default_max_batch_body")]
+    pub max_batch_body: String,
+    pub recovery_token_file: Option<PathBuf>,
+    /// Refusals per client recorded one by one within `refusal_window`; more are summarised.
+    #[serde(default = "default_refusal_burst")]
+    pub refusal_burst: u32,
+    #[serde(default = "default_refusal_window")]
+    pub refusal_window: String,
+    /// Clients whose refusals are tracked at once.
+    #[serde(default = "default_refusal_clients")]
+    pub refusal_clients: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            record_reads: false,
+            max_body: default_max_body(),
+            max_batch_body: default_max_batch_body(),
+            recovery_token_file: None,
+            refusal_burst: default_refusal_burst(),
+            refusal_window: default_refusal_window(),
+            refusal_clients: default_refusal_clients(),
+        }
+    }
+}
+
+fn default_refusal_burst() -> u32 {
+    crate::proxy::RefusalLimits::default().burst
+}
+fn default_refusal_window() -> String {
+    "10s".into()
+}
+fn default_refusal_clients() -> usize {
+    crate::proxy::RefusalLimits::default().clients
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_grace() -> String {
+    "30s".into()
+}
+fn default_header_read_timeout() -> String {
+    "30s".into()
+}
+fn default_upstream() -> String {
+    "global".into()
+}
+fn default_connect_timeout() -> String {
+    "10s".into()
+}
+fn default_upstream_timeout() -> String {
+    "100s".into()
+}
+fn default_pool_idle_timeout() -> String {
+    "90s".into()
+}
+/// `store.path` when the file does not set it: the user's data folder,
+/// `$XDG_DATA_HOME/syncgate/syncgate.db`, else `~/.local/share/syncgate/syncgate.db`. Never the
+/// working directory or the configuration's folder: those are often a source checkout, where the
+/// log and its `.token-key` would show up in `git status`. With neither variable set (a bare
+/// service environment) it is `syncgate.db`, relative like any other path.
+pub(crate) fn default_store_path() -> PathBuf {
+    let absolute = |name| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let data =
+        absolute("XDG_DATA_HOME").or_else(|| absolute("HOME").map(|h| h.join(".local/share")));
+    match data {
+        Some(dir) => dir.join("syncgate").join("syncgate.db"),
+        None => "syncgate.db".into(),
+    }
+}
+fn default_busy_timeout() -> String {
+    "5s".into()
+}
+fn default_max_body() -> String {
+    "1MiB".into()
+}
+
+/// `audit.max_batch_body`: Graph documents no byte limit for `$batch` (docs/graph.md §6 gives
+/// only the 20-request cap), but refuses request bodies of a few MB (its simple-upload and
+/// attachment limits are 4 MB), so a batch Graph would accept fits in 4 MiB. Checked on the
+/// stream, before parsing: a hostile batch costs at most this much memory to refuse.
+pub const DEFAULT_MAX_BATCH_BODY: usize = 4 * 1024 * 1024;
+fn default_max_batch_body() -> String {
+    "4MiB".into()
+}

@@ -1,0 +1,140 @@
+//! The configuration's two stages, on the shipped reference file and on edge cases.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::limits::connection_caps;
+use super::*;
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/syncgate.toml");
+    let raw = RawConfig::load(&path).unwrap();
+    let settings = raw.validate().unwrap();
+    assert_eq!(settings.upstream.to_string(), "https://graph.microsoft.com");
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let err = toml::from_str::<RawConfig>("[proxy]\nlisen = \"1.2.3.4:5\"\n").unwrap_err();
+    assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
+    let err = toml::from_str::<RawConfig>("[proxi]\n").unwrap_err();
+    assert!(err.to_string().contains("unknown field `proxi`"), "{err}");
+}
+
+#[test]
+fn clouds_resolve_by_name_and_urls_must_not_carry_a_path() {
+    assert_eq!(
+        UpstreamTarget::parse("usgov").unwrap().to_string(),
+        "https://graph.microsoft.us"
+    );
+    assert_eq!(
+        UpstreamTarget::parse("DOD").unwrap().to_string(),
+        "https://dod-graph.microsoft.us"
+    );
+    assert_eq!(
+        UpstreamTarget::parse("china").unwrap().authority.host(),
+        "microsoftgraph.chinacloudapi.cn"
+    );
+    assert!(UpstreamTarget::parse("http://127.0.0.1:9000/").is_ok());
+    assert!(UpstreamTarget::parse("https://graph.microsoft.com/v1.0").is_err());
+    assert!(UpstreamTarget::parse("ftp://x").is_err());
+    assert!(UpstreamTarget::parse("moon").is_err());
+}
+
+#[test]
+fn sizes_take_binary_units() {
+    assert_eq!(parse_size("k", "1MiB").unwrap(), 1 << 20);
+    assert_eq!(parse_size("k", "512KiB").unwrap(), 512 << 10);
+    assert_eq!(parse_size("k", "100").unwrap(), 100);
+    assert!(parse_size("k", "1MB").is_err());
+    assert!(parse_size("k", "0").is_err());
+    assert!(parse_size("k", "MiB").is_err());
+}
+
+#[test]
+fn durations_need_a_unit() {
+    assert_eq!(
+        parse_duration("k", "250ms").unwrap(),
+        Duration::from_millis(250)
+    );
+    assert_eq!(parse_duration("k", "2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("k", "30").is_err());
+    assert!(parse_duration("k", "s").is_err());
+    assert!(parse_duration("k", "3d").is_err());
+}
+
+#[test]
+fn overrides_win_over_the_file() {
+    let mut raw = RawConfig::default();
+    raw.apply(Overrides {
+        listen: Some("127.0.0.1:1".into()),
+        upstream: Some("china".into()),
+        db: Some("x.db".into()),
+        admin_listen: Some("127.0.0.1:2".into()),
+    });
+    let s = raw.validate().unwrap();
+    assert_eq!(s.listen.port(), 1);
+    assert_eq!(s.admin_listen.port(), 2);
+    assert_eq!(s.db_path, PathBuf::from("x.db"));
+    assert_eq!(
+        s.upstream.authority.host(),
+        "microsoftgraph.chinacloudapi.cn"
+    );
+}
+
+#[test]
+fn required_client_auth_needs_a_ca() {
+    let raw: RawConfig = toml::from_str(
+        "[proxy.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_auth = \"required\"\n",
+    )
+    .unwrap();
+    let err = raw.validate().err().unwrap();
+    assert!(
+        err.to_string().starts_with("proxy.tls.client_auth"),
+        "{err}"
+    );
+}
+#[test]
+fn connection_caps_stay_under_the_open_file_limit() {
+    // Defaults: half of what the reserve leaves, a quarter of that per client.
+    assert_eq!(connection_caps(1024, None, None).unwrap(), (480, 120));
+    assert_eq!(connection_caps(128, None, None).unwrap(), (32, 8));
+    assert_eq!(
+        connection_caps(u64::MAX, None, None).unwrap(),
+        (
+            DEFAULT_MAX_CONNECTIONS_CEILING,
+            DEFAULT_MAX_CONNECTIONS_CEILING / 4
+        )
+    );
+    assert_eq!(
+        connection_caps(1024, Some(100), Some(100)).unwrap(),
+        (100, 100)
+    );
+    let err = connection_caps(1024, Some(481), None).unwrap_err();
+    assert!(err.to_string().contains("at most 480"), "{err}");
+    let err = connection_caps(64, None, None).unwrap_err();
+    assert!(err.to_string().contains("no room"), "{err}");
+    assert!(connection_caps(1024, Some(10), Some(11)).is_err());
+    assert!(connection_caps(1024, Some(0), None).is_err());
+    assert!(connection_caps(1024, None, Some(0)).is_err());
+}
+
+#[test]
+fn limits_refuse_zero_timeouts_and_a_budget_below_the_body_cap() {
+    let raw: RawConfig = toml::from_str("[limits]\nidle_timeout = \"0s\"\n").unwrap();
+    let err = raw.validate().err().unwrap();
+    assert!(err.to_string().starts_with("limits.idle_timeout"), "{err}");
+    let raw: RawConfig =
+        toml::from_str("[audit]\nmax_body = \"2MiB\"\n[limits]\nbody_memory = \"1MiB\"\n").unwrap();
+    let err = raw.validate().err().unwrap();
+    assert!(err.to_string().starts_with("limits.body_memory"), "{err}");
+    let raw: RawConfig =
+        toml::from_str("[audit]\nmax_batch_body = \"8MiB\"\n[limits]\nbody_memory = \"4MiB\"\n")
+            .unwrap();
+    let err = raw.validate().err().unwrap().to_string();
+    assert!(err.contains("audit.max_batch_body"), "{err}");
+    let limits = RawConfig::default().validate().unwrap().limits;
+    assert_eq!(limits.body_memory, 64 << 20);
+    assert!(limits.max_connections as u64 <= limits.open_file_limit);
+}
