@@ -15,7 +15,7 @@ use crate::body::{self, Body};
 use crate::config::RawConfig;
 use crate::server::ServeOptions;
 use crate::store::{Filter, StoreOptions, StoreReader};
-use crate::{app, audit_cli, emulator, token};
+use crate::{app, cli, emulator, token};
 
 /// A tenant id for the demo's example partner, on the demo's sync allow-list.
 const DEMO_PARTNER: &str = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551";
@@ -125,7 +125,7 @@ pub async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Result<()
         "\nThe audit trail so far (syncgate audit list --db {}):\n",
         db.display()
     );
-    print!("{}", audit_cli::render_table(&trail));
+    print!("{}", cli::audit::render_table(&trail));
 
     println!(
         r#"

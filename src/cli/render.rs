@@ -1,0 +1,183 @@
+//! How the command-line tools write: aligned tables, times (read and written), short rule
+//! versions, and stdout. `audit` and `rules` both print through this one module, so neither
+//! reaches into the other for a helper and their output reads alike.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+
+use crate::audit::{Effect, Event};
+
+/// `Ok(false)` when stdout was closed by the reader (stop quietly), errors otherwise.
+pub(crate) fn ignore_closed_pipe(result: io::Result<()>) -> anyhow::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+/// Write a report to stdout; a closed pipe (`| head`) ends quietly.
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    ignore_closed_pipe(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    )?;
+    Ok(())
+}
+
+/// A value, or `-` when there is none.
+pub(crate) fn dash(value: Option<&str>) -> String {
+    match value {
+        Some(v) if !v.is_empty() => v.to_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Who, in one word: the UPN, else the application id, else the object id.
+pub(crate) fn actor_name(event: &Event) -> String {
+    let a = &event.actor;
+    dash(a.upn.as_deref().or(a.appid.as_deref()).or(a.oid.as_deref()))
+}
+
+/// An effect as the log spells it (`applied`, `not_applied`, ...).
+pub(crate) fn effect_name(effect: Effect) -> String {
+    serde_json::to_value(effect)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The first 12 characters of a rules version: enough to tell versions apart in a report.
+pub(crate) fn short_version(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
+}
+
+// ---------------------------------------------------------------------------------------------
+// tables
+// ---------------------------------------------------------------------------------------------
+
+/// Widen `widths` so every cell of `rows` fits.
+pub(crate) fn grow_widths<R: AsRef<[String]>>(widths: &mut [usize], rows: &[R]) {
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row.as_ref()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+}
+
+/// One table line: every cell but the last padded to its column's width, two spaces apart.
+pub(crate) fn write_aligned(
+    out: &mut impl Write,
+    row: &[String],
+    widths: &[usize],
+) -> io::Result<()> {
+    let mut line = String::new();
+    for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+        if i + 1 == row.len() {
+            line.push_str(cell);
+        } else {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+    }
+    writeln!(out, "{}", line.trim_end())
+}
+
+/// A whole table, header first, its columns as wide as their widest cell.
+pub(crate) fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    grow_widths(&mut widths, rows);
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_aligned(&mut out, &header, &widths);
+    for row in rows {
+        let _ = write_aligned(&mut out, row.as_ref(), &widths);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// times
+// ---------------------------------------------------------------------------------------------
+
+/// A time to the second, as tables show it.
+pub(crate) fn time_secs(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A time to the microsecond, as the log keeps it.
+pub(crate) fn time_micros(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// `850 ms`, `12.4 s`, `3 min 20 s`, `26 h 5 min`.
+pub(crate) fn human_duration(d: chrono::TimeDelta) -> String {
+    let ms = d.num_milliseconds();
+    match ms {
+        ..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
+    }
+}
+
+fn parse_time(s: &str, date_offset_days: u64) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.checked_add_days(chrono::Days::new(date_offset_days)))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            format!("{s:?} is neither RFC 3339 (2025-06-01T08:00:00Z) nor a date (2025-06-01)")
+        })
+}
+
+/// `--since`: RFC 3339, or a UTC date (from the start of that day).
+pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_time(s, 0)
+}
+
+/// `--until`: a date means "until the end of that day": the start of the next one, exclusive.
+pub(crate) fn parse_until(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_time(s, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_cover_whole_days_and_rfc3339_is_taken_as_is() {
+        assert_eq!(
+            parse_since("2025-06-01").unwrap().to_rfc3339(),
+            "2025-06-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_until("2025-06-01").unwrap().to_rfc3339(),
+            "2025-06-02T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_until("2025-06-01T08:30:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2025-06-01T06:30:00+00:00"
+        );
+        assert!(parse_since("yesterday").is_err());
+    }
+
+    #[test]
+    fn durations_read_in_the_largest_sensible_unit() {
+        let d = chrono::TimeDelta::milliseconds;
+        assert_eq!(human_duration(d(850)), "850 ms");
+        assert_eq!(human_duration(d(12_400)), "12.4 s");
+        assert_eq!(human_duration(d(200_000)), "3 min 20 s");
+        assert_eq!(human_duration(d(3_600_000)), "1 h 0 min");
+    }
+}
