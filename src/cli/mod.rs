@@ -1,7 +1,7 @@
 //! The command line: parse, set up logging, run one command. `anyhow` lives here only.
 //!
-//! The tools sit in their own modules ([`audit`]: list, show, verify the log; [`rules`]: test
-//! and backtest rules) and print through one [`render`] module, so they never borrow each
+//! The tools sit in their own modules (`audit`: list, show, verify the log; `rules`: test
+//! and backtest rules) and print through one `render` module, so they never borrow each
 //! other's helpers.
 
 use std::net::SocketAddr;

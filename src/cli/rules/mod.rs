@@ -9,9 +9,10 @@
 //!
 //! Neither guesses how the proxy builds the rules' input. A case's request goes through the
 //! proxy's own classification and body checks, so a request the proxy would refuse before the
-//! rules is a broken case rather than a passing one; the partner's document reaches the rules
-//! only when the proxy would read it; and both tools build the input with
-//! [`RuleInput::for_change`], as the decide step does. A case's time is part of the case (a fixed
+//! rules is a broken case rather than a passing one; its partner is bound by the proxy's own
+//! [`bind_partner`](crate::proxy::bind_partner); the partner's document reaches the rules only
+//! when the proxy would read it; and both tools build the input with the decide step's own
+//! [`rule_input`](crate::proxy::rule_input). A case's time is part of the case (a fixed
 //! Monday morning unless it says otherwise, never "now") and the backtest uses each event's own
 //! time, so both answer the same on every run. The backtest opens the log read-only.
 

@@ -3,12 +3,15 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use http::{HeaderMap, Method};
+
 use super::{Difference, Differing, Side, SkipReason};
 use crate::audit::{Event, EventKind, Recorded, Snapshot};
-use crate::classify::OperationKind;
+use crate::classify::{self, Classification, Governed, OperationKind, TenantId};
 use crate::cli::render::actor_name;
 use crate::cli::rules::{Outcome, deciding, reason};
 use crate::config::RawConfig;
+use crate::proxy::{bind_partner, rule_input};
 use crate::rules::{BuiltinType, Change, Evaluation, RuleInput, RuleResult, RuleSet, Verdict};
 
 /// What replaying one event gave.
@@ -82,29 +85,28 @@ impl<'a> Replayer<'a> {
                 format!("operation {:?}", event.operation),
             );
         };
-        let Some(before) = event.before.as_ref().and_then(Snapshot::value) else {
+        let Some(before) = event.before.as_ref().filter(|b| b.value().is_some()) else {
             return Replay::Skipped(
                 SkipReason::NoBeforeState,
                 "the event holds no readable before-state".to_owned(),
             );
         };
-        let input = RuleInput::for_change(Change {
-            kind,
-            method: &event.method,
-            canonical_path: &event.canonical_path,
-            api_version: &event.api_version,
-            partner: event.partner_tenant_id.as_deref(),
-            request_body: event.request_body.as_ref(),
-            before: Some(before),
-            partner_state: event.partner_state.as_ref(),
-            actor: &event.actor,
-            time: event.time,
-        });
-        let evaluation = self.rules.evaluate(&input);
+        let evaluation = self.rules.evaluate(&input(event, kind, before));
+        self.trusted(event, &recorded, &evaluation, was)
+    }
+
+    /// The replayed outcome, unless it rests on the partner's document the event lacks. The
+    /// proxy records that document only when its rules read it. If they did not and the new rules
+    /// do, the rules that read it fail closed on the replay: trust the outcome only when it is
+    /// the same without their failures.
+    fn trusted(
+        &self,
+        event: &Event,
+        recorded: &Evaluation,
+        evaluation: &Evaluation,
+        was: Verdict,
+    ) -> Replay {
         let now = evaluation.verdict();
-        // The proxy records the partner's document only when its rules read it. If they did not
-        // and the new rules do, the rules that read it fail closed on the replay: trust the
-        // outcome only when it is the same without their failures.
         let state_was_read = event.rules_version.as_deref() == Some(self.rules.version())
             || recorded
                 .results
@@ -143,6 +145,58 @@ impl<'a> Replayer<'a> {
         }
         Replay::Replayed { was, now: without }
     }
+}
+
+/// The input the rules decide on for a recorded change: the proxy's own [`rule_input`] for the
+/// change the event records, at the event's own time, with the partner's document the rules saw
+/// then (if they read it).
+///
+/// An event that does not map to a [`Governed`] today is replayed on the fields it recorded,
+/// through the same [`RuleInput::for_change`] the proxy's builder uses: there is no request
+/// left to classify, only its record, and a log may outlive the route table that wrote it (an
+/// event from a syncgate whose classifier spelt or bound the change differently must still
+/// replay as it was decided, not be dropped).
+fn input(event: &Event, kind: OperationKind, before: &Snapshot) -> RuleInput {
+    if let Some(governed) = governed(event, kind) {
+        return rule_input(
+            &governed,
+            event.request_body.as_ref(),
+            before,
+            event.partner_state.as_ref(),
+            &event.actor,
+            event.time,
+        );
+    }
+    RuleInput::for_change(Change {
+        kind,
+        method: &event.method,
+        canonical_path: &event.canonical_path,
+        api_version: &event.api_version,
+        partner: event.partner_tenant_id.as_deref(),
+        request_body: event.request_body.as_ref(),
+        before: before.value(),
+        partner_state: event.partner_state.as_ref(),
+        actor: &event.actor,
+        time: event.time,
+    })
+}
+
+/// The change `event` records, classified by the proxy's route table and its partner bound by
+/// the proxy's [`bind_partner`] from the recorded body; `None` unless that gives back exactly
+/// the operation, path, version and partner the event recorded.
+fn governed(event: &Event, kind: OperationKind) -> Option<Governed> {
+    let method = Method::from_bytes(event.method.as_bytes()).ok()?;
+    let classified = classify::classify(&method, &event.canonical_path, None, &HeaderMap::new());
+    let Classification::Governed(mut governed) = classified else {
+        return None;
+    };
+    bind_partner(&mut governed, event.request_body.clone()).ok()?;
+    let partner = governed.partner.as_ref().map(TenantId::as_str);
+    let same = governed.kind == kind
+        && governed.path.to_string() == event.canonical_path
+        && governed.path.version.as_str() == event.api_version
+        && partner == event.partner_tenant_id.as_deref();
+    same.then_some(governed)
 }
 
 /// How `now` differs from `was`, if it does in a way a rule author must see: refused or allowed
@@ -337,5 +391,49 @@ mod tests {
             }
             _ => panic!("a refusal by a rule is replayed"),
         }
+    }
+
+    #[test]
+    fn a_recorded_change_is_replayed_on_the_input_the_proxy_builds() {
+        let event = recorded_event(EventKind::Received);
+        let before = event.before.clone().unwrap();
+        let change = governed(&event, OperationKind::SyncUpdate).expect("maps to a change");
+        assert_eq!(change.partner.as_ref().map(TenantId::as_str), Some(PARTNER));
+        let proxy = rule_input(
+            &change,
+            event.request_body.as_ref(),
+            &before,
+            None,
+            &event.actor,
+            event.time,
+        );
+        assert_eq!(input(&event, OperationKind::SyncUpdate, &before), proxy);
+        assert_eq!(
+            proxy.expected_after,
+            Some(json!({"displayName": "F", "userSyncInbound": {"isSyncAllowed": true}}))
+        );
+        // A partner create is bound from its recorded body, as the proxy binds it.
+        let mut create = recorded_event(EventKind::Received);
+        create.operation = "partner_create".into();
+        create.method = "POST".into();
+        create.canonical_path = "/v1.0/policies/crosstenantaccesspolicy/partners".into();
+        create.request_body = Some(json!({"tenantId": PARTNER}));
+        let bound = governed(&create, OperationKind::PartnerCreate).expect("binds the body");
+        assert_eq!(bound.partner.as_ref().map(TenantId::as_str), Some(PARTNER));
+    }
+
+    #[test]
+    fn an_event_todays_route_table_does_not_map_replays_on_what_it_recorded() {
+        let mut event = recorded_event(EventKind::Received);
+        event.canonical_path = "/v1.0/policies/someretiredroute".into();
+        assert!(governed(&event, OperationKind::SyncUpdate).is_none());
+        let before = event.before.clone().unwrap();
+        let replayed = input(&event, OperationKind::SyncUpdate, &before);
+        assert_eq!(replayed.canonical_path, event.canonical_path);
+        assert_eq!(replayed.partner.as_deref(), Some(PARTNER));
+        // A recorded partner that the path does not name is not the change the path describes.
+        let mut other = recorded_event(EventKind::Received);
+        other.partner_tenant_id = Some("0a1b2c3d-0000-4000-8000-00000000beef".into());
+        assert!(governed(&other, OperationKind::SyncUpdate).is_none());
     }
 }

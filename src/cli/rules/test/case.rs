@@ -9,9 +9,10 @@ use serde_json::Value;
 
 use super::pattern::MessagePattern;
 use super::request::{CaseRequest, case_request};
-use crate::audit::Actor;
+use crate::audit::{Actor, Snapshot};
 use crate::cli::rules::{Outcome, deciding, reason};
-use crate::rules::{Change, RuleInput, RuleResult, RuleSet, Verdict};
+use crate::proxy::rule_input;
+use crate::rules::{RuleInput, RuleResult, RuleSet, Verdict};
 
 /// One `[[case]]` as written.
 #[derive(Debug, Deserialize)]
@@ -87,8 +88,8 @@ pub(super) struct Case {
     /// Where the case starts in its file (1-based).
     pub(super) line: usize,
     request: CaseRequest,
-    /// The before-state's value; `null` when the resource does not exist.
-    before: Value,
+    /// The before-state: absent when the case gives none.
+    before: Snapshot,
     partner_state: Option<Value>,
     actor: Actor,
     time: DateTime<Utc>,
@@ -140,7 +141,10 @@ impl Case {
             request: case_request(&raw)?,
             name: raw.name,
             line,
-            before: raw.before.unwrap_or(Value::Null),
+            before: match raw.before {
+                Some(value) => Snapshot::Present { value },
+                None => Snapshot::Absent,
+            },
             partner_state: raw.partner_state,
             actor: raw.actor.into(),
             time,
@@ -153,25 +157,20 @@ impl Case {
     /// The input the proxy would give the rules for this case. Like the proxy, it reads the
     /// partner's document only when a rule needs it, and only for a change about a partner.
     pub(super) fn input(&self, rules: &RuleSet) -> RuleInput {
-        let request = &self.request;
-        RuleInput::for_change(Change {
-            kind: request.kind,
-            method: &request.method,
-            canonical_path: &request.canonical_path,
-            api_version: request.api_version,
-            partner: request.partner.as_deref(),
-            request_body: request.body.as_ref(),
-            before: Some(&self.before),
-            partner_state: self.partner_state_seen(rules),
-            actor: &self.actor,
-            time: self.time,
-        })
+        rule_input(
+            &self.request.governed,
+            self.request.body.as_ref(),
+            &self.before,
+            self.partner_state_seen(rules),
+            &self.actor,
+            self.time,
+        )
     }
 
     fn partner_state_seen(&self, rules: &RuleSet) -> Option<&Value> {
         self.partner_state
             .as_ref()
-            .filter(|_| rules.needs_partner_state() && self.request.partner.is_some())
+            .filter(|_| rules.needs_partner_state() && self.request.governed.partner.is_some())
     }
 
     /// Why the case fails, one line each; empty when it passes.
@@ -259,18 +258,20 @@ mod tests {
             PARTNER.to_uppercase()
         ))
         .unwrap();
+        let governed = &c.request.governed;
+        assert_eq!(governed.kind, OperationKind::SyncUpdate);
+        assert_eq!(governed.method.as_str(), "PATCH");
         assert_eq!(
-            c.request,
-            CaseRequest {
-                kind: OperationKind::SyncUpdate,
-                method: "PATCH".into(),
-                canonical_path: format!(
-                    "/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER}/identitysynchronization"
-                ),
-                api_version: "v1.0",
-                partner: Some(PARTNER.into()),
-                body: Some(json!({"userSyncInbound": {"isSyncAllowed": true}})),
-            }
+            governed.path.to_string(),
+            format!(
+                "/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER}/identitysynchronization"
+            )
+        );
+        assert_eq!(governed.path.version.as_str(), "v1.0");
+        assert_eq!(governed.partner.as_ref().map(|p| p.as_str()), Some(PARTNER));
+        assert_eq!(
+            c.request.body,
+            Some(json!({"userSyncInbound": {"isSyncAllowed": true}}))
         );
         assert_eq!(c.time, default_time());
         assert_eq!(c.time.to_rfc3339(), "2026-01-05T10:00:00+00:00");
@@ -327,8 +328,11 @@ mod tests {
             "name = \"x\"\nexpect = \"allow\"\noperation = \"partner_create\"\nbody = {{ tenantId = \"{PARTNER}\" }}\n"
         ))
         .unwrap();
-        assert_eq!(c.request.partner.as_deref(), Some(PARTNER));
-        assert_eq!(c.request.method, "POST");
+        assert_eq!(
+            c.request.governed.partner.as_ref().map(|p| p.as_str()),
+            Some(PARTNER)
+        );
+        assert_eq!(c.request.governed.method.as_str(), "POST");
     }
 
     #[test]

@@ -5,23 +5,22 @@ use http::{HeaderMap, Method};
 use serde_json::Value;
 
 use super::case::RawCase;
-use crate::classify::{self, ApiVersion, Classification, OperationKind, TenantId};
+use crate::classify::{self, ApiVersion, Classification, Governed, OperationKind, TenantId};
+use crate::proxy::bind_partner;
 
 /// The request a case describes, as the proxy classified and checked it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct CaseRequest {
-    pub(super) kind: OperationKind,
-    pub(super) method: String,
-    pub(super) canonical_path: String,
-    pub(super) api_version: &'static str,
-    pub(super) partner: Option<String>,
+    /// The change as the proxy's classifier sees it, its partner bound as the proxy binds it.
+    pub(super) governed: Governed,
+    /// The body, checked as the proxy checks bodies.
     pub(super) body: Option<Value>,
 }
 
 /// The case's request as the proxy sees it: its method and path classified by the proxy's own
 /// route table (it must be a governed change of the case's operation), its body checked as the
-/// proxy checks bodies, and its partner bound as the proxy binds it (from the path, or from the
-/// body's `tenantId` for a partner create).
+/// proxy checks bodies, and its partner bound by the proxy's own [`bind_partner`] (from the
+/// path, or from the body's `tenantId` for a partner create).
 pub(super) fn case_request(raw: &RawCase) -> Result<CaseRequest, String> {
     let kind = OperationKind::parse(&raw.operation).ok_or_else(|| {
         let names: Vec<&str> = OperationKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -54,7 +53,45 @@ pub(super) fn case_request(raw: &RawCase) -> Result<CaseRequest, String> {
         Some(path) => path.clone(),
         None => default_path(kind, version, partner.as_ref())?,
     };
-    let governed = match classify::classify(&method, &path, None, &HeaderMap::new()) {
+    let mut governed = governed(&method, &path, kind)?;
+    if raw.api_version.is_some() && governed.path.version != version {
+        return Err(format!(
+            "api_version is {version} but the path is in {}",
+            governed.path.version
+        ));
+    }
+    let refused = |r: classify::Refusal| {
+        format!(
+            "the proxy refuses this body before the rules decide: {}",
+            r.message
+        )
+    };
+    let body = classify::check_body(
+        governed.body,
+        governed.path.version,
+        Some("application/json"),
+        raw.body.as_ref(),
+    )
+    .and_then(|body| bind_partner(&mut governed, body))
+    .map_err(refused)?;
+    match (&partner, &governed.partner) {
+        (Some(given), Some(bound)) if given != bound => Err(format!(
+            "partner {given} is not the partner the request is about ({bound})"
+        )),
+        (Some(_), None) => Err(format!(
+            "a {kind} operation is about no partner; remove `partner`"
+        )),
+        _ => Ok(CaseRequest { governed, body }),
+    }
+}
+
+/// `method path` classified by the proxy's route table: a governed change of `kind`, or why not.
+pub(super) fn governed(
+    method: &Method,
+    path: &str,
+    kind: OperationKind,
+) -> Result<Governed, String> {
+    let governed = match classify::classify(method, path, None, &HeaderMap::new()) {
         Classification::Governed(governed) => governed,
         Classification::Refuse(refusal) => {
             return Err(format!(
@@ -79,55 +116,7 @@ pub(super) fn case_request(raw: &RawCase) -> Result<CaseRequest, String> {
             governed.kind
         ));
     }
-    if raw.api_version.is_some() && governed.path.version != version {
-        return Err(format!(
-            "api_version is {version} but the path is in {}",
-            governed.path.version
-        ));
-    }
-    let refused = |r: classify::Refusal| {
-        format!(
-            "the proxy refuses this body before the rules decide: {}",
-            r.message
-        )
-    };
-    let body = classify::check_body(
-        governed.body,
-        governed.path.version,
-        Some("application/json"),
-        raw.body.as_ref(),
-    )
-    .map_err(refused)?;
-    let bound = match (kind, &body) {
-        (OperationKind::PartnerCreate, Some(body)) => {
-            Some(classify::partner_from_body(body).map_err(refused)?)
-        }
-        _ => governed.partner.clone(),
-    };
-    if let (Some(body), Some(bound)) = (&body, &bound) {
-        classify::check_body_tenant(body, bound).map_err(refused)?;
-    }
-    match (&partner, &bound) {
-        (Some(given), Some(bound)) if given != bound => {
-            return Err(format!(
-                "partner {given} is not the partner the request is about ({bound})"
-            ));
-        }
-        (Some(_), None) => {
-            return Err(format!(
-                "a {kind} operation is about no partner; remove `partner`"
-            ));
-        }
-        _ => {}
-    }
-    Ok(CaseRequest {
-        kind,
-        method: governed.method.to_string(),
-        canonical_path: governed.path.to_string(),
-        api_version: governed.path.version.as_str(),
-        partner: bound.map(|p| p.as_str().to_owned()),
-        body,
-    })
+    Ok(governed)
 }
 
 /// `beta` for the deleted-items operations (v1.0 has no `deletedItems`), `v1.0` otherwise.
