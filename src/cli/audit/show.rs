@@ -219,25 +219,33 @@ fn describe_rules(s: &mut String, events: &[Recorded]) {
     let version = decider.event.rules_version.as_deref().unwrap_or("-");
     let _ = writeln!(s, "\nrules (version {})", short_version(version));
     for result in &decider.event.rule_results {
-        let field = |k: &str| result.get(k).and_then(Value::as_str).unwrap_or("-");
-        let passed = result
-            .get("passed")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let _ = write!(
-            s,
-            "  {:<5} {} ({}, {})",
-            if passed { "ok" } else { "FAIL" },
-            field("rule"),
-            field("mode"),
-            field("action")
-        );
-        match result.get("message").and_then(Value::as_str) {
-            Some(message) if !passed => {
-                let _ = writeln!(s, ": {message}");
-            }
-            _ => s.push('\n'),
-        }
+        let _ = writeln!(s, "  {}", describe_rule_result(result));
+    }
+}
+
+/// One rule's result on one line. A failure names the rule's mode and action and says why
+/// (`FAIL  id (enforce, deny): message`); a pass says it passed and, so that the action is not
+/// read as what happened, what a failure would have done.
+fn describe_rule_result(result: &Value) -> String {
+    let field = |k: &str| result.get(k).and_then(Value::as_str).unwrap_or("-");
+    let passed = result
+        .get("passed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (rule, mode, action) = (field("rule"), field("mode"), field("action"));
+    if passed {
+        let would = match (mode, action) {
+            ("warn", _) => "warn",
+            ("shadow", _) => "only be recorded",
+            (_, "require_approval") => "hold the change for approval",
+            (_, "deny") => "deny the change",
+            (_, other) => other,
+        };
+        return format!("ok    {rule} passed ({mode} mode: a failure would {would})");
+    }
+    match result.get("message").and_then(Value::as_str) {
+        Some(message) => format!("FAIL  {rule} ({mode}, {action}): {message}"),
+        None => format!("FAIL  {rule} ({mode}, {action})"),
     }
 }
 
@@ -337,6 +345,42 @@ mod tests {
         assert_eq!(
             describe_patch_op(&op, Some(&Value::Null)),
             "replace (whole document): null → {\"a\":1}"
+        );
+    }
+
+    #[test]
+    fn a_passing_rule_reads_as_passing_and_a_failing_one_as_failing() {
+        let rule = |mode: &str, action: &str, passed: bool| {
+            json!({"rule": "sync-allowlist", "kind": "partner_allowlist", "mode": mode,
+                   "action": action, "passed": passed,
+                   "message": (!passed).then_some("rule 'sync-allowlist': not listed")})
+        };
+        let ok = describe_rule_result(&rule("enforce", "deny", true));
+        assert_eq!(
+            ok,
+            "ok    sync-allowlist passed (enforce mode: a failure would deny the change)"
+        );
+        assert!(!ok.contains("(enforce, deny)"), "reads like a denial: {ok}");
+        assert_eq!(
+            describe_rule_result(&rule("enforce", "require_approval", true)),
+            "ok    sync-allowlist passed (enforce mode: a failure would hold the change for \
+             approval)"
+        );
+        assert_eq!(
+            describe_rule_result(&rule("warn", "deny", true)),
+            "ok    sync-allowlist passed (warn mode: a failure would warn)"
+        );
+        assert_eq!(
+            describe_rule_result(&rule("enforce", "deny", false)),
+            "FAIL  sync-allowlist (enforce, deny): rule 'sync-allowlist': not listed"
+        );
+        assert_eq!(
+            describe_rule_result(&rule("enforce", "require_approval", false)),
+            "FAIL  sync-allowlist (enforce, require_approval): rule 'sync-allowlist': not listed"
+        );
+        assert_eq!(
+            describe_rule_result(&rule("warn", "deny", false)),
+            "FAIL  sync-allowlist (warn, deny): rule 'sync-allowlist': not listed"
         );
     }
 }
