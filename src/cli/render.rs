@@ -125,9 +125,17 @@ pub(crate) fn human_duration(d: chrono::TimeDelta) -> String {
     }
 }
 
-fn parse_time(s: &str, date_offset_days: u64) -> Result<DateTime<Utc>, String> {
+/// `s` as RFC 3339, a UTC date (`date_offset_days` after its midnight), or a time ago: a whole
+/// number of seconds, minutes, hours, days or weeks (`90s`, `30m`, `1h`, `7d`, `2w`) before
+/// `now`.
+fn parse_time(s: &str, date_offset_days: u64, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
+    }
+    if let Some(ago) = time_ago(s) {
+        return now
+            .checked_sub_signed(ago)
+            .ok_or_else(|| format!("{s:?} reaches back before any time syncgate can record"));
     }
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()
@@ -135,18 +143,40 @@ fn parse_time(s: &str, date_offset_days: u64) -> Result<DateTime<Utc>, String> {
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
         .ok_or_else(|| {
-            format!("{s:?} is neither RFC 3339 (2025-06-01T08:00:00Z) nor a date (2025-06-01)")
+            format!(
+                "{s:?} is neither RFC 3339 (2025-06-01T08:00:00Z), a date (2025-06-01) nor a time \
+                 ago (90s, 30m, 1h, 7d, 2w)"
+            )
         })
 }
 
-/// `--since`: RFC 3339, or a UTC date (from the start of that day).
-pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
-    parse_time(s, 0)
+/// `30m` → 30 minutes; `None` unless `s` is digits followed by one of s, m, h, d, w.
+fn time_ago(s: &str) -> Option<chrono::TimeDelta> {
+    let unit = s.chars().last()?;
+    let amount: i64 = s.get(..s.len() - unit.len_utf8())?.parse().ok()?;
+    if amount < 0 || s.starts_with('+') {
+        return None;
+    }
+    let seconds: i64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 604_800,
+        _ => return None,
+    };
+    chrono::TimeDelta::try_seconds(amount.checked_mul(seconds)?)
 }
 
-/// `--until`: a date means "until the end of that day": the start of the next one, exclusive.
+/// `--since`: RFC 3339, a UTC date (from the start of that day), or a time ago (`1h`).
+pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_time(s, 0, Utc::now())
+}
+
+/// `--until`: RFC 3339, a time ago (`30m`), or a date, meaning "until the end of that day": the
+/// start of the next one, exclusive.
 pub(crate) fn parse_until(s: &str) -> Result<DateTime<Utc>, String> {
-    parse_time(s, 1)
+    parse_time(s, 1, Utc::now())
 }
 
 #[cfg(test)]
@@ -179,5 +209,24 @@ mod tests {
         assert_eq!(human_duration(d(12_400)), "12.4 s");
         assert_eq!(human_duration(d(200_000)), "3 min 20 s");
         assert_eq!(human_duration(d(3_600_000)), "1 h 0 min");
+    }
+
+    #[test]
+    fn relative_times_count_back_from_now_in_whole_units() {
+        let now = DateTime::parse_from_rfc3339("2025-06-10T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |s: &str| parse_time(s, 1, now).map(|t| t.to_rfc3339());
+        assert_eq!(at("90s").unwrap(), "2025-06-10T11:58:30+00:00");
+        assert_eq!(at("30m").unwrap(), "2025-06-10T11:30:00+00:00");
+        assert_eq!(at("1h").unwrap(), "2025-06-10T11:00:00+00:00");
+        assert_eq!(at("7d").unwrap(), "2025-06-03T12:00:00+00:00");
+        assert_eq!(at("2w").unwrap(), "2025-05-27T12:00:00+00:00");
+        assert_eq!(at("0m").unwrap(), "2025-06-10T12:00:00+00:00");
+        for bad in ["1y", "h", "-1h", "+1h", "1.5h", "1 h", "99999999999999999w"] {
+            assert!(at(bad).is_err(), "{bad} accepted");
+        }
+        assert!(at("1y").unwrap_err().contains("RFC 3339"));
+        assert!(parse_since("1h").unwrap() < Utc::now());
     }
 }

@@ -64,10 +64,11 @@ pub(crate) struct ListArgs {
     /// Only this actor: object id, UPN (any case) or application id.
     #[arg(long, value_name = "ID")]
     actor: Option<String>,
-    /// From this time on: RFC 3339 (2025-06-01T08:00:00Z) or a UTC date (2025-06-01).
+    /// From this time on: RFC 3339 (2025-06-01T08:00:00Z), a UTC date (2025-06-01), or a time
+    /// ago (90s, 30m, 1h, 7d, 2w).
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     since: Option<DateTime<Utc>>,
-    /// Before this time: RFC 3339, or a UTC date (that whole day included).
+    /// Before this time: RFC 3339, a UTC date (that whole day included), or a time ago (30m).
     #[arg(long, value_name = "TIME", value_parser = parse_until)]
     until: Option<DateTime<Utc>>,
     /// Only this kind: received, completed, denied, recovered, drift, read.

@@ -67,10 +67,12 @@ pub(crate) struct BacktestArgs {
     /// The audit log's SQLite file (wins over the configuration's store.path).
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
-    /// Only changes from this time on: RFC 3339 (2025-06-01T08:00:00Z) or a UTC date.
+    /// Only changes from this time on: RFC 3339 (2025-06-01T08:00:00Z), a UTC date, or a time
+    /// ago (90s, 30m, 1h, 7d, 2w).
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     since: Option<DateTime<Utc>>,
-    /// Only changes before this time: RFC 3339, or a UTC date (that whole day included).
+    /// Only changes before this time: RFC 3339, a UTC date (that whole day included), or a time
+    /// ago (30m).
     #[arg(long, value_name = "TIME", value_parser = parse_until)]
     until: Option<DateTime<Utc>>,
     #[arg(long, value_enum, default_value_t = BacktestFormat::Table)]
