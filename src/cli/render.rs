@@ -3,9 +3,10 @@
 //! reaches into the other for a helper and their output reads alike.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::Serialize;
 
 use crate::audit::{Effect, Event};
 
@@ -98,6 +99,90 @@ pub(crate) fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
         let _ = write_aligned(&mut out, row.as_ref(), &widths);
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+// ---------------------------------------------------------------------------------------------
+
+/// How `--format json` lays JSON out: indented for a person at a terminal, compact for a program
+/// reading a pipe (an array then holds one element per line, so line tools still work on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonLayout {
+    Indented,
+    Compact,
+}
+
+impl JsonLayout {
+    /// Indented when stdout is a terminal, compact otherwise.
+    pub(crate) fn for_stdout() -> Self {
+        if io::stdout().is_terminal() {
+            JsonLayout::Indented
+        } else {
+            JsonLayout::Compact
+        }
+    }
+}
+
+/// One JSON document in `layout`, ending in a newline.
+pub(crate) fn json_document<T: Serialize>(
+    value: &T,
+    layout: JsonLayout,
+) -> serde_json::Result<String> {
+    let text = match layout {
+        JsonLayout::Indented => serde_json::to_string_pretty(value)?,
+        JsonLayout::Compact => serde_json::to_string(value)?,
+    };
+    Ok(text + "\n")
+}
+
+/// Writes one JSON array element by element, so a long listing streams: indented exactly as a
+/// whole array would be, or compact with one element per line.
+pub(crate) struct JsonArray {
+    layout: JsonLayout,
+    written: usize,
+}
+
+impl JsonArray {
+    pub(crate) fn new(layout: JsonLayout) -> Self {
+        JsonArray { layout, written: 0 }
+    }
+
+    /// Append one element.
+    pub(crate) fn item<T: Serialize>(&mut self, out: &mut impl Write, value: &T) -> io::Result<()> {
+        out.write_all(if self.written == 0 { b"[\n" } else { b",\n" })?;
+        self.written += 1;
+        match self.layout {
+            JsonLayout::Compact => serde_json::to_writer(&mut *out, value)?,
+            JsonLayout::Indented => {
+                // A JSON string never holds a raw newline, so indenting lines is safe.
+                let text = serde_json::to_string_pretty(value)?;
+                for (i, line) in text.lines().enumerate() {
+                    if i > 0 {
+                        out.write_all(b"\n")?;
+                    }
+                    write!(out, "  {line}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Close the array (`[]` when it is empty).
+    pub(crate) fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(if self.written == 0 { b"[]\n" } else { b"\n]\n" })
+    }
+
+    /// A whole array at once.
+    pub(crate) fn document<T: Serialize>(items: &[T], layout: JsonLayout) -> io::Result<String> {
+        let mut array = JsonArray::new(layout);
+        let mut out = Vec::new();
+        for item in items {
+            array.item(&mut out, item)?;
+        }
+        array.finish(&mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,5 +313,46 @@ mod tests {
         }
         assert!(at("1y").unwrap_err().contains("RFC 3339"));
         assert!(parse_since("1h").unwrap() < Utc::now());
+    }
+
+    #[test]
+    fn json_is_indented_for_a_terminal_and_one_element_per_line_for_a_pipe() {
+        let items = vec![
+            serde_json::json!({"seq": 1, "detail": "two\nlines", "rules": [{"a": 1}]}),
+            serde_json::json!({"seq": 2, "nested": {"b": [1, 2]}}),
+        ];
+        let indented = JsonArray::document(&items, JsonLayout::Indented).unwrap();
+        assert_eq!(
+            indented,
+            serde_json::to_string_pretty(&items).unwrap() + "\n"
+        );
+        assert!(indented.contains("\n  {\n    \"seq\": 1,"), "{indented}");
+        let compact = JsonArray::document(&items, JsonLayout::Compact).unwrap();
+        let lines: Vec<&str> = compact.lines().collect();
+        assert_eq!(lines.len(), 4, "{compact}");
+        assert_eq!(lines[1], format!("{},", items[0]));
+        assert_eq!(lines[2], items[1].to_string());
+        for text in [&indented, &compact] {
+            let back: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
+            assert_eq!(back, items);
+        }
+        let none: [u8; 0] = [];
+        assert_eq!(
+            JsonArray::document(&none, JsonLayout::Compact).unwrap(),
+            "[]\n"
+        );
+        assert_eq!(
+            JsonArray::document(&none, JsonLayout::Indented).unwrap(),
+            "[]\n"
+        );
+        let doc = serde_json::json!({"summary": {"n": 1}});
+        assert_eq!(
+            json_document(&doc, JsonLayout::Compact).unwrap(),
+            "{\"summary\":{\"n\":1}}\n"
+        );
+        assert_eq!(
+            json_document(&doc, JsonLayout::Indented).unwrap(),
+            "{\n  \"summary\": {\n    \"n\": 1\n  }\n}\n"
+        );
     }
 }

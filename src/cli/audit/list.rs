@@ -8,8 +8,8 @@ use anyhow::Context;
 use super::{ListArgs, ListFormat};
 use crate::audit::{Decision, Recorded};
 use crate::cli::render::{
-    actor_name, dash, effect_name, grow_widths, ignore_closed_pipe, table, time_micros, time_secs,
-    write_aligned,
+    JsonArray, JsonLayout, actor_name, dash, effect_name, grow_widths, ignore_closed_pipe, table,
+    time_micros, time_secs, write_aligned,
 };
 use crate::store::{Filter, StoreReader};
 
@@ -63,6 +63,8 @@ struct Output {
     written: usize,
     /// Table column widths: they only grow, so later pages stay aligned with earlier ones.
     widths: Vec<usize>,
+    /// The `json` array being written.
+    json: JsonArray,
 }
 
 const TABLE_HEADER: [&str; 10] = [
@@ -127,6 +129,7 @@ impl Output {
             out: BufWriter::new(io::stdout()),
             written: 0,
             widths: TABLE_HEADER.iter().map(|h| h.len()).collect(),
+            json: JsonArray::new(JsonLayout::for_stdout()),
         }
     }
 
@@ -145,10 +148,7 @@ impl Output {
             }
             ListFormat::Json => {
                 for event in events {
-                    self.out
-                        .write_all(if self.written == 0 { b"[\n" } else { b",\n" })?;
-                    serde_json::to_writer_pretty(&mut self.out, event)?;
-                    self.written += 1;
+                    self.json.item(&mut self.out, event)?;
                 }
             }
             ListFormat::Jsonl => {
@@ -166,16 +166,13 @@ impl Output {
                 }
             }
         }
-        if self.format != ListFormat::Json {
-            self.written += events.len();
-        }
+        self.written += events.len();
         self.out.flush()
     }
 
     fn finish(&mut self) -> io::Result<()> {
         match self.format {
-            ListFormat::Json if self.written == 0 => self.out.write_all(b"[]\n")?,
-            ListFormat::Json => self.out.write_all(b"\n]\n")?,
+            ListFormat::Json => self.json.finish(&mut self.out)?,
             ListFormat::Table if self.written == 0 => self.out.write_all(b"no events\n")?,
             _ => {}
         }

@@ -92,7 +92,7 @@ pub(crate) struct ListArgs {
 pub(crate) enum ListFormat {
     /// Aligned columns for reading.
     Table,
-    /// One JSON array of events.
+    /// One JSON array of events: indented on a terminal, one event per line through a pipe.
     Json,
     /// One JSON event per line.
     Jsonl,
@@ -103,7 +103,10 @@ pub(crate) enum ListFormat {
 /// Output formats of `audit show`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ShowFormat {
+    /// Readable at a glance.
     Text,
+    /// The operation's events as a JSON array: indented on a terminal, one event per line
+    /// through a pipe.
     Json,
 }
 

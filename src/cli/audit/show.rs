@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::ShowFormat;
 use crate::audit::{Decision, Event, Recorded, Snapshot};
 use crate::cli::render::{
-    actor_name, dash, effect_name, human_duration, print, short_version, table, time_micros,
+    JsonArray, JsonLayout, actor_name, dash, effect_name, human_duration, print, short_version,
+    table, time_micros,
 };
 use crate::store::StoreReader;
 
@@ -30,7 +31,7 @@ pub(super) async fn run(
         ));
     }
     let text = match format {
-        ShowFormat::Json => serde_json::to_string_pretty(&events)? + "\n",
+        ShowFormat::Json => JsonArray::document(&events, JsonLayout::for_stdout())?,
         ShowFormat::Text => render_operation(&events),
     };
     print(&text)

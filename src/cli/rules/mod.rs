@@ -87,7 +87,8 @@ pub(crate) struct BacktestArgs {
 pub(crate) enum BacktestFormat {
     /// The changes that would differ, aligned, then a summary.
     Table,
-    /// One JSON document: the summary, the changes that would differ, the skipped ones.
+    /// One JSON document: the summary, the changes that would differ, the skipped ones;
+    /// indented on a terminal, on one line through a pipe.
     Json,
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{BacktestArgs, BacktestFormat, Outcome, deciding, load_rules, reason};
-use crate::cli::render::{dash, print, short_version, table, time_secs};
+use crate::cli::render::{JsonLayout, dash, json_document, print, short_version, table, time_secs};
 use crate::rules::Verdict;
 use crate::store::{Filter, StoreOptions, StoreReader};
 
@@ -185,7 +185,7 @@ pub(super) async fn run(args: BacktestArgs) -> anyhow::Result<()> {
         skipped,
     };
     let text = match args.format {
-        BacktestFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        BacktestFormat::Json => json_document(&report, JsonLayout::for_stdout())?,
         BacktestFormat::Table => render_backtest(&report, short_version(rules.version())),
     };
     print(&text)?;
