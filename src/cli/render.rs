@@ -70,18 +70,73 @@ pub(crate) fn grow_widths<R: AsRef<[String]>>(widths: &mut [usize], rows: &[R]) 
     }
 }
 
-/// One table line: every cell but the last padded to its column's width, two spaces apart.
+/// The columns a table may take: `None` through a pipe (every cell in full, for scripts and
+/// `grep`), else the terminal's width as the shell exports it in `COLUMNS`, or 100.
+pub(crate) fn terminal_columns() -> Option<usize> {
+    if !io::stdout().is_terminal() {
+        return None;
+    }
+    let exported = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok());
+    Some(exported.filter(|&c: &usize| c >= 40).unwrap_or(100))
+}
+
+/// How a table is laid out: each column's width, and the gap between columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) widths: Vec<usize>,
+    pub(crate) gap: usize,
+}
+
+/// A column that is never cut (a time, a kind, a status: short, and cut they mean nothing).
+pub(crate) const FIXED: usize = usize::MAX;
+
+impl Layout {
+    /// Columns as wide as their widest cell (`natural`), two spaces apart, when that fits in
+    /// `columns` (or there is no limit). Otherwise the gaps narrow to one space and the widest
+    /// column above its floor gives up a character at a time until the line fits or every
+    /// column is at its floor; cut cells end in `…`.
+    pub(crate) fn fit(natural: &[usize], floors: &[usize], columns: Option<usize>) -> Layout {
+        let mut widths = natural.to_vec();
+        let line = |widths: &[usize], gap: usize| {
+            widths.iter().sum::<usize>() + gap * widths.len().saturating_sub(1)
+        };
+        let Some(columns) = columns.filter(|&c| line(&widths, 2) > c) else {
+            return Layout { widths, gap: 2 };
+        };
+        while line(&widths, 1) > columns {
+            let widest = (0..widths.len())
+                .filter(|&i| widths[i] > floors.get(i).copied().unwrap_or(FIXED))
+                .max_by_key(|&i| (widths[i], i));
+            let Some(i) = widest else { break };
+            widths[i] -= 1;
+        }
+        Layout { widths, gap: 1 }
+    }
+}
+
+/// `cell` in at most `width` characters, ending in `…` when cut.
+pub(crate) fn cut(cell: &str, width: usize) -> String {
+    if cell.chars().count() <= width {
+        return cell.to_owned();
+    }
+    let mut kept: String = cell.chars().take(width.saturating_sub(1)).collect();
+    kept.push('…');
+    kept
+}
+
+/// One table line: every cell cut to its column's width and all but the last padded to it.
 pub(crate) fn write_aligned(
     out: &mut impl Write,
     row: &[String],
-    widths: &[usize],
+    layout: &Layout,
 ) -> io::Result<()> {
     let mut line = String::new();
-    for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+    for (i, (cell, &width)) in row.iter().zip(&layout.widths).enumerate() {
+        let cell = cut(cell, width);
         if i + 1 == row.len() {
-            line.push_str(cell);
+            line.push_str(&cell);
         } else {
-            let _ = write!(line, "{cell:<width$}  ");
+            let _ = write!(line, "{cell:<width$}{:gap$}", "", gap = layout.gap);
         }
     }
     writeln!(out, "{}", line.trim_end())
@@ -89,14 +144,25 @@ pub(crate) fn write_aligned(
 
 /// A whole table, header first, its columns as wide as their widest cell.
 pub(crate) fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
+    fitted_table(header, rows, &[], None)
+}
+
+/// A whole table, header first, fitted into `columns` (see [`Layout::fit`]).
+pub(crate) fn fitted_table<R: AsRef<[String]>>(
+    header: &[&str],
+    rows: &[R],
+    floors: &[usize],
+    columns: Option<usize>,
+) -> String {
     let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     grow_widths(&mut widths, rows);
+    let layout = Layout::fit(&widths, floors, columns);
     let mut out = Vec::new();
     // Writing to a Vec cannot fail.
-    let _ = write_aligned(&mut out, &header, &widths);
+    let _ = write_aligned(&mut out, &header, &layout);
     for row in rows {
-        let _ = write_aligned(&mut out, row.as_ref(), &widths);
+        let _ = write_aligned(&mut out, row.as_ref(), &layout);
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -354,5 +420,38 @@ mod tests {
             json_document(&doc, JsonLayout::Indented).unwrap(),
             "{\n  \"summary\": {\n    \"n\": 1\n  }\n}\n"
         );
+    }
+
+    #[test]
+    fn a_table_too_wide_for_the_terminal_is_cut_to_fit_and_a_piped_one_is_not() {
+        let header = ["ID", "WHEN", "NAME"];
+        let rows = vec![[
+            "0193a5e1-7c2d-7000-8000-000000000001".to_owned(),
+            "2025-06-01T09:00:00Z".to_owned(),
+            "a rather long name that goes on".to_owned(),
+        ]];
+        let floors = [9, FIXED, 6];
+        let full = fitted_table(&header, &rows, &floors, None);
+        assert_eq!(full, table(&header, &rows));
+        assert!(full.lines().nth(1).unwrap().ends_with("goes on"), "{full}");
+        let roomy = fitted_table(&header, &rows, &floors, Some(200));
+        assert_eq!(roomy, full, "a table that fits is left alone");
+        let cut_to = fitted_table(&header, &rows, &floors, Some(50));
+        let lines: Vec<&str> = cut_to.lines().collect();
+        assert!(lines.iter().all(|l| l.chars().count() <= 50), "{cut_to}");
+        assert!(
+            lines[1].contains(" 2025-06-01T09:00:00Z "),
+            "never cut: {cut_to}"
+        );
+        assert!(lines[1].starts_with("0193a5e1-7c2d… "), "{cut_to}");
+        assert!(lines[1].ends_with('…'), "{cut_to}");
+        // Floors win over the width: a line that cannot fit keeps every column readable.
+        let narrow = fitted_table(&header, &rows, &floors, Some(10));
+        assert_eq!(
+            narrow.lines().nth(1).unwrap(),
+            "0193a5e1… 2025-06-01T09:00:00Z a rat…"
+        );
+        assert_eq!(cut("short", 5), "short");
+        assert_eq!(cut("longer", 5), "long…");
     }
 }

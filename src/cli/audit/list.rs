@@ -8,8 +8,8 @@ use anyhow::Context;
 use super::{ListArgs, ListFormat};
 use crate::audit::{Decision, Recorded};
 use crate::cli::render::{
-    JsonArray, JsonLayout, actor_name, dash, effect_name, grow_widths, ignore_closed_pipe, table,
-    time_micros, time_secs, write_aligned,
+    FIXED, JsonArray, JsonLayout, Layout, actor_name, dash, effect_name, fitted_table, grow_widths,
+    ignore_closed_pipe, terminal_columns, time_micros, time_secs, write_aligned,
 };
 use crate::store::{Filter, StoreReader};
 
@@ -65,6 +65,8 @@ struct Output {
     widths: Vec<usize>,
     /// The `json` array being written.
     json: JsonArray,
+    /// The terminal's width, if the table goes to one.
+    columns: Option<usize>,
 }
 
 const TABLE_HEADER: [&str; 10] = [
@@ -79,6 +81,11 @@ const TABLE_HEADER: [&str; 10] = [
     "EFFECT",
     "OPERATION ID",
 ];
+
+/// How narrow each table column may be cut on a terminal: at least a GUID's first eight
+/// characters for ids, never for times, kinds, decisions and statuses. A typical log then fits
+/// in 100 columns; `--format json` (or a pipe) shows every value in full.
+const TABLE_FLOORS: [usize; 10] = [FIXED, FIXED, FIXED, 9, 9, 8, FIXED, FIXED, 7, 12];
 
 const CSV_HEADER: [&str; 39] = [
     "seq",
@@ -130,6 +137,7 @@ impl Output {
             written: 0,
             widths: TABLE_HEADER.iter().map(|h| h.len()).collect(),
             json: JsonArray::new(JsonLayout::for_stdout()),
+            columns: terminal_columns(),
         }
     }
 
@@ -138,12 +146,13 @@ impl Output {
             ListFormat::Table => {
                 let rows: Vec<[String; 10]> = events.iter().map(table_row).collect();
                 grow_widths(&mut self.widths, &rows);
+                let layout = Layout::fit(&self.widths, &TABLE_FLOORS, self.columns);
                 if self.written == 0 {
                     let header = TABLE_HEADER.map(str::to_owned);
-                    write_aligned(&mut self.out, &header, &self.widths)?;
+                    write_aligned(&mut self.out, &header, &layout)?;
                 }
                 for row in &rows {
-                    write_aligned(&mut self.out, row, &self.widths)?;
+                    write_aligned(&mut self.out, row, &layout)?;
                 }
             }
             ListFormat::Json => {
@@ -183,7 +192,7 @@ impl Output {
 /// Events as the `audit list` table, header included (for the demo and other one-shot output).
 pub(crate) fn render_table(events: &[Recorded]) -> String {
     let rows: Vec<[String; 10]> = events.iter().map(table_row).collect();
-    table(&TABLE_HEADER, &rows)
+    fitted_table(&TABLE_HEADER, &rows, &TABLE_FLOORS, terminal_columns())
 }
 
 fn table_row(r: &Recorded) -> [String; 10] {
@@ -287,5 +296,64 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
         assert_eq!(csv_field(""), "");
+    }
+
+    /// The 183-column table: a completed change by an application, with every id a GUID.
+    fn wide_events() -> Vec<Recorded> {
+        use crate::audit::{Effect, Event, EventKind};
+        let operation = uuid::Uuid::now_v7();
+        let mut events = Vec::new();
+        for (seq, kind) in [(998, EventKind::Received), (999, EventKind::Completed)] {
+            let mut e = Event::new(operation, kind);
+            e.operation = "deleted_partner_sync_write".into();
+            e.partner_tenant_id = Some("9c5d131d-b1c3-4fc4-9e3f-c6557947d551".into());
+            e.actor.appid = Some("33333333-3333-4333-8333-333333333333".into());
+            e.decision = Some(Decision::Allow);
+            if kind == EventKind::Completed {
+                e.upstream_status = Some(204);
+                e.effect = Some(Effect::Applied);
+            }
+            events.push(Recorded {
+                seq,
+                prev_hash: String::new(),
+                hash: String::new(),
+                event: e,
+            });
+        }
+        events
+    }
+
+    #[test]
+    fn the_list_table_fits_a_normal_terminal_and_keeps_every_value_through_a_pipe() {
+        let events = wide_events();
+        let rows: Vec<[String; 10]> = events.iter().map(table_row).collect();
+        let piped = fitted_table(&TABLE_HEADER, &rows, &TABLE_FLOORS, None);
+        assert!(piped.lines().any(|l| l.chars().count() > 150), "{piped}");
+        assert!(piped.contains(&events[0].event.operation_id.to_string()));
+        let terminal = fitted_table(&TABLE_HEADER, &rows, &TABLE_FLOORS, Some(100));
+        for line in terminal.lines() {
+            assert!(
+                line.chars().count() <= 100,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+        let completed = terminal.lines().nth(2).unwrap();
+        for whole in [
+            "999",
+            "completed",
+            "allow",
+            "204",
+            "applied",
+            "9c5d131d…",
+            "3333333…",
+        ] {
+            assert!(completed.contains(whole), "{whole} in {completed}");
+        }
+        assert!(terminal.starts_with("SEQ TIME "), "{terminal}");
+        assert!(
+            terminal.lines().next().unwrap().ends_with("OPERATION ID"),
+            "{terminal}"
+        );
     }
 }

@@ -90,7 +90,7 @@ pub(crate) struct ListArgs {
 /// Output formats of `audit list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ListFormat {
-    /// Aligned columns for reading.
+    /// Aligned columns for reading; on a terminal, long cells are cut (…) to fit its width.
     Table,
     /// One JSON array of events: indented on a terminal, one event per line through a pipe.
     Json,
