@@ -125,14 +125,17 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("syncgate: cannot start the async runtime: {e}");
+            eprintln!(
+                "syncgate: {}",
+                render::sentence(&format!("cannot start the async runtime: {e}"))
+            );
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("syncgate: {e:#}");
+            eprintln!("syncgate: {}", render::sentence(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -211,7 +214,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 fn check_config(config: &ConfigArgs) -> anyhow::Result<()> {
     let settings = config.load()?.validate()?;
     println!(
-        "syncgate: configuration OK: proxy {} ({}), upstream {}, admin {}, audit log {}",
+        "syncgate: configuration OK: proxy {} ({}), upstream {}, admin {}, audit log {}.",
         settings.listen,
         if settings.tls.is_some() {
             "TLS"
@@ -223,9 +226,9 @@ fn check_config(config: &ConfigArgs) -> anyhow::Result<()> {
         settings.db_path.display()
     );
     if settings.rules.is_empty() {
-        println!("syncgate: no local rules: every well-formed governed change is allowed");
+        println!("syncgate: no local rules: every well-formed governed change is allowed.");
     } else {
-        println!("syncgate: rules OK, version {}", settings.rules.version());
+        println!("syncgate: rules OK, version {}.", settings.rules.version());
     }
     Ok(())
 }

@@ -30,6 +30,21 @@ pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A message as a sentence, ending in a full stop. Every message the command line prints as a
+/// sentence (an error on stderr, a verdict on stdout) ends in one; errors are built as chains of
+/// `context: cause` and get the stop once, here, at the end of the whole chain. A message that
+/// already ends a sentence, or holds a multi-line excerpt (a TOML error's source lines), is left
+/// as it is. Lines that end in an address printed for programs to read (`... listening on URL`)
+/// are not sentences and get no stop, so the address can be cut from the line as it is.
+pub(crate) fn sentence(message: &str) -> String {
+    let message = message.trim_end();
+    if message.contains('\n') || message.ends_with(['.', '!', '?']) {
+        message.to_owned()
+    } else {
+        format!("{message}.")
+    }
+}
+
 /// A value, or `-` when there is none.
 pub(crate) fn dash(value: Option<&str>) -> String {
     match value {
@@ -453,5 +468,21 @@ mod tests {
         );
         assert_eq!(cut("short", 5), "short");
         assert_eq!(cut("longer", 5), "long…");
+    }
+
+    #[test]
+    fn messages_end_in_one_full_stop() {
+        assert_eq!(
+            sentence("no operation x in /tmp/a.db"),
+            "no operation x in /tmp/a.db."
+        );
+        assert_eq!(
+            sentence("2 of 3 cases failed (--fail-on-change)"),
+            "2 of 3 cases failed (--fail-on-change)."
+        );
+        assert_eq!(sentence("Already a sentence."), "Already a sentence.");
+        assert_eq!(sentence("a question?\n"), "a question?");
+        let excerpt = "invalid suite: TOML parse error at line 1\n  |\n1 | x =\n  |    ^";
+        assert_eq!(sentence(excerpt), excerpt);
     }
 }

@@ -261,3 +261,34 @@ async fn json_through_a_pipe_has_one_event_per_line() {
         1
     );
 }
+
+/// What the command line says, it says in sentences ending in a full stop: verdicts on stdout,
+/// errors on stderr (only `... listening on URL` lines, read by programs, end in the address).
+#[tokio::test]
+async fn messages_end_in_full_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _, _) = recent_log(dir.path()).await;
+    let db = db.to_str().unwrap();
+    let last_line = |text: &str| {
+        text.trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (ok, stdout, stderr) = run(&["audit", "verify", "--db", db]);
+    assert!(ok, "{stderr}");
+    assert!(last_line(&stdout).ends_with('.'), "{stdout}");
+    let (ok, stdout, _) = run(&["audit", "list", "--kind", "drift", "--db", db]);
+    assert!(ok);
+    assert_eq!(stdout, "no events.\n");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (ok, _, stderr) = run(&["audit", "show", &unknown, "--db", db]);
+    assert!(!ok);
+    assert!(stderr.starts_with("syncgate: no operation"), "{stderr}");
+    assert!(stderr.ends_with(".\n"), "{stderr:?}");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules/example.toml");
+    let (ok, stdout, stderr) = run(&["check-config", "--config", example]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.lines().all(|l| l.ends_with('.')), "{stdout}");
+}

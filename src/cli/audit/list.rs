@@ -182,7 +182,7 @@ impl Output {
     fn finish(&mut self) -> io::Result<()> {
         match self.format {
             ListFormat::Json => self.json.finish(&mut self.out)?,
-            ListFormat::Table if self.written == 0 => self.out.write_all(b"no events\n")?,
+            ListFormat::Table if self.written == 0 => self.out.write_all(b"no events.\n")?,
             _ => {}
         }
         self.out.flush()

@@ -156,7 +156,7 @@ async fn run_verify(reader: &StoreReader) -> anyhow::Result<()> {
     match report.first_broken {
         None => {
             println!(
-                "syncgate: audit log OK: {} events, head {}",
+                "syncgate: audit log OK: {} events, head {}.",
                 report.events,
                 report.head.as_deref().unwrap_or("(empty log)")
             );

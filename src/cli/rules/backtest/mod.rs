@@ -272,7 +272,7 @@ const BACKTEST_HEADER: [&str; 7] = [
 fn render_backtest(report: &Backtest, version: &str) -> String {
     let mut text = String::new();
     if report.changes.is_empty() {
-        text.push_str("no recorded change would be decided differently\n");
+        text.push_str("no recorded change would be decided differently.\n");
     } else {
         let rows: Vec<[String; 7]> = report
             .changes

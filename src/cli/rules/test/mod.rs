@@ -164,7 +164,7 @@ pub(super) fn run(args: TestArgs) -> anyhow::Result<()> {
     };
     let _ = writeln!(
         out,
-        "{total} cases: {} passed, {failed} failed ({files})",
+        "{total} cases: {} passed, {failed} failed ({files}).",
         total - failed
     );
     print(&out)?;
