@@ -301,7 +301,7 @@ fn parse_time(s: &str, date_offset_days: u64, now: DateTime<Utc>) -> Result<Date
     if let Some(ago) = time_ago(s) {
         return now
             .checked_sub_signed(ago)
-            .ok_or_else(|| format!("{s:?} reaches back before any time syncgate can record"));
+            .ok_or_else(|| format!("{s:?} reaches back before any time syncgate can record."));
     }
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()
@@ -311,7 +311,7 @@ fn parse_time(s: &str, date_offset_days: u64, now: DateTime<Utc>) -> Result<Date
         .ok_or_else(|| {
             format!(
                 "{s:?} is neither RFC 3339 (2025-06-01T08:00:00Z), a date (2025-06-01) nor a time \
-                 ago (90s, 30m, 1h, 7d, 2w)"
+                 ago (90s, 30m, 1h, 7d, 2w)."
             )
         })
 }

@@ -113,18 +113,18 @@ pub(crate) enum ShowFormat {
 fn parse_guid(s: &str) -> Result<String, String> {
     Uuid::parse_str(s)
         .map(|u| u.hyphenated().to_string())
-        .map_err(|_| format!("{s:?} is not a GUID"))
+        .map_err(|_| format!("{s:?} is not a GUID."))
 }
 
 fn parse_kind(s: &str) -> Result<EventKind, String> {
     EventKind::parse(s).ok_or_else(|| {
         let kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-        format!("unknown kind {s:?} (one of: {})", kinds.join(", "))
+        format!("unknown kind {s:?} (one of: {}).", kinds.join(", "))
     })
 }
 
 fn parse_decision(s: &str) -> Result<Decision, String> {
-    Decision::parse(s).ok_or_else(|| format!("unknown decision {s:?} (allow or deny)"))
+    Decision::parse(s).ok_or_else(|| format!("unknown decision {s:?} (allow or deny)."))
 }
 
 /// Run one `syncgate audit` command.
