@@ -2,8 +2,8 @@
 //! user synchronization policies. See `../shared/DESIGN.md` for the request lifecycle.
 //!
 //! A map of the crate:
-//! - [`cli`]: the command line; [`audit_cli`] its `audit` commands; [`rules_cli`] its `rules`
-//!   commands (rule tests, backtest); [`demo`] runs the whole stack.
+//! - [`cli`]: the command line, with its `audit` commands and its `rules` commands (rule tests,
+//!   backtest); [`demo`] runs the whole stack.
 //!   These are the CLI edge, the only places `anyhow` is used.
 //! - [`config`]: the TOML file, parsed then validated into [`config::Settings`]; `units` reads
 //!   its durations and sizes (shared with [`rules`], so neither imports the other).
@@ -24,7 +24,6 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
-pub mod audit_cli;
 pub mod body;
 pub mod classify;
 pub mod cli;
@@ -36,7 +35,6 @@ pub mod fuzzing;
 pub mod graph_error;
 pub mod proxy;
 pub mod rules;
-pub mod rules_cli;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -125,3 +125,170 @@ fn the_demo_runs_and_prints_the_audit_trail() {
         "the demo exits cleanly on SIGTERM: {status:?}"
     );
 }
+
+/// A log written with the library store: `old` allowed two hours ago, its rule passing; `new`
+/// received ten minutes ago.
+async fn recent_log(dir: &std::path::Path) -> (std::path::PathBuf, uuid::Uuid, uuid::Uuid) {
+    use chrono::{TimeDelta, Utc};
+    use serde_json::json;
+    use syncgate::audit::{Decision, Event, EventKind, Snapshot};
+    use syncgate::store::{Store, StoreOptions};
+    const PARTNER: &str = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551";
+    let db = dir.join("audit.db");
+    let store = Store::open(&db, StoreOptions::default()).await.unwrap();
+    let (old_op, new_op) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (op, ago) in [
+        (old_op, TimeDelta::hours(2)),
+        (new_op, TimeDelta::minutes(10)),
+    ] {
+        let mut e = Event::new(op, EventKind::Received);
+        e.time = Utc::now() - ago;
+        e.operation = "sync_update".into();
+        e.method = "PATCH".into();
+        e.api_version = "v1.0".into();
+        e.canonical_path = format!(
+            "/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER}/identitysynchronization"
+        );
+        e.partner_tenant_id = Some(PARTNER.into());
+        e.request_body = Some(json!({"userSyncInbound": {"isSyncAllowed": true}}));
+        e.before = Some(Snapshot::Present {
+            value: json!({"userSyncInbound": {"isSyncAllowed": false}}),
+        });
+        e.decision = Some(Decision::Allow);
+        e.rules_version = Some("ab".repeat(32));
+        e.rule_results = vec![json!({
+            "rule": "sync-allowlist", "kind": "partner_allowlist", "mode": "enforce",
+            "action": "deny", "passed": true
+        })];
+        store.append(e).await.unwrap();
+    }
+    store.close().await;
+    (db, old_op, new_op)
+}
+
+/// `audit show` said `ok sync-allowlist (enforce, deny)` of a rule that passed, which reads like
+/// a denial.
+#[tokio::test]
+async fn audit_show_says_a_passing_rule_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, old_op, _) = recent_log(dir.path()).await;
+    let db = db.to_str().unwrap();
+    let (ok, stdout, stderr) = run(&["audit", "show", &old_op.to_string(), "--db", db]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("  ok    sync-allowlist passed (enforce mode: a failure would deny"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("(enforce, deny)"), "{stdout}");
+}
+
+/// `--since 1h` and `--until 30m` count back from now, for `audit list` and `rules backtest`.
+#[tokio::test]
+async fn relative_times_narrow_the_audit_list_and_the_backtest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, old_op, new_op) = recent_log(dir.path()).await;
+    let db = db.to_str().unwrap();
+    let ops = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["audit", "list", "--format", "jsonl", "--db", db];
+        all.extend_from_slice(args);
+        let (ok, stdout, stderr) = run(&all);
+        assert!(ok, "{args:?}: {stderr}");
+        stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["operation_id"].to_string()
+            })
+            .map(|id| id.trim_matches('"').to_owned())
+            .collect()
+    };
+    assert_eq!(ops(&["--since", "1h"]), [new_op.to_string()]);
+    assert_eq!(ops(&["--until", "30m"]), [old_op.to_string()]);
+    assert_eq!(ops(&["--since", "3h", "--until", "5m"]).len(), 2);
+    let (ok, _, stderr) = run(&["audit", "list", "--since", "1y", "--db", db]);
+    assert!(!ok && stderr.contains("time ago"), "{stderr}");
+
+    let config = dir.path().join("rules.toml");
+    std::fs::write(&config, format!("[store]\npath = {db:?}\n")).unwrap();
+    let config = config.to_str().unwrap();
+    let considered = |since: &str| {
+        let args = [
+            "rules", "backtest", "--config", config, "--format", "json", "--since", since,
+        ];
+        let (ok, stdout, stderr) = run(&args);
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()["summary"]["considered"].clone()
+    };
+    assert_eq!(considered("1h"), 1);
+    assert_eq!(considered("1d"), 2);
+}
+
+/// `--format json` through a pipe is a JSON array with one event per line (indented only for a
+/// terminal), so scripts can read it whole or line by line.
+#[tokio::test]
+async fn json_through_a_pipe_has_one_event_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, old_op, new_op) = recent_log(dir.path()).await;
+    let db = db.to_str().unwrap();
+    let (ok, stdout, stderr) = run(&["audit", "list", "--format", "json", "--db", db]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!((lines[0], lines[3]), ("[", "]"), "{stdout}");
+    for (line, op) in lines[1..3].iter().zip([old_op, new_op]) {
+        let event: serde_json::Value = serde_json::from_str(line.trim_end_matches(',')).unwrap();
+        assert_eq!(event["operation_id"], op.to_string());
+    }
+    let all: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+
+    let (ok, stdout, stderr) = run(&[
+        "audit",
+        "show",
+        &new_op.to_string(),
+        "--format",
+        "json",
+        "--db",
+        db,
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// What the command line says, it says in sentences ending in a full stop: verdicts on stdout,
+/// errors on stderr (only `... listening on URL` lines, read by programs, end in the address).
+#[tokio::test]
+async fn messages_end_in_full_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _, _) = recent_log(dir.path()).await;
+    let db = db.to_str().unwrap();
+    let last_line = |text: &str| {
+        text.trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (ok, stdout, stderr) = run(&["audit", "verify", "--db", db]);
+    assert!(ok, "{stderr}");
+    assert!(last_line(&stdout).ends_with('.'), "{stdout}");
+    let (ok, stdout, _) = run(&["audit", "list", "--kind", "drift", "--db", db]);
+    assert!(ok);
+    assert_eq!(stdout, "no events.\n");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (ok, _, stderr) = run(&["audit", "show", &unknown, "--db", db]);
+    assert!(!ok);
+    assert!(stderr.starts_with("syncgate: no operation"), "{stderr}");
+    assert!(stderr.ends_with(".\n"), "{stderr:?}");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules/example.toml");
+    let (ok, stdout, stderr) = run(&["check-config", "--config", example]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.lines().all(|l| l.ends_with('.')), "{stdout}");
+}

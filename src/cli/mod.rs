@@ -1,4 +1,8 @@
 //! The command line: parse, set up logging, run one command. `anyhow` lives here only.
+//!
+//! The tools sit in their own modules (`audit`: list, show, verify the log; `rules`: test
+//! and backtest rules) and print through one `render` module, so they never borrow each
+//! other's helpers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,23 +16,27 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Overrides, RawConfig};
 use crate::server::ServeOptions;
 use crate::telemetry::{self, LogFormat};
-use crate::{app, audit_cli, demo, emulator, rules_cli, tls};
+use crate::{app, demo, emulator, tls};
+
+pub(crate) mod audit;
+pub(crate) mod render;
+pub(crate) mod rules;
 
 /// syncgate: an audit-logging, policy-enforcing reverse proxy for Microsoft Graph's cross-tenant
 /// user synchronization policies.
 #[derive(Debug, Parser)]
 #[command(name = "syncgate", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Log line format on stderr (level from RUST_LOG, default info; warn for `demo`).
     #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    log_format: LogFormat,
 
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the proxy and its admin listener until SIGINT/SIGTERM.
     ///
     /// Graph clients point their base URL at the proxy listener instead of
@@ -83,20 +91,20 @@ pub enum Command {
     /// Query and verify the audit log: list, show one operation, verify the hash chain.
     ///
     /// Opens the log read-only (never creates it): safe while the proxy is running.
-    Audit(audit_cli::AuditArgs),
+    Audit(audit::AuditArgs),
     /// Tools for rule authors: run rule test suites, backtest new rules against the audit log.
     ///
     /// `rules test FILE...` exits 0 only when every case passes. `rules backtest --config NEW.toml`
     /// replays the recorded changes through NEW's rules and reports what they would decide
     /// differently; it opens the log read-only.
-    Rules(rules_cli::RulesArgs),
+    Rules(rules::RulesArgs),
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// Configuration file (TOML); see config/syncgate.toml. Defaults apply without one.
     #[arg(long, short, value_name = "FILE", env = "SYNCGATE_CONFIG")]
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
 }
 
 impl ConfigArgs {
@@ -123,14 +131,17 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("syncgate: cannot start the async runtime: {e}");
+            eprintln!(
+                "syncgate: {}",
+                render::sentence(&format!("cannot start the async runtime: {e}"))
+            );
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("syncgate: {e:#}");
+            eprintln!("syncgate: {}", render::sentence(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -199,30 +210,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tokio::spawn(stop_on_signal(shutdown.clone()));
             demo::run(&listen, shutdown).await
         }
-        Command::Audit(args) => audit_cli::run(args).await,
-        Command::Rules(args) => rules_cli::run(args).await,
-        Command::CheckConfig { config } => {
-            let settings = config.load()?.validate()?;
-            println!(
-                "syncgate: configuration OK: proxy {} ({}), upstream {}, admin {}, audit log {}",
-                settings.listen,
-                if settings.tls.is_some() {
-                    "TLS"
-                } else {
-                    "plain HTTP"
-                },
-                settings.upstream,
-                settings.admin_listen,
-                settings.db_path.display()
-            );
-            if settings.rules.is_empty() {
-                println!("syncgate: no local rules: every well-formed governed change is allowed");
-            } else {
-                println!("syncgate: rules OK, version {}", settings.rules.version());
-            }
-            Ok(())
-        }
+        Command::Audit(args) => audit::run(args).await,
+        Command::Rules(args) => rules::run(args).await,
+        Command::CheckConfig { config } => check_config(&config),
     }
+}
+
+/// `check-config`: validate the file (TLS files included) and say what it sets up.
+fn check_config(config: &ConfigArgs) -> anyhow::Result<()> {
+    let settings = config.load()?.validate()?;
+    println!(
+        "syncgate: configuration OK: proxy {} ({}), upstream {}, admin {}, audit log {}.",
+        settings.listen,
+        if settings.tls.is_some() {
+            "TLS"
+        } else {
+            "plain HTTP"
+        },
+        settings.upstream,
+        settings.admin_listen,
+        settings.db_path.display()
+    );
+    if settings.rules.is_empty() {
+        println!("syncgate: no local rules: every well-formed governed change is allowed.");
+    } else {
+        println!("syncgate: rules OK, version {}.", settings.rules.version());
+    }
+    Ok(())
 }
 
 /// On SIGHUP, reload the rules from the configuration file and put them in force atomically; a
@@ -258,32 +272,67 @@ async fn reload_on_hangup(config: Option<PathBuf>, rules: crate::proxy::RulesHan
 }
 
 /// Cancel `shutdown` on the first SIGINT or SIGTERM; exit at once on a second.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    wait_for_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests (a second signal exits at once)");
-    shutdown.cancel();
-    wait_for_signal().await;
-    tracing::warn!("second signal: exiting now");
-    std::process::exit(130);
+///
+/// The handlers are installed when this is called, not when the returned task first runs: a
+/// caller that has said it is listening must already stop gracefully on a signal (a supervisor
+/// or a test may send one at once), rather than die of the default action.
+fn stop_on_signal(shutdown: CancellationToken) -> impl std::future::Future<Output = ()> {
+    let mut signals = Signals::install();
+    async move {
+        signals.next().await;
+        tracing::info!(
+            "shutting down: finishing in-flight requests (a second signal exits at once)"
+        );
+        shutdown.cancel();
+        signals.next().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    }
+}
+
+/// SIGINT and SIGTERM, listened to from the moment they are installed.
+#[cfg(unix)]
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
 }
 
 #[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn next(&mut self) {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = recv(&mut self.interrupt) => {}
+            _ = recv(&mut self.terminate) => {}
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> Self {
+        Signals
+    }
+
+    async fn next(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
