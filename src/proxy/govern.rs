@@ -521,10 +521,7 @@ fn tag(operation_id: Uuid, mut resp: Response<Body>) -> Response<Body> {
 
 /// For a partner POST the key is in the body; for sync writes a `tenantId` in the body must name
 /// the partner in the URL.
-pub(crate) fn bind_partner(
-    governed: &mut Governed,
-    json: Option<Value>,
-) -> Result<Option<Value>, Refusal> {
+pub(crate) fn bind_partner(governed: &mut Governed, json: Option<Value>) -> Result<Option<Value>, Refusal> {
     if let Some(body) = &json {
         match governed.kind {
             OperationKind::PartnerCreate => {
