@@ -16,6 +16,29 @@ mod limits;
 mod raw;
 mod upstream;
 
+/// `audit.refusal_*`: when refusals from one client stop being recorded one by one and are
+/// summarised instead (see `proxy/refusals.rs`). Plain settings, so the proxy reads them from
+/// here rather than the configuration importing the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalLimits {
+    /// Refusals per client recorded one by one within a window; further ones are summarised.
+    pub burst: u32,
+    /// How long a client's window lasts, from its first refusal.
+    pub window: Duration,
+    /// Clients tracked at once; a new one evicts the oldest (recording its summary).
+    pub clients: usize,
+}
+
+impl Default for RefusalLimits {
+    fn default() -> Self {
+        RefusalLimits {
+            burst: 20,
+            window: Duration::from_secs(10),
+            clients: 1024,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -273,7 +296,7 @@ impl RawConfig {
         ))
     }
 
-    fn refusal_limits(&self) -> Result<crate::proxy::RefusalLimits, ConfigError> {
+    fn refusal_limits(&self) -> Result<RefusalLimits, ConfigError> {
         let window = parse_duration("audit.refusal_window", &self.audit.refusal_window)?;
         if window.is_zero() {
             return Err(invalid("audit.refusal_window", "must be longer than 0"));
@@ -281,7 +304,7 @@ impl RawConfig {
         if self.audit.refusal_clients == 0 {
             return Err(invalid("audit.refusal_clients", "must be at least 1"));
         }
-        Ok(crate::proxy::RefusalLimits {
+        Ok(RefusalLimits {
             burst: self.audit.refusal_burst,
             window,
             clients: self.audit.refusal_clients,
@@ -331,7 +354,7 @@ pub struct Settings {
     /// A file holding a bearer token for re-reading state at start-up after a crash.
     pub recovery_token_file: Option<PathBuf>,
     /// When refusals from one client are summarised instead of recorded one by one.
-    pub refusal_limits: crate::proxy::RefusalLimits,
+    pub refusal_limits: RefusalLimits,
     /// The local rules, compiled.
     pub rules: Arc<crate::rules::RuleSet>,
     /// Timeouts, connection caps and the body memory budget (`[limits]`).

@@ -144,13 +144,13 @@ impl Default for RawAudit {
 }
 
 fn default_refusal_burst() -> u32 {
-    crate::proxy::RefusalLimits::default().burst
+    super::RefusalLimits::default().burst
 }
 fn default_refusal_window() -> String {
     "10s".into()
 }
 fn default_refusal_clients() -> usize {
-    crate::proxy::RefusalLimits::default().clients
+    super::RefusalLimits::default().clients
 }
 
 fn default_listen() -> String {

@@ -33,6 +33,7 @@ use tracing::{Instrument, info, warn};
 use crate::audit::{Decision, EventKind};
 use crate::body::Body;
 use crate::classify::{self, Classification, Governed};
+pub use crate::config::RefusalLimits;
 use crate::graph_error::RequestIds;
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
@@ -46,7 +47,6 @@ pub use lifecycle::decide::RulesHandle;
 #[allow(unused_imports)]
 pub(crate) use lifecycle::decide::rule_input;
 use lifecycle::{Exit, Operation, Received};
-pub use refusals::RefusalLimits;
 use upstream::Upstream;
 
 /// What governing needs besides the upstream.

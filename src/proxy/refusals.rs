@@ -35,32 +35,12 @@ use uuid::Uuid;
 
 use super::Proxy;
 use crate::audit::{Event, EventKind, REFUSAL_SUMMARY, RefusalSummary};
+use crate::config::RefusalLimits;
 use crate::store::Store;
 
 /// Distinct error codes and methods named in one summary; the rest count under [`OTHER`].
 const MAX_NAMED: usize = 16;
 const OTHER: &str = "other";
-
-/// When refusals from one client stop being recorded one by one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefusalLimits {
-    /// Refusals per client recorded one by one within a window; further ones are summarised.
-    pub burst: u32,
-    /// How long a client's window lasts, from its first refusal.
-    pub window: Duration,
-    /// Clients tracked at once; a new one evicts the oldest (recording its summary).
-    pub clients: usize,
-}
-
-impl Default for RefusalLimits {
-    fn default() -> Self {
-        RefusalLimits {
-            burst: 20,
-            window: Duration::from_secs(10),
-            clients: 1024,
-        }
-    }
-}
 
 /// What to do with one refusal.
 #[derive(Debug)]
