@@ -157,12 +157,8 @@ pub(crate) fn write_aligned(
     writeln!(out, "{}", line.trim_end())
 }
 
-/// A whole table, header first, its columns as wide as their widest cell.
-pub(crate) fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
-    fitted_table(header, rows, &[], None)
-}
-
-/// A whole table, header first, fitted into `columns` (see [`Layout::fit`]).
+/// A whole table, header first, its columns as wide as their widest cell, or cut to fit
+/// `columns` (see [`Layout::fit`]).
 pub(crate) fn fitted_table<R: AsRef<[String]>>(
     header: &[&str],
     rows: &[R],
@@ -447,7 +443,7 @@ mod tests {
         ]];
         let floors = [9, FIXED, 6];
         let full = fitted_table(&header, &rows, &floors, None);
-        assert_eq!(full, table(&header, &rows));
+        assert_eq!(full, fitted_table(&header, &rows, &[], Some(200)));
         assert!(full.lines().nth(1).unwrap().ends_with("goes on"), "{full}");
         let roomy = fitted_table(&header, &rows, &floors, Some(200));
         assert_eq!(roomy, full, "a table that fits is left alone");

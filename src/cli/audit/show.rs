@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::ShowFormat;
 use crate::audit::{Decision, Event, Recorded, Snapshot};
 use crate::cli::render::{
-    JsonArray, JsonLayout, actor_name, dash, effect_name, human_duration, print, short_version,
-    table, time_micros,
+    FIXED, JsonArray, JsonLayout, actor_name, dash, effect_name, fitted_table, human_duration,
+    print, short_version, terminal_columns, time_micros,
 };
 use crate::store::StoreReader;
 
@@ -32,20 +32,21 @@ pub(super) async fn run(
     }
     let text = match format {
         ShowFormat::Json => JsonArray::document(&events, JsonLayout::for_stdout())?,
-        ShowFormat::Text => render_operation(&events),
+        ShowFormat::Text => render_operation(&events, terminal_columns()),
     };
     print(&text)
 }
 
-/// One operation, readable at a glance: a header, its events, the states, the changes.
-fn render_operation(events: &[Recorded]) -> String {
+/// One operation, readable at a glance: a header, its events, the states, the changes. The
+/// events table is cut to fit `columns` (a terminal's width; `None` through a pipe).
+fn render_operation(events: &[Recorded], columns: Option<usize>) -> String {
     let mut s = String::new();
     if events.is_empty() {
         return s;
     }
     describe_request(&mut s, events);
     describe_outcome(&mut s, events);
-    describe_events(&mut s, events);
+    describe_events(&mut s, events, columns);
     describe_states(&mut s, events);
     describe_rules(&mut s, events);
     s
@@ -155,7 +156,7 @@ fn describe_outcome(s: &mut String, events: &[Recorded]) {
 }
 
 /// The operation's events, one row each, indented under a heading.
-fn describe_events(s: &mut String, events: &[Recorded]) {
+fn describe_events(s: &mut String, events: &[Recorded], columns: Option<usize>) {
     s.push_str("\nevents\n");
     let rows: Vec<[String; 6]> = events
         .iter()
@@ -171,7 +172,10 @@ fn describe_events(s: &mut String, events: &[Recorded]) {
         })
         .collect();
     let header = ["seq", "time", "kind", "decision", "status", "detail"];
-    for l in table(&header, &rows).lines() {
+    // Only the detail is ever cut; the table is indented by two columns.
+    let floors = [FIXED, FIXED, FIXED, FIXED, FIXED, 20];
+    let columns = columns.map(|c| c.saturating_sub(2));
+    for l in fitted_table(&header, &rows, &floors, columns).lines() {
         let _ = writeln!(s, "  {l}");
     }
 }
@@ -382,6 +386,43 @@ mod tests {
         assert_eq!(
             describe_rule_result(&rule("warn", "deny", false)),
             "FAIL  sync-allowlist (warn, deny): rule 'sync-allowlist': not listed"
+        );
+    }
+
+    #[test]
+    fn the_events_table_cuts_only_a_long_detail_to_fit_a_terminal() {
+        let mut e = Event::new(Uuid::now_v7(), crate::audit::EventKind::Denied);
+        e.detail = Some(format!(
+            "Request_BadRequest: {}",
+            "a long reason ".repeat(10)
+        ));
+        let events = [Recorded {
+            seq: 7,
+            prev_hash: String::new(),
+            hash: String::new(),
+            event: e,
+        }];
+        let piped = render_operation(&events, None);
+        assert!(piped.contains(&"a long reason ".repeat(9)), "{piped}");
+        let shown = render_operation(&events, Some(100));
+        let table: Vec<&str> = shown
+            .lines()
+            .skip_while(|l| *l != "events")
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(table.len(), 2, "{shown}");
+        for line in &table {
+            assert!(line.chars().count() <= 100, "{line}");
+        }
+        assert!(
+            table[1].contains(" denied ") && table[1].ends_with('…'),
+            "{shown}"
+        );
+        // The header still says everything in full.
+        assert!(
+            shown.contains("detail      Request_BadRequest: a long reason"),
+            "{shown}"
         );
     }
 }

@@ -10,7 +10,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{BacktestArgs, BacktestFormat, Outcome, deciding, load_rules, reason};
-use crate::cli::render::{JsonLayout, dash, json_document, print, short_version, table, time_secs};
+use crate::cli::render::{
+    FIXED, JsonLayout, dash, fitted_table, json_document, print, short_version, terminal_columns,
+    time_secs,
+};
 use crate::rules::Verdict;
 use crate::store::{Filter, StoreOptions, StoreReader};
 
@@ -186,7 +189,9 @@ pub(super) async fn run(args: BacktestArgs) -> anyhow::Result<()> {
     };
     let text = match args.format {
         BacktestFormat::Json => json_document(&report, JsonLayout::for_stdout())?,
-        BacktestFormat::Table => render_backtest(&report, short_version(rules.version())),
+        BacktestFormat::Table => {
+            render_backtest(&report, short_version(rules.version()), terminal_columns())
+        }
     };
     print(&text)?;
     let changed = report.summary.changed();
@@ -268,8 +273,12 @@ const BACKTEST_HEADER: [&str; 7] = [
     "OUTCOME",
 ];
 
-/// The table of differing changes, then the summary.
-fn render_backtest(report: &Backtest, version: &str) -> String {
+/// How narrow each column may be cut on a terminal (see the `audit list` table); the outcome
+/// sentence is cut last but may be cut, `--format json` keeps it whole.
+const BACKTEST_FLOORS: [usize; 7] = [FIXED, FIXED, 9, 9, 8, 12, 30];
+
+/// The table of differing changes (cut to fit `columns`, a terminal's width), then the summary.
+fn render_backtest(report: &Backtest, version: &str, columns: Option<usize>) -> String {
     let mut text = String::new();
     if report.changes.is_empty() {
         text.push_str("no recorded change would be decided differently.\n");
@@ -289,7 +298,12 @@ fn render_backtest(report: &Backtest, version: &str) -> String {
                 ]
             })
             .collect();
-        text.push_str(&table(&BACKTEST_HEADER, &rows));
+        text.push_str(&fitted_table(
+            &BACKTEST_HEADER,
+            &rows,
+            &BACKTEST_FLOORS,
+            columns,
+        ));
     }
     let s = &report.summary;
     let _ = writeln!(
@@ -314,4 +328,49 @@ fn render_backtest(report: &Backtest, version: &str) -> String {
         let _ = writeln!(text, "  {n:>4}  {}", reason.describe());
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backtest_table_fits_a_terminal_and_keeps_every_value_through_a_pipe() {
+        let side = |outcome| Side {
+            outcome,
+            rules: Vec::new(),
+        };
+        let summary = "would now be refused by rule sync-allowlist: partner \
+                       9c5d131d-b1c3-4fc4-9e3f-c6557947d551 is not on the sync allow-list";
+        let report = Backtest {
+            config: "new.toml".into(),
+            db: "audit.db".into(),
+            rules_version: "ab".repeat(32),
+            since: None,
+            until: None,
+            summary: Summary::default(),
+            changes: vec![Differing {
+                seq: 12,
+                operation_id: Uuid::now_v7(),
+                time: Utc::now(),
+                operation: "sync_update".into(),
+                partner: Some("9c5d131d-b1c3-4fc4-9e3f-c6557947d551".into()),
+                actor: "33333333-3333-4333-8333-333333333333".into(),
+                change: Difference::Refused,
+                was: side(Outcome::Allow),
+                now: side(Outcome::Deny),
+                summary: summary.into(),
+            }],
+            skipped: Vec::new(),
+        };
+        let piped = render_backtest(&report, "abababababab", None);
+        assert!(piped.contains(summary), "{piped}");
+        let shown = render_backtest(&report, "abababababab", Some(100));
+        let rows: Vec<&str> = shown.lines().take(2).collect();
+        for row in &rows {
+            assert!(row.chars().count() <= 100, "{row}");
+        }
+        assert!(rows[1].contains("would now be refused by rule"), "{shown}");
+        assert!(rows[1].ends_with('…'), "{shown}");
+    }
 }
