@@ -40,11 +40,9 @@ use crate::store::Store;
 pub use error::ProxyError;
 #[doc(hidden)]
 pub use lifecycle::ExitKind;
-#[allow(unused_imports)] // the rule tools move onto these (issue 8)
 pub(crate) use lifecycle::bind_partner;
 pub(crate) use lifecycle::complete::{AUDIT_ID_HEADER, WARNING_HEADER};
 pub use lifecycle::decide::RulesHandle;
-#[allow(unused_imports)]
 pub(crate) use lifecycle::decide::rule_input;
 use lifecycle::{Exit, Operation, Received};
 use upstream::Upstream;

@@ -212,3 +212,40 @@ async fn a_before_read_dropped_by_the_upstream_is_answered_like_any_broken_upstr
     assert_eq!(governed.error_code(), plain.error_code());
     assert_eq!(governed.error_code(), "SyncgateUpstreamFailed");
 }
+
+/// Issue 8 (found when the rule tools moved onto the proxy's own partner binding): a partner
+/// created with an embedded `identitySynchronization` naming another tenant was forwarded, while
+/// the same mismatch against the URL's partner is refused everywhere else.
+#[tokio::test]
+async fn a_partner_created_with_sync_settings_for_another_tenant_is_refused() {
+    let emulator = spawn_emulator().await;
+    let proxy = spawn_proxy(&emulator.base).await;
+    let resp = TestClient::new()
+        .send(
+            Method::POST,
+            &format!(
+                "{}/v1.0/policies/crossTenantAccessPolicy/partners",
+                proxy.url
+            ),
+            Some(json!({
+                "tenantId": PARTNER,
+                "identitySynchronization": {
+                    "tenantId": "0a1b2c3d-0000-4000-8000-00000000beef",
+                    "userSyncInbound": {"isSyncAllowed": true}
+                }
+            })),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{:?}", resp.body);
+    let requests = TestClient::new()
+        .get(&format!("{}/_emulator/requests", emulator.base))
+        .await
+        .json();
+    let writes = requests["value"]
+        .as_array()
+        .expect("the emulator's request log")
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .count();
+    assert_eq!(writes, 0, "nothing was forwarded: {requests}");
+}

@@ -48,7 +48,11 @@ pub(crate) fn bind_partner(
     if let Some(body) = &json {
         match governed.kind {
             OperationKind::PartnerCreate => {
-                governed.partner = Some(classify::partner_from_body(body)?)
+                // The key comes from the body, and an embedded identitySynchronization must
+                // name the same tenant, as it must name the URL's on every other write.
+                let partner = classify::partner_from_body(body)?;
+                classify::check_body_tenant(body, &partner)?;
+                governed.partner = Some(partner);
             }
             _ => {
                 if let Some(partner) = &governed.partner {
