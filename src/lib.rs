@@ -3,7 +3,7 @@
 //!
 //! A map of the crate:
 //! - [`cli`]: the command line, with its `audit` commands and its `rules` commands (rule tests,
-//!   backtest); [`demo`] runs the whole stack.
+//!   backtest) and `demo`, which runs the whole stack.
 //!   These are the CLI edge, the only places `anyhow` is used.
 //! - [`config`]: the TOML file, parsed then validated into [`config::Settings`]; `units` reads
 //!   its durations and sizes (shared with [`rules`], so neither imports the other).
@@ -28,7 +28,6 @@ pub mod body;
 pub mod classify;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod emulator;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Overrides, RawConfig};
 use crate::server::ServeOptions;
 use crate::telemetry::{self, LogFormat};
-use crate::{app, demo, emulator, tls};
+use crate::{app, emulator, tls};
 
 pub(crate) mod audit;
+mod demo;
 pub(crate) mod render;
 pub(crate) mod rules;
 
