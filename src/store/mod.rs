@@ -17,6 +17,8 @@
 //! - [`TokenHasher`] keeps the key that fingerprints bearer tokens, in a file beside the database.
 
 mod chain;
+#[cfg(test)]
+mod log_v1;
 mod private;
 mod sqlite;
 mod token_key;
