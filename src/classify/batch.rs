@@ -20,10 +20,10 @@ use serde_json::{Map, Value};
 
 use super::body::{check_content_type, parse_strict};
 use super::canonical;
-use super::{ApiVersion, Classification, Refusal, check_body, classify, codes};
+use super::{Classification, Refusal, check_body, classify, codes};
+use crate::graph::ApiVersion;
 
-/// Graph's documented limit on requests per batch.
-pub const MAX_BATCH_REQUESTS: usize = 20;
+pub use crate::graph::MAX_BATCH_REQUESTS;
 
 /// Members of the envelope and of each request, as Graph documents them.
 const ENVELOPE_MEMBERS: [&str; 1] = ["requests"];

@@ -17,7 +17,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::{ApiVersion, BodyRule, Refusal, TenantId, codes};
+use super::{Refusal, codes};
+use crate::graph::{ApiVersion, BodyRule, TenantId};
 
 /// Graph's message for a body it cannot read (§5.2); syncgate appends the precise reason.
 const UNREADABLE: &str = "Unable to read JSON request payload. Please ensure Content-Type header \

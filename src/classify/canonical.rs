@@ -15,7 +15,7 @@ use std::fmt;
 use percent_encoding::percent_decode_str;
 use unicode_normalization::UnicodeNormalization;
 
-use super::{ApiVersion, CanonicalPath, TenantId};
+use crate::graph::{ApiVersion, CanonicalPath, TenantId};
 
 mod url;
 

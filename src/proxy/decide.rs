@@ -67,10 +67,7 @@ impl Proxy {
         // Only rules about the partner's consent settings need its document; read it only then.
         let partner_state = match (&governed.partner, rules.needs_partner_state()) {
             (Some(partner), true) => {
-                let path = format!(
-                    "/{}/policies/crossTenantAccessPolicy/partners/{partner}",
-                    governed.path.version.as_str()
-                );
+                let path = crate::graph::partner_path(governed.path.version, partner);
                 state::read(&self.upstream, &path, authorization)
                     .await
                     .snapshot

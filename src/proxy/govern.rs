@@ -25,7 +25,8 @@ use super::decide::Decided;
 use super::{Proxy, ProxyError, forward, state};
 use crate::audit::{Actor, Decision, Event, EventKind, RawRequest, Snapshot};
 use crate::body::{self, Body};
-use crate::classify::{self, CanonicalPath, Governed, OperationKind, Refusal};
+use crate::classify::{self, Governed, OperationKind, Refusal};
+use crate::graph::documented_path;
 use crate::graph_error::{GraphError, RequestIds};
 use crate::rules::Verdict;
 use crate::server::ConnInfo;
@@ -521,7 +522,10 @@ fn tag(operation_id: Uuid, mut resp: Response<Body>) -> Response<Body> {
 
 /// For a partner POST the key is in the body; for sync writes a `tenantId` in the body must name
 /// the partner in the URL.
-pub(crate) fn bind_partner(governed: &mut Governed, json: Option<Value>) -> Result<Option<Value>, Refusal> {
+pub(crate) fn bind_partner(
+    governed: &mut Governed,
+    json: Option<Value>,
+) -> Result<Option<Value>, Refusal> {
     if let Some(body) = &json {
         match governed.kind {
             OperationKind::PartnerCreate => {
@@ -571,37 +575,6 @@ fn write_request(
         conn,
         body,
     )?)
-}
-
-/// The canonical path with Graph's documented casing (`crossTenantAccessPolicy`, ...), which is
-/// what every SDK sends; keys stay lower-case GUIDs.
-pub(crate) fn documented_path(path: &CanonicalPath) -> String {
-    const DOCUMENTED: &[&str] = &[
-        "policies",
-        "crossTenantAccessPolicy",
-        "partners",
-        "identitySynchronization",
-        "deletedItems",
-        "crossTenantPartners",
-        "crossTenantSyncPolicyPartners",
-        "restore",
-        "templates",
-        "multiTenantOrganizationIdentitySynchronization",
-        "resetToDefaultSettings",
-        "crossTenantIdentitySyncPolicy",
-        "default",
-    ];
-    let mut out = format!("/{}", path.version.as_str());
-    for segment in &path.segments {
-        out.push('/');
-        let documented = DOCUMENTED
-            .iter()
-            .find(|d| d.eq_ignore_ascii_case(segment))
-            .copied()
-            .unwrap_or(segment.as_str());
-        out.push_str(documented);
-    }
-    out
 }
 
 fn audit_unavailable(ids: &RequestIds) -> Response<Body> {

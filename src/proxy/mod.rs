@@ -41,9 +41,9 @@ use crate::store::Store;
 pub use decide::RulesHandle;
 #[allow(unused_imports)] // the rule tools move onto these (issue 8)
 pub(crate) use decide::rule_input;
+pub use error::ProxyError;
 #[allow(unused_imports)]
 pub(crate) use govern::bind_partner;
-pub use error::ProxyError;
 use govern::{Audit, ChangeRequest, Received};
 pub use refusals::RefusalLimits;
 use upstream::Upstream;
