@@ -391,7 +391,7 @@ fn table_row(r: &Recorded) -> [String; 10] {
         r.seq.to_string(),
         e.time.to_rfc3339_opts(SecondsFormat::Secs, true),
         e.kind.as_str().to_owned(),
-        dash(Some(&e.operation)),
+        dash(Some(e.operation.as_str())),
         dash(e.partner_tenant_id.as_deref()),
         actor_name(e),
         dash(e.decision.map(Decision::as_str)),
@@ -435,12 +435,12 @@ fn csv_row(r: &Recorded) -> Vec<String> {
         e.kind.as_str().to_owned(),
         e.operation_id.to_string(),
         e.event_id.to_string(),
-        e.operation.clone(),
+        e.operation.to_string(),
         e.method.clone(),
         e.canonical_path.clone(),
         text(&e.state_path),
-        e.api_version.clone(),
-        text(&e.partner_tenant_id),
+        e.api_version.to_string(),
+        text(&e.partner_tenant_id.as_ref().map(|p| p.to_string())),
         text(&a.oid),
         text(&a.upn),
         text(&a.appid),
@@ -537,7 +537,7 @@ pub fn render_operation(events: &[Recorded]) -> String {
         "change",
         format!(
             "{}  {} {}",
-            dash(Some(&e.operation)),
+            dash(Some(e.operation.as_str())),
             dash(Some(&e.method)),
             dash(Some(&e.canonical_path))
         ),
@@ -698,20 +698,16 @@ pub fn render_operation(events: &[Recorded]) -> String {
         let version = decider.event.rules_version.as_deref().unwrap_or("-");
         let _ = writeln!(s, "\nrules (version {})", &version[..version.len().min(12)]);
         for result in &decider.event.rule_results {
-            let field = |k: &str| result.get(k).and_then(Value::as_str).unwrap_or("-");
-            let passed = result
-                .get("passed")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let passed = result.passed;
             let _ = write!(
                 s,
                 "  {:<5} {} ({}, {})",
                 if passed { "ok" } else { "FAIL" },
-                field("rule"),
-                field("mode"),
-                field("action")
+                result.rule,
+                result.mode,
+                result.action
             );
-            match result.get("message").and_then(Value::as_str) {
+            match result.message.as_deref() {
                 Some(message) if !passed => {
                     let _ = writeln!(s, ": {message}");
                 }

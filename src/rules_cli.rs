@@ -996,8 +996,8 @@ async fn scan(
                     *summary.skipped_by_reason.entry(reason.key()).or_default() += 1;
                     skipped.push(Skipped {
                         seq: recorded.seq,
-                        operation_id: event.operation_id,
-                        operation: event.operation.clone(),
+                        operation_id: event.operation_id.uuid(),
+                        operation: event.operation.to_string(),
                         reason,
                         detail,
                     });
@@ -1062,7 +1062,7 @@ impl<'a> Replayer<'a> {
             results: event
                 .rule_results
                 .iter()
-                .filter_map(|r| serde_json::from_value::<RuleResult>(r.clone()).ok())
+                .filter_map(RuleResult::from_outcome)
                 .collect(),
         };
         let was = match (event.kind, recorded.verdict()) {
@@ -1080,10 +1080,10 @@ impl<'a> Replayer<'a> {
             (EventKind::Denied, refused) => refused,
             _ => return Replay::NotADecision,
         };
-        let Some(kind) = OperationKind::parse(&event.operation) else {
+        let Some(kind) = event.operation.kind() else {
             return Replay::Skipped(
                 SkipReason::UnknownOperation,
-                format!("operation {:?}", event.operation),
+                format!("operation {:?}", event.operation.as_str()),
             );
         };
         let Some(before) = event.before.as_ref().and_then(Snapshot::value) else {
@@ -1096,7 +1096,7 @@ impl<'a> Replayer<'a> {
             kind,
             method: &event.method,
             canonical_path: &event.canonical_path,
-            api_version: &event.api_version,
+            api_version: event.api_version.as_str(),
             partner: event.partner_tenant_id.as_deref(),
             request_body: event.request_body.as_ref(),
             before: Some(before),
@@ -1206,10 +1206,10 @@ fn differing(recorded: &Recorded, change: Difference, was: &Verdict, now: &Verdi
     };
     Differing {
         seq: recorded.seq,
-        operation_id: event.operation_id,
+        operation_id: event.operation_id.uuid(),
         time: event.time,
-        operation: event.operation.clone(),
-        partner: event.partner_tenant_id.clone(),
+        operation: event.operation.to_string(),
+        partner: event.partner_tenant_id.as_deref().map(str::to_owned),
         actor: actor_name(event),
         change,
         was: Side::of(was),
@@ -1485,7 +1485,7 @@ mod tests {
         e.canonical_path = format!(
             "/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER}/identitysynchronization"
         );
-        e.partner_tenant_id = Some(PARTNER.into());
+        e.partner_tenant_id = PARTNER.parse().ok();
         e.request_body = Some(json!({"userSyncInbound": {"isSyncAllowed": true}}));
         e.before = Some(Snapshot::Present {
             value: json!({"displayName": "F", "userSyncInbound": {"isSyncAllowed": false}}),
@@ -1540,8 +1540,7 @@ mod tests {
             Replay::NotADecision
         ));
         let mut by_rule = recorded_event(EventKind::Denied);
-        by_rule.rule_results =
-            vec![serde_json::to_value(result("a", Mode::Enforce, Action::Deny, false)).unwrap()];
+        by_rule.rule_results = vec![result("a", Mode::Enforce, Action::Deny, false).outcome()];
         match replayer.replay(&by_rule) {
             Replay::Replayed { was, now } => {
                 assert_eq!(difference(&was, &now), Some(Difference::Allowed))

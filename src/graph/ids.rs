@@ -58,6 +58,15 @@ impl fmt::Display for TenantId {
     }
 }
 
+/// Read as the text it is (the lower-case GUID), e.g. `partner.as_deref()` on an optional id.
+impl std::ops::Deref for TenantId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for TenantId {
     fn as_ref(&self) -> &str {
         &self.0
@@ -130,5 +139,11 @@ impl FromStr for OperationId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Uuid::parse_str(s).map(OperationId)
+    }
+}
+
+impl PartialEq<OperationId> for Uuid {
+    fn eq(&self, other: &OperationId) -> bool {
+        *self == other.0
     }
 }

@@ -413,7 +413,7 @@ impl Proxy {
                 let a = self.governor.refusals.admit(code, &mut event);
                 (a.record, a.operation_id, a.due)
             }
-            None => (true, event.operation_id, Vec::new()),
+            None => (true, event.operation_id.uuid(), Vec::new()),
         };
         self.record_summaries(due).await;
         if record && let Err(error) = self.governor.store.append(event).await {
@@ -478,15 +478,10 @@ impl Audit {
 
     /// An event of this operation about `governed`, with the common fields filled.
     pub(crate) fn event(&self, kind: EventKind, governed: &Governed, state_path: &str) -> Event {
-        let mut e = Event::new(self.operation_id, kind);
-        e.method = governed.method.to_string();
-        e.canonical_path = governed.path.to_string();
-        e.api_version = governed.path.version.as_str().to_owned();
-        e.partner_tenant_id = governed.partner.as_ref().map(|p| p.as_str().to_owned());
-        e.operation = governed.kind.as_str().to_owned();
+        let state_path = (!state_path.is_empty()).then_some(state_path);
+        let mut e = Event::governed(self.operation_id, kind, governed, state_path);
         e.actor = self.actor.clone();
         e.client_request_id = self.client_request_id.clone();
-        e.state_path = (!state_path.is_empty()).then(|| state_path.to_owned());
         e
     }
 

@@ -227,7 +227,7 @@ mod writer {
         e.method = "PATCH".into();
         e.canonical_path = canonical_sync("v1.0", PARTNER);
         e.api_version = "v1.0".into();
-        e.partner_tenant_id = Some(PARTNER.into());
+        e.partner_tenant_id = PARTNER.parse().ok();
         e.operation = operation.into();
         e.actor = alice();
         e.client_request_id = Some("7f1c0b7e-client-request".into());
@@ -254,10 +254,8 @@ mod writer {
         }
     }
 
-    fn results(list: &[RuleResult]) -> Vec<serde_json::Value> {
-        list.iter()
-            .map(|r| serde_json::to_value(r).unwrap())
-            .collect()
+    fn results(list: &[RuleResult]) -> Vec<crate::audit::RuleOutcome> {
+        list.iter().map(RuleResult::outcome).collect()
     }
 
     fn sync(inbound: bool) -> serde_json::Value {
@@ -388,7 +386,7 @@ mod writer {
             e.api_version = "beta".into();
             e.canonical_path = canonical_sync("beta", OTHER);
             e.state_path = Some(sync_path("beta", OTHER));
-            e.partner_tenant_id = Some(OTHER.into());
+            e.partner_tenant_id = OTHER.parse().ok();
             e.actor = app();
             e.client_request_id = None;
             e.before = Some(before);
@@ -537,7 +535,7 @@ mod writer {
             ..alice()
         };
         e.decision = Some(Decision::Deny);
-        e.operation = REFUSAL_SUMMARY.into();
+        e.operation = REFUSAL_SUMMARY;
         e.raw_request = Some(RawRequest::new(&sync_path("v1.0", PARTNER), None));
         e.detail = Some("1042 refusals from 192.0.2.10 counted, not recorded one by one".into());
         e.refusal_summary = Some(RefusalSummary {

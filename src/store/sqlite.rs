@@ -453,7 +453,7 @@ impl SqliteReader {
         }
         if let Some(operation_id) = filter.operation_id {
             q.push(" AND operation_id = ")
-                .push_bind(operation_id.hyphenated().to_string());
+                .push_bind(operation_id.uuid().hyphenated().to_string());
         }
         if let Some(after) = filter.after_seq {
             q.push(" AND seq > ").push_bind(after);

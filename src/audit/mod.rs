@@ -18,6 +18,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::classify::Governed;
+use crate::graph::{OperationId, TenantId};
+
+mod fields;
+
+pub use fields::{EventApiVersion, Operation, RuleOutcome};
+
 /// What happened, in the lifecycle of an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,7 +201,7 @@ pub struct Event {
     /// This event's id (UUIDv7).
     pub event_id: Uuid,
     /// The operation it belongs to (UUIDv7, sent to the client as `x-syncgate-audit-id`).
-    pub operation_id: Uuid,
+    pub operation_id: OperationId,
     pub kind: EventKind,
     pub time: DateTime<Utc>,
     /// HTTP method of the governed request (`PATCH`, ...), as the upstream saw it.
@@ -207,12 +214,12 @@ pub struct Event {
     /// change's before-state with the last after-state recorded under the same `state_path`.
     #[serde(default)]
     pub state_path: Option<String>,
-    /// `v1.0` or `beta`.
-    pub api_version: String,
+    /// `v1.0` or `beta`; stored as `""` when the request was refused before its path was read.
+    pub api_version: EventApiVersion,
     /// The partner tenant the change is about, when there is one.
-    pub partner_tenant_id: Option<String>,
-    /// What kind of change (`sync_create`, `partner_delete`, ...; see `OperationKind`).
-    pub operation: String,
+    pub partner_tenant_id: Option<TenantId>,
+    /// What kind of change (`sync_create`, `partner_delete`, ...; see [`Operation`]).
+    pub operation: Operation,
     pub actor: Actor,
     pub client_request_id: Option<String>,
     /// Graph's `request-id` of the write, when the upstream answered.
@@ -226,7 +233,7 @@ pub struct Event {
     pub decision: Option<Decision>,
     /// Each rule's verdict for this change.
     #[serde(default)]
-    pub rule_results: Vec<Value>,
+    pub rule_results: Vec<RuleOutcome>,
     /// The version (hash) of the rule set that decided.
     #[serde(default)]
     pub rules_version: Option<String>,
@@ -256,7 +263,7 @@ pub struct Event {
 }
 
 /// The `operation` of a `denied` event that stands for many refusals from one client.
-pub const REFUSAL_SUMMARY: &str = "refusal_summary";
+pub const REFUSAL_SUMMARY: Operation = Operation::RefusalSummary;
 
 /// Most bytes of a refused request's target kept, as stored (JSON-escaped).
 pub const TARGET_MAX: usize = 2048;
@@ -420,19 +427,20 @@ impl Event {
         }
     }
 
-    /// A new event of `kind` for `operation_id` with everything else empty; the pipeline fills it.
-    pub fn new(operation_id: Uuid, kind: EventKind) -> Self {
+    /// A new event of `kind` for `operation_id` with everything else empty (its operation
+    /// [`Operation::Unknown`]); the pipeline fills it.
+    pub fn new(operation_id: impl Into<OperationId>, kind: EventKind) -> Self {
         Self {
             event_id: Uuid::now_v7(),
-            operation_id,
+            operation_id: operation_id.into(),
             kind,
             time: Utc::now(),
             method: String::new(),
             canonical_path: String::new(),
             state_path: None,
-            api_version: String::new(),
+            api_version: EventApiVersion::Unnamed,
             partner_tenant_id: None,
-            operation: String::new(),
+            operation: Operation::Unknown,
             actor: Actor::default(),
             client_request_id: None,
             request_id: None,
@@ -453,6 +461,25 @@ impl Event {
             raw_request: None,
             refusal_summary: None,
         }
+    }
+
+    /// An event about a governed request, with what the request says filled: method, canonical
+    /// path, API version, partner, operation kind, and the path its state is read from
+    /// (`None` when the operation has none: reads, the legacy policy, a partner not known yet).
+    pub fn governed(
+        operation_id: impl Into<OperationId>,
+        kind: EventKind,
+        governed: &Governed,
+        state_path: Option<&str>,
+    ) -> Self {
+        let mut e = Event::new(operation_id, kind);
+        e.method = governed.method.to_string();
+        e.canonical_path = governed.path.to_string();
+        e.api_version = governed.path.version.into();
+        e.partner_tenant_id = governed.partner.clone();
+        e.operation = governed.kind.into();
+        e.state_path = state_path.map(str::to_owned);
+        e
     }
 }
 
