@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Connection;
 
-use super::chain::{Columns, Head, Prepared};
+use super::chain::{Columns, Head, Prepared, Sealed};
 use super::{Filter, Store, StoreOptions, StoreReader};
 use crate::audit::Event;
 
@@ -57,31 +57,15 @@ async fn load(path: &Path, rows: &[Row]) {
             panic!("seq {} is not an object", row.seq)
         };
         let c = Columns::from_json(&doc).unwrap();
-        sqlx::query(
-            "INSERT INTO audit_events (seq, event_id, operation_id, kind, time, \
-             partner_tenant_id, operation, actor_oid, actor_upn, actor_appid, decision, \
-             upstream_status, state_path, event, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(row.seq)
-        .bind(&c.event_id)
-        .bind(&c.operation_id)
-        .bind(&c.kind)
-        .bind(&c.time)
-        .bind(&c.partner_tenant_id)
-        .bind(&c.operation)
-        .bind(&c.actor_oid)
-        .bind(&c.actor_upn)
-        .bind(&c.actor_appid)
-        .bind(&c.decision)
-        .bind(c.upstream_status)
-        .bind(&c.state_path)
-        .bind(&row.event)
-        .bind(&row.prev_hash)
-        .bind(&row.hash)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        let sealed = Sealed {
+            seq: row.seq,
+            prev_hash: row.prev_hash.clone(),
+            hash: row.hash.clone(),
+            canonical: row.event.clone(),
+        };
+        super::sqlite::insert_row(&mut conn, &c, &sealed)
+            .await
+            .unwrap();
     }
     conn.close().await.unwrap();
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row};
 
-use super::chain::{Head, Prepared, Sealed};
+use super::chain::{Columns, Head, Prepared, Sealed};
 use super::{StoreError, StoreOptions};
 
 mod read;
@@ -269,35 +269,44 @@ async fn insert_group(
     let mut sealed = Vec::with_capacity(events.len());
     for event in events {
         let s = event.seal(&mut head);
-        let c = &event.columns;
-        sqlx::query(
-            "INSERT INTO audit_events (seq, event_id, operation_id, kind, time, \
-             partner_tenant_id, operation, actor_oid, actor_upn, actor_appid, decision, \
-             upstream_status, state_path, event, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(s.seq)
-        .bind(&c.event_id)
-        .bind(&c.operation_id)
-        .bind(&c.kind)
-        .bind(&c.time)
-        .bind(&c.partner_tenant_id)
-        .bind(&c.operation)
-        .bind(&c.actor_oid)
-        .bind(&c.actor_upn)
-        .bind(&c.actor_appid)
-        .bind(&c.decision)
-        .bind(c.upstream_status)
-        .bind(&c.state_path)
-        .bind(&s.canonical)
-        .bind(&s.prev_hash)
-        .bind(&s.hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| classify(format!("cannot insert event {}", c.event_id), e))?;
+        insert_row(&mut *conn, &event.columns, &s).await?;
         sealed.push(s);
     }
     Ok(sealed)
+}
+
+/// Insert one sealed event and its columns (the only INSERT into `audit_events`).
+pub(crate) async fn insert_row(
+    conn: &mut SqliteConnection,
+    c: &Columns,
+    s: &Sealed,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (seq, event_id, operation_id, kind, time, \
+         partner_tenant_id, operation, actor_oid, actor_upn, actor_appid, decision, \
+         upstream_status, state_path, event, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(s.seq)
+    .bind(&c.event_id)
+    .bind(&c.operation_id)
+    .bind(&c.kind)
+    .bind(&c.time)
+    .bind(&c.partner_tenant_id)
+    .bind(&c.operation)
+    .bind(&c.actor_oid)
+    .bind(&c.actor_upn)
+    .bind(&c.actor_appid)
+    .bind(&c.decision)
+    .bind(c.upstream_status)
+    .bind(&c.state_path)
+    .bind(&s.canonical)
+    .bind(&s.prev_hash)
+    .bind(&s.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| classify(format!("cannot insert event {}", c.event_id), e))?;
+    Ok(())
 }
 
 /// Refuse a file that is not an audit log, or one written under a chain rule we do not know.
