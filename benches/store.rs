@@ -39,7 +39,7 @@ fn sample_event() -> Event {
         "/v1.0/policies/crossTenantAccessPolicy/partners/{PARTNER}/identitySynchronization"
     ));
     e.api_version = "v1.0".into();
-    e.partner_tenant_id = Some(PARTNER.into());
+    e.partner_tenant_id = PARTNER.parse().ok();
     e.operation = "sync_update".into();
     e.actor = Actor {
         oid: Some("11111111-1111-4111-8111-111111111111".into()),

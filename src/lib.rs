@@ -10,7 +10,9 @@
 //! - [`app`]: opens the audit log, recovers interrupted changes, binds the proxy and admin
 //!   listeners and runs them until shutdown.
 //! - [`server`]: the shared accept loop (HTTP/1.1 + HTTP/2, TLS, graceful drain).
-//! - [`classify`]: canonical paths and the route table: is a request governed, and how?
+//! - [`graph`]: Graph's vocabulary (tenant and operation ids, API versions, canonical and
+//!   documented paths, state paths, the route table forward and reverse, limits), written once.
+//! - [`classify`]: is a request governed, and how? (reads targets and bodies; routes by [`graph`])
 //! - [`proxy`]: the request lifecycle (classify → read → decide → record → forward → complete);
 //!   [`proxy::forward`] streams ungoverned requests to the upstream.
 //! - [`audit`]: the audit event; [`store`]: the append-only, hash-chained log it is kept in.
@@ -31,6 +33,7 @@ pub mod config;
 pub mod emulator;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod graph;
 pub mod graph_error;
 pub mod proxy;
 pub mod rules;

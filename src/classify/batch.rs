@@ -20,10 +20,10 @@ use serde_json::{Map, Value};
 
 use super::body::{check_content_type, parse_strict};
 use super::canonical;
-use super::{ApiVersion, Classification, Refusal, check_body, classify, codes};
+use super::{Classification, Refusal, check_body, classify, codes};
+use crate::graph::ApiVersion;
 
-/// Graph's documented limit on requests per batch.
-pub const MAX_BATCH_REQUESTS: usize = 20;
+pub use crate::graph::MAX_BATCH_REQUESTS;
 
 /// Members of the envelope and of each request, as Graph documents them.
 const ENVELOPE_MEMBERS: [&str; 1] = ["requests"];
@@ -205,17 +205,7 @@ fn parse_request(version: ApiVersion, index: usize, entry: Value) -> Result<Batc
         None => return Err(bad_batch(format!("{at}.id is missing"))),
     };
     let at = format!("request '{id}'");
-    let method = match entry.remove("method") {
-        Some(Value::String(m)) => exact_method(&m).ok_or_else(|| {
-            bad_batch(format!(
-                "{at} has the method '{}'; a sub-request's method must be exactly one of GET, \
-                 POST, PUT, PATCH or DELETE (upper case, nothing around it)",
-                m.chars().take(32).collect::<String>().escape_debug()
-            ))
-        })?,
-        Some(_) => return Err(bad_batch(format!("{at}: 'method' must be a string"))),
-        None => return Err(bad_batch(format!("{at}: 'method' is missing"))),
-    };
+    let method = request_method(entry.remove("method"), &at)?;
     let url = match entry.remove("url") {
         Some(Value::String(u)) if !u.trim().is_empty() => u,
         Some(Value::String(_)) => return Err(bad_batch(format!("{at}: 'url' is empty"))),
@@ -246,18 +236,7 @@ fn parse_request(version: ApiVersion, index: usize, entry: Value) -> Result<Batc
             Some(decode_body(body, content_type, &at)?)
         }
     };
-    let depends_on = match entry.remove("dependsOn") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(ids)) => ids
-            .into_iter()
-            .map(|d| match d {
-                Value::String(s) => Ok(s),
-                Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
-                _ => Err(bad_batch(format!("{at}: 'dependsOn' must list ids"))),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad_batch(format!("{at}: 'dependsOn' must be an array"))),
-    };
+    let depends_on = depends_on(entry.remove("dependsOn"), &at)?;
     let (path, query) = normalize_url(version, &url, &at)?;
     // Seen loosely, through every decoding, anywhere in the path: a batch inside a batch would
     // run unparsed.
@@ -281,6 +260,37 @@ fn parse_request(version: ApiVersion, index: usize, entry: Value) -> Result<Batc
         depends_on,
         classification,
     })
+}
+
+/// A sub-request's `method`: exactly one of [`BATCH_METHODS`].
+fn request_method(method: Option<Value>, at: &str) -> Result<Method, Refusal> {
+    match method {
+        Some(Value::String(m)) => exact_method(&m).ok_or_else(|| {
+            bad_batch(format!(
+                "{at} has the method '{}'; a sub-request's method must be exactly one of GET, \
+                 POST, PUT, PATCH or DELETE (upper case, nothing around it)",
+                m.chars().take(32).collect::<String>().escape_debug()
+            ))
+        }),
+        Some(_) => Err(bad_batch(format!("{at}: 'method' must be a string"))),
+        None => Err(bad_batch(format!("{at}: 'method' is missing"))),
+    }
+}
+
+/// A sub-request's `dependsOn`: a list of ids (strings, or integers as Graph accepts them).
+fn depends_on(ids: Option<Value>, at: &str) -> Result<Vec<String>, Refusal> {
+    match ids {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(ids)) => ids
+            .into_iter()
+            .map(|d| match d {
+                Value::String(s) => Ok(s),
+                Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+                _ => Err(bad_batch(format!("{at}: 'dependsOn' must list ids"))),
+            })
+            .collect(),
+        Some(_) => Err(bad_batch(format!("{at}: 'dependsOn' must be an array"))),
+    }
 }
 
 /// The method when `text` is exactly one of [`BATCH_METHODS`].

@@ -48,7 +48,7 @@
 //!    [`Classification::Batch`]; any other method (`post`, `Post`, `GET`, extension methods)
 //!    is refused, never forwarded unparsed.
 //! 6. Governed-subtree paths are canonicalised (lower case, GUID keys, `partners('k')` →
-//!    `partners/k`) and matched against the route table (`routes.rs`, the single source).
+//!    `partners/k`) and matched against the route table (`crate::graph::routes`, the single source).
 //!    Reads are forwarded; writes the table governs become [`Classification::Governed`]; every
 //!    other write is refused (default deny: only `crossTenantAccessPolicy/default` writes are
 //!    forwarded). Top-level methods are otherwise taken as sent: GET and HEAD are reads,
@@ -69,12 +69,15 @@ mod routes;
 #[cfg(test)]
 mod alias_tests;
 
-use std::fmt;
-use std::str::FromStr;
-
 use http::{HeaderMap, Method, StatusCode};
 
+use crate::graph::{METHOD_OVERRIDE_HEADERS, URL_OVERRIDE_HEADERS};
 use crate::graph_error::GraphError;
+// Graph's vocabulary, re-exported where code not yet switched to `crate::graph` finds it.
+pub(crate) use crate::graph::routes::is_read;
+pub use crate::graph::{
+    ApiVersion, BodyRule, CanonicalPath, InvalidTenantId, OperationKind, TenantId,
+};
 
 pub use batch::{BATCH_METHODS, Batch, BatchRequest, MAX_BATCH_REQUESTS, parse_batch};
 pub use body::{check_body, check_body_tenant, parse_body, partner_from_body};
@@ -117,229 +120,6 @@ pub mod codes {
     pub const BAD_REQUEST: &str = "BadRequest";
 }
 
-/// The Graph API version a request addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ApiVersion {
-    /// `/v1.0`
-    V1_0,
-    /// `/beta` (the only version with `deletedItems`, §1)
-    Beta,
-}
-
-impl ApiVersion {
-    /// The version segment as Graph documents it: `v1.0` or `beta`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiVersion::V1_0 => "v1.0",
-            ApiVersion::Beta => "beta",
-        }
-    }
-
-    /// A version segment in any ASCII case (`V1.0`, `BETA`); nothing else is a version.
-    pub fn parse(segment: &str) -> Option<Self> {
-        if segment.eq_ignore_ascii_case("v1.0") {
-            Some(ApiVersion::V1_0)
-        } else if segment.eq_ignore_ascii_case("beta") {
-            Some(ApiVersion::Beta)
-        } else {
-            None
-        }
-    }
-}
-
-impl fmt::Display for ApiVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A text that is not a hyphenated GUID, offered as a partner tenant id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a tenant id: a tenant id is a GUID in the 36-character hyphenated form")]
-pub struct InvalidTenantId(pub String);
-
-/// A partner tenant id: the key of partners and sync policies. Always a lower-case hyphenated
-/// GUID, so two spellings of one tenant compare, lock and audit as one.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TenantId(String);
-
-impl TenantId {
-    /// Accepts the 36-character hyphenated form in any case. Braces, the 32-digit form and
-    /// domain names are refused: how Graph reads them is unknown (graph-reference §4.4), and a
-    /// key syncgate reads differently from Graph is a bypass.
-    pub fn parse(text: &str) -> Result<Self, InvalidTenantId> {
-        let bytes = text.as_bytes();
-        let well_formed = bytes.len() == 36
-            && bytes.iter().enumerate().all(|(i, b)| match i {
-                8 | 13 | 18 | 23 => *b == b'-',
-                _ => b.is_ascii_hexdigit(),
-            });
-        if well_formed {
-            Ok(Self(text.to_ascii_lowercase()))
-        } else {
-            Err(InvalidTenantId(text.to_owned()))
-        }
-    }
-
-    /// The lower-case hyphenated GUID.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for TenantId {
-    type Err = InvalidTenantId;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for TenantId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A path in canonical form: every segment lower-case, keys as their own lower-case GUID
-/// segment, `microsoft.graph.` prefixes stripped. The audit log stores its [`Display`](fmt::Display) form, and
-/// approvals are bound to it, so one resource has exactly one canonical path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CanonicalPath {
-    /// The API version (the first segment of the request path).
-    pub version: ApiVersion,
-    /// The segments after the version, e.g. `["policies", "crosstenantaccesspolicy", ...]`.
-    pub segments: Vec<String>,
-}
-
-impl fmt::Display for CanonicalPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "/{}", self.version)?;
-        for segment in &self.segments {
-            write!(f, "/{segment}")?;
-        }
-        Ok(())
-    }
-}
-
-/// What kind of governed operation a request is. The [`as_str`](Self::as_str) names are stored
-/// in the audit log (`operation`), so they never change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OperationKind {
-    /// `PUT …/partners/{k}/identitySynchronization` (Graph's "create", §2.2 S2).
-    SyncCreate,
-    /// `PATCH …/partners/{k}/identitySynchronization` (§2.2 S3).
-    SyncUpdate,
-    /// `DELETE …/partners/{k}/identitySynchronization` (§2.2 S4; a soft delete in beta).
-    SyncDelete,
-    /// `POST …/partners` (§2.3 P2); the partner is in the body.
-    PartnerCreate,
-    /// `PATCH …/partners/{k}` (§2.3 P4).
-    PartnerUpdate,
-    /// `DELETE …/partners/{k}` (§2.3 P5).
-    PartnerDelete,
-    /// beta `POST …/deletedItems/crossTenantPartners/{k}/restore` (§2.4 D5).
-    PartnerRestore,
-    /// beta `POST …/deletedItems/crossTenantSyncPolicyPartners/{k}/restore` (D6) and
-    /// `POST …/deletedItems/crossTenantPartners/{k}/identitySynchronization/restore` (D9).
-    SyncRestore,
-    /// beta `DELETE …/deletedItems/crossTenantPartners/{k}` (D7, permanent).
-    DeletedPartnerPurge,
-    /// beta `DELETE …/deletedItems/crossTenantSyncPolicyPartners/{k}` (D8, permanent).
-    DeletedSyncPurge,
-    /// beta `PUT|PATCH|DELETE …/deletedItems/crossTenantPartners/{k}/identitySynchronization`
-    /// (D9: SDK-generated, undocumented).
-    DeletedPartnerSyncWrite,
-    /// `PATCH …/templates/multiTenantOrganizationIdentitySynchronization` (§2.5).
-    TemplateUpdate,
-    /// `POST …/multiTenantOrganizationIdentitySynchronization/resetToDefaultSettings` (§2.5).
-    TemplateReset,
-    /// Any write under `/policies/crossTenantIdentitySyncPolicy` (§2.6): always refused.
-    LegacySyncPolicyWrite,
-    /// A read that returns sync policy content (forwarded; recorded when reads are audited).
-    SyncRead,
-}
-
-impl OperationKind {
-    /// Every kind, for exhaustive tests and for parsing stored names.
-    pub const ALL: [OperationKind; 15] = [
-        OperationKind::SyncCreate,
-        OperationKind::SyncUpdate,
-        OperationKind::SyncDelete,
-        OperationKind::PartnerCreate,
-        OperationKind::PartnerUpdate,
-        OperationKind::PartnerDelete,
-        OperationKind::PartnerRestore,
-        OperationKind::SyncRestore,
-        OperationKind::DeletedPartnerPurge,
-        OperationKind::DeletedSyncPurge,
-        OperationKind::DeletedPartnerSyncWrite,
-        OperationKind::TemplateUpdate,
-        OperationKind::TemplateReset,
-        OperationKind::LegacySyncPolicyWrite,
-        OperationKind::SyncRead,
-    ];
-
-    /// The stable snake_case name stored in the audit log's `operation` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OperationKind::SyncCreate => "sync_create",
-            OperationKind::SyncUpdate => "sync_update",
-            OperationKind::SyncDelete => "sync_delete",
-            OperationKind::PartnerCreate => "partner_create",
-            OperationKind::PartnerUpdate => "partner_update",
-            OperationKind::PartnerDelete => "partner_delete",
-            OperationKind::PartnerRestore => "partner_restore",
-            OperationKind::SyncRestore => "sync_restore",
-            OperationKind::DeletedPartnerPurge => "deleted_partner_purge",
-            OperationKind::DeletedSyncPurge => "deleted_sync_purge",
-            OperationKind::DeletedPartnerSyncWrite => "deleted_partner_sync_write",
-            OperationKind::TemplateUpdate => "template_update",
-            OperationKind::TemplateReset => "template_reset",
-            OperationKind::LegacySyncPolicyWrite => "legacy_sync_policy_write",
-            OperationKind::SyncRead => "sync_read",
-        }
-    }
-
-    /// The kind stored under `name`, if any.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
-    }
-
-    /// Whether the kind is about the MTO template rather than one partner.
-    pub fn is_template(self) -> bool {
-        matches!(
-            self,
-            OperationKind::TemplateUpdate | OperationKind::TemplateReset
-        )
-    }
-}
-
-impl fmt::Display for OperationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What body a governed request may carry, checked by [`parse_body`] / [`check_body`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BodyRule {
-    /// No body, or JSON whitespace only (DELETE, restore, reset).
-    Empty,
-    /// A `crossTenantIdentitySyncPolicyPartner` object (§4.1, beta §4.2).
-    Sync,
-    /// A `crossTenantAccessPolicyConfigurationPartner` object (§4.3).
-    Partner,
-    /// A `multiTenantOrganizationIdentitySyncPolicyTemplate` object (§2.5).
-    Template,
-}
-
 /// A request syncgate governs (or, for [`OperationKind::SyncRead`], records): everything the
 /// pipeline needs to lock, read the before-state, decide, record and forward it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,103 +137,26 @@ pub struct Governed {
     pub body: BodyRule,
 }
 
-/// Graph's spelling of the governed resources, for the state paths the pipeline GETs upstream.
-const PARTNERS: &str = "policies/crossTenantAccessPolicy/partners";
-const DELETED_PARTNERS: &str = "policies/deletedItems/crossTenantPartners";
-const DELETED_SYNC_POLICIES: &str = "policies/deletedItems/crossTenantSyncPolicyPartners";
-const TEMPLATE: &str =
-    "policies/crossTenantAccessPolicy/templates/multiTenantOrganizationIdentitySynchronization";
-
 impl Governed {
     /// The path and query to GET upstream for the before/after state of this operation, in
-    /// Graph's own spelling and with the request's API version:
-    ///
-    /// - sync writes → `/{v}/policies/crossTenantAccessPolicy/partners/{k}/identitySynchronization`;
-    /// - partner writes → `/{v}/policies/crossTenantAccessPolicy/partners/{k}?$expand=identitySynchronization`
-    ///   (the partner's sync policy is part of what a partner change can affect);
-    /// - [`PartnerRestore`](OperationKind::PartnerRestore) → the live partner, expanded (what
-    ///   the restore brings back); [`SyncRestore`](OperationKind::SyncRestore) → the live sync policy;
-    /// - purges → the deleted item; [`DeletedPartnerSyncWrite`](OperationKind::DeletedPartnerSyncWrite)
-    ///   → the deleted partner's `identitySynchronization`;
-    /// - template operations → the template.
-    ///
-    /// `None` when the partner is not known yet (`PartnerCreate` before its body is read), for
-    /// [`LegacySyncPolicyWrite`](OperationKind::LegacySyncPolicyWrite) (always refused, never
-    /// read) and for [`SyncRead`](OperationKind::SyncRead) (nothing changes).
+    /// Graph's own spelling and with the request's API version (see
+    /// [`crate::graph::state_path`]). `None` when the partner is not known yet, for the legacy
+    /// policy and for reads.
     pub fn state_path(&self) -> Option<String> {
-        let v = self.path.version;
-        let partner = self.partner.as_ref();
-        let path = match self.kind {
-            OperationKind::SyncCreate | OperationKind::SyncUpdate | OperationKind::SyncDelete => {
-                format!("/{v}/{PARTNERS}/{}/identitySynchronization", partner?)
-            }
-            OperationKind::PartnerCreate
-            | OperationKind::PartnerUpdate
-            | OperationKind::PartnerDelete
-            | OperationKind::PartnerRestore => {
-                format!(
-                    "/{v}/{PARTNERS}/{}?$expand=identitySynchronization",
-                    partner?
-                )
-            }
-            OperationKind::SyncRestore => {
-                format!("/{v}/{PARTNERS}/{}/identitySynchronization", partner?)
-            }
-            OperationKind::DeletedPartnerPurge => format!("/{v}/{DELETED_PARTNERS}/{}", partner?),
-            OperationKind::DeletedSyncPurge => {
-                format!("/{v}/{DELETED_SYNC_POLICIES}/{}", partner?)
-            }
-            OperationKind::DeletedPartnerSyncWrite => {
-                format!(
-                    "/{v}/{DELETED_PARTNERS}/{}/identitySynchronization",
-                    partner?
-                )
-            }
-            OperationKind::TemplateUpdate | OperationKind::TemplateReset => {
-                format!("/{v}/{TEMPLATE}")
-            }
-            OperationKind::LegacySyncPolicyWrite | OperationKind::SyncRead => return None,
-        };
-        Some(path)
+        crate::graph::state_path(self.kind, self.path.version, self.partner.as_ref())
     }
 
     /// The partner's own document (`/{v}/policies/crossTenantAccessPolicy/partners/{k}`), read
     /// for the rules that need its consent settings; `None` without a partner.
     pub fn partner_path(&self) -> Option<String> {
         let partner = self.partner.as_ref()?;
-        Some(format!("/{}/{PARTNERS}/{partner}", self.path.version))
+        Some(crate::graph::partner_path(self.path.version, partner))
     }
 
-    /// The canonical path with Graph's documented casing (`crossTenantAccessPolicy`, ...), which
-    /// is what every SDK sends and what the governed write goes upstream on; keys stay lower-case
-    /// GUIDs.
+    /// The path the governed write goes upstream on: the canonical path in Graph's documented
+    /// spelling.
     pub fn documented_path(&self) -> String {
-        const DOCUMENTED: &[&str] = &[
-            "policies",
-            "crossTenantAccessPolicy",
-            "partners",
-            "identitySynchronization",
-            "deletedItems",
-            "crossTenantPartners",
-            "crossTenantSyncPolicyPartners",
-            "restore",
-            "templates",
-            "multiTenantOrganizationIdentitySynchronization",
-            "resetToDefaultSettings",
-            "crossTenantIdentitySyncPolicy",
-            "default",
-        ];
-        let mut out = format!("/{}", self.path.version.as_str());
-        for segment in &self.path.segments {
-            out.push('/');
-            let documented = DOCUMENTED
-                .iter()
-                .find(|d| d.eq_ignore_ascii_case(segment))
-                .copied()
-                .unwrap_or(segment.as_str());
-            out.push_str(documented);
-        }
-        out
+        crate::graph::documented_path(&self.path)
     }
 
     /// The key of the per-partner lock: the partner id, or `"template"` for the MTO template
@@ -544,19 +247,6 @@ impl Refusal {
         GraphError::new(self.status, self.code, self.message)
     }
 }
-
-/// Header names that ask a server (IIS URL Rewrite, some frameworks) to route the request to
-/// another URL than its request line names.
-const URL_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
-
-/// Header names (and, defensively, query parameter names) that ask a server to act as if the
-/// request had another method. ASP.NET stacks have honoured them from headers, form fields and
-/// query strings, so syncgate refuses them anywhere near a governed resource.
-const METHOD_OVERRIDES: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
 
 /// Classify one request.
 ///
@@ -757,16 +447,10 @@ fn classify_batch_path(method: &Method, segments: &[String]) -> Classification {
     }
 }
 
-/// GET and HEAD are reads; every other method (including unknown ones and lower-case spellings,
-/// which some servers accept as their upper-case equivalents) is a write.
-pub(crate) fn is_read(method: &Method) -> bool {
-    method == Method::GET || method == Method::HEAD
-}
-
 /// A refusal for a URL-override header that is sent to, or names, a `/policies` path or `$batch`
 /// (read loosely, whatever its encoding): the classification must be about the URL Graph acts on.
 fn url_override(headers: &HeaderMap, reach: canonical::Reach) -> Option<Refusal> {
-    URL_OVERRIDES.iter().find_map(|name| {
+    URL_OVERRIDE_HEADERS.iter().find_map(|name| {
         let value = headers.get(*name)?;
         let target = String::from_utf8_lossy(value.as_bytes());
         let path = target.split(['?', '#']).next().unwrap_or_default();
@@ -785,7 +469,7 @@ fn url_override(headers: &HeaderMap, reach: canonical::Reach) -> Option<Refusal>
 
 /// The name of the first method-override header or query parameter present, if any.
 fn method_override(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    for name in METHOD_OVERRIDES {
+    for name in METHOD_OVERRIDE_HEADERS {
         if headers.contains_key(name) {
             return Some(name.to_owned());
         }
@@ -794,7 +478,7 @@ fn method_override(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .map(|(name, _)| name)
         .find(|name| {
             let folded = name.trim().to_ascii_lowercase();
-            METHOD_OVERRIDES.contains(&folded.as_str()) || folded == "_method"
+            METHOD_OVERRIDE_HEADERS.contains(&folded.as_str()) || folded == "_method"
         })
 }
 

@@ -201,6 +201,8 @@ const TEMPLATE_PATH: &str =
 const DELETED_PARTNERS: &str = "policies/deletedItems/crossTenantPartners";
 const DELETED_SYNC_POLICIES: &str = "policies/deletedItems/crossTenantSyncPolicyPartners";
 
+/// Run one operation on the state: the live partners, the template and the access policy
+/// here; partner writes, sync policies and deleted items in the functions below.
 fn execute(
     state: &mut State,
     version: Version,
@@ -212,6 +214,20 @@ fn execute(
     match op {
         // Handled by `dispatch` before any state is touched.
         Op::Batch => Err(method_not_allowed().into()),
+        Op::CreatePartner | Op::UpdatePartner(_) => partner_write(state, version, op, body),
+        op @ (Op::GetSync(_) | Op::CreateSync(_) | Op::UpdateSync(_) | Op::DeleteSync(_)) => {
+            sync_policy(state, version, op, options, body)
+        }
+        op @ (Op::ListDeletedPartners
+        | Op::GetDeletedPartner(_)
+        | Op::RestorePartner(_)
+        | Op::PurgePartner(_)
+        | Op::GetDeletedPartnerSync(_)
+        | Op::ListDeletedSyncPolicies
+        | Op::GetDeletedSyncPolicy(_)
+        | Op::RestoreSyncPolicy(_)
+        | Op::PurgeSyncPolicy(_)
+        | Op::RestoreDeletedPartnerSync(_)) => deleted_items(state, version, op, options),
         Op::GetAccessPolicy => {
             let p = Projection::resolve(options, &ACCESS_POLICY, version, false)?;
             let doc = object(json!({
@@ -242,6 +258,35 @@ fn execute(
             let fragment = format!("{PARTNERS}{}/$entity", p.context_suffix());
             Ok(entity(version, &fragment, view))
         }
+        Op::DeletePartner(id) => {
+            state.delete_partner(&id)?;
+            Ok(Reply::no_content())
+        }
+        Op::GetTemplate => {
+            let p = Projection::resolve(options, &TEMPLATE, version, false)?;
+            let fragment = format!("{TEMPLATE_PATH}{}/$entity", p.context_suffix());
+            Ok(entity(
+                version,
+                &fragment,
+                p.apply(state.template().clone()),
+            ))
+        }
+        Op::UpdateTemplate => {
+            let mut props = validate::check_entity(&TEMPLATE, body, version, "")?;
+            drop_read_only(&TEMPLATE, &mut props, state.template())?;
+            state.update_template(props);
+            Ok(Reply::no_content())
+        }
+        Op::ResetTemplate => {
+            state.reset_template();
+            Ok(Reply::no_content())
+        }
+    }
+}
+
+/// Create or update a partner (with its deep-inserted or deep-updated sync policy).
+fn partner_write(state: &mut State, version: Version, op: Op, body: Value) -> Outcome {
+    match op {
         Op::CreatePartner => {
             let Value::Object(mut members) = body else {
                 return Err(validate::unreadable().into());
@@ -311,10 +356,20 @@ fn execute(
             state.update_partner(&id, props, sync)?;
             Ok(Reply::no_content())
         }
-        Op::DeletePartner(id) => {
-            state.delete_partner(&id)?;
-            Ok(Reply::no_content())
-        }
+        // `execute` sends only these operations here.
+        _ => Err(method_not_allowed().into()),
+    }
+}
+
+/// A partner's `identitySynchronization`: read, create, update, delete.
+fn sync_policy(
+    state: &mut State,
+    version: Version,
+    op: Op,
+    options: &QueryOptions,
+    body: Value,
+) -> Outcome {
+    match op {
         Op::GetSync(id) => {
             let p = Projection::resolve(options, &SYNC_POLICY, version, false)?;
             let doc = state
@@ -346,25 +401,14 @@ fn execute(
             state.delete_sync_policy(&id)?;
             Ok(Reply::no_content())
         }
-        Op::GetTemplate => {
-            let p = Projection::resolve(options, &TEMPLATE, version, false)?;
-            let fragment = format!("{TEMPLATE_PATH}{}/$entity", p.context_suffix());
-            Ok(entity(
-                version,
-                &fragment,
-                p.apply(state.template().clone()),
-            ))
-        }
-        Op::UpdateTemplate => {
-            let mut props = validate::check_entity(&TEMPLATE, body, version, "")?;
-            drop_read_only(&TEMPLATE, &mut props, state.template())?;
-            state.update_template(props);
-            Ok(Reply::no_content())
-        }
-        Op::ResetTemplate => {
-            state.reset_template();
-            Ok(Reply::no_content())
-        }
+        // `execute` sends only these operations here.
+        _ => Err(method_not_allowed().into()),
+    }
+}
+
+/// beta `deletedItems`: list, read, restore and purge deleted partners and sync policies.
+fn deleted_items(state: &mut State, version: Version, op: Op, options: &QueryOptions) -> Outcome {
+    match op {
         Op::ListDeletedPartners => {
             let p = Projection::resolve(options, &PARTNER, version, true)?;
             let value = state
@@ -428,6 +472,8 @@ fn execute(
             state.purge_sync_policy(&id)?;
             Ok(Reply::no_content())
         }
+        // `execute` sends only these operations here.
+        _ => Err(method_not_allowed().into()),
     }
 }
 

@@ -19,8 +19,7 @@ use super::path::Version;
 use super::validate;
 use crate::graph_error::{GraphError, RequestIds};
 
-/// Graph's documented limit on requests per batch.
-const MAX_REQUESTS: usize = 20;
+use crate::graph::MAX_BATCH_REQUESTS as MAX_REQUESTS;
 
 /// One entry of `requests`, as checked.
 #[derive(Debug)]

@@ -389,6 +389,42 @@ mod tests {
         }
     }
 
+    /// Graph's vocabulary (`crate::graph`), written for the proxy, names only paths the emulator
+    /// (with its own, independent parser) models: every governed operation's documented path and
+    /// every state path the pipeline reads.
+    #[test]
+    fn every_governed_and_state_path_of_the_proxy_is_emulated() {
+        use crate::graph::{self, ApiVersion, OperationKind};
+        let k = graph::TenantId::parse(ID).unwrap();
+        for kind in OperationKind::ALL {
+            if kind == OperationKind::LegacySyncPolicyWrite {
+                continue; // never shipped by Graph; the proxy refuses it
+            }
+            for v in ApiVersion::ALL {
+                let deleted = graph::routes::canonical_path(kind, v, Some(&k))
+                    .unwrap()
+                    .segments
+                    .contains(&"deleteditems".to_owned());
+                if deleted && v == ApiVersion::V1_0 {
+                    continue; // v1.0 has no deletedItems
+                }
+                let path = graph::documented_path(
+                    &graph::routes::canonical_path(kind, v, Some(&k)).unwrap(),
+                );
+                let state = graph::state_path(kind, v, Some(&k));
+                for path in std::iter::once(path).chain(state) {
+                    let path = path.split('?').next().unwrap().to_owned();
+                    match parse(&path) {
+                        Ok((_, Resource::NotEmulated)) | Err(_) => {
+                            panic!("{kind} {v}: {path} is not emulated")
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn aliases_reach_the_same_resource() {
         let upper = ID.to_ascii_uppercase();

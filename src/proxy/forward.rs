@@ -235,9 +235,9 @@ pub fn upstream_uri(
         .build()
 }
 
-/// Headers some front ends (IIS, ASP.NET) read as "the real URL": never forwarded, so no upstream
-/// can route a request somewhere other than the path syncgate classified.
-const URL_OVERRIDES: &[&str] = &["x-original-url", "x-rewrite-url"];
+// Headers some front ends (IIS, ASP.NET) read as "the real URL": never forwarded, so no upstream
+// can route a request somewhere other than the path syncgate classified.
+use crate::graph::URL_OVERRIDE_HEADERS as URL_OVERRIDES;
 
 /// Rewrite a client's headers for the upstream: hop-by-hop headers, `Host` and URL-override
 /// headers removed, `Expect` dropped (the client connection already answered it),
@@ -246,7 +246,7 @@ pub fn upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     headers.remove(header::EXPECT);
-    for name in URL_OVERRIDES {
+    for name in &URL_OVERRIDES {
         headers.remove(*name);
     }
     append_forwarded_for(headers, conn);

@@ -19,7 +19,6 @@ use super::locks::Locks;
 use super::state;
 use super::upstream::Upstream;
 use crate::audit::{EventKind, Snapshot};
-use crate::classify::OperationKind;
 use crate::store::{Store, StoreError};
 
 /// Record `recovered` for every unfinished operation; returns how many there were.
@@ -45,7 +44,7 @@ pub(crate) async fn recover(
     for record in &unfinished {
         let received = &record.event;
         // The same key the pipeline locks (`Governed::lock_key`).
-        let kind = OperationKind::parse(&received.operation);
+        let kind = received.operation.kind();
         let lock_key = kind
             .and_then(|k| crate::classify::lock_key(k, received.partner_tenant_id.as_deref()))
             .or_else(|| received.state_path.clone())

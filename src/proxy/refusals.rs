@@ -227,7 +227,7 @@ impl RefusalTracker {
             // Just inserted; unreachable, but recording is the safe answer.
             return Admission {
                 record: true,
-                operation_id: event.operation_id,
+                operation_id: event.operation_id.uuid(),
                 due,
             };
         };
@@ -235,7 +235,7 @@ impl RefusalTracker {
             window.recorded += 1;
             return Admission {
                 record: true,
-                operation_id: event.operation_id,
+                operation_id: event.operation_id.uuid(),
                 due,
             };
         }
@@ -245,12 +245,12 @@ impl RefusalTracker {
             .pending
             .get_or_insert_with(|| Pending::new(client, now, event));
         pending.count(now, code, &event.method);
-        let summary_id = pending.sample.operation_id;
+        let summary_id = pending.sample.operation_id.uuid();
         if opens {
             // The first refusal above the burst is recorded in full, under the summary's
             // operation id, and says so: every id a client was given resolves to a record at
             // once, and the summary that follows under the same id gives the count.
-            event.operation_id = summary_id;
+            event.operation_id = summary_id.into();
             let note = format!(
                 "; further refusals from {client} until {} are counted under this operation",
                 window_end.to_rfc3339()

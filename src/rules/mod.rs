@@ -106,6 +106,39 @@ pub struct RuleResult {
     pub message: Option<String>,
 }
 
+impl RuleResult {
+    /// The result a recorded outcome (an audit event's `rule_results`) stands for; `None` when
+    /// its mode or action is not one this version knows.
+    pub fn from_outcome(outcome: &crate::audit::RuleOutcome) -> Option<RuleResult> {
+        let mode = [Mode::Enforce, Mode::Warn, Mode::Shadow]
+            .into_iter()
+            .find(|m| m.as_str() == outcome.mode)?;
+        let action = [Action::Deny, Action::RequireApproval]
+            .into_iter()
+            .find(|a| a.as_str() == outcome.action)?;
+        Some(RuleResult {
+            rule: outcome.rule.clone(),
+            kind: outcome.kind.clone(),
+            mode,
+            action,
+            passed: outcome.passed,
+            message: outcome.message.clone(),
+        })
+    }
+
+    /// This result as an audit event records it.
+    pub fn outcome(&self) -> crate::audit::RuleOutcome {
+        crate::audit::RuleOutcome {
+            rule: self.rule.clone(),
+            kind: self.kind.clone(),
+            mode: self.mode.as_str().to_owned(),
+            action: self.action.as_str().to_owned(),
+            passed: self.passed,
+            message: self.message.clone(),
+        }
+    }
+}
+
 /// Every rule's answer about one change, and the version of the rules that gave them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {
@@ -166,6 +199,11 @@ impl Evaluation {
             .iter()
             .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
             .collect()
+    }
+
+    /// The results as the audit event records them (`rule_results`).
+    pub fn outcomes(&self) -> Vec<crate::audit::RuleOutcome> {
+        self.results.iter().map(RuleResult::outcome).collect()
     }
 
     /// The failing results, in order.

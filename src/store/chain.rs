@@ -421,7 +421,7 @@ mod tests {
 
     fn event(kind: EventKind) -> Event {
         let mut e = Event::new(Uuid::now_v7(), kind);
-        e.partner_tenant_id = Some("9c5d131d-b1c3-4fc4-9e3f-c6557947d551".into());
+        e.partner_tenant_id = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551".parse().ok();
         e.actor.upn = Some("alice@contoso.com".into());
         e.request_body = Some(json!({"userSyncInbound": {"isSyncAllowed": true}}));
         e

@@ -17,6 +17,8 @@
 //! - [`TokenHasher`] keeps the key that fingerprints bearer tokens, in a file beside the database.
 
 mod chain;
+#[cfg(test)]
+mod log_v1;
 mod private;
 mod sqlite;
 mod token_key;
@@ -27,9 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::audit::{Decision, Event, EventKind, Recorded, Snapshot};
+use crate::graph::OperationId;
 pub use chain::Broken;
 pub use token_key::{TokenHasher, TokenKeyError};
 use writer::WriterHandle;
@@ -150,7 +152,7 @@ pub struct Filter {
     pub until: Option<DateTime<Utc>>,
     pub kind: Option<EventKind>,
     pub decision: Option<Decision>,
-    pub operation_id: Option<Uuid>,
+    pub operation_id: Option<OperationId>,
     /// At most this many events.
     pub limit: Option<u32>,
     /// Events with `seq` greater than this (paging: pass the last seq seen).
@@ -223,9 +225,12 @@ impl StoreReader {
     }
 
     /// Every event of one operation, in `seq` order (empty when the id is unknown).
-    pub async fn operation(&self, operation_id: Uuid) -> Result<Vec<Recorded>, StoreError> {
+    pub async fn operation(
+        &self,
+        operation_id: impl Into<OperationId>,
+    ) -> Result<Vec<Recorded>, StoreError> {
         self.list(&Filter {
-            operation_id: Some(operation_id),
+            operation_id: Some(operation_id.into()),
             ..Filter::default()
         })
         .await
@@ -352,7 +357,10 @@ impl Store {
     }
 
     /// See [`StoreReader::operation`].
-    pub async fn operation(&self, operation_id: Uuid) -> Result<Vec<Recorded>, StoreError> {
+    pub async fn operation(
+        &self,
+        operation_id: impl Into<OperationId>,
+    ) -> Result<Vec<Recorded>, StoreError> {
         self.inner.reader.operation(operation_id).await
     }
 

@@ -41,7 +41,7 @@ fn sample(operation_id: Uuid, kind: EventKind, n: i64) -> Event {
     );
     e.state_path = Some(SYNC_PATH_A.into());
     e.api_version = "v1.0".into();
-    e.partner_tenant_id = Some(PARTNER_A.into());
+    e.partner_tenant_id = PARTNER_A.parse().ok();
     e.operation = "sync_update".into();
     e.actor = Actor {
         oid: Some("11111111-1111-4111-8111-111111111111".into()),
@@ -451,7 +451,7 @@ async fn unfinished_operations_are_received_events_without_an_outcome() {
         .into_iter()
         .map(|r| {
             assert_eq!(r.event.kind, EventKind::Received);
-            r.event.operation_id
+            r.event.operation_id.uuid()
         })
         .collect();
     assert_eq!(unfinished, vec![open_a, open_b]);
@@ -509,7 +509,7 @@ async fn varied_log(dir: &TempDir) -> (Store, Vec<Uuid>) {
     store.append(completed(ops[0], 1, true)).await.unwrap();
     // op1: an app on B, denied (t 100)
     let mut denied = sample(ops[1], EventKind::Denied, 100);
-    denied.partner_tenant_id = Some(PARTNER_B.into());
+    denied.partner_tenant_id = PARTNER_B.parse().ok();
     denied.actor = Actor {
         appid: Some("33333333-3333-4333-8333-333333333333".into()),
         ..Actor::default()
@@ -526,10 +526,10 @@ async fn varied_log(dir: &TempDir) -> (Store, Vec<Uuid>) {
     store.append(bob).await.unwrap();
     // op3: alice on B, completed (t 300, 301)
     let mut r = sample(ops[3], EventKind::Received, 300);
-    r.partner_tenant_id = Some(PARTNER_B.into());
+    r.partner_tenant_id = PARTNER_B.parse().ok();
     store.append(r).await.unwrap();
     let mut c = completed(ops[3], 301, false);
-    c.partner_tenant_id = Some(PARTNER_B.into());
+    c.partner_tenant_id = PARTNER_B.parse().ok();
     store.append(c).await.unwrap();
     (store, ops)
 }
@@ -619,7 +619,7 @@ async fn list_filters_narrow_the_result_and_keep_seq_order() {
         seqs(
             &store,
             Filter {
-                operation_id: Some(ops[3]),
+                operation_id: Some(ops[3].into()),
                 ..all()
             }
         )

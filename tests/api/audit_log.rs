@@ -54,7 +54,7 @@ fn event(operation_id: Uuid, kind: EventKind, day: u32, hour: u32) -> Event {
         "/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER_A}/identitysynchronization"
     );
     e.api_version = "v1.0".into();
-    e.partner_tenant_id = Some(PARTNER_A.into());
+    e.partner_tenant_id = PARTNER_A.parse().ok();
     e.operation = "sync_update".into();
     e.actor = Actor {
         oid: Some("11111111-1111-4111-8111-111111111111".into()),
@@ -104,7 +104,7 @@ async fn fixture() -> Fixture {
     events.push(done);
 
     let mut denied = event(app_op, EventKind::Denied, 2, 12);
-    denied.partner_tenant_id = Some(PARTNER_B.into());
+    denied.partner_tenant_id = PARTNER_B.parse().ok();
     denied.actor = Actor {
         appid: Some(AUTOMATION_APP.into()),
         idtyp: Some("app".into()),

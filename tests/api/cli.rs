@@ -131,7 +131,7 @@ fn the_demo_runs_and_prints_the_audit_trail() {
 async fn recent_log(dir: &std::path::Path) -> (std::path::PathBuf, uuid::Uuid, uuid::Uuid) {
     use chrono::{TimeDelta, Utc};
     use serde_json::json;
-    use syncgate::audit::{Decision, Event, EventKind, Snapshot};
+    use syncgate::audit::{Decision, Event, EventKind, RuleOutcome, Snapshot};
     use syncgate::store::{Store, StoreOptions};
     const PARTNER: &str = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551";
     let db = dir.join("audit.db");
@@ -149,17 +149,21 @@ async fn recent_log(dir: &std::path::Path) -> (std::path::PathBuf, uuid::Uuid, u
         e.canonical_path = format!(
             "/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER}/identitysynchronization"
         );
-        e.partner_tenant_id = Some(PARTNER.into());
+        e.partner_tenant_id = PARTNER.parse().ok();
         e.request_body = Some(json!({"userSyncInbound": {"isSyncAllowed": true}}));
         e.before = Some(Snapshot::Present {
             value: json!({"userSyncInbound": {"isSyncAllowed": false}}),
         });
         e.decision = Some(Decision::Allow);
         e.rules_version = Some("ab".repeat(32));
-        e.rule_results = vec![json!({
-            "rule": "sync-allowlist", "kind": "partner_allowlist", "mode": "enforce",
-            "action": "deny", "passed": true
-        })];
+        e.rule_results = vec![RuleOutcome {
+            rule: "sync-allowlist".into(),
+            kind: "partner_allowlist".into(),
+            mode: "enforce".into(),
+            action: "deny".into(),
+            passed: true,
+            message: None,
+        }];
         store.append(e).await.unwrap();
     }
     store.close().await;

@@ -195,7 +195,7 @@ fn table_row(r: &Recorded) -> [String; 10] {
         r.seq.to_string(),
         time_secs(&e.time),
         e.kind.as_str().to_owned(),
-        dash(Some(&e.operation)),
+        dash(Some(e.operation.as_str())),
         dash(e.partner_tenant_id.as_deref()),
         actor_name(e),
         dash(e.decision.map(Decision::as_str)),
@@ -223,12 +223,12 @@ fn csv_row(r: &Recorded) -> Vec<String> {
         e.kind.as_str().to_owned(),
         e.operation_id.to_string(),
         e.event_id.to_string(),
-        e.operation.clone(),
+        e.operation.to_string(),
         e.method.clone(),
         e.canonical_path.clone(),
         text(&e.state_path),
-        e.api_version.clone(),
-        text(&e.partner_tenant_id),
+        e.api_version.to_string(),
+        text(&e.partner_tenant_id.as_ref().map(|p| p.to_string())),
         text(&a.oid),
         text(&a.upn),
         text(&a.appid),
@@ -301,7 +301,7 @@ mod tests {
         for (seq, kind) in [(998, EventKind::Received), (999, EventKind::Completed)] {
             let mut e = Event::new(operation, kind);
             e.operation = "deleted_partner_sync_write".into();
-            e.partner_tenant_id = Some("9c5d131d-b1c3-4fc4-9e3f-c6557947d551".into());
+            e.partner_tenant_id = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551".parse().ok();
             e.actor.appid = Some("33333333-3333-4333-8333-333333333333".into());
             e.decision = Some(Decision::Allow);
             if kind == EventKind::Completed {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::ShowFormat;
-use crate::audit::{Decision, Event, Recorded, Snapshot};
+use crate::audit::{Decision, Event, Recorded, RuleOutcome, Snapshot};
 use crate::cli::render::{
     FIXED, JsonArray, JsonLayout, actor_name, dash, effect_name, fitted_table, human_duration,
     print, short_version, terminal_columns, time_micros,
@@ -71,7 +71,7 @@ fn describe_request(s: &mut String, events: &[Recorded]) {
         "change",
         format!(
             "{}  {} {}",
-            dash(Some(&e.operation)),
+            dash(Some(e.operation.as_str())),
             dash(Some(&e.method)),
             dash(Some(&e.canonical_path))
         ),
@@ -231,14 +231,9 @@ fn describe_rules(s: &mut String, events: &[Recorded]) {
 /// One rule's result on one line. A failure names the rule's mode and action and says why
 /// (`FAIL  id (enforce, deny): message`); a pass says it passed and, so that the action is not
 /// read as what happened, what a failure would have done.
-fn describe_rule_result(result: &Value) -> String {
-    let field = |k: &str| result.get(k).and_then(Value::as_str).unwrap_or("-");
-    let passed = result
-        .get("passed")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let (rule, mode, action) = (field("rule"), field("mode"), field("action"));
-    if passed {
+fn describe_rule_result(result: &RuleOutcome) -> String {
+    let (rule, mode, action) = (&result.rule, result.mode.as_str(), result.action.as_str());
+    if result.passed {
         let would = match (mode, action) {
             ("warn", _) => "warn",
             ("shadow", _) => "only be recorded",
@@ -248,7 +243,7 @@ fn describe_rule_result(result: &Value) -> String {
         };
         return format!("ok    {rule} passed ({mode} mode: a failure would {would})");
     }
-    match result.get("message").and_then(Value::as_str) {
+    match result.message.as_deref() {
         Some(message) => format!("FAIL  {rule} ({mode}, {action}): {message}"),
         None => format!("FAIL  {rule} ({mode}, {action})"),
     }
@@ -355,10 +350,13 @@ mod tests {
 
     #[test]
     fn a_passing_rule_reads_as_passing_and_a_failing_one_as_failing() {
-        let rule = |mode: &str, action: &str, passed: bool| {
-            json!({"rule": "sync-allowlist", "kind": "partner_allowlist", "mode": mode,
-                   "action": action, "passed": passed,
-                   "message": (!passed).then_some("rule 'sync-allowlist': not listed")})
+        let rule = |mode: &str, action: &str, passed: bool| RuleOutcome {
+            rule: "sync-allowlist".into(),
+            kind: "partner_allowlist".into(),
+            mode: mode.into(),
+            action: action.into(),
+            passed,
+            message: (!passed).then(|| "rule 'sync-allowlist': not listed".into()),
         };
         let ok = describe_rule_result(&rule("enforce", "deny", true));
         assert_eq!(

@@ -229,7 +229,7 @@ async fn append(recorder: Recorder<'_>, mut event: Event, code: Option<&str>) ->
             let a = recorder.refusals.admit(code, &mut event);
             (a.record, a.operation_id, a.due)
         }
-        None => (true, event.operation_id, Vec::new()),
+        None => (true, event.operation_id.uuid(), Vec::new()),
     };
     let operation_id = event.operation_id;
     refusals::record_summaries(recorder.store, due).await;

@@ -46,7 +46,7 @@ impl Decided {
     /// Record what decided on an event of this change: the results, the rules' version, and the
     /// partner document the rules saw (so a backtest can replay the same input).
     pub(crate) fn stamp(&self, event: &mut Event) {
-        event.rule_results = self.evaluation.results_json();
+        event.rule_results = self.evaluation.outcomes();
         event.rules_version = Some(self.evaluation.version.clone());
         event.partner_state = self.partner_state.clone();
     }

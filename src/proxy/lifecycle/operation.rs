@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::decide::Decided;
-use crate::audit::{Actor, Event, EventKind, RawRequest, Snapshot};
+use crate::audit::{self, Actor, Event, EventKind, RawRequest, Snapshot};
 use crate::classify::Governed;
 use crate::proxy::locks::LockGuard;
 
@@ -113,24 +113,21 @@ impl Operation {
     /// version, partner and kind (or the request as received and `unknown` when the classifier
     /// could not tell), the actor, `client-request-id` and state path.
     pub(crate) fn event(&self, kind: EventKind) -> Event {
-        let mut e = Event::new(self.id, kind);
-        e.actor = self.actor.clone();
-        e.client_request_id = self.client_request_id.clone();
-        match &self.governed {
+        let mut e = match &self.governed {
             Some(g) => {
-                e.method = g.method.to_string();
-                e.canonical_path = g.path.to_string();
-                e.api_version = g.path.version.as_str().to_owned();
-                e.partner_tenant_id = g.partner.as_ref().map(|p| p.as_str().to_owned());
-                e.operation = g.kind.as_str().to_owned();
-                e.state_path = self.state_path.clone().or_else(|| g.state_path());
+                let state_path = self.state_path.clone().or_else(|| g.state_path());
+                Event::governed(self.id, kind, g, state_path.as_deref())
             }
             None => {
+                let mut e = Event::new(self.id, kind);
                 e.method = self.received.method.clone();
                 e.canonical_path = self.canonical.clone().unwrap_or_default();
-                e.operation = "unknown".into();
+                e.operation = audit::Operation::Unknown;
+                e
             }
-        }
+        };
+        e.actor = self.actor.clone();
+        e.client_request_id = self.client_request_id.clone();
         e
     }
 

@@ -233,8 +233,8 @@ async fn scan(
                     *summary.skipped_by_reason.entry(reason.key()).or_default() += 1;
                     skipped.push(Skipped {
                         seq: recorded.seq,
-                        operation_id: event.operation_id,
-                        operation: event.operation.clone(),
+                        operation_id: event.operation_id.uuid(),
+                        operation: event.operation.to_string(),
                         reason,
                         detail,
                     });

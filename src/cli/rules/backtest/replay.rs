@@ -61,7 +61,7 @@ impl<'a> Replayer<'a> {
             results: event
                 .rule_results
                 .iter()
-                .filter_map(|r| serde_json::from_value::<RuleResult>(r.clone()).ok())
+                .filter_map(RuleResult::from_outcome)
                 .collect(),
         };
         let was = match (event.kind, recorded.verdict()) {
@@ -79,10 +79,10 @@ impl<'a> Replayer<'a> {
             (EventKind::Denied, refused) => refused,
             _ => return Replay::NotADecision,
         };
-        let Some(kind) = OperationKind::parse(&event.operation) else {
+        let Some(kind) = event.operation.kind() else {
             return Replay::Skipped(
                 SkipReason::UnknownOperation,
-                format!("operation {:?}", event.operation),
+                format!("operation {:?}", event.operation.as_str()),
             );
         };
         let Some(before) = event.before.as_ref().filter(|b| b.value().is_some()) else {
@@ -171,7 +171,7 @@ fn input(event: &Event, kind: OperationKind, before: &Snapshot) -> RuleInput {
         kind,
         method: &event.method,
         canonical_path: &event.canonical_path,
-        api_version: &event.api_version,
+        api_version: event.api_version.as_str(),
         partner: event.partner_tenant_id.as_deref(),
         request_body: event.request_body.as_ref(),
         before: before.value(),
@@ -194,7 +194,7 @@ fn governed(event: &Event, kind: OperationKind) -> Option<Governed> {
     let partner = governed.partner.as_ref().map(TenantId::as_str);
     let same = governed.kind == kind
         && governed.path.to_string() == event.canonical_path
-        && governed.path.version.as_str() == event.api_version
+        && governed.path.version.as_str() == event.api_version.as_str()
         && partner == event.partner_tenant_id.as_deref();
     same.then_some(governed)
 }
@@ -261,10 +261,10 @@ pub(super) fn differing(
     };
     Differing {
         seq: recorded.seq,
-        operation_id: event.operation_id,
+        operation_id: event.operation_id.uuid(),
         time: event.time,
-        operation: event.operation.clone(),
-        partner: event.partner_tenant_id.clone(),
+        operation: event.operation.to_string(),
+        partner: event.partner_tenant_id.as_deref().map(str::to_owned),
         actor: actor_name(event),
         change,
         was: Side::of(was),
@@ -328,7 +328,7 @@ mod tests {
         e.canonical_path = format!(
             "/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER}/identitysynchronization"
         );
-        e.partner_tenant_id = Some(PARTNER.into());
+        e.partner_tenant_id = PARTNER.parse().ok();
         e.request_body = Some(json!({"userSyncInbound": {"isSyncAllowed": true}}));
         e.before = Some(Snapshot::Present {
             value: json!({"displayName": "F", "userSyncInbound": {"isSyncAllowed": false}}),
@@ -383,8 +383,7 @@ mod tests {
             Replay::NotADecision
         ));
         let mut by_rule = recorded_event(EventKind::Denied);
-        by_rule.rule_results =
-            vec![serde_json::to_value(result("a", Mode::Enforce, Action::Deny, false)).unwrap()];
+        by_rule.rule_results = vec![result("a", Mode::Enforce, Action::Deny, false).outcome()];
         match replayer.replay(&by_rule) {
             Replay::Replayed { was, now } => {
                 assert_eq!(difference(&was, &now), Some(Difference::Allowed))
@@ -433,7 +432,7 @@ mod tests {
         assert_eq!(replayed.partner.as_deref(), Some(PARTNER));
         // A recorded partner that the path does not name is not the change the path describes.
         let mut other = recorded_event(EventKind::Received);
-        other.partner_tenant_id = Some("0a1b2c3d-0000-4000-8000-00000000beef".into());
+        other.partner_tenant_id = "0a1b2c3d-0000-4000-8000-00000000beef".parse().ok();
         assert!(governed(&other, OperationKind::SyncUpdate).is_none());
     }
 }

@@ -152,36 +152,9 @@ fn default_path(
     version: ApiVersion,
     partner: Option<&TenantId>,
 ) -> Result<String, String> {
-    use OperationKind::*;
-    let key = || {
-        partner
-            .map(TenantId::as_str)
-            .ok_or_else(|| format!("a {kind} operation needs `partner` (the tenant id)"))
-    };
-    let access = format!("/{version}/policies/crosstenantaccesspolicy");
-    let deleted = format!("/{version}/policies/deleteditems");
-    let template = format!("{access}/templates/multitenantorganizationidentitysynchronization");
-    Ok(match kind {
-        SyncCreate | SyncUpdate | SyncDelete | SyncRead => {
-            format!("{access}/partners/{}/identitysynchronization", key()?)
-        }
-        PartnerCreate => format!("{access}/partners"),
-        PartnerUpdate | PartnerDelete => format!("{access}/partners/{}", key()?),
-        PartnerRestore => format!("{deleted}/crosstenantpartners/{}/restore", key()?),
-        SyncRestore => format!("{deleted}/crosstenantsyncpolicypartners/{}/restore", key()?),
-        DeletedPartnerPurge => format!("{deleted}/crosstenantpartners/{}", key()?),
-        DeletedSyncPurge => format!("{deleted}/crosstenantsyncpolicypartners/{}", key()?),
-        DeletedPartnerSyncWrite => format!(
-            "{deleted}/crosstenantpartners/{}/identitysynchronization",
-            key()?
-        ),
-        TemplateUpdate => template,
-        TemplateReset => format!("{template}/resettodefaultsettings"),
-        LegacySyncPolicyWrite => format!(
-            "/{version}/policies/crosstenantidentitysyncpolicy/partners/{}",
-            key()?
-        ),
-    })
+    crate::graph::routes::canonical_path(kind, version, partner)
+        .map(|path| path.to_string())
+        .ok_or_else(|| format!("a {kind} operation needs `partner` (the tenant id)"))
 }
 
 #[cfg(test)]
