@@ -12,13 +12,13 @@ use crate::graph_error::{GraphError, RequestIds};
 use crate::server::{ConnInfo, DropConnection, Handler};
 
 /// Answers `/healthz` (the process is up) and `/readyz` (it accepts new proxy traffic).
-pub struct Admin {
+pub(crate) struct Admin {
     /// The proxy's shutdown token: once cancelled the proxy is draining and not ready.
     shutdown: CancellationToken,
 }
 
 impl Admin {
-    pub fn new(shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(shutdown: CancellationToken) -> Self {
         Self { shutdown }
     }
 }

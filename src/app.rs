@@ -47,7 +47,7 @@ pub struct RunningProxy {
     /// Whether clients reach the proxy over TLS.
     pub tls: bool,
     /// The local rules in force; `replace` puts a reloaded set in force.
-    pub rules: RulesHandle,
+    pub(crate) rules: RulesHandle,
     task: JoinHandle<()>,
 }
 

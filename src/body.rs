@@ -41,11 +41,11 @@ where
 /// caller's fault, not the upstream's.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body could not be read")]
-pub struct ClientBodyError(#[source] pub BoxError);
+pub(crate) struct ClientBodyError(#[source] pub BoxError);
 
 /// Box a client's request body for forwarding, its read errors wrapped in [`ClientBodyError`]
 /// so they stay recognisable in the error chain of the upstream request they broke.
-pub fn from_client<B>(body: B) -> Body
+pub(crate) fn from_client<B>(body: B) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,

@@ -803,7 +803,10 @@ pub fn emulated(method: &Method, raw_path: &str) -> Option<Emulated> {
 
 /// The differential verdict: `Err(class)` when syncgate lets through, or governs as something
 /// else, what the emulator would run as a governed write or a batch. Counts every pair.
-pub fn compare(expected: Option<&Emulated>, verdict: &Classification) -> Result<(), &'static str> {
+pub(crate) fn compare(
+    expected: Option<&Emulated>,
+    verdict: &Classification,
+) -> Result<(), &'static str> {
     let forwarded = matches!(
         verdict,
         Classification::Forward | Classification::SyncRead(_)

@@ -13,16 +13,16 @@ use crate::body::{Body, full};
 
 /// The request and correlation ids every Graph response carries.
 #[derive(Debug, Clone)]
-pub struct RequestIds {
+pub(crate) struct RequestIds {
     /// Server-side id of this request (a GUID Graph calls `request-id`).
-    pub request_id: String,
+    pub(crate) request_id: String,
     /// The caller's `client-request-id`, or the `request-id` when the caller sent none.
-    pub client_request_id: String,
+    pub(crate) client_request_id: String,
 }
 
 impl RequestIds {
     /// A fresh `request-id`, with the caller's `client-request-id` when it sent a usable one.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let request_id = Uuid::new_v4().to_string();
         let client_request_id = headers
             .get("client-request-id")
@@ -37,7 +37,7 @@ impl RequestIds {
     }
 
     /// Set `request-id` and `client-request-id` on a response's headers.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         for (name, value) in [
             ("request-id", &self.request_id),
             ("client-request-id", &self.client_request_id),
@@ -51,18 +51,22 @@ impl RequestIds {
 
 /// A Graph error: status, code, message and optional `details`.
 #[derive(Debug, Clone)]
-pub struct GraphError {
-    pub status: StatusCode,
-    pub code: String,
-    pub message: String,
+pub(crate) struct GraphError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: String,
+    pub(crate) message: String,
     /// Graph's optional `details: [{code, message, target?}]`.
-    pub details: Vec<Value>,
+    pub(crate) details: Vec<Value>,
     /// Extra members of `innerError` beyond date and ids (e.g. syncgate's audit id).
-    pub inner_extra: serde_json::Map<String, Value>,
+    pub(crate) inner_extra: serde_json::Map<String, Value>,
 }
 
 impl GraphError {
-    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             code: code.into(),
@@ -72,13 +76,13 @@ impl GraphError {
         }
     }
 
-    pub fn with_details(mut self, details: Vec<Value>) -> Self {
+    pub(crate) fn with_details(mut self, details: Vec<Value>) -> Self {
         self.details = details;
         self
     }
 
     /// The JSON document Graph sends for this error.
-    pub fn to_json(&self, ids: &RequestIds) -> Value {
+    pub(crate) fn to_json(&self, ids: &RequestIds) -> Value {
         let mut inner = serde_json::Map::new();
         inner.insert("date".into(), json!(graph_date_now()));
         inner.insert("request-id".into(), json!(ids.request_id));
@@ -95,7 +99,7 @@ impl GraphError {
     }
 
     /// A complete HTTP response: status, `application/json`, ids, body.
-    pub fn into_response(self, ids: &RequestIds) -> Response<Body> {
+    pub(crate) fn into_response(self, ids: &RequestIds) -> Response<Body> {
         let body = serde_json::to_vec(&self.to_json(ids)).unwrap_or_default();
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status;
@@ -111,7 +115,7 @@ impl GraphError {
 }
 
 /// `date` as Graph writes it in `innerError`: UTC, seconds precision, no zone suffix.
-pub fn graph_date_now() -> String {
+pub(crate) fn graph_date_now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 

@@ -45,11 +45,11 @@ use tracker::{Admitted, Conn, InFlight, Tracker};
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The peer's address, for `X-Forwarded-For` and the audit record.
-    pub remote: SocketAddr,
+    pub(crate) remote: SocketAddr,
     /// Whether the client connected over TLS, for `X-Forwarded-Proto`.
-    pub tls: bool,
+    pub(crate) tls: bool,
     /// The client's end-entity certificate, when it presented one (mutual TLS).
-    pub client_cert: Option<CertificateDer<'static>>,
+    pub(crate) client_cert: Option<CertificateDer<'static>>,
 }
 
 /// A handler's way to close the connection without answering (the emulator's dropped-connection

@@ -87,9 +87,9 @@ fn roots_from(path: &Path, roots: &mut RootCertStore) -> Result<(), TlsError> {
 #[derive(Debug, Clone)]
 pub struct ClientAuth {
     /// CA bundle that client certificates must chain to.
-    pub ca: PathBuf,
+    pub(crate) ca: PathBuf,
     /// Refuse the handshake when the client presents no certificate.
-    pub required: bool,
+    pub(crate) required: bool,
 }
 
 /// A server configuration advertising `h2` and `http/1.1` by ALPN.
@@ -123,7 +123,7 @@ pub fn server_config(
 
 /// The upstream client's configuration: the Mozilla roots (webpki-roots), plus an optional extra
 /// CA bundle for corporate TLS inspection or a test CA.
-pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+pub(crate) fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {

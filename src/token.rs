@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 /// Why a token could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("no bearer token")]
     Missing,
     #[error("the token is not a JWT (header.payload.signature)")]
@@ -21,7 +21,7 @@ pub enum TokenError {
 }
 
 /// The bearer token in `Authorization`, if the header holds one (`Bearer` is case-insensitive).
-pub fn bearer(headers: &HeaderMap) -> Result<&str, TokenError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, TokenError> {
     let value = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -35,7 +35,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, TokenError> {
 }
 
 /// The claims of a JWT, without checking its signature.
-pub fn claims(token: &str) -> Result<Map<String, Value>, TokenError> {
+pub(crate) fn claims(token: &str) -> Result<Map<String, Value>, TokenError> {
     let mut parts = token.split('.');
     let (Some(_header), Some(payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -53,7 +53,7 @@ pub fn claims(token: &str) -> Result<Map<String, Value>, TokenError> {
 
 /// Permissions a token grants: delegated `scp` (space-separated) and application `roles` (array).
 /// `None` when the token carries neither claim.
-pub fn permissions(claims: &Map<String, Value>) -> Option<Vec<String>> {
+pub(crate) fn permissions(claims: &Map<String, Value>) -> Option<Vec<String>> {
     let scp = claims.get("scp").and_then(Value::as_str);
     let roles = claims.get("roles").and_then(Value::as_array);
     if scp.is_none() && roles.is_none() {

@@ -28,7 +28,7 @@ pub enum Operation {
 
 impl Operation {
     /// The stored name.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Operation::Kind(kind) => kind.as_str(),
             Operation::Unknown => "unknown",
@@ -38,7 +38,7 @@ impl Operation {
     }
 
     /// The operation kind, when the event is about one.
-    pub fn kind(&self) -> Option<OperationKind> {
+    pub(crate) fn kind(&self) -> Option<OperationKind> {
         match self {
             Operation::Kind(kind) => Some(*kind),
             _ => None,
@@ -111,7 +111,7 @@ pub enum EventApiVersion {
 
 impl EventApiVersion {
     /// The stored text.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             EventApiVersion::Unnamed => "",
             EventApiVersion::Graph(v) => v.as_str(),
@@ -120,7 +120,8 @@ impl EventApiVersion {
     }
 
     /// The Graph version, when there is one.
-    pub fn version(&self) -> Option<ApiVersion> {
+    #[cfg(test)]
+    pub(crate) fn version(&self) -> Option<ApiVersion> {
         match self {
             EventApiVersion::Graph(v) => Some(*v),
             _ => None,

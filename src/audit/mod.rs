@@ -27,9 +27,11 @@ mod fields;
 mod refusal;
 
 pub use fields::{EventApiVersion, Operation, RuleOutcome};
-pub use refusal::{
-    BODY_PREFIX_MAX, BodyDigest, CLAIM_MAX, CLAIMS_LIST_MAX, DETAIL_MAX, METHOD_MAX,
-    PrefixEncoding, RawRequest, RefusalSummary, TARGET_MAX, json_prefix,
+#[cfg(test)]
+pub(crate) use refusal::BodyDigest;
+pub(crate) use refusal::{
+    CLAIM_MAX, CLAIMS_LIST_MAX, DETAIL_MAX, METHOD_MAX, RawRequest, RefusalSummary, TARGET_MAX,
+    json_prefix,
 };
 
 /// What happened, in the lifecycle of an operation.
@@ -51,7 +53,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub(crate) const ALL: [EventKind; 6] = [
         EventKind::Received,
         EventKind::Completed,
         EventKind::Denied,
@@ -60,7 +62,7 @@ impl EventKind {
         EventKind::Read,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::Received => "received",
             EventKind::Completed => "completed",
@@ -71,7 +73,7 @@ impl EventKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
@@ -85,14 +87,14 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Decision::Allow => "allow",
             Decision::Deny => "deny",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         match s {
             "allow" => Some(Decision::Allow),
             "deny" => Some(Decision::Deny),
@@ -131,7 +133,7 @@ impl Actor {
     /// [`CLAIMS_LIST_MAX`] entries, for refusals: their tokens are unverified and may be crafted
     /// to be large, and a refusal must cost the log a bounded amount. The token fingerprint
     /// (`token_hmac`) still links it to other events by the same token.
-    pub fn bounded(&self) -> Actor {
+    pub(crate) fn bounded(&self) -> Actor {
         let text = |v: &Option<String>| v.as_deref().map(|s| json_prefix(s, CLAIM_MAX).to_owned());
         let list = |v: &[String]| {
             v.iter()
@@ -169,7 +171,7 @@ pub enum Snapshot {
 
 impl Snapshot {
     /// The JSON value the diff compares: the document, or `null` when absent.
-    pub fn value(&self) -> Option<&Value> {
+    pub(crate) fn value(&self) -> Option<&Value> {
         match self {
             Snapshot::Present { value } => Some(value),
             Snapshot::Absent => Some(&Value::Null),
@@ -203,7 +205,7 @@ pub struct Event {
     /// This event's id (UUIDv7).
     pub event_id: Uuid,
     /// The operation it belongs to (UUIDv7, sent to the client as `x-syncgate-audit-id`).
-    pub operation_id: OperationId,
+    pub(crate) operation_id: OperationId,
     pub kind: EventKind,
     pub time: DateTime<Utc>,
     /// HTTP method of the governed request (`PATCH`, ...), as the upstream saw it.
@@ -242,8 +244,8 @@ pub struct Event {
     /// The partner's document when a rule needed it (consent settings), so a backtest replays the
     /// decision with what the rules saw.
     #[serde(default)]
-    pub partner_state: Option<Value>,
-    pub approval_id: Option<String>,
+    pub(crate) partner_state: Option<Value>,
+    pub(crate) approval_id: Option<String>,
     pub upstream_status: Option<u16>,
     /// Whole-operation latency, and the part spent waiting on the upstream.
     pub latency_ms: Option<u64>,
@@ -257,22 +259,22 @@ pub struct Event {
     /// Optional fields added after the first release are left out of the JSON when empty, so
     /// events written before they existed hash (and verify) exactly as they did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raw_request: Option<RawRequest>,
+    pub(crate) raw_request: Option<RawRequest>,
     /// On a `refusal_summary` event: the refusals from one client that were counted instead of
     /// recorded one by one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refusal_summary: Option<RefusalSummary>,
+    pub(crate) refusal_summary: Option<RefusalSummary>,
 }
 
 /// The `operation` of a `denied` event that stands for many refusals from one client.
-pub const REFUSAL_SUMMARY: Operation = Operation::RefusalSummary;
+pub(crate) const REFUSAL_SUMMARY: Operation = Operation::RefusalSummary;
 
 impl Event {
     /// Cut every field a refused client could make large to a bounded size: the method
     /// ([`METHOD_MAX`]), the canonical path ([`TARGET_MAX`]), the detail, which may quote the
     /// request ([`DETAIL_MAX`]), `client-request-id` and the token's claims ([`Actor::bounded`]).
     /// With [`RawRequest`] this makes a refusal's record bounded whatever the client sent.
-    pub fn bound_for_refusal(&mut self) {
+    pub(crate) fn bound_for_refusal(&mut self) {
         fn cut(text: &mut String, max: usize) {
             let kept = json_prefix(text, max).len();
             text.truncate(kept);
@@ -327,7 +329,7 @@ impl Event {
     /// An event about a governed request, with what the request says filled: method, canonical
     /// path, API version, partner, operation kind, and the path its state is read from
     /// (`None` when the operation has none: reads, the legacy policy, a partner not known yet).
-    pub fn governed(
+    pub(crate) fn governed(
         operation_id: impl Into<OperationId>,
         kind: EventKind,
         governed: &Governed,
@@ -350,7 +352,7 @@ pub struct Recorded {
     /// Position in the chain, from 1, without gaps.
     pub seq: i64,
     /// `hash` of the previous event (64 zeros for the first).
-    pub prev_hash: String,
+    pub(crate) prev_hash: String,
     /// `sha256(prev_hash ‖ canonical JSON of {seq, event})`, hex.
     pub hash: String,
     #[serde(flatten)]

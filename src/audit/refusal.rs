@@ -12,56 +12,56 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Most bytes kept of each caller-supplied text (a claim, `client-request-id`) in a refusal.
-pub const CLAIM_MAX: usize = 256;
+pub(crate) const CLAIM_MAX: usize = 256;
 /// Most `roles`/`scp` entries kept in a refusal.
-pub const CLAIMS_LIST_MAX: usize = 32;
+pub(crate) const CLAIMS_LIST_MAX: usize = 32;
 /// Most bytes of a refused request's target kept, as stored (JSON-escaped).
-pub const TARGET_MAX: usize = 2048;
+pub(crate) const TARGET_MAX: usize = 2048;
 /// Most bytes of a refused request's body prefix kept, as stored (JSON-escaped text, or base64).
-pub const BODY_PREFIX_MAX: usize = 4096;
+pub(crate) const BODY_PREFIX_MAX: usize = 4096;
 /// Most bytes of a refused request's method kept (Graph's methods have at most 6).
-pub const METHOD_MAX: usize = 32;
+pub(crate) const METHOD_MAX: usize = 32;
 /// Most bytes of a refusal's detail kept (its message may quote the request).
-pub const DETAIL_MAX: usize = 2048;
+pub(crate) const DETAIL_MAX: usize = 2048;
 
 /// A refused request as received, in a bounded form: the target exactly as sent (cut at
 /// [`TARGET_MAX`]), and for the body its length, SHA-256 and a prefix (at most
 /// [`BODY_PREFIX_MAX`] stored bytes) — never the whole body. Enough for an auditor to see what was
 /// tried and to match a body they hold against the hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RawRequest {
+pub(crate) struct RawRequest {
     /// The request target as received: path and query of a top-level request, the `url` of a
     /// `$batch` sub-request.
-    pub target: String,
+    pub(crate) target: String,
     /// Bytes in the whole target.
-    pub target_len: u64,
+    pub(crate) target_len: u64,
     /// `target` holds only the start of it.
     #[serde(default, skip_serializing_if = "is_false")]
-    pub target_truncated: bool,
+    pub(crate) target_truncated: bool,
     /// The body, when syncgate read it (a body refused while it was being read, for being too
     /// large, or a request refused on its head alone, has none here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<BodyDigest>,
+    pub(crate) body: Option<BodyDigest>,
 }
 
 /// A body in bounded form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BodyDigest {
+pub(crate) struct BodyDigest {
     /// Bytes in the whole body.
-    pub len: u64,
+    pub(crate) len: u64,
     /// SHA-256 of the whole body, hex.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// The first bytes of the body, as `prefix_encoding` says.
-    pub prefix: String,
-    pub prefix_encoding: PrefixEncoding,
+    pub(crate) prefix: String,
+    pub(crate) prefix_encoding: PrefixEncoding,
     /// How many bytes of the body `prefix` holds (`len` when it holds all of it).
-    pub prefix_len: u64,
+    pub(crate) prefix_len: u64,
 }
 
 /// How [`BodyDigest::prefix`] holds the body's first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PrefixEncoding {
+pub(crate) enum PrefixEncoding {
     /// UTF-8 text, as sent.
     Text,
     /// Standard base64 (the bytes are not UTF-8 text, or hold control characters).
@@ -74,7 +74,7 @@ fn is_false(b: &bool) -> bool {
 
 impl RawRequest {
     /// The bounded form of a request with `target` and, when it was read, `body`.
-    pub fn new(target: &str, body: Option<&[u8]>) -> Self {
+    pub(crate) fn new(target: &str, body: Option<&[u8]>) -> Self {
         let kept = json_prefix(target, TARGET_MAX);
         RawRequest {
             target_len: target.len() as u64,
@@ -86,7 +86,7 @@ impl RawRequest {
 }
 
 impl BodyDigest {
-    pub fn new(body: &[u8]) -> Self {
+    pub(crate) fn new(body: &[u8]) -> Self {
         let sha256 = hex::encode(Sha256::digest(body));
         let head = &body[..body.len().min(BODY_PREFIX_MAX)];
         // Text when the head is UTF-8 (a character cut at the end is dropped) without control
@@ -124,7 +124,7 @@ impl BodyDigest {
 
 /// The longest prefix of `text` whose JSON string encoding (as `serde_json` writes it, without
 /// the quotes) takes at most `max` bytes.
-pub fn json_prefix(text: &str, max: usize) -> &str {
+pub(crate) fn json_prefix(text: &str, max: usize) -> &str {
     let mut used = 0;
     for (at, c) in text.char_indices() {
         let cost = match c {
@@ -142,18 +142,18 @@ pub fn json_prefix(text: &str, max: usize) -> &str {
 
 /// Refusals from one client, counted instead of recorded one by one (see `refusal_summary`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefusalSummary {
+pub(crate) struct RefusalSummary {
     /// The client: an IPv4 address, or the /64 an IPv6 address belongs to.
-    pub client: String,
+    pub(crate) client: String,
     /// Refusals counted.
-    pub count: u64,
+    pub(crate) count: u64,
     /// When the first and the last of them were refused.
-    pub first: DateTime<Utc>,
-    pub last: DateTime<Utc>,
+    pub(crate) first: DateTime<Utc>,
+    pub(crate) last: DateTime<Utc>,
     /// How many were refused with each error code.
-    pub codes: BTreeMap<String, u64>,
+    pub(crate) codes: BTreeMap<String, u64>,
     /// How many used each method (a few distinct methods are named; the rest count as `other`).
-    pub methods: BTreeMap<String, u64>,
+    pub(crate) methods: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use super::canonical;
 use super::{Classification, Refusal, check_body, classify, codes};
 use crate::graph::ApiVersion;
 
-pub use crate::graph::MAX_BATCH_REQUESTS;
+pub(crate) use crate::graph::MAX_BATCH_REQUESTS;
 
 /// Members of the envelope and of each request, as Graph documents them.
 const ENVELOPE_MEMBERS: [&str; 1] = ["requests"];
@@ -31,21 +31,21 @@ const REQUEST_MEMBERS: [&str; 6] = ["id", "method", "url", "headers", "body", "d
 
 /// A parsed `$batch` envelope.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// The batch's API version, inherited by every sub-request.
-    pub version: ApiVersion,
+    pub(crate) version: ApiVersion,
     /// The sub-requests, in the order sent.
-    pub requests: Vec<BatchRequest>,
+    pub(crate) requests: Vec<BatchRequest>,
     /// Indices into `requests` in an execution order that honours `dependsOn` (stable: among
     /// requests whose dependencies are met, the earliest sent comes first).
-    pub order: Vec<usize>,
+    pub(crate) order: Vec<usize>,
 }
 
 impl Batch {
     /// Whether any sub-request needs the pipeline: anything but [`Classification::Forward`] and
     /// [`Classification::SyncRead`] (a refused sub-request counts: it must be answered by
     /// syncgate, not sent to Graph).
-    pub fn is_governed(&self) -> bool {
+    pub(crate) fn is_governed(&self) -> bool {
         self.requests.iter().any(|r| {
             !matches!(
                 r.classification,
@@ -55,7 +55,7 @@ impl Batch {
     }
 
     /// The index of the request with `id` (ids are case-insensitive).
-    pub fn position(&self, id: &str) -> Option<usize> {
+    pub(crate) fn position(&self, id: &str) -> Option<usize> {
         let wanted = fold_id(id);
         self.requests.iter().position(|r| fold_id(&r.id) == wanted)
     }
@@ -63,32 +63,32 @@ impl Batch {
 
 /// One sub-request of a batch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BatchRequest {
+pub(crate) struct BatchRequest {
     /// The id as sent (a number id is kept as its decimal text).
-    pub id: String,
+    pub(crate) id: String,
     /// The method: exactly one of [`BATCH_METHODS`] as sent (nothing else is accepted).
-    pub method: Method,
+    pub(crate) method: Method,
     /// The URL as sent.
-    pub url: String,
+    pub(crate) url: String,
     /// The path and query that [`classify`] saw, exactly: `/{version}` then the URL's path
     /// (Graph host and accidental version prefixes stripped) and `?query` (raw spaces, `"`,
     /// `<`, `>` percent-encoded). Every character is printable ASCII accepted by `http::Uri`, so
     /// the part after `/{version}` can be sent upstream as the sub-request's URL.
-    pub normalized_url: String,
+    pub(crate) normalized_url: String,
     /// The headers as sent.
-    pub headers: Map<String, Value>,
+    pub(crate) headers: Map<String, Value>,
     /// The body: as sent, except a base64 string with a JSON Content-Type, which is decoded and
     /// parsed strictly. `None` when absent or `null`.
-    pub body: Option<Value>,
+    pub(crate) body: Option<Value>,
     /// The ids this request depends on, as sent.
-    pub depends_on: Vec<String>,
+    pub(crate) depends_on: Vec<String>,
     /// [`classify`] of the normalised sub-request with its own headers.
-    pub classification: Classification,
+    pub(crate) classification: Classification,
 }
 
 impl BatchRequest {
     /// The sub-request's Content-Type header (names compare case-insensitively).
-    pub fn content_type(&self) -> Option<&str> {
+    pub(crate) fn content_type(&self) -> Option<&str> {
         self.headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
@@ -99,7 +99,7 @@ impl BatchRequest {
     /// (see [`check_body`]); `Ok(None)` for a sub-request that is not governed.
     ///
     /// [`BodyRule`]: super::BodyRule
-    pub fn checked_body(&self) -> Result<Option<Value>, Refusal> {
+    pub(crate) fn checked_body(&self) -> Result<Option<Value>, Refusal> {
         match &self.classification {
             Classification::Governed(g) => check_body(
                 g.body,
@@ -117,7 +117,7 @@ impl BatchRequest {
 /// HEAD and OPTIONS are refused: Graph's batching documentation (graph-reference §6) shows none,
 /// a HEAD inside a batch gains nothing (the response is a JSON member either way), and a "read"
 /// that carries a body is exactly the shape an upstream could run as something else.
-pub const BATCH_METHODS: [Method; 5] = [
+pub(crate) const BATCH_METHODS: [Method; 5] = [
     Method::GET,
     Method::POST,
     Method::PUT,
@@ -139,7 +139,7 @@ pub const BATCH_METHODS: [Method; 5] = [
 ///
 /// The parsed document is taken apart by value: headers and bodies are moved into the
 /// [`BatchRequest`]s, never copied.
-pub fn parse_batch(
+pub(crate) fn parse_batch(
     version: ApiVersion,
     content_type: Option<&str>,
     bytes: &[u8],

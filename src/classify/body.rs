@@ -156,7 +156,7 @@ const TEMPLATE: &[Property] = &[
 /// not an object, wrong JSON types (`BadRequest`); unknown, mis-cased or version-inappropriate
 /// property names (`Request_BadRequest` "Invalid property 'x'."). `@odata.*` annotations (string
 /// values) are allowed at the top level; nested objects allow only `@odata.type`.
-pub fn parse_body(
+pub(crate) fn parse_body(
     rule: BodyRule,
     version: ApiVersion,
     content_type: Option<&str>,
@@ -185,7 +185,7 @@ pub fn parse_body(
 /// Check a body that is already parsed (a `$batch` sub-request's, which the envelope's strict
 /// parse has already checked for duplicates): the same rules as [`parse_body`] apply. A JSON
 /// `null` body counts as no body.
-pub fn check_body(
+pub(crate) fn check_body(
     rule: BodyRule,
     version: ApiVersion,
     content_type: Option<&str>,
@@ -224,7 +224,7 @@ fn check_value(rule: BodyRule, version: ApiVersion, value: &Value) -> Result<(),
 }
 
 /// The partner key of a `POST …/partners` body: its `tenantId`, which must be a GUID.
-pub fn partner_from_body(body: &Value) -> Result<TenantId, Refusal> {
+pub(crate) fn partner_from_body(body: &Value) -> Result<TenantId, Refusal> {
     match body.get("tenantId") {
         Some(Value::String(text)) => TenantId::parse(text).map_err(|_| {
             bad_request(format!(
@@ -245,7 +245,7 @@ pub fn partner_from_body(body: &Value) -> Result<TenantId, Refusal> {
 /// of a partner being created): Graph's handling of a mismatch is undocumented (§3.4), so
 /// syncgate never lets the body and the URL disagree. Checks the top level and, for partner
 /// bodies, the embedded `identitySynchronization`.
-pub fn check_body_tenant(body: &Value, partner: &TenantId) -> Result<(), Refusal> {
+pub(crate) fn check_body_tenant(body: &Value, partner: &TenantId) -> Result<(), Refusal> {
     let mut found = vec![("tenantId", body.get("tenantId"))];
     if let Some(sync) = body.get("identitySynchronization") {
         found.push(("identitySynchronization.tenantId", sync.get("tenantId")));

@@ -72,69 +72,68 @@ mod alias_tests;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::graph::{METHOD_OVERRIDE_HEADERS, URL_OVERRIDE_HEADERS};
-use crate::graph_error::GraphError;
 // Graph's vocabulary, re-exported where code not yet switched to `crate::graph` finds it.
 pub(crate) use crate::graph::routes::is_read;
 pub use crate::graph::{
     ApiVersion, BodyRule, CanonicalPath, InvalidTenantId, OperationKind, TenantId,
 };
 
-pub use batch::{BATCH_METHODS, Batch, BatchRequest, MAX_BATCH_REQUESTS, parse_batch};
-pub use body::{check_body, check_body_tenant, parse_body, partner_from_body};
+pub(crate) use batch::{Batch, BatchRequest, MAX_BATCH_REQUESTS, parse_batch};
+pub(crate) use body::{check_body, check_body_tenant, parse_body, partner_from_body};
 pub(crate) use body::{check_content_type, json_type};
 
 /// The `error.code` values of syncgate's own refusals (Graph's codes are used where Graph would
 /// refuse the same thing: `Request_BadRequest` for unknown properties, `BadRequest` for bad JSON).
-pub mod codes {
+pub(crate) mod codes {
     /// A write under a governed subtree that the route table does not know.
-    pub const UNKNOWN_GOVERNED_PATH: &str = "SyncgateUnknownGovernedPath";
+    pub(crate) const UNKNOWN_GOVERNED_PATH: &str = "SyncgateUnknownGovernedPath";
     /// A write to `/policies/crossTenantIdentitySyncPolicy` (graph-reference §2.6).
-    pub const LEGACY_PATH_REFUSED: &str = "SyncgateLegacyPathRefused";
+    pub(crate) const LEGACY_PATH_REFUSED: &str = "SyncgateLegacyPathRefused";
     /// `X-HTTP-Method-Override` and friends on a `/policies` path or `$batch`.
-    pub const METHOD_OVERRIDE_REFUSED: &str = "SyncgateMethodOverrideRefused";
+    pub(crate) const METHOD_OVERRIDE_REFUSED: &str = "SyncgateMethodOverrideRefused";
     /// `X-Original-URL` / `X-Rewrite-URL` naming, or sent to, a `/policies` path or `$batch`.
-    pub const URL_OVERRIDE_REFUSED: &str = "SyncgateUrlOverrideRefused";
+    pub(crate) const URL_OVERRIDE_REFUSED: &str = "SyncgateUrlOverrideRefused";
     /// A path that could reach a governed subtree but is not canonical (double encoding,
     /// encoded `/`, dot or empty segments, invalid UTF-8).
-    pub const NON_CANONICAL_PATH: &str = "SyncgateNonCanonicalPath";
+    pub(crate) const NON_CANONICAL_PATH: &str = "SyncgateNonCanonicalPath";
     /// A URL or request target spelled so that readers could disagree on it: whitespace,
     /// control or non-ASCII characters (as sent or percent-encoded), backslashes, malformed
     /// escapes, fragments, or an absolute form other than `https://` + a Graph host
     /// (`canonical/url.rs`).
-    pub const NON_CANONICAL_URL: &str = "SyncgateNonCanonicalUrl";
+    pub(crate) const NON_CANONICAL_URL: &str = "SyncgateNonCanonicalUrl";
     /// Two `Authorization`, `Content-Type` or `Content-Encoding` headers on a request that
     /// could reach `/policies` or `$batch` (which one would the upstream use?).
-    pub const DUPLICATE_HEADER: &str = "SyncgateDuplicateHeader";
+    pub(crate) const DUPLICATE_HEADER: &str = "SyncgateDuplicateHeader";
     /// A `Content-Encoding` other than `identity` on a request that could reach `/policies` or
     /// `$batch`: syncgate reads the bytes it checks; an upstream that decompresses would not.
-    pub const UNSUPPORTED_CONTENT_ENCODING: &str = "SyncgateUnsupportedContentEncoding";
+    pub(crate) const UNSUPPORTED_CONTENT_ENCODING: &str = "SyncgateUnsupportedContentEncoding";
     /// A partner key on a governed subtree that is not a GUID.
-    pub const INVALID_KEY: &str = "SyncgateInvalidKey";
+    pub(crate) const INVALID_KEY: &str = "SyncgateInvalidKey";
     /// A `$batch` envelope syncgate cannot read exactly as Graph would, or refuses by rule.
-    pub const BAD_BATCH: &str = "SyncgateBadBatch";
+    pub(crate) const BAD_BATCH: &str = "SyncgateBadBatch";
     /// A body on a governed request that takes none (DELETE, restore, reset).
-    pub const UNEXPECTED_BODY: &str = "SyncgateUnexpectedBody";
+    pub(crate) const UNEXPECTED_BODY: &str = "SyncgateUnexpectedBody";
     /// Graph's code for an unknown or mis-cased property (graph-reference §5.2).
-    pub const INVALID_PROPERTY: &str = "Request_BadRequest";
+    pub(crate) const INVALID_PROPERTY: &str = "Request_BadRequest";
     /// Graph's code for an unreadable body (bad JSON, missing Content-Type).
-    pub const BAD_REQUEST: &str = "BadRequest";
+    pub(crate) const BAD_REQUEST: &str = "BadRequest";
 }
 
 /// A request syncgate governs (or, for [`OperationKind::SyncRead`], records): everything the
 /// pipeline needs to lock, read the before-state, decide, record and forward it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Governed {
+pub(crate) struct Governed {
     /// What kind of change (or read) this is.
-    pub kind: OperationKind,
+    pub(crate) kind: OperationKind,
     /// The effective method: the request's own (method overrides are refused, never honoured).
-    pub method: Method,
+    pub(crate) method: Method,
     /// The request's canonical path.
-    pub path: CanonicalPath,
+    pub(crate) path: CanonicalPath,
     /// The partner the operation is about. `None` for the template, and for
     /// [`OperationKind::PartnerCreate`] until the body is read ([`partner_from_body`]).
-    pub partner: Option<TenantId>,
+    pub(crate) partner: Option<TenantId>,
     /// What body the request may carry.
-    pub body: BodyRule,
+    pub(crate) body: BodyRule,
 }
 
 impl Governed {
@@ -142,33 +141,34 @@ impl Governed {
     /// Graph's own spelling and with the request's API version (see
     /// [`crate::graph::state_path`]). `None` when the partner is not known yet, for the legacy
     /// policy and for reads.
-    pub fn state_path(&self) -> Option<String> {
+    pub(crate) fn state_path(&self) -> Option<String> {
         crate::graph::state_path(self.kind, self.path.version, self.partner.as_ref())
     }
 
     /// The partner's own document (`/{v}/policies/crossTenantAccessPolicy/partners/{k}`), read
     /// for the rules that need its consent settings; `None` without a partner.
-    pub fn partner_path(&self) -> Option<String> {
+    pub(crate) fn partner_path(&self) -> Option<String> {
         let partner = self.partner.as_ref()?;
         Some(crate::graph::partner_path(self.path.version, partner))
     }
 
     /// The path the governed write goes upstream on: the canonical path in Graph's documented
     /// spelling.
-    pub fn documented_path(&self) -> String {
+    pub(crate) fn documented_path(&self) -> String {
         crate::graph::documented_path(&self.path)
     }
 
     /// The key of the per-partner lock: the partner id, or `"template"` for the MTO template
     /// (one template per tenant, so template changes serialise among themselves). `None` while
     /// the partner is unknown (`PartnerCreate` before its body is read).
-    pub fn lock_key(&self) -> Option<String> {
+    pub(crate) fn lock_key(&self) -> Option<String> {
         lock_key(self.kind, self.partner.as_ref().map(TenantId::as_str))
     }
 
     /// This operation with its partner set: for `PartnerCreate`, once [`partner_from_body`]
     /// has read the key from the body.
-    pub fn with_partner(mut self, partner: TenantId) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_partner(mut self, partner: TenantId) -> Self {
         self.partner = Some(partner);
         self
     }
@@ -176,7 +176,7 @@ impl Governed {
 
 /// The key that serialises changes to one resource: the partner tenant, or `template` for the
 /// MTO template. The pipeline and start-up recovery both lock by it.
-pub fn lock_key(kind: OperationKind, partner: Option<&str>) -> Option<String> {
+pub(crate) fn lock_key(kind: OperationKind, partner: Option<&str>) -> Option<String> {
     if kind.is_template() {
         return Some("template".to_owned());
     }
@@ -185,7 +185,7 @@ pub fn lock_key(kind: OperationKind, partner: Option<&str>) -> Option<String> {
 
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Classification {
+pub(crate) enum Classification {
     /// Not governed: stream it through untouched.
     Forward,
     /// A read returning sync policy content (`…/identitySynchronization`,
@@ -204,23 +204,23 @@ pub enum Classification {
 /// request was about for the `denied` audit event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// The HTTP status to answer (400, or 403 for the legacy path).
-    pub status: StatusCode,
+    pub(crate) status: StatusCode,
     /// The Graph `error.code` (see [`codes`]).
-    pub code: &'static str,
+    pub(crate) code: &'static str,
     /// The Graph `error.message`: precise enough for the caller to fix the request.
-    pub message: String,
+    pub(crate) message: String,
     /// The governed operation the request would have been, when syncgate could tell.
     /// Boxed: refusals are the cold path, and `Result<_, Refusal>` stays small.
-    pub governed: Option<Box<Governed>>,
+    pub(crate) governed: Option<Box<Governed>>,
     /// The request's canonical path, when it could be canonicalised.
-    pub canonical: Option<String>,
+    pub(crate) canonical: Option<String>,
 }
 
 impl Refusal {
     /// A refusal about nothing in particular (the path could not be understood).
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -231,20 +231,21 @@ impl Refusal {
     }
 
     /// A 400 Bad Request refusal.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// The same refusal, about `governed` (its canonical path is recorded too).
-    pub fn about(mut self, governed: Governed) -> Self {
+    pub(crate) fn about(mut self, governed: Governed) -> Self {
         self.canonical = Some(governed.path.to_string());
         self.governed = Some(Box::new(governed));
         self
     }
 
     /// The Graph error response for this refusal.
-    pub fn into_graph_error(self) -> GraphError {
-        GraphError::new(self.status, self.code, self.message)
+    #[cfg(test)]
+    pub(crate) fn into_graph_error(self) -> crate::graph_error::GraphError {
+        crate::graph_error::GraphError::new(self.status, self.code, self.message)
     }
 }
 
@@ -254,7 +255,7 @@ impl Refusal {
 /// `req.uri().path()`); `query` is the raw query string without `?`; `headers` the request's
 /// headers (method-override, URL-override, `Authorization`, `Content-Type` and
 /// `Content-Encoding` are read).
-pub fn classify(
+pub(crate) fn classify(
     method: &Method,
     raw_path: &str,
     query: Option<&str>,

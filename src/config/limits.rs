@@ -15,35 +15,35 @@ use super::{ConfigError, invalid, parse_duration, parse_size};
 /// Descriptors kept back from the connection caps: the admin listener's connections (capped at
 /// [`crate::app::ADMIN_MAX_CONNECTIONS`]), the audit log's database, `-wal` and `-shm` files, the
 /// listeners, stdio and the runtime's own (epoll, eventfd), with room to spare.
-pub const FD_RESERVE: u64 = 64;
+pub(crate) const FD_RESERVE: u64 = 64;
 
 /// The largest default total connection cap, whatever the file limit: each idle connection costs
 /// buffers (tens of KiB with TLS), so a huge file limit should not invite a huge idle population.
-pub const DEFAULT_MAX_CONNECTIONS_CEILING: usize = 4096;
+pub(crate) const DEFAULT_MAX_CONNECTIONS_CEILING: usize = 4096;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     #[serde(default = "default_first_byte_timeout")]
-    pub first_byte_timeout: String,
+    pub(crate) first_byte_timeout: String,
     #[serde(default = "default_tls_handshake_timeout")]
-    pub tls_handshake_timeout: String,
+    pub(crate) tls_handshake_timeout: String,
     #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: String,
+    pub(crate) idle_timeout: String,
     #[serde(default = "default_h2_keepalive_interval")]
-    pub h2_keepalive_interval: String,
+    pub(crate) h2_keepalive_interval: String,
     #[serde(default = "default_h2_keepalive_timeout")]
-    pub h2_keepalive_timeout: String,
+    pub(crate) h2_keepalive_timeout: String,
     #[serde(default = "default_body_stall_timeout")]
-    pub body_stall_timeout: String,
+    pub(crate) body_stall_timeout: String,
     #[serde(default = "default_body_memory")]
-    pub body_memory: String,
+    pub(crate) body_memory: String,
     #[serde(default = "default_body_memory_wait")]
-    pub body_memory_wait: String,
+    pub(crate) body_memory_wait: String,
     /// Derived from the open-file limit when absent.
-    pub max_connections: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
     /// A quarter of `max_connections` when absent.
-    pub max_connections_per_client: Option<usize>,
+    pub(crate) max_connections_per_client: Option<usize>,
 }
 
 impl Default for RawLimits {
@@ -90,30 +90,30 @@ fn default_body_memory_wait() -> String {
 
 /// Validated `[limits]`.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// A new connection that sends nothing for this long is closed.
-    pub first_byte_timeout: Duration,
+    pub(crate) first_byte_timeout: Duration,
     /// A TLS handshake that has not finished after this long is abandoned.
-    pub tls_handshake_timeout: Duration,
+    pub(crate) tls_handshake_timeout: Duration,
     /// A connection with no request in flight for this long is closed (HTTP/1.1 keep-alive and
     /// HTTP/2 alike).
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// How often an HTTP/2 peer is pinged.
-    pub h2_keepalive_interval: Duration,
+    pub(crate) h2_keepalive_interval: Duration,
     /// An HTTP/2 peer that does not answer a ping within this long is disconnected.
-    pub h2_keepalive_timeout: Duration,
+    pub(crate) h2_keepalive_timeout: Duration,
     /// A governed or `$batch` body that makes no progress for this long is refused with 408.
-    pub body_stall_timeout: Duration,
+    pub(crate) body_stall_timeout: Duration,
     /// Bytes of governed and `$batch` bodies held in memory at once, across all requests.
-    pub body_memory: usize,
+    pub(crate) body_memory: usize,
     /// How long a body read waits for room in `body_memory` before it is refused with 503.
-    pub body_memory_wait: Duration,
+    pub(crate) body_memory_wait: Duration,
     /// Client connections open at once on the proxy listener.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Client connections open at once from one client address.
-    pub max_connections_per_client: usize,
+    pub(crate) max_connections_per_client: usize,
     /// The soft open-file limit the caps were checked against.
-    pub open_file_limit: u64,
+    pub(crate) open_file_limit: u64,
 }
 
 impl RawLimits {
@@ -174,7 +174,7 @@ impl RawLimits {
 
 /// The process's soft limit on open files (`RLIMIT_NOFILE`); `u64::MAX` when unlimited or unknown
 /// (then the caps fall back to their ceiling).
-pub fn open_file_limit() -> u64 {
+pub(crate) fn open_file_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -20,13 +20,13 @@ mod upstream;
 /// summarised instead (see `proxy/refusals.rs`). Plain settings, so the proxy reads them from
 /// here rather than the configuration importing the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefusalLimits {
+pub(crate) struct RefusalLimits {
     /// Refusals per client recorded one by one within a window; further ones are summarised.
-    pub burst: u32,
+    pub(crate) burst: u32,
     /// How long a client's window lasts, from its first refusal.
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// Clients tracked at once; a new one evicts the oldest (recording its summary).
-    pub clients: usize,
+    pub(crate) clients: usize,
 }
 
 impl Default for RefusalLimits {
@@ -50,13 +50,15 @@ use std::time::Duration;
 use crate::tls::{self, ClientAuth, TlsError};
 use crate::units::{self, InvalidValue};
 
-pub use limits::{DEFAULT_MAX_CONNECTIONS_CEILING, FD_RESERVE, Limits, RawLimits, open_file_limit};
+#[cfg(test)]
+pub(crate) use limits::DEFAULT_MAX_CONNECTIONS_CEILING;
+pub(crate) use limits::{Limits, RawLimits};
 pub(crate) use raw::default_store_path;
 pub use raw::{
     ClientAuthMode, DEFAULT_MAX_BATCH_BODY, RawAdmin, RawAudit, RawListenerTls, RawProxy, RawStore,
     RawUpstream,
 };
-pub use upstream::{CLOUDS, UpstreamTarget};
+pub(crate) use upstream::UpstreamTarget;
 
 /// A configuration that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
@@ -123,16 +125,16 @@ pub struct RawConfig {
     pub base_dir: PathBuf,
     /// The file this configuration was read from, for error messages.
     #[serde(skip)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
 }
 
 /// Values given on the command line, which win over the file.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub listen: Option<String>,
-    pub upstream: Option<String>,
-    pub db: Option<PathBuf>,
-    pub admin_listen: Option<String>,
+pub(crate) struct Overrides {
+    pub(crate) listen: Option<String>,
+    pub(crate) upstream: Option<String>,
+    pub(crate) db: Option<PathBuf>,
+    pub(crate) admin_listen: Option<String>,
 }
 
 impl RawConfig {
@@ -176,7 +178,7 @@ impl RawConfig {
         }
     }
 
-    pub fn apply(&mut self, o: Overrides) {
+    pub(crate) fn apply(&mut self, o: Overrides) {
         if let Some(v) = o.listen {
             self.proxy.listen = v;
         }
@@ -312,7 +314,7 @@ impl RawConfig {
     }
 
     /// Validate and compile the `[rules]` table (also what a SIGHUP reload runs).
-    pub fn load_rules(&self) -> Result<crate::rules::RuleSet, ConfigError> {
+    pub(crate) fn load_rules(&self) -> Result<crate::rules::RuleSet, ConfigError> {
         crate::rules::RuleSet::load(&self.rules, &self.base_dir).map_err(|source| {
             ConfigError::Rules {
                 file: self.file.clone(),
@@ -325,40 +327,40 @@ impl RawConfig {
 /// Validated settings, ready to start from.
 #[derive(Clone)]
 pub struct Settings {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
     /// The proxy listener's TLS; plain HTTP (HTTP/1.1 and h2c) when `None`.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub shutdown_grace: Duration,
-    pub header_read_timeout: Duration,
-    pub upstream: UpstreamTarget,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) upstream: UpstreamTarget,
     /// Roots (webpki plus `upstream.extra_ca`) the upstream client trusts.
-    pub client_tls: rustls::ClientConfig,
-    pub connect_timeout: Duration,
+    pub(crate) client_tls: rustls::ClientConfig,
+    pub(crate) connect_timeout: Duration,
     /// Longest wait for the upstream's response head.
-    pub upstream_timeout: Duration,
-    pub pool_idle_timeout: Duration,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) pool_idle_timeout: Duration,
     /// The audit log's SQLite file.
-    pub db_path: PathBuf,
+    pub(crate) db_path: PathBuf,
     /// The default audit log folder, when it does not exist yet: created (private) at start by
     /// [`Settings::create_store_folder`]. A configured `store.path`'s folder must exist.
     pub(crate) store_folder_to_create: Option<PathBuf>,
     /// How long a write waits for a locked database before the change is refused with 503.
-    pub busy_timeout: Duration,
+    pub(crate) busy_timeout: Duration,
     /// Record GETs of sync policies as `read` events.
-    pub record_reads: bool,
+    pub(crate) record_reads: bool,
     /// Largest governed request body read (413 above).
-    pub max_body: usize,
+    pub(crate) max_body: usize,
     /// Largest `$batch` body read, before parsing (413 above).
-    pub max_batch_body: usize,
+    pub(crate) max_batch_body: usize,
     /// A file holding a bearer token for re-reading state at start-up after a crash.
-    pub recovery_token_file: Option<PathBuf>,
+    pub(crate) recovery_token_file: Option<PathBuf>,
     /// When refusals from one client are summarised instead of recorded one by one.
-    pub refusal_limits: RefusalLimits,
+    pub(crate) refusal_limits: RefusalLimits,
     /// The local rules, compiled.
-    pub rules: Arc<crate::rules::RuleSet>,
+    pub(crate) rules: Arc<crate::rules::RuleSet>,
     /// Timeouts, connection caps and the body memory budget (`[limits]`).
-    pub limits: Limits,
+    pub(crate) limits: Limits,
 }
 
 impl std::fmt::Debug for Settings {
@@ -409,11 +411,11 @@ fn parse_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError>
 }
 
 /// `"250ms"`, `"30s"`, `"5m"`, `"1h"` (see [`crate::units`]).
-pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
     Ok(units::duration(key, value)?)
 }
 
 /// `"1048576"`, `"512KiB"`, `"1MiB"` (see [`crate::units`]).
-pub fn parse_size(key: &'static str, value: &str) -> Result<usize, ConfigError> {
+pub(crate) fn parse_size(key: &'static str, value: &str) -> Result<usize, ConfigError> {
     Ok(units::size(key, value)?)
 }

@@ -12,9 +12,9 @@ pub struct RawProxy {
     #[serde(default = "default_listen")]
     pub listen: String,
     #[serde(default = "default_grace")]
-    pub shutdown_grace: String,
+    pub(crate) shutdown_grace: String,
     #[serde(default = "default_header_read_timeout")]
-    pub header_read_timeout: String,
+    pub(crate) header_read_timeout: String,
     pub tls: Option<RawListenerTls>,
 }
 
@@ -57,11 +57,11 @@ pub struct RawUpstream {
     pub url: String,
     pub extra_ca: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: String,
+    pub(crate) connect_timeout: String,
     #[serde(default = "default_upstream_timeout")]
     pub timeout: String,
     #[serde(default = "default_pool_idle_timeout")]
-    pub pool_idle_timeout: String,
+    pub(crate) pool_idle_timeout: String,
 }
 
 impl Default for RawUpstream {
@@ -118,7 +118,7 @@ pub struct RawAudit {
     pub max_body: String,
     #[serde(default = "default_max_batch_body")]
     pub max_batch_body: String,
-    pub recovery_token_file: Option<PathBuf>,
+    pub(crate) recovery_token_file: Option<PathBuf>,
     /// Refusals per client recorded one by one within `refusal_window`; more are summarised.
     #[serde(default = "default_refusal_burst")]
     pub refusal_burst: u32,
@@ -126,7 +126,7 @@ pub struct RawAudit {
     pub refusal_window: String,
     /// Clients whose refusals are tracked at once.
     #[serde(default = "default_refusal_clients")]
-    pub refusal_clients: usize,
+    pub(crate) refusal_clients: usize,
 }
 
 impl Default for RawAudit {

@@ -6,9 +6,9 @@ use super::{ConfigError, invalid};
 
 /// Where requests are forwarded: scheme and authority only (the client's path is kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamTarget {
-    pub scheme: Scheme,
-    pub authority: Authority,
+pub(crate) struct UpstreamTarget {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
 }
 
 impl std::fmt::Display for UpstreamTarget {
@@ -18,7 +18,7 @@ impl std::fmt::Display for UpstreamTarget {
 }
 
 /// Graph's national clouds by name (docs/graph.md §7).
-pub const CLOUDS: &[(&str, &str)] = &[
+pub(crate) const CLOUDS: &[(&str, &str)] = &[
     ("global", "https://graph.microsoft.com"),
     ("usgov", "https://graph.microsoft.us"),
     ("dod", "https://dod-graph.microsoft.us"),
@@ -27,7 +27,7 @@ pub const CLOUDS: &[(&str, &str)] = &[
 
 impl UpstreamTarget {
     /// A cloud name from [`CLOUDS`] or an `http(s)://host[:port]` URL with no path.
-    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(value: &str) -> Result<Self, ConfigError> {
         const KEY: &str = "upstream.url";
         let url = CLOUDS
             .iter()

@@ -66,7 +66,7 @@ const MAX_GRAPH_BODY: usize = 4 * 1024 * 1024;
 
 /// The emulator: one tenant's state, the fault queue, and the request router.
 #[derive(Default)]
-pub struct Emulator {
+pub(crate) struct Emulator {
     /// The tenant's partners, sync policies, deleted items and MTO template.
     state: Mutex<State>,
     /// Failures tests asked for, consumed by the next matching Graph requests.
@@ -86,7 +86,7 @@ struct LoggedRequest {
 }
 
 impl Emulator {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 

@@ -46,7 +46,7 @@ impl fmt::Display for Version {
 
 /// A partner tenant id: the key of partners and sync policies, a lower-case hyphenated GUID.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct TenantId(String);
+pub struct TenantId(String);
 
 impl TenantId {
     /// Accepts the 36-character hyphenated form in any case; Graph's handling of braces or the

@@ -24,7 +24,7 @@ impl TenantId {
     /// Accepts the 36-character hyphenated form in any case. Braces, the 32-digit form and
     /// domain names are refused: how Graph reads them is unknown, and a key syncgate reads
     /// differently from Graph is a bypass.
-    pub fn parse(text: &str) -> Result<Self, InvalidTenantId> {
+    pub(crate) fn parse(text: &str) -> Result<Self, InvalidTenantId> {
         let bytes = text.as_bytes();
         let well_formed = bytes.len() == 36
             && bytes.iter().enumerate().all(|(i, b)| match i {
@@ -39,7 +39,7 @@ impl TenantId {
     }
 
     /// The lower-case hyphenated GUID.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -94,12 +94,12 @@ pub struct OperationId(pub Uuid);
 
 impl OperationId {
     /// A new id, now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         OperationId(Uuid::now_v7())
     }
 
     /// The UUID.
-    pub fn uuid(self) -> Uuid {
+    pub(crate) fn uuid(self) -> Uuid {
         self.0
     }
 }

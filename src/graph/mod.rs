@@ -34,17 +34,17 @@ pub use path::{ApiVersion, CanonicalPath};
 pub(crate) use path::{documented_path, partner_path, state_path};
 
 /// Graph's documented limit on requests per `$batch` (JSON batching; see docs/graph.md).
-pub const MAX_BATCH_REQUESTS: usize = 20;
+pub(crate) const MAX_BATCH_REQUESTS: usize = 20;
 
 /// Header names that ask a server (IIS URL Rewrite, some frameworks) to route the request to
 /// another URL than its request line names. The classifier refuses them near governed paths;
 /// the forwarder never sends them upstream.
-pub const URL_OVERRIDE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+pub(crate) const URL_OVERRIDE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
 /// Header names (and, defensively, query parameter names) that ask a server to act as if the
 /// request had another method. ASP.NET stacks have honoured them from headers, form fields and
 /// query strings, so syncgate refuses them anywhere near a governed resource.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+pub(crate) const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",

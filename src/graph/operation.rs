@@ -42,7 +42,7 @@ pub enum OperationKind {
 
 impl OperationKind {
     /// Every kind, for exhaustive tests and for parsing stored names.
-    pub const ALL: [OperationKind; 15] = [
+    pub(crate) const ALL: [OperationKind; 15] = [
         OperationKind::SyncCreate,
         OperationKind::SyncUpdate,
         OperationKind::SyncDelete,
@@ -61,7 +61,7 @@ impl OperationKind {
     ];
 
     /// The stable snake_case name stored in the audit log's `operation` column.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OperationKind::SyncCreate => "sync_create",
             OperationKind::SyncUpdate => "sync_update",
@@ -82,12 +82,12 @@ impl OperationKind {
     }
 
     /// The kind stored under `name`, if any.
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// Whether the kind is about the MTO template rather than one partner.
-    pub fn is_template(self) -> bool {
+    pub(crate) fn is_template(self) -> bool {
         matches!(
             self,
             OperationKind::TemplateUpdate | OperationKind::TemplateReset

@@ -16,10 +16,11 @@ pub enum ApiVersion {
 
 impl ApiVersion {
     /// Both versions.
-    pub const ALL: [ApiVersion; 2] = [ApiVersion::V1_0, ApiVersion::Beta];
+    #[cfg(test)]
+    pub(crate) const ALL: [ApiVersion; 2] = [ApiVersion::V1_0, ApiVersion::Beta];
 
     /// The version segment as Graph documents it: `v1.0` or `beta`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ApiVersion::V1_0 => "v1.0",
             ApiVersion::Beta => "beta",
@@ -27,7 +28,7 @@ impl ApiVersion {
     }
 
     /// A version segment in any ASCII case (`V1.0`, `BETA`); nothing else is a version.
-    pub fn parse(segment: &str) -> Option<Self> {
+    pub(crate) fn parse(segment: &str) -> Option<Self> {
         if segment.eq_ignore_ascii_case("v1.0") {
             Some(ApiVersion::V1_0)
         } else if segment.eq_ignore_ascii_case("beta") {
@@ -50,9 +51,9 @@ impl fmt::Display for ApiVersion {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CanonicalPath {
     /// The API version (the first segment of the request path).
-    pub version: ApiVersion,
+    pub(crate) version: ApiVersion,
     /// The segments after the version, e.g. `["policies", "crosstenantaccesspolicy", ...]`.
-    pub segments: Vec<String>,
+    pub(crate) segments: Vec<String>,
 }
 
 impl fmt::Display for CanonicalPath {

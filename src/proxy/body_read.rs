@@ -172,7 +172,7 @@ impl ReadError {
 /// Why a request body was not read, as the client is told ([`crate::proxy::ProxyError::Body`]
 /// gives each its status and code).
 #[derive(Debug, thiserror::Error)]
-pub enum Unread {
+pub(crate) enum Unread {
     #[error(
         "The request body exceeds syncgate's limit of {max} bytes for this request \
          (audit.max_body for governed changes, audit.max_batch_body for $batch)."

@@ -23,7 +23,7 @@ const RETRY_AFTER_SECONDS: &str = "5";
 
 /// Why syncgate answered a request itself.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// A check refused the request (the classifier, the body reader, the read phase).
     #[error("{}", .0.message)]
     Refused(Refusal),
@@ -111,12 +111,13 @@ fn upstream_failure(error: &UpstreamError) -> (StatusCode, &'static str) {
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
         self.status_and_code().0
     }
 
     /// Graph's `error.code` for this failure.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         self.status_and_code().1
     }
 
@@ -187,7 +188,7 @@ impl ProxyError {
 
     /// The response: status, Graph's error body with `ids`, and `Retry-After` when waiting is
     /// the remedy (syncgate's log or the before-read was unavailable).
-    pub fn into_response(self, ids: &RequestIds) -> Response<Body> {
+    pub(crate) fn into_response(self, ids: &RequestIds) -> Response<Body> {
         respond(self.to_graph_error(), ids)
     }
 

@@ -207,7 +207,7 @@ impl Outbound<'_> {
 }
 
 /// Remove hop-by-hop headers, including any the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -224,7 +224,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// `path_and_query` on the upstream.
-pub fn upstream_uri(
+pub(crate) fn upstream_uri(
     target: &UpstreamTarget,
     path_and_query: impl TryInto<PathAndQuery, Error: Into<http::Error>>,
 ) -> Result<Uri, http::Error> {
@@ -242,7 +242,7 @@ use crate::graph::URL_OVERRIDE_HEADERS as URL_OVERRIDES;
 /// Rewrite a client's headers for the upstream: hop-by-hop headers, `Host` and URL-override
 /// headers removed, `Expect` dropped (the client connection already answered it),
 /// `X-Forwarded-For`/`-Proto` set.
-pub fn upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
+pub(crate) fn upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     headers.remove(header::EXPECT);
@@ -273,12 +273,12 @@ fn append_forwarded_for(headers: &mut HeaderMap, conn: &ConnInfo) {
 }
 
 /// The response the client receives: the upstream's status, end-to-end headers and streaming body.
-pub fn to_client(resp: Response<Incoming>) -> Response<Body> {
+pub(crate) fn to_client(resp: Response<Incoming>) -> Response<Body> {
     strip_response(resp).map(body::stream)
 }
 
 /// An upstream response with its hop-by-hop headers removed, for the client's connection.
-pub fn strip_response<B>(resp: Response<B>) -> Response<B> {
+pub(crate) fn strip_response<B>(resp: Response<B>) -> Response<B> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // The client's connection decides its own version; hyper writes the right one.

@@ -15,13 +15,13 @@ mod actor;
 mod batch;
 mod body_read;
 mod error;
-pub mod forward;
+pub(crate) mod forward;
 mod lifecycle;
 pub(crate) mod locks;
 pub(crate) mod recovery;
 mod refusals;
 mod state;
-pub mod upstream;
+pub(crate) mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,34 +33,34 @@ use tracing::{Instrument, info, warn};
 use crate::audit::{Decision, EventKind};
 use crate::body::Body;
 use crate::classify::{self, Classification, Governed};
-pub use crate::config::RefusalLimits;
+pub(crate) use crate::config::RefusalLimits;
 use crate::graph_error::RequestIds;
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
-pub use error::ProxyError;
+pub(crate) use error::ProxyError;
 #[doc(hidden)]
 pub use lifecycle::ExitKind;
 pub(crate) use lifecycle::bind_partner;
 pub(crate) use lifecycle::complete::{AUDIT_ID_HEADER, WARNING_HEADER};
-pub use lifecycle::decide::RulesHandle;
+pub(crate) use lifecycle::decide::RulesHandle;
 pub(crate) use lifecycle::decide::rule_input;
 use lifecycle::{Exit, Operation, Received};
 use upstream::Upstream;
 
 /// What governing needs besides the upstream.
-pub struct Governor {
+pub(crate) struct Governor {
     /// The audit log every governed operation is recorded in.
-    pub store: Store,
+    pub(crate) store: Store,
     /// One governed change per partner at a time (shared with start-up recovery).
     locks: Arc<locks::Locks>,
     /// Record GETs of sync policies as `read` events.
-    pub record_reads: bool,
+    pub(crate) record_reads: bool,
     /// Largest governed request body (413 above).
-    pub max_body: usize,
+    pub(crate) max_body: usize,
     /// Largest `$batch` body, checked before any of it is parsed (413 above).
-    pub max_batch_body: usize,
+    pub(crate) max_batch_body: usize,
     /// The local rules in force (swapped whole on reload).
-    pub rules: RulesHandle,
+    pub(crate) rules: RulesHandle,
     /// The body memory budget and stall timeout every governed and `$batch` body read shares.
     body_limits: Arc<body_read::BodyLimits>,
     /// Refusals per client, summarised above a rate.
@@ -68,7 +68,12 @@ pub struct Governor {
 }
 
 impl Governor {
-    pub fn new(store: Store, rules: RulesHandle, record_reads: bool, max_body: usize) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        rules: RulesHandle,
+        record_reads: bool,
+        max_body: usize,
+    ) -> Self {
         Self {
             store,
             locks: Arc::default(),
@@ -83,33 +88,38 @@ impl Governor {
 
     /// Hold at most `memory` bytes of governed and `$batch` bodies at once (a read waits up to
     /// `wait` for room, then gets 503), and refuse a body that stalls for `stall` with 408.
-    pub fn with_body_limits(mut self, memory: usize, wait: Duration, stall: Duration) -> Self {
+    pub(crate) fn with_body_limits(
+        mut self,
+        memory: usize,
+        wait: Duration,
+        stall: Duration,
+    ) -> Self {
         self.body_limits = Arc::new(body_read::BodyLimits::new(memory, wait, stall));
         self
     }
 
     /// Summarise refusals above `limits` instead of the default.
-    pub fn with_refusal_limits(mut self, limits: RefusalLimits) -> Self {
+    pub(crate) fn with_refusal_limits(mut self, limits: RefusalLimits) -> Self {
         self.refusals = refusals::Refusals::new(limits);
         self
     }
 }
 
 /// The proxy listener's handler.
-pub struct Proxy {
+pub(crate) struct Proxy {
     upstream: Upstream,
     governor: Governor,
 }
 
 impl Proxy {
-    pub fn new(upstream: Upstream, governor: Governor) -> Self {
+    pub(crate) fn new(upstream: Upstream, governor: Governor) -> Self {
         Self { upstream, governor }
     }
 
     /// Record `recovered` for the changes a crash interrupted (see [`recovery`]). Runs beside
     /// live traffic: each re-read holds its partner's lock, so it cannot interleave with a new
     /// change to the same partner.
-    pub async fn recover(
+    pub(crate) async fn recover(
         &self,
         token_file: Option<&std::path::Path>,
     ) -> Result<usize, crate::store::StoreError> {

@@ -354,7 +354,7 @@ pub(crate) async fn record_summaries(store: &Store, events: Vec<Event>) {
 impl Proxy {
     /// Record the summaries of closed windows every half window until `stop`, then every pending
     /// one (shutdown: nothing counted is lost).
-    pub async fn summarise_refusals(&self, stop: CancellationToken) {
+    pub(crate) async fn summarise_refusals(&self, stop: CancellationToken) {
         let period = (self.governor.refusals.limits.window / 2)
             .clamp(Duration::from_millis(10), Duration::from_secs(5));
         let mut ticks = tokio::time::interval(period);

@@ -23,9 +23,9 @@ const MAX_STATE: usize = 4 * 1024 * 1024;
 /// A state read: the snapshot, and the upstream's own response when it refused the read (so an
 /// unauthorised caller gets Graph's 401/403 rather than syncgate's guess).
 pub(crate) struct StateRead {
-    pub snapshot: Snapshot,
-    pub refused: Option<Response<Bytes>>,
-    pub error: Option<UpstreamError>,
+    pub(crate) snapshot: Snapshot,
+    pub(crate) refused: Option<Response<Bytes>>,
+    pub(crate) error: Option<UpstreamError>,
 }
 
 /// GET `path_and_query` upstream with the caller's `Authorization`.

@@ -15,7 +15,7 @@ use crate::config::{Settings, UpstreamTarget};
 
 /// Why the upstream gave no response head.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// No connection could be made (refused, DNS, TLS handshake, connect timeout): nothing was sent.
     #[error("cannot connect to the upstream")]
     Connect(#[source] hyper_util::client::legacy::Error),
@@ -29,14 +29,14 @@ pub enum UpstreamError {
 
 /// A shared, pooled client for one upstream.
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     target: UpstreamTarget,
     timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(settings: &Settings) -> Self {
+    pub(crate) fn new(settings: &Settings) -> Self {
         let mut http = HttpConnector::new();
         // Lets the HTTPS connector hand `https://` URIs to this plain connector.
         http.enforce_http(false);
@@ -61,12 +61,15 @@ impl Upstream {
         }
     }
 
-    pub fn target(&self) -> &UpstreamTarget {
+    pub(crate) fn target(&self) -> &UpstreamTarget {
         &self.target
     }
 
     /// Send a request whose URI is already absolute (see [`super::forward::to_upstream`]).
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    pub(crate) async fn send(
+        &self,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Ok(resp)) => Ok(resp),

@@ -89,7 +89,7 @@ pub(crate) fn place(index: usize, id: &str) -> String {
 impl BuiltinRule {
     /// Validate entry `index` of `all` (the whole list, so `display_name` can find its
     /// allow-list). Errors are `(message)`; the caller adds the place.
-    pub(crate) fn load(raw: &RawBuiltin, all: &[RawBuiltin]) -> Result<Self, String> {
+    pub fn load(raw: &RawBuiltin, all: &[RawBuiltin]) -> Result<Self, String> {
         let allowed = raw.kind.fields();
         if let Some(extra) = raw.fields_set().into_iter().find(|f| !allowed.contains(f)) {
             let takes = if allowed.is_empty() {

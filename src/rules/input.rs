@@ -21,7 +21,7 @@ use crate::classify::{OperationKind, TenantId};
 #[serde(deny_unknown_fields)]
 pub struct RuleInput {
     /// The operation kind ([`OperationKind::as_str`]), e.g. `sync_update`.
-    pub operation: String,
+    pub(crate) operation: String,
     /// The HTTP method, upper case.
     #[serde(default)]
     pub method: String,
@@ -55,7 +55,7 @@ pub struct RuleInput {
     #[serde(default)]
     pub actor: Actor,
     /// When the request arrived (UTC); change windows convert it to their own time zone.
-    pub time: DateTime<Utc>,
+    pub(crate) time: DateTime<Utc>,
 }
 
 impl RuleInput {
@@ -84,33 +84,33 @@ impl RuleInput {
 #[derive(Debug, Clone, Copy)]
 pub struct Change<'a> {
     /// What kind of change.
-    pub kind: OperationKind,
+    pub(crate) kind: OperationKind,
     /// The HTTP method, upper case.
-    pub method: &'a str,
+    pub(crate) method: &'a str,
     /// The canonical path (`CanonicalPath`'s display form).
-    pub canonical_path: &'a str,
+    pub(crate) canonical_path: &'a str,
     /// `v1.0` or `beta`.
-    pub api_version: &'a str,
+    pub(crate) api_version: &'a str,
     /// The partner tenant id (lower-case GUID); `None` for the MTO template.
-    pub partner: Option<&'a str>,
+    pub(crate) partner: Option<&'a str>,
     /// The request's JSON body, if it had one.
-    pub request_body: Option<&'a Value>,
+    pub(crate) request_body: Option<&'a Value>,
     /// The before-state's value (`Snapshot::value`): JSON `null` when the resource does not
     /// exist, `None` when it could not be read.
-    pub before: Option<&'a Value>,
+    pub(crate) before: Option<&'a Value>,
     /// The partner's document when a rule needs it ([`RuleInput::partner_state`]).
-    pub partner_state: Option<&'a Value>,
+    pub(crate) partner_state: Option<&'a Value>,
     /// Who asked.
-    pub actor: &'a Actor,
+    pub(crate) actor: &'a Actor,
     /// When the request arrived.
-    pub time: DateTime<Utc>,
+    pub(crate) time: DateTime<Utc>,
 }
 
 impl RuleInput {
     /// The input document for `change`, with [`expected_after`] derived from its before-state
     /// and body: the one way an input is built, so the proxy, rule tests and the backtest
     /// evaluate the same document for the same change.
-    pub fn for_change(change: Change<'_>) -> Self {
+    pub(crate) fn for_change(change: Change<'_>) -> Self {
         Self {
             operation: change.kind.as_str().to_owned(),
             method: change.method.to_owned(),
@@ -255,19 +255,19 @@ pub(crate) enum SyncAfter {
 
 /// Facts about one input, computed once per evaluation and shared by the built-ins.
 pub(crate) struct Facts<'a> {
-    pub input: &'a RuleInput,
+    pub(crate) input: &'a RuleInput,
     /// `None` when the operation name is unknown (a hand-written test case): rules scoped to
     /// operation lists then do not apply, every other rule does.
-    pub kind: Option<OperationKind>,
+    pub(crate) kind: Option<OperationKind>,
     /// The partner, lower-cased (a valid GUID when the pipeline built the input).
-    pub partner: Option<String>,
+    pub(crate) partner: Option<String>,
     /// Whether sync is allowed after the change. Partner writes without
     /// `identitySynchronization` count as [`SyncAfter::Disabled`]: they do not change sync.
-    pub sync_after: SyncAfter,
+    pub(crate) sync_after: SyncAfter,
     /// Whether the before-state allows sync.
-    pub sync_before: bool,
+    pub(crate) sync_before: bool,
     /// The sync policy the change leaves (for display names and messages).
-    pub policy_after: Option<&'a Value>,
+    pub(crate) policy_after: Option<&'a Value>,
 }
 
 impl<'a> Facts<'a> {

@@ -31,10 +31,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use builtin::DEFAULT_PERMISSION;
 pub use input::{Change, RuleInput, expected_after};
 pub use raw::{
     BuiltinType, DEFAULT_QUERY, DEFAULT_REGO_TIME_LIMIT, RawBuiltin, RawPartner, RawRego, RawRules,
@@ -47,7 +45,7 @@ use rego::RegoRule;
 /// What a failing rule does to the request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Refuse the change (or hold it for approval, per the rule's [`Action`]).
     #[default]
     Enforce,
@@ -59,7 +57,7 @@ pub enum Mode {
 
 impl Mode {
     /// `enforce`, `warn` or `shadow`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
             Mode::Warn => "warn",
@@ -71,7 +69,7 @@ impl Mode {
 /// What an enforced, failing rule asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Action {
+pub(crate) enum Action {
     /// Refuse the change.
     #[default]
     Deny,
@@ -81,7 +79,7 @@ pub enum Action {
 
 impl Action {
     /// `deny` or `require_approval`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::Deny => "deny",
             Action::RequireApproval => "require_approval",
@@ -93,23 +91,23 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleResult {
     /// The rule's id (for Rego, the violation's own `rule` when it names one).
-    pub rule: String,
+    pub(crate) rule: String,
     /// The built-in type (`partner_allowlist`, …) or `rego`.
-    pub kind: String,
+    pub(crate) kind: String,
     /// The rule's mode (for Rego, the entry's).
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// The rule's action (for Rego, the entry's).
-    pub action: Action,
+    pub(crate) action: Action,
     /// Whether the change keeps the rule.
-    pub passed: bool,
+    pub(crate) passed: bool,
     /// Why it does not, for the person who sent the request: `rule 'x': …`. `None` when passed.
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 impl RuleResult {
     /// The result a recorded outcome (an audit event's `rule_results`) stands for; `None` when
     /// its mode or action is not one this version knows.
-    pub fn from_outcome(outcome: &crate::audit::RuleOutcome) -> Option<RuleResult> {
+    pub(crate) fn from_outcome(outcome: &crate::audit::RuleOutcome) -> Option<RuleResult> {
         let mode = [Mode::Enforce, Mode::Warn, Mode::Shadow]
             .into_iter()
             .find(|m| m.as_str() == outcome.mode)?;
@@ -127,7 +125,7 @@ impl RuleResult {
     }
 
     /// This result as an audit event records it.
-    pub fn outcome(&self) -> crate::audit::RuleOutcome {
+    pub(crate) fn outcome(&self) -> crate::audit::RuleOutcome {
         crate::audit::RuleOutcome {
             rule: self.rule.clone(),
             kind: self.kind.clone(),
@@ -143,7 +141,7 @@ impl RuleResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {
     /// [`RuleSet::version`] of the rules evaluated; record it with the decision.
-    pub version: String,
+    pub(crate) version: String,
     /// Built-in rules in config order, then Rego rules in config order (a Rego entry gives one
     /// result per violation, or one passing result).
     pub results: Vec<RuleResult>,
@@ -151,7 +149,7 @@ pub struct Evaluation {
 
 /// The decision the results add up to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Forward the change; `warnings` are the failing `warn` rules, for the response header.
     Allow {
         /// The failing `warn` results, in order.
@@ -170,7 +168,7 @@ impl Evaluation {
     /// so asking approvers first would only waste their time); among rules of one action, the
     /// first in order decides. Otherwise the change is allowed, with the failing `warn` rules as
     /// warnings. Failing `shadow` rules only appear in [`results`](Self::results).
-    pub fn verdict(&self) -> Verdict {
+    pub(crate) fn verdict(&self) -> Verdict {
         let enforced = |action: Action| {
             self.results
                 .iter()
@@ -194,15 +192,16 @@ impl Evaluation {
 
     /// The results as JSON objects (`rule`, `kind`, `mode`, `action`, `passed`, `message`), for
     /// the audit event's `rule_results`.
-    pub fn results_json(&self) -> Vec<Value> {
+    #[cfg(test)]
+    pub(crate) fn results_json(&self) -> Vec<serde_json::Value> {
         self.results
             .iter()
-            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+            .map(|r| serde_json::to_value(r).unwrap_or(serde_json::Value::Null))
             .collect()
     }
 
     /// The results as the audit event records them (`rule_results`).
-    pub fn outcomes(&self) -> Vec<crate::audit::RuleOutcome> {
+    pub(crate) fn outcomes(&self) -> Vec<crate::audit::RuleOutcome> {
         self.results.iter().map(RuleResult::outcome).collect()
     }
 
@@ -319,7 +318,8 @@ impl RuleSet {
     }
 
     /// No rules: every change is allowed. Its version is that of an empty `[rules]` table.
-    pub fn empty() -> RuleSet {
+    #[cfg(test)]
+    pub(crate) fn empty() -> RuleSet {
         RuleSet {
             inner: Arc::new(Inner {
                 version: version(&RawRules::default(), &[]),
@@ -332,18 +332,18 @@ impl RuleSet {
 
     /// Hex SHA-256 over the canonical JSON of the rule config (defaults filled in, layout and
     /// comments ignored) and every Rego file's bytes, in order. Record it with every decision.
-    pub fn version(&self) -> &str {
+    pub(crate) fn version(&self) -> &str {
         &self.inner.version
     }
 
     /// Whether a rule reads [`RuleInput::partner_state`] (the consent rule, or a Rego entry with
     /// `needs_partner_state = true`): the pipeline then reads the partner before deciding.
-    pub fn needs_partner_state(&self) -> bool {
+    pub(crate) fn needs_partner_state(&self) -> bool {
         self.inner.needs_partner_state
     }
 
     /// Whether there are no rules at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.inner.builtins.is_empty() && self.inner.rego.is_empty()
     }
 

@@ -40,7 +40,7 @@ pub struct RawRules {
     /// Longest one Rego evaluation may run (`"100ms"`, units ms/s/m/h); past it the rule fails
     /// (closed). Default [`DEFAULT_REGO_TIME_LIMIT`].
     #[serde(default)]
-    pub rego_time_limit: Option<String>,
+    pub(crate) rego_time_limit: Option<String>,
     /// `[[rules.builtin]]` entries, evaluated in this order.
     #[serde(default)]
     pub builtin: Vec<RawBuiltin>,
@@ -75,20 +75,8 @@ pub enum BuiltinType {
 }
 
 impl BuiltinType {
-    /// Every type, in documentation order.
-    pub const ALL: [BuiltinType; 8] = [
-        BuiltinType::PartnerAllowlist,
-        BuiltinType::PartnerDenylist,
-        BuiltinType::DisplayName,
-        BuiltinType::ChangeWindow,
-        BuiltinType::AllowedActors,
-        BuiltinType::RequiredPermission,
-        BuiltinType::ForbidOperations,
-        BuiltinType::InboundSyncRequiresConsent,
-    ];
-
     /// The `type` value as written in the config (and as [`RuleResult::kind`](super::RuleResult)).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BuiltinType::PartnerAllowlist => "partner_allowlist",
             BuiltinType::PartnerDenylist => "partner_denylist",
@@ -102,7 +90,7 @@ impl BuiltinType {
     }
 
     /// The keys this type takes besides `id`, `type`, `mode` and `action`.
-    pub fn fields(self) -> &'static [&'static str] {
+    pub(crate) fn fields(self) -> &'static [&'static str] {
         match self {
             BuiltinType::PartnerAllowlist => &["partners", "allow_template"],
             BuiltinType::PartnerDenylist => &["tenants"],
@@ -131,80 +119,57 @@ pub struct RawBuiltin {
     pub id: String,
     /// Which built-in rule.
     #[serde(rename = "type")]
-    pub kind: BuiltinType,
+    pub(crate) kind: BuiltinType,
     /// `enforce` (default), `warn` or `shadow`.
     #[serde(default)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// `deny` (default) or `require_approval`.
     #[serde(default)]
-    pub action: Action,
+    pub(crate) action: Action,
 
     /// partner_allowlist: the tenants sync may be enabled for, each with its approved name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partners: Option<Vec<RawPartner>>,
+    pub(crate) partners: Option<Vec<RawPartner>>,
     /// partner_allowlist: whether the MTO template may enable sync (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_template: Option<bool>,
+    pub(crate) allow_template: Option<bool>,
     /// partner_denylist: tenant ids (GUIDs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenants: Option<Vec<String>>,
+    pub(crate) tenants: Option<Vec<String>>,
     /// display_name: the id of the partner_allowlist rule whose names apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowlist: Option<String>,
+    pub(crate) allowlist: Option<String>,
     /// change_window: an IANA time zone name (`Europe/Zurich`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_zone: Option<String>,
+    pub(crate) time_zone: Option<String>,
     /// change_window: `mon` … `sun`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub days: Option<Vec<String>>,
+    pub(crate) days: Option<Vec<String>>,
     /// change_window: `"HH:MM-HH:MM"`, start before end, end at most `24:00`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hours: Option<String>,
+    pub(crate) hours: Option<String>,
     /// change_window, allowed_actors, required_permission: the operation kinds the rule applies
     /// to (default: every governed write); forbid_operations: the kinds refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub operations: Option<Vec<String>>,
+    pub(crate) operations: Option<Vec<String>>,
     /// allowed_actors: application (client) ids, matched against `appid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_ids: Option<Vec<String>>,
+    pub(crate) app_ids: Option<Vec<String>>,
     /// allowed_actors: user object ids, matched against `oid` of delegated tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_oids: Option<Vec<String>>,
+    pub(crate) user_oids: Option<Vec<String>>,
     /// allowed_actors: UPN globs (`*`, `?`; case-insensitive) for delegated tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upn_patterns: Option<Vec<String>>,
+    pub(crate) upn_patterns: Option<Vec<String>>,
     /// allowed_actors: whether app-only tokens may change at all (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_app_only: Option<bool>,
+    pub(crate) allow_app_only: Option<bool>,
     /// required_permission: the permission (default `Policy.ReadWrite.CrossTenantAccess`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub permission: Option<String>,
+    pub(crate) permission: Option<String>,
 }
 
 impl RawBuiltin {
-    /// A bare entry of `kind` with defaults, for building configs in code and tests.
-    pub fn new(id: impl Into<String>, kind: BuiltinType) -> Self {
-        Self {
-            id: id.into(),
-            kind,
-            mode: Mode::default(),
-            action: Action::default(),
-            partners: None,
-            allow_template: None,
-            tenants: None,
-            allowlist: None,
-            time_zone: None,
-            days: None,
-            hours: None,
-            operations: None,
-            app_ids: None,
-            user_oids: None,
-            upn_patterns: None,
-            allow_app_only: None,
-            permission: None,
-        }
-    }
-
     /// The type-specific keys that are set, by name.
     pub(crate) fn fields_set(&self) -> Vec<&'static str> {
         let set = [
@@ -233,9 +198,9 @@ impl RawBuiltin {
 #[serde(deny_unknown_fields)]
 pub struct RawPartner {
     /// The partner's tenant id (a GUID, any case).
-    pub tenant_id: String,
+    pub(crate) tenant_id: String,
     /// The name its sync policy's `displayName` must carry (see the display_name rule).
-    pub display_name: String,
+    pub(crate) display_name: String,
 }
 
 /// One `[[rules.rego]]` entry: a Rego file answering a set of violations.
@@ -245,19 +210,19 @@ pub struct RawRego {
     /// Unique among all rules; the default `rule` of the violations the policy answers.
     pub id: String,
     /// The `.rego` file; relative paths are resolved against the config file's folder.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// `enforce` (default), `warn` or `shadow`; applies to every violation of this file.
     #[serde(default)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// `deny` (default) or `require_approval`.
     #[serde(default)]
-    pub action: Action,
+    pub(crate) action: Action,
     /// The rule path evaluated (default [`DEFAULT_QUERY`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
+    pub(crate) query: Option<String>,
     /// Set when the policy reads `input.partner_state`, so the pipeline fetches it.
     #[serde(default)]
-    pub needs_partner_state: bool,
+    pub(crate) needs_partner_state: bool,
 }
 
 /// The rule a Rego entry evaluates when it names no `query`.

@@ -37,12 +37,12 @@ const TIMER_CHECK_INTERVAL: u32 = 64;
 /// One loaded Rego entry.
 #[derive(Clone)]
 pub(crate) struct RegoRule {
-    pub id: String,
-    pub mode: Mode,
-    pub action: Action,
-    pub needs_partner_state: bool,
+    pub(crate) id: String,
+    pub(crate) mode: Mode,
+    pub(crate) action: Action,
+    pub(crate) needs_partner_state: bool,
     /// The file as shown in messages (the config's folder joined with `file`).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     query: String,
     /// Prepared and never evaluated in place: cloned per evaluation.
     engine: Engine,
@@ -62,8 +62,8 @@ impl std::fmt::Debug for RegoRule {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Violation {
     /// The `rule` member, when the policy named one.
-    pub rule: Option<String>,
-    pub message: String,
+    pub(crate) rule: Option<String>,
+    pub(crate) message: String,
 }
 
 /// `rules.rego[0] (id "x")`.
@@ -73,7 +73,7 @@ pub(crate) fn place(index: usize, id: &str) -> String {
 
 impl RegoRule {
     /// Read, compile and prepare entry `index`; also returns the file's bytes (for the version).
-    pub(crate) fn load(
+    pub fn load(
         index: usize,
         raw: &RawRego,
         base_dir: &Path,

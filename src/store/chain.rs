@@ -24,19 +24,19 @@ use sha2::{Digest, Sha256};
 use crate::audit::Event;
 
 /// `prev_hash` of the first event.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The chain's last link: what the next event is sealed onto.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
+pub(crate) struct Head {
     /// `seq` of the last event (0 when the log is empty).
-    pub seq: i64,
+    pub(crate) seq: i64,
     /// `hash` of the last event ([`GENESIS`] when the log is empty).
-    pub hash: String,
+    pub(crate) hash: String,
 }
 
 impl Head {
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Head {
             seq: 0,
             hash: GENESIS.to_owned(),
@@ -45,7 +45,7 @@ impl Head {
 }
 
 /// The canonical JSON text of `value` (see the module documentation).
-pub fn canonical_json(value: &Value) -> String {
+pub(crate) fn canonical_json(value: &Value) -> String {
     let mut out = String::with_capacity(1024);
     write_canonical(value, &mut out);
     out
@@ -88,7 +88,7 @@ fn write_scalar(value: &Value, out: &mut String) {
 }
 
 /// `hex(sha256(prev_hash ‖ canonical))`.
-pub fn link_hash(prev_hash: &str, canonical: &str) -> String {
+pub(crate) fn link_hash(prev_hash: &str, canonical: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(canonical.as_bytes());
@@ -97,30 +97,30 @@ pub fn link_hash(prev_hash: &str, canonical: &str) -> String {
 
 /// The filterable copies of an event's fields, as the `audit_events` columns hold them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Columns {
-    pub event_id: String,
-    pub operation_id: String,
-    pub kind: String,
+pub(crate) struct Columns {
+    pub(crate) event_id: String,
+    pub(crate) operation_id: String,
+    pub(crate) kind: String,
     /// RFC 3339 UTC, six fractional digits, `Z`: fixed width, so text order is time order.
-    pub time: String,
-    pub partner_tenant_id: Option<String>,
-    pub operation: Option<String>,
-    pub actor_oid: Option<String>,
-    pub actor_upn: Option<String>,
-    pub actor_appid: Option<String>,
-    pub decision: Option<String>,
-    pub upstream_status: Option<i64>,
-    pub state_path: Option<String>,
+    pub(crate) time: String,
+    pub(crate) partner_tenant_id: Option<String>,
+    pub(crate) operation: Option<String>,
+    pub(crate) actor_oid: Option<String>,
+    pub(crate) actor_upn: Option<String>,
+    pub(crate) actor_appid: Option<String>,
+    pub(crate) decision: Option<String>,
+    pub(crate) upstream_status: Option<i64>,
+    pub(crate) state_path: Option<String>,
 }
 
 /// The `time` column's format for `t` (also used to compare against it in filters).
-pub fn time_column(t: &DateTime<Utc>) -> String {
+pub(crate) fn time_column(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 impl Columns {
     /// Derive the columns from an event document (with or without `seq`).
-    pub fn from_json(doc: &Map<String, Value>) -> Result<Columns, String> {
+    pub(crate) fn from_json(doc: &Map<String, Value>) -> Result<Columns, String> {
         let text = |key: &str| -> Result<String, String> {
             doc.get(key)
                 .and_then(Value::as_str)
@@ -171,7 +171,7 @@ impl Columns {
     }
 
     /// The first column whose value differs from `other`'s, by name.
-    pub fn first_difference(&self, other: &Columns) -> Option<&'static str> {
+    pub(crate) fn first_difference(&self, other: &Columns) -> Option<&'static str> {
         let pairs: [(&'static str, bool); 12] = [
             ("event_id", self.event_id == other.event_id),
             ("operation_id", self.operation_id == other.operation_id),
@@ -199,15 +199,15 @@ impl Columns {
 /// An event turned into JSON and columns, ready to be sealed; done before the write transaction
 /// so the transaction holds the lock only for hashing and inserting.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The event, with its time truncated to microseconds (what the `time` column can hold).
-    pub event: Event,
+    pub(crate) event: Event,
     doc: Map<String, Value>,
-    pub columns: Columns,
+    pub(crate) columns: Columns,
 }
 
 impl Prepared {
-    pub fn new(mut event: Event) -> Result<Prepared, String> {
+    pub(crate) fn new(mut event: Event) -> Result<Prepared, String> {
         // Truncate to what the `time` column (and PostgreSQL's timestamps) can represent, so the
         // hashed JSON, the column and what readers get back are the same instant.
         let micros = event.time.timestamp_micros();
@@ -226,7 +226,7 @@ impl Prepared {
     }
 
     /// Place the event after `head`: its seq, prev_hash, canonical JSON and hash. Advances `head`.
-    pub fn seal(&self, head: &mut Head) -> Sealed {
+    pub(crate) fn seal(&self, head: &mut Head) -> Sealed {
         let seq = head.seq + 1;
         let mut doc = self.doc.clone();
         doc.insert("seq".into(), Value::from(seq));
@@ -245,37 +245,37 @@ impl Prepared {
 
 /// An event's place in the chain, computed inside the write transaction.
 #[derive(Debug, Clone)]
-pub struct Sealed {
-    pub seq: i64,
-    pub prev_hash: String,
-    pub hash: String,
+pub(crate) struct Sealed {
+    pub(crate) seq: i64,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
     /// The canonical JSON that was hashed; stored verbatim in `audit_events.event`.
-    pub canonical: String,
+    pub(crate) canonical: String,
 }
 
 /// A row as read back for verification: every stored column, nothing interpreted yet.
 #[derive(Debug, Clone)]
-pub struct StoredRow {
-    pub seq: i64,
-    pub columns: Columns,
-    pub event: String,
-    pub prev_hash: String,
-    pub hash: String,
+pub(crate) struct StoredRow {
+    pub(crate) seq: i64,
+    pub(crate) columns: Columns,
+    pub(crate) event: String,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
 }
 
 /// Where the chain first breaks, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Broken {
-    pub seq: i64,
+    pub(crate) seq: i64,
     /// The row's `event_id` column (it may itself be what was altered).
-    pub event_id: String,
-    pub reason: String,
+    pub(crate) event_id: String,
+    pub(crate) reason: String,
 }
 
 /// Checks rows one at a time in `seq` order, remembering only the previous link, so a log of any
 /// size is verified in constant memory.
 #[derive(Debug)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     head: Head,
     events: u64,
 }
@@ -291,7 +291,7 @@ impl Default for Verifier {
 
 impl Verifier {
     /// Check the next row; `Err` names the first thing wrong with it.
-    pub fn check(&mut self, row: &StoredRow) -> Result<(), Broken> {
+    pub(crate) fn check(&mut self, row: &StoredRow) -> Result<(), Broken> {
         let broken = |reason: String| Broken {
             seq: row.seq,
             event_id: row.columns.event_id.clone(),
@@ -354,12 +354,12 @@ impl Verifier {
     }
 
     /// Rows accepted so far.
-    pub fn events(&self) -> u64 {
+    pub(crate) fn events(&self) -> u64 {
         self.events
     }
 
     /// The last accepted row's hash, `None` for an empty log.
-    pub fn head(&self) -> Option<&str> {
+    pub(crate) fn head(&self) -> Option<&str> {
         (self.events > 0).then_some(self.head.hash.as_str())
     }
 }

@@ -32,12 +32,13 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::{Decision, Event, EventKind, Recorded, Snapshot};
 use crate::graph::OperationId;
-pub use chain::Broken;
-pub use token_key::{TokenHasher, TokenKeyError};
+pub(crate) use chain::Broken;
+pub(crate) use token_key::TokenHasher;
+pub use token_key::TokenKeyError;
 use writer::WriterHandle;
 
 /// An error's cause, shared: a failed group hands the same error to every caller in it.
-pub type Source = Arc<dyn std::error::Error + Send + Sync>;
+pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -91,7 +92,8 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether the store is (perhaps temporarily) unable to record: the proxy's 503 decision.
-    pub fn is_unavailable(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable { .. })
     }
 
@@ -119,13 +121,13 @@ impl StoreError {
 pub struct StoreOptions {
     /// How long a write waits for a lock held by another connection before failing with
     /// [`StoreError::Unavailable`]; bounds how long an append can hang on a locked database.
-    pub busy_timeout: Duration,
+    pub(crate) busy_timeout: Duration,
     /// Events that may wait for the writer; further appenders wait for room (backpressure).
-    pub queue_capacity: usize,
+    pub(crate) queue_capacity: usize,
     /// Most events committed in one transaction.
-    pub max_group: usize,
+    pub(crate) max_group: usize,
     /// Read-only connections for queries.
-    pub read_connections: u32,
+    pub(crate) read_connections: u32,
 }
 
 impl Default for StoreOptions {
@@ -141,32 +143,32 @@ impl Default for StoreOptions {
 
 /// Which events [`StoreReader::list`] returns; every field set narrows the result.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Partner tenant id (lower-case GUID, as the pipeline records it).
-    pub partner: Option<String>,
+    pub(crate) partner: Option<String>,
     /// Matches the actor's `oid`, `upn` or `appid`, ignoring ASCII case.
-    pub actor: Option<String>,
+    pub(crate) actor: Option<String>,
     /// Events at or after this instant.
-    pub since: Option<DateTime<Utc>>,
+    pub(crate) since: Option<DateTime<Utc>>,
     /// Events strictly before this instant.
-    pub until: Option<DateTime<Utc>>,
-    pub kind: Option<EventKind>,
-    pub decision: Option<Decision>,
-    pub operation_id: Option<OperationId>,
+    pub(crate) until: Option<DateTime<Utc>>,
+    pub(crate) kind: Option<EventKind>,
+    pub(crate) decision: Option<Decision>,
+    pub(crate) operation_id: Option<OperationId>,
     /// At most this many events.
-    pub limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// Events with `seq` greater than this (paging: pass the last seq seen).
-    pub after_seq: Option<i64>,
+    pub(crate) after_seq: Option<i64>,
 }
 
 /// What [`StoreReader::verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
     /// Events that verified (all of them when `first_broken` is `None`).
-    pub events: u64,
+    pub(crate) events: u64,
     /// Hash of the last event that verified; `None` for an empty log. Record it elsewhere: a
     /// later verify whose chain no longer contains it shows the log was cut or rewritten.
-    pub head: Option<String>,
+    pub(crate) head: Option<String>,
     /// The first event that breaks the chain; verification stops there.
     pub first_broken: Option<Broken>,
 }
@@ -176,14 +178,14 @@ pub struct VerifyReport {
 pub struct StoreStats {
     /// Transactions committed (each one fsync).
     pub groups_committed: u64,
-    pub events_committed: u64,
+    pub(crate) events_committed: u64,
     /// Events waiting for the writer right now.
-    pub queued: usize,
+    pub(crate) queued: usize,
 }
 
 /// Read access to an audit log; cheap to clone.
 #[derive(Clone)]
-pub struct StoreReader {
+pub(crate) struct StoreReader {
     backend: ReadBackend,
     path: Arc<PathBuf>,
 }
@@ -204,7 +206,10 @@ impl std::fmt::Debug for StoreReader {
 impl StoreReader {
     /// Open an existing log read-only: never creates, migrates or writes anything, and works
     /// without write access to the file. [`StoreError::NotFound`] when there is no file.
-    pub async fn open(path: &Path, options: &StoreOptions) -> Result<StoreReader, StoreError> {
+    pub(crate) async fn open(
+        path: &Path,
+        options: &StoreOptions,
+    ) -> Result<StoreReader, StoreError> {
         let reader = sqlite::SqliteReader::open_existing(path, options).await?;
         Ok(StoreReader {
             backend: ReadBackend::Sqlite(reader),
@@ -213,19 +218,19 @@ impl StoreReader {
     }
 
     /// The database file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Events matching `filter`, in `seq` order.
-    pub async fn list(&self, filter: &Filter) -> Result<Vec<Recorded>, StoreError> {
+    pub(crate) async fn list(&self, filter: &Filter) -> Result<Vec<Recorded>, StoreError> {
         match &self.backend {
             ReadBackend::Sqlite(r) => r.list(filter).await,
         }
     }
 
     /// Every event of one operation, in `seq` order (empty when the id is unknown).
-    pub async fn operation(
+    pub(crate) async fn operation(
         &self,
         operation_id: impl Into<OperationId>,
     ) -> Result<Vec<Recorded>, StoreError> {
@@ -238,7 +243,7 @@ impl StoreReader {
 
     /// The `received` events whose operation has no `completed`, `recovered` or `denied` event:
     /// changes the proxy may have sent upstream without recording the outcome (crash recovery).
-    pub async fn unfinished_operations(&self) -> Result<Vec<Recorded>, StoreError> {
+    pub(crate) async fn unfinished_operations(&self) -> Result<Vec<Recorded>, StoreError> {
         match &self.backend {
             ReadBackend::Sqlite(r) => r.unfinished_operations().await,
         }
@@ -247,21 +252,24 @@ impl StoreReader {
     /// The after-state of the most recent `completed` or `recovered` event recorded under
     /// `state_path` (see [`Event::state_path`]), for drift detection. `None` when there is no such
     /// event or it has no after-state.
-    pub async fn last_after(&self, state_path: &str) -> Result<Option<Snapshot>, StoreError> {
+    pub(crate) async fn last_after(
+        &self,
+        state_path: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
         match &self.backend {
             ReadBackend::Sqlite(r) => r.last_after(state_path).await,
         }
     }
 
     /// Recompute the whole chain, page by page (constant memory), and report the first break.
-    pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+    pub(crate) async fn verify(&self) -> Result<VerifyReport, StoreError> {
         match &self.backend {
             ReadBackend::Sqlite(r) => r.verify().await,
         }
     }
 
     /// Close the read connections.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         match &self.backend {
             ReadBackend::Sqlite(r) => r.close().await,
         }
@@ -333,18 +341,14 @@ impl Store {
     }
 
     /// Fingerprints bearer tokens for [`crate::audit::Actor::token_hmac`].
-    pub fn token_hasher(&self) -> &TokenHasher {
+    pub(crate) fn token_hasher(&self) -> &TokenHasher {
         &self.inner.token_hasher
     }
 
     /// The read side alone (queries), to hand to code that must never write.
-    pub fn reader(&self) -> &StoreReader {
+    #[cfg(test)]
+    pub(crate) fn reader(&self) -> &StoreReader {
         &self.inner.reader
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        self.inner.reader.path()
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -352,12 +356,14 @@ impl Store {
     }
 
     /// See [`StoreReader::list`].
-    pub async fn list(&self, filter: &Filter) -> Result<Vec<Recorded>, StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn list(&self, filter: &Filter) -> Result<Vec<Recorded>, StoreError> {
         self.inner.reader.list(filter).await
     }
 
     /// See [`StoreReader::operation`].
-    pub async fn operation(
+    #[cfg(test)]
+    pub(crate) async fn operation(
         &self,
         operation_id: impl Into<OperationId>,
     ) -> Result<Vec<Recorded>, StoreError> {
@@ -365,12 +371,15 @@ impl Store {
     }
 
     /// See [`StoreReader::unfinished_operations`].
-    pub async fn unfinished_operations(&self) -> Result<Vec<Recorded>, StoreError> {
+    pub(crate) async fn unfinished_operations(&self) -> Result<Vec<Recorded>, StoreError> {
         self.inner.reader.unfinished_operations().await
     }
 
     /// See [`StoreReader::last_after`].
-    pub async fn last_after(&self, state_path: &str) -> Result<Option<Snapshot>, StoreError> {
+    pub(crate) async fn last_after(
+        &self,
+        state_path: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
         self.inner.reader.last_after(state_path).await
     }
 

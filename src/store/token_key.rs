@@ -18,7 +18,7 @@ const KEY_LEN: usize = 32;
 
 /// Keyed fingerprints of bearer tokens.
 #[derive(Clone)]
-pub struct TokenHasher {
+pub(crate) struct TokenHasher {
     /// The MAC initialised with the key; cloned per token.
     mac: Hmac<Sha256>,
 }
@@ -40,14 +40,14 @@ pub enum TokenKeyError {
 
 impl TokenHasher {
     /// `<db path>.token-key`.
-    pub fn key_path(db_path: &Path) -> PathBuf {
+    pub(crate) fn key_path(db_path: &Path) -> PathBuf {
         let mut name = db_path.as_os_str().to_owned();
         name.push(".token-key");
         PathBuf::from(name)
     }
 
     /// Load the key beside `db_path`, creating it (0600) if there is none.
-    pub fn load_or_create(db_path: &Path) -> Result<TokenHasher, TokenKeyError> {
+    pub(crate) fn load_or_create(db_path: &Path) -> Result<TokenHasher, TokenKeyError> {
         let path = Self::key_path(db_path);
         let io = |source| TokenKeyError::Io {
             path: path.clone(),
@@ -98,7 +98,7 @@ impl TokenHasher {
     }
 
     /// `hex(HMAC-SHA256(key, token))`.
-    pub fn hash(&self, token: &str) -> String {
+    pub(crate) fn hash(&self, token: &str) -> String {
         let mut mac = self.mac.clone();
         mac.update(token.as_bytes());
         hex::encode(mac.finalize().into_bytes())

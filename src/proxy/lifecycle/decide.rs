@@ -15,15 +15,15 @@ use crate::rules::{self, Evaluation, RuleInput, RuleResult, RuleSet, Verdict};
 
 /// The rule set in force, replaced atomically on reload.
 #[derive(Clone)]
-pub struct RulesHandle(Arc<RwLock<Arc<RuleSet>>>);
+pub(crate) struct RulesHandle(Arc<RwLock<Arc<RuleSet>>>);
 
 impl RulesHandle {
-    pub fn new(rules: Arc<RuleSet>) -> Self {
+    pub(crate) fn new(rules: Arc<RuleSet>) -> Self {
         Self(Arc::new(RwLock::new(rules)))
     }
 
     /// The rules a decision starting now uses.
-    pub fn current(&self) -> Arc<RuleSet> {
+    pub(crate) fn current(&self) -> Arc<RuleSet> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -31,7 +31,7 @@ impl RulesHandle {
     }
 
     /// Put `rules` in force for every decision that starts after this call.
-    pub fn replace(&self, rules: Arc<RuleSet>) {
+    pub(crate) fn replace(&self, rules: Arc<RuleSet>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = rules;
     }
 }

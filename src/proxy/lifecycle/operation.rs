@@ -17,7 +17,7 @@ use crate::proxy::locks::LockGuard;
 
 /// One governed operation: a governed request, a refused one, a recorded read, or a `$batch`
 /// sub-request of either kind.
-pub(crate) struct Operation {
+pub struct Operation {
     /// Its id: every event of the operation carries it, and the client gets it back as
     /// `x-syncgate-audit-id`.
     pub(crate) id: Uuid,
