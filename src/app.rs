@@ -18,7 +18,7 @@ use crate::store::{Store, StoreError, StoreOptions};
 /// Connections the admin listener keeps open at once. Health probes and metrics scrapes need a
 /// handful; the cap is not per client because probes usually come from one address, and idle ones
 /// are shed first anyway. Counted in [`crate::config::FD_RESERVE`].
-pub const ADMIN_MAX_CONNECTIONS: usize = 16;
+pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 16;
 
 /// Why syncgate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,13 +71,45 @@ pub async fn start(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<RunningProxy, StartError> {
+    let store = open_audit_log(&settings).await?;
+    let upstream = Upstream::new(&settings);
+    let listeners = Listeners::bind(&settings).await?;
+    let tls = settings.tls.is_some();
+    let rules = RulesHandle::new(settings.rules.clone());
+    let governor = governor(&settings, store.clone(), rules.clone());
+    let proxy = Arc::new(Proxy::new(upstream, governor));
+    let summaries = Summaries::spawn(&proxy);
+    spawn_recovery(&proxy, &settings);
+    let (proxy_options, admin_options) = serve_options(&settings);
+    let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
+    let serving = Serving {
+        listeners,
+        proxy,
+        admin: Arc::new(Admin::new(shutdown.clone())),
+        proxy_options,
+        admin_options,
+        summaries,
+        store,
+    };
+    let task = tokio::spawn(serving.run(shutdown));
+    Ok(RunningProxy {
+        proxy_addr,
+        admin_addr,
+        tls,
+        rules,
+        task,
+    })
+}
+
+/// Create the audit log's folder if the settings ask for it, and open the log.
+async fn open_audit_log(settings: &Settings) -> Result<Store, StartError> {
     settings
         .create_store_folder()
         .map_err(|source| StartError::StoreFolder {
             path: settings.store_folder_to_create.clone().unwrap_or_default(),
             source,
         })?;
-    let store = Store::open(
+    Store::open(
         &settings.db_path,
         StoreOptions {
             busy_timeout: settings.busy_timeout,
@@ -88,25 +120,43 @@ pub async fn start(
     .map_err(|source| StartError::Store {
         path: settings.db_path.clone(),
         source,
-    })?;
-    let upstream = Upstream::new(&settings);
+    })
+}
 
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
-    };
-    let proxy_listener = bind(settings.listen).await?;
-    let admin_listener = bind(settings.admin_listen).await?;
-    let local = |l: &TcpListener, addr| {
-        l.local_addr()
-            .map_err(|source| StartError::Bind { addr, source })
-    };
-    let proxy_addr = local(&proxy_listener, settings.listen)?;
-    let admin_addr = local(&admin_listener, settings.admin_listen)?;
-    let tls = settings.tls.is_some();
+/// The proxy and admin listeners, bound, with the addresses they got (port 0 picks a free one).
+struct Listeners {
+    proxy: TcpListener,
+    admin: TcpListener,
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
 
-    let rules = RulesHandle::new(settings.rules.clone());
+impl Listeners {
+    async fn bind(settings: &Settings) -> Result<Self, StartError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let proxy = bind(settings.listen).await?;
+        let admin = bind(settings.admin_listen).await?;
+        let local = |l: &TcpListener, addr| {
+            l.local_addr()
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let proxy_addr = local(&proxy, settings.listen)?;
+        let admin_addr = local(&admin, settings.admin_listen)?;
+        Ok(Self {
+            proxy,
+            admin,
+            proxy_addr,
+            admin_addr,
+        })
+    }
+}
+
+/// The governed pipeline's settings: audit log, rules, body and refusal limits (logged once).
+fn governor(settings: &Settings, store: Store, rules: RulesHandle) -> Governor {
     let limits = &settings.limits;
     tracing::info!(
         max_connections = limits.max_connections,
@@ -115,27 +165,38 @@ pub async fn start(
         body_memory = limits.body_memory,
         "client limits"
     );
-    let mut governor = Governor::new(
-        store.clone(),
-        rules.clone(),
-        settings.record_reads,
-        settings.max_body,
-    )
-    .with_body_limits(
-        limits.body_memory,
-        limits.body_memory_wait,
-        limits.body_stall_timeout,
-    )
-    .with_refusal_limits(settings.refusal_limits);
+    let mut governor = Governor::new(store, rules, settings.record_reads, settings.max_body)
+        .with_body_limits(
+            limits.body_memory,
+            limits.body_memory_wait,
+            limits.body_stall_timeout,
+        )
+        .with_refusal_limits(settings.refusal_limits);
     governor.max_batch_body = settings.max_batch_body;
-    let proxy = Arc::new(Proxy::new(upstream, governor));
-    // Records refusal summaries as their windows close; stopped (and drained) after the drain.
-    let summaries_stop = CancellationToken::new();
-    let summaries = tokio::spawn({
-        let proxy = proxy.clone();
-        let stop = summaries_stop.clone();
-        async move { proxy.summarise_refusals(stop).await }
-    });
+    governor
+}
+
+/// The task that records refusal summaries as their windows close; stopped (and drained) after
+/// the proxy's drain.
+struct Summaries {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Summaries {
+    fn spawn(proxy: &Arc<Proxy>) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let proxy = proxy.clone();
+            let stop = stop.clone();
+            async move { proxy.summarise_refusals(stop).await }
+        });
+        Self { stop, task }
+    }
+}
+
+/// Record `recovered` events for the changes a crash interrupted, in the background.
+fn spawn_recovery(proxy: &Arc<Proxy>, settings: &Settings) {
     let recovering = proxy.clone();
     let token_file = settings.recovery_token_file.clone();
     tokio::spawn(async move {
@@ -143,6 +204,12 @@ pub async fn start(
             tracing::error!(%error, "could not record recovered events; they will be retried at the next start");
         }
     });
+}
+
+/// How the proxy and the admin listener serve connections: the admin listener shares the
+/// proxy's timeouts but has no TLS and its own small connection cap.
+fn serve_options(settings: &Settings) -> (ServeOptions, ServeOptions) {
+    let limits = &settings.limits;
     let proxy_options = ServeOptions {
         tls: settings.tls.clone(),
         shutdown_grace: settings.shutdown_grace,
@@ -156,7 +223,6 @@ pub async fn start(
         max_connections_per_client: limits.max_connections_per_client,
         name: "proxy",
     };
-    let admin = Arc::new(Admin::new(shutdown.clone()));
     let admin_options = ServeOptions {
         tls: None,
         max_connections: ADMIN_MAX_CONNECTIONS,
@@ -164,31 +230,45 @@ pub async fn start(
         name: "admin",
         ..proxy_options.clone()
     };
+    (proxy_options, admin_options)
+}
 
-    let task = tokio::spawn(async move {
+/// Everything the serving task owns, from start-up until syncgate has stopped.
+struct Serving {
+    listeners: Listeners,
+    proxy: Arc<Proxy>,
+    admin: Arc<Admin>,
+    proxy_options: ServeOptions,
+    admin_options: ServeOptions,
+    summaries: Summaries,
+    store: Store,
+}
+
+impl Serving {
+    /// Serve until `shutdown` is cancelled, then drain and close the audit log.
+    async fn run(self, shutdown: CancellationToken) {
         // The admin listener outlives the proxy's drain so `/readyz` can say "draining".
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(server::serve(
-            admin_listener,
-            admin,
-            admin_options,
+            self.listeners.admin,
+            self.admin,
+            self.admin_options,
             admin_stop.clone(),
         ));
-        server::serve(proxy_listener, proxy, proxy_options, shutdown).await;
+        server::serve(
+            self.listeners.proxy,
+            self.proxy,
+            self.proxy_options,
+            shutdown,
+        )
+        .await;
         admin_stop.cancel();
         let _ = admin_task.await;
         // Every in-flight request has finished: record the refusals still counted, then flush
         // what the writer holds and close the log (which removes its -wal and -shm files).
-        summaries_stop.cancel();
-        let _ = summaries.await;
-        store.close().await;
+        self.summaries.stop.cancel();
+        let _ = self.summaries.task.await;
+        self.store.close().await;
         tracing::info!("audit log closed; syncgate stopped");
-    });
-    Ok(RunningProxy {
-        proxy_addr,
-        admin_addr,
-        tls,
-        rules,
-        task,
-    })
+    }
 }

@@ -5,7 +5,7 @@ The seeds are valid requests of every governed kind plus the attack strings of i
 without `//`, leading space, TAB/CR/LF, padded or NBSP methods, nested $batch, partner
 sub-navigation writes, duplicate keys, deep nesting). Seeds that break a property of the current
 classifier are moved to fuzz/findings/ by hand after triage (see fuzz/findings/README.md).
-Input formats: see src/fuzzing.rs.
+Input formats: see src/fuzzing/mod.rs.
 """
 import base64, hashlib, json, os, sys
 

@@ -168,15 +168,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let settings = raw.validate().context("invalid configuration")?;
             let upstream = settings.upstream.to_string();
             let shutdown = CancellationToken::new();
-            let running = app::start(settings, shutdown.clone()).await?;
+            // Signal handlers first: once syncgate says it listens, a signal must find them.
+            let stopping = stop_on_signal(shutdown.clone());
+            let running = app::start(settings, shutdown).await?;
+            let reloading = reload_on_hangup(config_path, running.rules.clone());
             println!(
                 "syncgate: proxy listening on {} (upstream {upstream})",
                 running.url()
             );
             println!("syncgate: admin listening on http://{}", running.admin_addr);
             tracing::info!(version = %running.rules.current().version(), "rules in force");
-            tokio::spawn(stop_on_signal(shutdown));
-            tokio::spawn(reload_on_hangup(config_path, running.rules.clone()));
+            tokio::spawn(stopping);
+            tokio::spawn(reloading);
             running.stopped().await;
             Ok(())
         }
@@ -190,6 +193,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 _ => None,
             };
             let scheme = if tls.is_some() { "https" } else { "http" };
+            let shutdown = CancellationToken::new();
+            let stopping = stop_on_signal(shutdown.clone());
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -197,8 +202,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "syncgate: emulator listening on {scheme}://{}",
                 listener.local_addr()?
             );
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            tokio::spawn(stopping);
             let options = ServeOptions {
                 tls,
                 ..ServeOptions::default()
@@ -241,12 +245,30 @@ fn check_config(config: &ConfigArgs) -> anyhow::Result<()> {
 }
 
 /// On SIGHUP, reload the rules from the configuration file and put them in force atomically; a
-/// file that does not validate keeps the rules in force, and the log says why.
-async fn reload_on_hangup(config: Option<PathBuf>, rules: crate::proxy::RulesHandle) {
+/// file that does not validate keeps the rules in force, and the log says why. The handler is
+/// installed when this is called (SIGHUP's default action would end the process).
+fn reload_on_hangup(
+    config: Option<PathBuf>,
+    rules: crate::proxy::RulesHandle,
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        reload_on(hangup, config, rules).await;
+        #[cfg(not(unix))]
+        let _ = (config, rules);
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on(
+    hangup: std::io::Result<tokio::signal::unix::Signal>,
+    config: Option<PathBuf>,
+    rules: crate::proxy::RulesHandle,
+) {
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        let Ok(mut hangup) = hangup else {
             tracing::warn!("cannot listen for SIGHUP; rules reload is unavailable");
             return;
         };
@@ -268,8 +290,6 @@ async fn reload_on_hangup(config: Option<PathBuf>, rules: crate::proxy::RulesHan
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = (config, rules);
 }
 
 /// Cancel `shutdown` on the first SIGINT or SIGTERM; exit at once on a second.

@@ -19,9 +19,12 @@ use super::schema::{
     ACCESS_POLICY, Access as PropertyAccess, IDENTITY_SYNCHRONIZATION, PARTNER, SYNC_POLICY,
     StructuredType, TEMPLATE,
 };
-use super::state::{self, Doc, State, SyncChange};
+use super::state::{self, Doc, State};
 use super::validate;
 use crate::graph_error::{GraphError, RequestIds};
+
+mod deleted;
+mod partners;
 
 /// A Graph request with its body read: top-level, or rebuilt from a `$batch` entry.
 #[derive(Debug)]
@@ -201,8 +204,8 @@ const TEMPLATE_PATH: &str =
 const DELETED_PARTNERS: &str = "policies/deletedItems/crossTenantPartners";
 const DELETED_SYNC_POLICIES: &str = "policies/deletedItems/crossTenantSyncPolicyPartners";
 
-/// Run one operation on the state: the live partners, the template and the access policy
-/// here; partner writes, sync policies and deleted items in the functions below.
+/// Run `op` against the state: one function per resource in `partners.rs` (partners and their
+/// sync policies) and `deleted.rs` (deleted items); one-call operations inline.
 fn execute(
     state: &mut State,
     version: Version,
@@ -214,63 +217,23 @@ fn execute(
     match op {
         // Handled by `dispatch` before any state is touched.
         Op::Batch => Err(method_not_allowed().into()),
-        Op::CreatePartner | Op::UpdatePartner(_) => partner_write(state, version, op, body),
-        op @ (Op::GetSync(_) | Op::CreateSync(_) | Op::UpdateSync(_) | Op::DeleteSync(_)) => {
-            sync_policy(state, version, op, options, body)
-        }
-        op @ (Op::ListDeletedPartners
-        | Op::GetDeletedPartner(_)
-        | Op::RestorePartner(_)
-        | Op::PurgePartner(_)
-        | Op::GetDeletedPartnerSync(_)
-        | Op::ListDeletedSyncPolicies
-        | Op::GetDeletedSyncPolicy(_)
-        | Op::RestoreSyncPolicy(_)
-        | Op::PurgeSyncPolicy(_)
-        | Op::RestoreDeletedPartnerSync(_)) => deleted_items(state, version, op, options),
-        Op::GetAccessPolicy => {
-            let p = Projection::resolve(options, &ACCESS_POLICY, version, false)?;
-            let doc = object(json!({
-                "id": "5bd1ec6a-1d5c-4b3e-9bd3-6f6b1a3d1c2e",
-                "displayName": "CrossTenantAccessPolicy",
-                "allowedCloudEndpoints": [],
-            }));
-            let fragment = format!(
-                "policies/crossTenantAccessPolicy{}/$entity",
-                p.context_suffix()
-            );
-            Ok(entity(version, &fragment, p.apply(doc)))
-        }
-        Op::ListPartners => {
-            let p = Projection::resolve(options, &PARTNER, version, true)?;
-            let value = state
-                .partners()
-                .map(|(id, doc)| {
-                    Value::Object(partner_view(doc, state.sync_policy(id), version, &p))
-                })
-                .collect();
-            let fragment = format!("{PARTNERS}{}", p.context_suffix());
-            Ok(collection(version, &fragment, value))
-        }
-        Op::GetPartner(id) => {
-            let p = Projection::resolve(options, &PARTNER, version, true)?;
-            let view = partner_view(state.partner(&id)?, state.sync_policy(&id), version, &p);
-            let fragment = format!("{PARTNERS}{}/$entity", p.context_suffix());
-            Ok(entity(version, &fragment, view))
-        }
+        Op::GetAccessPolicy => access_policy(version, options),
+        Op::ListPartners => partners::list(state, version, options),
+        Op::GetPartner(id) => partners::get(state, version, options, &id),
+        Op::CreatePartner => partners::create(state, version, body),
+        Op::UpdatePartner(id) => partners::update(state, version, &id, body),
         Op::DeletePartner(id) => {
             state.delete_partner(&id)?;
             Ok(Reply::no_content())
         }
-        Op::GetTemplate => {
-            let p = Projection::resolve(options, &TEMPLATE, version, false)?;
-            let fragment = format!("{TEMPLATE_PATH}{}/$entity", p.context_suffix());
-            Ok(entity(
-                version,
-                &fragment,
-                p.apply(state.template().clone()),
-            ))
+        Op::GetSync(id) => partners::get_sync(state, version, options, &id),
+        Op::CreateSync(id) => partners::create_sync(state, version, &id, body),
+        Op::UpdateSync(id) => partners::update_sync(state, version, &id, body),
+        Op::DeleteSync(id) => {
+            state.delete_sync_policy(&id)?;
+            Ok(Reply::no_content())
         }
+        Op::GetTemplate => template(state, version, options),
         Op::UpdateTemplate => {
             let mut props = validate::check_entity(&TEMPLATE, body, version, "")?;
             drop_read_only(&TEMPLATE, &mut props, state.template())?;
@@ -281,157 +244,9 @@ fn execute(
             state.reset_template();
             Ok(Reply::no_content())
         }
-    }
-}
-
-/// Create or update a partner (with its deep-inserted or deep-updated sync policy).
-fn partner_write(state: &mut State, version: Version, op: Op, body: Value) -> Outcome {
-    match op {
-        Op::CreatePartner => {
-            let Value::Object(mut members) = body else {
-                return Err(validate::unreadable().into());
-            };
-            let deep_insert = members.remove(IDENTITY_SYNCHRONIZATION);
-            let mut props = validate::check_entity(&PARTNER, Value::Object(members), version, "")?;
-            let id = match props.remove("tenantId") {
-                Some(Value::String(text)) => TenantId::parse(&text).ok_or_else(|| {
-                    bad_request(
-                        "Request_BadRequest",
-                        format!(
-                            "Invalid value specified for property 'tenantId' of resource 'CrossTenantAccessPolicyConfigurationPartner'. '{text}' is not a GUID."
-                        ),
-                    )
-                })?,
-                _ => {
-                    return Err(bad_request(
-                        "Request_BadRequest",
-                        "Property 'tenantId' is required when creating a partner configuration.",
-                    )
-                    .into());
-                }
-            };
-            drop_read_only(&PARTNER, &mut props, &PARTNER.blank())?;
-            let sync = match deep_insert {
-                None | Some(Value::Null) => None,
-                Some(value) => Some(sync_body(value, &id, version, true, &SYNC_POLICY.blank())?),
-            };
-            state.create_partner(id.clone(), props, sync)?;
-            let p = Projection::default();
-            let mut view = partner_view(state.partner(&id)?, None, version, &p);
-            // A deep insert's response carries what it created, as OData deep inserts do.
-            if let Some(sync) = state.sync_policy(&id) {
-                view.insert(
-                    IDENTITY_SYNCHRONIZATION.into(),
-                    Value::Object(SYNC_POLICY.view(sync, version)),
-                );
-            }
-            Ok(entity_with_status(
-                StatusCode::CREATED,
-                version,
-                &format!("{PARTNERS}/$entity"),
-                view,
-            ))
-        }
-        Op::UpdatePartner(id) => {
-            let Value::Object(mut members) = body else {
-                return Err(validate::unreadable().into());
-            };
-            let deep_update = members.remove(IDENTITY_SYNCHRONIZATION);
-            let mut props = validate::check_entity(&PARTNER, Value::Object(members), version, "")?;
-            if let Some(key) = props.remove("tenantId")
-                && !same_tenant(&key, &id)
-            {
-                return Err(read_only("tenantId").into());
-            }
-            drop_read_only(&PARTNER, &mut props, state.partner(&id)?)?;
-            let sync = match deep_update {
-                None => SyncChange::None,
-                Some(Value::Null) => SyncChange::Delete,
-                Some(value) => {
-                    let blank = SYNC_POLICY.blank();
-                    let current = state.sync_policy(&id).unwrap_or(&blank);
-                    SyncChange::Merge(sync_body(value, &id, version, true, current)?)
-                }
-            };
-            state.update_partner(&id, props, sync)?;
-            Ok(Reply::no_content())
-        }
-        // `execute` sends only these operations here.
-        _ => Err(method_not_allowed().into()),
-    }
-}
-
-/// A partner's `identitySynchronization`: read, create, update, delete.
-fn sync_policy(
-    state: &mut State,
-    version: Version,
-    op: Op,
-    options: &QueryOptions,
-    body: Value,
-) -> Outcome {
-    match op {
-        Op::GetSync(id) => {
-            let p = Projection::resolve(options, &SYNC_POLICY, version, false)?;
-            let doc = state
-                .sync_policy(&id)
-                .ok_or_else(|| state::not_found(&id))?;
-            let fragment = format!(
-                "{PARTNERS}('{id}')/identitySynchronization{}/$entity",
-                p.context_suffix()
-            );
-            Ok(entity(
-                version,
-                &fragment,
-                p.apply(SYNC_POLICY.view(doc, version)),
-            ))
-        }
-        Op::CreateSync(id) => {
-            let props = sync_body(body, &id, version, false, &SYNC_POLICY.blank())?;
-            state.create_sync_policy(&id, props)?;
-            Ok(Reply::no_content())
-        }
-        Op::UpdateSync(id) => {
-            let blank = SYNC_POLICY.blank();
-            let current = state.sync_policy(&id).unwrap_or(&blank);
-            let props = sync_body(body, &id, version, false, current)?;
-            state.update_sync_policy(&id, props)?;
-            Ok(Reply::no_content())
-        }
-        Op::DeleteSync(id) => {
-            state.delete_sync_policy(&id)?;
-            Ok(Reply::no_content())
-        }
-        // `execute` sends only these operations here.
-        _ => Err(method_not_allowed().into()),
-    }
-}
-
-/// beta `deletedItems`: list, read, restore and purge deleted partners and sync policies.
-fn deleted_items(state: &mut State, version: Version, op: Op, options: &QueryOptions) -> Outcome {
-    match op {
-        Op::ListDeletedPartners => {
-            let p = Projection::resolve(options, &PARTNER, version, true)?;
-            let value = state
-                .deleted_partners()
-                .map(|doc| Value::Object(partner_view(doc, None, version, &p)))
-                .collect();
-            let fragment = format!("{DELETED_PARTNERS}{}", p.context_suffix());
-            Ok(collection(version, &fragment, value))
-        }
-        Op::GetDeletedPartner(id) => {
-            let p = Projection::resolve(options, &PARTNER, version, true)?;
-            let view = partner_view(state.deleted_partner(&id)?, None, version, &p);
-            let fragment = format!("{DELETED_PARTNERS}{}/$entity", p.context_suffix());
-            Ok(entity(version, &fragment, view))
-        }
-        Op::RestorePartner(id) => {
-            let shown = state.restore_partner(&id)?;
-            Ok(entity(
-                version,
-                "microsoft.graph.crossTenantAccessPolicyConfigurationPartner",
-                PARTNER.view(&shown, version),
-            ))
-        }
+        Op::ListDeletedPartners => deleted::list_partners(state, version, options),
+        Op::GetDeletedPartner(id) => deleted::get_partner(state, version, options, &id),
+        Op::RestorePartner(id) => deleted::restore_partner(state, version, &id),
         Op::PurgePartner(id) => {
             state.purge_partner(&id)?;
             Ok(Reply::no_content())
@@ -441,40 +256,41 @@ fn deleted_items(state: &mut State, version: Version, op: Op, options: &QueryOpt
         Op::GetDeletedPartnerSync(id) | Op::RestoreDeletedPartnerSync(id) => {
             Err(state::not_found(&id).into())
         }
-        Op::ListDeletedSyncPolicies => {
-            let p = Projection::resolve(options, &SYNC_POLICY, version, false)?;
-            let value = state
-                .deleted_sync_policies()
-                .map(|doc| Value::Object(p.apply(SYNC_POLICY.view(doc, version))))
-                .collect();
-            let fragment = format!("{DELETED_SYNC_POLICIES}{}", p.context_suffix());
-            Ok(collection(version, &fragment, value))
-        }
-        Op::GetDeletedSyncPolicy(id) => {
-            let p = Projection::resolve(options, &SYNC_POLICY, version, false)?;
-            let doc = state.deleted_sync_policy(&id)?;
-            let fragment = format!("{DELETED_SYNC_POLICIES}{}/$entity", p.context_suffix());
-            Ok(entity(
-                version,
-                &fragment,
-                p.apply(SYNC_POLICY.view(doc, version)),
-            ))
-        }
-        Op::RestoreSyncPolicy(id) => {
-            let shown = state.restore_sync_policy(&id)?;
-            Ok(entity(
-                version,
-                "microsoft.graph.crossTenantIdentitySyncPolicyPartner",
-                SYNC_POLICY.view(&shown, version),
-            ))
-        }
+        Op::ListDeletedSyncPolicies => deleted::list_sync_policies(state, version, options),
+        Op::GetDeletedSyncPolicy(id) => deleted::get_sync_policy(state, version, options, &id),
+        Op::RestoreSyncPolicy(id) => deleted::restore_sync_policy(state, version, &id),
         Op::PurgeSyncPolicy(id) => {
             state.purge_sync_policy(&id)?;
             Ok(Reply::no_content())
         }
-        // `execute` sends only these operations here.
-        _ => Err(method_not_allowed().into()),
     }
+}
+
+/// `GET …/policies/crossTenantAccessPolicy`: a fixed document (the emulator models only what
+/// lies below it).
+fn access_policy(version: Version, options: &QueryOptions) -> Outcome {
+    let p = Projection::resolve(options, &ACCESS_POLICY, version, false)?;
+    let doc = object(json!({
+        "id": "5bd1ec6a-1d5c-4b3e-9bd3-6f6b1a3d1c2e",
+        "displayName": "CrossTenantAccessPolicy",
+        "allowedCloudEndpoints": [],
+    }));
+    let fragment = format!(
+        "policies/crossTenantAccessPolicy{}/$entity",
+        p.context_suffix()
+    );
+    Ok(entity(version, &fragment, p.apply(doc)))
+}
+
+/// `GET …/templates/multiTenantOrganizationIdentitySynchronization`.
+fn template(state: &State, version: Version, options: &QueryOptions) -> Outcome {
+    let p = Projection::resolve(options, &TEMPLATE, version, false)?;
+    let fragment = format!("{TEMPLATE_PATH}{}/$entity", p.context_suffix());
+    Ok(entity(
+        version,
+        &fragment,
+        p.apply(state.template().clone()),
+    ))
 }
 
 /// A checked sync-policy body (PUT, PATCH, or nested in a partner write). A `tenantId` member is

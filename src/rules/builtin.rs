@@ -16,18 +16,20 @@ use super::input::{Facts, SyncAfter, carries_sync_policy, enabled_members};
 use super::raw::{BuiltinType, RawBuiltin};
 use super::window::Window;
 use super::{Action, Mode};
-use crate::classify::{OperationKind, TenantId};
+use crate::classify::OperationKind;
+
+mod load;
 
 /// The permission `required_permission` asks for when the entry names none.
-pub const DEFAULT_PERMISSION: &str = "Policy.ReadWrite.CrossTenantAccess";
+pub(crate) const DEFAULT_PERMISSION: &str = "Policy.ReadWrite.CrossTenantAccess";
 
 /// One validated built-in rule.
 #[derive(Debug, Clone)]
 pub(crate) struct BuiltinRule {
-    pub id: String,
-    pub kind: BuiltinType,
-    pub mode: Mode,
-    pub action: Action,
+    pub(crate) id: String,
+    pub(crate) kind: BuiltinType,
+    pub(crate) mode: Mode,
+    pub(crate) action: Action,
     check: Check,
 }
 
@@ -89,167 +91,16 @@ pub(crate) fn place(index: usize, id: &str) -> String {
 impl BuiltinRule {
     /// Validate entry `index` of `all` (the whole list, so `display_name` can find its
     /// allow-list). Errors are `(message)`; the caller adds the place.
-    pub fn load(raw: &RawBuiltin, all: &[RawBuiltin]) -> Result<Self, String> {
-        let allowed = raw.kind.fields();
-        if let Some(extra) = raw.fields_set().into_iter().find(|f| !allowed.contains(f)) {
-            let takes = if allowed.is_empty() {
-                "it takes no keys besides id, type, mode and action".to_owned()
-            } else {
-                format!("it takes: {}", allowed.join(", "))
-            };
-            return Err(format!(
-                "`{extra}` does not apply to a {} rule ({takes})",
-                raw.kind.as_str()
-            ));
-        }
+    pub(crate) fn load(raw: &RawBuiltin, all: &[RawBuiltin]) -> Result<Self, String> {
+        load::no_foreign_keys(raw)?;
         let check = match raw.kind {
-            BuiltinType::PartnerAllowlist => {
-                let entries = raw
-                    .partners
-                    .as_ref()
-                    .ok_or("needs partners = [{ tenant_id = \"…\", display_name = \"…\" }, …]")?;
-                let mut partners = BTreeMap::new();
-                for (i, p) in entries.iter().enumerate() {
-                    let id =
-                        guid(&p.tenant_id).map_err(|e| format!("partners[{i}].tenant_id: {e}"))?;
-                    if p.display_name.trim().is_empty() {
-                        return Err(format!("partners[{i}].display_name is empty"));
-                    }
-                    if partners
-                        .insert(id.clone(), p.display_name.clone())
-                        .is_some()
-                    {
-                        return Err(format!("partners[{i}]: tenant {id} is listed twice"));
-                    }
-                }
-                Check::PartnerAllowlist {
-                    partners,
-                    allow_template: raw.allow_template.unwrap_or(false),
-                }
-            }
-            BuiltinType::PartnerDenylist => {
-                let tenants = raw
-                    .tenants
-                    .as_ref()
-                    .ok_or("needs tenants = [\"<GUID>\", …]")?;
-                let tenants = tenants
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| guid(t).map_err(|e| format!("tenants[{i}]: {e}")))
-                    .collect::<Result<_, _>>()?;
-                Check::PartnerDenylist { tenants }
-            }
-            BuiltinType::DisplayName => {
-                let name = raw
-                    .allowlist
-                    .as_ref()
-                    .ok_or("needs allowlist = \"<id of a partner_allowlist rule>\"")?;
-                let target = all.iter().find(|r| &r.id == name).ok_or_else(|| {
-                    let known: Vec<String> = all
-                        .iter()
-                        .filter(|r| r.kind == BuiltinType::PartnerAllowlist)
-                        .map(|r| format!("{:?}", r.id))
-                        .collect();
-                    format!(
-                        "allowlist {name:?} names no rule (partner_allowlist rules: {})",
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    )
-                })?;
-                if target.kind != BuiltinType::PartnerAllowlist {
-                    return Err(format!(
-                        "allowlist {name:?} is a {} rule, not a partner_allowlist",
-                        target.kind.as_str()
-                    ));
-                }
-                let names = match Self::load(target, all)?.check {
-                    Check::PartnerAllowlist { partners, .. } => partners,
-                    _ => BTreeMap::new(),
-                };
-                Check::DisplayName {
-                    allowlist: name.clone(),
-                    names,
-                }
-            }
-            BuiltinType::ChangeWindow => {
-                let zone = raw
-                    .time_zone
-                    .as_deref()
-                    .ok_or("needs time_zone = \"Europe/Zurich\"")?;
-                let days = raw.days.as_deref().ok_or("needs days = [\"mon\", …]")?;
-                let hours = raw
-                    .hours
-                    .as_deref()
-                    .ok_or("needs hours = \"08:00-18:00\"")?;
-                Check::ChangeWindow {
-                    window: Window::parse(zone, days, hours)?,
-                    scope: scope(raw.operations.as_deref())?,
-                }
-            }
-            BuiltinType::AllowedActors => {
-                let ids =
-                    |list: &Option<Vec<String>>, key: &str| -> Result<BTreeSet<String>, String> {
-                        list.iter()
-                            .flatten()
-                            .enumerate()
-                            .map(|(i, v)| guid(v).map_err(|e| format!("{key}[{i}]: {e}")))
-                            .collect()
-                    };
-                let app_ids = ids(&raw.app_ids, "app_ids")?;
-                let user_oids = ids(&raw.user_oids, "user_oids")?;
-                let mut upn_patterns = Vec::new();
-                for (i, p) in raw.upn_patterns.iter().flatten().enumerate() {
-                    if p.trim().is_empty() {
-                        return Err(format!("upn_patterns[{i}] is empty"));
-                    }
-                    upn_patterns.push(p.trim().to_lowercase());
-                }
-                if app_ids.is_empty() && user_oids.is_empty() && upn_patterns.is_empty() {
-                    return Err(
-                        "lists no app_ids, user_oids or upn_patterns, so it would refuse \
-                                every caller"
-                            .to_owned(),
-                    );
-                }
-                Check::AllowedActors {
-                    scope: scope(raw.operations.as_deref())?,
-                    app_ids,
-                    user_oids,
-                    upn_patterns,
-                    allow_app_only: raw.allow_app_only.unwrap_or(true),
-                }
-            }
-            BuiltinType::RequiredPermission => {
-                let permission = raw
-                    .permission
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_PERMISSION.to_owned());
-                if permission.trim().is_empty() || permission.contains(char::is_whitespace) {
-                    return Err(format!(
-                        "permission {permission:?} is not a permission name like \
-                         \"{DEFAULT_PERMISSION}\""
-                    ));
-                }
-                Check::RequiredPermission {
-                    permission,
-                    scope: scope(raw.operations.as_deref())?,
-                }
-            }
-            BuiltinType::ForbidOperations => {
-                let list = raw
-                    .operations
-                    .as_deref()
-                    .ok_or("needs operations = [\"sync_delete\", …]")?;
-                if list.is_empty() {
-                    return Err("operations is empty: list the operation kinds to refuse".into());
-                }
-                Check::ForbidOperations {
-                    operations: operations(list)?,
-                }
-            }
+            BuiltinType::PartnerAllowlist => load::partner_allowlist(raw)?,
+            BuiltinType::PartnerDenylist => load::partner_denylist(raw)?,
+            BuiltinType::DisplayName => load::display_name(raw, all)?,
+            BuiltinType::ChangeWindow => load::change_window(raw)?,
+            BuiltinType::AllowedActors => load::allowed_actors(raw)?,
+            BuiltinType::RequiredPermission => load::required_permission(raw)?,
+            BuiltinType::ForbidOperations => load::forbid_operations(raw)?,
             BuiltinType::InboundSyncRequiresConsent => Check::InboundSyncRequiresConsent,
         };
         Ok(Self {
@@ -533,17 +384,6 @@ fn members(facts: &Facts<'_>) -> String {
         .map(|n| format!("{n}.isSyncAllowed"))
         .collect::<Vec<_>>()
         .join(" and ")
-}
-
-/// A GUID in any case, lower-cased.
-fn guid(text: &str) -> Result<String, String> {
-    TenantId::parse(text)
-        .map(|id| id.as_str().to_owned())
-        .map_err(|_| format!("{text:?} is not a GUID (36-character hyphenated form)"))
-}
-
-fn scope(list: Option<&[String]>) -> Result<Scope, String> {
-    list.map(operations).transpose().map(Scope)
 }
 
 /// Operation names, each validated against [`OperationKind`].
