@@ -2,7 +2,7 @@
 //!
 //! Graph SDKs turn `{"error":{"code","message","innerError":{...}}}` into their ordinary error type
 //! (`ODataError` in the Python SDK), so a client sees a refusal from syncgate exactly as it would see
-//! one from Graph. See graph-reference.md §5.1: `date` is UTC without fractional seconds or `Z`;
+//! one from Graph. See docs/graph.md §5.1: `date` is UTC without fractional seconds or `Z`;
 //! `client-request-id` echoes the caller's header, else repeats the `request-id`.
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};

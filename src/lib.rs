@@ -1,5 +1,5 @@
 //! syncgate: an audit-logging, policy-enforcing reverse proxy for Microsoft Graph's cross-tenant
-//! user synchronization policies. See `../shared/DESIGN.md` for the request lifecycle.
+//! user synchronization policies. See `docs/design.md` for the request lifecycle.
 //!
 //! A map of the crate:
 //! - [`cli`]: the command line, with its `audit` commands and its `rules` commands (rule tests,
@@ -10,20 +10,23 @@
 //! - [`app`]: opens the audit log, recovers interrupted changes, binds the proxy and admin
 //!   listeners and runs them until shutdown.
 //! - [`server`]: the shared accept loop (HTTP/1.1 + HTTP/2, TLS, graceful drain).
-//! - [`graph`]: Graph's vocabulary (tenant and operation ids, API versions, canonical and
+//! - `graph`: Graph's vocabulary (tenant and operation ids, API versions, canonical and
 //!   documented paths, state paths, the route table forward and reverse, limits), written once.
-//! - [`classify`]: is a request governed, and how? (reads targets and bodies; routes by [`graph`])
-//! - [`proxy`]: the request lifecycle (classify → read → decide → record → forward → complete);
-//!   [`proxy::forward`] streams ungoverned requests to the upstream.
+//! - [`classify`]: is a request governed, and how? (reads targets and bodies; routes by `graph`)
+//! - [`proxy`]: what happens to each request: pass-through streams both ways (`proxy/forward.rs`);
+//!   a governed change runs the lifecycle's phases (read → lock → before → decide → record →
+//!   forward → after → complete, one module each under `proxy/lifecycle/`), every exit ending in
+//!   one terminal event; `$batch` is rebuilt or unbatched (`proxy/batch.rs`). `docs/tour.md`
+//!   follows one governed request through them.
 //! - [`audit`]: the audit event; [`store`]: the append-only, hash-chained log it is kept in.
-//! - [`admin`]: `/healthz`, `/readyz` on their own listener.
+//! - `admin`: `/healthz`, `/readyz` on their own listener.
 //! - [`emulator`]: a local Microsoft Graph for tests, the demo and users' own automation tests.
-//! - [`graph_error`]: Graph's error shape for every locally made error.
+//! - `graph_error`: Graph's error shape for every locally made error.
 //! - [`token`]: bearer tokens and their (unverified) claims.
 //! - [`tls`]: PEM loading and rustls configurations (ring provider).
 //! - [`body`]: the one body type.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod audit;
 pub mod body;
@@ -33,13 +36,13 @@ pub mod config;
 pub mod emulator;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod graph;
-pub mod graph_error;
+pub(crate) mod graph;
+pub(crate) mod graph_error;
 pub mod proxy;
 pub mod rules;
 pub mod server;
 pub mod store;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod tls;
 pub mod token;
 mod units;

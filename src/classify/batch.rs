@@ -1,4 +1,4 @@
-//! `$batch` envelopes (graph-reference §6, DESIGN.md "$batch"): read one exactly as Graph would,
+//! `$batch` envelopes (docs/graph.md §6, docs/design.md "$batch"): read one exactly as Graph would,
 //! or refuse it.
 //!
 //! A batch is a bypass channel if syncgate reads it differently from Graph or from a lenient
@@ -114,7 +114,7 @@ impl BatchRequest {
 }
 
 /// The methods a sub-request may have: Graph's documented write and read verbs, spelled exactly.
-/// HEAD and OPTIONS are refused: Graph's batching documentation (graph-reference §6) shows none,
+/// HEAD and OPTIONS are refused: Graph's batching documentation (docs/graph.md §6) shows none,
 /// a HEAD inside a batch gains nothing (the response is a JSON member either way), and a "read"
 /// that carries a body is exactly the shape an upstream could run as something else.
 pub(crate) const BATCH_METHODS: [Method; 5] = [

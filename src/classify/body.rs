@@ -4,7 +4,7 @@
 //! the first, Graph the last), a mis-cased name (syncgate ignores `IsSyncAllowed`, a
 //! case-insensitive reader honours it), a BOM, a UTF-16 charset, trailing data. So the rules are
 //! narrow: UTF-8, no BOM, one JSON object, no duplicate names at any depth, property names exactly
-//! as Graph spells them (graph-reference §4), values of the declared JSON type. Graph itself
+//! as Graph spells them (docs/graph.md §4), values of the declared JSON type. Graph itself
 //! refuses unknown and mis-cased properties with 400 `Request_BadRequest` "Invalid property 'x'."
 //! (§5.2, §9), so refusing them costs callers nothing Graph would have accepted.
 //!

@@ -1,12 +1,12 @@
 //! The classifier: for every request, decide whether syncgate governs it, and how.
 //!
-//! This is the first step of the lifecycle (DESIGN.md): `classify → read → decide → record →
+//! This is the first step of the lifecycle (docs/design.md): `classify → read → decide → record →
 //! forward → complete`. It is pure (no I/O, no clock) so that every decision can be pinned by a
 //! unit test, and it is the one place that must not be bypassable: a request that can change a
 //! partner's cross-tenant user synchronization policy and is classified [`Classification::Forward`]
 //! goes upstream unaudited and unchecked.
 //!
-//! How it decides (graph-reference.md §7, §8; DESIGN.md "Canonical paths", "Forward only what
+//! How it decides (docs/graph.md §7, §8; docs/design.md "Canonical paths", "Forward only what
 //! was checked"):
 //!
 //! 1. Two views of the path are computed (`canonical.rs`). The *loose* view decodes as much as
@@ -87,7 +87,7 @@ pub(crate) use body::{check_content_type, json_type};
 pub(crate) mod codes {
     /// A write under a governed subtree that the route table does not know.
     pub(crate) const UNKNOWN_GOVERNED_PATH: &str = "SyncgateUnknownGovernedPath";
-    /// A write to `/policies/crossTenantIdentitySyncPolicy` (graph-reference §2.6).
+    /// A write to `/policies/crossTenantIdentitySyncPolicy` (docs/graph.md §2.6).
     pub(crate) const LEGACY_PATH_REFUSED: &str = "SyncgateLegacyPathRefused";
     /// `X-HTTP-Method-Override` and friends on a `/policies` path or `$batch`.
     pub(crate) const METHOD_OVERRIDE_REFUSED: &str = "SyncgateMethodOverrideRefused";
@@ -113,7 +113,7 @@ pub(crate) mod codes {
     pub(crate) const BAD_BATCH: &str = "SyncgateBadBatch";
     /// A body on a governed request that takes none (DELETE, restore, reset).
     pub(crate) const UNEXPECTED_BODY: &str = "SyncgateUnexpectedBody";
-    /// Graph's code for an unknown or mis-cased property (graph-reference §5.2).
+    /// Graph's code for an unknown or mis-cased property (docs/graph.md §5.2).
     pub(crate) const INVALID_PROPERTY: &str = "Request_BadRequest";
     /// Graph's code for an unreadable body (bad JSON, missing Content-Type).
     pub(crate) const BAD_REQUEST: &str = "BadRequest";

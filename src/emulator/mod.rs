@@ -2,7 +2,7 @@
 //! APIs, faithful enough that the Graph SDKs work against it unchanged — so syncgate, and its
 //! users' automation, can be tested without a tenant.
 //!
-//! Everything it does is specified by `graph-reference.md` (§§2–6, §10); where that reference
+//! Everything it does is specified by `docs/graph.md` (§§2–6, §10); where that reference
 //! marks real behaviour as unknown ([I]), the choice made is noted at the code that makes it.
 //!
 //! Map of the module:

@@ -1,7 +1,7 @@
 //! The emulator's own reading of a Graph URL path: version, resource, key.
 //!
 //! It is deliberately separate from the proxy's canonicaliser: the emulator stands in for Graph, so
-//! it has to accept the aliases Graph plausibly accepts (graph-reference.md §7) and the proxy must
+//! it has to accept the aliases Graph plausibly accepts (docs/graph.md §7) and the proxy must
 //! be tested against a backend that honours them. Sharing one parser would let a bug in it hide on
 //! both sides at once. What it accepts, every one an [I] in the reference:
 //!

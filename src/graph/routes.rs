@@ -2,7 +2,7 @@
 //! operations, which are forwarded, and which are refused. It is the single source of these
 //! decisions; `docs/governed-routes.md` explains them for operators.
 //!
-//! It covers every item of graph-reference.md §8 points 1–6. The rule for anything not listed:
+//! It covers every item of docs/graph.md §8 points 1–6. The rule for anything not listed:
 //! reads (GET, HEAD) are forwarded, writes are refused as "unknown governed path" (default
 //! deny). Exactly one row forwards writes, and says why. Rows, in the order of the match below:
 //!

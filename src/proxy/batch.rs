@@ -2,13 +2,13 @@
 //! parsed envelope; one with any is *unbatched* — each sub-request runs on its own, in
 //! `dependsOn` order, governed ones through the governed lifecycle and the rest as plain
 //! requests, dependents of a failed request answer 424, and the batch response is assembled by
-//! `id` (DESIGN.md "$batch").
+//! `id` (docs/design.md "$batch").
 //!
 //! Unbatching is what makes a batch impossible to use as a bypass: every governed sub-request gets
 //! its own before-read, `received` event, lock and after-read, exactly as if it had come alone.
 //! Rebuilding is what makes classification hold: the envelope the upstream receives is serialised
 //! from the parsed requests, each on the URL syncgate classified, with the allowed headers only
-//! (DESIGN.md "Forward only what was checked"), so an upstream that reads JSON or URLs more
+//! (docs/design.md "Forward only what was checked"), so an upstream that reads JSON or URLs more
 //! leniently than syncgate has nothing else to read. The body is capped (`audit.max_batch_body`)
 //! before any of it is parsed.
 
@@ -131,7 +131,7 @@ impl Proxy {
     ) -> Response<Body> {
         let headers = sub_headers(sub, outer);
         let received = Received::sub_request(sub.method.as_str(), &sub.url, sub.body.as_ref());
-        // Graph refuses these forms inside a batch (graph-reference §6); so does the unbatcher,
+        // Graph refuses these forms inside a batch (docs/graph.md §6); so does the unbatcher,
         // rather than run a request Graph itself would not.
         if let Some(refusal) = malformed_url(&sub.url) {
             let governed = match &sub.classification {
@@ -446,7 +446,7 @@ fn sub_response(id: &str, status: StatusCode, headers: &HeaderMap, body: &Bytes)
     Value::Object(entry)
 }
 
-/// Response header names as Graph spells them inside batch responses (graph-reference §5.3,
+/// Response header names as Graph spells them inside batch responses (docs/graph.md §5.3,
 /// §6): clients read sub-response headers from a JSON object, where names are case-sensitive
 /// (the JavaScript client's `BatchResponseContent` looks for `Content-Type`, and reads no body
 /// without it). `request-id` and `client-request-id` are lower-case in Graph; syncgate's own

@@ -9,7 +9,7 @@
 //!   syncgate decided nothing about these requests, so it has nothing to keep consistent.
 //! - **Rebuilt** (a governed write, a `$batch` envelope, an unbatched sub-request): syncgate
 //!   parsed the request to decide on it, so it sends the *parsed* form, re-serialised, and only
-//!   the headers in [`FORWARDED`] (DESIGN.md "Forward only what was checked"). Every other header
+//!   the headers in [`FORWARDED`] (docs/design.md "Forward only what was checked"). Every other header
 //!   is dropped, because any header syncgate did not read is one a lenient upstream might read
 //!   differently: `Content-Encoding` (the upstream would decode bytes syncgate never saw),
 //!   a second `Content-Type` or `Content-Length`, `X-HTTP-Method-Override` and friends (another

@@ -265,7 +265,7 @@ async fn graph_errors_are_relayed_and_recorded_as_not_applied() {
     assert_eq!(events[1]["after"], json!({"state": "absent"}));
 }
 
-/// Every alias form of graph-reference §7 reaches the same governed route: each lands with its
+/// Every alias form of docs/graph.md §7 reaches the same governed route: each lands with its
 /// events (or is refused with one), and the emulator never changes without a record.
 #[tokio::test]
 async fn every_alias_form_of_a_sync_change_is_governed() {

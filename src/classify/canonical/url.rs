@@ -30,7 +30,7 @@
 
 use std::fmt;
 
-/// Hosts syncgate knows as Microsoft Graph's (graph-reference §7: global and national clouds).
+/// Hosts syncgate knows as Microsoft Graph's (docs/graph.md §7: global and national clouds).
 pub(crate) const GRAPH_HOSTS: [&str; 4] = [
     "graph.microsoft.com",
     "graph.microsoft.us",
