@@ -1007,7 +1007,7 @@ async fn malformed_batches_are_refused_with_400() {
     assert!(writes_received(&emulator).await.is_empty());
 }
 
-async fn fault(emulator: &TestEmulator, spec: Value) {
+pub async fn fault(emulator: &TestEmulator, spec: Value) {
     let resp = TestClient::new()
         .send(
             Method::POST,

@@ -5,14 +5,14 @@
 use std::path::Path;
 
 use http::{HeaderMap, Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Connection;
-use syncgate::config::RawConfig;
 use syncgate::proxy::ExitKind;
 
-use crate::governed::{PARTNER, operation, seed_partner, sync_url};
+use crate::governed::{PARTNER, fault, operation, seed_partner, sync_url};
 use crate::harness::*;
 use crate::helpers::*;
+use crate::rules::proxy_with_rules;
 
 /// A rule that fails for [`PARTNER`] (it allows only another tenant), with `action`.
 fn allowlist(action: &str) -> String {
@@ -26,27 +26,6 @@ action = "{action}"
 partners = [{{ tenant_id = "11111111-2222-4333-8444-555555555555", display_name = "Contoso" }}]
 "#
     )
-}
-
-async fn proxy_with(emulator: &TestEmulator, toml_text: &str) -> TestProxy {
-    let mut raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
-    let base = proxy_config(&emulator.base);
-    raw.proxy.listen = base.proxy.listen;
-    raw.admin.listen = base.admin.listen;
-    raw.upstream.url = base.upstream.url;
-    raw.base_dir = Path::new(env!("CARGO_MANIFEST_DIR")).to_owned();
-    spawn_proxy_with(raw).await
-}
-
-async fn fault(emulator: &TestEmulator, spec: Value) {
-    let resp = TestClient::new()
-        .send(
-            Method::POST,
-            &format!("{}/_emulator/faults", emulator.base),
-            Some(spec),
-        )
-        .await;
-    assert_eq!(resp.status, StatusCode::CREATED, "{:?}", resp.body);
 }
 
 /// The log refuses `received` events (and only those), as a full disk or a lost database would
@@ -108,7 +87,7 @@ async fn drive(exit: ExitKind) -> (TestResponse, TestProxy, StatusCode, &'static
             (StatusCode::INTERNAL_SERVER_ERROR, "generalException")
         }
     };
-    let proxy = proxy_with(&emulator, &proxy_toml).await;
+    let proxy = proxy_with_rules(&emulator, &proxy_toml).await;
     if exit == ExitKind::AuditUnavailable {
         refuse_received_events(&proxy.db_path).await;
     }

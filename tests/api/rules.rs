@@ -17,7 +17,7 @@ const DENIED: &str = "dddddddd-0000-4000-8000-00000000dead";
 
 /// A proxy in front of `emulator` with `rules_toml` as its configuration (relative Rego paths
 /// resolve against the repository root, where `config/rules/` lives).
-async fn proxy_with_rules(emulator: &TestEmulator, rules_toml: &str) -> TestProxy {
+pub async fn proxy_with_rules(emulator: &TestEmulator, rules_toml: &str) -> TestProxy {
     let mut raw: RawConfig = toml::from_str(rules_toml).expect("test rules parse");
     let base = proxy_config(&emulator.base);
     raw.proxy.listen = base.proxy.listen;
