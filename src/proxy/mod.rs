@@ -249,7 +249,8 @@ impl Proxy {
             .map(str::to_owned);
         event.decision = Some(Decision::Allow);
         event.latency_ms = Some(started.elapsed().as_millis() as u64);
-        // Reads keep flowing when the log is down (docs/design.md "Failure behaviour"); the gap is logged.
+        // Reads keep flowing when the log is down (docs/design.md "Failure behaviour"); the gap
+        // is logged.
         if let Err(error) = self.governor.store.append(event).await {
             warn!(%error, "could not record a read");
         }
