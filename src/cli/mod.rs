@@ -89,6 +89,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Create the audit log, or bring its schema up to date, and exit.
+    ///
+    /// `--db` is a SQLite file or a PostgreSQL URL (`postgres://user@host/db`; the password comes
+    /// from PGPASSWORD or a password file, never from the URL). Safe to run again: migrations
+    /// already applied are skipped.
+    Migrate {
+        /// The audit log: a SQLite file path or a `postgres://` URL.
+        #[arg(long, value_name = "PATH|URL")]
+        db: String,
+    },
     /// Query and verify the audit log: list, show one operation, verify the hash chain.
     ///
     /// Opens the log read-only (never creates it): safe while the proxy is running.
@@ -218,7 +228,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(args).await,
         Command::Rules(args) => rules::run(args).await,
         Command::CheckConfig { config } => check_config(&config),
+        Command::Migrate { db } => migrate(&db).await,
     }
+}
+
+/// `migrate`: apply the migrations the log lacks, on either backend.
+async fn migrate(db: &str) -> anyhow::Result<()> {
+    if crate::store::is_postgres_url(db) {
+        crate::store::migrate_postgres(db).await?;
+    } else {
+        let path = db.strip_prefix("sqlite://").unwrap_or(db);
+        let store = crate::store::Store::open(
+            std::path::Path::new(path),
+            crate::store::StoreOptions::default(),
+        )
+        .await?;
+        store.close().await;
+    }
+    println!("syncgate: the audit log is up to date.");
+    Ok(())
 }
 
 /// `check-config`: validate the file (TLS files included) and say what it sets up.

@@ -19,6 +19,7 @@
 mod chain;
 #[cfg(test)]
 mod log_v1;
+mod postgres;
 mod private;
 mod sqlite;
 mod token_key;
@@ -36,6 +37,11 @@ pub(crate) use chain::Broken;
 pub(crate) use token_key::TokenHasher;
 pub use token_key::TokenKeyError;
 use writer::WriterHandle;
+
+pub(crate) use postgres::{is_postgres_url, migrate as migrate_postgres};
+
+/// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.
+const CHAIN_FORMAT: i64 = 1;
 
 /// An error's cause, shared: a failed group hands the same error to every caller in it.
 pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;

@@ -31,8 +31,7 @@ pub(crate) use read::SqliteReader;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// The only `chain_format` (see `chain.rs`) this code writes and verifies.
-const CHAIN_FORMAT: i64 = 1;
+use super::CHAIN_FORMAT;
 
 /// Rows per page when verifying.
 const VERIFY_PAGE: i64 = 1000;

@@ -25,6 +25,8 @@ mod governed;
 mod hostile;
 // Every exit of the governed lifecycle leaves one terminal event.
 mod lifecycle;
+/// The PostgreSQL backend: schema and `syncgate migrate` against the real server.
+mod postgres;
 /// The pass-through proxy.
 mod proxy;
 /// Parsed requests (governed writes, `$batch`) reach the upstream rebuilt, never as sent.
