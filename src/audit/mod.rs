@@ -199,6 +199,20 @@ pub enum Effect {
     Unknown,
 }
 
+impl Effect {
+    /// The name the log stores (`applied`, `not_applied`, ...), for tables and log lines.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Effect::Applied => "applied",
+            Effect::Ignored => "ignored",
+            Effect::NotApplied => "not_applied",
+            Effect::AppliedDespiteError => "applied_despite_error",
+            Effect::Diverged => "diverged",
+            Effect::Unknown => "unknown",
+        }
+    }
+}
+
 /// One event, as the pipeline builds it. The store adds `seq`, `prev_hash` and `hash`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -357,4 +371,23 @@ pub struct Recorded {
     pub hash: String,
     #[serde(flatten)]
     pub event: Event,
+}
+
+#[cfg(test)]
+mod effect_tests {
+    use super::Effect;
+
+    #[test]
+    fn an_effect_is_named_as_the_log_stores_it() {
+        for effect in [
+            Effect::Applied,
+            Effect::Ignored,
+            Effect::NotApplied,
+            Effect::AppliedDespiteError,
+            Effect::Diverged,
+            Effect::Unknown,
+        ] {
+            assert_eq!(serde_json::to_value(effect).unwrap(), effect.as_str());
+        }
+    }
 }

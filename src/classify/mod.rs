@@ -145,19 +145,6 @@ impl Governed {
         crate::graph::state_path(self.kind, self.path.version, self.partner.as_ref())
     }
 
-    /// The partner's own document (`/{v}/policies/crossTenantAccessPolicy/partners/{k}`), read
-    /// for the rules that need its consent settings; `None` without a partner.
-    pub(crate) fn partner_path(&self) -> Option<String> {
-        let partner = self.partner.as_ref()?;
-        Some(crate::graph::partner_path(self.path.version, partner))
-    }
-
-    /// The path the governed write goes upstream on: the canonical path in Graph's documented
-    /// spelling.
-    pub(crate) fn documented_path(&self) -> String {
-        crate::graph::documented_path(&self.path)
-    }
-
     /// The key of the per-partner lock: the partner id, or `"template"` for the MTO template
     /// (one template per tenant, so template changes serialise among themselves). `None` while
     /// the partner is unknown (`PartnerCreate` before its body is read).

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, Body};
+use crate::cli::render::fitted_table;
 use crate::config::RawConfig;
 use crate::server::ServeOptions;
 use crate::store::{Filter, StoreOptions, StoreReader};
@@ -230,7 +231,7 @@ async fn print_trail(db: &Path, ids: &[Option<String>]) -> anyhow::Result<()> {
         "STATUS",
         "EFFECT",
     ];
-    let mut rows = vec![header.map(str::to_owned)];
+    let mut rows = Vec::new();
     for recorded in trail? {
         let event = serde_json::to_value(&recorded.event)?;
         let field = |name: &str| match &event[name] {
@@ -257,28 +258,11 @@ async fn print_trail(db: &Path, ids: &[Option<String>]) -> anyhow::Result<()> {
             field("effect"),
         ]);
     }
-    print!("{}", aligned(&rows));
+    // The trail is narrow by design; indented under the narration.
+    for line in fitted_table(&header, &rows, &[], None).lines() {
+        println!("  {line}");
+    }
     Ok(())
-}
-
-/// Rows as left-aligned columns, indented by two spaces.
-fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0; N];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::from(" ");
-        for (cell, w) in row.iter().zip(widths) {
-            line.push_str(&format!(" {cell:<w$} "));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// Where everything runs, and what to try next: each suggestion says what it will do, and every

@@ -61,10 +61,7 @@ pub(crate) fn actor_name(event: &Event) -> String {
 
 /// An effect as the log spells it (`applied`, `not_applied`, ...).
 pub(crate) fn effect_name(effect: Effect) -> String {
-    serde_json::to_value(effect)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    effect.as_str().to_owned()
 }
 
 /// The first 12 characters of a rules version: enough to tell versions apart in a report.

@@ -36,7 +36,8 @@ pub(super) async fn partner_document(
     governed: &Governed,
     needed: bool,
 ) -> Option<serde_json::Value> {
-    let path = governed.partner_path().filter(|_| needed)?;
+    let partner = governed.partner.as_ref().filter(|_| needed)?;
+    let path = crate::graph::partner_path(governed.path.version, partner);
     state::read(upstream, &path, op.authorization())
         .await
         .snapshot

@@ -58,30 +58,31 @@ pub(crate) async fn finish(
 /// recorded under.
 async fn refused(
     recorder: Recorder<'_>,
-    op: Operation,
+    mut op: Operation,
     error: ProxyError,
     ids: &RequestIds,
 ) -> Response<Body> {
     let code = error.code();
     let (mut graph_error, retry) = error.to_graph_error();
     let mut event = op.event(EventKind::Denied);
-    event.before = op.before.clone();
+    event.before = op.before.take();
     event.decision = Some(Decision::Deny);
+    // Rules' answers and the before-read's failure are sentences of their own; a check's refusal
+    // is recorded with its code.
+    event.detail = Some(match &error {
+        ProxyError::PolicyViolation(_)
+        | ProxyError::ApprovalRequired(_)
+        | ProxyError::BeforeStateUnavailable { .. } => graph_error.message.clone(),
+        _ => format!("{code}: {}", graph_error.message),
+    });
     let recorded_as = match &error {
         // A caller Graph authenticated (the before-state was read with its token) that a rule
         // refused, or whose change the log could not take: recorded one by one, with the parsed
         // body the rules saw (bounded by `audit.max_body`), so a backtest can replay it.
-        ProxyError::PolicyViolation(message) | ProxyError::ApprovalRequired(message) => {
-            event.detail = Some(message.clone());
-            event.request_body = op.body.clone();
-            if let Some(decided) = &op.decided {
-                decided.stamp(&mut event);
-            }
-            append(recorder, event, None).await
-        }
-        ProxyError::AuditUnavailable(_) => {
-            event.detail = Some(format!("{code}: {}", graph_error.message));
-            event.request_body = op.body.clone();
+        ProxyError::PolicyViolation(_)
+        | ProxyError::ApprovalRequired(_)
+        | ProxyError::AuditUnavailable(_) => {
+            event.request_body = op.body.take();
             if let Some(decided) = &op.decided {
                 decided.stamp(&mut event);
             }
@@ -89,13 +90,7 @@ async fn refused(
         }
         // Anything else is refused before Graph accepted the caller: the request is kept in
         // bounded form, and a client refused often is summarised.
-        ProxyError::BeforeStateUnavailable { .. } => {
-            event.detail = Some(graph_error.message.clone());
-            bounded(&op, &mut event);
-            append(recorder, event, Some(code)).await
-        }
         _ => {
-            event.detail = Some(format!("{code}: {}", graph_error.message));
             bounded(&op, &mut event);
             append(recorder, event, Some(code)).await
         }
@@ -111,12 +106,12 @@ async fn refused(
 /// Graph refused the caller the before-read: its answer is relayed, and the refusal recorded.
 async fn read_refused(
     recorder: Recorder<'_>,
-    op: Operation,
+    mut op: Operation,
     answer: Response<Bytes>,
 ) -> Response<Body> {
     let status = answer.status();
     let mut event = op.event(EventKind::Denied);
-    event.before = op.before.clone();
+    event.before = op.before.take();
     event.decision = Some(Decision::Deny);
     event.detail = Some(format!(
         "the upstream refused to read the before-state ({status})"
@@ -132,18 +127,18 @@ async fn read_refused(
 /// the effect, and the upstream's answer relayed (with the `warn` rules that flagged it).
 async fn completed(
     store: &Store,
-    op: Operation,
+    mut op: Operation,
     answer: Answer,
     after: Snapshot,
     ids: &RequestIds,
 ) -> Response<Body> {
-    let before = op.before.clone().unwrap_or(Snapshot::Absent);
+    let before = op.before.take().unwrap_or(Snapshot::Absent);
     let status = answer.response.as_ref().ok().map(|r| r.status());
     let mut event = op.event(EventKind::Completed);
     let kind = op.governed.as_ref().map(|g| g.kind);
     event.effect = kind.map(|kind| state::effect(kind, op.body.as_ref(), status, &before, &after));
     event.diff = state::diff(&before, &after);
-    event.request_body = op.body.clone();
+    event.request_body = op.body.take();
     event.before = Some(before);
     event.after = Some(after);
     event.decision = Some(Decision::Allow);
@@ -173,7 +168,7 @@ async fn completed(
         partner = governed.and_then(|g| g.partner.as_ref()).map_or("-", |p| p.as_str()),
         decision = "allow",
         status = status.map_or(0, |s| s.as_u16()),
-        effect = effect.map_or("-", effect_name),
+        effect = effect.map_or("-", Effect::as_str),
         "governed change"
     );
     let mut resp = match answer.response {
@@ -199,18 +194,6 @@ fn warn_headers(op: &Operation, resp: &mut Response<Body>) {
         if let Ok(v) = HeaderValue::from_str(&text.replace(['\r', '\n'], " ")) {
             resp.headers_mut().append(WARNING_HEADER, v);
         }
-    }
-}
-
-/// The effect as the log spells it (`applied`, `not_applied`, ...).
-fn effect_name(effect: Effect) -> &'static str {
-    match effect {
-        Effect::Applied => "applied",
-        Effect::Ignored => "ignored",
-        Effect::NotApplied => "not_applied",
-        Effect::AppliedDespiteError => "applied_despite_error",
-        Effect::Diverged => "diverged",
-        Effect::Unknown => "unknown",
     }
 }
 

@@ -62,11 +62,11 @@ pub(super) fn decide(
     governed: &Governed,
     partner_state: Option<serde_json::Value>,
 ) -> Result<(), Exit> {
-    let before = op.before.clone().unwrap_or(Snapshot::Absent);
+    let absent = Snapshot::Absent;
     let input = rule_input(
         governed,
         op.body.as_ref(),
-        &before,
+        op.before.as_ref().unwrap_or(&absent),
         partner_state.as_ref(),
         &op.actor,
         chrono::Utc::now(),

@@ -52,7 +52,7 @@ async fn send(
     };
     let request = Outbound::Rebuilt {
         method: governed.method.clone(),
-        path_and_query: &governed.documented_path(),
+        path_and_query: &crate::graph::documented_path(&governed.path),
         client: &op.headers,
         body,
     }
