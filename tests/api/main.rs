@@ -33,6 +33,8 @@ mod proxy;
 mod rebuilt;
 /// What refusals cost the audit log and leave in it; private log files; clean shutdown.
 mod refusal_records;
+/// Issue 9: several `syncgate serve` replicas on one PostgreSQL log, end to end.
+mod replicas;
 /// Local rules: built-ins, modes, Rego, reload.
 mod rules;
 /// `syncgate rules test` suites and `syncgate rules backtest` over recorded logs.

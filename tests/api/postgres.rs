@@ -9,18 +9,18 @@ use sqlx::{Connection, PgConnection};
 use crate::harness::syncgate_bin;
 
 /// The server's URL, without a database.
-fn server() -> String {
+pub(crate) fn server() -> String {
     std::env::var("SYNCGATE_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
 /// A database of its own for one test, dropped with it.
-struct TestDatabase {
-    name: String,
+pub(crate) struct TestDatabase {
+    pub(crate) name: String,
 }
 
 impl TestDatabase {
-    async fn create() -> Self {
+    pub(crate) async fn create() -> Self {
         let name = format!("syncgate_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&format!("{}/test", server()))
             .await
@@ -32,11 +32,11 @@ impl TestDatabase {
         TestDatabase { name }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/{}", server(), self.name)
     }
 
-    async fn drop_now(self) {
+    pub(crate) async fn drop_now(self) {
         let mut admin = PgConnection::connect(&format!("{}/test", server()))
             .await
             .unwrap();
