@@ -1,9 +1,15 @@
 //! Governed change cost: throughput of governed PATCH and PUT+DELETE through the proxy with many
 //! partners in parallel, the proxy's own added latency, and the raw rate of durable single-row
-//! SQLite inserts on the same machine, all in one run.
+//! inserts on the same machine, all in one run.
 //!
 //! `cargo bench --bench governed`. Knobs: `BENCH_SECS` (per case, default 5),
 //! `BENCH_PARTNERS` (parallel partners, default 32).
+//!
+//! `cargo bench --bench governed -- --backend postgres` runs every case on SQLite and on
+//! PostgreSQL (a database of its own on the server at `SYNCGATE_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432`, created for the run and dropped after) and prints the two
+//! side by side: one proxy per backend in front of the same emulator, the same partners, the same
+//! direct baseline.
 //!
 //! A governed change costs three upstream calls (before GET, the write, after GET) plus two
 //! durable log appends (`received`, `completed`). The baseline "direct" case makes the same three
@@ -20,10 +26,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use syncgate::body::{self, Body};
-use syncgate::config::Settings;
+use syncgate::config::{RawConfig, Settings};
 use syncgate::server::ServeOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -124,8 +130,125 @@ where
     }
 }
 
+/// Where the audit log lives for one column of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// `--backend sqlite` (the default) or `--backend postgres` (SQLite and PostgreSQL side by side).
+/// Other arguments (cargo passes `--bench`) are ignored.
+fn backends() -> Vec<Backend> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = args.iter().enumerate().find_map(|(i, a)| match a.as_str() {
+        "--backend" => Some(args.get(i + 1).cloned().unwrap_or_default()),
+        _ => a.strip_prefix("--backend=").map(str::to_owned),
+    });
+    match value.as_deref() {
+        None | Some("sqlite") => vec![Backend::Sqlite],
+        Some("postgres") => vec![Backend::Sqlite, Backend::Postgres],
+        Some(other) => panic!("--backend takes sqlite or postgres, not {other:?}"),
+    }
+}
+
+/// The PostgreSQL server, without a database.
+fn postgres_server() -> String {
+    std::env::var("SYNCGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A database of the run's own, dropped when the run ends (even by a panic).
+struct BenchDatabase {
+    name: String,
+}
+
+impl BenchDatabase {
+    async fn create() -> Self {
+        let name = format!("syncgate_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&format!("{}/test", postgres_server()))
+            .await
+            .expect("PostgreSQL for --backend postgres");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        BenchDatabase { name }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", postgres_server(), self.name)
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Dropped inside the runtime: run the DROP on a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let url = format!("{}/test", postgres_server());
+                if let Ok(mut admin) = PgConnection::connect(&url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Latencies of a single-writer loop, turned into [`Figures`].
+struct Timings {
+    started: Instant,
+    latencies: Vec<Duration>,
+}
+
+impl Timings {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            latencies: Vec::new(),
+        }
+    }
+
+    fn figures(mut self) -> Figures {
+        let elapsed = self.started.elapsed();
+        self.latencies.sort();
+        let l = &self.latencies;
+        let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+        Figures {
+            ops: l.len(),
+            elapsed,
+            p50: pct(0.5),
+            p99: pct(0.99),
+        }
+    }
+}
+
+/// About the size of a governed event's JSON.
+fn raw_event() -> String {
+    "x".repeat(1500)
+}
+
 /// Durable single-row inserts, one transaction and fsync each, same pragmas as the log.
-async fn raw_inserts(dir: &std::path::Path, duration: Duration) -> Figures {
+async fn raw_sqlite_inserts(dir: &std::path::Path, duration: Duration) -> Figures {
     let mut conn = SqliteConnectOptions::new()
         .filename(dir.join("raw.db"))
         .create_if_missing(true)
@@ -140,11 +263,10 @@ async fn raw_inserts(dir: &std::path::Path, duration: Duration) -> Figures {
     .execute(&mut conn)
     .await
     .unwrap();
-    let event = "x".repeat(1500); // about the size of a governed event's JSON
-    let started = Instant::now();
-    let mut latencies = Vec::new();
+    let event = raw_event();
+    let mut timings = Timings::new();
     let mut seq = 0i64;
-    while started.elapsed() < duration {
+    while timings.started.elapsed() < duration {
         let t = Instant::now();
         seq += 1;
         sqlx::query("INSERT INTO t (seq, event, hash) VALUES (?, ?, ?)")
@@ -154,35 +276,127 @@ async fn raw_inserts(dir: &std::path::Path, duration: Duration) -> Figures {
             .execute(&mut conn)
             .await
             .unwrap();
-        latencies.push(t.elapsed());
+        timings.latencies.push(t.elapsed());
     }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    Figures {
-        ops: latencies.len(),
-        elapsed,
-        p50: pct(0.5),
-        p99: pct(0.99),
+    timings.figures()
+}
+
+/// The same on PostgreSQL: one autocommitted INSERT each, waiting for its WAL flush
+/// (`synchronous_commit` as the server has it, `on` by default).
+async fn raw_postgres_inserts(url: &str, duration: Duration) -> Figures {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE bench_raw (seq BIGINT PRIMARY KEY, event TEXT NOT NULL, hash TEXT NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let event = raw_event();
+    let mut timings = Timings::new();
+    let mut seq = 0i64;
+    while timings.started.elapsed() < duration {
+        let t = Instant::now();
+        seq += 1;
+        sqlx::query("INSERT INTO bench_raw (seq, event, hash) VALUES ($1, $2, $3)")
+            .bind(seq)
+            .bind(&event)
+            .bind("0".repeat(64))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        timings.latencies.push(t.elapsed());
     }
+    let _ = conn.close().await;
+    timings.figures()
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
-fn row(name: &str, f: &Figures, unit: &str) {
-    println!(
-        "{name:<52} {:>10.0} {unit:<9} {:>9} {:>9}",
-        f.rate(),
-        ms(f.p50),
-        ms(f.p99)
-    );
+/// One backend's columns: rate, unit, p50, p99 (or blanks).
+fn columns(f: Option<&Figures>, unit: &str) -> String {
+    match f {
+        Some(f) => format!(
+            "{:>10.0} {unit:<9} {:>9} {:>9}",
+            f.rate(),
+            ms(f.p50),
+            ms(f.p99)
+        ),
+        None => format!("{:>10} {:<9} {:>9} {:>9}", "", "", "", ""),
+    }
+}
+
+/// A report line: the case, then one group of columns per backend.
+fn row(name: &str, figures: &[Option<&Figures>], unit: &str) {
+    let groups: Vec<String> = figures.iter().map(|f| columns(*f, unit)).collect();
+    println!("{name:<52} {}", groups.join(" | "));
+}
+
+/// One running proxy per backend, in front of `emulator`.
+struct Proxies {
+    backends: Vec<Backend>,
+    urls: Vec<String>,
+    running: Vec<syncgate::app::RunningProxy>,
+    postgres: Option<BenchDatabase>,
+}
+
+async fn start_proxies(
+    backends: Vec<Backend>,
+    emulator: &str,
+    dir: &std::path::Path,
+    stop: &CancellationToken,
+) -> Proxies {
+    let mut proxies = Proxies {
+        backends: backends.clone(),
+        urls: Vec::new(),
+        running: Vec::new(),
+        postgres: None,
+    };
+    for backend in backends {
+        let settings = match backend {
+            Backend::Sqlite => Settings::for_upstream(emulator, &dir.join("syncgate.db")).unwrap(),
+            Backend::Postgres => {
+                let db = BenchDatabase::create().await;
+                let settings = postgres_settings(emulator, &db.url(), dir);
+                proxies.postgres = Some(db);
+                settings
+            }
+        };
+        let running = syncgate::app::start(settings, stop.clone()).await.unwrap();
+        proxies.urls.push(running.url());
+        proxies.running.push(running);
+    }
+    proxies
+}
+
+/// The settings an operator would write for one replica on PostgreSQL (the config file's keys,
+/// so the bench follows the documented surface).
+fn postgres_settings(emulator: &str, db: &str, dir: &std::path::Path) -> Settings {
+    let key = dir.join("postgres.token-key");
+    let hex: String = (0..32u32).map(|i| format!("{:02x}", i * 11 + 5)).collect();
+    std::fs::write(&key, hex).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let config = dir.join("postgres.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [upstream]\nurl = \"{emulator}\"\n[store]\nurl = \"{db}\"\ntoken_key = \"{}\"\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    RawConfig::load(&config).unwrap().validate().unwrap()
 }
 
 #[tokio::main]
 async fn main() {
     syncgate::tls::install_default_provider();
+    let backends = backends();
     let secs = Duration::from_secs(env_or("BENCH_SECS", 5));
     let partners = env_or("BENCH_PARTNERS", 32);
     let dir = tempfile::tempdir().unwrap();
@@ -195,21 +409,69 @@ async fn main() {
         ServeOptions::default(),
         stop.clone(),
     ));
-    let settings = Settings::for_upstream(&emulator, &dir.path().join("syncgate.db")).unwrap();
-    let proxy = syncgate::app::start(settings, stop.clone())
-        .await
-        .unwrap()
-        .url();
+    let proxies = start_proxies(backends.clone(), &emulator, dir.path(), &stop).await;
 
     let token = syncgate::token::unsigned_jwt(
         &json!({"oid": "bench", "scp": "Policy.ReadWrite.CrossTenantAccess"}),
     );
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    seed(&client, &token, &emulator, partners).await;
+
+    println!(
+        "syncgate governed-change benchmark: {} s per case, {partners} partners in parallel, release build",
+        secs.as_secs()
+    );
+    let group = format!("{:>10} {:<9} {:>9} {:>9}", "rate", "", "p50 ms", "p99 ms");
+    if backends.len() > 1 {
+        let names: Vec<String> = backends
+            .iter()
+            .map(|b| format!("{:<40}", b.name()))
+            .collect();
+        println!("{:<52} {}", "", names.join(" | "));
+    }
+    println!("{:<52} {}", "case", vec![group; backends.len()].join(" | "));
+
+    let mut raw = Vec::new();
+    for backend in &backends {
+        raw.push(match backend {
+            Backend::Sqlite => raw_sqlite_inserts(dir.path(), secs).await,
+            Backend::Postgres => {
+                let url = proxies.postgres.as_ref().unwrap().url();
+                raw_postgres_inserts(&url, secs).await
+            }
+        });
+    }
+    let raw_name = if backends.len() > 1 {
+        "raw durable single-row inserts (1 writer)"
+    } else {
+        "raw durable single-row SQLite inserts (1 writer)"
+    };
+    row(
+        raw_name,
+        &raw.iter().map(Some).collect::<Vec<_>>(),
+        "rows/s",
+    );
+
+    for workers in [1, partners] {
+        cases(
+            &client, &token, &emulator, &proxies, workers, partners, secs, &raw,
+        )
+        .await;
+    }
+    stop.cancel();
+    for running in proxies.running {
+        running.stopped().await;
+    }
+    drop(proxies.postgres);
+}
+
+/// Create `2 × partners` partners, the first half with a sync policy to PATCH.
+async fn seed(client: &HttpClient, token: &str, emulator: &str, partners: u64) {
     for i in 0..partners * 2 {
         let p = partner(i);
         let s = call(
-            &client,
-            &token,
+            client,
+            token,
             Method::POST,
             format!("{emulator}/v1.0/policies/crossTenantAccessPolicy/partners"),
             Some(json!({"tenantId": p})),
@@ -218,8 +480,8 @@ async fn main() {
         assert_eq!(s, StatusCode::CREATED);
         if i < partners {
             let s = call(
-                &client,
-                &token,
+                client,
+                token,
                 Method::PUT,
                 format!("{emulator}{}", sync_path(&p)),
                 Some(json!({"displayName": "bench"})),
@@ -228,98 +490,113 @@ async fn main() {
             assert_eq!(s, StatusCode::NO_CONTENT);
         }
     }
+}
 
-    println!(
-        "syncgate governed-change benchmark: {} s per case, {partners} partners in parallel, release build",
-        secs.as_secs()
-    );
-    println!(
-        "{:<52} {:>10} {:<9} {:>9} {:>9}",
-        "case", "rate", "", "p50 ms", "p99 ms"
-    );
-
-    let raw = raw_inserts(dir.path(), secs).await;
-    row(
-        "raw durable single-row SQLite inserts (1 writer)",
-        &raw,
-        "rows/s",
-    );
-
-    for workers in [1, partners] {
-        let (c, e, t) = (client.clone(), emulator.clone(), token.clone());
-        let direct = run(workers, secs, move |w, i| {
-            let (c, e, t) = (c.clone(), e.clone(), t.clone());
-            async move {
-                let url = format!("{e}{}", sync_path(&partner(w)));
-                call(&c, &t, Method::GET, url.clone(), None).await;
-                let s = call(
-                    &c,
-                    &t,
-                    Method::PATCH,
-                    url.clone(),
-                    Some(json!({"displayName": format!("d{i}")})),
-                )
-                .await;
-                assert_eq!(s, StatusCode::NO_CONTENT);
-                call(&c, &t, Method::GET, url, None).await;
-            }
-        })
-        .await;
-        let (c, p, t) = (client.clone(), proxy.clone(), token.clone());
-        let governed = run(workers, secs, move |w, i| {
-            let (c, p, t) = (c.clone(), p.clone(), t.clone());
-            async move {
-                let s = call(
-                    &c,
-                    &t,
-                    Method::PATCH,
-                    format!("{p}{}", sync_path(&partner(w))),
-                    Some(json!({"displayName": format!("g{i}")})),
-                )
-                .await;
-                assert_eq!(s, StatusCode::NO_CONTENT);
-            }
-        })
-        .await;
-        let (c, p, t) = (client.clone(), proxy.clone(), token.clone());
-        let create_delete = run(workers, secs, move |w, i| {
-            let (c, p, t) = (c.clone(), p.clone(), t.clone());
-            async move {
-                let url = format!("{p}{}", sync_path(&partner(partners + w)));
-                let s = call(
-                    &c,
-                    &t,
-                    Method::PUT,
-                    url.clone(),
-                    Some(json!({"displayName": format!("c{i}")})),
-                )
-                .await;
-                assert_eq!(s, StatusCode::NO_CONTENT);
-                let s = call(&c, &t, Method::DELETE, url, None).await;
-                assert_eq!(s, StatusCode::NO_CONTENT);
-            }
-        })
-        .await;
-        println!("-- {workers} partner(s) in parallel");
-        row(
-            "direct GET+PATCH+GET to the emulator (baseline)",
-            &direct,
-            "ops/s",
+/// The direct baseline once, then the governed cases on each backend, printed side by side.
+#[allow(clippy::too_many_arguments)]
+async fn cases(
+    client: &HttpClient,
+    token: &str,
+    emulator: &str,
+    proxies: &Proxies,
+    workers: u64,
+    partners: u64,
+    secs: Duration,
+    raw: &[Figures],
+) {
+    let (c, e, t) = (client.clone(), emulator.to_owned(), token.to_owned());
+    let direct = run(workers, secs, move |w, i| {
+        let (c, e, t) = (c.clone(), e.clone(), t.clone());
+        async move {
+            let url = format!("{e}{}", sync_path(&partner(w)));
+            call(&c, &t, Method::GET, url.clone(), None).await;
+            let s = call(
+                &c,
+                &t,
+                Method::PATCH,
+                url.clone(),
+                Some(json!({"displayName": format!("d{i}")})),
+            )
+            .await;
+            assert_eq!(s, StatusCode::NO_CONTENT);
+            call(&c, &t, Method::GET, url, None).await;
+        }
+    })
+    .await;
+    let mut governed = Vec::new();
+    let mut create_delete = Vec::new();
+    for proxy in &proxies.urls {
+        let (c, p, t) = (client.clone(), proxy.clone(), token.to_owned());
+        governed.push(
+            run(workers, secs, move |w, i| {
+                let (c, p, t) = (c.clone(), p.clone(), t.clone());
+                async move {
+                    let s = call(
+                        &c,
+                        &t,
+                        Method::PATCH,
+                        format!("{p}{}", sync_path(&partner(w))),
+                        Some(json!({"displayName": format!("g{i}")})),
+                    )
+                    .await;
+                    assert_eq!(s, StatusCode::NO_CONTENT);
+                }
+            })
+            .await,
         );
-        row("governed PATCH through syncgate", &governed, "ops/s");
-        row(
-            "governed PUT then DELETE through syncgate (pairs)",
-            &create_delete,
-            "pairs/s",
-        );
-        println!(
-            "{:<52} {:>10.0} events/s = {:.2}x the raw insert rate; added latency p50 {} ms, p99 {} ms",
-            "audit log under governed PATCH",
-            governed.rate() * 2.0,
-            governed.rate() * 2.0 / raw.rate(),
-            ms(governed.p50.saturating_sub(direct.p50)),
-            ms(governed.p99.saturating_sub(direct.p99)),
+        let (c, p, t) = (client.clone(), proxy.clone(), token.to_owned());
+        create_delete.push(
+            run(workers, secs, move |w, i| {
+                let (c, p, t) = (c.clone(), p.clone(), t.clone());
+                async move {
+                    let url = format!("{p}{}", sync_path(&partner(partners + w)));
+                    let s = call(
+                        &c,
+                        &t,
+                        Method::PUT,
+                        url.clone(),
+                        Some(json!({"displayName": format!("c{i}")})),
+                    )
+                    .await;
+                    assert_eq!(s, StatusCode::NO_CONTENT);
+                    let s = call(&c, &t, Method::DELETE, url, None).await;
+                    assert_eq!(s, StatusCode::NO_CONTENT);
+                }
+            })
+            .await,
         );
     }
-    stop.cancel();
+    println!("-- {workers} partner(s) in parallel");
+    // The baseline does not depend on the backend: shown once, in the first group.
+    let mut baseline = vec![Some(&direct)];
+    baseline.resize(proxies.backends.len(), None);
+    row(
+        "direct GET+PATCH+GET to the emulator (baseline)",
+        &baseline,
+        "ops/s",
+    );
+    row(
+        "governed PATCH through syncgate",
+        &governed.iter().map(Some).collect::<Vec<_>>(),
+        "ops/s",
+    );
+    row(
+        "governed PUT then DELETE through syncgate (pairs)",
+        &create_delete.iter().map(Some).collect::<Vec<_>>(),
+        "pairs/s",
+    );
+    for (k, backend) in proxies.backends.iter().enumerate() {
+        let name = if proxies.backends.len() > 1 {
+            format!("audit log under governed PATCH ({})", backend.name())
+        } else {
+            "audit log under governed PATCH".to_owned()
+        };
+        println!(
+            "{name:<52} {:>10.0} events/s = {:.2}x the raw insert rate; added latency p50 {} ms, p99 {} ms",
+            governed[k].rate() * 2.0,
+            governed[k].rate() * 2.0 / raw[k].rate(),
+            ms(governed[k].p50.saturating_sub(direct.p50)),
+            ms(governed[k].p99.saturating_sub(direct.p99)),
+        );
+    }
 }
