@@ -42,6 +42,20 @@ impl Head {
             hash: GENESIS.to_owned(),
         }
     }
+
+    /// Move the head onto `row` if it is the next link (the next seq, sealed onto this hash);
+    /// otherwise say why not. Copying a log appends rows as they were, so it checks each.
+    pub(crate) fn advance(&mut self, row: &StoredRow) -> Result<(), String> {
+        if row.seq != self.seq + 1 || row.prev_hash != self.hash {
+            return Err(format!(
+                "event seq {} does not continue the chain whose head is seq {}",
+                row.seq, self.seq
+            ));
+        }
+        self.seq = row.seq;
+        self.hash = row.hash.clone();
+        Ok(())
+    }
 }
 
 /// The canonical JSON text of `value` (see the module documentation).

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Connection;
 
+use super::StoreLocation;
 use super::chain::{Columns, Head, Prepared, Sealed};
 use super::{Filter, Store, StoreOptions, StoreReader};
 use crate::audit::Event;
@@ -63,7 +64,7 @@ async fn load(path: &Path, rows: &[Row]) {
             hash: row.hash.clone(),
             canonical: row.event.clone(),
         };
-        super::sqlite::insert_row(&mut conn, &c, &sealed)
+        super::sqlite::insert_row(&mut conn, &super::queries::sealed_row(&c, &sealed))
             .await
             .unwrap();
     }
@@ -78,9 +79,12 @@ async fn a_log_written_before_events_were_typed_still_verifies_and_reads() {
     let path = dir.path().join("audit.db");
     load(&path, &rows).await;
 
-    let reader = StoreReader::open(&path, &StoreOptions::default())
-        .await
-        .unwrap();
+    let reader = StoreReader::open(
+        &StoreLocation::Sqlite(path.to_owned()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let report = reader.verify().await.unwrap();
     assert_eq!(report.first_broken, None);
     assert_eq!(report.events, rows.len() as u64);
