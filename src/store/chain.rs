@@ -267,6 +267,52 @@ pub(crate) struct Sealed {
     pub(crate) canonical: String,
 }
 
+/// What one write transaction appends after the head it finds (read under the write lock).
+pub(crate) enum Append<'a> {
+    /// New events, sealed onto the head.
+    Seal(&'a [&'a Prepared]),
+    /// Rows exactly as stored elsewhere (a copied log); each must continue the head.
+    Copy(&'a [StoredRow]),
+}
+
+impl Append<'_> {
+    /// The rows to insert after `head`, or why they cannot follow it.
+    pub(crate) fn rows(&self, mut head: Head) -> Result<Vec<StoredRow>, String> {
+        match self {
+            Append::Seal(events) => Ok(events
+                .iter()
+                .map(|event| {
+                    let sealed = event.seal(&mut head);
+                    StoredRow {
+                        seq: sealed.seq,
+                        columns: event.columns.clone(),
+                        event: sealed.canonical,
+                        prev_hash: sealed.prev_hash,
+                        hash: sealed.hash,
+                    }
+                })
+                .collect()),
+            Append::Copy(rows) => {
+                for row in rows.iter() {
+                    head.advance(row)?;
+                }
+                Ok(rows.to_vec())
+            }
+        }
+    }
+}
+
+impl From<StoredRow> for Sealed {
+    fn from(row: StoredRow) -> Sealed {
+        Sealed {
+            seq: row.seq,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+            canonical: row.event,
+        }
+    }
+}
+
 /// A row as read back for verification: every stored column, nothing interpreted yet.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredRow {

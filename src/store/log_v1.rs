@@ -22,7 +22,7 @@ use serde_json::Value;
 use sqlx::Connection;
 
 use super::StoreLocation;
-use super::chain::{Columns, Head, Prepared, Sealed};
+use super::chain::{Columns, Head, Prepared, StoredRow};
 use super::{Filter, Store, StoreOptions, StoreReader};
 use crate::audit::Event;
 
@@ -58,15 +58,14 @@ async fn load(path: &Path, rows: &[Row]) {
             panic!("seq {} is not an object", row.seq)
         };
         let c = Columns::from_json(&doc).unwrap();
-        let sealed = Sealed {
+        let stored = StoredRow {
             seq: row.seq,
+            columns: c,
+            event: row.event.clone(),
             prev_hash: row.prev_hash.clone(),
             hash: row.hash.clone(),
-            canonical: row.event.clone(),
         };
-        super::sqlite::insert_row(&mut conn, &super::queries::sealed_row(&c, &sealed))
-            .await
-            .unwrap();
+        super::sqlite::insert_row(&mut conn, &stored).await.unwrap();
     }
     conn.close().await.unwrap();
 }

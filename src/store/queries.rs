@@ -8,7 +8,7 @@
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
-use super::chain::{self, Broken, Columns, Sealed, StoredRow, Verifier};
+use super::chain::{self, Broken, Columns, StoredRow, Verifier};
 use super::{Filter, StoreError, VerifyReport, recorded};
 use crate::audit::Recorded;
 
@@ -153,17 +153,6 @@ where
         .push_bind(row.hash.clone());
     values.push_unseparated(")");
     q
-}
-
-/// The row a freshly sealed event becomes.
-pub(crate) fn sealed_row(columns: &Columns, sealed: &Sealed) -> StoredRow {
-    StoredRow {
-        seq: sealed.seq,
-        columns: columns.clone(),
-        event: sealed.canonical.clone(),
-        prev_hash: sealed.prev_hash.clone(),
-        hash: sealed.hash.clone(),
-    }
 }
 
 /// A [`Recorded`] from a row of `seq, prev_hash, hash, event`.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite};
 
-use super::chain::{Head, Prepared, Sealed, StoredRow};
+use super::chain::{Append, Head, Prepared, Sealed, StoredRow};
 use super::queries;
 use super::{StoreError, StoreOptions};
 
@@ -176,48 +176,27 @@ impl SqliteWriter {
         &mut self,
         events: &[&Prepared],
     ) -> Result<Vec<Sealed>, StoreError> {
-        let mut sealed = Vec::with_capacity(events.len());
-        self.transaction(async |conn| {
-            let mut head = read_head(conn).await?;
-            for event in events {
-                let s = event.seal(&mut head);
-                insert_row(conn, &queries::sealed_row(&event.columns, &s)).await?;
-                sealed.push(s);
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(sealed)
+        let rows = self.append(Append::Seal(events)).await?;
+        Ok(rows.into_iter().map(Sealed::from).collect())
     }
 
     /// Append rows exactly as given (a log copied from elsewhere), each checked to continue the
     /// head, in one transaction: the copy is chained as the original was, or nothing is written.
     pub(crate) async fn append_rows(&mut self, rows: &[StoredRow]) -> Result<(), StoreError> {
-        self.transaction(async |conn| {
-            let mut head = read_head(conn).await?;
-            for row in rows {
-                head.advance(row).map_err(StoreError::rejected)?;
-                insert_row(conn, row).await?;
-            }
-            Ok(())
-        })
-        .await
+        self.append(Append::Copy(rows)).await.map(drop)
     }
 
-    /// Run `body` in one `BEGIN IMMEDIATE` transaction (the write lock is taken before the head
-    /// is read); all or nothing.
-    async fn transaction<F>(&mut self, body: F) -> Result<(), StoreError>
-    where
-        F: AsyncFnOnce(&mut SqliteConnection) -> Result<(), StoreError>,
-    {
+    /// One `BEGIN IMMEDIATE` transaction (the write lock is taken before the head is read):
+    /// all or nothing.
+    async fn append(&mut self, append: Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
         let conn = self.connection().await?;
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| classify("cannot lock the audit log for writing", e))?;
-        let (result, healthy) = match body(&mut tx).await {
-            Ok(()) => match tx.commit().await {
-                Ok(()) => (Ok(()), true),
+        let (result, healthy) = match insert_after_head(&mut tx, &append).await {
+            Ok(rows) => match tx.commit().await {
+                Ok(()) => (Ok(rows), true),
                 Err(e) => (Err(classify("cannot commit to the audit log", e)), false),
             },
             Err(e) => {
@@ -276,6 +255,18 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
         super::private::tighten(&file).map_err(|e| unavailable(e, &file))?;
     }
     Ok(())
+}
+
+async fn insert_after_head(
+    conn: &mut SqliteConnection,
+    append: &Append<'_>,
+) -> Result<Vec<StoredRow>, StoreError> {
+    let head = read_head(conn).await?;
+    let rows = append.rows(head).map_err(StoreError::rejected)?;
+    for row in &rows {
+        insert_row(conn, row).await?;
+    }
+    Ok(rows)
 }
 
 /// The chain head, read inside the write transaction.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Postgres, Row};
 
-use super::super::chain::{Head, Prepared, Sealed, StoredRow};
+use super::super::chain::{Append, Head, Prepared, Sealed, StoredRow};
 use super::super::{StoreError, StoreOptions, queries};
 use super::{CHAIN_LOCK, check_log, classify, connect, connect_options};
 
@@ -49,49 +49,44 @@ impl PgWriter {
         &mut self,
         events: &[&Prepared],
     ) -> Result<Vec<Sealed>, StoreError> {
-        let mut sealed = Vec::with_capacity(events.len());
-        let rows = self
-            .transaction(async |conn| {
-                let mut head = lock_head(conn).await?;
-                for event in events {
-                    let s = event.seal(&mut head);
-                    let row = queries::sealed_row(&event.columns, &s);
-                    insert_row(conn, &row).await?;
-                    sealed.push(s);
-                }
-                Ok(())
-            })
-            .await;
-        rows.map(|()| sealed)
+        let rows = self.append(Append::Seal(events)).await?;
+        Ok(rows.into_iter().map(Sealed::from).collect())
     }
 
     /// Append rows exactly as given (a log copied from elsewhere), after checking that each
     /// continues the head: the copy is chained as the original was, or nothing is written.
     pub(crate) async fn append_rows(&mut self, rows: &[StoredRow]) -> Result<(), StoreError> {
-        self.transaction(async |conn| {
-            let mut head = lock_head(conn).await?;
-            for row in rows {
-                head.advance(row).map_err(StoreError::rejected)?;
-                insert_row(conn, row).await?;
-            }
-            Ok(())
-        })
-        .await
+        self.append(Append::Copy(rows)).await.map(drop)
     }
 
-    /// Run `body` in one transaction; all or nothing. After a failed COMMIT or ROLLBACK the
+    /// Append in one transaction; all or nothing. After a failed COMMIT or ROLLBACK the
     /// connection's state is unknown (the server may be gone), so it is dropped: the next group
     /// starts a new session.
-    async fn transaction<F>(&mut self, body: F) -> Result<(), StoreError>
-    where
-        F: AsyncFnOnce(&mut PgConnection) -> Result<(), StoreError>,
-    {
+    async fn append(&mut self, append: Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
+        let fresh = self.conn.is_none();
         let conn = self.connection().await?;
-        let (result, healthy) = run_transaction(conn, body).await;
-        if !healthy {
+        let mut outcome = transaction(conn, &append).await;
+        // A connection the server closed while it sat idle (a restart, a failover, an idle
+        // timeout) is only found out when it is used: BEGIN fails and nothing was written. That
+        // one case is retried at once on a new session rather than failing the group.
+        if !fresh && matches!(outcome, Outcome::BeginFailed) {
             self.conn = None;
+            let conn = self.connection().await?;
+            outcome = transaction(conn, &append).await;
         }
-        result
+        match outcome {
+            Outcome::Done(result) => result,
+            Outcome::Unsure(error) => {
+                self.conn = None;
+                Err(error)
+            }
+            Outcome::BeginFailed => {
+                self.conn = None;
+                Err(StoreError::unavailable(
+                    "cannot begin a transaction on the audit log",
+                ))
+            }
+        }
     }
 
     pub(crate) async fn close(self) {
@@ -101,29 +96,41 @@ impl PgWriter {
     }
 }
 
-/// Run `body` in a transaction on `conn`; also says whether the connection is still in a known
-/// state (false after a failed BEGIN, COMMIT or ROLLBACK).
-async fn run_transaction<F>(conn: &mut PgConnection, body: F) -> (Result<(), StoreError>, bool)
-where
-    F: AsyncFnOnce(&mut PgConnection) -> Result<(), StoreError>,
-{
-    let mut tx = match conn.begin().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let error = classify("cannot begin a transaction on the audit log", e);
-            return (Err(error), false);
-        }
+/// How a transaction ended.
+enum Outcome {
+    /// Committed, or rolled back cleanly after a failure: the connection is fine.
+    Done(Result<Vec<StoredRow>, StoreError>),
+    /// COMMIT or ROLLBACK failed: whether it happened is unknown, and so is the connection.
+    Unsure(StoreError),
+    /// BEGIN failed: nothing was sent that could have written anything.
+    BeginFailed,
+}
+
+/// Lock the chain, read the head, insert what `append` puts after it, commit.
+async fn transaction(conn: &mut PgConnection, append: &Append<'_>) -> Outcome {
+    let Ok(mut tx) = conn.begin().await else {
+        return Outcome::BeginFailed;
     };
-    match body(&mut tx).await {
-        Ok(()) => match tx.commit().await {
-            Ok(()) => (Ok(()), true),
-            Err(e) => (Err(classify("cannot commit to the audit log", e)), false),
+    match insert_after_head(&mut tx, append).await {
+        Ok(rows) => match tx.commit().await {
+            Ok(()) => Outcome::Done(Ok(rows)),
+            Err(e) => Outcome::Unsure(classify("cannot commit to the audit log", e)),
         },
-        Err(e) => {
-            let rolled_back = tx.rollback().await.is_ok();
-            (Err(e), rolled_back)
-        }
+        Err(e) if tx.rollback().await.is_ok() => Outcome::Done(Err(e)),
+        Err(e) => Outcome::Unsure(e),
     }
+}
+
+async fn insert_after_head(
+    conn: &mut PgConnection,
+    append: &Append<'_>,
+) -> Result<Vec<StoredRow>, StoreError> {
+    let head = lock_head(conn).await?;
+    let rows = append.rows(head).map_err(StoreError::rejected)?;
+    for row in &rows {
+        insert_row(conn, row).await?;
+    }
+    Ok(rows)
 }
 
 /// Take the chain lock for this transaction, then read the head: no other replica can append
