@@ -1,7 +1,8 @@
 //! The admin listener: health and readiness now; the audit API and `/metrics` join it later.
 //! It is never the proxy port, so a Graph client can never reach it by accident.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -10,16 +11,80 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{Body, full};
 use crate::graph_error::{GraphError, RequestIds};
 use crate::server::{ConnInfo, DropConnection, Handler};
+use crate::store::Store;
 
-/// Answers `/healthz` (the process is up) and `/readyz` (it accepts new proxy traffic).
+/// How long one look at the audit store answers `/readyz`: a load balancer polling every
+/// replica (or anyone who can reach the admin port) costs the database at most one query per
+/// second per replica.
+const STORE_CHECK_TTL: Duration = Duration::from_secs(1);
+
+/// The longest a readiness check waits for the store (a hung database is "not ready", promptly).
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Answers `/healthz` (the process is up) and `/readyz` (it accepts new proxy traffic: not
+/// draining, and the audit store answers, since without it every governed change gets 503).
 pub(crate) struct Admin {
     /// The proxy's shutdown token: once cancelled the proxy is draining and not ready.
     shutdown: CancellationToken,
+    store: Store,
+    /// The last store check: when, and why it failed (`None`: it answered).
+    last_check: Mutex<Option<(Instant, Option<String>)>>,
 }
 
 impl Admin {
-    pub(crate) fn new(shutdown: CancellationToken) -> Self {
-        Self { shutdown }
+    pub(crate) fn new(shutdown: CancellationToken, store: Store) -> Self {
+        Self {
+            shutdown,
+            store,
+            last_check: Mutex::new(None),
+        }
+    }
+
+    /// Why the audit store cannot be used now, if it cannot (cached for [`STORE_CHECK_TTL`]).
+    async fn store_problem(&self) -> Option<String> {
+        let cached = |now: Instant| {
+            let last = self
+                .last_check
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            last.as_ref()
+                .filter(|(at, _)| now.duration_since(*at) < STORE_CHECK_TTL)
+                .map(|(_, problem)| problem.clone())
+        };
+        if let Some(problem) = cached(Instant::now()) {
+            return problem;
+        }
+        let problem = match tokio::time::timeout(STORE_CHECK_TIMEOUT, self.store.ready()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "the audit store did not answer within {STORE_CHECK_TIMEOUT:?}"
+            )),
+        };
+        *self
+            .last_check
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), problem.clone()));
+        problem
+    }
+
+    async fn readiness(&self) -> Response<Body> {
+        if self.shutdown.is_cancelled() {
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "draining"}),
+            );
+        }
+        match self.store_problem().await {
+            None => json(
+                StatusCode::OK,
+                serde_json::json!({"status": "ready", "store": "ok"}),
+            ),
+            Some(reason) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "unavailable", "store": "unavailable", "reason": reason}),
+            ),
+        }
     }
 }
 
@@ -41,13 +106,7 @@ impl Handler for Admin {
     ) -> Result<Response<Body>, DropConnection> {
         let resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
-            (&Method::GET, "/readyz") if self.shutdown.is_cancelled() => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"status": "draining"}),
-            ),
-            (&Method::GET, "/readyz") => {
-                json(StatusCode::OK, serde_json::json!({"status": "ready"}))
-            }
+            (&Method::GET, "/readyz") => self.readiness().await,
             (_, path) => GraphError::new(
                 StatusCode::NOT_FOUND,
                 "NotFound",

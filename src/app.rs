@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{Governor, Proxy, RulesHandle};
 use crate::server::{self, ServeOptions};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError};
 
 /// Connections the admin listener keeps open at once. Health probes and metrics scrapes need a
 /// handful; the cap is not per client because probes usually come from one address, and idle ones
@@ -33,9 +33,9 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the audit log {path}")]
+    #[error("cannot open the audit log {location}")]
     Store {
-        path: std::path::PathBuf,
+        location: crate::store::StoreLocation,
         source: StoreError,
     },
 }
@@ -85,7 +85,7 @@ pub async fn start(
     let serving = Serving {
         listeners,
         proxy,
-        admin: Arc::new(Admin::new(shutdown.clone())),
+        admin: Arc::new(Admin::new(shutdown.clone(), store.clone())),
         proxy_options,
         admin_options,
         summaries,
@@ -109,18 +109,12 @@ async fn open_audit_log(settings: &Settings) -> Result<Store, StartError> {
             path: settings.store_folder_to_create.clone().unwrap_or_default(),
             source,
         })?;
-    Store::open(
-        &settings.db_path,
-        StoreOptions {
-            busy_timeout: settings.busy_timeout,
-            ..StoreOptions::default()
-        },
-    )
-    .await
-    .map_err(|source| StartError::Store {
-        path: settings.db_path.clone(),
-        source,
-    })
+    Store::connect(&settings.store, settings.store_options.clone())
+        .await
+        .map_err(|source| StartError::Store {
+            location: settings.store.clone(),
+            source,
+        })
 }
 
 /// The proxy and admin listeners, bound, with the addresses they got (port 0 picks a free one).

@@ -27,7 +27,7 @@ CREATE TABLE audit_events (
     actor_upn         TEXT,
     actor_appid       TEXT,
     decision          TEXT,
-    upstream_status   INTEGER,
+    upstream_status   BIGINT,
     state_path        TEXT,
     event             TEXT NOT NULL,
     prev_hash         TEXT NOT NULL,

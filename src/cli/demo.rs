@@ -24,7 +24,7 @@ use crate::body::{self, Body};
 use crate::cli::render::fitted_table;
 use crate::config::RawConfig;
 use crate::server::ServeOptions;
-use crate::store::{Filter, StoreOptions, StoreReader};
+use crate::store::{Filter, StoreLocation, StoreOptions, StoreReader};
 use crate::{app, emulator, token};
 
 /// The demo's log level when `RUST_LOG` is not set: the narration on stdout is the output, and
@@ -214,7 +214,8 @@ async fn make_changes(proxy: &str, token: &str) -> anyhow::Result<Vec<Option<Str
 /// The trail the changes left, one line per event, narrow enough for a terminal (the full table
 /// is `syncgate audit list`). Events are read as their stored JSON, the form `audit` exports.
 async fn print_trail(db: &Path, ids: &[Option<String>]) -> anyhow::Result<()> {
-    let reader = StoreReader::open(db, &StoreOptions::default()).await?;
+    let location = StoreLocation::Sqlite(db.to_owned());
+    let reader = StoreReader::open(&location, &StoreOptions::default()).await?;
     let trail = reader.list(&Filter::default()).await;
     reader.close().await;
     println!(

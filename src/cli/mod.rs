@@ -52,9 +52,9 @@ pub(crate) enum Command {
         /// Upstream: a cloud name (global, usgov, dod, china) or URL (overrides upstream.url).
         #[arg(long, value_name = "URL")]
         upstream: Option<String>,
-        /// Audit log SQLite file (overrides store.path).
-        #[arg(long, value_name = "PATH")]
-        db: Option<PathBuf>,
+        /// The audit log: a SQLite file or a `postgres://` URL (overrides store.path / store.url).
+        #[arg(long, value_name = "PATH|URL")]
+        db: Option<String>,
         /// Admin listen address (overrides admin.listen).
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<String>,
@@ -234,18 +234,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 /// `migrate`: apply the migrations the log lacks, on either backend.
 async fn migrate(db: &str) -> anyhow::Result<()> {
-    if crate::store::is_postgres_url(db) {
-        crate::store::migrate_postgres(db).await?;
-    } else {
-        let path = db.strip_prefix("sqlite://").unwrap_or(db);
-        let store = crate::store::Store::open(
-            std::path::Path::new(path),
-            crate::store::StoreOptions::default(),
-        )
-        .await?;
-        store.close().await;
-    }
-    println!("syncgate: the audit log is up to date.");
+    let location = crate::store::StoreLocation::parse(db);
+    crate::store::Store::migrate(&location, crate::store::StoreOptions::default()).await?;
+    println!("syncgate: the audit log {location} is up to date.");
     Ok(())
 }
 
@@ -262,7 +253,7 @@ fn check_config(config: &ConfigArgs) -> anyhow::Result<()> {
         },
         settings.upstream,
         settings.admin_listen,
-        settings.db_path.display()
+        settings.store
     );
     if settings.rules.is_empty() {
         println!("syncgate: no local rules: every well-formed governed change is allowed.");

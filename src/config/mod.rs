@@ -14,6 +14,7 @@
 
 mod limits;
 mod raw;
+mod store;
 mod upstream;
 
 /// `audit.refusal_*`: when refusals from one client stop being recorded one by one and are
@@ -47,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::{StoreLocation, StoreOptions};
 use crate::tls::{self, ClientAuth, TlsError};
 use crate::units::{self, InvalidValue};
 
@@ -58,6 +60,7 @@ pub use raw::{
     ClientAuthMode, DEFAULT_MAX_BATCH_BODY, RawAdmin, RawAudit, RawListenerTls, RawProxy, RawStore,
     RawUpstream,
 };
+use store::default_token_key;
 pub(crate) use upstream::UpstreamTarget;
 
 /// A configuration that cannot be used, and why.
@@ -133,7 +136,8 @@ pub struct RawConfig {
 pub(crate) struct Overrides {
     pub(crate) listen: Option<String>,
     pub(crate) upstream: Option<String>,
-    pub(crate) db: Option<PathBuf>,
+    /// `--db`: a SQLite file or a `postgres://` URL.
+    pub(crate) db: Option<String>,
     pub(crate) admin_listen: Option<String>,
 }
 
@@ -173,6 +177,12 @@ impl RawConfig {
             fix(ca);
         }
         fix(&mut self.store.path);
+        for file in [&mut self.store.token_key, &mut self.store.password_file]
+            .into_iter()
+            .flatten()
+        {
+            fix(file);
+        }
         if let Some(token) = &mut self.audit.recovery_token_file {
             fix(token);
         }
@@ -186,7 +196,7 @@ impl RawConfig {
             self.upstream.url = v;
         }
         if let Some(v) = o.db {
-            self.store.path = v;
+            self.store.set_location(&StoreLocation::parse(&v));
         }
         if let Some(v) = o.admin_listen {
             self.admin.listen = v;
@@ -229,9 +239,9 @@ impl RawConfig {
             connect_timeout: parse_duration("upstream.connect_timeout", &up.connect_timeout)?,
             upstream_timeout: parse_duration("upstream.timeout", &up.timeout)?,
             pool_idle_timeout: parse_duration("upstream.pool_idle_timeout", &up.pool_idle_timeout)?,
-            db_path: self.store.path.clone(),
+            store: self.store.location()?,
+            store_options: self.store.options()?,
             store_folder_to_create,
-            busy_timeout: parse_duration("store.busy_timeout", &self.store.busy_timeout)?,
             record_reads: self.audit.record_reads,
             max_body,
             max_batch_body,
@@ -283,17 +293,22 @@ impl RawConfig {
     /// The audit log's folder must exist when `store.path` is configured (a typo should not
     /// scatter logs); the default folder is created at start, so it is returned to create.
     fn store_folder(&self) -> Result<Option<PathBuf>, ConfigError> {
-        let Some(dir) = self.store.path.parent() else {
+        let (key, file) = match (&self.store.location()?, &self.store.token_key) {
+            (StoreLocation::Sqlite(path), _) => ("store.path", path.clone()),
+            (StoreLocation::Postgres(_), Some(key)) => ("store.token_key", key.clone()),
+            (StoreLocation::Postgres(_), None) => ("store.token_key", default_token_key()),
+        };
+        let Some(dir) = file.parent() else {
             return Ok(None);
         };
         if dir.as_os_str().is_empty() || dir.is_dir() {
             return Ok(None);
         }
-        if self.store.path == default_store_path() {
+        if file == default_store_path() || file == default_token_key() {
             return Ok(Some(dir.to_owned()));
         }
         Err(invalid(
-            "store.path",
+            key,
             format!("folder {} does not exist", dir.display()),
         ))
     }
@@ -340,13 +355,13 @@ pub struct Settings {
     /// Longest wait for the upstream's response head.
     pub(crate) upstream_timeout: Duration,
     pub(crate) pool_idle_timeout: Duration,
-    /// The audit log's SQLite file.
-    pub(crate) db_path: PathBuf,
+    /// Where the audit log is.
+    pub(crate) store: StoreLocation,
+    /// How to open it (timeouts, migrations, token key, password file).
+    pub(crate) store_options: StoreOptions,
     /// The default audit log folder, when it does not exist yet: created (private) at start by
     /// [`Settings::create_store_folder`]. A configured `store.path`'s folder must exist.
     pub(crate) store_folder_to_create: Option<PathBuf>,
-    /// How long a write waits for a locked database before the change is refused with 503.
-    pub(crate) busy_timeout: Duration,
     /// Record GETs of sync policies as `read` events.
     pub(crate) record_reads: bool,
     /// Largest governed request body read (413 above).
@@ -370,7 +385,7 @@ impl std::fmt::Debug for Settings {
             .field("admin_listen", &self.admin_listen)
             .field("tls", &self.tls.is_some())
             .field("upstream", &self.upstream.to_string())
-            .field("db_path", &self.db_path)
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }

@@ -94,17 +94,40 @@ impl Default for RawAdmin {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
+    /// The SQLite file (the embedded default).
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// A PostgreSQL URL (`postgres://user@host/db?sslmode=verify-full&sslrootcert=FILE`), or
+    /// `sqlite://FILE`; set instead of `path`.
+    #[serde(default)]
+    pub url: Option<String>,
     #[serde(default = "default_busy_timeout")]
     pub busy_timeout: String,
+    /// PostgreSQL: the longest any store statement may run.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout: String,
+    /// Apply missing migrations at start (false: an operator runs `syncgate migrate`).
+    #[serde(default = "default_true")]
+    pub migrate: bool,
+    /// The token fingerprint key file. Default: beside a SQLite file; for PostgreSQL
+    /// `syncgate.token-key` in the user's data folder (replicas must share one file).
+    #[serde(default)]
+    pub token_key: Option<PathBuf>,
+    /// PostgreSQL: a file whose first line is the password (never the URL, never a flag).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            url: None,
             busy_timeout: default_busy_timeout(),
+            statement_timeout: default_statement_timeout(),
+            migrate: true,
+            token_key: None,
+            password_file: None,
         }
     }
 }
@@ -196,6 +219,12 @@ pub(crate) fn default_store_path() -> PathBuf {
     }
 }
 fn default_busy_timeout() -> String {
+    "5s".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_statement_timeout() -> String {
     "5s".into()
 }
 fn default_max_body() -> String {

@@ -76,7 +76,10 @@ fn overrides_win_over_the_file() {
     let s = raw.validate().unwrap();
     assert_eq!(s.listen.port(), 1);
     assert_eq!(s.admin_listen.port(), 2);
-    assert_eq!(s.db_path, PathBuf::from("x.db"));
+    assert_eq!(
+        s.store,
+        crate::store::StoreLocation::Sqlite(PathBuf::from("x.db"))
+    );
     assert_eq!(
         s.upstream.authority.host(),
         "microsoftgraph.chinacloudapi.cn"

@@ -42,6 +42,20 @@ impl Head {
             hash: GENESIS.to_owned(),
         }
     }
+
+    /// Move the head onto `row` if it is the next link (the next seq, sealed onto this hash);
+    /// otherwise say why not. Copying a log appends rows as they were, so it checks each.
+    pub(crate) fn advance(&mut self, row: &StoredRow) -> Result<(), String> {
+        if row.seq != self.seq + 1 || row.prev_hash != self.hash {
+            return Err(format!(
+                "event seq {} does not continue the chain whose head is seq {}",
+                row.seq, self.seq
+            ));
+        }
+        self.seq = row.seq;
+        self.hash = row.hash.clone();
+        Ok(())
+    }
 }
 
 /// The canonical JSON text of `value` (see the module documentation).
@@ -251,6 +265,52 @@ pub(crate) struct Sealed {
     pub(crate) hash: String,
     /// The canonical JSON that was hashed; stored verbatim in `audit_events.event`.
     pub(crate) canonical: String,
+}
+
+/// What one write transaction appends after the head it finds (read under the write lock).
+pub(crate) enum Append<'a> {
+    /// New events, sealed onto the head.
+    Seal(&'a [&'a Prepared]),
+    /// Rows exactly as stored elsewhere (a copied log); each must continue the head.
+    Copy(&'a [StoredRow]),
+}
+
+impl Append<'_> {
+    /// The rows to insert after `head`, or why they cannot follow it.
+    pub(crate) fn rows(&self, mut head: Head) -> Result<Vec<StoredRow>, String> {
+        match self {
+            Append::Seal(events) => Ok(events
+                .iter()
+                .map(|event| {
+                    let sealed = event.seal(&mut head);
+                    StoredRow {
+                        seq: sealed.seq,
+                        columns: event.columns.clone(),
+                        event: sealed.canonical,
+                        prev_hash: sealed.prev_hash,
+                        hash: sealed.hash,
+                    }
+                })
+                .collect()),
+            Append::Copy(rows) => {
+                for row in rows.iter() {
+                    head.advance(row)?;
+                }
+                Ok(rows.to_vec())
+            }
+        }
+    }
+}
+
+impl From<StoredRow> for Sealed {
+    fn from(row: StoredRow) -> Sealed {
+        Sealed {
+            seq: row.seq,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+            canonical: row.event,
+        }
+    }
 }
 
 /// A row as read back for verification: every stored column, nothing interpreted yet.

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Connection;
 
-use super::chain::{Columns, Head, Prepared, Sealed};
+use super::StoreLocation;
+use super::chain::{Columns, Head, Prepared, StoredRow};
 use super::{Filter, Store, StoreOptions, StoreReader};
 use crate::audit::Event;
 
@@ -57,15 +58,14 @@ async fn load(path: &Path, rows: &[Row]) {
             panic!("seq {} is not an object", row.seq)
         };
         let c = Columns::from_json(&doc).unwrap();
-        let sealed = Sealed {
+        let stored = StoredRow {
             seq: row.seq,
+            columns: c,
+            event: row.event.clone(),
             prev_hash: row.prev_hash.clone(),
             hash: row.hash.clone(),
-            canonical: row.event.clone(),
         };
-        super::sqlite::insert_row(&mut conn, &c, &sealed)
-            .await
-            .unwrap();
+        super::sqlite::insert_row(&mut conn, &stored).await.unwrap();
     }
     conn.close().await.unwrap();
 }
@@ -78,9 +78,12 @@ async fn a_log_written_before_events_were_typed_still_verifies_and_reads() {
     let path = dir.path().join("audit.db");
     load(&path, &rows).await;
 
-    let reader = StoreReader::open(&path, &StoreOptions::default())
-        .await
-        .unwrap();
+    let reader = StoreReader::open(
+        &StoreLocation::Sqlite(path.to_owned()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let report = reader.verify().await.unwrap();
     assert_eq!(report.first_broken, None);
     assert_eq!(report.events, rows.len() as u64);

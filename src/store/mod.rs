@@ -1,8 +1,10 @@
 //! The audit store: the append-only, hash-chained log of governed operations.
 //!
-//! One type, [`Store`], in front of a backend chosen by enum (SQLite today, PostgreSQL when
-//! several proxy replicas share one log), so callers never see which database they talk to and
-//! no backend-specific SQL leaves its module (`sqlite.rs`).
+//! One type, [`Store`], in front of a backend chosen by enum (SQLite, the embedded default, or
+//! PostgreSQL when several proxy replicas share one log; see [`StoreLocation`]), so callers never
+//! see which database they talk to. The SQL is written once (`queries.rs`); what is specific to a
+//! backend (connections, locking the chain head, sorting errors) stays in its module
+//! (`sqlite.rs`, `postgres/`).
 //!
 //! - Writes go through one task (`writer.rs`) that owns the only write connection. Callers hand it
 //!   events over a bounded queue; it takes whatever is queued as one group and appends the group
@@ -17,10 +19,13 @@
 //! - [`TokenHasher`] keeps the key that fingerprints bearer tokens, in a file beside the database.
 
 mod chain;
+mod copy;
+mod location;
 #[cfg(test)]
 mod log_v1;
 mod postgres;
 mod private;
+mod queries;
 mod sqlite;
 mod token_key;
 mod writer;
@@ -38,7 +43,8 @@ pub(crate) use token_key::TokenHasher;
 pub use token_key::TokenKeyError;
 use writer::WriterHandle;
 
-pub(crate) use postgres::{is_postgres_url, migrate as migrate_postgres};
+pub(crate) use copy::copy;
+pub use location::StoreLocation;
 
 /// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.
 const CHAIN_FORMAT: i64 = 1;
@@ -75,15 +81,16 @@ pub enum StoreError {
         source: Option<Source>,
     },
     /// The schema could not be brought up to date (or is newer than this binary).
-    #[error("cannot migrate the audit store {path}")]
+    #[error("cannot migrate the audit store {location}")]
     Migration {
-        path: PathBuf,
+        location: String,
         #[source]
         source: Source,
     },
-    /// There is no audit log at that path (readers never create one).
-    #[error("no audit log at {path}")]
-    NotFound { path: PathBuf },
+    /// There is no audit log there: no file, or a database never migrated (readers never
+    /// create one).
+    #[error("no audit log at {location}")]
+    NotFound { location: String },
     /// The token key file beside the database cannot be read or created.
     #[error(transparent)]
     TokenKey(Arc<TokenKeyError>),
@@ -105,6 +112,13 @@ impl StoreError {
 
     pub(crate) fn unavailable(context: impl Into<String>) -> Self {
         StoreError::Unavailable {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn rejected(context: impl Into<String>) -> Self {
+        StoreError::Rejected {
             context: context.into(),
             source: None,
         }
@@ -134,6 +148,17 @@ pub struct StoreOptions {
     pub(crate) max_group: usize,
     /// Read-only connections for queries.
     pub(crate) read_connections: u32,
+    /// PostgreSQL: the longest any statement may run (and a connection may take to open), so a
+    /// hung or overloaded server turns into [`StoreError::Unavailable`] rather than a hang.
+    pub(crate) statement_timeout: Duration,
+    /// Apply missing migrations when opening for writing (`store.migrate`); when false, a log
+    /// whose migrations were not run is refused instead.
+    pub(crate) migrate: bool,
+    /// The token key file; `None` puts it beside a SQLite file (`<path>.token-key`). PostgreSQL
+    /// needs one named (replicas share it).
+    pub(crate) token_key: Option<PathBuf>,
+    /// PostgreSQL: a file holding the password (first line).
+    pub(crate) password_file: Option<PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -143,6 +168,10 @@ impl Default for StoreOptions {
             queue_capacity: 1024,
             max_group: 256,
             read_connections: 4,
+            statement_timeout: Duration::from_secs(5),
+            migrate: true,
+            token_key: None,
+            password_file: None,
         }
     }
 }
@@ -193,46 +222,62 @@ pub struct StoreStats {
 #[derive(Clone)]
 pub(crate) struct StoreReader {
     backend: ReadBackend,
-    path: Arc<PathBuf>,
+    location: Arc<StoreLocation>,
 }
 
 #[derive(Clone)]
 enum ReadBackend {
     Sqlite(sqlite::SqliteReader),
+    Postgres(postgres::PgReader),
+}
+
+/// Run the same call on whichever backend `$reader` holds.
+macro_rules! on_backend {
+    ($reader:expr, $r:ident => $call:expr) => {
+        match &$reader.backend {
+            ReadBackend::Sqlite($r) => $call,
+            ReadBackend::Postgres($r) => $call,
+        }
+    };
 }
 
 impl std::fmt::Debug for StoreReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreReader")
-            .field("path", &self.path)
+            .field("location", &self.location)
             .finish_non_exhaustive()
     }
 }
 
 impl StoreReader {
     /// Open an existing log read-only: never creates, migrates or writes anything, and works
-    /// without write access to the file. [`StoreError::NotFound`] when there is no file.
+    /// without write access to a SQLite file. [`StoreError::NotFound`] when there is no log.
     pub(crate) async fn open(
-        path: &Path,
+        location: &StoreLocation,
         options: &StoreOptions,
     ) -> Result<StoreReader, StoreError> {
-        let reader = sqlite::SqliteReader::open_existing(path, options).await?;
+        let backend = match location {
+            StoreLocation::Sqlite(path) => {
+                ReadBackend::Sqlite(sqlite::SqliteReader::open_existing(path, options).await?)
+            }
+            StoreLocation::Postgres(url) => {
+                ReadBackend::Postgres(postgres::PgReader::open(url, options).await?)
+            }
+        };
         Ok(StoreReader {
-            backend: ReadBackend::Sqlite(reader),
-            path: Arc::new(path.to_owned()),
+            backend,
+            location: Arc::new(location.clone()),
         })
     }
 
-    /// The database file.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    /// Where the log is.
+    pub(crate) fn location(&self) -> &StoreLocation {
+        &self.location
     }
 
     /// Events matching `filter`, in `seq` order.
     pub(crate) async fn list(&self, filter: &Filter) -> Result<Vec<Recorded>, StoreError> {
-        match &self.backend {
-            ReadBackend::Sqlite(r) => r.list(filter).await,
-        }
+        on_backend!(self, r => r.list(filter).await)
     }
 
     /// Every event of one operation, in `seq` order (empty when the id is unknown).
@@ -250,9 +295,7 @@ impl StoreReader {
     /// The `received` events whose operation has no `completed`, `recovered` or `denied` event:
     /// changes the proxy may have sent upstream without recording the outcome (crash recovery).
     pub(crate) async fn unfinished_operations(&self) -> Result<Vec<Recorded>, StoreError> {
-        match &self.backend {
-            ReadBackend::Sqlite(r) => r.unfinished_operations().await,
-        }
+        on_backend!(self, r => r.unfinished_operations().await)
     }
 
     /// The after-state of the most recent `completed` or `recovered` event recorded under
@@ -262,23 +305,32 @@ impl StoreReader {
         &self,
         state_path: &str,
     ) -> Result<Option<Snapshot>, StoreError> {
-        match &self.backend {
-            ReadBackend::Sqlite(r) => r.last_after(state_path).await,
-        }
+        on_backend!(self, r => r.last_after(state_path).await)
     }
 
     /// Recompute the whole chain, page by page (constant memory), and report the first break.
     pub(crate) async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        match &self.backend {
-            ReadBackend::Sqlite(r) => r.verify().await,
-        }
+        on_backend!(self, r => r.verify().await)
+    }
+
+    /// Up to a page of whole rows with `seq` above `after`, exactly as stored (copying a log).
+    pub(crate) async fn page(&self, after: i64) -> Result<queries::Page, StoreError> {
+        on_backend!(self, r => r.page(after).await)
+    }
+
+    /// The chain head: the last event's seq and hash (`None` for an empty log).
+    pub(crate) async fn head(&self) -> Result<Option<chain::Head>, StoreError> {
+        on_backend!(self, r => r.head().await)
+    }
+
+    /// Whether the log can be read now (readiness); the error says why not.
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        on_backend!(self, r => r.ping().await)
     }
 
     /// Close the read connections.
     pub(crate) async fn close(&self) {
-        match &self.backend {
-            ReadBackend::Sqlite(r) => r.close().await,
-        }
+        on_backend!(self, r => r.close().await)
     }
 }
 
@@ -298,46 +350,91 @@ struct Inner {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.inner.reader.path)
+            .field("location", &self.inner.reader.location)
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// Open (creating if missing) the SQLite log at `path`, bring its schema up to date, load or
-    /// create the token key beside it and start the writer. Must run inside a Tokio runtime.
+    /// Open (creating if missing) the SQLite log at `path`; see [`Store::connect`].
     pub async fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        let had_key = TokenHasher::key_path(path).exists();
-        let token_hasher =
-            TokenHasher::load_or_create(path).map_err(|e| StoreError::TokenKey(Arc::new(e)))?;
-        let write = sqlite::SqliteWriter::open(path, &options).await?;
-        let reader = sqlite::SqliteReader::open_for_writer(path, &options).await?;
-        if !had_key {
-            let one = Filter {
-                limit: Some(1),
-                ..Filter::default()
-            };
-            if !reader.list(&one).await?.is_empty() {
-                // Not fatal (the proxy must be able to start), but fingerprints recorded under
-                // the lost key can no longer be matched with new ones.
-                tracing::warn!(
-                    key = %TokenHasher::key_path(path).display(),
-                    "the token key file was missing for an audit log that has events; created a \
-                     new key, so earlier token fingerprints will not match later ones"
-                );
+        Store::connect(&StoreLocation::Sqlite(path.to_owned()), options).await
+    }
+
+    /// Open the log at `location` for appending: create a SQLite file if missing, bring the
+    /// schema up to date (unless `options.migrate` is false), load or create the token key and
+    /// start the writer. Must run inside a Tokio runtime.
+    pub async fn connect(
+        location: &StoreLocation,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let key_path = match (&options.token_key, location) {
+            (Some(path), _) => path.clone(),
+            (None, StoreLocation::Sqlite(path)) => TokenHasher::key_path(path),
+            (None, StoreLocation::Postgres(_)) => {
+                return Err(StoreError::Internal {
+                    context: "a PostgreSQL log needs a token key file (store.token_key)".into(),
+                    source: None,
+                });
             }
+        };
+        let had_key = key_path.exists();
+        let token_hasher = TokenHasher::load_or_create(&key_path)
+            .map_err(|e| StoreError::TokenKey(Arc::new(e)))?;
+        let (write, backend) = match location {
+            StoreLocation::Sqlite(path) => {
+                let write = sqlite::SqliteWriter::open(path, &options).await?;
+                let read = sqlite::SqliteReader::open_for_writer(path, &options).await?;
+                (
+                    writer::WriteBackend::Sqlite(write),
+                    ReadBackend::Sqlite(read),
+                )
+            }
+            StoreLocation::Postgres(url) => {
+                if options.migrate {
+                    postgres::migrate(url, &options).await?;
+                }
+                let write = postgres::PgWriter::open(url, &options).await?;
+                let read = postgres::PgReader::open(url, &options).await?;
+                (
+                    writer::WriteBackend::Postgres(write),
+                    ReadBackend::Postgres(read),
+                )
+            }
+        };
+        let reader = StoreReader {
+            backend,
+            location: Arc::new(location.clone()),
+        };
+        if !had_key {
+            warn_if_key_replaced(&reader, &key_path).await?;
         }
-        let writer = writer::spawn(writer::WriteBackend::Sqlite(write), &options);
+        let writer = writer::spawn(write, &options);
         Ok(Store {
             inner: Arc::new(Inner {
-                reader: StoreReader {
-                    backend: ReadBackend::Sqlite(reader),
-                    path: Arc::new(path.to_owned()),
-                },
+                reader,
                 writer,
                 token_hasher,
             }),
         })
+    }
+
+    /// Bring the log at `location` up to date without opening it for appending (`syncgate
+    /// migrate`): what `connect` does first.
+    pub async fn migrate(
+        location: &StoreLocation,
+        options: StoreOptions,
+    ) -> Result<(), StoreError> {
+        match location {
+            StoreLocation::Postgres(url) => postgres::migrate(url, &options).await,
+            StoreLocation::Sqlite(path) => {
+                sqlite::SqliteWriter::open(path, &options)
+                    .await?
+                    .close()
+                    .await;
+                Ok(())
+            }
+        }
     }
 
     /// Append `event` to the chain. Returns once its group is committed and on disk, with the
@@ -394,6 +491,11 @@ impl Store {
         self.inner.reader.verify().await
     }
 
+    /// Whether the log can be reached now, for `/readyz`; the error says why not.
+    pub(crate) async fn ready(&self) -> Result<(), StoreError> {
+        self.inner.reader.ping().await
+    }
+
     /// Commit everything appended before this call, stop the writer and close the connections.
     /// Appends on other clones after this fail with [`StoreError::Unavailable`]. Bounded: each
     /// queued group either commits or fails within the busy timeout.
@@ -405,6 +507,24 @@ impl Store {
         self.inner.reader.close().await;
         self.inner.writer.close().await;
     }
+}
+
+/// A new token key was just created: say so when the log already has events, whose fingerprints
+/// were made with a key now lost. Not fatal (the proxy must be able to start), but fingerprints
+/// recorded under the lost key can no longer be matched with new ones.
+async fn warn_if_key_replaced(reader: &StoreReader, key_path: &Path) -> Result<(), StoreError> {
+    let one = Filter {
+        limit: Some(1),
+        ..Filter::default()
+    };
+    if !reader.list(&one).await?.is_empty() {
+        tracing::warn!(
+            key = %key_path.display(),
+            "the token key file was missing for an audit log that has events; created a new \
+             key, so earlier token fingerprints will not match later ones"
+        );
+    }
+    Ok(())
 }
 
 /// Rebuild a [`Recorded`] from the stored columns (shared by every backend).
@@ -426,5 +546,9 @@ fn recorded(
     })
 }
 
+#[cfg(test)]
+mod backends_smoke;
+#[cfg(test)]
+mod test_log;
 #[cfg(test)]
 mod tests;

@@ -20,9 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Row, Sqlite};
 
-use super::chain::{Columns, Head, Prepared, Sealed};
+use super::chain::{Append, Head, Prepared, Sealed, StoredRow};
+use super::queries;
 use super::{StoreError, StoreOptions};
 
 mod read;
@@ -32,9 +33,6 @@ pub(crate) use read::SqliteReader;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 use super::CHAIN_FORMAT;
-
-/// Rows per page when verifying.
-const VERIFY_PAGE: i64 = 1000;
 
 // SQLite primary result codes (the low byte of an extended code).
 const SQLITE_ERROR: i32 = 1;
@@ -143,13 +141,13 @@ impl SqliteWriter {
                 match classify(format!("cannot migrate {}", path.display()), e) {
                     unavailable @ StoreError::Unavailable { .. } => unavailable,
                     other => StoreError::Migration {
-                        path: path.to_owned(),
+                        location: path.display().to_string(),
                         source: Arc::new(other),
                     },
                 }
             }
             e => StoreError::Migration {
-                path: path.to_owned(),
+                location: path.display().to_string(),
                 source: Arc::new(e),
             },
         })?;
@@ -178,14 +176,27 @@ impl SqliteWriter {
         &mut self,
         events: &[&Prepared],
     ) -> Result<Vec<Sealed>, StoreError> {
+        let rows = self.append(Append::Seal(events)).await?;
+        Ok(rows.into_iter().map(Sealed::from).collect())
+    }
+
+    /// Append rows exactly as given (a log copied from elsewhere), each checked to continue the
+    /// head, in one transaction: the copy is chained as the original was, or nothing is written.
+    pub(crate) async fn append_rows(&mut self, rows: &[StoredRow]) -> Result<(), StoreError> {
+        self.append(Append::Copy(rows)).await.map(drop)
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction (the write lock is taken before the head is read):
+    /// all or nothing.
+    async fn append(&mut self, append: Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
         let conn = self.connection().await?;
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| classify("cannot lock the audit log for writing", e))?;
-        let (result, healthy) = match insert_group(&mut tx, events).await {
-            Ok(sealed) => match tx.commit().await {
-                Ok(()) => (Ok(sealed), true),
+        let (result, healthy) = match insert_after_head(&mut tx, &append).await {
+            Ok(rows) => match tx.commit().await {
+                Ok(()) => (Ok(rows), true),
                 Err(e) => (Err(classify("cannot commit to the audit log", e)), false),
             },
             Err(e) => {
@@ -246,65 +257,44 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn insert_group(
+async fn insert_after_head(
     conn: &mut SqliteConnection,
-    events: &[&Prepared],
-) -> Result<Vec<Sealed>, StoreError> {
-    let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+    append: &Append<'_>,
+) -> Result<Vec<StoredRow>, StoreError> {
+    let head = read_head(conn).await?;
+    let rows = append.rows(head).map_err(StoreError::rejected)?;
+    for row in &rows {
+        insert_row(conn, row).await?;
+    }
+    Ok(rows)
+}
+
+/// The chain head, read inside the write transaction.
+async fn read_head(conn: &mut SqliteConnection) -> Result<Head, StoreError> {
+    let row = sqlx::query(queries::HEAD)
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| classify("cannot read the chain head", e))?;
-    let mut head = match row {
+    let read = |e| classify("cannot read the chain head", e);
+    Ok(match row {
         None => Head::empty(),
         Some(row) => Head {
-            seq: row
-                .try_get("seq")
-                .map_err(|e| classify("cannot read the chain head", e))?,
-            hash: row
-                .try_get("hash")
-                .map_err(|e| classify("cannot read the chain head", e))?,
+            seq: row.try_get("seq").map_err(read)?,
+            hash: row.try_get("hash").map_err(read)?,
         },
-    };
-    let mut sealed = Vec::with_capacity(events.len());
-    for event in events {
-        let s = event.seal(&mut head);
-        insert_row(&mut *conn, &event.columns, &s).await?;
-        sealed.push(s);
-    }
-    Ok(sealed)
+    })
 }
 
-/// Insert one sealed event and its columns (the only INSERT into `audit_events`).
+/// Insert one row exactly as given (appending, and copying a log from elsewhere).
 pub(crate) async fn insert_row(
     conn: &mut SqliteConnection,
-    c: &Columns,
-    s: &Sealed,
+    row: &StoredRow,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_events (seq, event_id, operation_id, kind, time, \
-         partner_tenant_id, operation, actor_oid, actor_upn, actor_appid, decision, \
-         upstream_status, state_path, event, prev_hash, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(s.seq)
-    .bind(&c.event_id)
-    .bind(&c.operation_id)
-    .bind(&c.kind)
-    .bind(&c.time)
-    .bind(&c.partner_tenant_id)
-    .bind(&c.operation)
-    .bind(&c.actor_oid)
-    .bind(&c.actor_upn)
-    .bind(&c.actor_appid)
-    .bind(&c.decision)
-    .bind(c.upstream_status)
-    .bind(&c.state_path)
-    .bind(&s.canonical)
-    .bind(&s.prev_hash)
-    .bind(&s.hash)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| classify(format!("cannot insert event {}", c.event_id), e))?;
+    queries::insert::<Sqlite>(row)
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| classify(format!("cannot insert event {}", row.columns.event_id), e))?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use sqlx::{Connection, Executor};
 use tempfile::TempDir;
 use uuid::Uuid;
 
+use super::StoreLocation;
 use super::*;
 use crate::audit::{Actor, Effect, Snapshot};
 
@@ -92,9 +93,12 @@ async fn five_event_log(dir: &TempDir) -> PathBuf {
 }
 
 async fn verify_file(path: &Path) -> VerifyReport {
-    let reader = StoreReader::open(path, &StoreOptions::default())
-        .await
-        .unwrap();
+    let reader = StoreReader::open(
+        &StoreLocation::Sqlite(path.to_owned()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let report = reader.verify().await.unwrap();
     reader.close().await;
     report
@@ -822,9 +826,12 @@ async fn the_token_key_is_private_and_stable_across_reopening() {
 async fn a_reader_on_a_missing_file_is_not_found_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
-    let error = StoreReader::open(&path, &StoreOptions::default())
-        .await
-        .unwrap_err();
+    let error = StoreReader::open(
+        &StoreLocation::Sqlite(path.to_owned()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, StoreError::NotFound { .. }), "{error:?}");
     assert!(error.to_string().contains("audit.db"), "{error}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -843,9 +850,12 @@ async fn a_reader_refuses_a_database_that_is_not_an_audit_log() {
     .unwrap();
     conn.execute("CREATE TABLE t (x INTEGER)").await.unwrap();
     conn.close().await.unwrap();
-    let error = StoreReader::open(&path, &StoreOptions::default())
-        .await
-        .unwrap_err();
+    let error = StoreReader::open(
+        &StoreLocation::Sqlite(path.to_owned()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
     assert!(
         error.to_string().contains("not a syncgate audit log"),
@@ -853,9 +863,12 @@ async fn a_reader_refuses_a_database_that_is_not_an_audit_log() {
     );
 
     std::fs::write(&path, "plain text, not a database at all").unwrap();
-    let error = StoreReader::open(&path, &StoreOptions::default())
-        .await
-        .unwrap_err();
+    let error = StoreReader::open(
+        &StoreLocation::Sqlite(path.to_owned()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         error.to_string().contains("not a syncgate audit log"),
         "{error}"
@@ -867,9 +880,12 @@ async fn a_reader_sees_what_a_running_store_committed() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = open(&path).await;
-    let reader = StoreReader::open(&path, &StoreOptions::default())
-        .await
-        .unwrap();
+    let reader = StoreReader::open(
+        &StoreLocation::Sqlite(path.to_owned()),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
     let recorded = store
         .append(sample(Uuid::now_v7(), EventKind::Received, 0))
         .await

@@ -3,9 +3,11 @@
 //! Events carry `HMAC-SHA256(key, token)` so an auditor can tell that two changes were made with
 //! the same token without the log ever holding a token (a plain hash of a JWT could be confirmed
 //! by anyone holding the token; a keyed one only by someone holding the key too). The key is 32
-//! random bytes, hex, in `<db path>.token-key` beside the database, mode 0600, created on first
-//! open and reused after, so fingerprints stay comparable across restarts. It is deliberately not
-//! in the database: a copy of the log handed to an auditor does not carry it.
+//! random bytes, hex, in a file of its own, mode 0600, created on first open and reused after, so
+//! fingerprints stay comparable across restarts: `<db path>.token-key` beside a SQLite log, and
+//! `store.token_key` with PostgreSQL (replicas that share a log share that file too, or their
+//! fingerprints of one token differ). It is deliberately not in the database: a copy of the log
+//! handed to an auditor does not carry it.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -46,9 +48,9 @@ impl TokenHasher {
         PathBuf::from(name)
     }
 
-    /// Load the key beside `db_path`, creating it (0600) if there is none.
-    pub(crate) fn load_or_create(db_path: &Path) -> Result<TokenHasher, TokenKeyError> {
-        let path = Self::key_path(db_path);
+    /// Load the key in the file at `path`, creating it (0600) if there is none.
+    pub(crate) fn load_or_create(path: &Path) -> Result<TokenHasher, TokenKeyError> {
+        let path = path.to_owned();
         let io = |source| TokenKeyError::Io {
             path: path.clone(),
             source,
@@ -143,7 +145,7 @@ mod tests {
     fn the_key_file_is_created_private_and_reused_on_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
-        let first = TokenHasher::load_or_create(&db).unwrap();
+        let first = TokenHasher::load_or_create(&TokenHasher::key_path(&db)).unwrap();
         let key_file = dir.path().join("audit.db.token-key");
         #[cfg(unix)]
         {
@@ -152,7 +154,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_eq!(fs::read_to_string(&key_file).unwrap().trim().len(), 64);
-        let again = TokenHasher::load_or_create(&db).unwrap();
+        let again = TokenHasher::load_or_create(&key_file).unwrap();
         assert_eq!(first.hash("eyJ0eXAi.token"), again.hash("eyJ0eXAi.token"));
         assert_ne!(first.hash("eyJ0eXAi.token"), first.hash("eyJ0eXAi.other"));
         assert_eq!(first.hash("x").len(), 64);
@@ -163,8 +165,8 @@ mod tests {
     #[test]
     fn different_stores_fingerprint_the_same_token_differently() {
         let dir = tempfile::tempdir().unwrap();
-        let a = TokenHasher::load_or_create(&dir.path().join("a.db")).unwrap();
-        let b = TokenHasher::load_or_create(&dir.path().join("b.db")).unwrap();
+        let a = TokenHasher::load_or_create(&dir.path().join("a.key")).unwrap();
+        let b = TokenHasher::load_or_create(&dir.path().join("b.key")).unwrap();
         assert_ne!(a.hash("same token"), b.hash("same token"));
     }
 
@@ -173,7 +175,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
         fs::write(TokenHasher::key_path(&db), "not hex\n").unwrap();
-        let err = TokenHasher::load_or_create(&db).unwrap_err();
+        let err = TokenHasher::load_or_create(&TokenHasher::key_path(&db)).unwrap_err();
         assert!(matches!(err, TokenKeyError::Malformed { .. }), "{err}");
         assert_eq!(
             fs::read_to_string(TokenHasher::key_path(&db)).unwrap(),

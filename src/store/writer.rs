@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{Prepared, Sealed};
-use super::{StoreError, StoreOptions, StoreStats, sqlite};
+use super::{StoreError, StoreOptions, StoreStats, postgres, sqlite};
 use crate::audit::{Event, Recorded};
 
 /// The write connection, whichever database it is.
 pub(crate) enum WriteBackend {
     Sqlite(sqlite::SqliteWriter),
+    Postgres(postgres::PgWriter),
 }
 
 impl WriteBackend {
@@ -30,12 +31,14 @@ impl WriteBackend {
     async fn append_group(&mut self, events: &[&Prepared]) -> Result<Vec<Sealed>, StoreError> {
         match self {
             WriteBackend::Sqlite(w) => w.append_group(events).await,
+            WriteBackend::Postgres(w) => w.append_group(events).await,
         }
     }
 
     async fn close(self) {
         match self {
             WriteBackend::Sqlite(w) => w.close().await,
+            WriteBackend::Postgres(w) => w.close().await,
         }
     }
 }

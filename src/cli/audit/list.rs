@@ -39,7 +39,7 @@ pub(super) async fn run(reader: &StoreReader, args: ListArgs) -> anyhow::Result<
         let events = reader
             .list(&filter)
             .await
-            .with_context(|| format!("cannot list {}", reader.path().display()))?;
+            .with_context(|| format!("cannot list {}", reader.location()))?;
         let Some(last) = events.last() else { break };
         filter.after_seq = Some(last.seq);
         if let Some(r) = &mut remaining {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::render::{parse_since, parse_until};
 use crate::audit::{Decision, EventKind};
 use crate::config::RawConfig;
-use crate::store::{StoreOptions, StoreReader};
+use crate::store::{StoreLocation, StoreOptions, StoreReader};
 
 mod list;
 mod show;
@@ -23,10 +23,10 @@ mod show;
 /// `syncgate audit`: where the log is, and what to do with it.
 #[derive(Debug, Args)]
 pub(crate) struct AuditArgs {
-    /// The audit log's SQLite file (wins over --config).
-    #[arg(long, value_name = "PATH", global = true)]
-    db: Option<PathBuf>,
-    /// Configuration file whose store.path names the audit log.
+    /// The audit log: a SQLite file or a `postgres://` URL (wins over --config).
+    #[arg(long, value_name = "PATH|URL", global = true)]
+    db: Option<String>,
+    /// Configuration file whose `[store]` names the audit log.
     #[arg(
         long,
         short,
@@ -52,6 +52,18 @@ pub(crate) enum AuditCommand {
     },
     /// Recompute the hash chain; exit 0 when it holds, non-zero naming the first broken event.
     Verify,
+    /// Copy the log to another store, chain intact (e.g. SQLite to PostgreSQL). Run it again to
+    /// resume an interrupted copy; the copy verifies to the same head hash.
+    Copy {
+        /// The log to copy: a SQLite file (`sqlite:FILE` or a path) or a `postgres://` URL
+        /// (default: --db, else the configuration's store).
+        #[arg(long, value_name = "PATH|URL")]
+        from: Option<String>,
+        /// Where to copy it: a new or partly copied log. A PostgreSQL password comes from
+        /// PGPASSWORD or a password file (PGPASSFILE, ~/.pgpass), never a flag.
+        #[arg(long, value_name = "PATH|URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -127,12 +139,20 @@ fn parse_decision(s: &str) -> Result<Decision, String> {
 
 /// Run one `syncgate audit` command.
 pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
-    let path = match (args.db, args.config) {
-        (Some(db), _) => db,
-        (None, Some(config)) => RawConfig::load(&config)?.store.path,
-        (None, None) => RawConfig::default().store.path,
+    let mut raw = match &args.config {
+        Some(config) => RawConfig::load(config)?,
+        None => RawConfig::default(),
     };
-    let reader = StoreReader::open(&path, &StoreOptions::default()).await?;
+    let from = match &args.command {
+        AuditCommand::Copy {
+            from: Some(from), ..
+        } => Some(from),
+        _ => args.db.as_ref(),
+    };
+    if let Some(db) = from {
+        raw.store.set_location(&StoreLocation::parse(db));
+    }
+    let reader = StoreReader::open(&raw.store.location()?, &raw.store.options()?).await?;
     let result = match args.command {
         AuditCommand::List(list) => list::run(&reader, list).await,
         AuditCommand::Show {
@@ -140,9 +160,38 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
             format,
         } => show::run(&reader, operation_id, format).await,
         AuditCommand::Verify => run_verify(&reader).await,
+        AuditCommand::Copy { to, .. } => run_copy(&reader, &StoreLocation::parse(&to)).await,
     };
     reader.close().await;
     result
+}
+
+/// Copy the log, then verify the copy: its head must be the source's.
+async fn run_copy(reader: &StoreReader, to: &StoreLocation) -> anyhow::Result<()> {
+    let options = StoreOptions::default();
+    let report = crate::store::copy(reader, to, &options)
+        .await
+        .with_context(|| format!("cannot copy {} to {to}", reader.location()))?;
+    let copy = StoreReader::open(to, &options).await?;
+    let verified = copy.verify().await;
+    copy.close().await;
+    let verified = verified.with_context(|| format!("cannot verify the copy {to}"))?;
+    if verified.first_broken.is_some() || verified.head != report.head {
+        return Err(anyhow!(
+            "the copy {to} does not verify to the source's head ({:?} against {:?})",
+            verified.head,
+            report.head
+        ));
+    }
+    println!(
+        "syncgate: copied {} events from {} to {to} ({} were already there); the copy verifies, \
+         head {}.",
+        report.copied,
+        reader.location(),
+        report.already_there,
+        report.head.as_deref().unwrap_or("(empty log)")
+    );
+    Ok(())
 }
 
 /// Recompute the hash chain: a verdict on stdout, or an error naming the first broken event.
@@ -150,7 +199,7 @@ async fn run_verify(reader: &StoreReader) -> anyhow::Result<()> {
     let report = reader
         .verify()
         .await
-        .with_context(|| format!("cannot verify {}", reader.path().display()))?;
+        .with_context(|| format!("cannot verify {}", reader.location()))?;
     match report.first_broken {
         None => {
             println!(

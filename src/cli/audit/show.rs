@@ -23,11 +23,11 @@ pub(super) async fn run(
     let events = reader
         .operation(operation_id)
         .await
-        .with_context(|| format!("cannot read {}", reader.path().display()))?;
+        .with_context(|| format!("cannot read {}", reader.location()))?;
     if events.is_empty() {
         return Err(anyhow!(
             "no operation {operation_id} in {}",
-            reader.path().display()
+            reader.location()
         ));
     }
     let text = match format {

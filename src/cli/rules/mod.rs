@@ -60,13 +60,13 @@ pub(crate) struct TestArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct BacktestArgs {
-    /// The configuration holding the new rules; its store.path names the audit log unless --db
+    /// The configuration holding the new rules; its `[store]` names the audit log unless --db
     /// is given.
     #[arg(long, short, value_name = "FILE")]
     config: PathBuf,
-    /// The audit log's SQLite file (wins over the configuration's store.path).
-    #[arg(long, value_name = "PATH")]
-    db: Option<PathBuf>,
+    /// The audit log: a SQLite file or a `postgres://` URL (wins over the configuration).
+    #[arg(long, value_name = "PATH|URL")]
+    db: Option<String>,
     /// Only changes from this time on: RFC 3339 (2025-06-01T08:00:00Z), a UTC date, or a time
     /// ago (90s, 30m, 1h, 7d, 2w).
     #[arg(long, value_name = "TIME", value_parser = parse_since)]

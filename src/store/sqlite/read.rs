@@ -5,14 +5,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::super::chain::{self, Columns, StoredRow, Verifier};
-use super::super::{Filter, StoreError, StoreOptions, VerifyReport, recorded};
+use super::super::chain::Head;
+use super::super::queries;
+use super::super::{Filter, StoreError, StoreOptions, VerifyReport};
 use super::{
-    SQLITE_CANTOPEN, SQLITE_READONLY, VERIFY_PAGE, check_chain_format, classify, primary_code,
-    read_options, sidecar,
+    SQLITE_CANTOPEN, SQLITE_READONLY, check_chain_format, classify, primary_code, read_options,
+    sidecar,
 };
 use crate::audit::{Recorded, Snapshot};
 
@@ -51,7 +52,7 @@ impl SqliteReader {
             Ok(true) => {}
             Ok(false) => {
                 return Err(StoreError::NotFound {
-                    path: path.to_owned(),
+                    location: path.display().to_string(),
                 });
             }
             Err(e) => {
@@ -112,61 +113,18 @@ impl SqliteReader {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| classify(context.to_owned(), e))?;
-        rows.iter().map(recorded_from_row).collect()
+        rows.iter()
+            .map(|row| queries::recorded_from_row(row, classify_owned))
+            .collect()
     }
 
     pub(crate) async fn list(&self, filter: &Filter) -> Result<Vec<Recorded>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT seq, prev_hash, hash, event FROM audit_events WHERE 1 = 1",
-        );
-        if let Some(partner) = &filter.partner {
-            q.push(" AND partner_tenant_id = ")
-                .push_bind(partner.clone());
-        }
-        if let Some(actor) = &filter.actor {
-            q.push(" AND (lower(actor_oid) = lower(")
-                .push_bind(actor.clone())
-                .push(") OR lower(actor_upn) = lower(")
-                .push_bind(actor.clone())
-                .push(") OR lower(actor_appid) = lower(")
-                .push_bind(actor.clone())
-                .push("))");
-        }
-        if let Some(since) = &filter.since {
-            q.push(" AND time >= ").push_bind(chain::time_column(since));
-        }
-        if let Some(until) = &filter.until {
-            q.push(" AND time < ").push_bind(chain::time_column(until));
-        }
-        if let Some(kind) = filter.kind {
-            q.push(" AND kind = ").push_bind(kind.as_str());
-        }
-        if let Some(decision) = filter.decision {
-            q.push(" AND decision = ").push_bind(decision.as_str());
-        }
-        if let Some(operation_id) = filter.operation_id {
-            q.push(" AND operation_id = ")
-                .push_bind(operation_id.uuid().hyphenated().to_string());
-        }
-        if let Some(after) = filter.after_seq {
-            q.push(" AND seq > ").push_bind(after);
-        }
-        q.push(" ORDER BY seq");
-        if let Some(limit) = filter.limit {
-            q.push(" LIMIT ").push_bind(i64::from(limit));
-        }
-        self.fetch_recorded(q, "cannot list audit events").await
+        self.fetch_recorded(queries::list(filter), "cannot list audit events")
+            .await
     }
 
     pub(crate) async fn unfinished_operations(&self) -> Result<Vec<Recorded>, StoreError> {
-        let q = QueryBuilder::new(
-            "SELECT r.seq, r.prev_hash, r.hash, r.event FROM audit_events r \
-             WHERE r.kind = 'received' AND NOT EXISTS ( \
-               SELECT 1 FROM audit_events t WHERE t.operation_id = r.operation_id \
-               AND t.kind IN ('completed', 'recovered', 'denied')) \
-             ORDER BY r.seq",
-        );
-        self.fetch_recorded(q, "cannot list unfinished operations")
+        self.fetch_recorded(queries::unfinished(), "cannot list unfinished operations")
             .await
     }
 
@@ -174,105 +132,55 @@ impl SqliteReader {
         &self,
         state_path: &str,
     ) -> Result<Option<Snapshot>, StoreError> {
-        let mut q = QueryBuilder::new(
-            "SELECT seq, prev_hash, hash, event FROM audit_events WHERE state_path = ",
-        );
-        q.push_bind(state_path.to_owned())
-            .push(" AND kind IN ('completed', 'recovered') ORDER BY seq DESC LIMIT 1");
         let last = self
-            .fetch_recorded(q, "cannot read the last recorded state")
+            .fetch_recorded(
+                queries::last_after(state_path),
+                "cannot read the last recorded state",
+            )
             .await?;
         Ok(last.into_iter().next().and_then(|r| r.event.after))
     }
 
-    pub(crate) async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        let mut verifier = Verifier::default();
-        // From the very bottom: a row slipped in with seq 0 or below must be seen, not skipped.
-        let mut last_seq = i64::MIN;
-        loop {
-            // Pages by seq rather than one long cursor: no read transaction is held open for
-            // the whole log, and events appended meanwhile are verified too.
-            let rows = sqlx::query(
-                "SELECT seq, event_id, operation_id, kind, time, partner_tenant_id, operation, \
-                 actor_oid, actor_upn, actor_appid, decision, upstream_status, state_path, \
-                 event, prev_hash, hash \
-                 FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?",
-            )
-            .bind(last_seq)
-            .bind(VERIFY_PAGE)
+    /// The chain head: the last event's seq and hash (`None` for an empty log).
+    pub(crate) async fn head(&self) -> Result<Option<Head>, StoreError> {
+        let row = sqlx::query(queries::HEAD)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| classify("cannot read the chain head", e))?;
+        let read = |e| classify("cannot read the chain head", e);
+        row.map(|row| {
+            Ok(Head {
+                seq: row.try_get("seq").map_err(read)?,
+                hash: row.try_get("hash").map_err(read)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Up to [`queries::PAGE`] whole rows after `after`, for verifying and copying.
+    pub(crate) async fn page(&self, after: i64) -> Result<queries::Page, StoreError> {
+        let rows = queries::page::<Sqlite>(after)
+            .build()
             .fetch_all(&self.pool)
             .await
             .map_err(|e| classify("cannot read the audit log", e))?;
-            let Some(last) = rows.last() else { break };
-            last_seq = last
-                .try_get("seq")
-                .map_err(|e| classify("cannot read the audit log", e))?;
-            for row in &rows {
-                let checked = stored_row(row).and_then(|stored| verifier.check(&stored));
-                if let Err(broken) = checked {
-                    return Ok(VerifyReport {
-                        events: verifier.events(),
-                        head: verifier.head().map(str::to_owned),
-                        first_broken: Some(broken),
-                    });
-                }
-            }
-        }
-        Ok(VerifyReport {
-            events: verifier.events(),
-            head: verifier.head().map(str::to_owned),
-            first_broken: None,
-        })
+        Ok(rows.iter().map(queries::stored_row).collect())
+    }
+
+    pub(crate) async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        queries::verify(async |after| self.page(after).await).await
+    }
+
+    /// A trivial read: whether the file can be read at all (readiness).
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1 FROM store_meta")
+            .fetch_optional(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| classify("cannot read the audit log", e))
     }
 }
 
-fn recorded_from_row(row: &SqliteRow) -> Result<Recorded, StoreError> {
-    let get = |name: &str| -> Result<String, StoreError> {
-        row.try_get(name)
-            .map_err(|e| classify(format!("cannot read column {name}"), e))
-    };
-    let seq: i64 = row
-        .try_get("seq")
-        .map_err(|e| classify("cannot read column seq", e))?;
-    recorded(seq, get("prev_hash")?, get("hash")?, &get("event")?)
-}
-
-/// A row exactly as stored; a column of the wrong type is itself a break, not an error.
-fn stored_row(row: &SqliteRow) -> Result<StoredRow, chain::Broken> {
-    let seq: i64 = row.try_get("seq").unwrap_or(-1);
-    let event_id: Option<String> = row.try_get("event_id").ok();
-    let broken = |column: &str| chain::Broken {
-        seq,
-        event_id: event_id.clone().unwrap_or_default(),
-        reason: format!("column {column} has a value of the wrong type"),
-    };
-    let text = |column: &'static str| -> Result<String, chain::Broken> {
-        row.try_get::<String, _>(column).map_err(|_| broken(column))
-    };
-    let optional = |column: &'static str| -> Result<Option<String>, chain::Broken> {
-        row.try_get::<Option<String>, _>(column)
-            .map_err(|_| broken(column))
-    };
-    Ok(StoredRow {
-        seq,
-        columns: Columns {
-            event_id: text("event_id")?,
-            operation_id: text("operation_id")?,
-            kind: text("kind")?,
-            time: text("time")?,
-            partner_tenant_id: optional("partner_tenant_id")?,
-            operation: optional("operation")?,
-            actor_oid: optional("actor_oid")?,
-            actor_upn: optional("actor_upn")?,
-            actor_appid: optional("actor_appid")?,
-            decision: optional("decision")?,
-            upstream_status: row
-                .try_get::<Option<i64>, _>("upstream_status")
-                .map_err(|_| broken("upstream_status"))?,
-            state_path: optional("state_path")?,
-        },
-        event: text("event")?,
-        prev_hash: text("prev_hash")?,
-        hash: text("hash")?,
-    })
+fn classify_owned(context: String, e: sqlx::Error) -> StoreError {
+    classify(context, e)
 }

@@ -15,7 +15,7 @@ use crate::cli::render::{
     time_secs,
 };
 use crate::rules::Verdict;
-use crate::store::{Filter, StoreOptions, StoreReader};
+use crate::store::{Filter, StoreLocation, StoreReader};
 
 mod replay;
 
@@ -171,15 +171,19 @@ const PAGE: u32 = 500;
 
 pub(super) async fn run(args: BacktestArgs) -> anyhow::Result<()> {
     let (raw, rules) = load_rules(&args.config)?;
-    let db = args.db.clone().unwrap_or_else(|| raw.store.path.clone());
+    let mut store = raw.store.clone();
+    if let Some(db) = &args.db {
+        store.set_location(&StoreLocation::parse(db));
+    }
+    let db = store.location()?;
     let replayer = Replayer::new(&raw, &rules);
-    let reader = StoreReader::open(&db, &StoreOptions::default()).await?;
+    let reader = StoreReader::open(&db, &store.options()?).await?;
     let scanned = scan(&reader, &replayer, &args).await;
     reader.close().await;
     let (summary, changes, skipped) = scanned?;
     let report = Backtest {
         config: args.config.display().to_string(),
-        db: db.display().to_string(),
+        db: db.to_string(),
         rules_version: rules.version().to_owned(),
         since: args.since,
         until: args.until,
@@ -222,7 +226,7 @@ async fn scan(
         let events = reader
             .list(&filter)
             .await
-            .with_context(|| format!("cannot read {}", reader.path().display()))?;
+            .with_context(|| format!("cannot read {}", reader.location()))?;
         for recorded in &events {
             let event = &recorded.event;
             match replayer.replay(event) {

@@ -1,0 +1,166 @@
+//! The PostgreSQL write connection, owned by the writer task (see `store/writer.rs`).
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Postgres, Row};
+
+use super::super::chain::{Append, Head, Prepared, Sealed, StoredRow};
+use super::super::{StoreError, StoreOptions, queries};
+use super::{CHAIN_LOCK, check_log, classify, connect, connect_options};
+
+/// One replica's write connection.
+pub(crate) struct PgWriter {
+    options: PgConnectOptions,
+    url: String,
+    timeout: Duration,
+    /// `None` after a failure that may have left the connection mid-transaction or dead; the
+    /// next group opens a fresh one (a new session: whatever the old one held is gone with it).
+    conn: Option<PgConnection>,
+}
+
+impl PgWriter {
+    /// Connect and check that the database holds an audit log (migrations ran first).
+    pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<PgWriter, StoreError> {
+        let connect_options = connect_options(url, options)?;
+        let mut conn = connect(&connect_options, options.statement_timeout, "writing").await?;
+        check_log(&mut conn, url).await?;
+        Ok(PgWriter {
+            options: connect_options,
+            url: url.to_owned(),
+            timeout: options.statement_timeout,
+            conn: Some(conn),
+        })
+    }
+
+    async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
+        if self.conn.is_none() {
+            let mut conn = connect(&self.options, self.timeout, "writing").await?;
+            check_log(&mut conn, &self.url).await?;
+            self.conn = Some(conn);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::unavailable("no write connection"))
+    }
+
+    /// Append `events` after the head in one transaction, holding the chain lock.
+    pub(crate) async fn append_group(
+        &mut self,
+        events: &[&Prepared],
+    ) -> Result<Vec<Sealed>, StoreError> {
+        let rows = self.append(Append::Seal(events)).await?;
+        Ok(rows.into_iter().map(Sealed::from).collect())
+    }
+
+    /// Append rows exactly as given (a log copied from elsewhere), after checking that each
+    /// continues the head: the copy is chained as the original was, or nothing is written.
+    pub(crate) async fn append_rows(&mut self, rows: &[StoredRow]) -> Result<(), StoreError> {
+        self.append(Append::Copy(rows)).await.map(drop)
+    }
+
+    /// Append in one transaction; all or nothing. After a failed COMMIT or ROLLBACK the
+    /// connection's state is unknown (the server may be gone), so it is dropped: the next group
+    /// starts a new session.
+    async fn append(&mut self, append: Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
+        let fresh = self.conn.is_none();
+        let conn = self.connection().await?;
+        let mut outcome = transaction(conn, &append).await;
+        // A connection the server closed while it sat idle (a restart, a failover, an idle
+        // timeout) is only found out when it is used: BEGIN fails and nothing was written. That
+        // one case is retried at once on a new session rather than failing the group.
+        if !fresh && matches!(outcome, Outcome::BeginFailed) {
+            self.conn = None;
+            let conn = self.connection().await?;
+            outcome = transaction(conn, &append).await;
+        }
+        match outcome {
+            Outcome::Done(result) => result,
+            Outcome::Unsure(error) => {
+                self.conn = None;
+                Err(error)
+            }
+            Outcome::BeginFailed => {
+                self.conn = None;
+                Err(StoreError::unavailable(
+                    "cannot begin a transaction on the audit log",
+                ))
+            }
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        if let Some(conn) = self.conn {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// How a transaction ended.
+enum Outcome {
+    /// Committed, or rolled back cleanly after a failure: the connection is fine.
+    Done(Result<Vec<StoredRow>, StoreError>),
+    /// COMMIT or ROLLBACK failed: whether it happened is unknown, and so is the connection.
+    Unsure(StoreError),
+    /// BEGIN failed: nothing was sent that could have written anything.
+    BeginFailed,
+}
+
+/// Lock the chain, read the head, insert what `append` puts after it, commit.
+async fn transaction(conn: &mut PgConnection, append: &Append<'_>) -> Outcome {
+    let Ok(mut tx) = conn.begin().await else {
+        return Outcome::BeginFailed;
+    };
+    match insert_after_head(&mut tx, append).await {
+        Ok(rows) => match tx.commit().await {
+            Ok(()) => Outcome::Done(Ok(rows)),
+            Err(e) => Outcome::Unsure(classify("cannot commit to the audit log", e)),
+        },
+        Err(e) if tx.rollback().await.is_ok() => Outcome::Done(Err(e)),
+        Err(e) => Outcome::Unsure(e),
+    }
+}
+
+async fn insert_after_head(
+    conn: &mut PgConnection,
+    append: &Append<'_>,
+) -> Result<Vec<StoredRow>, StoreError> {
+    let head = lock_head(conn).await?;
+    let rows = append.rows(head).map_err(StoreError::rejected)?;
+    for row in &rows {
+        insert_row(conn, row).await?;
+    }
+    Ok(rows)
+}
+
+/// Take the chain lock for this transaction, then read the head: no other replica can append
+/// until this transaction ends, and the head read after the lock sees everything committed
+/// before it (each statement reads a fresh snapshot under READ COMMITTED).
+async fn lock_head(conn: &mut PgConnection) -> Result<Head, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHAIN_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| classify("cannot lock the audit log's chain for appending", e))?;
+    let row = sqlx::query(queries::HEAD)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| classify("cannot read the chain head", e))?;
+    let read = |e| classify("cannot read the chain head", e);
+    Ok(match row {
+        None => Head::empty(),
+        Some(row) => Head {
+            seq: row.try_get("seq").map_err(read)?,
+            hash: row.try_get("hash").map_err(read)?,
+        },
+    })
+}
+
+async fn insert_row(conn: &mut PgConnection, row: &StoredRow) -> Result<(), StoreError> {
+    queries::insert::<Postgres>(row)
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| classify(format!("cannot insert event {}", row.columns.event_id), e))?;
+    Ok(())
+}
