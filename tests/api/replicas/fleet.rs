@@ -188,7 +188,9 @@ recovery_token_file = "{token}"
                 } else if let Some(rest) = line.strip_prefix("syncgate: admin listening on ") {
                     admin_url = Some(rest.trim().to_owned());
                 }
-                if let (Some(u), Some(a), Some(tx)) = (&url, &admin_url, tx.take()) {
+                if let (Some(u), Some(a)) = (&url, &admin_url)
+                    && let Some(tx) = tx.take()
+                {
                     let _ = tx.send((u.clone(), a.clone()));
                 }
             }

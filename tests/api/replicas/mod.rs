@@ -373,7 +373,7 @@ async fn postgres_going_away_turns_governed_writes_into_503_and_comes_back() {
     )
     .await;
     let body = not_ready.json();
-    assert!(body.to_string().contains("store"), "{body}");
+    assert_eq!(body["store"], "unavailable", "{body}");
 
     reconnect(&fleet.db_name()).await;
     // Until the pool notices, a change may still be refused; none may fail otherwise.
@@ -396,10 +396,12 @@ async fn postgres_going_away_turns_governed_writes_into_503_and_comes_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     accepted.push(back.header("x-syncgate-audit-id").unwrap().to_owned());
-    poll(Duration::from_secs(15), "/readyz to recover", || async {
-        (readyz(&replica.admin_url).await.status == StatusCode::OK).then_some(())
+    let ready = poll(Duration::from_secs(15), "/readyz to recover", || async {
+        let resp = readyz(&replica.admin_url).await;
+        (resp.status == StatusCode::OK).then_some(resp)
     })
     .await;
+    assert_eq!(ready.json()["store"], "ok");
 
     let events = fleet.events().await;
     assert_contiguous(&events);
