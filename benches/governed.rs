@@ -374,7 +374,12 @@ async fn start_proxies(
 /// so the bench follows the documented surface).
 fn postgres_settings(emulator: &str, db: &str, dir: &std::path::Path) -> Settings {
     let key = dir.join("postgres.token-key");
-    let hex: String = (0..32u32).map(|i| format!("{:02x}", i * 11 + 5)).collect();
+    // 32 random bytes, hex.
+    let hex = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     std::fs::write(&key, hex).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;

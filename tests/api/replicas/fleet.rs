@@ -88,7 +88,11 @@ impl Fleet {
         let db = TestDatabase::create().await;
         let dir = tempfile::tempdir().unwrap();
         // 32 bytes, hex: every replica must fingerprint a token the same way.
-        let key: String = (0..32).map(|i| format!("{:02x}", i * 7 + 3)).collect();
+        let key = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         write_private(&dir.path().join("token-key"), &key);
         write_private(&dir.path().join("recovery-token"), &admin_token());
         let mut fleet = Fleet {
