@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -79,7 +80,7 @@ pub async fn start(
     let governor = governor(&settings, store.clone(), rules.clone());
     let proxy = Arc::new(Proxy::new(upstream, governor));
     let summaries = Summaries::spawn(&proxy);
-    spawn_recovery(&proxy, &settings);
+    spawn_recovery(&proxy, &settings, &store, shutdown.clone());
     let (proxy_options, admin_options) = serve_options(&settings);
     let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
     let serving = Serving {
@@ -195,13 +196,39 @@ impl Summaries {
     }
 }
 
-/// Record `recovered` events for the changes a crash interrupted, in the background.
-fn spawn_recovery(proxy: &Arc<Proxy>, settings: &Settings) {
+/// Shortest time between two recovery passes, however short the grace.
+const MIN_RECOVERY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Record `recovered` events for the changes a crash interrupted, in the background: at start,
+/// then every half grace (so a replica that died and never comes back is recovered by another),
+/// until `shutdown`.
+///
+/// A log this process owns alone (SQLite) has no other replica mid-change, so the first pass
+/// takes every unfinished change at once; a shared one waits for the grace.
+fn spawn_recovery(proxy: &Arc<Proxy>, settings: &Settings, store: &Store, shutdown: CancellationToken) {
     let recovering = proxy.clone();
     let token_file = settings.recovery_token_file.clone();
+    let grace = settings.recovery_grace;
+    let mut pass_grace = match store.advisory_locks() {
+        Some(_) => grace,
+        None => Duration::ZERO,
+    };
+    let every = (grace / 2).max(MIN_RECOVERY_INTERVAL);
     tokio::spawn(async move {
-        if let Err(error) = recovering.recover(token_file.as_deref()).await {
-            tracing::error!(%error, "could not record recovered events; they will be retried at the next start");
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                done = recovering.recover(token_file.as_deref(), pass_grace) => {
+                    if let Err(error) = done {
+                        tracing::error!(%error, "could not record recovered events; the next pass retries");
+                    }
+                }
+            }
+            pass_grace = grace;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
         }
     });
 }

@@ -232,6 +232,7 @@ impl RawConfig {
             db_path: self.store.path.clone(),
             store_folder_to_create,
             busy_timeout: parse_duration("store.busy_timeout", &self.store.busy_timeout)?,
+            recovery_grace: parse_duration("store.recovery_grace", &self.store.recovery_grace)?,
             record_reads: self.audit.record_reads,
             max_body,
             max_batch_body,
@@ -347,6 +348,8 @@ pub struct Settings {
     pub(crate) store_folder_to_create: Option<PathBuf>,
     /// How long a write waits for a locked database before the change is refused with 503.
     pub(crate) busy_timeout: Duration,
+    /// How old an unfinished change must be before crash recovery records it `recovered`.
+    pub(crate) recovery_grace: Duration,
     /// Record GETs of sync policies as `read` events.
     pub(crate) record_reads: bool,
     /// Largest governed request body read (413 above).

@@ -98,6 +98,10 @@ pub struct RawStore {
     pub path: PathBuf,
     #[serde(default = "default_busy_timeout")]
     pub busy_timeout: String,
+    /// How old a `received` event without an outcome must be before crash recovery takes it
+    /// for a crashed change rather than one another replica is still running.
+    #[serde(default = "default_recovery_grace")]
+    pub recovery_grace: String,
 }
 
 impl Default for RawStore {
@@ -105,6 +109,7 @@ impl Default for RawStore {
         Self {
             path: default_store_path(),
             busy_timeout: default_busy_timeout(),
+            recovery_grace: default_recovery_grace(),
         }
     }
 }
@@ -197,6 +202,11 @@ pub(crate) fn default_store_path() -> PathBuf {
 }
 fn default_busy_timeout() -> String {
     "5s".into()
+}
+/// Longer than a governed change can take (the upstream timeout, 100s by default, bounds its
+/// write), so a change still running on another replica is never recovered.
+fn default_recovery_grace() -> String {
+    "2m".into()
 }
 fn default_max_body() -> String {
     "1MiB".into()

@@ -38,7 +38,7 @@ pub(crate) use token_key::TokenHasher;
 pub use token_key::TokenKeyError;
 use writer::WriterHandle;
 
-pub(crate) use postgres::{is_postgres_url, migrate as migrate_postgres};
+pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks, is_postgres_url, migrate as migrate_postgres};
 
 /// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.
 const CHAIN_FORMAT: i64 = 1;
@@ -346,6 +346,12 @@ impl Store {
         self.inner.writer.append(event).await
     }
 
+    /// The cross-replica per-partner locks, when the log is shared by replicas (PostgreSQL);
+    /// `None` when one process owns it (SQLite), where in-process locks suffice.
+    pub(crate) fn advisory_locks(&self) -> Option<AdvisoryLocks> {
+        None
+    }
+
     /// Fingerprints bearer tokens for [`crate::audit::Actor::token_hmac`].
     pub(crate) fn token_hasher(&self) -> &TokenHasher {
         &self.inner.token_hasher
@@ -368,7 +374,6 @@ impl Store {
     }
 
     /// See [`StoreReader::operation`].
-    #[cfg(test)]
     pub(crate) async fn operation(
         &self,
         operation_id: impl Into<OperationId>,

@@ -14,6 +14,9 @@ use sqlx::{ConnectOptions, Connection, Row};
 
 use super::StoreError;
 
+mod lock;
+pub(crate) use lock::{AdvisoryGuard, AdvisoryLocks};
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Whether `db` names a PostgreSQL database rather than a SQLite file.
