@@ -205,7 +205,12 @@ const MIN_RECOVERY_INTERVAL: Duration = Duration::from_secs(5);
 ///
 /// A log this process owns alone (SQLite) has no other replica mid-change, so the first pass
 /// takes every unfinished change at once; a shared one waits for the grace.
-fn spawn_recovery(proxy: &Arc<Proxy>, settings: &Settings, store: &Store, shutdown: CancellationToken) {
+fn spawn_recovery(
+    proxy: &Arc<Proxy>,
+    settings: &Settings,
+    store: &Store,
+    shutdown: CancellationToken,
+) {
     let recovering = proxy.clone();
     let token_file = settings.recovery_token_file.clone();
     let grace = settings.recovery_grace;

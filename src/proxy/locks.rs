@@ -111,6 +111,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unreachable_database_is_unavailable_and_leaves_the_key_free() {
+        let options: sqlx::postgres::PgConnectOptions =
+            "postgres://postgres@127.0.0.1:1/none".parse().unwrap();
+        let advisory = AdvisoryLocks::new(options, 2, Duration::from_millis(300));
+        let locks = Locks::new(Some(advisory));
+        // Twice: had the first failure kept the local lock, the second would wait for ever.
+        for _ in 0..2 {
+            let error = tokio::time::timeout(Duration::from_secs(5), locks.lock("a"))
+                .await
+                .expect("a failed lock does not hang")
+                .map(drop)
+                .unwrap_err();
+            assert!(error.is_unavailable(), "{error:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn released_locks_are_forgotten() {
         let locks = Locks::default();
         for i in 0..100 {

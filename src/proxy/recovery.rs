@@ -229,7 +229,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let db = dir.path().join("audit.db");
             let store = Store::open(&db, StoreOptions::default()).await.unwrap();
-            let settings = crate::config::Settings::for_upstream("http://127.0.0.1:9", &db).unwrap();
+            let settings =
+                crate::config::Settings::for_upstream("http://127.0.0.1:9", &db).unwrap();
             World {
                 _dir: dir,
                 store,
@@ -275,7 +276,11 @@ mod tests {
         );
         // Once it is old enough (here: no grace), the young one is recovered too, and only it.
         assert_eq!(
-            world.recovery(Duration::ZERO).run(&world.store).await.unwrap(),
+            world
+                .recovery(Duration::ZERO)
+                .run(&world.store)
+                .await
+                .unwrap(),
             1
         );
         assert_eq!(
@@ -283,12 +288,20 @@ mod tests {
             (1, 1)
         );
         assert_eq!(
-            world.recovery(Duration::ZERO).run(&world.store).await.unwrap(),
+            world
+                .recovery(Duration::ZERO)
+                .run(&world.store)
+                .await
+                .unwrap(),
             0
         );
         // A grace too long for any clock recovers nothing rather than failing.
         assert_eq!(
-            world.recovery(Duration::MAX).run(&world.store).await.unwrap(),
+            world
+                .recovery(Duration::MAX)
+                .run(&world.store)
+                .await
+                .unwrap(),
             0
         );
     }
@@ -302,12 +315,18 @@ mod tests {
         assert_eq!(listed.len(), 1);
         let (first, second) = (world.recovery(GRACE), world.recovery(GRACE));
         assert_eq!(
-            first.recover(&world.store, &listed[0], &None).await.unwrap(),
+            first
+                .recover(&world.store, &listed[0], &None)
+                .await
+                .unwrap(),
             Outcome::Recovered
         );
         // The second, with its stale list, sees the outcome once it holds the lock.
         assert_eq!(
-            second.recover(&world.store, &listed[0], &None).await.unwrap(),
+            second
+                .recover(&world.store, &listed[0], &None)
+                .await
+                .unwrap(),
             Outcome::Finished
         );
         assert_eq!(world.recovered(operation).await, 1);
@@ -326,7 +345,10 @@ mod tests {
             tokio::spawn(pass(world.clone())),
             tokio::spawn(pass(world.clone()))
         );
-        assert_eq!(one.unwrap().unwrap() + two.unwrap().unwrap(), operations.len());
+        assert_eq!(
+            one.unwrap().unwrap() + two.unwrap().unwrap(),
+            operations.len()
+        );
         for operation in operations {
             assert_eq!(world.recovered(operation).await, 1, "{operation:?}");
         }

@@ -38,7 +38,9 @@ pub(crate) use token_key::TokenHasher;
 pub use token_key::TokenKeyError;
 use writer::WriterHandle;
 
-pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks, is_postgres_url, migrate as migrate_postgres};
+pub(crate) use postgres::{
+    AdvisoryGuard, AdvisoryLocks, is_postgres_url, migrate as migrate_postgres,
+};
 
 /// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.
 const CHAIN_FORMAT: i64 = 1;

@@ -70,11 +70,16 @@ impl AdvisoryLocks {
     /// A pool of at most `max_connections` sessions to the database `options` names; connects
     /// lazily, so building it never fails and never waits for the server.
     pub(crate) fn new(options: PgConnectOptions, max_connections: u32, wait: Duration) -> Self {
-        // `lock_timeout` bounds the wait for the lock, `statement_timeout` the unlock; 0 would
-        // mean "no limit", hence at least 1ms.
-        let millis = format!("{}ms", wait.as_millis().max(1));
+        // `lock_timeout` bounds the wait for the lock (0 would mean "no limit", hence at least
+        // 1ms); `statement_timeout`, a little longer so the lock's own timeout answers first,
+        // bounds the unlock.
+        let lock_timeout = format!("{}ms", wait.as_millis().max(1));
+        let statement_timeout = format!("{}ms", (wait + ANSWER_MARGIN / 2).as_millis());
         let options = options
-            .options([("lock_timeout", millis.as_str()), ("statement_timeout", &millis)])
+            .options([
+                ("lock_timeout", lock_timeout),
+                ("statement_timeout", statement_timeout),
+            ])
             .options(KEEPALIVES);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -188,7 +193,9 @@ async fn unlock(mut session: Session, key: i64, wait: Duration) {
             warn!(%error, "could not release a partner lock; closing its PostgreSQL session, which releases it");
         }
         Err(_) => {
-            warn!("PostgreSQL did not answer a partner lock's release; closing its session, which releases it");
+            warn!(
+                "PostgreSQL did not answer a partner lock's release; closing its session, which releases it"
+            );
         }
     }
 }
@@ -405,7 +412,10 @@ mod tests {
             let two = two.clone();
             async move { two.lock("partner-a").await }
         });
-        until(&mut observer, "the second replica waits", |l| waiting(l) == 1).await;
+        until(&mut observer, "the second replica waits", |l| {
+            waiting(l) == 1
+        })
+        .await;
         assert!(!waiter.is_finished());
         drop(held);
         let taken = tokio::time::timeout(Duration::from_secs(5), waiter)
@@ -426,17 +436,27 @@ mod tests {
         let first = locks.lock("partner").await.unwrap();
         first.release().await;
         assert!(advisory(&mut observer).await.is_empty());
-        assert_eq!((locks.pool.size(), locks.pool.num_idle()), (1, 1));
+        idle_session(&locks).await;
         // Dropping (not releasing) unlocks in the background, and keeps the session too.
         drop(locks.lock("partner").await.unwrap());
         until(&mut observer, "the dropped lock released", <[_]>::is_empty).await;
+        idle_session(&locks).await;
+        db.drop_now().await;
+    }
+
+    /// Wait until `locks`' pool holds exactly one session, idle (sqlx returns sessions to the
+    /// pool in a spawned task).
+    async fn idle_session(locks: &AdvisoryLocks) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while locks.pool.num_idle() != 1 {
-            assert!(Instant::now() < deadline, "the session never came back");
+        while (locks.pool.size(), locks.pool.num_idle()) != (1, 1) {
+            assert!(
+                Instant::now() < deadline,
+                "the session never came back: {} sessions, {} idle",
+                locks.pool.size(),
+                locks.pool.num_idle()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(locks.pool.size(), 1);
-        db.drop_now().await;
     }
 
     #[tokio::test]
@@ -447,7 +467,10 @@ mod tests {
         let held = one.lock("partner").await.unwrap();
         let holder = until(&mut observer, "the lock is held", |l| l.len() == 1).await[0].0;
         let waiter = tokio::spawn(async move { two.lock("partner").await });
-        until(&mut observer, "the second replica waits", |l| waiting(l) == 1).await;
+        until(&mut observer, "the second replica waits", |l| {
+            waiting(l) == 1
+        })
+        .await;
         // The holding replica "dies": PostgreSQL ends its session.
         let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
             .bind(holder)
@@ -478,7 +501,11 @@ mod tests {
         let _held = one.lock("partner").await.unwrap();
         let started = Instant::now();
         let error = two.lock("partner").await.unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(error.is_unavailable(), "{error:?}");
         // The server's lock_timeout answered (not the client's margin), so the session stays.
         let source = std::error::Error::source(&error).unwrap().to_string();
@@ -497,7 +524,10 @@ mod tests {
             let two = two.clone();
             async move { two.lock("partner").await }
         });
-        until(&mut observer, "the second replica waits", |l| waiting(l) == 1).await;
+        until(&mut observer, "the second replica waits", |l| {
+            waiting(l) == 1
+        })
+        .await;
         // The caller goes away while `pg_advisory_lock` is in flight.
         cancelled.abort();
         assert!(cancelled.await.unwrap_err().is_cancelled());
