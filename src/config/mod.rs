@@ -356,7 +356,7 @@ pub struct Settings {
     pub(crate) max_body: usize,
     /// Largest `$batch` body read, before parsing (413 above).
     pub(crate) max_batch_body: usize,
-    /// A file holding a bearer token for re-reading state at start-up after a crash.
+    /// A file holding a bearer token for crash recovery's re-reads of the state.
     pub(crate) recovery_token_file: Option<PathBuf>,
     /// When refusals from one client are summarised instead of recorded one by one.
     pub(crate) refusal_limits: RefusalLimits,

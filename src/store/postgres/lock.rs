@@ -67,8 +67,9 @@ impl std::fmt::Debug for AdvisoryLocks {
 }
 
 impl AdvisoryLocks {
-    /// A pool of at most `max_connections` sessions to the database `options` names; connects
-    /// lazily, so building it never fails and never waits for the server.
+    /// A pool of at most `max_connections` sessions to the database `options` names: one per
+    /// partner this replica changes at once, plus one for recovery. Connects lazily, so building
+    /// it never fails and never waits for the server; must run inside a Tokio runtime.
     pub(crate) fn new(options: PgConnectOptions, max_connections: u32, wait: Duration) -> Self {
         // `lock_timeout` bounds the wait for the lock (0 would mean "no limit", hence at least
         // 1ms); `statement_timeout`, a little longer so the lock's own timeout answers first,
