@@ -20,6 +20,7 @@
 //!   for in the URL, as libpq spells it (`sslmode=require|verify-ca|verify-full`,
 //!   `sslrootcert=FILE`), and done by rustls.
 
+mod lock;
 mod read;
 mod writer;
 
@@ -33,6 +34,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 
 use super::{StoreError, StoreOptions};
 
+pub(crate) use lock::{AdvisoryGuard, AdvisoryLocks};
 pub(crate) use read::PgReader;
 pub(crate) use writer::PgWriter;
 
