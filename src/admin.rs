@@ -56,7 +56,7 @@ impl Admin {
         }
         let problem = match tokio::time::timeout(STORE_CHECK_TIMEOUT, self.store.ready()).await {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
+            Ok(Err(e)) => Some(with_causes(&e)),
             Err(_) => Some(format!(
                 "the audit store did not answer within {STORE_CHECK_TIMEOUT:?}"
             )),
@@ -96,6 +96,19 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
         header::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// `error: cause: cause...`, so the reason says what the database said (never a secret: the
+/// store's URL holds no password).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 impl Handler for Admin {

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -79,7 +80,7 @@ pub async fn start(
     let governor = governor(&settings, store.clone(), rules.clone());
     let proxy = Arc::new(Proxy::new(upstream, governor));
     let summaries = Summaries::spawn(&proxy);
-    spawn_recovery(&proxy, &settings);
+    spawn_recovery(&proxy, &settings, &store, shutdown.clone());
     let (proxy_options, admin_options) = serve_options(&settings);
     let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
     let serving = Serving {
@@ -189,15 +190,61 @@ impl Summaries {
     }
 }
 
-/// Record `recovered` events for the changes a crash interrupted, in the background.
-fn spawn_recovery(proxy: &Arc<Proxy>, settings: &Settings) {
-    let recovering = proxy.clone();
-    let token_file = settings.recovery_token_file.clone();
-    tokio::spawn(async move {
-        if let Err(error) = recovering.recover(token_file.as_deref()).await {
-            tracing::error!(%error, "could not record recovered events; they will be retried at the next start");
+/// Shortest time between two recovery passes, however short the grace.
+const MIN_RECOVERY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Record `recovered` events for the changes a crash interrupted, in the background: at start,
+/// then every half grace (so a replica that died and never comes back is recovered by another),
+/// until `shutdown`.
+///
+/// A log this process owns alone (SQLite) has no other replica mid-change, so the first pass
+/// takes every unfinished change at once; a shared one waits for the grace.
+fn spawn_recovery(
+    proxy: &Arc<Proxy>,
+    settings: &Settings,
+    store: &Store,
+    shutdown: CancellationToken,
+) {
+    let grace = settings.recovery_grace;
+    let first_grace = match store.advisory_locks() {
+        Some(_) => grace,
+        None => Duration::ZERO,
+    };
+    tokio::spawn(recover_periodically(
+        proxy.clone(),
+        settings.recovery_token_file.clone(),
+        [first_grace, grace],
+        (grace / 2).max(MIN_RECOVERY_INTERVAL),
+        shutdown,
+    ));
+}
+
+/// Recovery passes, the first with `first_grace` and the others with `grace`, `every` apart,
+/// until `shutdown` (which also abandons a pass under way: what it recorded stays recorded, the
+/// rest is left to the next start or another replica).
+async fn recover_periodically(
+    proxy: Arc<Proxy>,
+    token_file: Option<std::path::PathBuf>,
+    [first_grace, grace]: [Duration; 2],
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut pass_grace = first_grace;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            done = proxy.recover(token_file.as_deref(), pass_grace) => {
+                if let Err(error) = done {
+                    tracing::error!(%error, "could not record recovered events; the next pass retries");
+                }
+            }
         }
-    });
+        pass_grace = grace;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// How the proxy and the admin listener serve connections: the admin listener shares the
@@ -264,5 +311,68 @@ impl Serving {
         let _ = self.summaries.task.await;
         self.store.close().await;
         tracing::info!("audit log closed; syncgate stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::audit::{Event, EventKind};
+    use crate::graph::OperationId;
+
+    /// Append a `received` event without an outcome, as a replica that died would leave it.
+    async fn crashed_change(store: &Store) -> OperationId {
+        let mut event = Event::new(uuid::Uuid::now_v7(), EventKind::Received);
+        event.partner_tenant_id = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551".parse().ok();
+        event.operation = "sync_update".into();
+        store.append(event).await.unwrap().event.operation_id
+    }
+
+    async fn until_recovered(store: &Store, operation: OperationId) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = store.operation(operation).await.unwrap();
+            if events.iter().any(|r| r.event.kind == EventKind::Recovered) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never recovered: {events:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn recovery_runs_again_while_syncgate_runs_and_stops_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let settings = Settings::for_upstream("http://127.0.0.1:9", &db).unwrap();
+        let store = Store::open(&db, crate::store::StoreOptions::default())
+            .await
+            .unwrap();
+        let rules = RulesHandle::new(settings.rules.clone());
+        let proxy = Arc::new(Proxy::new(
+            Upstream::new(&settings),
+            governor(&settings, store.clone(), rules),
+        ));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(recover_periodically(
+            proxy,
+            None,
+            [Duration::ZERO; 2],
+            Duration::from_millis(20),
+            shutdown.clone(),
+        ));
+        let first = crashed_change(&store).await;
+        until_recovered(&store, first).await;
+        // Appended after a pass recorded the first, so only a later pass can find it.
+        let second = crashed_change(&store).await;
+        until_recovered(&store, second).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("recovery stops with syncgate")
+            .unwrap();
+        store.close().await;
     }
 }

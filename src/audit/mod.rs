@@ -44,7 +44,8 @@ pub enum EventKind {
     Completed,
     /// syncgate refused the request; nothing went upstream.
     Denied,
-    /// Found at start-up: `received` without `completed` (the proxy died mid-change).
+    /// `received` found without an outcome (the proxy, or a replica, died mid-change), recorded
+    /// by crash recovery once the state was read again.
     Recovered,
     /// The before-state differs from the last after-state recorded for this resource.
     Drift,

@@ -242,6 +242,7 @@ impl RawConfig {
             store: self.store.location()?,
             store_options: self.store.options()?,
             store_folder_to_create,
+            recovery_grace: parse_duration("store.recovery_grace", &self.store.recovery_grace)?,
             record_reads: self.audit.record_reads,
             max_body,
             max_batch_body,
@@ -362,13 +363,15 @@ pub struct Settings {
     /// The default audit log folder, when it does not exist yet: created (private) at start by
     /// [`Settings::create_store_folder`]. A configured `store.path`'s folder must exist.
     pub(crate) store_folder_to_create: Option<PathBuf>,
+    /// How old an unfinished change must be before crash recovery records it `recovered`.
+    pub(crate) recovery_grace: Duration,
     /// Record GETs of sync policies as `read` events.
     pub(crate) record_reads: bool,
     /// Largest governed request body read (413 above).
     pub(crate) max_body: usize,
     /// Largest `$batch` body read, before parsing (413 above).
     pub(crate) max_batch_body: usize,
-    /// A file holding a bearer token for re-reading state at start-up after a crash.
+    /// A file holding a bearer token for crash recovery's re-reads of the state.
     pub(crate) recovery_token_file: Option<PathBuf>,
     /// When refusals from one client are summarised instead of recorded one by one.
     pub(crate) refusal_limits: RefusalLimits,

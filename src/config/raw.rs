@@ -116,6 +116,16 @@ pub struct RawStore {
     /// PostgreSQL: a file whose first line is the password (never the URL, never a flag).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// PostgreSQL: the longest a governed change waits for its partner's cross-replica lock.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: String,
+    /// PostgreSQL: sessions for partner locks (the most partners one replica changes at once).
+    #[serde(default = "default_lock_connections")]
+    pub lock_connections: u32,
+    /// How old a `received` event without an outcome must be before crash recovery takes it
+    /// for a crashed change rather than one another replica is still running.
+    #[serde(default = "default_recovery_grace")]
+    pub recovery_grace: String,
 }
 
 impl Default for RawStore {
@@ -128,6 +138,9 @@ impl Default for RawStore {
             migrate: true,
             token_key: None,
             password_file: None,
+            lock_timeout: default_lock_timeout(),
+            lock_connections: default_lock_connections(),
+            recovery_grace: default_recovery_grace(),
         }
     }
 }
@@ -226,6 +239,17 @@ fn default_true() -> bool {
 }
 fn default_statement_timeout() -> String {
     "5s".into()
+}
+fn default_lock_timeout() -> String {
+    "30s".into()
+}
+fn default_lock_connections() -> u32 {
+    32
+}
+/// Longer than a governed change can take (the upstream timeout, 100s by default, bounds its
+/// write), so a change still running on another replica is never recovered.
+fn default_recovery_grace() -> String {
+    "2m".into()
 }
 fn default_max_body() -> String {
     "1MiB".into()

@@ -67,8 +67,17 @@ impl RawStore {
             (None, true) => Some(default_token_key()),
             (None, false) => None,
         };
+        let lock_wait = parse_duration("store.lock_timeout", &self.lock_timeout)?;
+        if lock_wait.is_zero() || self.lock_connections == 0 {
+            return Err(invalid(
+                "store.lock_timeout",
+                "store.lock_timeout and store.lock_connections must be above 0",
+            ));
+        }
         Ok(StoreOptions {
             busy_timeout: parse_duration("store.busy_timeout", &self.busy_timeout)?,
+            lock_wait,
+            lock_connections: self.lock_connections,
             statement_timeout,
             migrate: self.migrate,
             token_key,

@@ -75,8 +75,8 @@ impl Governor {
         max_body: usize,
     ) -> Self {
         Self {
+            locks: Arc::new(locks::Locks::new(store.advisory_locks())),
             store,
-            locks: Arc::default(),
             record_reads,
             max_body,
             max_batch_body: crate::config::DEFAULT_MAX_BATCH_BODY,
@@ -116,20 +116,21 @@ impl Proxy {
         Self { upstream, governor }
     }
 
-    /// Record `recovered` for the changes a crash interrupted (see [`recovery`]). Runs beside
-    /// live traffic: each re-read holds its partner's lock, so it cannot interleave with a new
-    /// change to the same partner.
+    /// One recovery pass: record `recovered` for the changes a crash interrupted more than
+    /// `grace` ago (see [`recovery`]). Runs beside live traffic: each re-read holds its partner's
+    /// lock, so it cannot interleave with a change to the same partner, in any replica.
     pub(crate) async fn recover(
         &self,
         token_file: Option<&std::path::Path>,
+        grace: Duration,
     ) -> Result<usize, crate::store::StoreError> {
-        recovery::recover(
-            &self.governor.store,
-            &self.upstream,
-            &self.governor.locks,
+        let recovery = recovery::Recovery {
+            upstream: &self.upstream,
+            locks: &self.governor.locks,
             token_file,
-        )
-        .await
+            grace,
+        };
+        recovery.run(&self.governor.store).await
     }
 
     /// Pass-through: stream the request up and the response down.

@@ -45,6 +45,7 @@ use writer::WriterHandle;
 
 pub(crate) use copy::copy;
 pub use location::StoreLocation;
+pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks};
 
 /// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.
 const CHAIN_FORMAT: i64 = 1;
@@ -159,6 +160,11 @@ pub struct StoreOptions {
     pub(crate) token_key: Option<PathBuf>,
     /// PostgreSQL: a file holding the password (first line).
     pub(crate) password_file: Option<PathBuf>,
+    /// PostgreSQL: sessions for cross-replica partner locks, the most partners this replica can
+    /// change at once (a further change waits for one, within `lock_wait`).
+    pub(crate) lock_connections: u32,
+    /// PostgreSQL: the longest a change waits for its partner's lock before it is refused (503).
+    pub(crate) lock_wait: Duration,
 }
 
 impl Default for StoreOptions {
@@ -172,6 +178,8 @@ impl Default for StoreOptions {
             migrate: true,
             token_key: None,
             password_file: None,
+            lock_connections: 32,
+            lock_wait: Duration::from_secs(30),
         }
     }
 }
@@ -344,6 +352,8 @@ struct Inner {
     reader: StoreReader,
     /// The queue to the writer task, the only holder of the write connection.
     writer: WriterHandle,
+    /// Cross-replica partner locks (PostgreSQL).
+    advisory: Option<AdvisoryLocks>,
     token_hasher: TokenHasher,
 }
 
@@ -381,14 +391,15 @@ impl Store {
         let had_key = key_path.exists();
         let token_hasher = TokenHasher::load_or_create(&key_path)
             .map_err(|e| StoreError::TokenKey(Arc::new(e)))?;
-        let (write, backend) = match location {
+        let (write, backend, advisory) = match location {
             StoreLocation::Sqlite(path) => {
                 let write = sqlite::SqliteWriter::open(path, &options).await?;
                 let read = sqlite::SqliteReader::open_for_writer(path, &options).await?;
-                (
+                let backends = (
                     writer::WriteBackend::Sqlite(write),
                     ReadBackend::Sqlite(read),
-                )
+                );
+                (backends.0, backends.1, None)
             }
             StoreLocation::Postgres(url) => {
                 if options.migrate {
@@ -396,10 +407,16 @@ impl Store {
                 }
                 let write = postgres::PgWriter::open(url, &options).await?;
                 let read = postgres::PgReader::open(url, &options).await?;
-                (
+                let locks = AdvisoryLocks::new(
+                    postgres::connect_options(url, &options)?,
+                    options.lock_connections.max(1),
+                    options.lock_wait,
+                );
+                let backends = (
                     writer::WriteBackend::Postgres(write),
                     ReadBackend::Postgres(read),
-                )
+                );
+                (backends.0, backends.1, Some(locks))
             }
         };
         let reader = StoreReader {
@@ -414,6 +431,7 @@ impl Store {
             inner: Arc::new(Inner {
                 reader,
                 writer,
+                advisory,
                 token_hasher,
             }),
         })
@@ -443,6 +461,12 @@ impl Store {
         self.inner.writer.append(event).await
     }
 
+    /// The cross-replica per-partner locks, when the log is shared by replicas (PostgreSQL);
+    /// `None` when one process owns it (SQLite), where in-process locks suffice.
+    pub(crate) fn advisory_locks(&self) -> Option<AdvisoryLocks> {
+        self.inner.advisory.clone()
+    }
+
     /// Fingerprints bearer tokens for [`crate::audit::Actor::token_hmac`].
     pub(crate) fn token_hasher(&self) -> &TokenHasher {
         &self.inner.token_hasher
@@ -465,7 +489,6 @@ impl Store {
     }
 
     /// See [`StoreReader::operation`].
-    #[cfg(test)]
     pub(crate) async fn operation(
         &self,
         operation_id: impl Into<OperationId>,
@@ -504,6 +527,9 @@ impl Store {
     /// cannot checkpoint, so only when the writer's is the last connection does SQLite delete the
     /// `-wal` and `-shm` files (unless another process still has the log open).
     pub async fn close(self) {
+        if let Some(locks) = &self.inner.advisory {
+            locks.close().await;
+        }
         self.inner.reader.close().await;
         self.inner.writer.close().await;
     }

@@ -4,7 +4,7 @@
 //! | phase    | module        | what it does                                         | needs      |
 //! |----------|---------------|------------------------------------------------------|------------|
 //! | read     | [`read`]      | parse the body strictly, bind the partner            | —          |
-//! | lock     | `locks`       | one change per partner, held until after is read     | locks      |
+//! | lock     | `locks`       | one change per partner in all replicas, until after  | locks      |
 //! | before   | [`before`]    | read the state the change meets; drift               | upstream, store |
 //! | decide   | [`decide`]    | run the local rules                                  | rules      |
 //! | record   | [`record`]    | `received`, durable before anything goes upstream    | store      |
@@ -124,12 +124,11 @@ impl Proxy {
     async fn run(&self, op: &mut Operation, conn: &ConnInfo) -> Result<Exit, Exit> {
         let governed = read::read(op)?;
         let state_path = op.state_path.clone().unwrap_or_default();
-        op.lock = Some(
-            self.governor
-                .locks
-                .lock(&lock_key(&governed, &state_path))
-                .await,
-        );
+        // A lock that cannot be had across replicas (PostgreSQL down) ends the change like a log
+        // that cannot take `received`: 503, nothing forwarded.
+        let key = lock_key(&governed, &state_path);
+        let lock = self.governor.locks.lock(&key).await;
+        op.lock = Some(lock.map_err(|e| Exit::refused(ProxyError::AuditUnavailable(e)))?);
         before::read(&self.upstream, op, &state_path).await?;
         before::record_drift(&self.governor.store, op, &state_path).await;
         let rules = self.governor.rules.current();
