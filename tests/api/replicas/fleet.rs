@@ -103,14 +103,7 @@ impl Fleet {
             spawned: 0,
             dir,
         };
-        let mut starting = Vec::new();
-        for _ in 0..n {
-            starting.push(fleet.spawn());
-        }
-        for pending in starting {
-            let replica = pending.listening().await;
-            fleet.replicas.push(replica);
-        }
+        fleet.add(n).await;
         fleet
     }
 
@@ -122,11 +115,16 @@ impl Fleet {
         self.db.as_ref().unwrap().name.clone()
     }
 
-    /// Start one more replica on the same database and emulator.
-    pub(crate) async fn add(&mut self) -> usize {
-        let replica = self.spawn().listening().await;
-        self.replicas.push(replica);
-        self.replicas.len() - 1
+    /// Start `n` more replicas at once on the same database and emulator (their start-up
+    /// recoveries race); returns their indexes in [`Fleet::replicas`].
+    pub(crate) async fn add(&mut self, n: usize) -> Vec<usize> {
+        let starting: Vec<Starting> = (0..n).map(|_| self.spawn()).collect();
+        let mut added = Vec::new();
+        for pending in starting {
+            self.replicas.push(pending.listening().await);
+            added.push(self.replicas.len() - 1);
+        }
+        added
     }
 
     fn config(&self) -> String {
