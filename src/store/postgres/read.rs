@@ -104,13 +104,21 @@ impl PgReader {
         queries::verify(async |after| self.page(after).await).await
     }
 
-    /// Whether the server answers and the log is there (readiness).
+    /// Whether the server answers, the log is there and it can be written (readiness): a
+    /// read-only server (a standby after a failover, or one set read-only) would answer every
+    /// governed change with 503, so it is not ready either.
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1 FROM store_meta")
-            .fetch_optional(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| classify("cannot read the audit log", e))
+        let read_only: String =
+            sqlx::query_scalar("SELECT current_setting('transaction_read_only') FROM store_meta")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| classify("cannot read the audit log", e))?;
+        if read_only == "on" {
+            return Err(StoreError::unavailable(
+                "the database is read-only (a standby, or set read-only): nothing can be recorded",
+            ));
+        }
+        Ok(())
     }
 }
 
