@@ -26,6 +26,7 @@ mod log_v1;
 mod postgres;
 mod private;
 mod queries;
+mod reads;
 mod sqlite;
 mod token_key;
 mod writer;

@@ -20,6 +20,8 @@
 //!   for in the URL, as libpq spells it (`sslmode=require|verify-ca|verify-full`,
 //!   `sslrootcert=FILE`), and done by rustls.
 
+#[cfg(test)]
+mod failures;
 mod lock;
 mod read;
 mod writer;

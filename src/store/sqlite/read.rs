@@ -5,17 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Sqlite;
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
-use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::super::chain::Head;
-use super::super::queries;
-use super::super::{Filter, StoreError, StoreOptions, VerifyReport};
+use super::super::{StoreError, StoreOptions};
 use super::{
     SQLITE_CANTOPEN, SQLITE_READONLY, check_chain_format, classify, primary_code, read_options,
     sidecar,
 };
-use crate::audit::{Recorded, Snapshot};
 
 /// Read-only connections for queries.
 #[derive(Clone)]
@@ -103,73 +100,7 @@ impl SqliteReader {
         }
     }
 
-    async fn fetch_recorded(
-        &self,
-        mut query: QueryBuilder<'_, Sqlite>,
-        context: &str,
-    ) -> Result<Vec<Recorded>, StoreError> {
-        let rows = query
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| classify(context.to_owned(), e))?;
-        rows.iter()
-            .map(|row| queries::recorded_from_row(row, classify_owned))
-            .collect()
-    }
-
-    pub(crate) async fn list(&self, filter: &Filter) -> Result<Vec<Recorded>, StoreError> {
-        self.fetch_recorded(queries::list(filter), "cannot list audit events")
-            .await
-    }
-
-    pub(crate) async fn unfinished_operations(&self) -> Result<Vec<Recorded>, StoreError> {
-        self.fetch_recorded(queries::unfinished(), "cannot list unfinished operations")
-            .await
-    }
-
-    pub(crate) async fn last_after(
-        &self,
-        state_path: &str,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        let last = self
-            .fetch_recorded(
-                queries::last_after(state_path),
-                "cannot read the last recorded state",
-            )
-            .await?;
-        Ok(last.into_iter().next().and_then(|r| r.event.after))
-    }
-
-    /// The chain head: the last event's seq and hash (`None` for an empty log).
-    pub(crate) async fn head(&self) -> Result<Option<Head>, StoreError> {
-        let row = sqlx::query(queries::HEAD)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| classify("cannot read the chain head", e))?;
-        let read = |e| classify("cannot read the chain head", e);
-        row.map(|row| {
-            Ok(Head {
-                seq: row.try_get("seq").map_err(read)?,
-                hash: row.try_get("hash").map_err(read)?,
-            })
-        })
-        .transpose()
-    }
-
-    /// Up to [`queries::PAGE`] whole rows after `after`, for verifying and copying.
-    pub(crate) async fn page(&self, after: i64) -> Result<queries::Page, StoreError> {
-        let rows = queries::page::<Sqlite>(after)
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| classify("cannot read the audit log", e))?;
-        Ok(rows.iter().map(queries::stored_row).collect())
-    }
-
-    pub(crate) async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        queries::verify(async |after| self.page(after).await).await
-    }
+    super::super::reads::read_methods!(Sqlite);
 
     /// A trivial read: whether the file can be read at all (readiness).
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
@@ -179,8 +110,4 @@ impl SqliteReader {
             .map(drop)
             .map_err(|e| classify("cannot read the audit log", e))
     }
-}
-
-fn classify_owned(context: String, e: sqlx::Error) -> StoreError {
-    classify(context, e)
 }

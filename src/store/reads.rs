@@ -1,0 +1,103 @@
+//! The read side's queries, run the same way on every backend.
+//!
+//! Both readers hold a sqlx pool of their backend's connections and a `classify` function for
+//! its errors; everything else about reading is the same, so it is written once here, as the
+//! body of each reader's `impl` block. A macro rather than generic code: sqlx's query builder
+//! cannot be run generically over the database (its argument type is not known to shrink to the
+//! builder's borrow), and the macro costs nothing at run time.
+
+/// Read methods for a reader type with `pool: sqlx::Pool<$db>` and a `classify(context, error)`
+/// function in scope.
+macro_rules! read_methods {
+    ($db:ty) => {
+        async fn rows(
+            &self,
+            mut query: sqlx::QueryBuilder<'_, $db>,
+            context: &str,
+        ) -> Result<Vec<<$db as sqlx::Database>::Row>, $crate::store::StoreError> {
+            query
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| classify(context.to_owned(), e))
+        }
+
+        async fn recorded(
+            &self,
+            query: sqlx::QueryBuilder<'_, $db>,
+            context: &str,
+        ) -> Result<Vec<$crate::audit::Recorded>, $crate::store::StoreError> {
+            let rows = self.rows(query, context).await?;
+            rows.iter()
+                .map(|row| $crate::store::queries::recorded_from_row(row, |c, e| classify(c, e)))
+                .collect()
+        }
+
+        pub(crate) async fn list(
+            &self,
+            filter: &$crate::store::Filter,
+        ) -> Result<Vec<$crate::audit::Recorded>, $crate::store::StoreError> {
+            let query = $crate::store::queries::list(filter);
+            self.recorded(query, "cannot list audit events").await
+        }
+
+        pub(crate) async fn unfinished_operations(
+            &self,
+        ) -> Result<Vec<$crate::audit::Recorded>, $crate::store::StoreError> {
+            let query = $crate::store::queries::unfinished();
+            self.recorded(query, "cannot list unfinished operations")
+                .await
+        }
+
+        pub(crate) async fn last_after(
+            &self,
+            state_path: &str,
+        ) -> Result<Option<$crate::audit::Snapshot>, $crate::store::StoreError> {
+            let query = $crate::store::queries::last_after(state_path);
+            let last = self
+                .recorded(query, "cannot read the last recorded state")
+                .await?;
+            Ok(last.into_iter().next().and_then(|r| r.event.after))
+        }
+
+        /// The chain head: the last event's seq and hash (`None` for an empty log).
+        pub(crate) async fn head(
+            &self,
+        ) -> Result<Option<$crate::store::chain::Head>, $crate::store::StoreError> {
+            use sqlx::Row;
+            let context = "cannot read the chain head";
+            let query = sqlx::QueryBuilder::new($crate::store::queries::HEAD);
+            let rows = self.rows(query, context).await?;
+            let read = |e| classify(context, e);
+            rows.first()
+                .map(|row| {
+                    Ok($crate::store::chain::Head {
+                        seq: row.try_get("seq").map_err(read)?,
+                        hash: row.try_get("hash").map_err(read)?,
+                    })
+                })
+                .transpose()
+        }
+
+        /// Up to a page of whole rows after `after`, exactly as stored (verifying, copying).
+        pub(crate) async fn page(
+            &self,
+            after: i64,
+        ) -> Result<$crate::store::queries::Page, $crate::store::StoreError> {
+            let query = $crate::store::queries::page(after);
+            let rows = self.rows(query, "cannot read the audit log").await?;
+            Ok(rows
+                .iter()
+                .map($crate::store::queries::stored_row)
+                .collect())
+        }
+
+        pub(crate) async fn verify(
+            &self,
+        ) -> Result<$crate::store::VerifyReport, $crate::store::StoreError> {
+            $crate::store::queries::verify(async |after| self.page(after).await).await
+        }
+    };
+}
+
+pub(crate) use read_methods;
