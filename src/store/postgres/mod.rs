@@ -189,7 +189,9 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
 /// lost or refused connections (class 08), a server shutting down or starting (57P0x), a
 /// statement cancelled by the timeout (57014), too many connections, a full disk, out of memory
 /// (class 53), a read-only server such as a standby promoted too late (25006), lock and
-/// serialisation conflicts (55P03, 40xxx), and system I/O errors (class 58).
+/// serialisation conflicts (55P03, 40xxx), system I/O errors (class 58), and a database not
+/// accepting connections (55000 when it is opened: `ALLOW_CONNECTIONS false`, being dropped or
+/// restored; the only place this code meets that state).
 pub(crate) fn classify(context: impl Into<String>, e: sqlx::Error) -> StoreError {
     let context = context.into();
     let source = |e| Some(Arc::new(e) as super::Source);
@@ -218,7 +220,7 @@ pub(crate) fn classify(context: impl Into<String>, e: sqlx::Error) -> StoreError
     let class = &state[..state.len().min(2)];
     match (class, state.as_str()) {
         ("08" | "53" | "58" | "40", _)
-        | (_, "57P01" | "57P02" | "57P03" | "57014" | "25006" | "55P03" | "55006") => {
+        | (_, "57P01" | "57P02" | "57P03" | "57014" | "25006" | "55P03" | "55006" | "55000") => {
             StoreError::Unavailable {
                 context,
                 source: source(e),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Postgres, Row};
+use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::super::chain::{Head, Prepared, Sealed, StoredRow};
 use super::super::{StoreError, StoreOptions, queries};
@@ -82,16 +82,54 @@ impl PgWriter {
     /// Run `body` in one transaction; all or nothing. After a failed COMMIT or ROLLBACK the
     /// connection's state is unknown (the server may be gone), so it is dropped: the next group
     /// starts a new session.
+    ///
+    /// A session the server ended while it sat idle (a restart, a failover, an operator's
+    /// `pg_terminate_backend`) shows only when used. A failed BEGIN sent nothing of this group,
+    /// so on a session kept from earlier it gets one retry on a new session rather than failing
+    /// the group (a 503 for every caller in it).
     async fn transaction<F>(&mut self, body: F) -> Result<(), StoreError>
     where
         F: AsyncFnOnce(&mut PgConnection) -> Result<(), StoreError>,
     {
-        let conn = self.connection().await?;
-        let (result, healthy) = run_transaction(conn, body).await;
-        if !healthy {
-            self.conn = None;
+        let begin_failed = |e| classify("cannot begin a transaction on the audit log", e);
+        let reused = self.conn.is_some();
+        match self.try_transaction(body).await {
+            Ok(result) => result,
+            Err((e, body)) if reused => {
+                tracing::info!(error = %e, "audit store: the PostgreSQL session was lost; reconnecting");
+                self.try_transaction(body)
+                    .await
+                    .unwrap_or_else(|(e, _)| Err(begin_failed(e)))
+            }
+            Err((e, _)) => Err(begin_failed(e)),
         }
-        result
+    }
+
+    /// One attempt of [`Self::transaction`]; when BEGIN fails, its error and `body`, unrun.
+    async fn try_transaction<F>(&mut self, body: F) -> Result<Result<(), StoreError>, (sqlx::Error, F)>
+    where
+        F: AsyncFnOnce(&mut PgConnection) -> Result<(), StoreError>,
+    {
+        let conn = match self.connection().await {
+            Ok(conn) => conn,
+            Err(e) => return Ok(Err(e)),
+        };
+        let outcome = match conn.begin().await {
+            Ok(tx) => Ok(run_transaction(tx, body).await),
+            Err(e) => Err((e, body)),
+        };
+        match outcome {
+            Ok((result, healthy)) => {
+                if !healthy {
+                    self.conn = None;
+                }
+                Ok(result)
+            }
+            Err(failed) => {
+                self.conn = None;
+                Err(failed)
+            }
+        }
     }
 
     pub(crate) async fn close(self) {
@@ -101,19 +139,15 @@ impl PgWriter {
     }
 }
 
-/// Run `body` in a transaction on `conn`; also says whether the connection is still in a known
-/// state (false after a failed BEGIN, COMMIT or ROLLBACK).
-async fn run_transaction<F>(conn: &mut PgConnection, body: F) -> (Result<(), StoreError>, bool)
+/// Run `body` in the transaction `tx` and commit; also says whether the connection is still in
+/// a known state (false after a failed COMMIT or ROLLBACK).
+async fn run_transaction<F>(
+    mut tx: Transaction<'_, Postgres>,
+    body: F,
+) -> (Result<(), StoreError>, bool)
 where
     F: AsyncFnOnce(&mut PgConnection) -> Result<(), StoreError>,
 {
-    let mut tx = match conn.begin().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let error = classify("cannot begin a transaction on the audit log", e);
-            return (Err(error), false);
-        }
-    };
     match body(&mut tx).await {
         Ok(()) => match tx.commit().await {
             Ok(()) => (Ok(()), true),
