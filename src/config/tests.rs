@@ -218,7 +218,10 @@ fn a_password_file_with_sqlite_and_a_zero_statement_timeout_are_refused() {
     let options = settings.store_options;
     assert_eq!(options.statement_timeout, Duration::from_millis(750));
     assert!(!options.migrate);
-    assert_eq!(options.password_file, Some(PathBuf::from("/run/secrets/pg")));
+    assert_eq!(
+        options.password_file,
+        Some(PathBuf::from("/run/secrets/pg"))
+    );
 }
 
 #[test]

@@ -106,7 +106,10 @@ impl PgWriter {
     }
 
     /// One attempt of [`Self::transaction`]; when BEGIN fails, its error and `body`, unrun.
-    async fn try_transaction<F>(&mut self, body: F) -> Result<Result<(), StoreError>, (sqlx::Error, F)>
+    async fn try_transaction<F>(
+        &mut self,
+        body: F,
+    ) -> Result<Result<(), StoreError>, (sqlx::Error, F)>
     where
         F: AsyncFnOnce(&mut PgConnection) -> Result<(), StoreError>,
     {

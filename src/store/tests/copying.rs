@@ -64,7 +64,10 @@ async fn a_copy_into_a_different_log_is_refused_and_changes_nothing(backend: Bac
             .await
             .unwrap_err();
         from.close().await;
-        assert!(matches!(refused, StoreError::Rejected { .. }), "{refused:?}");
+        assert!(
+            matches!(refused, StoreError::Rejected { .. }),
+            "{refused:?}"
+        );
         assert!(refused.to_string().contains(why), "{refused}");
         assert_eq!(verify(&destination).await, before);
     }

@@ -176,7 +176,10 @@ async fn a_chain_lock_held_past_the_statement_timeout_fails_the_append_then_it_s
         "failed after {waited:?} with a statement timeout of {timeout:?}"
     );
     // Reads do not take the chain lock.
-    assert_eq!(store.list(&Filter::default()).await.unwrap(), [first.clone()]);
+    assert_eq!(
+        store.list(&Filter::default()).await.unwrap(),
+        [first.clone()]
+    );
     holder.execute("COMMIT").await.unwrap();
     holder.close().await.unwrap();
 

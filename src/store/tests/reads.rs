@@ -47,9 +47,7 @@ async fn unfinished_operations_are_received_events_without_an_outcome(backend: B
 }
 on_both_backends!(unfinished_operations_are_received_events_without_an_outcome);
 
-async fn last_after_is_the_latest_completed_or_recovered_state_of_that_resource(
-    backend: Backend,
-) {
+async fn last_after_is_the_latest_completed_or_recovered_state_of_that_resource(backend: Backend) {
     let log = TestLog::new(backend).await;
     let store = log.open().await;
     assert_eq!(store.last_after(SYNC_PATH_A).await.unwrap(), None);
