@@ -178,7 +178,7 @@ async fn a_chain_lock_held_past_the_statement_timeout_fails_the_append_then_it_s
     // Reads do not take the chain lock.
     assert_eq!(
         store.list(&Filter::default()).await.unwrap(),
-        [first.clone()]
+        std::slice::from_ref(&first)
     );
     holder.execute("COMMIT").await.unwrap();
     holder.close().await.unwrap();
