@@ -1,6 +1,8 @@
 //! The PostgreSQL backend's read side: a small pool of its own for queries and verification,
 //! which never waits on the writer and never creates or migrates anything.
 
+use std::time::Duration;
+
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
 
@@ -13,6 +15,8 @@ use crate::audit::{Recorded, Snapshot};
 #[derive(Clone)]
 pub(crate) struct PgReader {
     pool: PgPool,
+    /// Bounds each query on this side (see [`PgReader::bounded`]).
+    timeout: Duration,
 }
 
 impl PgReader {
@@ -29,7 +33,28 @@ impl PgReader {
             .map_err(|e| classify(format!("cannot connect to {url}"), e))?;
         check_log(&mut conn, url).await?;
         drop(conn);
-        Ok(PgReader { pool })
+        Ok(PgReader {
+            pool,
+            // Waiting for a connection may take one statement timeout, the query another.
+            timeout: options.statement_timeout.saturating_mul(2),
+        })
+    }
+
+    /// Run `query`, bounded on this side: the server's `statement_timeout` cannot fire for a
+    /// query that never reached a server gone silent, and a read on a governed change's path
+    /// (the last recorded state) or behind `/readyz` must not hang.
+    async fn bounded<T>(
+        &self,
+        context: &str,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, query).await {
+            Ok(result) => result.map_err(|e| classify(context.to_owned(), e)),
+            Err(_) => Err(StoreError::unavailable(format!(
+                "{context}: PostgreSQL did not answer within {:?}",
+                self.timeout
+            ))),
+        }
     }
 
     pub(crate) async fn close(&self) {
@@ -41,11 +66,9 @@ impl PgReader {
         mut query: QueryBuilder<'_, Postgres>,
         context: &str,
     ) -> Result<Vec<Recorded>, StoreError> {
-        let rows = query
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| classify(context.to_owned(), e))?;
+        let rows = self
+            .bounded(context, query.build().fetch_all(&self.pool))
+            .await?;
         rows.iter()
             .map(|row| queries::recorded_from_row(row, classify_owned))
             .collect()
@@ -76,10 +99,12 @@ impl PgReader {
 
     /// The chain head: the last event's seq and hash (`None` for an empty log).
     pub(crate) async fn head(&self) -> Result<Option<Head>, StoreError> {
-        let row = sqlx::query(queries::HEAD)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| classify("cannot read the chain head", e))?;
+        let row = self
+            .bounded(
+                "cannot read the chain head",
+                sqlx::query(queries::HEAD).fetch_optional(&self.pool),
+            )
+            .await?;
         let read = |e| classify("cannot read the chain head", e);
         row.map(|row| {
             Ok(Head {
@@ -92,11 +117,13 @@ impl PgReader {
 
     /// Up to [`queries::PAGE`] whole rows after `after`, for verifying and copying.
     pub(crate) async fn page(&self, after: i64) -> Result<queries::Page, StoreError> {
-        let rows = queries::page::<Postgres>(after)
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| classify("cannot read the audit log", e))?;
+        let mut query = queries::page::<Postgres>(after);
+        let rows = self
+            .bounded(
+                "cannot read the audit log",
+                query.build().fetch_all(&self.pool),
+            )
+            .await?;
         Ok(rows.iter().map(queries::stored_row).collect())
     }
 
@@ -106,11 +133,12 @@ impl PgReader {
 
     /// Whether the server answers and the log is there (readiness).
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1 FROM store_meta")
-            .fetch_optional(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| classify("cannot read the audit log", e))
+        self.bounded(
+            "cannot read the audit log",
+            sqlx::query("SELECT 1 FROM store_meta").fetch_optional(&self.pool),
+        )
+        .await
+        .map(drop)
     }
 }
 

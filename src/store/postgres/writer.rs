@@ -87,7 +87,27 @@ impl PgWriter {
     /// `pg_terminate_backend`) shows only when used. A failed BEGIN sent nothing of this group,
     /// so on a session kept from earlier it gets one retry on a new session rather than failing
     /// the group (a 503 for every caller in it).
+    ///
+    /// The whole group is bounded on this side too, at twice the statement timeout (the chain
+    /// lock alone may take one): `statement_timeout` is the server's, and cannot fire for a
+    /// statement that never reached a server gone silent (a network partition, a primary that
+    /// vanished). The session is then in an unknown state, so it is dropped; the server frees
+    /// what it held by `idle_in_transaction_session_timeout` or when it sees the session end.
     async fn transaction<F>(&mut self, body: F) -> Result<(), StoreError>
+    where
+        F: AsyncFnOnce(&mut PgConnection) -> Result<(), StoreError>,
+    {
+        let bound = self.timeout.saturating_mul(2);
+        let answer = tokio::time::timeout(bound, self.transaction_with_retry(body)).await;
+        answer.unwrap_or_else(|_| {
+            self.conn = None;
+            Err(StoreError::unavailable(format!(
+                "PostgreSQL did not answer within {bound:?}"
+            )))
+        })
+    }
+
+    async fn transaction_with_retry<F>(&mut self, body: F) -> Result<(), StoreError>
     where
         F: AsyncFnOnce(&mut PgConnection) -> Result<(), StoreError>,
     {

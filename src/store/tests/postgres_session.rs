@@ -188,3 +188,100 @@ async fn a_chain_lock_held_past_the_statement_timeout_fails_the_append_then_it_s
     store.close().await;
     assert_whole_chain(&log, &[first, next]).await;
 }
+
+/// A TCP relay to the test server that can go silent: while frozen it passes nothing on and
+/// closes nothing, as a network partition or a server that vanished looks from the client.
+struct Relay {
+    port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect("127.0.0.1:5432")
+                    .await
+                    .unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, watch.clone()));
+                tokio::spawn(pump(server_read, client_write, watch.clone()));
+            }
+        });
+        Relay { port, frozen }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+}
+
+/// Copy `from` to `to`, holding whatever arrives while the relay is frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|frozen| !frozen).await.is_err()
+            || to.write_all(&buffer[..n]).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_gone_silent_fails_appends_within_the_timeout_and_they_resume_after() {
+    let log = TestLog::new(Backend::Postgres).await;
+    let relay = Relay::start().await;
+    let through_relay = StoreLocation::Postgres(format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        relay.port,
+        log.database().unwrap()
+    ));
+    let timeout = Duration::from_millis(500);
+    let store = Store::connect(
+        &through_relay,
+        StoreOptions {
+            statement_timeout: timeout,
+            ..log.options()
+        },
+    )
+    .await
+    .unwrap();
+    let first = store.append(received(0)).await.unwrap();
+
+    relay.freeze(true);
+    let started = Instant::now();
+    let answer = tokio::time::timeout(timeout * 20, store.append(received(1))).await;
+    let waited = started.elapsed();
+    let error = answer
+        .unwrap_or_else(|_| panic!("the append hung past {:?}", timeout * 20))
+        .unwrap_err();
+    assert!(error.is_unavailable(), "{error:?}");
+    assert!(waited < timeout * 6, "failed after {waited:?}");
+    let not_ready = tokio::time::timeout(timeout * 20, store.ready())
+        .await
+        .expect("readiness answers while the server is silent");
+    assert!(not_ready.unwrap_err().is_unavailable());
+
+    // The partition heals: the writer's next group runs on a new session.
+    relay.freeze(false);
+    let next = store.append(received(2)).await.unwrap();
+    store.ready().await.unwrap();
+    store.close().await;
+    let report = assert_whole_chain(&log, &[first, next]).await;
+    // The cut-off append either never reached the server or committed before the silence.
+    assert!((2..=3).contains(&report.events), "{report:?}");
+}
