@@ -3,14 +3,18 @@
 //! A test about the contract is an `async fn name(backend: Backend)` followed by
 //! `on_both_backends!(name)`, which emits `name::sqlite` and `name::postgres`; each run gets a
 //! fresh log of its own ([`TestLog`]: a file in a temporary folder, or a PostgreSQL database
-//! created for it and dropped after). Tests of what only one backend has (SQLite's files and
-//! locks, PostgreSQL's sessions, roles and TLS) live in `sqlite_only.rs` and `postgres_only.rs`
-//! and use the same helpers.
+//! created for it and dropped after). Tests of what only one backend has use the same helpers:
 //!
-//! - `appending.rs`: appending, groups, duplicates, closing, the token key.
+//! - `appending.rs`: appending, groups, duplicates, a failed commit, closing, the token key.
 //! - `tamper.rs`: the append-only triggers, and verify naming each kind of tampered row.
 //! - `reads.rs`: unfinished operations, `last_after`, list filters, readers.
 //! - `copying.rs`: copying a log between backends, chain intact.
+//! - `sqlite_only.rs`: SQLite's file, its `-wal`/`-shm` and their modes, its locks, files that
+//!   are missing or not databases.
+//! - `postgres_only.rs`: TRUNCATE, databases without a log or with someone else's, migrations
+//!   run separately, two replicas on one log, credentials, TLS.
+//! - `postgres_session.rs`: the server going away under a running store (sessions killed,
+//!   connections refused, the chain lock held, the server gone silent).
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;

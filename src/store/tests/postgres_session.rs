@@ -189,6 +189,17 @@ async fn a_chain_lock_held_past_the_statement_timeout_fails_the_append_then_it_s
     assert_whole_chain(&log, &[first, next]).await;
 }
 
+/// The test server's host, port and user.
+fn test_server() -> (String, u16, String) {
+    let server: sqlx::postgres::PgConnectOptions =
+        super::super::test_log::postgres_server().parse().unwrap();
+    (
+        server.get_host().to_owned(),
+        server.get_port(),
+        server.get_username().to_owned(),
+    )
+}
+
 /// A TCP relay to the test server that can go silent: while frozen it passes nothing on and
 /// closes nothing, as a network partition or a server that vanished looks from the client.
 struct Relay {
@@ -201,9 +212,10 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (frozen, watch) = tokio::sync::watch::channel(false);
+        let (host, server_port, _) = test_server();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let server = tokio::net::TcpStream::connect("127.0.0.1:5432")
+                let server = tokio::net::TcpStream::connect((host.as_str(), server_port))
                     .await
                     .unwrap();
                 let (client_read, client_write) = client.into_split();
@@ -246,7 +258,8 @@ async fn a_server_gone_silent_fails_appends_within_the_timeout_and_they_resume_a
     let log = TestLog::new(Backend::Postgres).await;
     let relay = Relay::start().await;
     let through_relay = StoreLocation::Postgres(format!(
-        "postgres://postgres@127.0.0.1:{}/{}",
+        "postgres://{}@127.0.0.1:{}/{}",
+        test_server().2,
         relay.port,
         log.database().unwrap()
     ));
