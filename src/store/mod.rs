@@ -574,8 +574,6 @@ fn recorded(
 }
 
 #[cfg(test)]
-mod backends_smoke;
-#[cfg(test)]
 mod test_log;
 #[cfg(test)]
 mod tests;

@@ -193,8 +193,9 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
 /// lost or refused connections (class 08), a server shutting down or starting (57P0x), a
 /// statement cancelled by the timeout (57014), too many connections, a full disk, out of memory
 /// (class 53), a read-only server such as a standby promoted too late (25006), lock and
-/// serialisation conflicts (55P03, 40xxx), a database not accepting connections (55000), and
-/// system I/O errors (class 58).
+/// serialisation conflicts (55P03, 40xxx), system I/O errors (class 58), and a database not
+/// accepting connections (55000 when it is opened: `ALLOW_CONNECTIONS false`, being dropped or
+/// restored; the only place this code meets that state).
 pub(crate) fn classify(context: impl Into<String>, e: sqlx::Error) -> StoreError {
     let context = context.into();
     let source = |e| Some(Arc::new(e) as super::Source);
