@@ -127,7 +127,18 @@ async fn connect(
 pub(crate) async fn migrate(url: &str, options: &StoreOptions) -> Result<(), StoreError> {
     let connect_options = connect_options(url, options)?;
     let mut conn = connect(&connect_options, options.statement_timeout, "migrating").await?;
-    let result = MIGRATOR.run(&mut conn).await.map_err(|e| match e {
+    // Each statement is bounded by the server; the whole run also by this side (a server gone
+    // silent), generously, since a later migration may rewrite a large table.
+    let bound = options
+        .statement_timeout
+        .saturating_mul(12)
+        .max(Duration::from_secs(60));
+    let Ok(run) = tokio::time::timeout(bound, MIGRATOR.run(&mut conn)).await else {
+        return Err(StoreError::unavailable(format!(
+            "the PostgreSQL migrations did not finish within {bound:?}"
+        )));
+    };
+    let result = run.map_err(|e| match e {
         sqlx::migrate::MigrateError::Execute(e) => {
             match classify("cannot apply the PostgreSQL migrations", e) {
                 unavailable @ StoreError::Unavailable { .. } => unavailable,
@@ -144,6 +155,22 @@ pub(crate) async fn migrate(url: &str, options: &StoreOptions) -> Result<(), Sto
     });
     let _ = conn.close().await;
     result
+}
+
+/// [`check_log`], bounded on this side: a server that accepted the connection and then went
+/// silent must not hang the start (or the writer's reconnect).
+async fn check_log_within(
+    conn: &mut PgConnection,
+    url: &str,
+    timeout: Duration,
+) -> Result<(), StoreError> {
+    tokio::time::timeout(timeout, check_log(conn, url))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::unavailable(format!(
+                "PostgreSQL did not answer within {timeout:?}"
+            )))
+        })
 }
 
 /// Refuse a database that does not hold a syncgate audit log in the chain format this code

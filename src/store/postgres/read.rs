@@ -7,7 +7,7 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::super::{StoreError, StoreOptions};
-use super::{check_log, classify, connect_options};
+use super::{check_log_within, classify, connect_options};
 
 /// Read connections for queries.
 #[derive(Clone)]
@@ -29,7 +29,7 @@ impl PgReader {
             .acquire()
             .await
             .map_err(|e| classify(format!("cannot connect to {url}"), e))?;
-        check_log(&mut conn, url).await?;
+        check_log_within(&mut conn, url, options.statement_timeout.saturating_mul(2)).await?;
         drop(conn);
         Ok(PgReader {
             pool,

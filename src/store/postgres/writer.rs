@@ -7,7 +7,7 @@ use sqlx::{Connection, Postgres, Row};
 
 use super::super::chain::{Append, Head, Prepared, Sealed, StoredRow};
 use super::super::{StoreError, StoreOptions, queries};
-use super::{CHAIN_LOCK, check_log, classify, connect, connect_options};
+use super::{CHAIN_LOCK, check_log_within, classify, connect, connect_options};
 
 /// One replica's write connection.
 pub(crate) struct PgWriter {
@@ -24,7 +24,7 @@ impl PgWriter {
     pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<PgWriter, StoreError> {
         let connect_options = connect_options(url, options)?;
         let mut conn = connect(&connect_options, options.statement_timeout, "writing").await?;
-        check_log(&mut conn, url).await?;
+        check_log_within(&mut conn, url, options.statement_timeout.saturating_mul(2)).await?;
         Ok(PgWriter {
             options: connect_options,
             url: url.to_owned(),
@@ -36,7 +36,7 @@ impl PgWriter {
     async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
         if self.conn.is_none() {
             let mut conn = connect(&self.options, self.timeout, "writing").await?;
-            check_log(&mut conn, &self.url).await?;
+            check_log_within(&mut conn, &self.url, self.timeout.saturating_mul(2)).await?;
             self.conn = Some(conn);
         }
         self.conn

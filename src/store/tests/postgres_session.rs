@@ -298,3 +298,35 @@ async fn a_server_gone_silent_fails_appends_within_the_timeout_and_they_resume_a
     // The cut-off append either never reached the server or committed before the silence.
     assert!((2..=3).contains(&report.events), "{report:?}");
 }
+
+#[tokio::test]
+async fn opening_a_log_on_a_server_gone_silent_fails_instead_of_hanging() {
+    let log = TestLog::new(Backend::Postgres).await;
+    log.open().await.close().await;
+    let relay = Relay::start().await;
+    let through_relay = StoreLocation::Postgres(format!(
+        "postgres://{}@127.0.0.1:{}/{}",
+        test_server().2,
+        relay.port,
+        log.database().unwrap()
+    ));
+    let timeout = Duration::from_millis(500);
+    let options = StoreOptions {
+        statement_timeout: timeout,
+        migrate: false,
+        ..log.options()
+    };
+    // Connected, then silent: the start-up check of the log and the reader's first query.
+    relay.freeze(true);
+    let started = Instant::now();
+    let opened = tokio::time::timeout(timeout * 20, Store::connect(&through_relay, options))
+        .await
+        .unwrap_or_else(|_| panic!("opening hung past {:?}", timeout * 20));
+    let error = opened.unwrap_err();
+    assert!(error.is_unavailable(), "{error:?}");
+    assert!(
+        started.elapsed() < timeout * 8,
+        "failed after {:?}",
+        started.elapsed()
+    );
+}
