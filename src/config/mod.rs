@@ -177,6 +177,14 @@ impl RawConfig {
             fix(ca);
         }
         fix(&mut self.store.path);
+        // A relative `sqlite://FILE` is in the config folder too, as `store.path` is.
+        if let Some(url) = &mut self.store.url {
+            if let StoreLocation::Sqlite(path) = StoreLocation::parse(url) {
+                if path.is_relative() && !path.as_os_str().is_empty() {
+                    *url = format!("sqlite://{}", dir.join(path).display());
+                }
+            }
+        }
         for file in [&mut self.store.token_key, &mut self.store.password_file]
             .into_iter()
             .flatten()

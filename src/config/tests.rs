@@ -141,3 +141,135 @@ fn limits_refuse_zero_timeouts_and_a_budget_below_the_body_cap() {
     assert_eq!(limits.body_memory, 64 << 20);
     assert!(limits.max_connections as u64 <= limits.open_file_limit);
 }
+
+/// `raw`'s `[store]` section as validated settings (or the error).
+fn store_settings(store: &str) -> Result<Settings, ConfigError> {
+    toml::from_str::<RawConfig>(&format!("[store]\n{store}"))
+        .unwrap()
+        .validate()
+}
+
+#[test]
+fn store_url_selects_postgres_and_sqlite_names_a_file() {
+    let settings = store_settings("url = \"postgres://syncgate@db.example/audit\"\n").unwrap();
+    assert_eq!(
+        settings.store,
+        StoreLocation::Postgres("postgres://syncgate@db.example/audit".into())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.db");
+    for url in [
+        format!("sqlite://{}", file.display()),
+        format!("sqlite:{}", file.display()),
+    ] {
+        let settings = store_settings(&format!("url = \"{url}\"\n")).unwrap();
+        assert_eq!(settings.store, StoreLocation::Sqlite(file.clone()), "{url}");
+    }
+    // The same file named twice is not a conflict.
+    let settings = store_settings(&format!(
+        "path = \"{0}\"\nurl = \"sqlite://{0}\"\n",
+        file.display()
+    ))
+    .unwrap();
+    assert_eq!(settings.store, StoreLocation::Sqlite(file));
+}
+
+#[test]
+fn store_url_and_a_different_path_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    for url in [
+        "postgres://syncgate@db.example/audit".to_owned(),
+        format!("sqlite://{}", dir.path().join("other.db").display()),
+    ] {
+        let err = store_settings(&format!("path = \"{}\"\nurl = \"{url}\"\n", path.display()))
+            .err()
+            .unwrap();
+        assert!(err.to_string().starts_with("store.url"), "{err}");
+    }
+    let err = store_settings("url = \"sqlite://\"\n").err().unwrap();
+    assert!(err.to_string().starts_with("store.url"), "{err}");
+}
+
+#[test]
+fn a_password_file_with_sqlite_and_a_zero_statement_timeout_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = store_settings(&format!(
+        "path = \"{}\"\npassword_file = \"/run/secrets/pg\"\n",
+        dir.path().join("audit.db").display()
+    ))
+    .err()
+    .unwrap();
+    assert!(err.to_string().starts_with("store.password_file"), "{err}");
+    let err = store_settings(
+        "url = \"postgres://syncgate@db.example/audit\"\nstatement_timeout = \"0s\"\n",
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string().starts_with("store.statement_timeout"),
+        "{err}"
+    );
+    let settings = store_settings(
+        "url = \"postgres://syncgate@db.example/audit\"\nstatement_timeout = \"750ms\"\n\
+         migrate = false\npassword_file = \"/run/secrets/pg\"\n",
+    )
+    .unwrap();
+    let options = settings.store_options;
+    assert_eq!(options.statement_timeout, Duration::from_millis(750));
+    assert!(!options.migrate);
+    assert_eq!(
+        options.password_file,
+        Some(PathBuf::from("/run/secrets/pg"))
+    );
+}
+
+#[test]
+fn postgres_takes_the_token_key_from_the_data_folder_unless_one_is_named() {
+    let settings = store_settings("url = \"postgres://syncgate@db.example/audit\"\n").unwrap();
+    assert_eq!(
+        settings.store_options.token_key,
+        Some(store::default_token_key())
+    );
+    assert_eq!(
+        store::default_token_key().parent(),
+        default_store_path().parent()
+    );
+    // SQLite keeps its key beside the file (the store derives it).
+    let dir = tempfile::tempdir().unwrap();
+    let settings = store_settings(&format!(
+        "path = \"{}\"\n",
+        dir.path().join("audit.db").display()
+    ))
+    .unwrap();
+    assert_eq!(settings.store_options.token_key, None);
+}
+
+#[test]
+fn relative_store_files_are_taken_from_the_config_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let config = dir.path().join("syncgate.toml");
+    std::fs::write(
+        &config,
+        "[store]\nurl = \"postgres://syncgate@db.example/audit\"\n\
+         token_key = \"keys/token-key\"\npassword_file = \"pg-password\"\n",
+    )
+    .unwrap();
+    let settings = RawConfig::load(&config).unwrap().validate().unwrap();
+    assert_eq!(
+        settings.store_options.token_key,
+        Some(dir.path().join("keys/token-key"))
+    );
+    assert_eq!(
+        settings.store_options.password_file,
+        Some(dir.path().join("pg-password"))
+    );
+    // A SQLite file named by a relative URL is in the config folder too, like store.path.
+    std::fs::write(&config, "[store]\nurl = \"sqlite://audit.db\"\n").unwrap();
+    let settings = RawConfig::load(&config).unwrap().validate().unwrap();
+    assert_eq!(
+        settings.store,
+        StoreLocation::Sqlite(dir.path().join("audit.db"))
+    );
+}

@@ -6,7 +6,9 @@
 //! backend (connections, locking the chain head, sorting errors) stays in its module
 //! (`sqlite.rs`, `postgres/`).
 //!
-//! - Writes go through one task (`writer.rs`) that owns the only write connection. Callers hand it
+//! - Writes go through one task (`writer.rs`) that owns the process's only write connection
+//!   (replicas sharing PostgreSQL have one each, and take turns at the chain head under the
+//!   database's lock, so the chain stays one sequence whoever writes). Callers hand it
 //!   events over a bounded queue; it takes whatever is queued as one group and appends the group
 //!   in one transaction (one fsync), then acknowledges each caller. [`Store::append`] returns only
 //!   once the event is on disk: the proxy records `received` before anything goes upstream, so an
@@ -16,7 +18,10 @@
 //!   backend, so a log verifies the same wherever it is stored.
 //! - Reads use their own read-only connections ([`StoreReader`]) and never wait on the writer;
 //!   the CLI opens a [`StoreReader`] alone, without write access and without creating anything.
-//! - [`TokenHasher`] keeps the key that fingerprints bearer tokens, in a file beside the database.
+//! - [`TokenHasher`] keeps the key that fingerprints bearer tokens, in a file (beside a SQLite log,
+//!   or `store.token_key`), never in the database.
+//! - [`copy`] moves a log between stores row for row; [`AdvisoryLocks`] are PostgreSQL's
+//!   cross-replica partner locks.
 
 mod chain;
 mod copy;
@@ -573,8 +578,6 @@ fn recorded(
     })
 }
 
-#[cfg(test)]
-mod backends_smoke;
 #[cfg(test)]
 mod test_log;
 #[cfg(test)]

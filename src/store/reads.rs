@@ -6,8 +6,9 @@
 //! cannot be run generically over the database (its argument type is not known to shrink to the
 //! builder's borrow), and the macro costs nothing at run time.
 
-/// Read methods for a reader type with `pool: sqlx::Pool<$db>` and a `classify(context, error)`
-/// function in scope.
+/// Read methods for a reader type with `pool: sqlx::Pool<$db>`, a method `bounded(context,
+/// query)` that runs a query within the backend's time bound and names its error, and a
+/// `classify(context, error)` function in scope.
 macro_rules! read_methods {
     ($db:ty) => {
         async fn rows(
@@ -15,11 +16,8 @@ macro_rules! read_methods {
             mut query: sqlx::QueryBuilder<'_, $db>,
             context: &str,
         ) -> Result<Vec<<$db as sqlx::Database>::Row>, $crate::store::StoreError> {
-            query
-                .build()
-                .fetch_all(&self.pool)
+            self.bounded(context, query.build().fetch_all(&self.pool))
                 .await
-                .map_err(|e| classify(context.to_owned(), e))
         }
 
         async fn recorded(

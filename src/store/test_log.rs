@@ -3,9 +3,6 @@
 //! (`SYNCGATE_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`, trust auth), created
 //! for the test and dropped after it, even when the test panics.
 
-// The parameterised store suite (in progress) is what uses all of it.
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 
 use sqlx::{Connection, Executor, PgConnection};
@@ -28,7 +25,6 @@ pub(crate) fn postgres_server() -> String {
 
 /// One test's log: where it is, and the folder for its files (the token key, a SQLite file).
 pub(crate) struct TestLog {
-    pub(crate) backend: Backend,
     pub(crate) location: StoreLocation,
     pub(crate) dir: TempDir,
     /// The PostgreSQL database to drop at the end.
@@ -53,7 +49,6 @@ impl TestLog {
             }
         };
         TestLog {
-            backend,
             location,
             dir,
             database,
@@ -86,6 +81,31 @@ impl TestLog {
             .unwrap()
     }
 
+    /// The PostgreSQL database's name (`None` on SQLite).
+    pub(crate) fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
+
+    /// Run `sql` on a plain connection, the append-only triggers in force: what an ordinary
+    /// client of the database may or may not do. The error as text when the database refuses.
+    pub(crate) async fn try_sql(&self, sql: &str) -> Result<(), String> {
+        let result = match &self.location {
+            StoreLocation::Sqlite(path) => {
+                let mut conn = super::sqlite::raw_connection(path).await;
+                let result = conn.execute(sql).await.map(drop);
+                let _ = conn.close().await;
+                result
+            }
+            StoreLocation::Postgres(url) => {
+                let mut conn = PgConnection::connect(url).await.unwrap();
+                let result = conn.execute(sql).await.map(drop);
+                let _ = conn.close().await;
+                result
+            }
+        };
+        result.map_err(|e| e.to_string())
+    }
+
     /// Run `sql` as someone with direct write access to the database would, the append-only
     /// triggers switched off (tampering tests).
     pub(crate) async fn tamper(&self, sql: &str) {
@@ -114,7 +134,9 @@ impl TestLog {
     }
 }
 
-async fn admin_connection() -> PgConnection {
+/// A connection to the server's `test` database, for what a test does to its own database from
+/// outside it (terminating sessions, refusing connections).
+pub(crate) async fn admin_connection() -> PgConnection {
     PgConnection::connect(&format!("{}/test", postgres_server()))
         .await
         .expect("PostgreSQL for the store tests (127.0.0.1:5432; .ci/run starts it)")

@@ -2,11 +2,16 @@
 //! `postgres`, trust auth; `SYNCGATE_TEST_POSTGRES` overrides the server URL). Each test creates
 //! its own database and drops it at the end.
 
+use std::path::Path;
 use std::process::Command;
 
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-use crate::harness::syncgate_bin;
+use crate::governed::{PARTNER, seed_partner, sync_url};
+use crate::harness::{TestProxy, spawn_proxy, syncgate_bin};
+use crate::helpers::{TestClient, spawn_emulator};
 
 /// The server's URL, without a database.
 pub(crate) fn server() -> String {
@@ -143,4 +148,142 @@ fn migrate_creates_a_sqlite_log_too() {
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+}
+
+/// `syncgate <args>`: whether it succeeded, stdout, stderr.
+fn syncgate(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(syncgate_bin())
+        .args(args)
+        .env_remove("SYNCGATE_CONFIG")
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A SQLite log written by a real proxy: `changes` governed changes of the sync policy (the
+/// first creates it), each `received` + `completed`. The proxy has stopped; its file is closed.
+async fn proxy_log(changes: usize) -> TestProxy {
+    let emulator = spawn_emulator().await;
+    seed_partner(&emulator, PARTNER).await;
+    let proxy = spawn_proxy(&emulator.base).await;
+    let client = TestClient::new();
+    let url = sync_url(&proxy.url, "v1.0", PARTNER);
+    for n in 0..changes {
+        let (method, body) = if n == 0 {
+            (Method::PUT, json!({"displayName": "Fabrikam"}))
+        } else {
+            (Method::PATCH, json!({"displayName": format!("change {n}")}))
+        };
+        let resp = client.send(method, &url, Some(body)).await;
+        assert_eq!(resp.status, StatusCode::NO_CONTENT, "{:?}", resp.body);
+    }
+    // Stopped, not dropped: the proxy holds the folder the log is in.
+    let mut proxy = proxy;
+    proxy.stop.cancel();
+    proxy.take_running().stopped().await;
+    proxy
+}
+
+/// `audit verify --db <db>`'s verdict line, which names the head.
+fn verify_line(db: &str) -> String {
+    let (ok, stdout, stderr) = syncgate(&["audit", "verify", "--db", db]);
+    assert!(ok, "verify {db}: {stderr}");
+    assert!(stdout.contains("head "), "{stdout}");
+    stdout
+}
+
+/// `audit list --format json --db <db>`.
+fn listed(db: &str) -> Vec<Value> {
+    let (ok, stdout, stderr) = syncgate(&["audit", "list", "--format", "json", "--db", db]);
+    assert!(ok, "list {db}: {stderr}");
+    serde_json::from_str::<Value>(&stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn sqlite_source(db: &Path) -> String {
+    format!("sqlite:{}", db.display())
+}
+
+#[tokio::test]
+async fn a_proxys_sqlite_log_copied_to_postgres_verifies_to_the_same_head_and_lists_alike() {
+    let proxy = proxy_log(3).await;
+    let file = proxy.db_path.display().to_string();
+    let db = TestDatabase::create().await;
+    let url = db.url();
+
+    let (ok, stdout, stderr) = syncgate(&[
+        "audit",
+        "copy",
+        "--from",
+        &sqlite_source(&proxy.db_path),
+        "--to",
+        &url,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("copied 6 events"), "{stdout}");
+    let head = verify_line(&file);
+    assert!(head.contains("6 events"), "{head}");
+    assert_eq!(verify_line(&url), head);
+    let events = listed(&url);
+    assert_eq!(events, listed(&file));
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["received", "completed"].repeat(3));
+
+    // Run again: nothing left to copy, the head unchanged.
+    let (ok, stdout, stderr) = syncgate(&[
+        "audit",
+        "copy",
+        "--from",
+        &sqlite_source(&proxy.db_path),
+        "--to",
+        &url,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("copied 0 events") && stdout.contains("6 were already there"),
+        "{stdout}"
+    );
+    assert_eq!(verify_line(&url), head);
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn copying_into_a_database_holding_a_different_log_is_refused() {
+    let (first, second) = (proxy_log(2).await, proxy_log(2).await);
+    let db = TestDatabase::create().await;
+    let url = db.url();
+    let (ok, _, stderr) = syncgate(&[
+        "audit",
+        "copy",
+        "--from",
+        &sqlite_source(&first.db_path),
+        "--to",
+        &url,
+    ]);
+    assert!(ok, "{stderr}");
+    let before = verify_line(&url);
+    let (ok, _, stderr) = syncgate(&[
+        "audit",
+        "copy",
+        "--from",
+        &sqlite_source(&second.db_path),
+        "--to",
+        &url,
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("different log"), "{stderr}");
+    assert_eq!(
+        verify_line(&url),
+        before,
+        "the refused copy changed nothing"
+    );
+    db.drop_now().await;
 }

@@ -276,35 +276,23 @@ mod tests {
     use sqlx::{Connection, Row};
 
     use super::*;
+    use crate::store::StoreLocation;
+    use crate::store::test_log::{Backend, TestLog};
 
-    /// The server's URL, without a database (`SYNCGATE_TEST_POSTGRES` overrides it, as in
-    /// `tests/api/postgres.rs`).
-    fn server() -> String {
-        std::env::var("SYNCGATE_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-    }
-
-    /// A database of its own for one test: advisory locks are per database, so tests running at
-    /// once never see each other's locks.
-    struct TestDatabase {
-        name: String,
-    }
+    /// A database of its own for one test (advisory locks are per database, so tests running
+    /// at once never see each other's locks), dropped with it.
+    struct TestDatabase(TestLog);
 
     impl TestDatabase {
         async fn create() -> Self {
-            let name = format!("syncgate_test_{}", uuid::Uuid::new_v4().simple());
-            let mut admin = PgConnection::connect(&format!("{}/test", server()))
-                .await
-                .expect("PostgreSQL at 127.0.0.1:5432 (the tests need it; .ci/run starts it)");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-            TestDatabase { name }
+            TestDatabase(TestLog::new(Backend::Postgres).await)
         }
 
         fn options(&self) -> PgConnectOptions {
-            PgConnectOptions::from_str(&format!("{}/{}", server(), self.name)).unwrap()
+            let StoreLocation::Postgres(url) = &self.0.location else {
+                unreachable!("a PostgreSQL test log")
+            };
+            PgConnectOptions::from_str(url).unwrap()
         }
 
         /// A replica's locks: a pool of its own, as each replica has.
@@ -314,16 +302,6 @@ mod tests {
 
         async fn observer(&self) -> PgConnection {
             PgConnection::connect_with(&self.options()).await.unwrap()
-        }
-
-        async fn drop_now(self) {
-            let mut admin = PgConnection::connect(&format!("{}/test", server()))
-                .await
-                .unwrap();
-            sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-                .execute(&mut admin)
-                .await
-                .unwrap();
         }
     }
 
@@ -392,7 +370,6 @@ mod tests {
         assert!(taken.is_ok());
         drop((taken, other));
         until(&mut observer, "every lock released", <[_]>::is_empty).await;
-        db.drop_now().await;
     }
 
     #[tokio::test]
@@ -408,7 +385,6 @@ mod tests {
         drop(locks.lock("partner").await.unwrap());
         until(&mut observer, "the dropped lock released", <[_]>::is_empty).await;
         idle_session(&locks).await;
-        db.drop_now().await;
     }
 
     /// Wait until `locks`' pool holds exactly one session, idle (sqlx returns sessions to the
@@ -456,7 +432,6 @@ mod tests {
         held.release().await;
         assert_eq!(advisory(&mut observer).await.len(), 1);
         drop(taken);
-        db.drop_now().await;
     }
 
     #[tokio::test]
@@ -478,7 +453,6 @@ mod tests {
         let source = std::error::Error::source(&error).unwrap().to_string();
         assert!(source.contains("lock timeout"), "{source}");
         assert_eq!(advisory(&mut observer).await.len(), 1);
-        db.drop_now().await;
     }
 
     #[tokio::test]
@@ -516,7 +490,6 @@ mod tests {
         assert!(advisory(&mut observer).await.is_empty());
         two.close().await;
         assert!(two.lock("partner").await.unwrap_err().is_unavailable());
-        db.drop_now().await;
     }
 
     #[test]

@@ -127,7 +127,18 @@ async fn connect(
 pub(crate) async fn migrate(url: &str, options: &StoreOptions) -> Result<(), StoreError> {
     let connect_options = connect_options(url, options)?;
     let mut conn = connect(&connect_options, options.statement_timeout, "migrating").await?;
-    let result = MIGRATOR.run(&mut conn).await.map_err(|e| match e {
+    // Each statement is bounded by the server; the whole run also by this side (a server gone
+    // silent), generously, since a later migration may rewrite a large table.
+    let bound = options
+        .statement_timeout
+        .saturating_mul(12)
+        .max(Duration::from_secs(60));
+    let Ok(run) = tokio::time::timeout(bound, MIGRATOR.run(&mut conn)).await else {
+        return Err(StoreError::unavailable(format!(
+            "the PostgreSQL migrations did not finish within {bound:?}"
+        )));
+    };
+    let result = run.map_err(|e| match e {
         sqlx::migrate::MigrateError::Execute(e) => {
             match classify("cannot apply the PostgreSQL migrations", e) {
                 unavailable @ StoreError::Unavailable { .. } => unavailable,
@@ -144,6 +155,22 @@ pub(crate) async fn migrate(url: &str, options: &StoreOptions) -> Result<(), Sto
     });
     let _ = conn.close().await;
     result
+}
+
+/// [`check_log`], bounded on this side: a server that accepted the connection and then went
+/// silent must not hang the start (or the writer's reconnect).
+async fn check_log_within(
+    conn: &mut PgConnection,
+    url: &str,
+    timeout: Duration,
+) -> Result<(), StoreError> {
+    tokio::time::timeout(timeout, check_log(conn, url))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::unavailable(format!(
+                "PostgreSQL did not answer within {timeout:?}"
+            )))
+        })
 }
 
 /// Refuse a database that does not hold a syncgate audit log in the chain format this code
@@ -193,8 +220,9 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
 /// lost or refused connections (class 08), a server shutting down or starting (57P0x), a
 /// statement cancelled by the timeout (57014), too many connections, a full disk, out of memory
 /// (class 53), a read-only server such as a standby promoted too late (25006), lock and
-/// serialisation conflicts (55P03, 40xxx), a database not accepting connections (55000), and
-/// system I/O errors (class 58).
+/// serialisation conflicts (55P03, 40xxx), system I/O errors (class 58), and a database not
+/// accepting connections (55000 when it is opened: `ALLOW_CONNECTIONS false`, being dropped or
+/// restored; the only place this code meets that state).
 pub(crate) fn classify(context: impl Into<String>, e: sqlx::Error) -> StoreError {
     let context = context.into();
     let source = |e| Some(Arc::new(e) as super::Source);

@@ -7,7 +7,7 @@ use sqlx::{Connection, Postgres, Row};
 
 use super::super::chain::{Append, Head, Prepared, Sealed, StoredRow};
 use super::super::{StoreError, StoreOptions, queries};
-use super::{CHAIN_LOCK, check_log, classify, connect, connect_options};
+use super::{CHAIN_LOCK, check_log_within, classify, connect, connect_options};
 
 /// One replica's write connection.
 pub(crate) struct PgWriter {
@@ -24,7 +24,7 @@ impl PgWriter {
     pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<PgWriter, StoreError> {
         let connect_options = connect_options(url, options)?;
         let mut conn = connect(&connect_options, options.statement_timeout, "writing").await?;
-        check_log(&mut conn, url).await?;
+        check_log_within(&mut conn, url, options.statement_timeout.saturating_mul(2)).await?;
         Ok(PgWriter {
             options: connect_options,
             url: url.to_owned(),
@@ -36,7 +36,7 @@ impl PgWriter {
     async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
         if self.conn.is_none() {
             let mut conn = connect(&self.options, self.timeout, "writing").await?;
-            check_log(&mut conn, &self.url).await?;
+            check_log_within(&mut conn, &self.url, self.timeout.saturating_mul(2)).await?;
             self.conn = Some(conn);
         }
         self.conn
@@ -62,17 +62,35 @@ impl PgWriter {
     /// Append in one transaction; all or nothing. After a failed COMMIT or ROLLBACK the
     /// connection's state is unknown (the server may be gone), so it is dropped: the next group
     /// starts a new session.
+    ///
+    /// The whole group is bounded on this side too, at twice the statement timeout (the chain
+    /// lock alone may take one): `statement_timeout` is the server's, and cannot fire for a
+    /// statement that never reached a server gone silent (a network partition, a primary that
+    /// vanished). The session is then in an unknown state, so it is dropped; the server frees
+    /// what it held by `idle_in_transaction_session_timeout` or when it sees the session end.
     async fn append(&mut self, append: Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
+        let bound = self.timeout.saturating_mul(2);
+        let answer = tokio::time::timeout(bound, self.append_once(&append)).await;
+        answer.unwrap_or_else(|_| {
+            self.conn = None;
+            Err(StoreError::unavailable(format!(
+                "PostgreSQL did not answer within {bound:?}"
+            )))
+        })
+    }
+
+    async fn append_once(&mut self, append: &Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
         let fresh = self.conn.is_none();
         let conn = self.connection().await?;
-        let mut outcome = transaction(conn, &append).await;
+        let mut outcome = transaction(conn, append).await;
         // A connection the server closed while it sat idle (a restart, a failover, an idle
         // timeout) is only found out when it is used: BEGIN fails and nothing was written. That
         // one case is retried at once on a new session rather than failing the group.
         if !fresh && matches!(outcome, Outcome::BeginFailed) {
             self.conn = None;
             let conn = self.connection().await?;
-            outcome = transaction(conn, &append).await;
+            tracing::info!("audit store: the PostgreSQL session was lost; reconnecting");
+            outcome = transaction(conn, append).await;
         }
         match outcome {
             Outcome::Done(result) => result,

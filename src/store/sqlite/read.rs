@@ -100,6 +100,15 @@ impl SqliteReader {
         }
     }
 
+    /// Run `query` and name its error (SQLite's own `busy_timeout` bounds every wait).
+    async fn bounded<T>(
+        &self,
+        context: &str,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        query.await.map_err(|e| classify(context.to_owned(), e))
+    }
+
     super::super::reads::read_methods!(Sqlite);
 
     /// A trivial read: whether the file can be read at all (readiness).
