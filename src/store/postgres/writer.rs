@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Postgres, Row};
+use sqlx::{Connection, Row};
 
 use super::super::chain::{Append, Head, Prepared, Sealed, StoredRow};
 use super::super::{StoreError, StoreOptions, queries};
@@ -145,9 +145,7 @@ async fn insert_after_head(
 ) -> Result<Vec<StoredRow>, StoreError> {
     let head = lock_head(conn).await?;
     let rows = append.rows(head).map_err(StoreError::rejected)?;
-    for row in &rows {
-        insert_row(conn, row).await?;
-    }
+    insert_rows(conn, &rows).await?;
     Ok(rows)
 }
 
@@ -174,11 +172,49 @@ async fn lock_head(conn: &mut PgConnection) -> Result<Head, StoreError> {
     })
 }
 
-async fn insert_row(conn: &mut PgConnection, row: &StoredRow) -> Result<(), StoreError> {
-    queries::insert::<Postgres>(row)
-        .build()
+/// Insert `rows` in one statement, whatever their number: one round trip per group rather than
+/// one per event, with one statement text (so one prepared statement) for every group size. The
+/// columns are those of `queries::insert`, passed as arrays and unnested into rows.
+async fn insert_rows(conn: &mut PgConnection, rows: &[StoredRow]) -> Result<(), StoreError> {
+    let text = |f: fn(&StoredRow) -> &String| rows.iter().map(f).cloned().collect::<Vec<_>>();
+    let optional =
+        |f: fn(&StoredRow) -> &Option<String>| rows.iter().map(f).cloned().collect::<Vec<_>>();
+    sqlx::query(INSERT_ROWS)
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(text(|r| &r.columns.event_id))
+        .bind(text(|r| &r.columns.operation_id))
+        .bind(text(|r| &r.columns.kind))
+        .bind(text(|r| &r.columns.time))
+        .bind(optional(|r| &r.columns.partner_tenant_id))
+        .bind(optional(|r| &r.columns.operation))
+        .bind(optional(|r| &r.columns.actor_oid))
+        .bind(optional(|r| &r.columns.actor_upn))
+        .bind(optional(|r| &r.columns.actor_appid))
+        .bind(optional(|r| &r.columns.decision))
+        .bind(
+            rows.iter()
+                .map(|r| r.columns.upstream_status)
+                .collect::<Vec<_>>(),
+        )
+        .bind(optional(|r| &r.columns.state_path))
+        .bind(text(|r| &r.event))
+        .bind(text(|r| &r.prev_hash))
+        .bind(text(|r| &r.hash))
         .execute(&mut *conn)
         .await
-        .map_err(|e| classify(format!("cannot insert event {}", row.columns.event_id), e))?;
+        .map_err(|e| {
+            let first = rows.first().map_or("", |r| r.columns.event_id.as_str());
+            classify(
+                format!("cannot insert {} events from {first}", rows.len()),
+                e,
+            )
+        })?;
     Ok(())
 }
+
+const INSERT_ROWS: &str = "INSERT INTO audit_events (seq, event_id, operation_id, kind, time, \
+     partner_tenant_id, operation, actor_oid, actor_upn, actor_appid, decision, upstream_status, \
+     state_path, event, prev_hash, hash) \
+     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], \
+     $13::text[], $14::text[], $15::text[], $16::text[])";
