@@ -264,11 +264,7 @@ async fn raw_sqlite_inserts(dir: &std::path::Path, duration: Duration) -> Figure
     .await
     .unwrap();
     let event = raw_event();
-    let mut timings = Timings::new();
-    let mut seq = 0i64;
-    while timings.started.elapsed() < duration {
-        let t = Instant::now();
-        seq += 1;
+    timed_inserts(duration, async |seq| {
         sqlx::query("INSERT INTO t (seq, event, hash) VALUES (?, ?, ?)")
             .bind(seq)
             .bind(&event)
@@ -276,6 +272,18 @@ async fn raw_sqlite_inserts(dir: &std::path::Path, duration: Duration) -> Figure
             .execute(&mut conn)
             .await
             .unwrap();
+    })
+    .await
+}
+
+/// Run `insert(seq)` for seq = 1, 2, ... until `duration` has passed, timing each.
+async fn timed_inserts(duration: Duration, mut insert: impl AsyncFnMut(i64)) -> Figures {
+    let mut timings = Timings::new();
+    let mut seq = 0i64;
+    while timings.started.elapsed() < duration {
+        let t = Instant::now();
+        seq += 1;
+        insert(seq).await;
         timings.latencies.push(t.elapsed());
     }
     timings.figures()
@@ -292,11 +300,7 @@ async fn raw_postgres_inserts(url: &str, duration: Duration) -> Figures {
     .await
     .unwrap();
     let event = raw_event();
-    let mut timings = Timings::new();
-    let mut seq = 0i64;
-    while timings.started.elapsed() < duration {
-        let t = Instant::now();
-        seq += 1;
+    let figures = timed_inserts(duration, async |seq| {
         sqlx::query("INSERT INTO bench_raw (seq, event, hash) VALUES ($1, $2, $3)")
             .bind(seq)
             .bind(&event)
@@ -304,10 +308,10 @@ async fn raw_postgres_inserts(url: &str, duration: Duration) -> Figures {
             .execute(&mut conn)
             .await
             .unwrap();
-        timings.latencies.push(t.elapsed());
-    }
+    })
+    .await;
     let _ = conn.close().await;
-    timings.figures()
+    figures
 }
 
 fn ms(d: Duration) -> String {

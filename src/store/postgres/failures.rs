@@ -90,8 +90,10 @@ async fn assert_recovers(store: &super::super::Store) {
     assert_eq!(report.first_broken, None);
 }
 
-#[tokio::test]
-async fn a_read_only_server_fails_appends_as_unavailable_until_it_is_writable_again() {
+/// Appends work; `cut` (run as an administrator, every session of the database then ended)
+/// makes them fail as Unavailable with readiness agreeing; `restore` makes both recover, with
+/// nothing written by the failed appends.
+async fn outage(cut: &str, restore: &str) {
     let log = TestLog::new(Backend::Postgres).await;
     let store = log
         .open_with(StoreOptions {
@@ -101,47 +103,31 @@ async fn a_read_only_server_fails_appends_as_unavailable_until_it_is_writable_ag
         .await;
     store.append(event()).await.unwrap();
     let db = database(&log);
-    as_admin_then_cut(
-        &db,
-        &format!("ALTER DATABASE {db} SET default_transaction_read_only = on"),
-    )
-    .await;
+    as_admin_then_cut(&db, &cut.replace("{db}", &db)).await;
     assert_unavailable(&store).await;
-    as_admin_then_cut(
-        &db,
-        &format!("ALTER DATABASE {db} SET default_transaction_read_only = off"),
-    )
-    .await;
+    as_admin_then_cut(&db, &restore.replace("{db}", &db)).await;
     assert_recovers(&store).await;
-    // The failed group wrote nothing: the chain holds exactly the two successful appends.
     assert_eq!(store.verify().await.unwrap().events, 2);
     store.close().await;
 }
 
+/// A failover that leaves syncgate on a standby, or a database set read-only.
+#[tokio::test]
+async fn a_read_only_server_fails_appends_as_unavailable_until_it_is_writable_again() {
+    outage(
+        "ALTER DATABASE {db} SET default_transaction_read_only = on",
+        "ALTER DATABASE {db} SET default_transaction_read_only = off",
+    )
+    .await;
+}
+
+/// CONNECTION LIMIT 0 refuses every new session of ordinary roles; the test role is a superuser,
+/// which the limit does not bind, so the database refuses connections outright as well.
 #[tokio::test]
 async fn a_server_out_of_connections_fails_appends_as_unavailable_then_recovers() {
-    let log = TestLog::new(Backend::Postgres).await;
-    let store = log
-        .open_with(StoreOptions {
-            token_key: Some(log.token_key()),
-            ..short()
-        })
-        .await;
-    store.append(event()).await.unwrap();
-    let db = database(&log);
-    // CONNECTION LIMIT 0 refuses every new session of ordinary roles; the test role is a
-    // superuser, which the limit does not bind, so the database refuses connections outright.
-    as_admin_then_cut(
-        &db,
-        &format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false CONNECTION LIMIT 0"),
+    outage(
+        "ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false CONNECTION LIMIT 0",
+        "ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true CONNECTION LIMIT -1",
     )
     .await;
-    assert_unavailable(&store).await;
-    as_admin_then_cut(
-        &db,
-        &format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true CONNECTION LIMIT -1"),
-    )
-    .await;
-    assert_recovers(&store).await;
-    store.close().await;
 }
