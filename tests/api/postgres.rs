@@ -19,9 +19,11 @@ pub(crate) fn server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
-/// A database of its own for one test, dropped with it.
+/// A database of its own for one test, dropped with it: by `drop_now`, or when the value is
+/// dropped (a test that panicked), so a failing run leaves nothing behind on the server.
 pub(crate) struct TestDatabase {
     pub(crate) name: String,
+    dropped: bool,
 }
 
 impl TestDatabase {
@@ -34,22 +36,50 @@ impl TestDatabase {
             .execute(&mut admin)
             .await
             .unwrap();
-        TestDatabase { name }
+        TestDatabase {
+            name,
+            dropped: false,
+        }
     }
 
     pub(crate) fn url(&self) -> String {
         format!("{}/{}", server(), self.name)
     }
 
-    pub(crate) async fn drop_now(self) {
-        let mut admin = PgConnection::connect(&format!("{}/test", server()))
-            .await
-            .unwrap();
-        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+    pub(crate) async fn drop_now(mut self) {
+        self.dropped = true;
+        drop_database(&self.name).await;
     }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        // This may run inside the test's runtime, which cannot be blocked on: a thread of its
+        // own with its own runtime drops the database.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(drop_database(&name));
+        })
+        .join();
+    }
+}
+
+/// `DROP DATABASE name WITH (FORCE)` from the admin database (ends any session still on it).
+async fn drop_database(name: &str) {
+    let Ok(mut admin) = PgConnection::connect(&format!("{}/test", server())).await else {
+        return;
+    };
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    let _ = admin.close().await;
 }
 
 fn migrate(db: &str) -> std::process::Output {
@@ -208,8 +238,10 @@ fn listed(db: &str) -> Vec<Value> {
         .clone()
 }
 
-fn sqlite_source(db: &Path) -> String {
-    format!("sqlite:{}", db.display())
+/// `audit copy --from sqlite:<db> --to <url>`.
+fn copy_to(db: &Path, url: &str) -> (bool, String, String) {
+    let from = format!("sqlite:{}", db.display());
+    syncgate(&["audit", "copy", "--from", &from, "--to", url])
 }
 
 #[tokio::test]
@@ -219,14 +251,7 @@ async fn a_proxys_sqlite_log_copied_to_postgres_verifies_to_the_same_head_and_li
     let db = TestDatabase::create().await;
     let url = db.url();
 
-    let (ok, stdout, stderr) = syncgate(&[
-        "audit",
-        "copy",
-        "--from",
-        &sqlite_source(&proxy.db_path),
-        "--to",
-        &url,
-    ]);
+    let (ok, stdout, stderr) = copy_to(&proxy.db_path, &url);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("copied 6 events"), "{stdout}");
     let head = verify_line(&file);
@@ -238,14 +263,7 @@ async fn a_proxys_sqlite_log_copied_to_postgres_verifies_to_the_same_head_and_li
     assert_eq!(kinds, ["received", "completed"].repeat(3));
 
     // Run again: nothing left to copy, the head unchanged.
-    let (ok, stdout, stderr) = syncgate(&[
-        "audit",
-        "copy",
-        "--from",
-        &sqlite_source(&proxy.db_path),
-        "--to",
-        &url,
-    ]);
+    let (ok, stdout, stderr) = copy_to(&proxy.db_path, &url);
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("copied 0 events") && stdout.contains("6 were already there"),
@@ -260,24 +278,10 @@ async fn copying_into_a_database_holding_a_different_log_is_refused() {
     let (first, second) = (proxy_log(2).await, proxy_log(2).await);
     let db = TestDatabase::create().await;
     let url = db.url();
-    let (ok, _, stderr) = syncgate(&[
-        "audit",
-        "copy",
-        "--from",
-        &sqlite_source(&first.db_path),
-        "--to",
-        &url,
-    ]);
+    let (ok, _, stderr) = copy_to(&first.db_path, &url);
     assert!(ok, "{stderr}");
     let before = verify_line(&url);
-    let (ok, _, stderr) = syncgate(&[
-        "audit",
-        "copy",
-        "--from",
-        &sqlite_source(&second.db_path),
-        "--to",
-        &url,
-    ]);
+    let (ok, _, stderr) = copy_to(&second.db_path, &url);
     assert!(!ok);
     assert!(stderr.contains("different log"), "{stderr}");
     assert_eq!(

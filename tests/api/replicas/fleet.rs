@@ -15,7 +15,7 @@ use sqlx::{Connection, PgConnection};
 
 use crate::harness::syncgate_bin;
 use crate::helpers::{TestEmulator, admin_token, spawn_emulator};
-use crate::postgres::{TestDatabase, server};
+use crate::postgres::TestDatabase;
 
 /// How long a replica may take from spawn to its "listening" lines (migrations included).
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -269,32 +269,9 @@ impl Drop for Fleet {
             }
         }
         self.replicas.clear();
-        // A test that failed before `finish` still drops its database; on a thread of its own,
-        // because this may run inside the test's runtime.
-        if let Some(db) = self.db.take() {
-            let name = db.name.clone();
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(drop_database(&name));
-            })
-            .join();
-        }
+        // A test that failed before `finish` still drops its database (TestDatabase's drop).
+        self.db.take();
     }
-}
-
-/// `DROP DATABASE name WITH (FORCE)` from the admin database, re-allowing connections first in
-/// case the test had closed it.
-async fn drop_database(name: &str) {
-    let Ok(mut admin) = PgConnection::connect(&format!("{}/test", server())).await else {
-        return;
-    };
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
-    let _ = admin.close().await;
 }
 
 /// A replica spawned but not yet listening.
