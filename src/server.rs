@@ -126,6 +126,9 @@ struct Listener<H> {
 
 /// Answer to a connection refused at the caps, written without waiting (plain HTTP listeners only:
 /// over TLS nothing readable can be sent before a handshake, so the socket is just closed).
+/// The longest the accept loop waits for shed connections to close their sockets.
+const SHED_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
 Retry-After: 1\r\nContent-Length: 0\r\n\r\n";
 
@@ -160,6 +163,14 @@ pub async fn serve<H: Handler>(
     let mut backoff = Duration::from_millis(10);
 
     loop {
+        // Shed connections hold their sockets until their tasks close them; accepting more before
+        // they do could spend descriptors beyond the budget (see `tracker`).
+        if tracker.closing() > 0 {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tracker.settle(SHED_CLOSE_WAIT) => {}
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {

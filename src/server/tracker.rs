@@ -8,6 +8,12 @@
 //! to close. Only when nothing is idle is the new connection refused. So a flood of silent sockets
 //! recycles its own slots, and never the slot of a connection with a request in flight.
 //!
+//! A shed connection's socket stays open until its task gets to close it, and under load that can
+//! lag behind the accept loop, which would then spend descriptors beyond the budget the caps were
+//! derived from (and fail with EMFILE). So shed connections still closing are counted apart
+//! ([`Tracker::closing`]), and the accept loop waits for them ([`Tracker::settle`]) before it
+//! accepts again.
+//!
 //! Shedding races with a request starting on the same connection; [`Conn::start_request`] and the
 //! shed agree through one atomic (`in_flight`), so a connection is shed only while it is idle, and
 //! a request never starts on a shed connection.
@@ -18,6 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// `in_flight` of a shed connection: no request may start on it any more.
@@ -30,6 +37,10 @@ pub(crate) struct Tracker {
     /// Activity times are stored as milliseconds since this instant (one atomic per connection).
     epoch: Instant,
     state: Mutex<State>,
+    /// Shed connections whose task has not closed the socket yet.
+    closing: AtomicUsize,
+    /// Signalled each time a shed connection's socket is closed.
+    closed: Notify,
 }
 
 #[derive(Default)]
@@ -69,6 +80,31 @@ impl Tracker {
             max_per_client: max_per_client.max(1),
             epoch: Instant::now(),
             state: Mutex::default(),
+            closing: AtomicUsize::new(0),
+            closed: Notify::new(),
+        }
+    }
+
+    /// Shed connections whose sockets are not closed yet.
+    pub(crate) fn closing(&self) -> usize {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Wait until every shed connection has closed its socket, for at most `limit` (a task that
+    /// takes longer must not stop the listener).
+    pub(crate) async fn settle(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let closed = self.closed.notified();
+            tokio::pin!(closed);
+            // Registered before the count is read, so a close in between is not missed.
+            closed.as_mut().enable();
+            if self.closing() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -88,13 +124,17 @@ impl Tracker {
     pub(crate) fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Admitted, Refused> {
         let client = canonical(client);
         let mut state = self.state();
-        if state.per_client.get(&client).copied().unwrap_or(0) >= self.max_per_client
-            && !state.shed_idlest(|c| c.client == client)
-        {
-            return Err(Refused::ClientCap);
+        if state.per_client.get(&client).copied().unwrap_or(0) >= self.max_per_client {
+            if !state.shed_idlest(|c| c.client == client) {
+                return Err(Refused::ClientCap);
+            }
+            self.closing.fetch_add(1, Ordering::AcqRel);
         }
-        if state.open.len() >= self.max_total && !state.shed_idlest(|_| true) {
-            return Err(Refused::TotalCap);
+        if state.open.len() >= self.max_total {
+            if !state.shed_idlest(|_| true) {
+                return Err(Refused::TotalCap);
+            }
+            self.closing.fetch_add(1, Ordering::AcqRel);
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -117,6 +157,10 @@ impl Tracker {
 
     fn release(&self, conn: &Conn) {
         self.state().remove(conn.id);
+        if conn.is_shed() {
+            self.closing.fetch_sub(1, Ordering::AcqRel);
+            self.closed.notify_waiters();
+        }
     }
 }
 
@@ -154,6 +198,12 @@ impl State {
         conn.shed.cancel();
         self.remove(conn.id);
         true
+    }
+}
+
+impl Conn {
+    fn is_shed(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == SHED
     }
 }
 
@@ -256,6 +306,39 @@ mod tests {
             epoch,
             ..Tracker::new(total, per_client)
         })
+    }
+
+    #[tokio::test]
+    async fn shed_connections_count_as_closing_until_their_socket_is_dropped() {
+        let t = tracker(2, 1);
+        let first = t.admit(ip(1)).unwrap();
+        idle_since(first.conn(), 1000);
+        // Over its share: the client's idle connection is shed, but its socket is still open.
+        let second = t.admit(ip(1)).unwrap();
+        assert!(first.conn().shed().is_cancelled());
+        assert_eq!((t.open(), t.closing()), (1, 1));
+        // `settle` waits for it, bounded.
+        let started = std::time::Instant::now();
+        t.settle(Duration::from_millis(50)).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(50),
+            "settle returned early"
+        );
+        let waiting = {
+            let t = t.clone();
+            tokio::spawn(async move { t.settle(Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        drop(first);
+        assert_eq!(t.closing(), 0);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("settle returns once the shed socket is closed")
+            .unwrap();
+        // A connection that closes without having been shed was never counted as closing.
+        drop(second);
+        assert_eq!((t.open(), t.closing()), (0, 0));
+        t.settle(Duration::from_secs(30)).await;
     }
 
     #[test]
