@@ -92,12 +92,17 @@ pub(crate) enum Command {
     /// Create the audit log, or bring its schema up to date, and exit.
     ///
     /// `--db` is a SQLite file or a PostgreSQL URL (`postgres://user@host/db`; the password comes
-    /// from PGPASSWORD or a password file, never from the URL). Safe to run again: migrations
-    /// already applied are skipped.
+    /// from store.password_file in --config, PGPASSWORD or a password file, never from the URL);
+    /// without it, the configuration's `[store]`. Safe to run again: migrations already applied
+    /// are skipped.
     Migrate {
-        /// The audit log: a SQLite file path or a `postgres://` URL.
+        /// The audit log: a SQLite file path or a `postgres://` URL (default: the
+        /// configuration's `[store]`).
         #[arg(long, value_name = "PATH|URL")]
-        db: String,
+        db: Option<String>,
+        /// Its `[store]` settings (password_file, statement_timeout) apply too.
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// Query and verify the audit log: list, show one operation, verify the hash chain.
     ///
@@ -228,14 +233,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(args).await,
         Command::Rules(args) => rules::run(args).await,
         Command::CheckConfig { config } => check_config(&config),
-        Command::Migrate { db } => migrate(&db).await,
+        Command::Migrate { db, config } => migrate(db.as_deref(), &config).await,
     }
 }
 
 /// `migrate`: apply the migrations the log lacks, on either backend.
-async fn migrate(db: &str) -> anyhow::Result<()> {
-    let location = crate::store::StoreLocation::parse(db);
-    crate::store::Store::migrate(&location, crate::store::StoreOptions::default()).await?;
+async fn migrate(db: Option<&str>, config: &ConfigArgs) -> anyhow::Result<()> {
+    let mut store = config.load()?.store;
+    if let Some(db) = db {
+        store.set_location(&crate::store::StoreLocation::parse(db));
+    }
+    let location = store.location()?;
+    crate::store::Store::migrate(&location, store.options()?).await?;
     println!("syncgate: the audit log {location} is up to date.");
     Ok(())
 }

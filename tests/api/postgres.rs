@@ -291,3 +291,35 @@ async fn copying_into_a_database_holding_a_different_log_is_refused() {
     );
     db.drop_now().await;
 }
+
+#[tokio::test]
+async fn migrate_takes_the_log_and_its_settings_from_the_configuration() {
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("syncgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{}\"\nstatement_timeout = \"3s\"\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = syncgate(&["migrate", "--config", config.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&db.url()), "{stdout}");
+    let (ok, stdout, stderr) = syncgate(&["audit", "verify", "--db", &db.url()]);
+    assert!(ok && stdout.contains("0 events"), "{stdout}{stderr}");
+    // A configuration that cannot be used is refused before anything is touched.
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{}\"\nstatement_timeout = \"0s\"\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    let (ok, _, stderr) = syncgate(&["migrate", "--config", config.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("statement_timeout"), "{stderr}");
+    db.drop_now().await;
+}
