@@ -86,7 +86,11 @@ pub async fn start(
     let serving = Serving {
         listeners,
         proxy,
-        admin: Arc::new(Admin::new(shutdown.clone(), store.clone())),
+        admin: Arc::new(Admin::new(
+            shutdown.clone(),
+            store.clone(),
+            settings.admin_principals.clone(),
+        )),
         proxy_options,
         admin_options,
         summaries,

@@ -1,7 +1,7 @@
 //! The command line: parse, set up logging, run one command. `anyhow` lives here only.
 //!
 //! The tools sit in their own modules (`audit`: list, show, verify the log; `rules`: test
-//! and backtest rules) and print through one `render` module, so they never borrow each
+//! and backtest rules; `admin`: API keys for the admin API) and print through one `render` module, so they never borrow each
 //! other's helpers.
 
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use crate::server::ServeOptions;
 use crate::telemetry::{self, LogFormat};
 use crate::{app, emulator, tls};
 
+mod admin;
 pub(crate) mod audit;
 mod demo;
 pub(crate) mod render;
@@ -114,6 +115,9 @@ pub(crate) enum Command {
     /// replays the recorded changes through NEW's rules and reports what they would decide
     /// differently; it opens the log read-only.
     Rules(rules::RulesArgs),
+    /// Manage who may use the admin API: `admin new-key --name NAME --roles auditor,...` prints a
+    /// new API key once and the `[[admin.principals]]` lines (its salted hash) to paste.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -232,6 +236,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Audit(args) => audit::run(args).await,
         Command::Rules(args) => rules::run(args).await,
+        Command::Admin(args) => admin::run(args),
         Command::CheckConfig { config } => check_config(&config),
         Command::Migrate { db, config } => migrate(db.as_deref(), &config).await,
     }

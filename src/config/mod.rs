@@ -12,6 +12,7 @@
 //! never import the configuration (durations and sizes are read by the leaf module
 //! [`crate::units`]).
 
+mod admin;
 mod limits;
 mod raw;
 mod store;
@@ -57,8 +58,8 @@ pub(crate) use limits::DEFAULT_MAX_CONNECTIONS_CEILING;
 pub(crate) use limits::{Limits, RawLimits};
 pub(crate) use raw::default_store_path;
 pub use raw::{
-    ClientAuthMode, DEFAULT_MAX_BATCH_BODY, RawAdmin, RawAudit, RawListenerTls, RawProxy, RawStore,
-    RawUpstream,
+    ClientAuthMode, DEFAULT_MAX_BATCH_BODY, RawAdmin, RawAudit, RawListenerTls, RawPrincipal,
+    RawProxy, RawStore, RawUpstream,
 };
 use store::default_token_key;
 pub(crate) use upstream::UpstreamTarget;
@@ -214,6 +215,7 @@ impl RawConfig {
     /// Check every value and load the TLS material: the second stage.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let (listen, admin_listen) = self.listen_addrs()?;
+        let admin_principals = self.admin.principals(admin_listen)?;
         let tls = self.proxy_tls()?;
         let upstream = UpstreamTarget::parse(&self.upstream.url)?;
         let client_tls =
@@ -236,6 +238,7 @@ impl RawConfig {
         Ok(Settings {
             listen,
             admin_listen,
+            admin_principals,
             tls,
             shutdown_grace: parse_duration("proxy.shutdown_grace", &proxy.shutdown_grace)?,
             header_read_timeout: parse_duration(
@@ -353,6 +356,8 @@ impl RawConfig {
 pub struct Settings {
     pub(crate) listen: SocketAddr,
     pub(crate) admin_listen: SocketAddr,
+    /// Who may use the admin API beyond health and readiness.
+    pub(crate) admin_principals: crate::admin::auth::Principals,
     /// The proxy listener's TLS; plain HTTP (HTTP/1.1 and h2c) when `None`.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) shutdown_grace: Duration,

@@ -81,14 +81,32 @@ impl Default for RawUpstream {
 pub struct RawAdmin {
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// Who may use the admin API (`[[admin.principals]]`); none: the API is closed.
+    #[serde(default)]
+    pub principals: Vec<RawPrincipal>,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            principals: Vec::new(),
         }
     }
+}
+
+/// One `[[admin.principals]]` entry as written; checked by `config/admin.rs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrincipal {
+    pub name: String,
+    /// `auditor`, `approver`, `admin`; required, so a forgotten list fails loudly.
+    pub roles: Vec<String>,
+    /// The person's Entra object id (a GUID).
+    #[serde(default)]
+    pub oid: Option<String>,
+    /// `sha256:<salt hex>:<hash hex>`, as `syncgate admin new-key` prints it.
+    pub key_hash: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -273,3 +273,131 @@ fn relative_store_files_are_taken_from_the_config_folder() {
         StoreLocation::Sqlite(dir.path().join("audit.db"))
     );
 }
+
+/// A config with one principal per `(name, roles, oid)`, each with a fresh key's hash.
+fn with_principals(entries: &[(&str, &[&str], Option<&str>)]) -> RawConfig {
+    use crate::admin::auth::{ApiKey, KeyHash};
+    let mut raw = RawConfig::default();
+    raw.proxy.listen = "127.0.0.1:0".into();
+    raw.admin.listen = "127.0.0.1:0".into();
+    for (name, roles, oid) in entries {
+        raw.admin.principals.push(RawPrincipal {
+            name: (*name).into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            oid: oid.map(str::to_owned),
+            key_hash: KeyHash::new(&ApiKey::generate().unwrap())
+                .unwrap()
+                .to_string(),
+        });
+    }
+    raw
+}
+
+fn invalid_key(raw: &RawConfig) -> (&'static str, String) {
+    match raw.validate() {
+        Err(ConfigError::Invalid { key, message }) => (key, message),
+        other => panic!("expected an invalid key, got {other:?}"),
+    }
+}
+
+#[test]
+fn principals_parse_from_toml_and_validate() {
+    let text = r#"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[admin.principals]]
+        name = "ann"
+        roles = ["auditor", "admin", "auditor"]
+        oid = "AAAAAAAA-BBBB-CCCC-DDDD-EEEEEEEEEEEE"
+        key_hash = "sha256:000102030405060708090a0b0c0d0e0f:0000000000000000000000000000000000000000000000000000000000000000"
+    "#;
+    let mut raw: RawConfig = toml::from_str(text).unwrap();
+    raw.proxy.listen = "127.0.0.1:0".into();
+    let settings = raw.validate().unwrap();
+    assert!(!settings.admin_principals.is_empty());
+    assert_eq!(
+        settings.admin_principals.first_oid().as_deref(),
+        Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+    );
+    let err = toml::from_str::<RawConfig>("[[admin.principals]]\nname = \"x\"\nkey_hash = \"h\"\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("missing field `roles`"), "{err}");
+    let err = toml::from_str::<RawConfig>(
+        "[[admin.principals]]\nname = \"x\"\nroles = []\nkey_hash = \"h\"\nkey = \"k\"\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("unknown field `key`"), "{err}");
+}
+
+#[test]
+fn an_unknown_role_is_refused_with_the_entry_named() {
+    let (key, message) = invalid_key(&with_principals(&[("ann", &["auditor", "root"], None)]));
+    assert_eq!(key, "admin.principals.roles");
+    assert!(
+        message.contains("admin.principals[0] (\"ann\")") && message.contains("\"root\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_duplicate_name_is_refused() {
+    let raw = with_principals(&[("ann", &["auditor"], None), ("ann", &["admin"], None)]);
+    let (key, message) = invalid_key(&raw);
+    assert_eq!(key, "admin.principals.name");
+    assert!(message.contains("admin.principals[1]"), "{message}");
+}
+
+#[test]
+fn a_malformed_key_hash_is_refused() {
+    for bad in [
+        "sgk_AAAA",
+        "sha256:00:00",
+        "md5:000102030405060708090a0b0c0d0e0f:00",
+    ] {
+        let mut raw = with_principals(&[("ann", &["auditor"], None)]);
+        raw.admin.principals[0].key_hash = bad.into();
+        let (key, message) = invalid_key(&raw);
+        assert_eq!(key, "admin.principals.key_hash", "{bad}");
+        assert!(message.contains("sha256:<32 hex digits"), "{message}");
+    }
+    let mut raw = with_principals(&[("ann", &["auditor"], None), ("bob", &["auditor"], None)]);
+    raw.admin.principals[1].key_hash = raw.admin.principals[0].key_hash.clone();
+    assert_eq!(invalid_key(&raw).0, "admin.principals.key_hash");
+}
+
+#[test]
+fn a_bad_oid_or_empty_name_is_refused() {
+    for bad in [
+        "not-a-guid",
+        "aaaaaaaabbbbccccddddeeeeeeeeeeee",
+        "{aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee}",
+        "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeeg",
+    ] {
+        let (key, message) = invalid_key(&with_principals(&[("ann", &["auditor"], Some(bad))]));
+        assert_eq!(key, "admin.principals.oid", "{bad}");
+        assert!(message.contains(bad), "{message}");
+    }
+    assert_eq!(
+        invalid_key(&with_principals(&[(" ", &["auditor"], None)])).0,
+        "admin.principals.name"
+    );
+}
+
+#[test]
+fn principals_on_a_non_loopback_plain_admin_listener_are_refused() {
+    let mut raw = with_principals(&[("ann", &["auditor"], None)]);
+    raw.admin.listen = "0.0.0.0:0".into();
+    let (key, message) = invalid_key(&raw);
+    assert_eq!(key, "admin.listen");
+    assert!(
+        message.contains("bind admin.listen to loopback or configure admin TLS"),
+        "{message}"
+    );
+    // Without principals the listener only serves health and readiness: allowed anywhere.
+    raw.admin.principals.clear();
+    assert!(raw.validate().is_ok());
+    // IPv6 loopback is loopback.
+    let mut raw = with_principals(&[("ann", &["auditor"], None)]);
+    raw.admin.listen = "[::1]:0".into();
+    assert!(raw.validate().is_ok());
+}

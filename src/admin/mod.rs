@@ -1,5 +1,12 @@
-//! The admin listener: health and readiness now; the audit API and `/metrics` join it later.
+//! The admin listener: health and readiness, and the authenticated admin API under `/api/`
+//! (`auth`: principals, API keys, roles); the audit routes and `/metrics` join it later.
 //! It is never the proxy port, so a Graph client can never reach it by accident.
+//!
+//! `/healthz` and `/readyz` stay open (load balancers probe them). Every other route needs a
+//! principal when principals are configured; with none configured, `/api/` answers 403 (the API
+//! is closed by default, never open).
+
+pub(crate) mod auth;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -12,6 +19,7 @@ use crate::body::{Body, full};
 use crate::graph_error::{GraphError, RequestIds};
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
+use auth::Principals;
 
 /// How long one look at the audit store answers `/readyz`: a load balancer polling every
 /// replica (or anyone who can reach the admin port) costs the database at most one query per
@@ -29,14 +37,17 @@ pub(crate) struct Admin {
     store: Store,
     /// The last store check: when, and why it failed (`None`: it answered).
     last_check: Mutex<Option<(Instant, Option<String>)>>,
+    /// Who may use the routes beyond health and readiness (`[[admin.principals]]`).
+    principals: Principals,
 }
 
 impl Admin {
-    pub(crate) fn new(shutdown: CancellationToken, store: Store) -> Self {
+    pub(crate) fn new(shutdown: CancellationToken, store: Store, principals: Principals) -> Self {
         Self {
             shutdown,
             store,
             last_check: Mutex::new(None),
+            principals,
         }
     }
 
@@ -88,6 +99,33 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// The admin API: every route asks for the role it needs before doing anything
+    /// ([`Principals::require`]); an unknown route still needs a principal, then 404s.
+    fn api(&self, req: &Request<Incoming>) -> Response<Body> {
+        let answered = match (req.method(), req.uri().path()) {
+            (&Method::GET, "/api/v1/whoami") => self
+                .principals
+                .require_any_role(req)
+                .map(|principal| json(StatusCode::OK, principal.to_json())),
+            _ => self
+                .principals
+                .require_any_role(req)
+                .map(|_| not_found(req)),
+        };
+        answered.unwrap_or_else(|refused| refused)
+    }
+}
+
+fn not_found<B>(req: &Request<B>) -> Response<Body> {
+    GraphError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("no admin endpoint {}", req.uri().path()),
+    )
+    .into_response(&RequestIds::from_headers(req.headers()))
+}
+
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(value.to_string()));
     *resp.status_mut() = status;
@@ -120,12 +158,13 @@ impl Handler for Admin {
         let resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             (&Method::GET, "/readyz") => self.readiness().await,
-            (_, path) => GraphError::new(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("no admin endpoint {path}"),
-            )
-            .into_response(&RequestIds::from_headers(req.headers())),
+            (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req),
+            _ if self.principals.is_empty() => not_found(&req),
+            // Unknown routes are checked too, so a caller without a key learns nothing of them.
+            _ => match self.principals.require_any_role(&req) {
+                Ok(_) => not_found(&req),
+                Err(refused) => refused,
+            },
         };
         Ok(resp)
     }
