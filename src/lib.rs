@@ -19,7 +19,8 @@
 //!   one terminal event; `$batch` is rebuilt or unbatched (`proxy/batch.rs`). `docs/tour.md`
 //!   follows one governed request through them.
 //! - [`audit`]: the audit event; [`store`]: the append-only, hash-chained log it is kept in.
-//! - `admin`: `/healthz`, `/readyz` on their own listener.
+//! - `admin`: `/healthz`, `/readyz` and the authenticated admin API (`admin/auth.rs`: principals,
+//!   API keys, roles) on their own listener.
 //! - [`emulator`]: a local Microsoft Graph for tests, the demo and users' own automation tests.
 //! - `graph_error`: Graph's error shape for every locally made error.
 //! - [`token`]: bearer tokens and their (unverified) claims.
