@@ -252,8 +252,20 @@ impl StoreReader {
         cursor: Option<&Cursor>,
         limit: u32,
     ) -> Result<OperationsPage, StoreError> {
+        self.operations_scanning(filter, cursor, limit, SCAN_MAX)
+            .await
+    }
+
+    /// [`StoreReader::operations`] examining at most `scan_max` candidates (tests lower it).
+    pub(super) async fn operations_scanning(
+        &self,
+        filter: &OperationFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+        scan_max: usize,
+    ) -> Result<OperationsPage, StoreError> {
         let limit = limit.clamp(1, MAX_LIMIT) as usize;
-        let batch = (limit as i64).max(MIN_BATCH);
+        let batch = (limit as i64).max(MIN_BATCH).min(scan_max.max(1) as i64);
         let mut before = cursor.map_or(i64::MAX, |c| c.before_seq);
         let mut operations = Vec::new();
         let mut scanned = 0;
@@ -284,7 +296,7 @@ impl StoreReader {
                     next: None,
                 });
             }
-            if scanned >= SCAN_MAX {
+            if scanned >= scan_max {
                 let next = Some(Cursor { before_seq: before });
                 return Ok(OperationsPage { operations, next });
             }

@@ -67,7 +67,8 @@ async fn fixture(store: &Store) -> Fixture {
     };
     denied.decision = Some(Decision::Deny);
     denied.rule_results = vec![rule("allowlist", true), rule("no-deletes", false)];
-    denied.request_body = Some(json!({"displayName": "Woodgrove"}));
+    // A body naming an effect: the SQL prefilter lets it through, the fold knows better.
+    denied.request_body = Some(json!({"displayName": "Woodgrove", "effect": "ignored"}));
     store.append(denied).await.unwrap();
 
     store
@@ -205,6 +206,14 @@ async fn operations_filters_each_narrow_the_rows(backend: Backend) {
                 ..base()
             },
             vec![f.recovered],
+        ),
+        (
+            "an effect named in the body is not the operation's",
+            OperationFilter {
+                effect: Some(Effect::Ignored),
+                ..base()
+            },
+            vec![],
         ),
         (
             "status",
@@ -402,6 +411,51 @@ async fn operations_of_an_empty_log_are_none(backend: Backend) {
     reader.close().await;
 }
 on_both_backends!(operations_of_an_empty_log_are_none);
+
+async fn a_page_stops_scanning_at_its_bound_and_says_where_to_go_on(backend: Backend) {
+    let log = TestLog::new(backend).await;
+    let store = log.open().await;
+    let wanted = Uuid::now_v7();
+    let mut received = sample(wanted, EventKind::Received, 0);
+    // Not ASCII: SQL cannot narrow the search, so every operation is folded and checked in Rust.
+    received.request_body = Some(json!({"displayName": "Müller AG"}));
+    store.append(received).await.unwrap();
+    append_operations(&store, 35).await;
+    let reader = log.reader().await;
+    let filter = OperationFilter {
+        text: Some("mÜLLER".into()),
+        ..OperationFilter::default()
+    };
+    assert_eq!(
+        page(&reader, &filter).await,
+        vec![],
+        "Ü is not ASCII: its case counts"
+    );
+    let filter = OperationFilter {
+        text: Some("MüLLER ag".into()),
+        ..OperationFilter::default()
+    };
+    let (mut found, mut pages, mut cursor) = (Vec::new(), 0, None);
+    loop {
+        let page = reader
+            .operations_scanning(&filter, cursor.as_ref(), 5, 10)
+            .await
+            .unwrap();
+        pages += 1;
+        found.extend(page.operations);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(ids(&found), vec![wanted]);
+    assert_eq!(found[0].display_name.as_deref(), Some("Müller AG"));
+    // 36 operations, at most 10 examined per page: the match is on the fourth page.
+    assert_eq!(pages, 4);
+    store.close().await;
+    reader.close().await;
+}
+on_both_backends!(a_page_stops_scanning_at_its_bound_and_says_where_to_go_on);
 
 #[test]
 fn a_cursor_is_opaque_text_that_round_trips() {
