@@ -28,6 +28,9 @@ mod copy;
 mod location;
 #[cfg(test)]
 mod log_v1;
+// Read by the admin API, a later step; until then only the tests call it.
+#[cfg_attr(not(test), allow(dead_code))]
+mod operations;
 mod postgres;
 mod private;
 mod queries;
@@ -51,6 +54,8 @@ use writer::WriterHandle;
 
 pub(crate) use copy::copy;
 pub use location::StoreLocation;
+#[allow(unused_imports)] // the admin API, a later step, uses them
+pub(crate) use operations::{Cursor, MAX_LIMIT, OperationFilter, OperationSummary, OperationsPage};
 pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks};
 
 /// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.

@@ -58,6 +58,38 @@ macro_rules! read_methods {
             Ok(last.into_iter().next().and_then(|r| r.event.after))
         }
 
+        /// `seq, operation_id` of a batch of candidate operations (see `operations/sql.rs`).
+        pub(crate) async fn operation_candidates(
+            &self,
+            filter: &$crate::store::operations::OperationFilter,
+            before: i64,
+            limit: i64,
+        ) -> Result<Vec<(i64, String)>, $crate::store::StoreError> {
+            use sqlx::Row;
+            let context = "cannot list operations";
+            let query = $crate::store::operations::candidates(filter, before, limit);
+            let rows = self.rows(query, context).await?;
+            let read = |e| classify(context, e);
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get("seq").map_err(read)?,
+                        row.try_get("operation_id").map_err(read)?,
+                    ))
+                })
+                .collect()
+        }
+
+        /// Every event of the given operations, in seq order.
+        pub(crate) async fn operation_events(
+            &self,
+            operation_ids: &[String],
+        ) -> Result<Vec<$crate::audit::Recorded>, $crate::store::StoreError> {
+            let query = $crate::store::operations::events_of(operation_ids);
+            self.recorded(query, "cannot read the operations' events")
+                .await
+        }
+
         /// The chain head: the last event's seq and hash (`None` for an empty log).
         pub(crate) async fn head(
             &self,

@@ -8,6 +8,7 @@
 //! - `appending.rs`: appending, groups, duplicates, a failed commit, closing, the token key.
 //! - `tamper.rs`: the append-only triggers, and verify naming each kind of tampered row.
 //! - `reads.rs`: unfinished operations, `last_after`, list filters, readers.
+//! - `operations.rs`: the operations query (folding, filters, cursor paging, limits).
 //! - `copying.rs`: copying a log between backends, chain intact.
 //! - `sqlite_only.rs`: SQLite's file, its `-wal`/`-shm` and their modes, its locks, files that
 //!   are missing or not databases.
@@ -26,6 +27,7 @@ use crate::audit::{Actor, Effect, Snapshot};
 
 mod appending;
 mod copying;
+mod operations;
 mod postgres_only;
 mod postgres_session;
 mod reads;

@@ -1,0 +1,468 @@
+//! The operations query: folding, each filter, cursor paging under concurrent appends, limits.
+
+use std::collections::HashSet;
+
+use chrono::SubsecRound;
+
+use super::*;
+use crate::audit::RuleOutcome;
+
+fn rule(id: &str, passed: bool) -> RuleOutcome {
+    RuleOutcome {
+        rule: id.into(),
+        kind: "partner_allowlist".into(),
+        mode: "enforce".into(),
+        action: "deny".into(),
+        passed,
+        message: (!passed).then(|| format!("{id} failed")),
+    }
+}
+
+/// Every operation on the page, newest first, from the top, with no filter.
+async fn page(reader: &StoreReader, filter: &OperationFilter) -> Vec<OperationSummary> {
+    let page = reader.operations(filter, None, MAX_LIMIT).await.unwrap();
+    assert_eq!(page.next, None);
+    page.operations
+}
+
+fn ids(summaries: &[OperationSummary]) -> Vec<Uuid> {
+    summaries.iter().map(|s| s.operation_id.uuid()).collect()
+}
+
+/// The operations of the filter tests, appended oldest first: a completed change with a display
+/// name, approval and drift; a refused one by another actor on partner B; a recovered one; an
+/// unfinished one.
+struct Fixture {
+    done: Uuid,
+    denied: Uuid,
+    recovered: Uuid,
+    open: Uuid,
+}
+
+async fn fixture(store: &Store) -> Fixture {
+    let f = Fixture {
+        done: Uuid::now_v7(),
+        denied: Uuid::now_v7(),
+        recovered: Uuid::now_v7(),
+        open: Uuid::now_v7(),
+    };
+    let mut received = sample(f.done, EventKind::Received, 0);
+    received.request_body = Some(json!({"displayName": "Fabrikam 100%_sync"}));
+    store.append(received).await.unwrap();
+    store
+        .append(sample(f.done, EventKind::Drift, 1))
+        .await
+        .unwrap();
+    let mut done = completed(f.done, 2, true);
+    done.rule_results = vec![rule("allowlist", true)];
+    done.approval_id = Some("approval-1".into());
+    store.append(done).await.unwrap();
+
+    let mut denied = sample(f.denied, EventKind::Denied, 10);
+    denied.partner_tenant_id = PARTNER_B.parse().ok();
+    denied.operation = "partner_delete".into();
+    denied.actor = Actor {
+        upn: Some("Bob@Contoso.com".into()),
+        ..Actor::default()
+    };
+    denied.decision = Some(Decision::Deny);
+    denied.rule_results = vec![rule("allowlist", true), rule("no-deletes", false)];
+    // A body naming an effect: the SQL prefilter lets it through, the fold knows better.
+    denied.request_body = Some(json!({"displayName": "Woodgrove", "effect": "ignored"}));
+    store.append(denied).await.unwrap();
+
+    store
+        .append(sample(f.recovered, EventKind::Received, 20))
+        .await
+        .unwrap();
+    let mut recovered = completed(f.recovered, 21, false);
+    recovered.kind = EventKind::Recovered;
+    recovered.upstream_status = None;
+    recovered.effect = Some(Effect::AppliedDespiteError);
+    store.append(recovered).await.unwrap();
+
+    store
+        .append(sample(f.open, EventKind::Received, 30))
+        .await
+        .unwrap();
+    f
+}
+
+async fn operations_fold_each_event_kind(backend: Backend) {
+    let log = TestLog::new(backend).await;
+    let store = log.open().await;
+    let f = fixture(&store).await;
+    let reader = log.reader().await;
+    let all = page(&reader, &OperationFilter::default()).await;
+    assert_eq!(ids(&all), vec![f.open, f.recovered, f.denied, f.done]);
+    let [open, recovered, denied, done] = &all[..] else {
+        panic!("{all:?}")
+    };
+
+    assert_eq!(done.first_seq, 1);
+    assert_eq!(done.operation, "sync_update");
+    assert_eq!(done.partner.as_ref().unwrap().as_str(), PARTNER_A);
+    assert_eq!(done.actor.upn.as_deref(), Some("Alice@Contoso.com"));
+    assert_eq!(done.decision, Some(Decision::Allow));
+    assert_eq!(done.rule, None, "every rule passed");
+    assert_eq!(done.status, Some(204));
+    assert_eq!(done.effect, Some(Effect::Applied));
+    assert!(done.drift);
+    assert_eq!(done.approval_id.as_deref(), Some("approval-1"));
+    assert_eq!(done.display_name.as_deref(), Some("Fabrikam 100%_sync"));
+    // Stored to the microsecond, as every event time is.
+    let micros = |n| at(n).trunc_subsecs(6);
+    assert_eq!((done.first_time, done.last_time), (micros(0), micros(2)));
+    assert_eq!(done.terminal, Some(EventKind::Completed));
+
+    assert_eq!(denied.first_seq, 4);
+    assert_eq!(denied.operation, "partner_delete");
+    assert_eq!(denied.decision, Some(Decision::Deny));
+    assert_eq!(denied.rule.as_deref(), Some("no-deletes"));
+    assert_eq!((denied.status, denied.effect), (None, None));
+    assert!(!denied.drift);
+    assert_eq!(denied.terminal, Some(EventKind::Denied));
+    assert_eq!(denied.first_time, denied.last_time);
+
+    assert_eq!(recovered.terminal, Some(EventKind::Recovered));
+    assert_eq!(recovered.effect, Some(Effect::AppliedDespiteError));
+    assert_eq!(recovered.status, None);
+
+    assert_eq!(open.terminal, None);
+    assert_eq!(open.first_seq, 7);
+    assert_eq!((open.status, open.effect), (None, None));
+    store.close().await;
+    reader.close().await;
+}
+on_both_backends!(operations_fold_each_event_kind);
+
+async fn operations_filters_each_narrow_the_rows(backend: Backend) {
+    let log = TestLog::new(backend).await;
+    let store = log.open().await;
+    let f = fixture(&store).await;
+    let reader = log.reader().await;
+    let base = OperationFilter::default;
+    let cases: Vec<(&str, OperationFilter, Vec<Uuid>)> = vec![
+        (
+            "partner",
+            OperationFilter {
+                partner: Some(PARTNER_B.into()),
+                ..base()
+            },
+            vec![f.denied],
+        ),
+        (
+            "actor upn, any case",
+            OperationFilter {
+                actor: Some("bob@CONTOSO.com".into()),
+                ..base()
+            },
+            vec![f.denied],
+        ),
+        (
+            "actor oid",
+            OperationFilter {
+                actor: Some("11111111-1111-4111-8111-111111111111".into()),
+                ..base()
+            },
+            vec![f.open, f.recovered, f.done],
+        ),
+        (
+            "operation",
+            OperationFilter {
+                operation: Some("partner_delete".into()),
+                ..base()
+            },
+            vec![f.denied],
+        ),
+        (
+            "decision",
+            OperationFilter {
+                decision: Some(Decision::Deny),
+                ..base()
+            },
+            vec![f.denied],
+        ),
+        (
+            "rule",
+            OperationFilter {
+                rule: Some("no-deletes".into()),
+                ..base()
+            },
+            vec![f.denied],
+        ),
+        (
+            "a rule that passed does not decide",
+            OperationFilter {
+                rule: Some("allowlist".into()),
+                ..base()
+            },
+            vec![],
+        ),
+        (
+            "effect",
+            OperationFilter {
+                effect: Some(Effect::AppliedDespiteError),
+                ..base()
+            },
+            vec![f.recovered],
+        ),
+        (
+            "an effect named in the body is not the operation's",
+            OperationFilter {
+                effect: Some(Effect::Ignored),
+                ..base()
+            },
+            vec![],
+        ),
+        (
+            "status",
+            OperationFilter {
+                status: Some(204),
+                ..base()
+            },
+            vec![f.done],
+        ),
+        (
+            "drift",
+            OperationFilter {
+                drift: Some(true),
+                ..base()
+            },
+            vec![f.done],
+        ),
+        (
+            "no drift",
+            OperationFilter {
+                drift: Some(false),
+                ..base()
+            },
+            vec![f.open, f.recovered, f.denied],
+        ),
+        (
+            "time range",
+            OperationFilter {
+                since: Some(at(10)),
+                until: Some(at(30)),
+                ..base()
+            },
+            vec![f.recovered, f.denied],
+        ),
+        (
+            "display name, any case",
+            OperationFilter {
+                text: Some("woodGROVE".into()),
+                ..base()
+            },
+            vec![f.denied],
+        ),
+        (
+            "wildcards match literally",
+            OperationFilter {
+                text: Some("100%_s".into()),
+                ..base()
+            },
+            vec![f.done],
+        ),
+        (
+            "a wildcard is not one",
+            OperationFilter {
+                text: Some("Fab%ync".into()),
+                ..base()
+            },
+            vec![],
+        ),
+        (
+            "text outside the display name does not match",
+            OperationFilter {
+                text: Some("isSyncAllowed".into()),
+                ..base()
+            },
+            vec![],
+        ),
+        (
+            "filters combine",
+            OperationFilter {
+                partner: Some(PARTNER_A.into()),
+                decision: Some(Decision::Allow),
+                drift: Some(false),
+                ..base()
+            },
+            vec![f.open, f.recovered],
+        ),
+    ];
+    for (name, filter, expected) in cases {
+        assert_eq!(ids(&page(&reader, &filter).await), expected, "{name}");
+    }
+    store.close().await;
+    reader.close().await;
+}
+on_both_backends!(operations_filters_each_narrow_the_rows);
+
+/// Append `n` operations concurrently (so the writer groups them), each received then completed.
+async fn append_operations(store: &Store, n: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let op = Uuid::now_v7();
+            store
+                .append(sample(op, EventKind::Received, i as i64))
+                .await
+                .unwrap();
+            store.append(completed(op, i as i64, true)).await.unwrap();
+        });
+    }
+    tasks.join_all().await;
+}
+
+async fn operations_page_stably_while_a_writer_appends(backend: Backend) {
+    let log = TestLog::new(backend).await;
+    let store = log.open().await;
+    append_operations(&store, 60).await;
+    let reader = log.reader().await;
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move { append_operations(&store, 60).await })
+    };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = reader
+            .operations(&OperationFilter::default(), cursor.as_ref(), 7)
+            .await
+            .unwrap();
+        assert!(page.operations.len() <= 7);
+        seen.extend(page.operations);
+        match page.next {
+            // The cursor is opaque text to callers: round-trip it as they would.
+            Some(next) => cursor = Some(Cursor::parse(&next.encode()).unwrap()),
+            None => break,
+        }
+    }
+    writer.await.unwrap();
+    let seqs: Vec<i64> = seen.iter().map(|s| s.first_seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+    // No gaps: every operation that began at or below the first row's seq is on some page.
+    let top = seqs[0];
+    let expected: Vec<i64> = {
+        let mut firsts = HashSet::new();
+        let mut expected = Vec::new();
+        for r in all_events(&log).await {
+            if firsts.insert(r.event.operation_id) && r.seq <= top {
+                expected.push(r.seq);
+            }
+        }
+        expected.reverse();
+        expected
+    };
+    assert_eq!(seqs, expected);
+    assert!(seqs.len() >= 60);
+    store.close().await;
+    reader.close().await;
+}
+on_both_backends!(
+    operations_page_stably_while_a_writer_appends,
+    flavor = "multi_thread"
+);
+
+async fn operations_limit_is_cut_to_its_bounds(backend: Backend) {
+    let log = TestLog::new(backend).await;
+    let store = log.open().await;
+    append_operations(&store, MAX_LIMIT as usize + 5).await;
+    let reader = log.reader().await;
+    let filter = OperationFilter::default();
+    let one = reader.operations(&filter, None, 0).await.unwrap();
+    assert_eq!(one.operations.len(), 1, "a limit of 0 returns one row");
+    assert!(one.next.is_some());
+    let most = reader.operations(&filter, None, u32::MAX).await.unwrap();
+    assert_eq!(most.operations.len(), MAX_LIMIT as usize);
+    let rest = reader
+        .operations(&filter, most.next.as_ref(), u32::MAX)
+        .await
+        .unwrap();
+    assert_eq!(rest.operations.len(), 5);
+    assert_eq!(rest.next, None);
+    assert_eq!(rest.operations.last().unwrap().first_seq, 1);
+    store.close().await;
+    reader.close().await;
+}
+on_both_backends!(operations_limit_is_cut_to_its_bounds);
+
+async fn operations_of_an_empty_log_are_none(backend: Backend) {
+    let log = TestLog::new(backend).await;
+    let store = log.open().await;
+    let reader = log.reader().await;
+    let page = reader
+        .operations(&OperationFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        page,
+        OperationsPage {
+            operations: vec![],
+            next: None
+        }
+    );
+    store.close().await;
+    reader.close().await;
+}
+on_both_backends!(operations_of_an_empty_log_are_none);
+
+async fn a_page_stops_scanning_at_its_bound_and_says_where_to_go_on(backend: Backend) {
+    let log = TestLog::new(backend).await;
+    let store = log.open().await;
+    let wanted = Uuid::now_v7();
+    let mut received = sample(wanted, EventKind::Received, 0);
+    // Not ASCII: SQL cannot narrow the search, so every operation is folded and checked in Rust.
+    received.request_body = Some(json!({"displayName": "Müller AG"}));
+    store.append(received).await.unwrap();
+    append_operations(&store, 35).await;
+    let reader = log.reader().await;
+    let filter = OperationFilter {
+        text: Some("mÜLLER".into()),
+        ..OperationFilter::default()
+    };
+    assert_eq!(
+        page(&reader, &filter).await,
+        vec![],
+        "Ü is not ASCII: its case counts"
+    );
+    let filter = OperationFilter {
+        text: Some("MüLLER ag".into()),
+        ..OperationFilter::default()
+    };
+    let (mut found, mut pages, mut cursor) = (Vec::new(), 0, None);
+    loop {
+        let page = reader
+            .operations_scanning(&filter, cursor.as_ref(), 5, 10)
+            .await
+            .unwrap();
+        pages += 1;
+        found.extend(page.operations);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(ids(&found), vec![wanted]);
+    assert_eq!(found[0].display_name.as_deref(), Some("Müller AG"));
+    // 36 operations, at most 10 examined per page: the match is on the fourth page.
+    assert_eq!(pages, 4);
+    store.close().await;
+    reader.close().await;
+}
+on_both_backends!(a_page_stops_scanning_at_its_bound_and_says_where_to_go_on);
+
+#[test]
+fn a_cursor_is_opaque_text_that_round_trips() {
+    for text in ["s1", "s9223372036854775807"] {
+        assert_eq!(Cursor::parse(text).unwrap().encode(), text);
+    }
+    for junk in ["", "s", "1", "s-1", "s+1", "s1x", "s99999999999999999999"] {
+        assert_eq!(Cursor::parse(junk), None, "{junk:?}");
+    }
+}
