@@ -76,7 +76,14 @@ fn check_config_fails_on_a_bad_upstream() {
 
 #[test]
 fn every_command_explains_itself() {
-    for cmd in ["serve", "emulate", "demo", "check-config"] {
+    for cmd in [
+        "serve",
+        "emulate",
+        "demo",
+        "check-config",
+        "migrate",
+        "admin",
+    ] {
         let (ok, stdout, _) = run(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: syncgate"), "{cmd}: {stdout}");
     }
