@@ -198,10 +198,6 @@ pub(crate) struct Principal {
 
 impl Principal {
     /// Whether this principal may act as `role` (`admin` may act as any).
-    #[allow(
-        dead_code,
-        reason = "the audit routes (next step of issue 10) gate on roles"
-    )]
     pub(crate) fn has(&self, role: Role) -> bool {
         self.roles.iter().any(|r| *r == role || *r == Role::Admin)
     }
@@ -247,10 +243,6 @@ impl Principals {
     }
 
     /// The principal behind `req`, when it holds `role`; else the 401/403 response to send.
-    #[allow(
-        dead_code,
-        reason = "the audit routes (next step of issue 10) gate on roles"
-    )]
     pub(crate) fn require<B>(
         &self,
         req: &Request<B>,

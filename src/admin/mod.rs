@@ -7,6 +7,7 @@
 //! is closed by default, never open).
 
 pub(crate) mod auth;
+mod operations;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -102,12 +103,24 @@ impl Admin {
 impl Admin {
     /// The admin API: every route asks for the role it needs before doing anything
     /// ([`Principals::require`]); an unknown route still needs a principal, then 404s.
-    fn api(&self, req: &Request<Incoming>) -> Response<Body> {
+    async fn api(&self, req: &Request<Incoming>) -> Response<Body> {
         let answered = match (req.method(), req.uri().path()) {
             (&Method::GET, "/api/v1/whoami") => self
                 .principals
                 .require_any_role(req)
                 .map(|principal| json(StatusCode::OK, principal.to_json())),
+            (&Method::GET, "/api/v1/operations") => {
+                match self.principals.require(req, auth::Role::Auditor) {
+                    Ok(_) => Ok(
+                        match operations::list(&self.store, req.uri().query()).await {
+                            Ok((status, body)) => json(status, body),
+                            Err((status, code, message)) => GraphError::new(status, &code, message)
+                                .into_response(&RequestIds::from_headers(req.headers())),
+                        },
+                    ),
+                    Err(refused) => Err(refused),
+                }
+            }
             _ => self
                 .principals
                 .require_any_role(req)
@@ -158,7 +171,7 @@ impl Handler for Admin {
         let resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             (&Method::GET, "/readyz") => self.readiness().await,
-            (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req),
+            (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req).await,
             _ if self.principals.is_empty() => not_found(&req),
             // Unknown routes are checked too, so a caller without a key learns nothing of them.
             _ => match self.principals.require_any_role(&req) {

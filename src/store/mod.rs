@@ -28,8 +28,6 @@ mod copy;
 mod location;
 #[cfg(test)]
 mod log_v1;
-// Read by the admin API, a later step; until then only the tests call it.
-#[cfg_attr(not(test), allow(dead_code))]
 mod operations;
 mod postgres;
 mod private;
@@ -54,8 +52,9 @@ use writer::WriterHandle;
 
 pub(crate) use copy::copy;
 pub use location::StoreLocation;
-#[allow(unused_imports)] // the admin API, a later step, uses them
-pub(crate) use operations::{Cursor, MAX_LIMIT, OperationFilter, OperationSummary, OperationsPage};
+#[cfg(test)]
+pub(crate) use operations::OperationSummary;
+pub(crate) use operations::{Cursor, MAX_LIMIT, OperationFilter, OperationsPage};
 pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks};
 
 /// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.
@@ -523,6 +522,16 @@ impl Store {
     /// See [`StoreReader::verify`].
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
         self.inner.reader.verify().await
+    }
+
+    /// See [`StoreReader::operations`].
+    pub(crate) async fn operations(
+        &self,
+        filter: &OperationFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<OperationsPage, StoreError> {
+        self.inner.reader.operations(filter, cursor, limit).await
     }
 
     /// Whether the log can be reached now, for `/readyz`; the error says why not.

@@ -17,7 +17,7 @@ const UNUSED_UPSTREAM: &str = "http://127.0.0.1:9";
 
 /// A fresh key and its `key_hash`, made here from the documented format (not syncgate's code):
 /// `sha256:<salt hex>:<hex of sha256(salt || key bytes)>`, key shown as `sgk_` + base64url.
-fn make_key() -> (String, String) {
+pub(crate) fn make_key() -> (String, String) {
     let random = |n: usize| -> Vec<u8> {
         (0..n.div_ceil(16))
             .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
@@ -35,7 +35,12 @@ fn make_key() -> (String, String) {
     )
 }
 
-fn principal(name: &str, roles: &[&str], oid: Option<&str>, key_hash: String) -> RawPrincipal {
+pub(crate) fn principal(
+    name: &str,
+    roles: &[&str],
+    oid: Option<&str>,
+    key_hash: String,
+) -> RawPrincipal {
     RawPrincipal {
         name: name.into(),
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
@@ -77,7 +82,7 @@ fn assert_unauthenticated(resp: &TestResponse, what: &str) {
     assert_graph_error(resp, "InvalidAuthenticationToken", what);
 }
 
-fn assert_graph_error(resp: &TestResponse, code: &str, what: &str) {
+pub(crate) fn assert_graph_error(resp: &TestResponse, code: &str, what: &str) {
     let body = resp.json();
     assert_eq!(body["error"]["code"], code, "{what}: {body}");
     assert!(
