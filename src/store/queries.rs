@@ -6,6 +6,7 @@
 //! row's columns are decoded, which the generic functions below leave to the backend's own types.
 //! A backend module then only runs these queries on its connections and sorts its errors.
 
+use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::chain::{self, Broken, Columns, StoredRow, Verifier};
@@ -30,25 +31,16 @@ where
 {
     let mut q =
         QueryBuilder::new("SELECT seq, prev_hash, hash, event FROM audit_events WHERE 1 = 1");
-    if let Some(partner) = &filter.partner {
-        q.push(" AND partner_tenant_id = ")
-            .push_bind(partner.clone());
-    }
-    if let Some(actor) = &filter.actor {
-        q.push(" AND (lower(actor_oid) = lower(")
-            .push_bind(actor.clone())
-            .push(") OR lower(actor_upn) = lower(")
-            .push_bind(actor.clone())
-            .push(") OR lower(actor_appid) = lower(")
-            .push_bind(actor.clone())
-            .push("))");
-    }
-    if let Some(since) = &filter.since {
-        q.push(" AND time >= ").push_bind(chain::time_column(since));
-    }
-    if let Some(until) = &filter.until {
-        q.push(" AND time < ").push_bind(chain::time_column(until));
-    }
+    who_and_when(
+        &mut q,
+        "",
+        Who {
+            partner: filter.partner.as_ref(),
+            actor: filter.actor.as_ref(),
+            since: filter.since.as_ref(),
+            until: filter.until.as_ref(),
+        },
+    );
     if let Some(kind) = filter.kind {
         q.push(" AND kind = ").push_bind(kind.as_str().to_owned());
     }
@@ -68,6 +60,45 @@ where
         q.push(" LIMIT ").push_bind(i64::from(limit));
     }
     q
+}
+
+/// The conditions every listing of the log shares: partner, actor, time range.
+pub(crate) struct Who<'f> {
+    pub(crate) partner: Option<&'f String>,
+    /// Matches the actor's `oid`, `upn` or `appid`, ignoring ASCII case.
+    pub(crate) actor: Option<&'f String>,
+    pub(crate) since: Option<&'f DateTime<Utc>>,
+    pub(crate) until: Option<&'f DateTime<Utc>>,
+}
+
+/// Append `who`'s conditions to `q`, on the columns of the table aliased `alias` (`""` for the
+/// bare table, `"e."` for an alias).
+pub(crate) fn who_and_when<'a, DB>(q: &mut QueryBuilder<'a, DB>, alias: &str, who: Who<'_>)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    if let Some(partner) = who.partner {
+        q.push(format!(" AND {alias}partner_tenant_id = "))
+            .push_bind(partner.clone());
+    }
+    if let Some(actor) = who.actor {
+        q.push(format!(" AND (lower({alias}actor_oid) = lower("))
+            .push_bind(actor.clone())
+            .push(format!(") OR lower({alias}actor_upn) = lower("))
+            .push_bind(actor.clone())
+            .push(format!(") OR lower({alias}actor_appid) = lower("))
+            .push_bind(actor.clone())
+            .push("))");
+    }
+    if let Some(since) = who.since {
+        q.push(format!(" AND {alias}time >= "))
+            .push_bind(chain::time_column(since));
+    }
+    if let Some(until) = who.until {
+        q.push(format!(" AND {alias}time < "))
+            .push_bind(chain::time_column(until));
+    }
 }
 
 /// The `received` events whose operation has no terminal event, oldest first.

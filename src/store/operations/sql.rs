@@ -9,7 +9,7 @@
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::OperationFilter;
-use crate::store::chain;
+use crate::store::queries::{Who, who_and_when};
 
 /// The escape character of every `LIKE` pattern built here (not `\`, which JSON text is full of).
 const LIKE_ESCAPE: char = '!';
@@ -50,30 +50,19 @@ where
     DB: Database,
     String: Encode<'a, DB> + Type<DB>,
 {
-    if let Some(partner) = &filter.partner {
-        q.push(" AND e.partner_tenant_id = ")
-            .push_bind(partner.clone());
-    }
-    if let Some(actor) = &filter.actor {
-        q.push(" AND (lower(e.actor_oid) = lower(")
-            .push_bind(actor.clone())
-            .push(") OR lower(e.actor_upn) = lower(")
-            .push_bind(actor.clone())
-            .push(") OR lower(e.actor_appid) = lower(")
-            .push_bind(actor.clone())
-            .push("))");
-    }
+    who_and_when(
+        q,
+        "e.",
+        Who {
+            partner: filter.partner.as_ref(),
+            actor: filter.actor.as_ref(),
+            since: filter.since.as_ref(),
+            until: filter.until.as_ref(),
+        },
+    );
     if let Some(operation) = &filter.operation {
         q.push(" AND e.operation = ")
             .push_bind(operation.as_str().to_owned());
-    }
-    if let Some(since) = &filter.since {
-        q.push(" AND e.time >= ")
-            .push_bind(chain::time_column(since));
-    }
-    if let Some(until) = &filter.until {
-        q.push(" AND e.time < ")
-            .push_bind(chain::time_column(until));
     }
 }
 
