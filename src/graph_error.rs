@@ -114,6 +114,15 @@ impl GraphError {
     }
 }
 
+/// Graph's 405 (the `$batch` doc sample, docs/graph.md §5.2).
+pub(crate) fn method_not_allowed() -> GraphError {
+    GraphError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Request_BadRequest",
+        "Specified HTTP method is not allowed for the request target.",
+    )
+}
+
 /// `date` as Graph writes it in `innerError`: UTC, seconds precision, no zone suffix.
 pub(crate) fn graph_date_now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string()

@@ -2,11 +2,13 @@
 //! (`auth`: principals, API keys, roles); the audit routes and `/metrics` join it later.
 //! It is never the proxy port, so a Graph client can never reach it by accident.
 //!
-//! `/healthz` and `/readyz` stay open (load balancers probe them). Every other route needs a
+//! `/healthz` and `/readyz` stay open (load balancers probe them), and so does the API's
+//! description, `/api/openapi.json` (`openapi`: it holds no data). Every other route needs a
 //! principal when principals are configured; with none configured, `/api/` answers 403 (the API
-//! is closed by default, never open).
+//! is closed by default, never open). A path served for another method answers 405 with `Allow`.
 
 pub(crate) mod auth;
+mod openapi;
 mod operations;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,7 +19,7 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{Body, full};
-use crate::graph_error::{GraphError, RequestIds};
+use crate::graph_error::{GraphError, RequestIds, method_not_allowed};
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
 use auth::Principals;
@@ -26,6 +28,18 @@ use auth::Principals;
 /// replica (or anyone who can reach the admin port) costs the database at most one query per
 /// second per replica.
 const STORE_CHECK_TTL: Duration = Duration::from_secs(1);
+
+/// Every path the admin listener serves, each for `GET` only, as `openapi.json` spells it
+/// (`{name}` stands for one path segment). Another method on one of them is a 405 with `Allow`;
+/// a route added to `Admin::handle` or `Admin::api` is added here and to `openapi.json`
+/// (a unit test compares the two).
+pub(crate) const ROUTES: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/api/openapi.json",
+    "/api/v1/whoami",
+    "/api/v1/operations",
+];
 
 /// The longest a readiness check waits for the store (a hung database is "not ready", promptly).
 const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -124,10 +138,40 @@ impl Admin {
             _ => self
                 .principals
                 .require_any_role(req)
-                .map(|_| not_found(req)),
+                .map(|_| unrouted(req)),
         };
         answered.unwrap_or_else(|refused| refused)
     }
+}
+
+/// Whether `path` is one of [`ROUTES`].
+fn is_route(path: &str) -> bool {
+    ROUTES.iter().any(|route| matches_route(route, path))
+}
+
+/// Whether `path` is `route`, where a `{name}` segment of the route stands for any non-empty one.
+fn matches_route(route: &str, path: &str) -> bool {
+    let (mut want, mut given) = (route.split('/'), path.split('/'));
+    loop {
+        match (want.next(), given.next()) {
+            (None, None) => return true,
+            (Some(w), Some(g)) if w.starts_with('{') && !g.is_empty() => {}
+            (Some(w), Some(g)) if w == g => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The answer to a request no route took: 405 when the path is served for another method,
+/// else 404.
+fn unrouted<B>(req: &Request<B>) -> Response<Body> {
+    if !is_route(req.uri().path()) {
+        return not_found(req);
+    }
+    let mut resp = method_not_allowed().into_response(&RequestIds::from_headers(req.headers()));
+    resp.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+    resp
 }
 
 fn not_found<B>(req: &Request<B>) -> Response<Body> {
@@ -171,6 +215,9 @@ impl Handler for Admin {
         let resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             (&Method::GET, "/readyz") => self.readiness().await,
+            (&Method::GET, "/api/openapi.json") => openapi::response(),
+            // The open paths' methods are no secret: they are in the open document.
+            (_, "/healthz" | "/readyz" | "/api/openapi.json") => unrouted(&req),
             (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req).await,
             _ if self.principals.is_empty() => not_found(&req),
             // Unknown routes are checked too, so a caller without a key learns nothing of them.
@@ -180,5 +227,37 @@ impl Handler for Admin {
             },
         };
         Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_template_matches_one_nonempty_segment_per_name() {
+        let route = "/api/v1/operations/{id}";
+        assert!(matches_route(route, "/api/v1/operations/0190"));
+        for other in [
+            "/api/v1/operations",
+            "/api/v1/operations/",
+            "/api/v1/operations/0190/x",
+            "/api/v1/operation/0190",
+        ] {
+            assert!(!matches_route(route, other), "{other}");
+        }
+        assert!(matches_route("/healthz", "/healthz"));
+        assert!(!matches_route("/healthz", "/healthz/"));
+    }
+
+    #[test]
+    fn another_method_on_a_served_path_is_a_405_naming_get_and_an_unknown_path_a_404() {
+        let req = Request::post("/api/v1/operations").body(()).unwrap();
+        let resp = unrouted(&req);
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(resp.headers()[header::ALLOW], "GET");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let req = Request::get("/api/v1/nothing").body(()).unwrap();
+        assert_eq!(unrouted(&req).status(), StatusCode::NOT_FOUND);
     }
 }

@@ -21,6 +21,7 @@ use super::schema::{
 };
 use super::state::{self, Doc, State};
 use super::validate;
+pub(crate) use crate::graph_error::method_not_allowed;
 use crate::graph_error::{GraphError, RequestIds};
 
 mod deleted;
@@ -183,15 +184,6 @@ pub(crate) fn operation(resource: Resource, method: &Method) -> Result<Op, Failu
         _ => return Err(method_not_allowed().into()),
     };
     Ok(op)
-}
-
-/// Graph's 405 (the `$batch` doc sample, §5.2).
-pub(crate) fn method_not_allowed() -> GraphError {
-    GraphError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Request_BadRequest",
-        "Specified HTTP method is not allowed for the request target.",
-    )
 }
 
 fn bad_request(code: &str, message: impl Into<String>) -> GraphError {
