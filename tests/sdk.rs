@@ -7,9 +7,9 @@
 //! body, whether Graph errors (ours or the upstream's) surface as the SDK's ordinary `ODataError`,
 //! whether the SDK's default middleware (retry, redirect, telemetry headers) gets through. So this
 //! test runs the real SDK, from PyPI, against the proxy in front of the emulator, and fails when
-//! it cannot. `tests/sdk/msgraph_sdk_check.py` says what is checked; `tests/sdk/bootstrap.sh`
-//! builds its virtualenv under the target directory (once, and again when `requirements.txt`
-//! changes).
+//! it cannot. `tests/sdk/msgraph_sdk_check.py` says what is checked; `tests/support/python_venv.sh`
+//! builds its virtualenv under the target directory (once, and again when
+//! `tests/sdk/requirements.txt` changes).
 //!
 //! It needs `python3` (>= 3.10, with `venv`) and, the first time, PyPI. Without them it fails
 //! loudly: it never skips, because a skipped check would look like a passing one.
@@ -17,18 +17,20 @@
 #[allow(dead_code)] // the client-certificate half is for tests/api
 #[path = "api/pki.rs"]
 mod pki;
+#[path = "support/python.rs"]
+mod python;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use python::{bootstrap, python_venv, run_to_end, tests_dir};
 
 use syncgate::config::RawConfig;
 use syncgate::server::ServeOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Creating the venv and installing the SDK from PyPI: ~20 s on a warm pip cache, more without.
-const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(600);
 /// The script's own deadline is 120 s; this one catches a Python that never starts or never ends.
 const CHECK_DEADLINE: Duration = Duration::from_secs(180);
 
@@ -64,7 +66,9 @@ async fn the_official_python_sdk_receives_a_rule_refusal_as_an_odata_error() {
 /// to read any body, syncgate's own refusals included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_javascript_client_reads_every_sub_response_of_an_unbatched_batch() {
-    let dir = bootstrap("js/bootstrap.sh", "the JavaScript Graph client").await;
+    let mut script = Command::new("bash");
+    script.arg(tests_dir().join("js/bootstrap.sh"));
+    let dir = bootstrap(script, "the JavaScript Graph client").await;
     // Over TLS, as users run it: the client sends its token only to https:// hosts it knows.
     let pki = pki::TestPki::generate();
     let config = format!(
@@ -86,7 +90,7 @@ async fn the_official_javascript_client_reads_every_sub_response_of_an_unbatched
 /// Start the emulator and a proxy (with `config_toml` as its configuration) on port 0, then run
 /// `script` from `tests/sdk/` with the SDK's virtualenv; it must exit 0.
 async fn run_script(script: &str, config_toml: &str, env: &[(&str, &str)]) {
-    let python = bootstrap("sdk/bootstrap.sh", "the msgraph-sdk virtualenv").await;
+    let python = python_venv("sdk/requirements.txt", "sdk-venv").await;
     let stack = Stack::start(config_toml).await;
     let mut check = Command::new(&python);
     check
@@ -168,58 +172,6 @@ impl Stack {
     }
 }
 
-fn tests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
-}
-
 fn sdk_dir() -> PathBuf {
     tests_dir().join("sdk")
-}
-
-/// Run a bootstrap script under `tests/` (`sdk/bootstrap.sh`, `js/bootstrap.sh`); what it
-/// prepared (the venv's python, the client's folder) is the last line it prints.
-async fn bootstrap(script: &str, what: &str) -> PathBuf {
-    let mut bootstrap = Command::new("bash");
-    bootstrap.arg(tests_dir().join(script));
-    let started = Instant::now();
-    let output = run_to_end(bootstrap, BOOTSTRAP_DEADLINE).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "tests/{script} could not prepare {what} ({}).\n--- stdout ---\n{stdout}\n\
-         --- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-    );
-    println!("{script} took {:.1?}", started.elapsed());
-    let prepared = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    assert!(
-        prepared.exists(),
-        "tests/{script} printed {prepared:?}, which does not exist"
-    );
-    prepared
-}
-
-/// Run `command` off the async workers, collecting its output; kill it at `deadline`.
-async fn run_to_end(mut command: Command, deadline: Duration) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let pid = child.id();
-    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
-    match tokio::time::timeout(deadline, waiting).await {
-        Ok(joined) => joined
-            .expect("the waiting thread panicked")
-            .unwrap_or_else(|e| panic!("waiting for {command:?} failed: {e}")),
-        Err(_) => {
-            // The child is still running (it has not been reaped), so the pid is still its own.
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{command:?} did not finish within {deadline:?}; killed it");
-        }
-    }
 }

@@ -135,10 +135,7 @@ impl Admin {
                     Err(refused) => Err(refused),
                 }
             }
-            _ => self
-                .principals
-                .require_any_role(req)
-                .map(|_| unrouted(req)),
+            _ => self.principals.require_any_role(req).map(|_| unrouted(req)),
         };
         answered.unwrap_or_else(|refused| refused)
     }

@@ -161,7 +161,9 @@ mod tests {
         let doc = document();
         let schemas = "/components/schemas";
         let mut kinds = names(OperationKind::ALL.map(|k| k.as_str()));
-        kinds.extend(names([Operation::Unknown, Operation::RefusalSummary].map(|o| o.to_string())));
+        kinds.extend(names(
+            [Operation::Unknown, Operation::RefusalSummary].map(|o| o.to_string()),
+        ));
         assert_eq!(
             documented_enum(&doc, &format!("{schemas}/OperationKind/enum")),
             kinds
@@ -175,10 +177,17 @@ mod tests {
             names([Decision::Allow, Decision::Deny].map(Decision::as_str))
         );
         assert_eq!(
-            documented_enum(&doc, &format!("{schemas}/Principal/properties/roles/items/enum")),
+            documented_enum(
+                &doc,
+                &format!("{schemas}/Principal/properties/roles/items/enum")
+            ),
             names(Role::ALL.map(Role::as_str))
         );
-        let terminal = [EventKind::Completed, EventKind::Denied, EventKind::Recovered];
+        let terminal = [
+            EventKind::Completed,
+            EventKind::Denied,
+            EventKind::Recovered,
+        ];
         assert_eq!(
             documented_enum(&doc, &format!("{schemas}/TerminalKind/enum")),
             names(terminal.map(EventKind::as_str))
@@ -209,7 +218,10 @@ mod tests {
         let row = serde_json::to_value(&summary).unwrap();
         let fields = names(row.as_object().unwrap().keys().cloned());
         let documented = names(schema["properties"].as_object().unwrap().keys().cloned());
-        assert_eq!(fields, documented, "OperationSummary's JSON and its schema differ");
+        assert_eq!(
+            fields, documented,
+            "OperationSummary's JSON and its schema differ"
+        );
         let required = schema["required"].as_array().unwrap();
         assert_eq!(
             names(required.iter().map(|v| v.as_str().unwrap())),

@@ -129,7 +129,10 @@ fn set(q: &mut Query, key: &str, value: &str) -> Result<(), (StatusCode, String,
         }
         _ => {
             let known = PARAMETERS.join(", ");
-            return Err(bad(key, format!("is not a parameter of this route ({known})")));
+            return Err(bad(
+                key,
+                format!("is not a parameter of this route ({known})"),
+            ));
         }
     }
     Ok(())
@@ -206,7 +209,11 @@ mod tests {
     fn every_listed_parameter_is_read_and_no_other() {
         for name in PARAMETERS {
             let error = parse(Some(&format!("{name}="))).unwrap_err();
-            assert!(!error.2.contains("is not a parameter"), "{name}: {}", error.2);
+            assert!(
+                !error.2.contains("is not a parameter"),
+                "{name}: {}",
+                error.2
+            );
         }
         let error = parse(Some("colour=red")).unwrap_err();
         assert!(error.2.contains("(partner, actor, kind"), "{}", error.2);
