@@ -20,7 +20,7 @@
 //!   follows one governed request through them.
 //! - [`audit`]: the audit event; [`store`]: the append-only, hash-chained log it is kept in.
 //! - `admin`: `/healthz`, `/readyz` and the authenticated admin API (`admin/auth.rs`: principals,
-//!   API keys, roles) on their own listener.
+//!   API keys, roles) on their own listener, described by `admin/openapi.json`.
 //! - [`emulator`]: a local Microsoft Graph for tests, the demo and users' own automation tests.
 //! - `graph_error`: Graph's error shape for every locally made error.
 //! - [`token`]: bearer tokens and their (unverified) claims.
