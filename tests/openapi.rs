@@ -14,10 +14,8 @@
 //! and again when the requirements change). It needs `python3` (>= 3.10, with `venv`) and, the
 //! first time, PyPI; without them it fails loudly, never skips.
 
-#[allow(dead_code)]
 #[path = "api/harness.rs"]
 mod harness;
-#[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
 #[allow(dead_code)]
