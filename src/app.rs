@@ -252,7 +252,7 @@ async fn recover_periodically(
 }
 
 /// How the proxy and the admin listener serve connections: the admin listener shares the
-/// proxy's timeouts but has no TLS and its own small connection cap.
+/// proxy's timeouts and accept path but has its own TLS (`[admin.tls]`) and small connection cap.
 fn serve_options(settings: &Settings) -> (ServeOptions, ServeOptions) {
     let limits = &settings.limits;
     let proxy_options = ServeOptions {
@@ -269,7 +269,7 @@ fn serve_options(settings: &Settings) -> (ServeOptions, ServeOptions) {
         name: "proxy",
     };
     let admin_options = ServeOptions {
-        tls: None,
+        tls: settings.admin_tls.clone(),
         max_connections: ADMIN_MAX_CONNECTIONS,
         max_connections_per_client: ADMIN_MAX_CONNECTIONS,
         name: "admin",
