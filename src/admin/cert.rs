@@ -294,4 +294,61 @@ mod tests {
             rule(Some("CN=a"), Some("dns:a")).key()
         );
     }
+
+    /// The table of credentials and outcomes `Principals::authenticate` promises.
+    #[test]
+    fn a_certificate_and_a_key_authenticate_together_only_as_one_principal() {
+        use crate::admin::auth::{ApiKey, KeyHash, Principal, Principals, Role};
+        let (ann_key, bob_key) = (ApiKey::generate().unwrap(), ApiKey::generate().unwrap());
+        let make = |name: &str, key: &ApiKey, subject: &str| Principal {
+            name: name.into(),
+            roles: vec![Role::Auditor],
+            oid: None,
+            key_hash: Some(KeyHash::new(key).unwrap()),
+            cert: rule(Some(subject), None),
+        };
+        let principals = Principals::new(vec![
+            make("ann", &ann_key, "CN=ann"),
+            make("bob", &bob_key, "CN=bob"),
+            Principal {
+                cert: rule(None, Some("dns:shared.example")),
+                ..make("any-shared", &ApiKey::generate().unwrap(), "CN=x")
+            },
+        ]);
+        let who = |cn: Option<&str>, key: Option<&ApiKey>| {
+            let mut req = http::Request::get("/api/v1/whoami");
+            if let Some(key) = key {
+                req = req.header("authorization", format!("Bearer {}", key.reveal()));
+            }
+            let mut req = req.body(()).unwrap();
+            if let Some(cn) = cn {
+                let identity = cert(&[(DnType::CommonName, cn)], vec![]);
+                req.extensions_mut()
+                    .insert(VerifiedClientCert(Some(identity)));
+            }
+            match principals.require_any_role(&req) {
+                Ok(p) => p.name,
+                Err(resp) => resp.status().as_str().to_owned(),
+            }
+        };
+        assert_eq!(who(Some("ann"), None), "ann");
+        assert_eq!(who(Some("ann"), Some(&ann_key)), "ann");
+        assert_eq!(who(Some("ann"), Some(&bob_key)), "401");
+        assert_eq!(who(Some("carol"), None), "401");
+        assert_eq!(who(Some("carol"), Some(&bob_key)), "bob");
+        assert_eq!(who(Some("ann"), Some(&ApiKey::generate().unwrap())), "401");
+        assert_eq!(who(None, Some(&bob_key)), "bob");
+        assert_eq!(who(None, None), "401");
+        // An unreadable certificate names nobody; one that two principals accept is refused.
+        let shared = cert(
+            &[(DnType::CommonName, "ann")],
+            vec![SanType::DnsName("shared.example".try_into().unwrap())],
+        );
+        for identity in [None, Some(shared)] {
+            let mut req = http::Request::get("/").body(()).unwrap();
+            req.extensions_mut().insert(VerifiedClientCert(identity));
+            let refused = principals.require_any_role(&req).unwrap_err();
+            assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
+        }
+    }
 }

@@ -164,3 +164,6 @@ fn parse_oid(text: &str) -> Option<String> {
     let id = uuid::Uuid::try_parse(text).ok()?;
     Some(id.hyphenated().to_string())
 }
+
+#[cfg(test)]
+mod tests;
