@@ -373,3 +373,37 @@ fn check_config_refuses_a_certificate_principal_without_a_client_ca() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn serve_reads_admin_tls_from_the_file_and_says_https() {
+    let pki = TestPki::generate();
+    let (key, hash) = make_key();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("syncgate.toml");
+    let toml_path = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "[admin.tls]\ncert = {}\nkey = {}\n[[admin.principals]]\nname = \"ann\"\n\
+             roles = [\"auditor\"]\nkey_hash = \"{hash}\"\n",
+            toml_path(&pki.server_cert),
+            toml_path(&pki.server_key),
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let child = crate::harness::spawn_child_proxy(UNUSED_UPSTREAM, &["--config", &config]);
+    assert!(
+        child.admin_url.starts_with("https://127.0.0.1:"),
+        "{}",
+        child.admin_url
+    );
+    let req = Request::get(format!("{}/api/v1/whoami", child.admin_url))
+        .header("authorization", format!("Bearer {key}"))
+        .body(syncgate::body::full(Bytes::new()))
+        .unwrap();
+    let (resp, _) = request(&tls_client_with(&pki.ca_cert, None), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
