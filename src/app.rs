@@ -47,6 +47,8 @@ pub struct RunningProxy {
     pub admin_addr: SocketAddr,
     /// Whether clients reach the proxy over TLS.
     pub tls: bool,
+    /// Whether the admin listener serves TLS (`[admin.tls]`).
+    pub admin_tls: bool,
     /// The local rules in force; `replace` puts a reloaded set in force.
     pub(crate) rules: RulesHandle,
     task: JoinHandle<()>,
@@ -57,6 +59,12 @@ impl RunningProxy {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.proxy_addr)
+    }
+
+    /// The admin listener's base URL.
+    pub fn admin_url(&self) -> String {
+        let scheme = if self.admin_tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.admin_addr)
     }
 
     /// Wait until the proxy has drained and stopped (after its shutdown token is cancelled).
@@ -76,6 +84,7 @@ pub async fn start(
     let upstream = Upstream::new(&settings);
     let listeners = Listeners::bind(&settings).await?;
     let tls = settings.tls.is_some();
+    let admin_tls = settings.admin_tls.is_some();
     let rules = RulesHandle::new(settings.rules.clone());
     let governor = governor(&settings, store.clone(), rules.clone());
     let proxy = Arc::new(Proxy::new(upstream, governor));
@@ -101,6 +110,7 @@ pub async fn start(
         proxy_addr,
         admin_addr,
         tls,
+        admin_tls,
         rules,
         task,
     })
@@ -252,7 +262,7 @@ async fn recover_periodically(
 }
 
 /// How the proxy and the admin listener serve connections: the admin listener shares the
-/// proxy's timeouts but has no TLS and its own small connection cap.
+/// proxy's timeouts and accept path but has its own TLS (`[admin.tls]`) and small connection cap.
 fn serve_options(settings: &Settings) -> (ServeOptions, ServeOptions) {
     let limits = &settings.limits;
     let proxy_options = ServeOptions {
@@ -269,7 +279,7 @@ fn serve_options(settings: &Settings) -> (ServeOptions, ServeOptions) {
         name: "proxy",
     };
     let admin_options = ServeOptions {
-        tls: None,
+        tls: settings.admin_tls.clone(),
         max_connections: ADMIN_MAX_CONNECTIONS,
         max_connections_per_client: ADMIN_MAX_CONNECTIONS,
         name: "admin",

@@ -48,7 +48,10 @@ pub struct ConnInfo {
     pub(crate) remote: SocketAddr,
     /// Whether the client connected over TLS, for `X-Forwarded-Proto`.
     pub(crate) tls: bool,
-    /// The client's end-entity certificate, when it presented one (mutual TLS).
+    /// The client's end-entity certificate, when it presented one (mutual TLS). Always verified:
+    /// rustls exposes a client chain only after the listener's verifier accepted it against the
+    /// configured client CA (a certificate it rejects ends the handshake), so the admin API may
+    /// take it as a credential.
     pub(crate) client_cert: Option<CertificateDer<'static>>,
 }
 

@@ -8,6 +8,12 @@
 //! constant time ([`subtle`]), and every principal is checked, so the time taken says nothing
 //! about which hash a guess came close to.
 //!
+//! A principal may instead (or also) authenticate by client certificate on a TLS admin listener
+//! ([`super::cert`]). A request whose verified certificate names a principal is that principal; if
+//! it also carries an API key, the key must be that same principal's (two principals at once are
+//! refused, 401). A verified certificate that names no principal does not authenticate: the
+//! request needs a key then.
+//!
 //! Routes call [`Principals::require`] (or [`Principals::require_any_role`]) and either get the
 //! principal or a finished 401/403 response in Graph's error shape. With no principals configured
 //! the API is closed (403), never open.
@@ -25,6 +31,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::cert::{CertRule, VerifiedClientCert};
 use crate::body::Body;
 use crate::graph_error::{GraphError, RequestIds};
 
@@ -193,7 +200,10 @@ pub(crate) struct Principal {
     pub(crate) roles: Vec<Role>,
     /// The person's Entra object id (lower-case GUID), so an approval can be told from a request.
     pub(crate) oid: Option<String>,
-    pub(crate) key_hash: KeyHash,
+    /// The API key's hash, when the principal has a key.
+    pub(crate) key_hash: Option<KeyHash>,
+    /// The client certificate that stands for the principal, when one does.
+    pub(crate) cert: CertRule,
 }
 
 impl Principal {
@@ -224,6 +234,12 @@ enum Refusal {
     Missing,
     /// A key that matches no principal.
     BadKey,
+    /// A verified client certificate (named by its subject) that names no principal, and no key.
+    UnknownCertificate(String),
+    /// A client certificate that more than one principal's rule accepts.
+    AmbiguousCertificate(String),
+    /// A certificate of one principal and a key of another: which one acts is not guessed.
+    TwoPrincipals,
     /// A known principal without the role needed.
     Forbidden(String),
 }
@@ -294,8 +310,7 @@ impl Principals {
         ))
     }
 
-    /// Which principal the request's key belongs to. Every hash is computed, so how long this
-    /// takes does not depend on which principal (if any) matched.
+    /// Which principal the request's credentials (key, client certificate or both) belong to.
     fn authenticate<B>(&self, req: &Request<B>) -> Result<&Principal, Refusal> {
         if self.list.is_empty() {
             return Err(Refusal::Forbidden(
@@ -303,9 +318,35 @@ impl Principals {
                     .into(),
             ));
         }
+        // A bad key is refused even beside a good certificate: a credential sent is checked.
+        let by_key = self.by_key(req)?;
+        let Some(cert) = req.extensions().get::<VerifiedClientCert>() else {
+            return by_key.ok_or(Refusal::Missing);
+        };
+        let mut named = self.list.iter().filter(|p| {
+            cert.0
+                .as_ref()
+                .is_some_and(|identity| p.cert.matches(identity))
+        });
+        match (named.next(), named.next(), by_key) {
+            (Some(_), Some(_), _) => Err(Refusal::AmbiguousCertificate(cert.describe())),
+            (Some(p), None, None) => Ok(p),
+            (Some(p), None, Some(k)) if p.name == k.name => Ok(p),
+            (Some(_), None, Some(_)) => Err(Refusal::TwoPrincipals),
+            (None, _, Some(k)) => Ok(k),
+            (None, _, None) => Err(Refusal::UnknownCertificate(cert.describe())),
+        }
+    }
+
+    /// The principal whose key the request carries; `None` without an `Authorization` header.
+    /// Every hash is computed, so how long this takes does not depend on which principal (if any)
+    /// matched.
+    fn by_key<B>(&self, req: &Request<B>) -> Result<Option<&Principal>, Refusal> {
         let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return Err(Refusal::Missing);
+        let value = match (values.next(), values.next()) {
+            (None, _) => return Ok(None),
+            (Some(value), None) => value,
+            (Some(_), Some(_)) => return Err(Refusal::Missing),
         };
         let token = value
             .to_str()
@@ -319,11 +360,12 @@ impl Principals {
         let key = ApiKey::parse(token).ok_or(Refusal::BadKey)?;
         let mut found = None;
         for p in &self.list {
-            if p.key_hash.matches(&key) && found.is_none() {
+            let matched = p.key_hash.as_ref().is_some_and(|h| h.matches(&key));
+            if matched && found.is_none() {
                 found = Some(p);
             }
         }
-        found.ok_or(Refusal::BadKey)
+        found.map(Some).ok_or(Refusal::BadKey)
     }
 }
 
@@ -339,6 +381,29 @@ fn refusal_response(refusal: Refusal, ids: &RequestIds) -> Response<Body> {
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "the API key is not valid for any principal".to_owned(),
+            format!("{REALM}, error=\"invalid_token\""),
+        ),
+        Refusal::UnknownCertificate(subject) => (
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            format!(
+                "the client certificate {subject:?} stands for no principal; send an API key \
+                 (Authorization: Bearer sgk_...)"
+            ),
+            format!("{REALM}, error=\"invalid_token\""),
+        ),
+        Refusal::AmbiguousCertificate(subject) => (
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            format!("the client certificate {subject:?} matches more than one principal"),
+            format!("{REALM}, error=\"invalid_token\""),
+        ),
+        Refusal::TwoPrincipals => (
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "the client certificate and the API key belong to different principals; send the \
+             credentials of one"
+                .to_owned(),
             format!("{REALM}, error=\"invalid_token\""),
         ),
         Refusal::Forbidden(why) => (
@@ -366,7 +431,8 @@ mod tests {
             name: name.into(),
             roles: roles.to_vec(),
             oid: None,
-            key_hash: KeyHash::new(key).unwrap(),
+            key_hash: Some(KeyHash::new(key).unwrap()),
+            cert: CertRule::default(),
         }
     }
 

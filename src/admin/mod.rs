@@ -2,12 +2,17 @@
 //! (`auth`: principals, API keys, roles); the audit routes and `/metrics` join it later.
 //! It is never the proxy port, so a Graph client can never reach it by accident.
 //!
+//! The listener may serve TLS (`[admin.tls]`, the same acceptor as the proxy's), and then a
+//! principal may authenticate by client certificate (`cert`, `dn`).
+//!
 //! `/healthz` and `/readyz` stay open (load balancers probe them), and so does the API's
 //! description, `/api/openapi.json` (`openapi`: it holds no data). Every other route needs a
 //! principal when principals are configured; with none configured, `/api/` answers 403 (the API
 //! is closed by default, never open). A path served for another method answers 405 with `Allow`.
 
 pub(crate) mod auth;
+pub(crate) mod cert;
+mod dn;
 mod openapi;
 mod operations;
 
@@ -206,9 +211,15 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 impl Handler for Admin {
     async fn handle(
         &self,
-        req: Request<Incoming>,
-        _conn: Arc<ConnInfo>,
+        mut req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
     ) -> Result<Response<Body>, DropConnection> {
+        // Only the handshake's verified certificate becomes a credential (see `cert`).
+        if let Some(der) = &conn.client_cert {
+            let identity = cert::ClientIdentity::from_der(der);
+            req.extensions_mut()
+                .insert(cert::VerifiedClientCert(identity));
+        }
         let resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             (&Method::GET, "/readyz") => self.readiness().await,

@@ -51,7 +51,8 @@ fn new_key(args: NewKeyArgs) -> anyhow::Result<()> {
         name: args.name,
         roles: args.roles.iter().map(|r| r.trim().to_owned()).collect(),
         oid: args.oid,
-        key_hash: KeyHash::new(&key)?.to_string(),
+        key_hash: Some(KeyHash::new(&key)?.to_string()),
+        ..RawPrincipal::default()
     };
     // The same checks `serve` makes, so what is pasted is known to load.
     let admin = RawAdmin {
@@ -87,6 +88,8 @@ fn principal_toml(p: &RawPrincipal) -> String {
     if let Some(oid) = &p.oid {
         text.push_str(&format!("oid = {}\n", string(oid)));
     }
-    text.push_str(&format!("key_hash = {}\n", string(&p.key_hash)));
+    if let Some(hash) = &p.key_hash {
+        text.push_str(&format!("key_hash = {}\n", string(hash)));
+    }
     text
 }

@@ -195,7 +195,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "syncgate: proxy listening on {} (upstream {upstream})",
                 running.url()
             );
-            println!("syncgate: admin listening on http://{}", running.admin_addr);
+            println!("syncgate: admin listening on {}", running.admin_url());
             tracing::info!(version = %running.rules.current().version(), "rules in force");
             tokio::spawn(stopping);
             tokio::spawn(reloading);
@@ -258,7 +258,7 @@ async fn migrate(db: Option<&str>, config: &ConfigArgs) -> anyhow::Result<()> {
 fn check_config(config: &ConfigArgs) -> anyhow::Result<()> {
     let settings = config.load()?.validate()?;
     println!(
-        "syncgate: configuration OK: proxy {} ({}), upstream {}, admin {}, audit log {}.",
+        "syncgate: configuration OK: proxy {} ({}), upstream {}, admin {} ({}), audit log {}.",
         settings.listen,
         if settings.tls.is_some() {
             "TLS"
@@ -267,6 +267,11 @@ fn check_config(config: &ConfigArgs) -> anyhow::Result<()> {
         },
         settings.upstream,
         settings.admin_listen,
+        if settings.admin_tls.is_some() {
+            "TLS"
+        } else {
+            "plain HTTP"
+        },
         settings.store
     );
     if settings.rules.is_empty() {

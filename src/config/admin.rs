@@ -1,17 +1,22 @@
-//! `[admin]`'s principals, checked: known roles, unique names and keys, well-formed hashes and
-//! object ids, and never on an address other machines reach without TLS.
+//! `[admin]`'s principals and TLS, checked: known roles, at least one credential each, unique
+//! names, keys and certificate rules, well-formed hashes, subjects, SANs and object ids; never on
+//! an address other machines reach without TLS, and never a certificate principal without a CA
+//! to verify certificates against.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use super::{ConfigError, RawAdmin, RawPrincipal, invalid};
 use crate::admin::auth::{KeyHash, Principal, Principals, Role};
+use crate::admin::cert::{CertRule, DistinguishedName, SanEntry};
 
 impl RawAdmin {
     /// The principals, validated. Each error names the key and which entry (index and name).
     pub(crate) fn principals(&self, listen: SocketAddr) -> Result<Principals, ConfigError> {
         let mut names = HashSet::new();
         let mut hashes = HashSet::new();
+        let mut cert_rules = HashSet::new();
         let mut list = Vec::with_capacity(self.principals.len());
         for (i, raw) in self.principals.iter().enumerate() {
             let entry = format!("admin.principals[{i}] ({:?})", raw.name);
@@ -22,26 +27,59 @@ impl RawAdmin {
                     format!("{entry}: the name is used by an earlier principal"),
                 ));
             }
-            if !hashes.insert(principal.key_hash.to_string()) {
-                return Err(invalid(
-                    "admin.principals.key_hash",
-                    format!("{entry}: the same key_hash as an earlier principal (one key each)"),
-                ));
+            if let Some(hash) = &principal.key_hash {
+                if !hashes.insert(hash.to_string()) {
+                    return Err(invalid(
+                        "admin.principals.key_hash",
+                        format!(
+                            "{entry}: the same key_hash as an earlier principal (one key each)"
+                        ),
+                    ));
+                }
+            }
+            if let Some(rule) = principal.cert.key() {
+                if !cert_rules.insert(rule) {
+                    return Err(invalid(
+                        "admin.principals.cert_subject",
+                        format!(
+                            "{entry}: the same cert_subject and cert_san as an earlier principal \
+                             (one certificate stands for one principal)"
+                        ),
+                    ));
+                }
+                if self.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+                    return Err(invalid(
+                        "admin.tls.client_ca",
+                        format!(
+                            "{entry} authenticates by client certificate, which needs \
+                             [admin.tls] with client_ca (the CA bundle client certificates must \
+                             chain to)"
+                        ),
+                    ));
+                }
             }
             list.push(principal);
         }
         // API keys cross the network in clear on a plain listener other machines can reach.
-        if !list.is_empty() && !listen.ip().is_loopback() {
+        if !list.is_empty() && !listen.ip().is_loopback() && self.tls.is_none() {
             return Err(invalid(
                 "admin.listen",
                 format!(
                     "{listen} is not a loopback address and the admin listener has no TLS, so \
                      admin API keys would cross the network in clear: bind admin.listen to \
-                     loopback or configure admin TLS (admin TLS comes in a later version)"
+                     loopback or configure [admin.tls] (cert and key)"
                 ),
             ));
         }
         Ok(Principals::new(list))
+    }
+
+    /// `[admin.tls]`, loaded with the proxy's TLS builder; `None`: plain HTTP.
+    pub(crate) fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+        self.tls
+            .as_ref()
+            .map(|t| t.load("admin.tls", "admin.tls.client_auth"))
+            .transpose()
     }
 }
 
@@ -79,13 +117,41 @@ fn principal(raw: &RawPrincipal, entry: &str) -> Result<Principal, ConfigError> 
             })
         })
         .transpose()?;
-    let key_hash = KeyHash::parse(&raw.key_hash)
+    let key_hash = raw
+        .key_hash
+        .as_deref()
+        .map(KeyHash::parse)
+        .transpose()
         .map_err(|e| invalid("admin.principals.key_hash", format!("{entry}: {e}")))?;
+    let cert = CertRule {
+        subject: raw
+            .cert_subject
+            .as_deref()
+            .map(DistinguishedName::parse)
+            .transpose()
+            .map_err(|e| invalid("admin.principals.cert_subject", format!("{entry}: {e}")))?,
+        san: raw
+            .cert_san
+            .as_deref()
+            .map(SanEntry::parse)
+            .transpose()
+            .map_err(|e| invalid("admin.principals.cert_san", format!("{entry}: {e}")))?,
+    };
+    if key_hash.is_none() && !cert.is_set() {
+        return Err(invalid(
+            "admin.principals",
+            format!(
+                "{entry}: no credential: set key_hash (an API key), cert_subject or cert_san \
+                 (a client certificate)"
+            ),
+        ));
+    }
     Ok(Principal {
         name: raw.name.clone(),
         roles,
         oid,
         key_hash,
+        cert,
     })
 }
 
@@ -98,3 +164,6 @@ fn parse_oid(text: &str) -> Option<String> {
     let id = uuid::Uuid::try_parse(text).ok()?;
     Some(id.hyphenated().to_string())
 }
+
+#[cfg(test)]
+mod tests;

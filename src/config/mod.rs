@@ -105,6 +105,32 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+impl RawListenerTls {
+    /// The listener's TLS configuration (the one builder both listeners share, [`tls`]); errors
+    /// name `table` (`proxy.tls`, `admin.tls`).
+    fn load(
+        &self,
+        table: &'static str,
+        client_auth_key: &'static str,
+    ) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+        let client_auth = match (&self.client_ca, self.client_auth) {
+            (Some(ca), mode) => Some(ClientAuth {
+                ca: ca.clone(),
+                required: mode == ClientAuthMode::Required,
+            }),
+            (None, ClientAuthMode::Required) => {
+                return Err(invalid(
+                    client_auth_key,
+                    format!("\"required\" needs {table}.client_ca"),
+                ));
+            }
+            (None, ClientAuthMode::Optional) => None,
+        };
+        tls::server_config(&self.cert, &self.key, client_auth.as_ref())
+            .map_err(|source| ConfigError::Tls { key: table, source })
+    }
+}
+
 /// The file as written.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,7 +193,10 @@ impl RawConfig {
                 *p = dir.join(&*p);
             }
         };
-        if let Some(tls) = &mut self.proxy.tls {
+        for tls in [&mut self.proxy.tls, &mut self.admin.tls]
+            .into_iter()
+            .flatten()
+        {
             fix(&mut tls.cert);
             fix(&mut tls.key);
             if let Some(ca) = &mut tls.client_ca {
@@ -216,6 +245,7 @@ impl RawConfig {
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let (listen, admin_listen) = self.listen_addrs()?;
         let admin_principals = self.admin.principals(admin_listen)?;
+        let admin_tls = self.admin.tls()?;
         let tls = self.proxy_tls()?;
         let upstream = UpstreamTarget::parse(&self.upstream.url)?;
         let client_tls =
@@ -239,6 +269,7 @@ impl RawConfig {
             listen,
             admin_listen,
             admin_principals,
+            admin_tls,
             tls,
             shutdown_grace: parse_duration("proxy.shutdown_grace", &proxy.shutdown_grace)?,
             header_read_timeout: parse_duration(
@@ -278,28 +309,11 @@ impl RawConfig {
 
     /// `[proxy.tls]`, loaded: the certificate, its key and the client CA when one is set.
     fn proxy_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
-        let Some(t) = &self.proxy.tls else {
-            return Ok(None);
-        };
-        let client_auth = match (&t.client_ca, t.client_auth) {
-            (Some(ca), mode) => Some(ClientAuth {
-                ca: ca.clone(),
-                required: mode == ClientAuthMode::Required,
-            }),
-            (None, ClientAuthMode::Required) => {
-                return Err(invalid(
-                    "proxy.tls.client_auth",
-                    "\"required\" needs proxy.tls.client_ca",
-                ));
-            }
-            (None, ClientAuthMode::Optional) => None,
-        };
-        tls::server_config(&t.cert, &t.key, client_auth.as_ref())
-            .map(Some)
-            .map_err(|source| ConfigError::Tls {
-                key: "proxy.tls",
-                source,
-            })
+        self.proxy
+            .tls
+            .as_ref()
+            .map(|t| t.load("proxy.tls", "proxy.tls.client_auth"))
+            .transpose()
     }
 
     /// The audit log's folder must exist when `store.path` is configured (a typo should not
@@ -358,6 +372,8 @@ pub struct Settings {
     pub(crate) admin_listen: SocketAddr,
     /// Who may use the admin API beyond health and readiness.
     pub(crate) admin_principals: crate::admin::auth::Principals,
+    /// The admin listener's TLS (`[admin.tls]`); plain HTTP when `None`.
+    pub(crate) admin_tls: Option<Arc<rustls::ServerConfig>>,
     /// The proxy listener's TLS; plain HTTP (HTTP/1.1 and h2c) when `None`.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) shutdown_grace: Duration,
@@ -400,6 +416,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
             .field("tls", &self.tls.is_some())
+            .field("admin_tls", &self.admin_tls.is_some())
             .field("upstream", &self.upstream.to_string())
             .field("store", &self.store)
             .finish_non_exhaustive()

@@ -84,6 +84,10 @@ pub struct RawAdmin {
     /// Who may use the admin API (`[[admin.principals]]`); none: the API is closed.
     #[serde(default)]
     pub principals: Vec<RawPrincipal>,
+    /// Serve the admin listener over TLS (`[admin.tls]`), optionally asking for client
+    /// certificates that principals can authenticate with.
+    #[serde(default)]
+    pub tls: Option<RawListenerTls>,
 }
 
 impl Default for RawAdmin {
@@ -91,12 +95,14 @@ impl Default for RawAdmin {
         Self {
             listen: default_admin_listen(),
             principals: Vec::new(),
+            tls: None,
         }
     }
 }
 
-/// One `[[admin.principals]]` entry as written; checked by `config/admin.rs`.
-#[derive(Debug, Clone, Deserialize)]
+/// One `[[admin.principals]]` entry as written; checked by `config/admin.rs`. It needs at least
+/// one credential: `key_hash`, `cert_subject` or `cert_san`.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrincipal {
     pub name: String,
@@ -106,7 +112,15 @@ pub struct RawPrincipal {
     #[serde(default)]
     pub oid: Option<String>,
     /// `sha256:<salt hex>:<hash hex>`, as `syncgate admin new-key` prints it.
-    pub key_hash: String,
+    #[serde(default)]
+    pub key_hash: Option<String>,
+    /// A client certificate's full subject in RFC 4514 form (`CN=ann,O=Contoso`), exactly.
+    #[serde(default)]
+    pub cert_subject: Option<String>,
+    /// One subject alternative name of a client certificate, with its type:
+    /// `email:ann@contoso.com`, `dns:ann.contoso.com` or `uri:spiffe://contoso.com/ann`.
+    #[serde(default)]
+    pub cert_san: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -285,9 +285,12 @@ fn with_principals(entries: &[(&str, &[&str], Option<&str>)]) -> RawConfig {
             name: (*name).into(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             oid: oid.map(str::to_owned),
-            key_hash: KeyHash::new(&ApiKey::generate().unwrap())
-                .unwrap()
-                .to_string(),
+            key_hash: Some(
+                KeyHash::new(&ApiKey::generate().unwrap())
+                    .unwrap()
+                    .to_string(),
+            ),
+            ..RawPrincipal::default()
         });
     }
     raw
@@ -355,7 +358,7 @@ fn a_malformed_key_hash_is_refused() {
         "md5:000102030405060708090a0b0c0d0e0f:00",
     ] {
         let mut raw = with_principals(&[("ann", &["auditor"], None)]);
-        raw.admin.principals[0].key_hash = bad.into();
+        raw.admin.principals[0].key_hash = Some(bad.into());
         let (key, message) = invalid_key(&raw);
         assert_eq!(key, "admin.principals.key_hash", "{bad}");
         assert!(message.contains("sha256:<32 hex digits"), "{message}");
@@ -390,7 +393,7 @@ fn principals_on_a_non_loopback_plain_admin_listener_are_refused() {
     let (key, message) = invalid_key(&raw);
     assert_eq!(key, "admin.listen");
     assert!(
-        message.contains("bind admin.listen to loopback or configure admin TLS"),
+        message.contains("bind admin.listen to loopback or configure [admin.tls]"),
         "{message}"
     );
     // Without principals the listener only serves health and readiness: allowed anywhere.

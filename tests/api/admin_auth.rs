@@ -45,7 +45,8 @@ pub(crate) fn principal(
         name: name.into(),
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         oid: oid.map(str::to_owned),
-        key_hash,
+        key_hash: Some(key_hash),
+        ..RawPrincipal::default()
     }
 }
 
@@ -293,7 +294,7 @@ fn serve_refuses_principals_on_a_non_loopback_admin_listener_without_tls() {
     assert!(out.stdout.is_empty(), "it never said it listens");
     assert!(
         stderr.contains("admin.listen")
-            && stderr.contains("bind admin.listen to loopback or configure admin TLS"),
+            && stderr.contains("bind admin.listen to loopback or configure [admin.tls]"),
         "{stderr}"
     );
 }

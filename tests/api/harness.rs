@@ -251,23 +251,29 @@ pub fn h2c_client() -> Client<HttpConnector, Body> {
 
 /// A TLS client trusting the test CA, offering h2 and http/1.1, with an optional client cert.
 pub fn tls_client(pki: &TestPki, with_client_cert: bool) -> HttpsClient {
+    let identity = with_client_cert.then(|| (pki.client_cert.as_path(), pki.client_key.as_path()));
+    tls_client_with(&pki.ca_cert, identity)
+}
+
+/// A TLS client trusting the CA bundle `ca`, offering h2 and http/1.1, presenting the client
+/// certificate and key files `identity` when given.
+pub fn tls_client_with(ca: &Path, identity: Option<(&Path, &Path)>) -> HttpsClient {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in syncgate::tls::load_certs(&pki.ca_cert).unwrap() {
+    for cert in syncgate::tls::load_certs(ca).unwrap() {
         roots.add(cert).unwrap();
     }
     let builder = rustls::ClientConfig::builder_with_provider(syncgate::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
-    let config = if with_client_cert {
-        builder
+    let config = match identity {
+        Some((cert, key)) => builder
             .with_client_auth_cert(
-                syncgate::tls::load_certs(&pki.client_cert).unwrap(),
-                syncgate::tls::load_key(&pki.client_key).unwrap(),
+                syncgate::tls::load_certs(cert).unwrap(),
+                syncgate::tls::load_key(key).unwrap(),
             )
-            .unwrap()
-    } else {
-        builder.with_no_client_auth()
+            .unwrap(),
+        None => builder.with_no_client_auth(),
     };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)

@@ -10,6 +10,8 @@ mod admin_auth;
 /// Issue 10: `/api/openapi.json`, 405 with `Allow`, the strict filters schemathesis asked for.
 mod admin_openapi;
 mod admin_operations;
+/// Issue 10: the admin listener over TLS; client-certificate principals.
+mod admin_tls;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
 /// Issue 7: classification attacks against a deliberately lenient upstream.

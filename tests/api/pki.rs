@@ -1,17 +1,20 @@
 //! A throwaway PKI for TLS tests: one CA, a server certificate for 127.0.0.1/localhost, and a
-//! client certificate, written as PEM files into the test's own temporary folder.
+//! client certificate, written as PEM files into the test's own temporary folder; more client
+//! certificates with chosen subjects and SANs on demand ([`TestPki::issue_client`]).
 
 use std::path::PathBuf;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use tempfile::TempDir;
 
 pub struct TestPki {
     /// Holds the files; they are removed when the PKI is dropped.
-    _dir: TempDir,
+    dir: TempDir,
+    /// Signs the certificates [`TestPki::issue_client`] makes.
+    ca: CertifiedIssuer<'static, KeyPair>,
     pub ca_cert: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -60,7 +63,34 @@ impl TestPki {
             server_key: write("server.key", server_key.serialize_pem()),
             client_cert: write("client.crt", client_cert.pem()),
             client_key: write("client.key", client_key.serialize_pem()),
-            _dir: dir,
+            dir,
+            ca,
         }
+    }
+
+    /// A client certificate signed by this PKI's CA, with exactly this subject (attributes in the
+    /// certificate's order) and these SANs: its certificate and key files, named after `name`.
+    pub fn issue_client(
+        &self,
+        name: &str,
+        subject: &[(DnType, &str)],
+        sans: Vec<SanType>,
+    ) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let (cert_path, key_path) = (
+            self.dir.path().join(format!("{name}.crt")),
+            self.dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
     }
 }
