@@ -7,7 +7,8 @@
 //! is closed by default, never open).
 
 pub(crate) mod auth;
-mod operations;
+mod export;
+pub(crate) mod operations;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -40,6 +41,8 @@ pub(crate) struct Admin {
     last_check: Mutex<Option<(Instant, Option<String>)>>,
     /// Who may use the routes beyond health and readiness (`[[admin.principals]]`).
     principals: Principals,
+    /// Exports that may start now (`export::MAX_CONCURRENT` at once).
+    exports: Arc<tokio::sync::Semaphore>,
 }
 
 impl Admin {
@@ -49,6 +52,7 @@ impl Admin {
             store,
             last_check: Mutex::new(None),
             principals,
+            exports: export::permits(),
         }
     }
 
@@ -114,6 +118,19 @@ impl Admin {
                     Ok(_) => Ok(
                         match operations::list(&self.store, req.uri().query()).await {
                             Ok((status, body)) => json(status, body),
+                            Err((status, code, message)) => GraphError::new(status, &code, message)
+                                .into_response(&RequestIds::from_headers(req.headers())),
+                        },
+                    ),
+                    Err(refused) => Err(refused),
+                }
+            }
+            (&Method::GET, "/api/v1/export") => {
+                match self.principals.require(req, auth::Role::Auditor) {
+                    Ok(_) => Ok(
+                        match export::respond(&self.store, req.uri().query(), &self.exports).await
+                        {
+                            Ok(streamed) => streamed,
                             Err((status, code, message)) => GraphError::new(status, &code, message)
                                 .into_response(&RequestIds::from_headers(req.headers())),
                         },
