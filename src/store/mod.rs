@@ -592,6 +592,6 @@ fn recorded(
 }
 
 #[cfg(test)]
-mod test_log;
+pub(crate) mod test_log;
 #[cfg(test)]
 mod tests;

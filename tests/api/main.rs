@@ -8,6 +8,8 @@ mod pki;
 /// Issue 10: the admin API's principals, API keys, roles, 401/403.
 mod admin_auth;
 mod admin_operations;
+/// Issue 10: `GET /api/v1/export` and `syncgate audit export`.
+mod export;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
 /// Issue 7: classification attacks against a deliberately lenient upstream.
