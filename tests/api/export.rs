@@ -26,7 +26,7 @@ const PARTNER_B: &str = "4a2f0e6b-7c1d-4e8a-9b3f-0d5e6f7a8b9c";
 /// The upstream is never contacted: the admin listener answers on its own.
 const UNUSED_UPSTREAM: &str = "http://127.0.0.1:9";
 
-fn event(op: Uuid, kind: EventKind, n: usize) -> Event {
+fn event(op: Uuid, kind: EventKind, n: usize, padding: usize) -> Event {
     let partner = if n % 3 == 0 { PARTNER_B } else { PARTNER_A };
     let mut e = Event::new(op, kind);
     e.method = "PATCH".into();
@@ -42,6 +42,9 @@ fn event(op: Uuid, kind: EventKind, n: usize) -> Event {
         ..Actor::default()
     };
     e.request_body = Some(json!({"displayName": format!("change, \"{n}\""), "userSyncInbound": {"isSyncAllowed": true}}));
+    if padding > 0 {
+        e.detail = Some("x".repeat(padding));
+    }
     e.decision = Some(if n % 5 == 0 { Decision::Deny } else { Decision::Allow });
     e.before = Some(Snapshot::Present {
         value: json!({"userSyncInbound": {"isSyncAllowed": false}}),
@@ -57,8 +60,8 @@ fn event(op: Uuid, kind: EventKind, n: usize) -> Event {
 }
 
 /// A log of `operations` operations of two events each (received, then completed or denied),
-/// written concurrently so the writer groups them.
-async fn seeded_log(dir: &TempDir, operations: usize) -> PathBuf {
+/// each event carrying `padding` bytes more, written concurrently so the writer groups them.
+async fn seeded_log(dir: &TempDir, operations: usize, padding: usize) -> PathBuf {
     let db = dir.path().join("syncgate.db");
     let store = Store::open(&db, StoreOptions::default()).await.unwrap();
     let mut appends = tokio::task::JoinSet::new();
@@ -66,9 +69,9 @@ async fn seeded_log(dir: &TempDir, operations: usize) -> PathBuf {
         let store = store.clone();
         appends.spawn(async move {
             let op = Uuid::now_v7();
-            store.append(event(op, EventKind::Received, n)).await?;
+            store.append(event(op, EventKind::Received, n, padding)).await?;
             let last = if n % 5 == 0 { EventKind::Denied } else { EventKind::Completed };
-            store.append(event(op, last, n)).await
+            store.append(event(op, last, n, padding)).await
         });
     }
     while let Some(appended) = appends.join_next().await {
@@ -108,7 +111,7 @@ fn cli_export(db: &Path, args: &[&str]) -> (bool, Vec<u8>, String) {
 #[tokio::test]
 async fn the_api_and_the_cli_export_the_same_records_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
-    let db = seeded_log(&dir, 40).await;
+    let db = seeded_log(&dir, 40, 0).await;
     let (proxy, auditor, _) = proxy_on(&db).await;
     let client = TestClient::with_token(auditor);
     let cases = [
@@ -178,7 +181,7 @@ async fn the_api_and_the_cli_export_the_same_records_in_every_format() {
 #[tokio::test]
 async fn the_export_route_is_for_auditors_and_reads_its_query_strictly() {
     let dir = tempfile::tempdir().unwrap();
-    let db = seeded_log(&dir, 2).await;
+    let db = seeded_log(&dir, 2, 0).await;
     let (proxy, auditor, approver) = proxy_on(&db).await;
     let url = format!("http://{}/api/v1/export?format=jsonl", proxy.admin_addr);
     let resp = TestClient::without_token().get(&url).await;
@@ -222,7 +225,7 @@ async fn start_export(client: &Http, proxy: &TestProxy, key: &str) -> http::Resp
 #[tokio::test]
 async fn a_slow_reader_gets_a_few_thousand_operations_streamed_in_many_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let db = seeded_log(&dir, 3000).await;
+    let db = seeded_log(&dir, 3000, 0).await;
     let (proxy, auditor, _) = proxy_on(&db).await;
     let client: Http = Client::builder(TokioExecutor::new()).build_http();
     let resp = start_export(&client, &proxy, &auditor).await;
@@ -251,7 +254,8 @@ async fn a_slow_reader_gets_a_few_thousand_operations_streamed_in_many_chunks() 
 #[tokio::test]
 async fn exports_are_bounded_and_a_client_that_leaves_frees_its_export() {
     let dir = tempfile::tempdir().unwrap();
-    let db = seeded_log(&dir, 1500).await;
+    // Far more than the queue, hyper and the sockets hold: 8 pages of about 4 MB.
+    let db = seeded_log(&dir, 4000, 4000).await;
     let (proxy, auditor, _) = proxy_on(&db).await;
     let client: Http = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
