@@ -53,3 +53,36 @@ where
     body.map_err(|error| -> BoxError { Box::new(ClientBodyError(error.into())) })
         .boxed()
 }
+
+/// A body fed chunk by chunk by a producer task, through a queue of at most `capacity` chunks:
+/// a response too large to hold (an export) streams with bounded memory, and a client that
+/// stops reading stops the producer (its `send` waits, and fails once the body is dropped).
+/// An `Err` sent ends the body abnormally: the connection is cut, never closed cleanly.
+pub(crate) fn channel(
+    capacity: usize,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
+    Body,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+    (tx, ChannelBody { rx }.boxed())
+}
+
+/// The receiving end of [`channel`].
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
+    }
+}

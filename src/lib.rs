@@ -19,6 +19,8 @@
 //!   one terminal event; `$batch` is rebuilt or unbatched (`proxy/batch.rs`). `docs/tour.md`
 //!   follows one governed request through them.
 //! - [`audit`]: the audit event; [`store`]: the append-only, hash-chained log it is kept in.
+//! - `export`: the log as JSON lines, CSV, Entra `directoryAudit` or OCSF, streamed page by page
+//!   (for `GET /api/v1/export` and `syncgate audit export`).
 //! - `admin`: `/healthz`, `/readyz` and the authenticated admin API (`admin/auth.rs`: principals,
 //!   API keys, roles) on their own listener, described by `admin/openapi.json`.
 //! - [`emulator`]: a local Microsoft Graph for tests, the demo and users' own automation tests.
@@ -35,6 +37,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod emulator;
+pub(crate) mod export;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod graph;

@@ -13,8 +13,9 @@
 pub(crate) mod auth;
 pub(crate) mod cert;
 mod dn;
+mod export;
 mod openapi;
-mod operations;
+pub(crate) mod operations;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ pub(crate) struct Admin {
     last_check: Mutex<Option<(Instant, Option<String>)>>,
     /// Who may use the routes beyond health and readiness (`[[admin.principals]]`).
     principals: Principals,
+    /// Exports that may start now (`export::MAX_CONCURRENT` at once).
+    exports: Arc<tokio::sync::Semaphore>,
 }
 
 impl Admin {
@@ -68,6 +71,7 @@ impl Admin {
             store,
             last_check: Mutex::new(None),
             principals,
+            exports: export::permits(),
         }
     }
 
@@ -133,6 +137,19 @@ impl Admin {
                     Ok(_) => Ok(
                         match operations::list(&self.store, req.uri().query()).await {
                             Ok((status, body)) => json(status, body),
+                            Err((status, code, message)) => GraphError::new(status, &code, message)
+                                .into_response(&RequestIds::from_headers(req.headers())),
+                        },
+                    ),
+                    Err(refused) => Err(refused),
+                }
+            }
+            (&Method::GET, "/api/v1/export") => {
+                match self.principals.require(req, auth::Role::Auditor) {
+                    Ok(_) => Ok(
+                        match export::respond(&self.store, req.uri().query(), &self.exports).await
+                        {
+                            Ok(streamed) => streamed,
                             Err((status, code, message)) => GraphError::new(status, &code, message)
                                 .into_response(&RequestIds::from_headers(req.headers())),
                         },

@@ -4,6 +4,8 @@
 //! The query string is read strictly: an unknown parameter, one given twice, or a value that does
 //! not parse is a 400 in Graph's error shape naming it, never silently ignored (an auditor's
 //! filter that was dropped would return more than they asked for and look like an answer).
+//! The filter parameters are read by [`filter_parameter`], shared with `GET /api/v1/export` and
+//! `syncgate audit export`, so every way of selecting operations means the same thing.
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -36,7 +38,10 @@ struct Query {
     rest: Vec<(String, String)>,
 }
 
-fn bad(parameter: &str, why: impl std::fmt::Display) -> (StatusCode, String, String) {
+/// Why a query was refused: the status, Graph error code and message to answer with.
+pub(crate) type Refusal = (StatusCode, String, String);
+
+pub(crate) fn bad(parameter: &str, why: impl std::fmt::Display) -> Refusal {
     (
         StatusCode::BAD_REQUEST,
         "BadRequest".to_owned(),
@@ -44,18 +49,27 @@ fn bad(parameter: &str, why: impl std::fmt::Display) -> (StatusCode, String, Str
     )
 }
 
-/// Read the query string; the error is the status, code and message to answer with.
-fn parse(query: Option<&str>) -> Result<Query, (StatusCode, String, String)> {
-    let mut parsed = Query {
-        limit: DEFAULT_LIMIT,
-        ..Query::default()
-    };
+/// The query string's parameters, in order; a parameter given twice is refused.
+pub(crate) fn strict_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
     let mut seen = std::collections::HashSet::new();
+    let mut pairs = Vec::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let (key, value) = (key.into_owned(), value.into_owned());
         if !seen.insert(key.clone()) {
             return Err(bad(&key, "given more than once"));
         }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+/// Read the query string; the error is the status, code and message to answer with.
+fn parse(query: Option<&str>) -> Result<Query, Refusal> {
+    let mut parsed = Query {
+        limit: DEFAULT_LIMIT,
+        ..Query::default()
+    };
+    for (key, value) in strict_pairs(query)? {
         set(&mut parsed, &key, &value)?;
         if key != "cursor" {
             parsed.rest.push((key, value));
@@ -64,8 +78,39 @@ fn parse(query: Option<&str>) -> Result<Query, (StatusCode, String, String)> {
     Ok(parsed)
 }
 
-fn set(q: &mut Query, key: &str, value: &str) -> Result<(), (StatusCode, String, String)> {
-    let f = &mut q.filter;
+fn set(q: &mut Query, key: &str, value: &str) -> Result<(), Refusal> {
+    match key {
+        "limit" => {
+            let limit: u32 = value.parse().map_err(|_| bad(key, "is not a number"))?;
+            if !(1..=MAX_LIMIT).contains(&limit) {
+                return Err(bad(key, format!("must be 1 to {MAX_LIMIT}")));
+            }
+            q.limit = limit;
+        }
+        "cursor" => {
+            q.cursor = Some(Cursor::parse(value).ok_or_else(|| bad(key, "is not a cursor"))?);
+        }
+        _ => {
+            if !filter_parameter(&mut q.filter, key, value)? {
+                let known = PARAMETERS.join(", ");
+                return Err(bad(
+                    key,
+                    format!("is not a parameter of this route ({known})"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Set the filter field `key` names from `value`: `Ok(false)` when `key` is not a filter
+/// parameter (the caller decides whether it knows it), a refusal naming it when the value does
+/// not parse.
+pub(crate) fn filter_parameter(
+    f: &mut OperationFilter,
+    key: &str,
+    value: &str,
+) -> Result<bool, Refusal> {
     // PostgreSQL's text cannot hold NUL (a filter with one failed there as a 503), so no recorded
     // value has one: refused on both backends alike.
     let text = |v: &str| match v {
@@ -117,32 +162,16 @@ fn set(q: &mut Query, key: &str, value: &str) -> Result<(), (StatusCode, String,
         "since" => f.since = Some(parse_since(value).map_err(|e| bad(key, e))?),
         "until" => f.until = Some(parse_until(value).map_err(|e| bad(key, e))?),
         "q" => f.text = Some(text(value)?),
-        "limit" => {
-            let limit: u32 = value.parse().map_err(|_| bad(key, "is not a number"))?;
-            if !(1..=MAX_LIMIT).contains(&limit) {
-                return Err(bad(key, format!("must be 1 to {MAX_LIMIT}")));
-            }
-            q.limit = limit;
-        }
-        "cursor" => {
-            q.cursor = Some(Cursor::parse(value).ok_or_else(|| bad(key, "is not a cursor"))?);
-        }
-        _ => {
-            let known = PARAMETERS.join(", ");
-            return Err(bad(
-                key,
-                format!("is not a parameter of this route ({known})"),
-            ));
-        }
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Answer `GET /api/v1/operations?query`.
 pub(crate) async fn list(
     store: &Store,
     query: Option<&str>,
-) -> Result<Answer, (StatusCode, String, String)> {
+) -> Result<Answer, Refusal> {
     let q = parse(query)?;
     let page = store
         .operations(&q.filter, q.cursor.as_ref(), q.limit)

@@ -54,7 +54,7 @@ pub(crate) use copy::copy;
 pub use location::StoreLocation;
 #[cfg(test)]
 pub(crate) use operations::OperationSummary;
-pub(crate) use operations::{Cursor, MAX_LIMIT, OperationFilter, OperationsPage};
+pub(crate) use operations::{Cursor, FoldedOperation, MAX_LIMIT, OperationFilter, OperationsPage};
 pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks};
 
 /// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.
@@ -482,8 +482,7 @@ impl Store {
         &self.inner.token_hasher
     }
 
-    /// The read side alone (queries), to hand to code that must never write.
-    #[cfg(test)]
+    /// The read side alone (queries), to hand to code that must never write (an export).
     pub(crate) fn reader(&self) -> &StoreReader {
         &self.inner.reader
     }
@@ -593,6 +592,6 @@ fn recorded(
 }
 
 #[cfg(test)]
-mod test_log;
+pub(crate) mod test_log;
 #[cfg(test)]
 mod tests;

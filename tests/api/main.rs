@@ -12,6 +12,8 @@ mod admin_openapi;
 mod admin_operations;
 /// Issue 10: the admin listener over TLS; client-certificate principals.
 mod admin_tls;
+/// Issue 10: `GET /api/v1/export` and `syncgate audit export`.
+mod export;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
 /// Issue 7: classification attacks against a deliberately lenient upstream.

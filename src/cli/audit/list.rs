@@ -11,6 +11,7 @@ use crate::cli::render::{
     FIXED, JsonArray, JsonLayout, Layout, actor_name, dash, effect_name, grow_widths,
     ignore_closed_pipe, terminal_columns, time_micros, time_secs, write_aligned,
 };
+use crate::export::write_csv_row;
 use crate::store::{Filter, StoreReader};
 
 /// Events per query while listing: the output streams, memory stays flat.
@@ -262,36 +263,10 @@ fn csv_row(r: &Recorded) -> Vec<String> {
     ]
 }
 
-/// RFC 4180: quote a field holding a comma, quote, CR or LF (or edge spaces), doubling quotes.
-fn csv_field(field: &str) -> String {
-    let needs_quotes =
-        field.contains([',', '"', '\n', '\r']) || field.starts_with(' ') || field.ends_with(' ');
-    if needs_quotes {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_owned()
-    }
-}
-
-fn write_csv_row(out: &mut impl Write, fields: impl IntoIterator<Item = String>) -> io::Result<()> {
-    let line: Vec<String> = fields.into_iter().map(|f| csv_field(&f)).collect();
-    out.write_all(line.join(",").as_bytes())?;
-    out.write_all(b"\r\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::render::fitted_table;
-
-    #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
-        assert_eq!(csv_field(""), "");
-    }
 
     /// The issue's 183-column table: a completed change by an application, with every id a GUID.
     fn wide_events() -> Vec<Recorded> {

@@ -1,4 +1,4 @@
-//! `syncgate audit list|show|verify`: the auditor's view of the log, from the command line.
+//! `syncgate audit list|show|verify|copy|export`: the auditor's view of the log, from the command line.
 //!
 //! Every command opens the log read-only through [`StoreReader`]: it never creates a missing file,
 //! needs no write access, and runs safely beside a live proxy (WAL readers do not block the
@@ -17,6 +17,7 @@ use crate::audit::{Decision, EventKind};
 use crate::config::RawConfig;
 use crate::store::{StoreLocation, StoreOptions, StoreReader};
 
+mod export;
 mod list;
 mod show;
 
@@ -52,6 +53,9 @@ pub(crate) enum AuditCommand {
     },
     /// Recompute the hash chain; exit 0 when it holds, non-zero naming the first broken event.
     Verify,
+    /// Export operations as jsonl, csv, directory-audit (Entra) or ocsf, newest first, with the
+    /// filters of the admin API's /api/v1/operations; to stdout unless --output.
+    Export(export::ExportArgs),
     /// Copy the log to another store, chain intact (e.g. SQLite to PostgreSQL). Run it again to
     /// resume an interrupted copy; the copy verifies to the same head hash.
     Copy {
@@ -160,6 +164,7 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
             format,
         } => show::run(&reader, operation_id, format).await,
         AuditCommand::Verify => run_verify(&reader).await,
+        AuditCommand::Export(args) => export::run(&reader, args).await,
         AuditCommand::Copy { to, .. } => run_copy(&reader, &StoreLocation::parse(&to)).await,
     };
     reader.close().await;

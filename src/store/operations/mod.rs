@@ -243,6 +243,20 @@ impl OperationFilter {
     }
 }
 
+/// One operation with every event it holds, in seq order: what an export writes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FoldedOperation {
+    pub(crate) summary: OperationSummary,
+    pub(crate) events: Vec<Recorded>,
+}
+
+/// A page of operations with their events, newest first, and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FoldedPage {
+    pub(crate) operations: Vec<FoldedOperation>,
+    pub(crate) next: Option<Cursor>,
+}
+
 impl StoreReader {
     /// Up to `limit` (cut to `1..=MAX_LIMIT`) operations matching `filter`, newest first,
     /// starting after `cursor` (from the top when `None`). See the module documentation.
@@ -264,6 +278,31 @@ impl StoreReader {
         limit: u32,
         scan_max: usize,
     ) -> Result<OperationsPage, StoreError> {
+        let page = self.folded_scanning(filter, cursor, limit, scan_max).await?;
+        Ok(OperationsPage {
+            operations: page.operations.into_iter().map(|o| o.summary).collect(),
+            next: page.next,
+        })
+    }
+
+    /// [`StoreReader::operations`] with each operation's events kept beside its summary, for
+    /// exports: the same selection, order and cursor, so an export and the listing agree.
+    pub(crate) async fn folded_operations(
+        &self,
+        filter: &OperationFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<FoldedPage, StoreError> {
+        self.folded_scanning(filter, cursor, limit, SCAN_MAX).await
+    }
+
+    async fn folded_scanning(
+        &self,
+        filter: &OperationFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+        scan_max: usize,
+    ) -> Result<FoldedPage, StoreError> {
         let limit = limit.clamp(1, MAX_LIMIT) as usize;
         let batch = (limit as i64).max(MIN_BATCH).min(scan_max.max(1) as i64);
         let mut before = cursor.map_or(i64::MAX, |c| c.before_seq);
@@ -276,29 +315,29 @@ impl StoreReader {
             for (i, (seq, id)) in candidates.iter().enumerate() {
                 before = *seq;
                 scanned += 1;
-                let summary =
-                    events.remove(id).as_deref().and_then(fold).ok_or_else(|| {
-                        StoreError::corrupt(format!("operation {id} has no events"))
-                    })?;
+                let events = events.remove(id).unwrap_or_default();
+                let summary = fold(&events).ok_or_else(|| {
+                    StoreError::corrupt(format!("operation {id} has no events"))
+                })?;
                 if !filter.matches(&summary) {
                     continue;
                 }
-                operations.push(summary);
+                operations.push(FoldedOperation { summary, events });
                 if operations.len() == limit {
                     let more = !last_batch || i + 1 < candidates.len();
                     let next = more.then_some(Cursor { before_seq: *seq });
-                    return Ok(OperationsPage { operations, next });
+                    return Ok(FoldedPage { operations, next });
                 }
             }
             if last_batch {
-                return Ok(OperationsPage {
+                return Ok(FoldedPage {
                     operations,
                     next: None,
                 });
             }
             if scanned >= scan_max {
                 let next = Some(Cursor { before_seq: before });
-                return Ok(OperationsPage { operations, next });
+                return Ok(FoldedPage { operations, next });
             }
         }
     }

@@ -1,0 +1,204 @@
+//! Exports of the audit trail in the formats auditors' tools already read, streamed page by page
+//! so an export of any size costs the memory of one page (issue 10).
+//!
+//! - `jsonl` (`jsonl.rs`): one line per chained event of the selected operations, exactly the
+//!   [`Recorded`](crate::audit::Recorded) JSON the other routes show (`seq`, `prev_hash`, `hash`
+//!   and the event), so a SIEM can re-verify the chain from the export alone. Per event rather
+//!   than per operation: the chain is made of events, and an operation's folded summary is what
+//!   the three other formats carry.
+//! - `csv` (`csv.rs`): one row per operation, for a spreadsheet.
+//! - `directory-audit` (`directory_audit.rs`): Microsoft Entra's `directoryAudit` records, so
+//!   the KQL and detection rules written for Entra's audit log read syncgate's.
+//! - `ocsf` (`ocsf.rs`): OCSF 1.3 API Activity events, the vendor-neutral form SIEMs map.
+//!
+//! Every format selects with the same [`OperationFilter`] as `GET /api/v1/operations`, in the
+//! same order (newest operation first, each operation's events in chain order), through the same
+//! store query ([`StoreReader::folded_operations`]), so the listing, the API export and the CLI
+//! export of one log agree record for record. An export never holds a read transaction: it pages
+//! by cursor, so it never blocks the writer, and operations recorded after it started are not in
+//! it (their first seq is above the first page's).
+
+mod csv;
+mod directory_audit;
+mod jsonl;
+mod ocsf;
+mod shape;
+
+pub(crate) use csv::write_csv_row;
+
+use crate::store::{Cursor, FoldedOperation, OperationFilter, StoreError, StoreReader};
+
+/// Operations per store page: an export holds one page, rendered, at a time.
+const PAGE_OPERATIONS: u32 = 500;
+
+/// An export's format, as `format=` and `--format` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// One JSON line per chained event (seq, prev_hash, hash and the event).
+    Jsonl,
+    /// One row per operation, RFC 4180, with a header row.
+    Csv,
+    /// Microsoft Entra `directoryAudit` records, as `{"value": [...]}`.
+    DirectoryAudit,
+    /// OCSF 1.3 API Activity (class 6003) events, one JSON line each.
+    Ocsf,
+}
+
+impl Format {
+    pub(crate) const ALL: [Format; 4] = [
+        Format::Jsonl,
+        Format::Csv,
+        Format::DirectoryAudit,
+        Format::Ocsf,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::DirectoryAudit => "directory-audit",
+            Format::Ocsf => "ocsf",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// The response's `Content-Type`. `directory-audit` is one JSON document (Graph's
+    /// collection shape); the two line formats are NDJSON, which SIEM shippers read as a stream.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Format::Jsonl | Format::Ocsf => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::DirectoryAudit => "application/json",
+        }
+    }
+
+    /// The file name a browser or `curl -OJ` saves the export under.
+    pub(crate) fn file_name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "syncgate-audit.jsonl",
+            Format::Csv => "syncgate-audit.csv",
+            Format::DirectoryAudit => "syncgate-audit.directory-audit.json",
+            Format::Ocsf => "syncgate-audit.ocsf.jsonl",
+        }
+    }
+}
+
+/// Why an export stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot encode an exported record")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Where an export is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    NotStarted,
+    /// Pages remain; the next starts after this cursor (`None`: from the top).
+    Paging(Option<Cursor>),
+    Done,
+}
+
+/// An export in progress: [`Export::next_chunk`] reads the next page of operations and renders
+/// it. The API streams the chunks into a response, the CLI writes them to a file; both run this
+/// one loop, so they write the same bytes.
+pub(crate) struct Export {
+    reader: StoreReader,
+    filter: OperationFilter,
+    format: Format,
+    stage: Stage,
+    /// Records written so far (needed by formats that separate records, e.g. a JSON array).
+    records: u64,
+    /// Operations and events exported so far (progress).
+    pub(crate) operations: u64,
+    pub(crate) events: u64,
+}
+
+impl Export {
+    pub(crate) fn new(reader: StoreReader, filter: OperationFilter, format: Format) -> Self {
+        Export {
+            reader,
+            filter,
+            format,
+            stage: Stage::NotStarted,
+            records: 0,
+            operations: 0,
+            events: 0,
+        }
+    }
+
+    /// The next bytes of the export, `None` once it has ended. A chunk may be empty (a page
+    /// whose scanned candidates all failed the filter).
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ExportError> {
+        let mut out = Vec::new();
+        let cursor = match self.stage {
+            Stage::Done => return Ok(None),
+            Stage::NotStarted => {
+                self.begin(&mut out);
+                None
+            }
+            Stage::Paging(cursor) => cursor,
+        };
+        let page = self
+            .reader
+            .folded_operations(&self.filter, cursor.as_ref(), PAGE_OPERATIONS)
+            .await?;
+        for operation in &page.operations {
+            self.operation(operation, &mut out)?;
+        }
+        match page.next {
+            Some(next) => self.stage = Stage::Paging(Some(next)),
+            None => {
+                self.end(&mut out);
+                self.stage = Stage::Done;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn begin(&mut self, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Csv => csv::header(out),
+            Format::DirectoryAudit => out.extend_from_slice(b"{\"value\":["),
+            Format::Jsonl | Format::Ocsf => {}
+        }
+    }
+
+    fn operation(&mut self, op: &FoldedOperation, out: &mut Vec<u8>) -> Result<(), ExportError> {
+        self.operations += 1;
+        self.events += op.events.len() as u64;
+        match self.format {
+            Format::Jsonl => {
+                self.records += op.events.len() as u64;
+                jsonl::write(op, out)?;
+            }
+            Format::Csv => csv::write(op, out),
+            Format::DirectoryAudit => {
+                out.extend_from_slice(if self.records == 0 { b"\n" } else { b",\n" });
+                serde_json::to_writer(&mut *out, &directory_audit::record(op))?;
+            }
+            Format::Ocsf => {
+                serde_json::to_writer(&mut *out, &ocsf::record(op))?;
+                out.push(b'\n');
+            }
+        }
+        if self.format != Format::Jsonl {
+            self.records += 1;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
+        if self.format == Format::DirectoryAudit {
+            out.extend_from_slice(b"\n]}\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
