@@ -1,5 +1,6 @@
 //! The admin listener: health and readiness, and the authenticated admin API under `/api/`
-//! (`auth`: principals, API keys, roles); the audit routes and `/metrics` join it later.
+//! (`auth`: principals, API keys, roles). The routes that read the log (`record.rs`: operations,
+//! one operation, events, verify, reads) record every answer in `admin_reads` before sending it.
 //! It is never the proxy port, so a Graph client can never reach it by accident.
 //!
 //! `/healthz` and `/readyz` stay open (load balancers probe them). Every other route needs a
@@ -7,7 +8,12 @@
 //! is closed by default, never open).
 
 pub(crate) mod auth;
+mod events;
+mod operation;
 mod operations;
+mod reads;
+mod record;
+mod verify;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -40,6 +46,8 @@ pub(crate) struct Admin {
     last_check: Mutex<Option<(Instant, Option<String>)>>,
     /// Who may use the routes beyond health and readiness (`[[admin.principals]]`).
     principals: Principals,
+    /// Bounds shared by the routes that read the log (long-poll waiters, one verify at a time).
+    log_limits: record::Limits,
 }
 
 impl Admin {
@@ -49,6 +57,7 @@ impl Admin {
             store,
             last_check: Mutex::new(None),
             principals,
+            log_limits: record::Limits::default(),
         }
     }
 
@@ -103,24 +112,15 @@ impl Admin {
 impl Admin {
     /// The admin API: every route asks for the role it needs before doing anything
     /// ([`Principals::require`]); an unknown route still needs a principal, then 404s.
-    async fn api(&self, req: &Request<Incoming>) -> Response<Body> {
+    async fn api(&self, req: &Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+        if let (&Method::GET, Some(route)) = (req.method(), record::LogRoute::of(req.uri().path())) {
+            return self.log_read(req, conn, route).await;
+        }
         let answered = match (req.method(), req.uri().path()) {
             (&Method::GET, "/api/v1/whoami") => self
                 .principals
                 .require_any_role(req)
                 .map(|principal| json(StatusCode::OK, principal.to_json())),
-            (&Method::GET, "/api/v1/operations") => {
-                match self.principals.require(req, auth::Role::Auditor) {
-                    Ok(_) => Ok(
-                        match operations::list(&self.store, req.uri().query()).await {
-                            Ok((status, body)) => json(status, body),
-                            Err((status, code, message)) => GraphError::new(status, &code, message)
-                                .into_response(&RequestIds::from_headers(req.headers())),
-                        },
-                    ),
-                    Err(refused) => Err(refused),
-                }
-            }
             _ => self
                 .principals
                 .require_any_role(req)
@@ -166,12 +166,12 @@ impl Handler for Admin {
     async fn handle(
         &self,
         req: Request<Incoming>,
-        _conn: Arc<ConnInfo>,
+        conn: Arc<ConnInfo>,
     ) -> Result<Response<Body>, DropConnection> {
         let resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             (&Method::GET, "/readyz") => self.readiness().await,
-            (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req).await,
+            (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req, &conn).await,
             _ if self.principals.is_empty() => not_found(&req),
             // Unknown routes are checked too, so a caller without a key learns nothing of them.
             _ => match self.principals.require_any_role(&req) {

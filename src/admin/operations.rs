@@ -28,7 +28,7 @@ struct Query {
     rest: Vec<(String, String)>,
 }
 
-fn bad(parameter: &str, why: impl std::fmt::Display) -> (StatusCode, String, String) {
+pub(super) fn bad(parameter: &str, why: impl std::fmt::Display) -> (StatusCode, String, String) {
     (
         StatusCode::BAD_REQUEST,
         "BadRequest".to_owned(),
@@ -42,18 +42,37 @@ fn parse(query: Option<&str>) -> Result<Query, (StatusCode, String, String)> {
         limit: DEFAULT_LIMIT,
         ..Query::default()
     };
-    let mut seen = std::collections::HashSet::new();
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let (key, value) = (key.into_owned(), value.into_owned());
-        if !seen.insert(key.clone()) {
-            return Err(bad(&key, "given more than once"));
-        }
+    for (key, value) in pairs(query)? {
         set(&mut parsed, &key, &value)?;
         if key != "cursor" {
             parsed.rest.push((key, value));
         }
     }
     Ok(parsed)
+}
+
+/// Every parameter of the query string, in order, refusing one given twice (every admin route
+/// reads its query through this).
+pub(super) fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, (StatusCode, String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut pairs = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let (key, value) = (key.into_owned(), value.into_owned());
+        if !seen.insert(key.clone()) {
+            return Err(bad(&key, "given more than once"));
+        }
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+/// A page size: a number from 1 to `max`.
+pub(super) fn limit(key: &str, value: &str, max: u32) -> Result<u32, (StatusCode, String, String)> {
+    let limit: u32 = value.parse().map_err(|_| bad(key, "is not a number"))?;
+    if !(1..=max).contains(&limit) {
+        return Err(bad(key, format!("must be 1 to {max}")));
+    }
+    Ok(limit)
 }
 
 fn set(q: &mut Query, key: &str, value: &str) -> Result<(), (StatusCode, String, String)> {
@@ -93,13 +112,7 @@ fn set(q: &mut Query, key: &str, value: &str) -> Result<(), (StatusCode, String,
         "since" => f.since = Some(parse_since(value).map_err(|e| bad(key, e))?),
         "until" => f.until = Some(parse_until(value).map_err(|e| bad(key, e))?),
         "q" => f.text = Some(nonempty(value)?),
-        "limit" => {
-            let limit: u32 = value.parse().map_err(|_| bad(key, "is not a number"))?;
-            if !(1..=MAX_LIMIT).contains(&limit) {
-                return Err(bad(key, format!("must be 1 to {MAX_LIMIT}")));
-            }
-            q.limit = limit;
-        }
+        "limit" => q.limit = limit(key, value, MAX_LIMIT)?,
         "cursor" => {
             q.cursor = Some(Cursor::parse(value).ok_or_else(|| bad(key, "is not a cursor"))?);
         }
@@ -117,13 +130,7 @@ pub(crate) async fn list(
     let page = store
         .operations(&q.filter, q.cursor.as_ref(), q.limit)
         .await
-        .map_err(|e| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SyncgateAuditUnavailable".to_owned(),
-                format!("cannot read the audit log: {e}"),
-            )
-        })?;
+        .map_err(|e| unavailable(&e))?;
     let mut body = json!({ "value": page.operations });
     if let Some(next) = page.next {
         let mut link = form_urlencoded::Serializer::new(String::new());
@@ -132,6 +139,15 @@ pub(crate) async fn list(
         body["@odata.nextLink"] = Value::String(format!("/api/v1/operations?{}", link.finish()));
     }
     Ok((StatusCode::OK, body))
+}
+
+/// The answer when the log cannot be read now.
+pub(super) fn unavailable(e: &crate::store::StoreError) -> (StatusCode, String, String) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SyncgateAuditUnavailable".to_owned(),
+        format!("cannot read the audit log: {e}"),
+    )
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub(crate) use copy::copy;
 pub use location::StoreLocation;
 #[cfg(test)]
 pub(crate) use operations::OperationSummary;
-pub(crate) use operations::{Cursor, MAX_LIMIT, OperationFilter, OperationsPage};
+pub(crate) use operations::{Cursor, MAX_LIMIT, OperationFilter, OperationsPage, fold};
 pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks};
 
 /// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.

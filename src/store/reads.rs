@@ -138,7 +138,13 @@ macro_rules! read_methods {
         pub(crate) async fn verify(
             &self,
         ) -> Result<$crate::store::VerifyReport, $crate::store::StoreError> {
-            $crate::store::queries::verify(async |after| self.page(after).await).await
+            let mut check = $crate::store::queries::ChainCheck::default();
+            loop {
+                let rows = self.page(check.after()).await?;
+                if let Some(report) = check.page(rows) {
+                    return Ok(report);
+                }
+            }
         }
     };
 }
