@@ -201,4 +201,62 @@ mod tests {
         assert_eq!(empty.body["last_seq"], 3);
         assert!(empty.body.get("@odata.nextLink").is_none());
     }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = Store::open(&path, crate::store::StoreOptions::default())
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_waiter_beyond_the_bound_is_told_to_retry_but_available_events_are_served() {
+        let (_dir, store) = store().await;
+        let full = Limits {
+            waiters: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+            ..Limits::default()
+        };
+        let never = CancellationToken::new();
+        let refused = page(&store, &full, &never, Some("wait=30s")).await.err().unwrap();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.retry_after, Some(RETRY_AFTER));
+        let event = crate::audit::Event::new(uuid::Uuid::now_v7(), crate::audit::EventKind::Received);
+        store.append(event).await.unwrap();
+        let served = page(&store, &full, &never, Some("wait=30s")).await.ok().unwrap();
+        assert_eq!(served.rows, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_when_an_event_is_committed_or_at_shutdown() {
+        let (_dir, store) = store().await;
+        let limits = Limits::default();
+        let shutdown = CancellationToken::new();
+        let started = Instant::now();
+        let waiting = page(&store, &limits, &shutdown, Some("wait=60s"));
+        let appending = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let event =
+                crate::audit::Event::new(uuid::Uuid::now_v7(), crate::audit::EventKind::Received);
+            store.append(event).await.unwrap();
+        };
+        let (served, ()) = tokio::join!(waiting, appending);
+        assert_eq!(served.ok().unwrap().rows, 1);
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        let waiting = page(&store, &limits, &shutdown, Some("after_seq=1&wait=60s"));
+        let stopping = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            shutdown.cancel();
+        };
+        let started = Instant::now();
+        let (served, ()) = tokio::join!(waiting, stopping);
+        let served = served.ok().unwrap();
+        assert_eq!((served.rows, served.body["last_seq"].as_i64()), (0, Some(1)));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(limits.waiters.available_permits(), super::super::record::MAX_WAITERS);
+        store.close().await;
+    }
 }

@@ -36,3 +36,27 @@ pub(crate) async fn run(store: &Store, limits: &Limits, query: Option<&str>) -> 
         rows: report.events,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_verification_while_one_runs_is_told_to_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db"), Default::default())
+            .await
+            .unwrap();
+        let limits = Limits::default();
+        let served = run(&store, &limits, None).await.ok().unwrap();
+        assert_eq!(served.body["ok"], true);
+        assert_eq!(served.body["first_broken"], serde_json::Value::Null);
+        let running = limits.verifying.try_acquire().unwrap();
+        let refused = run(&store, &limits, None).await.err().unwrap();
+        assert_eq!(refused.status, http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.retry_after, Some(RETRY_AFTER));
+        drop(running);
+        assert!(run(&store, &limits, Some("x=1")).await.is_err());
+        store.close().await;
+    }
+}
