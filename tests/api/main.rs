@@ -7,6 +7,12 @@ mod pki;
 
 /// Issue 10: the admin API's principals, API keys, roles, 401/403.
 mod admin_auth;
+/// Issue 10: the raw events route with long-polling, and `audit tail`.
+mod admin_events;
+/// Issue 10: the log routes' shared setup, their 401/403, and the record of every read.
+mod admin_log;
+/// Issue 10: one operation, whole, and verify.
+mod admin_operation;
 mod admin_operations;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
