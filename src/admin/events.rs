@@ -50,7 +50,9 @@ fn parse(query: Option<&str>) -> Result<Query, Failure> {
     };
     for (key, value) in pairs(query)? {
         match key.as_str() {
-            "after_seq" => q.after_seq = digits(&value).ok_or_else(|| bad(&key, "is not a seq (0 or more)"))?,
+            "after_seq" => {
+                q.after_seq = digits(&value).ok_or_else(|| bad(&key, "is not a seq (0 or more)"))?
+            }
             "limit" => q.limit = limit(&key, &value, MAX_LIMIT)?,
             "wait" => q.wait = wait(&key, &value)?,
             _ => return Err(bad(&key, "is not a parameter of this route").into()),
@@ -158,10 +160,19 @@ mod tests {
     #[test]
     fn the_events_query_is_read_strictly() {
         let q = parse(Some("after_seq=7&limit=5&wait=30s")).unwrap();
-        assert_eq!((q.after_seq, q.limit, q.wait), (7, 5, Duration::from_secs(30)));
-        assert_eq!(parse(Some("wait=12")).unwrap().wait, Duration::from_secs(12));
+        assert_eq!(
+            (q.after_seq, q.limit, q.wait),
+            (7, 5, Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse(Some("wait=12")).unwrap().wait,
+            Duration::from_secs(12)
+        );
         let q = parse(None).unwrap();
-        assert_eq!((q.after_seq, q.limit, q.wait), (0, DEFAULT_LIMIT, Duration::ZERO));
+        assert_eq!(
+            (q.after_seq, q.limit, q.wait),
+            (0, DEFAULT_LIMIT, Duration::ZERO)
+        );
         for refused in [
             "after_seq=-1",
             "after_seq=+3",
@@ -184,7 +195,8 @@ mod tests {
     #[test]
     fn a_full_page_links_to_the_next_one_and_keeps_its_other_parameters() {
         let q = parse(Some("limit=1&wait=5s&after_seq=3")).unwrap();
-        let event = crate::audit::Event::new(uuid::Uuid::now_v7(), crate::audit::EventKind::Received);
+        let event =
+            crate::audit::Event::new(uuid::Uuid::now_v7(), crate::audit::EventKind::Received);
         let one = Recorded {
             seq: 4,
             prev_hash: String::new(),
@@ -219,12 +231,19 @@ mod tests {
             ..Limits::default()
         };
         let never = CancellationToken::new();
-        let refused = page(&store, &full, &never, Some("wait=30s")).await.err().unwrap();
+        let refused = page(&store, &full, &never, Some("wait=30s"))
+            .await
+            .err()
+            .unwrap();
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(refused.retry_after, Some(RETRY_AFTER));
-        let event = crate::audit::Event::new(uuid::Uuid::now_v7(), crate::audit::EventKind::Received);
+        let event =
+            crate::audit::Event::new(uuid::Uuid::now_v7(), crate::audit::EventKind::Received);
         store.append(event).await.unwrap();
-        let served = page(&store, &full, &never, Some("wait=30s")).await.ok().unwrap();
+        let served = page(&store, &full, &never, Some("wait=30s"))
+            .await
+            .ok()
+            .unwrap();
         assert_eq!(served.rows, 1);
         store.close().await;
     }
@@ -254,9 +273,15 @@ mod tests {
         let started = Instant::now();
         let (served, ()) = tokio::join!(waiting, stopping);
         let served = served.ok().unwrap();
-        assert_eq!((served.rows, served.body["last_seq"].as_i64()), (0, Some(1)));
+        assert_eq!(
+            (served.rows, served.body["last_seq"].as_i64()),
+            (0, Some(1))
+        );
         assert!(started.elapsed() < Duration::from_secs(10));
-        assert_eq!(limits.waiters.available_permits(), super::super::record::MAX_WAITERS);
+        assert_eq!(
+            limits.waiters.available_permits(),
+            super::super::record::MAX_WAITERS
+        );
         store.close().await;
     }
 }

@@ -113,7 +113,8 @@ impl Admin {
     /// The admin API: every route asks for the role it needs before doing anything
     /// ([`Principals::require`]); an unknown route still needs a principal, then 404s.
     async fn api(&self, req: &Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
-        if let (&Method::GET, Some(route)) = (req.method(), record::LogRoute::of(req.uri().path())) {
+        if let (&Method::GET, Some(route)) = (req.method(), record::LogRoute::of(req.uri().path()))
+        {
             return self.log_read(req, conn, route).await;
         }
         let answered = match (req.method(), req.uri().path()) {

@@ -53,7 +53,9 @@ fn parse(query: Option<&str>) -> Result<Query, (StatusCode, String, String)> {
 
 /// Every parameter of the query string, in order, refusing one given twice (every admin route
 /// reads its query through this).
-pub(super) fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, (StatusCode, String, String)> {
+pub(super) fn pairs(
+    query: Option<&str>,
+) -> Result<Vec<(String, String)>, (StatusCode, String, String)> {
     let mut seen = std::collections::HashSet::new();
     let mut pairs = Vec::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {

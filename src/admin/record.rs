@@ -186,8 +186,8 @@ impl Admin {
         match answer {
             Ok(served) => json(StatusCode::OK, served.body),
             Err(failure) => {
-                let mut resp =
-                    GraphError::new(failure.status, &failure.code, failure.message).into_response(&ids);
+                let mut resp = GraphError::new(failure.status, &failure.code, failure.message)
+                    .into_response(&ids);
                 if let Some(seconds) = failure.retry_after {
                     resp.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

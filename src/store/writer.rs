@@ -10,6 +10,10 @@
 //! transaction writes nothing (the backend rolls back and reads the head again next time), and the
 //! task keeps serving: the next group tries again. If the task is gone, callers see
 //! [`StoreError::Unavailable`] because their reply channel closes, never a hang or a panic.
+//!
+//! The same queue carries the admin API's read records (`admin_reads.rs`), each inserted on its
+//! own after the group it arrived with, and the task publishes the last committed seq on a watch
+//! channel, which long-polling readers of `/api/v1/events` wait on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -42,8 +42,13 @@ async fn the_events_come_in_seq_order_page_by_page_with_their_chain(backend: Bac
     assert_eq!(seqs(&second), [4]);
     assert!(second.get("@odata.nextLink").is_none());
     // Nothing after the head: an empty page at once, last_seq unchanged.
-    let (_, empty) = world.get(&world.auditor, "/api/v1/events?after_seq=4").await;
-    assert_eq!((seqs(&empty), &empty["last_seq"]), (vec![], &Value::from(4)));
+    let (_, empty) = world
+        .get(&world.auditor, "/api/v1/events?after_seq=4")
+        .await;
+    assert_eq!(
+        (seqs(&empty), &empty["last_seq"]),
+        (vec![], &Value::from(4))
+    );
     world.finish().await;
 }
 
@@ -70,7 +75,9 @@ async fn the_events_query_is_read_strictly() {
         "since=1d",
         "after_seq=1&after_seq=2",
     ] {
-        let (resp, _) = world.get(&world.auditor, &format!("/api/v1/events?{query}")).await;
+        let (resp, _) = world
+            .get(&world.auditor, &format!("/api/v1/events?{query}"))
+            .await;
         assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{query}");
         assert_graph_error(&resp, "BadRequest", query);
     }
@@ -81,10 +88,16 @@ async fn the_events_query_is_read_strictly() {
 async fn a_long_poll_with_nothing_new_answers_an_empty_page_when_the_wait_ends() {
     let world = LogWorld::new(Backend::Sqlite, 1).await;
     let started = Instant::now();
-    let (resp, page) = world.get(&world.auditor, "/api/v1/events?after_seq=2&wait=1s").await;
+    let (resp, page) = world
+        .get(&world.auditor, "/api/v1/events?after_seq=2&wait=1s")
+        .await;
     assert_eq!(resp.status, StatusCode::OK, "{page}");
     assert_eq!((seqs(&page), &page["last_seq"]), (vec![], &Value::from(2)));
-    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     world.finish().await;
 }
 
@@ -99,7 +112,11 @@ async fn a_long_poll_answers_as_soon_as_a_change_is_recorded() {
     assert_eq!(resp.status, StatusCode::OK);
     let page: Value = resp.json();
     assert_eq!(seqs(&page)[0], 3, "{page}");
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     world.finish().await;
 }
 
@@ -117,7 +134,11 @@ async fn a_long_poll_sees_events_another_replica_appends_to_the_shared_log() {
     assert_eq!(resp.status, StatusCode::OK);
     let page: Value = resp.json();
     assert_eq!(seqs(&page)[0], 3, "{page}");
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     other.shutdown().await;
     world.finish().await;
 }
@@ -150,7 +171,16 @@ async fn audit_tail_prints_events_as_they_are_appended_until_interrupted() {
     let mut world = LogWorld::new(Backend::Sqlite, 1).await;
     let db = world.proxy.db_path.to_str().unwrap().to_owned();
     let mut child = Command::new(syncgate_bin())
-        .args(["audit", "tail", "--db", &db, "--after-seq", "0", "--format", "json"])
+        .args([
+            "audit",
+            "tail",
+            "--db",
+            &db,
+            "--after-seq",
+            "0",
+            "--format",
+            "json",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -183,7 +213,10 @@ async fn audit_tail_prints_a_line_per_event_as_text() {
     let lines = lines_of(&mut child);
     let line = lines.recv_timeout(Duration::from_secs(30)).unwrap();
     assert!(line.starts_with("2  "), "{line}");
-    assert!(line.contains("completed") && line.contains(&world.operations[0]), "{line}");
+    assert!(
+        line.contains("completed") && line.contains(&world.operations[0]),
+        "{line}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     world.finish().await;

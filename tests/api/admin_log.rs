@@ -173,7 +173,13 @@ async fn every_read_of_the_log_is_recorded_with_who_what_and_where(backend: Back
         assert_eq!(row["query"].as_str().unwrap_or(""), query, "{row}");
         assert_eq!(row["status"], status.as_u16(), "{row}");
         assert_eq!(row["rows_returned"], count, "{row}");
-        assert!(row["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{row}");
+        assert!(
+            row["remote_addr"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:"),
+            "{row}"
+        );
         assert!(row["time"].as_str().unwrap().ends_with('Z'), "{row}");
     }
     // The read of /reads was recorded too, and pages by id.
@@ -183,7 +189,10 @@ async fn every_read_of_the_log_is_recorded_with_who_what_and_where(backend: Back
         .await;
     let later = later["value"].as_array().unwrap().clone();
     assert_eq!(later.len(), 1);
-    assert_eq!((later[0]["principal"].as_str(), later[0]["route"].as_str()), (Some("ada"), Some("/api/v1/reads")));
+    assert_eq!(
+        (later[0]["principal"].as_str(), later[0]["route"].as_str()),
+        (Some("ada"), Some("/api/v1/reads"))
+    );
     // Reads are not events: the chain holds only the two changes.
     let (_, verify) = world.get(&world.auditor, "/api/v1/verify").await;
     assert_eq!(verify["events"], 4, "{verify}");
@@ -203,8 +212,17 @@ async fn every_read_of_the_log_is_recorded_with_who_what_and_where_on_postgres()
 #[tokio::test]
 async fn the_reads_route_reads_its_query_strictly() {
     let world = LogWorld::new(Backend::Sqlite, 0).await;
-    for query in ["after=-1", "after=x", "limit=0", "limit=1001", "before=3", "limit=1&limit=2"] {
-        let (resp, _) = world.get(&world.admin, &format!("/api/v1/reads?{query}")).await;
+    for query in [
+        "after=-1",
+        "after=x",
+        "limit=0",
+        "limit=1001",
+        "before=3",
+        "limit=1&limit=2",
+    ] {
+        let (resp, _) = world
+            .get(&world.admin, &format!("/api/v1/reads?{query}"))
+            .await;
         assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{query}");
         assert_graph_error(&resp, "BadRequest", query);
     }
@@ -219,7 +237,9 @@ async fn a_read_that_cannot_be_recorded_is_refused_with_503_and_shows_nothing() 
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&world.proxy.db_path)
         .busy_timeout(std::time::Duration::from_secs(10));
-    let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
     conn.execute(
         "CREATE TRIGGER admin_reads_broken BEFORE INSERT ON admin_reads \
          BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",

@@ -9,7 +9,9 @@ use crate::admin_log::{Backend, LogWorld};
 async fn one_operation_shows_its_events_in_the_chain_its_states_and_their_diff(backend: Backend) {
     let world = LogWorld::new(backend, 2).await;
     let id = &world.operations[1];
-    let (resp, body) = world.get(&world.auditor, &format!("/api/v1/operations/{id}")).await;
+    let (resp, body) = world
+        .get(&world.auditor, &format!("/api/v1/operations/{id}"))
+        .await;
     assert_eq!(resp.status, StatusCode::OK, "{body}");
     assert_eq!(body["operation_id"], id.as_str());
     let events = body["events"].as_array().unwrap();
@@ -35,7 +37,8 @@ async fn one_operation_shows_its_events_in_the_chain_its_states_and_their_diff(b
     assert_eq!(body["after"]["value"]["displayName"], "change 1", "{body}");
     let diff = body["diff"].as_array().unwrap();
     assert!(
-        diff.iter().any(|op| op["path"] == "/displayName" && op["value"] == "change 1"),
+        diff.iter()
+            .any(|op| op["path"] == "/displayName" && op["value"] == "change 1"),
         "{body}"
     );
     assert!(body["rule_results"].is_array(), "{body}");
@@ -65,21 +68,31 @@ async fn one_operation_shows_its_events_in_the_chain_its_states_and_their_diff_o
 #[tokio::test]
 async fn an_operation_id_that_is_not_a_guid_is_400_and_an_unknown_one_is_404() {
     let world = LogWorld::new(Backend::Sqlite, 1).await;
-    let (resp, _) = world.get(&world.auditor, "/api/v1/operations/not-a-guid").await;
+    let (resp, _) = world
+        .get(&world.auditor, "/api/v1/operations/not-a-guid")
+        .await;
     assert_eq!(resp.status, StatusCode::BAD_REQUEST);
     assert_graph_error(&resp, "BadRequest", "not a guid");
     let unknown = uuid::Uuid::now_v7();
-    let (resp, _) = world.get(&world.auditor, &format!("/api/v1/operations/{unknown}")).await;
+    let (resp, _) = world
+        .get(&world.auditor, &format!("/api/v1/operations/{unknown}"))
+        .await;
     assert_eq!(resp.status, StatusCode::NOT_FOUND);
     assert_graph_error(&resp, "NotFound", "unknown");
     let id = &world.operations[0];
     let (resp, _) = world
-        .get(&world.auditor, &format!("/api/v1/operations/{id}?expand=all"))
+        .get(
+            &world.auditor,
+            &format!("/api/v1/operations/{id}?expand=all"),
+        )
         .await;
     assert_eq!(resp.status, StatusCode::BAD_REQUEST);
     // An upper-case id names the same operation.
     let (resp, body) = world
-        .get(&world.auditor, &format!("/api/v1/operations/{}", id.to_uppercase()))
+        .get(
+            &world.auditor,
+            &format!("/api/v1/operations/{}", id.to_uppercase()),
+        )
         .await;
     assert_eq!(resp.status, StatusCode::OK, "{body}");
     world.finish().await;
@@ -117,7 +130,9 @@ async fn verify_names_the_first_broken_event_of_an_edited_log() {
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&world.proxy.db_path)
         .busy_timeout(std::time::Duration::from_secs(10));
-    let mut conn = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
     conn.execute(
         "DROP TRIGGER audit_events_no_update; \
          UPDATE audit_events SET event = replace(event, 'change 1', 'change X') WHERE seq = 3;",

@@ -140,16 +140,17 @@ on_both_backends!(a_log_created_by_migration_0001_gains_admin_reads_when_opened)
 #[test]
 fn migration_0001_is_never_edited() {
     use sha2::{Digest, Sha256};
-    for (backend, pinned) in [
-        ("sqlite", SQLITE_0001),
-        ("postgres", POSTGRES_0001),
-    ] {
+    for (backend, pinned) in [("sqlite", SQLITE_0001), ("postgres", POSTGRES_0001)] {
         let path = format!(
             "{}/migrations/{backend}/0001_audit_log.sql",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read(&path).unwrap();
-        assert_eq!(hex::encode(Sha256::digest(&text)), pinned, "{path} was edited");
+        assert_eq!(
+            hex::encode(Sha256::digest(&text)),
+            pinned,
+            "{path} was edited"
+        );
     }
 }
 
