@@ -108,6 +108,19 @@ impl LogWorld {
         (resp, body)
     }
 
+    /// Run `sql` on the SQLite log as someone with write access to the file would.
+    pub(crate) async fn sqlite(&self, sql: &str) {
+        use sqlx::{Connection, Executor};
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.proxy.db_path)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        conn.execute(sql).await.unwrap();
+        conn.close().await.unwrap();
+    }
+
     pub(crate) async fn finish(self) {
         self.proxy.shutdown().await;
         if let Some(db) = self.db {
@@ -232,21 +245,13 @@ async fn the_reads_route_reads_its_query_strictly() {
 /// "Nothing silently passed through": when the read cannot be recorded, the events are not sent.
 #[tokio::test]
 async fn a_read_that_cannot_be_recorded_is_refused_with_503_and_shows_nothing() {
-    use sqlx::{Connection, Executor};
     let world = LogWorld::new(Backend::Sqlite, 1).await;
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&world.proxy.db_path)
-        .busy_timeout(std::time::Duration::from_secs(10));
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    conn.execute(
-        "CREATE TRIGGER admin_reads_broken BEFORE INSERT ON admin_reads \
-         BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
-    )
-    .await
-    .unwrap();
-    conn.close().await.unwrap();
+    world
+        .sqlite(
+            "CREATE TRIGGER admin_reads_broken BEFORE INSERT ON admin_reads \
+             BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+        )
+        .await;
     let (resp, body) = world.get(&world.auditor, "/api/v1/events").await;
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_graph_error(&resp, "SyncgateAuditUnavailable", "unrecorded read");

@@ -125,21 +125,13 @@ async fn verify_answers_what_audit_verify_answers_on_postgres() {
 
 #[tokio::test]
 async fn verify_names_the_first_broken_event_of_an_edited_log() {
-    use sqlx::{Connection, Executor};
     let world = LogWorld::new(Backend::Sqlite, 2).await;
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&world.proxy.db_path)
-        .busy_timeout(std::time::Duration::from_secs(10));
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    conn.execute(
-        "DROP TRIGGER audit_events_no_update; \
-         UPDATE audit_events SET event = replace(event, 'change 1', 'change X') WHERE seq = 3;",
-    )
-    .await
-    .unwrap();
-    conn.close().await.unwrap();
+    world
+        .sqlite(
+            "DROP TRIGGER audit_events_no_update; \
+             UPDATE audit_events SET event = replace(event, 'change 1', 'change X') WHERE seq = 3;",
+        )
+        .await;
     let (resp, body) = world.get(&world.auditor, "/api/v1/verify").await;
     assert_eq!(resp.status, StatusCode::OK, "{body}");
     assert_eq!(body["ok"], false, "{body}");
