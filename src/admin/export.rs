@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use tokio::sync::Semaphore;
 
-use super::operations::{Refusal, bad, filter_parameter, strict_pairs};
+use super::operations::{Refusal, bad, filter_parameter, pairs, unavailable};
 use crate::body::{self, Body};
 use crate::export::{Export, Format};
 use crate::store::{OperationFilter, Store};
@@ -47,26 +47,19 @@ pub(crate) fn permits() -> Arc<Semaphore> {
 fn parse(query: Option<&str>) -> Result<(Format, OperationFilter), Refusal> {
     let mut format = None;
     let mut filter = OperationFilter::default();
-    for (key, value) in strict_pairs(query)? {
+    for (key, value) in pairs(query)? {
         if key == "format" {
             let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
-            format = Some(Format::parse(&value).ok_or_else(|| {
-                bad("format", format!("is not one of {}", names.join(", ")))
-            })?);
+            format = Some(
+                Format::parse(&value)
+                    .ok_or_else(|| bad("format", format!("is not one of {}", names.join(", "))))?,
+            );
         } else if !filter_parameter(&mut filter, &key, &value)? {
             return Err(bad(&key, "is not a parameter of this route"));
         }
     }
     let format = format.ok_or_else(|| bad("format", "is required"))?;
     Ok((format, filter))
-}
-
-fn unavailable(error: impl std::fmt::Display) -> Refusal {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "SyncgateAuditUnavailable".to_owned(),
-        format!("cannot read the audit log: {error}"),
-    )
 }
 
 /// Answer `GET /api/v1/export?query`: a streamed 200, or a refusal before anything is sent.
@@ -106,7 +99,10 @@ pub(crate) async fn respond(
                     // The client went away (the body was dropped): nothing more to do.
                     Ok(Err(_)) => break,
                     Err(_) => {
-                        tracing::info!(format = format.as_str(), "export ended: client stopped reading");
+                        tracing::info!(
+                            format = format.as_str(),
+                            "export ended: client stopped reading"
+                        );
                         break;
                     }
                 }
@@ -123,13 +119,15 @@ pub(crate) async fn respond(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(format.content_type()),
     );
-    if let Ok(disposition) = header::HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}\"",
-        format.file_name()
-    )) {
+    if let Ok(disposition) =
+        header::HeaderValue::from_str(&format!("attachment; filename=\"{}\"", format.file_name()))
+    {
         headers.insert(header::CONTENT_DISPOSITION, disposition);
     }
-    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         header::HeaderValue::from_static("nosniff"),
@@ -166,7 +164,10 @@ mod tests {
             assert_eq!(error.0, StatusCode::BAD_REQUEST, "{refused}");
         }
         assert!(
-            parse(Some("format=csv&limit=1")).unwrap_err().2.contains("\"limit\""),
+            parse(Some("format=csv&limit=1"))
+                .unwrap_err()
+                .2
+                .contains("\"limit\""),
             "the refusal names the parameter"
         );
     }

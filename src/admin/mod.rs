@@ -1,5 +1,6 @@
 //! The admin listener: health and readiness, and the authenticated admin API under `/api/`
-//! (`auth`: principals, API keys, roles); the audit routes and `/metrics` join it later.
+//! (`auth`: principals, API keys, roles). The routes that read the log (`record.rs`: operations,
+//! one operation, events, verify, reads) record every answer in `admin_reads` before sending it.
 //! It is never the proxy port, so a Graph client can never reach it by accident.
 //!
 //! The listener may serve TLS (`[admin.tls]`, the same acceptor as the proxy's), and then a
@@ -13,9 +14,14 @@
 pub(crate) mod auth;
 pub(crate) mod cert;
 mod dn;
+mod events;
 mod export;
 mod openapi;
+mod operation;
 pub(crate) mod operations;
+mod reads;
+mod record;
+mod verify;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -60,8 +66,9 @@ pub(crate) struct Admin {
     last_check: Mutex<Option<(Instant, Option<String>)>>,
     /// Who may use the routes beyond health and readiness (`[[admin.principals]]`).
     principals: Principals,
-    /// Exports that may start now (`export::MAX_CONCURRENT` at once).
-    exports: Arc<tokio::sync::Semaphore>,
+    /// Bounds shared by the routes that read the log (long-poll waiters, one verify at a time,
+    /// `export::MAX_CONCURRENT` exports).
+    log_limits: record::Limits,
 }
 
 impl Admin {
@@ -71,7 +78,7 @@ impl Admin {
             store,
             last_check: Mutex::new(None),
             principals,
-            exports: export::permits(),
+            log_limits: record::Limits::default(),
         }
     }
 
@@ -126,37 +133,16 @@ impl Admin {
 impl Admin {
     /// The admin API: every route asks for the role it needs before doing anything
     /// ([`Principals::require`]); an unknown route still needs a principal, then 404s.
-    async fn api(&self, req: &Request<Incoming>) -> Response<Body> {
+    async fn api(&self, req: &Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+        if let (&Method::GET, Some(route)) = (req.method(), record::LogRoute::of(req.uri().path()))
+        {
+            return self.log_read(req, conn, route).await;
+        }
         let answered = match (req.method(), req.uri().path()) {
             (&Method::GET, "/api/v1/whoami") => self
                 .principals
                 .require_any_role(req)
                 .map(|principal| json(StatusCode::OK, principal.to_json())),
-            (&Method::GET, "/api/v1/operations") => {
-                match self.principals.require(req, auth::Role::Auditor) {
-                    Ok(_) => Ok(
-                        match operations::list(&self.store, req.uri().query()).await {
-                            Ok((status, body)) => json(status, body),
-                            Err((status, code, message)) => GraphError::new(status, &code, message)
-                                .into_response(&RequestIds::from_headers(req.headers())),
-                        },
-                    ),
-                    Err(refused) => Err(refused),
-                }
-            }
-            (&Method::GET, "/api/v1/export") => {
-                match self.principals.require(req, auth::Role::Auditor) {
-                    Ok(_) => Ok(
-                        match export::respond(&self.store, req.uri().query(), &self.exports).await
-                        {
-                            Ok(streamed) => streamed,
-                            Err((status, code, message)) => GraphError::new(status, &code, message)
-                                .into_response(&RequestIds::from_headers(req.headers())),
-                        },
-                    ),
-                    Err(refused) => Err(refused),
-                }
-            }
             _ => self.principals.require_any_role(req).map(|_| unrouted(req)),
         };
         answered.unwrap_or_else(|refused| refused)
@@ -243,7 +229,7 @@ impl Handler for Admin {
             (&Method::GET, "/api/openapi.json") => openapi::response(),
             // The open paths' methods are no secret: they are in the open document.
             (_, "/healthz" | "/readyz" | "/api/openapi.json") => unrouted(&req),
-            (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req).await,
+            (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req, &conn).await,
             _ if self.principals.is_empty() => not_found(&req),
             // Unknown routes are checked too, so a caller without a key learns nothing of them.
             _ => match self.principals.require_any_role(&req) {

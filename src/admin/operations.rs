@@ -49,8 +49,9 @@ pub(crate) fn bad(parameter: &str, why: impl std::fmt::Display) -> Refusal {
     )
 }
 
-/// The query string's parameters, in order; a parameter given twice is refused.
-pub(crate) fn strict_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
+/// Every parameter of the query string, in order, refusing one given twice (every admin route
+/// reads its query through this).
+pub(crate) fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, Refusal> {
     let mut seen = std::collections::HashSet::new();
     let mut pairs = Vec::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -63,13 +64,31 @@ pub(crate) fn strict_pairs(query: Option<&str>) -> Result<Vec<(String, String)>,
     Ok(pairs)
 }
 
+/// A page size: a number from 1 to `max`.
+pub(crate) fn limit(key: &str, value: &str, max: u32) -> Result<u32, Refusal> {
+    let limit: u32 = value.parse().map_err(|_| bad(key, "is not a number"))?;
+    if !(1..=max).contains(&limit) {
+        return Err(bad(key, format!("must be 1 to {max}")));
+    }
+    Ok(limit)
+}
+
+/// The answer when the log cannot be read now.
+pub(crate) fn unavailable(error: impl std::fmt::Display) -> Refusal {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SyncgateAuditUnavailable".to_owned(),
+        format!("cannot read the audit log: {error}"),
+    )
+}
+
 /// Read the query string; the error is the status, code and message to answer with.
 fn parse(query: Option<&str>) -> Result<Query, Refusal> {
     let mut parsed = Query {
         limit: DEFAULT_LIMIT,
         ..Query::default()
     };
-    for (key, value) in strict_pairs(query)? {
+    for (key, value) in pairs(query)? {
         set(&mut parsed, &key, &value)?;
         if key != "cursor" {
             parsed.rest.push((key, value));
@@ -80,13 +99,7 @@ fn parse(query: Option<&str>) -> Result<Query, Refusal> {
 
 fn set(q: &mut Query, key: &str, value: &str) -> Result<(), Refusal> {
     match key {
-        "limit" => {
-            let limit: u32 = value.parse().map_err(|_| bad(key, "is not a number"))?;
-            if !(1..=MAX_LIMIT).contains(&limit) {
-                return Err(bad(key, format!("must be 1 to {MAX_LIMIT}")));
-            }
-            q.limit = limit;
-        }
+        "limit" => q.limit = limit(key, value, MAX_LIMIT)?,
         "cursor" => {
             q.cursor = Some(Cursor::parse(value).ok_or_else(|| bad(key, "is not a cursor"))?);
         }
@@ -168,21 +181,12 @@ pub(crate) fn filter_parameter(
 }
 
 /// Answer `GET /api/v1/operations?query`.
-pub(crate) async fn list(
-    store: &Store,
-    query: Option<&str>,
-) -> Result<Answer, Refusal> {
+pub(crate) async fn list(store: &Store, query: Option<&str>) -> Result<Answer, Refusal> {
     let q = parse(query)?;
     let page = store
         .operations(&q.filter, q.cursor.as_ref(), q.limit)
         .await
-        .map_err(|e| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SyncgateAuditUnavailable".to_owned(),
-                format!("cannot read the audit log: {e}"),
-            )
-        })?;
+        .map_err(unavailable)?;
     let mut body = json!({ "value": page.operations });
     if let Some(next) = page.next {
         let mut link = form_urlencoded::Serializer::new(String::new());

@@ -20,7 +20,7 @@ mod lifecycle;
 pub(crate) mod locks;
 pub(crate) mod recovery;
 mod refusals;
-mod state;
+pub(crate) mod state;
 pub(crate) mod upstream;
 
 use std::sync::Arc;

@@ -23,6 +23,7 @@
 //! - [`copy`] moves a log between stores row for row; [`AdvisoryLocks`] are PostgreSQL's
 //!   cross-replica partner locks.
 
+mod admin_reads;
 mod chain;
 mod copy;
 mod location;
@@ -45,6 +46,7 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::{Decision, Event, EventKind, Recorded, Snapshot};
 use crate::graph::OperationId;
+pub(crate) use admin_reads::ReadRecord;
 pub(crate) use chain::Broken;
 pub(crate) use token_key::TokenHasher;
 pub use token_key::TokenKeyError;
@@ -54,7 +56,9 @@ pub(crate) use copy::copy;
 pub use location::StoreLocation;
 #[cfg(test)]
 pub(crate) use operations::OperationSummary;
-pub(crate) use operations::{Cursor, FoldedOperation, MAX_LIMIT, OperationFilter, OperationsPage};
+pub(crate) use operations::{
+    Cursor, FoldedOperation, MAX_LIMIT, OperationFilter, OperationsPage, fold,
+};
 pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks};
 
 /// The only `chain_format` (see `chain.rs`) this code writes and verifies, on every backend.
@@ -331,6 +335,15 @@ impl StoreReader {
         on_backend!(self, r => r.verify().await)
     }
 
+    /// Up to `limit` admin reads recorded after `after` (an id), oldest first.
+    pub(crate) async fn admin_reads(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ReadRecord>, StoreError> {
+        on_backend!(self, r => r.admin_reads(after, limit).await)
+    }
+
     /// Up to a page of whole rows with `seq` above `after`, exactly as stored (copying a log).
     pub(crate) async fn page(&self, after: i64) -> Result<queries::Page, StoreError> {
         on_backend!(self, r => r.page(after).await)
@@ -469,6 +482,23 @@ impl Store {
     /// event as recorded (time truncated to microseconds, `seq`, `prev_hash`, `hash`).
     pub async fn append(&self, event: Event) -> Result<Recorded, StoreError> {
         self.inner.writer.append(event).await
+    }
+
+    /// Record who read the log through the admin API (`admin_reads`, not the chain); returns
+    /// once the row is on disk, with its id. Goes through the writer's bounded queue.
+    pub(crate) async fn record_read(&self, read: ReadRecord) -> Result<i64, StoreError> {
+        self.inner.writer.record_read(read).await
+    }
+
+    /// The seq of the last event this process committed, as it changes (0 before any). Events
+    /// other replicas append are not seen here: a waiter also looks at the database now and then.
+    pub(crate) fn committed_head(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.inner.writer.head()
+    }
+
+    /// The read side alone, for the admin API's queries.
+    pub(crate) fn read_side(&self) -> &StoreReader {
+        &self.inner.reader
     }
 
     /// The cross-replica per-partner locks, when the log is shared by replicas (PostgreSQL);

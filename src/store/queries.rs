@@ -256,36 +256,52 @@ where
 /// One page of rows, as [`stored_row`] reads them (a row of the wrong shape is a break).
 pub(crate) type Page = Vec<Result<StoredRow, Broken>>;
 
-/// Recompute the whole chain from pages fetched by `fetch(after_seq)`, and report the first
-/// break. Starts below every possible seq: a row slipped in with seq 0 or below must be seen.
-pub(crate) async fn verify<F>(mut fetch: F) -> Result<VerifyReport, StoreError>
-where
-    F: AsyncFnMut(i64) -> Result<Page, StoreError>,
-{
-    let mut verifier = Verifier::default();
-    let mut last_seq = i64::MIN;
-    loop {
-        let rows = fetch(last_seq).await?;
+/// Recomputes the whole chain page by page, and reports the first break. A stepper fed by its
+/// caller's loop rather than a function taking an async closure: the future of a loop over a
+/// reader's `page` is `Send` and free of closure lifetimes, so it can run in a request handler.
+pub(crate) struct ChainCheck {
+    verifier: Verifier,
+    /// Starts below every possible seq: a row slipped in with seq 0 or below must be seen.
+    last_seq: i64,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        ChainCheck {
+            verifier: Verifier::default(),
+            last_seq: i64::MIN,
+        }
+    }
+}
+
+impl ChainCheck {
+    /// Where the next page starts.
+    pub(crate) fn after(&self) -> i64 {
+        self.last_seq
+    }
+
+    /// Check the next page; the report once the log is done (an empty page) or broken.
+    pub(crate) fn page(&mut self, rows: Page) -> Option<VerifyReport> {
         if rows.is_empty() {
-            break;
+            return Some(self.report(None));
         }
         for row in rows {
             let checked = row.and_then(|stored| {
-                last_seq = stored.seq;
-                verifier.check(&stored)
+                self.last_seq = stored.seq;
+                self.verifier.check(&stored)
             });
             if let Err(broken) = checked {
-                return Ok(VerifyReport {
-                    events: verifier.events(),
-                    head: verifier.head().map(str::to_owned),
-                    first_broken: Some(broken),
-                });
+                return Some(self.report(Some(broken)));
             }
         }
+        None
     }
-    Ok(VerifyReport {
-        events: verifier.events(),
-        head: verifier.head().map(str::to_owned),
-        first_broken: None,
-    })
+
+    fn report(&self, first_broken: Option<Broken>) -> VerifyReport {
+        VerifyReport {
+            events: self.verifier.events(),
+            head: self.verifier.head().map(str::to_owned),
+            first_broken,
+        }
+    }
 }

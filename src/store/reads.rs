@@ -122,10 +122,29 @@ macro_rules! read_methods {
                 .collect())
         }
 
+        /// Up to `limit` admin reads recorded after `after`, oldest first.
+        pub(crate) async fn admin_reads(
+            &self,
+            after: i64,
+            limit: u32,
+        ) -> Result<Vec<$crate::store::ReadRecord>, $crate::store::StoreError> {
+            let query = $crate::store::admin_reads::list(after, limit);
+            let rows = self.rows(query, "cannot list the admin reads").await?;
+            rows.iter()
+                .map(|row| $crate::store::admin_reads::from_row(row, |c, e| classify(c, e)))
+                .collect()
+        }
+
         pub(crate) async fn verify(
             &self,
         ) -> Result<$crate::store::VerifyReport, $crate::store::StoreError> {
-            $crate::store::queries::verify(async |after| self.page(after).await).await
+            let mut check = $crate::store::queries::ChainCheck::default();
+            loop {
+                let rows = self.page(check.after()).await?;
+                if let Some(report) = check.page(rows) {
+                    return Ok(report);
+                }
+            }
         }
     };
 }

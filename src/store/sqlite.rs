@@ -22,6 +22,7 @@ use std::sync::Arc;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite};
 
+use super::admin_reads::ReadRecord;
 use super::chain::{Append, Head, Prepared, Sealed, StoredRow};
 use super::queries;
 use super::{StoreError, StoreOptions};
@@ -211,6 +212,17 @@ impl SqliteWriter {
             self.conn = None;
         }
         result
+    }
+
+    /// Insert one admin read in its own (autocommit) statement; the id SQLite gave it.
+    pub(crate) async fn record_read(&mut self, read: &ReadRecord) -> Result<i64, StoreError> {
+        let conn = self.connection().await?;
+        let id = super::admin_reads::insert::<Sqlite>(read)
+            .build_query_scalar()
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| classify("cannot record the admin read", e))?;
+        Ok(id)
     }
 
     /// Checkpoint the WAL into the database and close. Call it after the readers closed: the last

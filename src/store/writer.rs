@@ -10,12 +10,17 @@
 //! transaction writes nothing (the backend rolls back and reads the head again next time), and the
 //! task keeps serving: the next group tries again. If the task is gone, callers see
 //! [`StoreError::Unavailable`] because their reply channel closes, never a hang or a panic.
+//!
+//! The same queue carries the admin API's read records (`admin_reads.rs`), each inserted on its
+//! own after the group it arrived with, and the task publishes the last committed seq on a watch
+//! channel, which long-polling readers of `/api/v1/events` wait on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::admin_reads::ReadRecord;
 use super::chain::{Prepared, Sealed};
 use super::{StoreError, StoreOptions, StoreStats, postgres, sqlite};
 use crate::audit::{Event, Recorded};
@@ -35,6 +40,14 @@ impl WriteBackend {
         }
     }
 
+    /// Insert one admin read (its own statement, outside any group); the id it got.
+    async fn record_read(&mut self, read: &ReadRecord) -> Result<i64, StoreError> {
+        match self {
+            WriteBackend::Sqlite(w) => w.record_read(read).await,
+            WriteBackend::Postgres(w) => w.record_read(read).await,
+        }
+    }
+
     async fn close(self) {
         match self {
             WriteBackend::Sqlite(w) => w.close().await,
@@ -49,9 +62,17 @@ struct Job {
     reply: oneshot::Sender<Result<Recorded, StoreError>>,
 }
 
+/// One admin read to record and where its id goes.
+struct ReadJob {
+    read: ReadRecord,
+    reply: oneshot::Sender<Result<i64, StoreError>>,
+}
+
 enum Command {
     /// Boxed: an event is over a kilobyte, and every queue slot would be that size.
     Append(Box<Job>),
+    /// Record who read the log (`admin_reads`): the same queue, so the same bound.
+    Read(Box<ReadJob>),
     /// Commit what came before, stop, then answer.
     Close(oneshot::Sender<()>),
 }
@@ -66,19 +87,36 @@ struct Counters {
 pub(crate) struct WriterHandle {
     queue: mpsc::Sender<Command>,
     counters: Arc<Counters>,
+    /// The seq of the last event this process committed (0 before any): long-polling readers
+    /// wake on it instead of polling the database.
+    head: watch::Receiver<i64>,
 }
 
 /// Start the writer task on the current runtime.
 pub(crate) fn spawn(backend: WriteBackend, options: &StoreOptions) -> WriterHandle {
     let (queue, commands) = mpsc::channel(options.queue_capacity.max(1));
     let counters = Arc::new(Counters::default());
+    let (committed, head) = watch::channel(0);
     tokio::spawn(run(
         backend,
         commands,
-        counters.clone(),
+        Shared {
+            counters: counters.clone(),
+            committed,
+        },
         options.max_group.max(1),
     ));
-    WriterHandle { queue, counters }
+    WriterHandle {
+        queue,
+        counters,
+        head,
+    }
+}
+
+/// What the task shares with the handles.
+struct Shared {
+    counters: Arc<Counters>,
+    committed: watch::Sender<i64>,
 }
 
 impl WriterHandle {
@@ -94,6 +132,21 @@ impl WriterHandle {
             .await
             .map_err(|_| StoreError::writer_stopped())?;
         answer.await.map_err(|_| StoreError::writer_stopped())?
+    }
+
+    /// Record an admin read; the id it got, once it is on disk.
+    pub(crate) async fn record_read(&self, read: ReadRecord) -> Result<i64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::Read(Box::new(ReadJob { read, reply })))
+            .await
+            .map_err(|_| StoreError::writer_stopped())?;
+        answer.await.map_err(|_| StoreError::writer_stopped())?
+    }
+
+    /// Changes to the seq of the last event committed by this process.
+    pub(crate) fn head(&self) -> watch::Receiver<i64> {
+        self.head.clone()
     }
 
     pub(crate) fn stats(&self) -> StoreStats {
@@ -116,10 +169,11 @@ impl WriterHandle {
 async fn run(
     mut backend: WriteBackend,
     mut commands: mpsc::Receiver<Command>,
-    counters: Arc<Counters>,
+    shared: Shared,
     max_group: usize,
 ) {
     let mut group: Vec<Job> = Vec::with_capacity(max_group);
+    let mut reads: Vec<ReadJob> = Vec::new();
     let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
     // `None` from recv: every handle was dropped without close; stop all the same.
     while let Some(first) = commands.recv().await {
@@ -127,17 +181,21 @@ async fn run(
         while let Some(command) = next.take() {
             match command {
                 Command::Append(job) => group.push(*job),
+                Command::Read(job) => reads.push(*job),
                 Command::Close(done) => {
                     closers.push(done);
                     break;
                 }
             }
-            if group.len() < max_group {
+            if group.len() + reads.len() < max_group {
                 next = commands.try_recv().ok();
             }
         }
         if !group.is_empty() {
-            commit(&mut backend, std::mem::take(&mut group), &counters).await;
+            commit(&mut backend, std::mem::take(&mut group), &shared).await;
+        }
+        for job in reads.drain(..) {
+            let _ = job.reply.send(backend.record_read(&job.read).await);
         }
         if !closers.is_empty() {
             break;
@@ -150,6 +208,9 @@ async fn run(
             Command::Append(job) => {
                 let _ = job.reply.send(Err(StoreError::writer_stopped()));
             }
+            Command::Read(job) => {
+                let _ = job.reply.send(Err(StoreError::writer_stopped()));
+            }
             Command::Close(done) => closers.push(done),
         }
     }
@@ -160,10 +221,14 @@ async fn run(
 }
 
 /// Commit `jobs` as one group and answer each caller.
-async fn commit(backend: &mut WriteBackend, jobs: Vec<Job>, counters: &Counters) {
+async fn commit(backend: &mut WriteBackend, jobs: Vec<Job>, shared: &Shared) {
+    let counters = &shared.counters;
     let events: Vec<&Prepared> = jobs.iter().map(|j| &j.event).collect();
     match backend.append_group(&events).await {
         Ok(sealed) => {
+            if let Some(last) = sealed.last() {
+                shared.committed.send_replace(last.seq);
+            }
             counters.groups.fetch_add(1, Ordering::Relaxed);
             counters
                 .events
@@ -177,9 +242,12 @@ async fn commit(backend: &mut WriteBackend, jobs: Vec<Job>, counters: &Counters)
         Err(StoreError::Rejected { .. }) if jobs.len() > 1 => {
             for job in jobs {
                 let result = backend.append_group(&[&job.event]).await;
-                if result.is_ok() {
+                if let Ok(sealed) = &result {
                     counters.groups.fetch_add(1, Ordering::Relaxed);
                     counters.events.fetch_add(1, Ordering::Relaxed);
+                    if let Some(last) = sealed.last() {
+                        shared.committed.send_replace(last.seq);
+                    }
                 }
                 let result = result.and_then(|sealed| {
                     sealed

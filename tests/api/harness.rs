@@ -75,10 +75,11 @@ pub async fn spawn_proxy(upstream: &str) -> TestProxy {
     spawn_proxy_with(proxy_config(upstream)).await
 }
 
-/// Start a proxy from `raw`; unless the test chose a database path, it gets a fresh one in a
-/// temporary folder.
+/// Start a proxy from `raw`; unless the test chose a database (a path or a URL), it gets a fresh
+/// SQLite file in a temporary folder.
 pub async fn spawn_proxy_with(mut raw: RawConfig) -> TestProxy {
-    let dir = (raw.store.path == RawConfig::default().store.path).then(|| {
+    let chosen = raw.store.url.is_some() || raw.store.path != RawConfig::default().store.path;
+    let dir = (!chosen).then(|| {
         let dir = tempfile::tempdir().unwrap();
         raw.store.path = dir.path().join("syncgate.db");
         dir

@@ -7,13 +7,17 @@ mod pki;
 
 /// Issue 10: the admin API's principals, API keys, roles, 401/403.
 mod admin_auth;
+/// Issue 10: the raw events route with long-polling, and `audit tail`.
+mod admin_events;
+/// Issue 10: the log routes' shared setup, their 401/403, and the record of every read.
+mod admin_log;
 /// Issue 10: `/api/openapi.json`, 405 with `Allow`, the strict filters schemathesis asked for.
 mod admin_openapi;
+/// Issue 10: one operation, whole, and verify.
+mod admin_operation;
 mod admin_operations;
 /// Issue 10: the admin listener over TLS; client-certificate principals.
 mod admin_tls;
-/// Issue 10: `GET /api/v1/export` and `syncgate audit export`.
-mod export;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
 /// Issue 7: classification attacks against a deliberately lenient upstream.
@@ -26,6 +30,8 @@ mod emulator;
 mod emulator_batch;
 /// The Graph emulator's `/_emulator/*` test-support endpoints and injected faults.
 mod emulator_control;
+/// Issue 10: `GET /api/v1/export` and `syncgate audit export`.
+mod export;
 /// Issue 8: a new user's first hour (demo narration, logs, shutdown, shipped configuration).
 mod first_hour;
 /// Governed changes: classification, recording, refusals, $batch.

@@ -190,7 +190,7 @@ impl Output {
     }
 }
 
-fn table_row(r: &Recorded) -> [String; 10] {
+pub(super) fn table_row(r: &Recorded) -> [String; 10] {
     let e = &r.event;
     [
         r.seq.to_string(),

@@ -1,4 +1,5 @@
-//! `syncgate audit list|show|verify|copy|export`: the auditor's view of the log, from the command line.
+//! `syncgate audit list|show|verify|tail|copy|export`: the auditor's view of the log, from the
+//! command line.
 //!
 //! Every command opens the log read-only through [`StoreReader`]: it never creates a missing file,
 //! needs no write access, and runs safely beside a live proxy (WAL readers do not block the
@@ -20,6 +21,7 @@ use crate::store::{StoreLocation, StoreOptions, StoreReader};
 mod export;
 mod list;
 mod show;
+mod tail;
 
 /// `syncgate audit`: where the log is, and what to do with it.
 #[derive(Debug, Args)]
@@ -56,6 +58,14 @@ pub(crate) enum AuditCommand {
     /// Export operations as jsonl, csv, directory-audit (Entra) or ocsf, newest first, with the
     /// filters of the admin API's /api/v1/operations; to stdout unless --output.
     Export(export::ExportArgs),
+    /// Follow the log: print events as they are appended, until Ctrl-C.
+    Tail {
+        /// Start after this seq (default: the current last event, so only new events print).
+        #[arg(long, value_name = "SEQ")]
+        after_seq: Option<i64>,
+        #[arg(long, value_enum, default_value_t = TailFormat::Text)]
+        format: TailFormat,
+    },
     /// Copy the log to another store, chain intact (e.g. SQLite to PostgreSQL). Run it again to
     /// resume an interrupted copy; the copy verifies to the same head hash.
     Copy {
@@ -114,6 +124,16 @@ pub(crate) enum ListFormat {
     Csv,
 }
 
+/// Output formats of `audit tail`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TailFormat {
+    /// One line per event: seq, time, kind, operation, partner, actor, decision, status,
+    /// effect, operation id.
+    Text,
+    /// One JSON event per line (the stored event with seq, prev_hash and hash).
+    Json,
+}
+
 /// Output formats of `audit show`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ShowFormat {
@@ -165,6 +185,7 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
         } => show::run(&reader, operation_id, format).await,
         AuditCommand::Verify => run_verify(&reader).await,
         AuditCommand::Export(args) => export::run(&reader, args).await,
+        AuditCommand::Tail { after_seq, format } => tail::run(&reader, after_seq, format).await,
         AuditCommand::Copy { to, .. } => run_copy(&reader, &StoreLocation::parse(&to)).await,
     };
     reader.close().await;

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Postgres, Row};
+
+use super::super::admin_reads::ReadRecord;
 
 use super::super::chain::{Append, Head, Prepared, Sealed, StoredRow};
 use super::super::{StoreError, StoreOptions, queries};
@@ -103,6 +105,29 @@ impl PgWriter {
                 Err(StoreError::unavailable(
                     "cannot begin a transaction on the audit log",
                 ))
+            }
+        }
+    }
+
+    /// Insert one admin read in its own statement, bounded like a group; the id it got.
+    pub(crate) async fn record_read(&mut self, read: &ReadRecord) -> Result<i64, StoreError> {
+        let bound = self.timeout.saturating_mul(2);
+        let conn = self.connection().await?;
+        let insert = super::super::admin_reads::insert::<Postgres>(read);
+        let answer = tokio::time::timeout(bound, async move {
+            let mut insert = insert;
+            insert.build_query_scalar().fetch_one(&mut *conn).await
+        })
+        .await;
+        match answer {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(e)) => Err(classify("cannot record the admin read", e)),
+            Err(_) => {
+                // Unknown state after a statement that never answered: start a new session.
+                self.conn = None;
+                Err(StoreError::unavailable(format!(
+                    "PostgreSQL did not answer within {bound:?}"
+                )))
             }
         }
     }

@@ -5,6 +5,7 @@
 //! fresh log of its own ([`TestLog`]: a file in a temporary folder, or a PostgreSQL database
 //! created for it and dropped after). Tests of what only one backend has use the same helpers:
 //!
+//! - `admin_reads.rs`: who read the log (migration 0002), the committed-head watch.
 //! - `appending.rs`: appending, groups, duplicates, a failed commit, closing, the token key.
 //! - `tamper.rs`: the append-only triggers, and verify naming each kind of tampered row.
 //! - `reads.rs`: unfinished operations, `last_after`, list filters, readers.
@@ -25,6 +26,7 @@ use super::test_log::{Backend, TestLog};
 use super::*;
 use crate::audit::{Actor, Effect, Snapshot};
 
+mod admin_reads;
 mod appending;
 mod copying;
 mod operations;
