@@ -23,6 +23,8 @@
 //!   API keys, roles) on their own listener.
 //! - [`emulator`]: a local Microsoft Graph for tests, the demo and users' own automation tests.
 //! - `graph_error`: Graph's error shape for every locally made error.
+//! - `metrics`: one instance's counters and histograms, rendered by the admin listener's
+//!   `/metrics` (never a process-wide recorder).
 //! - [`token`]: bearer tokens and their (unverified) claims.
 //! - [`tls`]: PEM loading and rustls configurations (ring provider).
 //! - [`body`]: the one body type.
@@ -39,6 +41,7 @@ pub mod emulator;
 pub mod fuzzing;
 pub(crate) mod graph;
 pub(crate) mod graph_error;
+pub(crate) mod metrics;
 pub mod proxy;
 pub mod rules;
 pub mod server;

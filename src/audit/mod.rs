@@ -182,7 +182,7 @@ impl Snapshot {
 }
 
 /// Whether the after-state became what the request asked for (intent versus effect).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// The upstream accepted the change and the after-state shows it.

@@ -49,6 +49,7 @@ pub(crate) use chain::Broken;
 pub(crate) use token_key::TokenHasher;
 pub use token_key::TokenKeyError;
 use writer::WriterHandle;
+pub(crate) use writer::StoreInstruments;
 
 pub(crate) use copy::copy;
 pub use location::StoreLocation;
@@ -490,6 +491,11 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         self.inner.writer.stats()
+    }
+
+    /// The writer's latency and group-size instruments, for `/metrics` to register.
+    pub(crate) fn instruments(&self) -> &StoreInstruments {
+        self.inner.writer.instruments()
     }
 
     /// See [`StoreReader::list`].
