@@ -1,5 +1,6 @@
-//! The admin listener: health and readiness, and the authenticated admin API under `/api/`
-//! (`auth`: principals, API keys, roles); the audit routes and `/metrics` join it later.
+//! The admin listener: health and readiness, the authenticated admin API under `/api/`
+//! (`auth`: principals, API keys, roles), and `/metrics` (`metrics`: readers only, unless
+//! `admin.metrics_public`).
 //! It is never the proxy port, so a Graph client can never reach it by accident.
 //!
 //! `/healthz` and `/readyz` stay open (load balancers probe them). Every other route needs a
@@ -7,6 +8,7 @@
 //! is closed by default, never open).
 
 pub(crate) mod auth;
+mod metrics;
 mod operations;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{Body, full};
 use crate::graph_error::{GraphError, RequestIds};
+use crate::metrics::Metrics;
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
 use auth::Principals;
@@ -40,6 +43,10 @@ pub(crate) struct Admin {
     last_check: Mutex<Option<(Instant, Option<String>)>>,
     /// Who may use the routes beyond health and readiness (`[[admin.principals]]`).
     principals: Principals,
+    /// This syncgate's counters, rendered by `/metrics`.
+    metrics: Arc<Metrics>,
+    /// Who may read `/metrics`.
+    metrics_access: metrics::Access,
 }
 
 impl Admin {
@@ -49,7 +56,20 @@ impl Admin {
             store,
             last_check: Mutex::new(None),
             principals,
+            metrics: Arc::new(Metrics::new(None)),
+            metrics_access: metrics::Access::Readers,
         }
+    }
+
+    /// Serve `metrics` on `/metrics`, to anyone when `public`, else to readers.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>, public: bool) -> Self {
+        self.metrics = metrics;
+        self.metrics_access = if public {
+            metrics::Access::Public
+        } else {
+            metrics::Access::Readers
+        };
+        self
     }
 
     /// Why the audit store cannot be used now, if it cannot (cached for [`STORE_CHECK_TTL`]).
@@ -171,6 +191,9 @@ impl Handler for Admin {
         let resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             (&Method::GET, "/readyz") => self.readiness().await,
+            (&Method::GET, "/metrics") => {
+                metrics::answer(&self.metrics, self.metrics_access, &self.principals, &req)
+            }
             (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req).await,
             _ if self.principals.is_empty() => not_found(&req),
             // Unknown routes are checked too, so a caller without a key learns nothing of them.

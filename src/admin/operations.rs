@@ -108,6 +108,14 @@ fn set(q: &mut Query, key: &str, value: &str) -> Result<(), (StatusCode, String,
     Ok(())
 }
 
+/// For a route that takes no parameters: the first one given is refused, like an unknown one.
+pub(super) fn no_parameters(query: Option<&str>) -> Result<(), (StatusCode, String, String)> {
+    match form_urlencoded::parse(query.unwrap_or_default().as_bytes()).next() {
+        Some((key, _)) => Err(bad(&key, "is not a parameter of this route")),
+        None => Ok(()),
+    }
+}
+
 /// Answer `GET /api/v1/operations?query`.
 pub(crate) async fn list(
     store: &Store,

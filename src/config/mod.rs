@@ -239,6 +239,7 @@ impl RawConfig {
             listen,
             admin_listen,
             admin_principals,
+            admin_metrics_public: self.admin.metrics_public,
             tls,
             shutdown_grace: parse_duration("proxy.shutdown_grace", &proxy.shutdown_grace)?,
             header_read_timeout: parse_duration(
@@ -358,6 +359,8 @@ pub struct Settings {
     pub(crate) admin_listen: SocketAddr,
     /// Who may use the admin API beyond health and readiness.
     pub(crate) admin_principals: crate::admin::auth::Principals,
+    /// `/metrics` answers without a principal.
+    pub(crate) admin_metrics_public: bool,
     /// The proxy listener's TLS; plain HTTP (HTTP/1.1 and h2c) when `None`.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) shutdown_grace: Duration,

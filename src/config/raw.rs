@@ -84,6 +84,9 @@ pub struct RawAdmin {
     /// Who may use the admin API (`[[admin.principals]]`); none: the API is closed.
     #[serde(default)]
     pub principals: Vec<RawPrincipal>,
+    /// Serve `/metrics` without a principal (for a scraper that sends no key).
+    #[serde(default)]
+    pub metrics_public: bool,
 }
 
 impl Default for RawAdmin {
@@ -91,6 +94,7 @@ impl Default for RawAdmin {
         Self {
             listen: default_admin_listen(),
             principals: Vec::new(),
+            metrics_public: false,
         }
     }
 }

@@ -43,14 +43,6 @@ pub(crate) enum RouteClass {
 }
 
 impl RouteClass {
-    pub(crate) const ALL: [RouteClass; 5] = [
-        RouteClass::PassThrough,
-        RouteClass::SyncRead,
-        RouteClass::Governed,
-        RouteClass::Batch,
-        RouteClass::Refused,
-    ];
-
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             RouteClass::PassThrough => "pass_through",
