@@ -95,7 +95,7 @@ pub struct ServeOptions {
     /// which one is draining and which has stopped.
     pub name: &'static str,
     /// Kept at the listener's open connection count (`/metrics`); `None`: not reported.
-    pub(crate) open_connections: Option<prometheus_client::metrics::gauge::Gauge>,
+    pub open_connections: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Default for ServeOptions {

@@ -201,6 +201,15 @@ pub enum Effect {
 }
 
 impl Effect {
+    pub(crate) const ALL: [Effect; 6] = [
+        Effect::Applied,
+        Effect::Ignored,
+        Effect::NotApplied,
+        Effect::AppliedDespiteError,
+        Effect::Diverged,
+        Effect::Unknown,
+    ];
+
     /// The name the log stores (`applied`, `not_applied`, ...), for tables and log lines.
     pub(crate) fn as_str(self) -> &'static str {
         match self {

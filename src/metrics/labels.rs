@@ -63,6 +63,12 @@ pub(crate) enum DecisionLabel {
 }
 
 impl DecisionLabel {
+    pub(crate) const ALL: [DecisionLabel; 3] = [
+        DecisionLabel::Allow,
+        DecisionLabel::Deny,
+        DecisionLabel::RequireApproval,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             DecisionLabel::Allow => "allow",
@@ -97,6 +103,12 @@ pub(crate) enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
+    pub(crate) const ALL: [UpstreamFailure; 3] = [
+        UpstreamFailure::Connect,
+        UpstreamFailure::Timeout,
+        UpstreamFailure::Failed,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             UpstreamFailure::Connect => "connect",

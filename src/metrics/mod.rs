@@ -110,6 +110,7 @@ impl Metrics {
             connections: Family::default(),
             registry: Registry::default(),
         };
+        metrics.start_at_zero();
         metrics.register(&mut registry);
         if let Some(store) = store {
             let instruments = store.instruments();
@@ -137,6 +138,21 @@ impl Metrics {
         Self {
             registry,
             ..metrics
+        }
+    }
+
+    /// Series whose labels are known in advance are shown from the start at 0, so a rate or
+    /// an alert on them works before the first event (requests and rules appear when seen).
+    fn start_at_zero(&self) {
+        for decision in DecisionLabel::ALL {
+            let _ = self.decisions.get_or_create(&DecisionLabels { decision });
+        }
+        for effect in Effect::ALL {
+            let _ = self.effects.get_or_create(&EffectLabels { effect });
+        }
+        for reason in UpstreamFailure::ALL {
+            let _ = self.upstream_failures
+                .get_or_create(&UpstreamFailureLabels { reason });
         }
     }
 

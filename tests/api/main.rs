@@ -7,6 +7,8 @@ mod pki;
 
 /// Issue 10: the admin API's principals, API keys, roles, 401/403.
 mod admin_auth;
+/// `GET /metrics`: counters as traffic flows, access, the exposition format.
+mod admin_metrics;
 mod admin_operations;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
