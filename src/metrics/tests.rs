@@ -120,3 +120,51 @@ fn openmetrics_is_served_only_to_scrapers_that_ask_and_ends_in_eof() {
     assert!(m.render(Format::OpenMetrics).ends_with("# EOF\n"));
     assert!(!m.render(Format::Prometheus).contains("# EOF"));
 }
+
+#[tokio::test]
+async fn docs_metrics_md_lists_every_metric_with_its_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("audit.db"),
+        crate::store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let m = Metrics::new(Some(&store));
+    // Every labelled family once, so its labels are rendered.
+    m.request(RouteClass::Governed, http::StatusCode::OK);
+    m.decided(&Evaluation {
+        version: "v".into(),
+        results: vec![crate::rules::RuleResult {
+            rule: "r".into(),
+            kind: "k".into(),
+            mode: crate::rules::Mode::Enforce,
+            action: crate::rules::Action::Deny,
+            passed: true,
+            message: None,
+        }],
+    });
+    m.open_connections(ListenerLabel::Admin).set(1);
+    let text = m.render(Format::Prometheus);
+    let docs = include_str!("../../docs/metrics.md");
+    let mut names = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split(' ').nth(2).unwrap();
+        let row = docs
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}` |")))
+            .unwrap_or_else(|| panic!("docs/metrics.md has no row for {name}"));
+        for sample in text.lines().filter(|l| l.starts_with(name) && l.contains('{')) {
+            let labels = &sample[sample.find('{').unwrap() + 1..sample.find('}').unwrap()];
+            for label in labels.split(',').map(|kv| kv.split('=').next().unwrap()) {
+                assert!(
+                    label == "le" || row.contains(&format!("`{label}`")),
+                    "docs/metrics.md: {name} lacks label {label}"
+                );
+            }
+        }
+        names.push(name.to_owned());
+    }
+    assert_eq!(names.len(), 15, "{names:?}");
+    store.close().await;
+}

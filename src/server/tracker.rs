@@ -445,4 +445,20 @@ mod tests {
         let mapped = IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped());
         assert_eq!(t.admit(mapped).err(), Some(Refused::ClientCap));
     }
+
+    #[test]
+    fn the_gauge_follows_the_open_count_through_admits_sheds_and_closes() {
+        let gauge = Gauge::default();
+        let t = Arc::new(Tracker::new(2, 2).reporting_to(gauge.clone()));
+        let first = t.admit(ip(1)).unwrap();
+        let second = t.admit(ip(2)).unwrap();
+        assert_eq!(gauge.get(), 2);
+        // At the cap: the idle first one is shed and the newcomer counted in its place.
+        let third = t.admit(ip(3)).unwrap();
+        assert_eq!(gauge.get(), 2);
+        drop(second);
+        assert_eq!(gauge.get(), 1);
+        drop((first, third));
+        assert_eq!(gauge.get(), 0);
+    }
 }
