@@ -80,8 +80,7 @@ pub async fn start(
     let listeners = Listeners::bind(&settings).await?;
     let tls = settings.tls.is_some();
     let rules = RulesHandle::new(settings.rules.clone());
-    let governor =
-        governor(&settings, store.clone(), rules.clone()).with_metrics(metrics.clone());
+    let governor = governor(&settings, store.clone(), rules.clone()).with_metrics(metrics.clone());
     let proxy = Arc::new(Proxy::new(upstream, governor));
     let summaries = Summaries::spawn(&proxy);
     spawn_recovery(&proxy, &settings, &store, shutdown.clone());

@@ -343,7 +343,10 @@ fn metrics_public_is_a_checked_boolean_off_by_default() {
     let err = parse("metrics_public = \"yes\"").unwrap_err();
     assert!(err.to_string().contains("expected a boolean"), "{err}");
     let err = parse("metric_public = true").unwrap_err();
-    assert!(err.to_string().contains("unknown field `metric_public`"), "{err}");
+    assert!(
+        err.to_string().contains("unknown field `metric_public`"),
+        "{err}"
+    );
 }
 
 #[test]

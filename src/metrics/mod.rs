@@ -27,11 +27,11 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::audit::Effect;
 use crate::rules::{Evaluation, Verdict};
 use crate::store::Store;
-pub(crate) use labels::{ListenerLabel, RouteClass, UpstreamFailure};
 use labels::{
     DecisionLabel, DecisionLabels, EffectLabels, ListenerLabels, RequestLabels, RuleLabels,
     RuleNames, RuleOutcome, StatusLabel, UpstreamFailureLabels,
 };
+pub(crate) use labels::{ListenerLabel, RouteClass, UpstreamFailure};
 
 /// Which text format a scrape gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,8 @@ impl Metrics {
             let _ = self.effects.get_or_create(&EffectLabels { effect });
         }
         for reason in UpstreamFailure::ALL {
-            let _ = self.upstream_failures
+            let _ = self
+                .upstream_failures
                 .get_or_create(&UpstreamFailureLabels { reason });
         }
     }

@@ -34,8 +34,14 @@ fn counts_show_up_under_their_documented_names_and_labels() {
         ("syncgate_audit_unavailable_refusals_total", 1.0),
         ("syncgate_drift_detected_total", 1.0),
         (r#"syncgate_governed_effects_total{effect="ignored"}"#, 1.0),
-        (r#"syncgate_upstream_response_seconds_bucket{le="0.01"}"#, 1.0),
-        (r#"syncgate_upstream_response_seconds_bucket{le="0.005"}"#, 0.0),
+        (
+            r#"syncgate_upstream_response_seconds_bucket{le="0.01"}"#,
+            1.0,
+        ),
+        (
+            r#"syncgate_upstream_response_seconds_bucket{le="0.005"}"#,
+            0.0,
+        ),
         ("syncgate_upstream_response_seconds_count", 1.0),
         (r#"syncgate_upstream_failures_total{reason="timeout"}"#, 1.0),
         (r#"syncgate_open_connections{listener="proxy"}"#, 3.0),
@@ -86,7 +92,10 @@ fn rule_results_are_counted_by_rule_mode_and_result_with_the_verdict() {
     let text = m.render(Format::Prometheus);
     for (series, value) in [
         (r#"syncgate_governed_decisions_total{decision="deny"}"#, 1.0),
-        (r#"syncgate_governed_decisions_total{decision="allow"}"#, 1.0),
+        (
+            r#"syncgate_governed_decisions_total{decision="allow"}"#,
+            1.0,
+        ),
         (
             r#"syncgate_rule_results_total{rule="allow-list",mode="enforce",result="fail"}"#,
             1.0,
@@ -154,7 +163,10 @@ async fn docs_metrics_md_lists_every_metric_with_its_labels() {
             .lines()
             .find(|l| l.starts_with(&format!("| `{name}` |")))
             .unwrap_or_else(|| panic!("docs/metrics.md has no row for {name}"));
-        for sample in text.lines().filter(|l| l.starts_with(name) && l.contains('{')) {
+        for sample in text
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains('{'))
+        {
             let labels = &sample[sample.find('{').unwrap() + 1..sample.find('}').unwrap()];
             for label in labels.split(',').map(|kv| kv.split('=').next().unwrap()) {
                 assert!(

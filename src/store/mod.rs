@@ -48,8 +48,8 @@ use crate::graph::OperationId;
 pub(crate) use chain::Broken;
 pub(crate) use token_key::TokenHasher;
 pub use token_key::TokenKeyError;
-use writer::WriterHandle;
 pub(crate) use writer::StoreInstruments;
+use writer::WriterHandle;
 
 pub(crate) use copy::copy;
 pub use location::StoreLocation;

@@ -56,8 +56,15 @@ fn parse_exposition(text: &str) -> Scrape {
                 "TYPE" => {
                     let kind = words.next().unwrap_or_default();
                     assert!(
-                        ["counter", "gauge", "histogram", "summary", "untyped", "info"]
-                            .contains(&kind),
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "summary",
+                            "untyped",
+                            "info"
+                        ]
+                        .contains(&kind),
                         "bad type in {line:?}"
                     );
                     assert!(
@@ -99,7 +106,9 @@ fn parse_exposition(text: &str) -> Scrape {
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
         };
         assert!(
             samples.insert(series.clone(), value).is_none(),
@@ -145,9 +154,11 @@ fn delta(before: &Scrape, after: &Scrape) -> BTreeMap<String, f64> {
     after
         .iter()
         .filter(|(series, _)| {
-            COUNTED
-                .iter()
-                .any(|f| series.strip_prefix(f).is_some_and(|r| r.is_empty() || r.starts_with('{')))
+            COUNTED.iter().any(|f| {
+                series
+                    .strip_prefix(f)
+                    .is_some_and(|r| r.is_empty() || r.starts_with('{'))
+            })
         })
         .filter_map(|(series, value)| {
             let moved = value - before.get(series).copied().unwrap_or(0.0);
@@ -157,13 +168,7 @@ fn delta(before: &Scrape, after: &Scrape) -> BTreeMap<String, f64> {
 }
 
 /// Scrape again and check that the counted families moved by exactly `want` since `last`.
-async fn step(
-    proxy: &TestProxy,
-    key: &str,
-    last: &mut Scrape,
-    what: &str,
-    want: &[(&str, f64)],
-) {
+async fn step(proxy: &TestProxy, key: &str, last: &mut Scrape, what: &str, want: &[(&str, f64)]) {
     let now = scrape(proxy, key).await;
     assert_eq!(delta(last, &now), expected(want), "{what}");
     *last = now;
@@ -237,13 +242,19 @@ async fn counters_move_by_exactly_what_each_request_did() {
     let mut last = scrape(&proxy, &auditor).await;
 
     // A pass-through read.
-    assert_eq!(client.get(&partners(&proxy.url)).await.status, StatusCode::OK);
+    assert_eq!(
+        client.get(&partners(&proxy.url)).await.status,
+        StatusCode::OK
+    );
     step(
         &proxy,
         &auditor,
         &mut last,
         "a pass-through GET",
-        &[(r#"syncgate_requests_total{route="pass_through",status="200"}"#, 1.0)],
+        &[(
+            r#"syncgate_requests_total{route="pass_through",status="200"}"#,
+            1.0,
+        )],
     )
     .await;
 
@@ -302,7 +313,11 @@ async fn counters_move_by_exactly_what_each_request_did() {
     // Someone changes the policy straight at Graph; the next change through syncgate meets it.
     let direct = sync_url(&emulator.base, "v1.0", PARTNER);
     let resp = client
-        .send(Method::PATCH, &direct, Some(json!({"displayName": "around"})))
+        .send(
+            Method::PATCH,
+            &direct,
+            Some(json!({"displayName": "around"})),
+        )
         .await;
     assert_eq!(resp.status, StatusCode::NO_CONTENT);
     // ... and Graph silently ignores that next change (an intent mismatch).
@@ -340,7 +355,12 @@ async fn counters_move_by_exactly_what_each_request_did() {
     let resp = client
         .send(Method::PATCH, &url, Some(json!({"displayName": "I"})))
         .await;
-    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", resp.body);
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        resp.body
+    );
     assert_eq!(resp.error_code(), "SyncgateAuditUnavailable");
     step(
         &proxy,
@@ -359,7 +379,10 @@ async fn counters_move_by_exactly_what_each_request_did() {
     )
     .await;
     // The `received` event and the `denied` one that followed it were both refused.
-    assert_eq!(last["syncgate_store_append_failures_total"] - failures_before, 2.0);
+    assert_eq!(
+        last["syncgate_store_append_failures_total"] - failures_before,
+        2.0
+    );
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
 }
 
@@ -371,7 +394,10 @@ async fn latency_histograms_and_gauges_report_what_happened() {
     assert_eq!(before["syncgate_upstream_response_seconds_count"], 0.0);
     let client = TestClient::new();
     for _ in 0..3 {
-        assert_eq!(client.get(&partners(&proxy.url)).await.status, StatusCode::OK);
+        assert_eq!(
+            client.get(&partners(&proxy.url)).await.status,
+            StatusCode::OK
+        );
     }
     let after = scrape(&proxy, &auditor).await;
     assert_eq!(after["syncgate_upstream_response_seconds_count"], 3.0);
@@ -396,7 +422,10 @@ async fn each_proxy_in_a_process_counts_only_its_own_traffic() {
     let (busy, busy_key, _) = proxy_with(&emulator.base, |_| {}).await;
     let (idle, idle_key, _) = proxy_with(&emulator.base, |_| {}).await;
     let client = TestClient::new();
-    assert_eq!(client.get(&partners(&busy.url)).await.status, StatusCode::OK);
+    assert_eq!(
+        client.get(&partners(&busy.url)).await.status,
+        StatusCode::OK
+    );
     let pass = r#"syncgate_requests_total{route="pass_through",status="200"}"#;
     assert_eq!(scrape(&busy, &busy_key).await.get(pass), Some(&1.0));
     assert_eq!(scrape(&idle, &idle_key).await.get(pass), None);
@@ -452,10 +481,7 @@ async fn metrics_need_a_reader_unless_configured_public() {
 
 #[tokio::test]
 async fn a_scraper_asking_for_openmetrics_gets_it() {
-    let (proxy, ..) = proxy_with("http://127.0.0.1:9", |raw| {
-        raw.admin.metrics_public = true
-    })
-    .await;
+    let (proxy, ..) = proxy_with("http://127.0.0.1:9", |raw| raw.admin.metrics_public = true).await;
     let mut headers = http::HeaderMap::new();
     headers.insert(
         "accept",
@@ -464,7 +490,12 @@ async fn a_scraper_asking_for_openmetrics_gets_it() {
             .unwrap(),
     );
     let resp = TestClient::without_token()
-        .send_raw(Method::GET, &metrics_url(&proxy), headers, Default::default())
+        .send_raw(
+            Method::GET,
+            &metrics_url(&proxy),
+            headers,
+            Default::default(),
+        )
         .await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(
@@ -473,7 +504,10 @@ async fn a_scraper_asking_for_openmetrics_gets_it() {
     );
     let text = std::str::from_utf8(&resp.body).unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
-    assert!(text.contains("# TYPE syncgate_drift_detected counter"), "{text}");
+    assert!(
+        text.contains("# TYPE syncgate_drift_detected counter"),
+        "{text}"
+    );
 }
 
 #[test]
