@@ -389,14 +389,7 @@ mod effect_tests {
 
     #[test]
     fn an_effect_is_named_as_the_log_stores_it() {
-        for effect in [
-            Effect::Applied,
-            Effect::Ignored,
-            Effect::NotApplied,
-            Effect::AppliedDespiteError,
-            Effect::Diverged,
-            Effect::Unknown,
-        ] {
+        for effect in Effect::ALL {
             assert_eq!(serde_json::to_value(effect).unwrap(), effect.as_str());
         }
     }

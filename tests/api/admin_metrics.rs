@@ -174,6 +174,20 @@ async fn step(proxy: &TestProxy, key: &str, last: &mut Scrape, what: &str, want:
     *last = now;
 }
 
+const GOVERNED_204: &str = r#"syncgate_requests_total{route="governed",status="204"}"#;
+
+/// What `n` governed changes the allow-list let through add, answered as `request`.
+fn allowed(request: &'static str, n: f64) -> Vec<(&'static str, f64)> {
+    vec![
+        (request, n),
+        (r#"syncgate_governed_decisions_total{decision="allow"}"#, n),
+        (
+            r#"syncgate_rule_results_total{rule="sync-allowlist",mode="enforce",result="pass"}"#,
+            n,
+        ),
+    ]
+}
+
 fn expected(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
     pairs.iter().map(|(s, v)| ((*s).to_owned(), *v)).collect()
 }
@@ -272,14 +286,10 @@ async fn counters_move_by_exactly_what_each_request_did() {
         &mut last,
         "two allowed governed changes",
         &[
-            (r#"syncgate_requests_total{route="governed",status="204"}"#, 2.0),
-            (r#"syncgate_governed_decisions_total{decision="allow"}"#, 2.0),
-            (
-                r#"syncgate_rule_results_total{rule="sync-allowlist",mode="enforce",result="pass"}"#,
-                2.0,
-            ),
-            (r#"syncgate_governed_effects_total{effect="applied"}"#, 2.0),
-        ],
+            allowed(GOVERNED_204, 2.0),
+            vec![(r#"syncgate_governed_effects_total{effect="applied"}"#, 2.0)],
+        ]
+        .concat(),
     )
     .await;
 
@@ -332,15 +342,13 @@ async fn counters_move_by_exactly_what_each_request_did() {
         &mut last,
         "drift met, then a write Graph ignored",
         &[
-            (r#"syncgate_requests_total{route="governed",status="204"}"#, 1.0),
-            (r#"syncgate_governed_decisions_total{decision="allow"}"#, 1.0),
-            (
-                r#"syncgate_rule_results_total{rule="sync-allowlist",mode="enforce",result="pass"}"#,
-                1.0,
-            ),
-            ("syncgate_drift_detected_total", 1.0),
-            (r#"syncgate_governed_effects_total{effect="ignored"}"#, 1.0),
-        ],
+            allowed(GOVERNED_204, 1.0),
+            vec![
+                ("syncgate_drift_detected_total", 1.0),
+                (r#"syncgate_governed_effects_total{effect="ignored"}"#, 1.0),
+            ],
+        ]
+        .concat(),
     )
     .await;
 
@@ -368,14 +376,13 @@ async fn counters_move_by_exactly_what_each_request_did() {
         &mut last,
         "a refusal because the log was down",
         &[
-            (r#"syncgate_requests_total{route="governed",status="503"}"#, 1.0),
-            (r#"syncgate_governed_decisions_total{decision="allow"}"#, 1.0),
-            (
-                r#"syncgate_rule_results_total{rule="sync-allowlist",mode="enforce",result="pass"}"#,
+            allowed(
+                r#"syncgate_requests_total{route="governed",status="503"}"#,
                 1.0,
             ),
-            ("syncgate_audit_unavailable_refusals_total", 1.0),
-        ],
+            vec![("syncgate_audit_unavailable_refusals_total", 1.0)],
+        ]
+        .concat(),
     )
     .await;
     // The `received` event and the `denied` one that followed it were both refused.
