@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
 use crate::config::Settings;
+use crate::metrics::{ListenerLabel, Metrics};
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{Governor, Proxy, RulesHandle};
 use crate::server::{self, ServeOptions};
@@ -81,25 +82,30 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningProxy, StartError> {
     let store = open_audit_log(&settings).await?;
-    let upstream = Upstream::new(&settings);
+    // This syncgate's own registry: never shared with another instance in the process.
+    let metrics = Arc::new(Metrics::new(Some(&store)));
+    let upstream = Upstream::new(&settings).with_metrics(metrics.clone());
     let listeners = Listeners::bind(&settings).await?;
     let tls = settings.tls.is_some();
     let admin_tls = settings.admin_tls.is_some();
     let rules = RulesHandle::new(settings.rules.clone());
-    let governor = governor(&settings, store.clone(), rules.clone());
+    let governor = governor(&settings, store.clone(), rules.clone()).with_metrics(metrics.clone());
     let proxy = Arc::new(Proxy::new(upstream, governor));
     let summaries = Summaries::spawn(&proxy);
     spawn_recovery(&proxy, &settings, &store, shutdown.clone());
-    let (proxy_options, admin_options) = serve_options(&settings);
+    let (proxy_options, admin_options) = serve_options(&settings, &metrics);
     let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
     let serving = Serving {
         listeners,
         proxy,
-        admin: Arc::new(Admin::new(
-            shutdown.clone(),
-            store.clone(),
-            settings.admin_principals.clone(),
-        )),
+        admin: Arc::new(
+            Admin::new(
+                shutdown.clone(),
+                store.clone(),
+                settings.admin_principals.clone(),
+            )
+            .with_metrics(metrics, settings.admin_metrics_public),
+        ),
         proxy_options,
         admin_options,
         summaries,
@@ -263,7 +269,8 @@ async fn recover_periodically(
 
 /// How the proxy and the admin listener serve connections: the admin listener shares the
 /// proxy's timeouts and accept path but has its own TLS (`[admin.tls]`) and small connection cap.
-fn serve_options(settings: &Settings) -> (ServeOptions, ServeOptions) {
+/// Each reports its open connections to `metrics`.
+fn serve_options(settings: &Settings, metrics: &Metrics) -> (ServeOptions, ServeOptions) {
     let limits = &settings.limits;
     let proxy_options = ServeOptions {
         tls: settings.tls.clone(),
@@ -277,12 +284,14 @@ fn serve_options(settings: &Settings) -> (ServeOptions, ServeOptions) {
         max_connections: limits.max_connections,
         max_connections_per_client: limits.max_connections_per_client,
         name: "proxy",
+        open_connections: Some(metrics.open_connections(ListenerLabel::Proxy)),
     };
     let admin_options = ServeOptions {
         tls: settings.admin_tls.clone(),
         max_connections: ADMIN_MAX_CONNECTIONS,
         max_connections_per_client: ADMIN_MAX_CONNECTIONS,
         name: "admin",
+        open_connections: Some(metrics.open_connections(ListenerLabel::Admin)),
         ..proxy_options.clone()
     };
     (proxy_options, admin_options)

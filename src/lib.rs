@@ -25,6 +25,8 @@
 //!   API keys, roles) on their own listener, described by `admin/openapi.json`.
 //! - [`emulator`]: a local Microsoft Graph for tests, the demo and users' own automation tests.
 //! - `graph_error`: Graph's error shape for every locally made error.
+//! - `metrics`: one instance's counters and histograms, rendered by the admin listener's
+//!   `/metrics` (never a process-wide recorder).
 //! - [`token`]: bearer tokens and their (unverified) claims.
 //! - [`tls`]: PEM loading and rustls configurations (ring provider).
 //! - [`body`]: the one body type.
@@ -42,6 +44,7 @@ pub(crate) mod export;
 pub mod fuzzing;
 pub(crate) mod graph;
 pub(crate) mod graph_error;
+pub(crate) mod metrics;
 pub mod proxy;
 pub mod rules;
 pub mod server;

@@ -97,6 +97,8 @@ pub struct ServeOptions {
     /// What the log calls this listener ("proxy", "admin", "emulator"), so shutdown messages say
     /// which one is draining and which has stopped.
     pub name: &'static str,
+    /// Kept at the listener's open connection count (`/metrics`); `None`: not reported.
+    pub open_connections: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Default for ServeOptions {
@@ -115,6 +117,7 @@ impl Default for ServeOptions {
             max_connections: 1024,
             max_connections_per_client: 1024,
             name: "emulator",
+            open_connections: None,
         }
     }
 }
@@ -152,10 +155,11 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .keep_alive_interval(options.h2_keep_alive_interval)
         .keep_alive_timeout(options.h2_keep_alive_timeout);
-    let tracker = Arc::new(Tracker::new(
-        options.max_connections,
-        options.max_connections_per_client,
-    ));
+    let mut tracker = Tracker::new(options.max_connections, options.max_connections_per_client);
+    if let Some(gauge) = &options.open_connections {
+        tracker = tracker.reporting_to(gauge.clone());
+    }
+    let tracker = Arc::new(tracker);
     let shared = Arc::new(Listener {
         builder,
         acceptor: options.tls.clone().map(TlsAcceptor::from),

@@ -1,6 +1,8 @@
-//! The admin listener: health and readiness, and the authenticated admin API under `/api/`
-//! (`auth`: principals, API keys, roles). The routes that read the log (`record.rs`: operations,
-//! one operation, events, verify, reads) record every answer in `admin_reads` before sending it.
+//! The admin listener: health and readiness, the authenticated admin API under `/api/`
+//! (`auth`: principals, API keys, roles), and `/metrics` (`metrics`: readers only, unless
+//! `admin.metrics_public`). The routes that read the log (`record.rs`: operations, one
+//! operation, events, verify, reads, export) record every answer in `admin_reads` before
+//! sending it.
 //! It is never the proxy port, so a Graph client can never reach it by accident.
 //!
 //! The listener may serve TLS (`[admin.tls]`, the same acceptor as the proxy's), and then a
@@ -16,6 +18,7 @@ pub(crate) mod cert;
 mod dn;
 mod events;
 mod export;
+mod metrics;
 mod openapi;
 mod operation;
 pub(crate) mod operations;
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{Body, full};
 use crate::graph_error::{GraphError, RequestIds, method_not_allowed};
+use crate::metrics::Metrics;
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
 use auth::Principals;
@@ -69,6 +73,10 @@ pub(crate) struct Admin {
     /// Bounds shared by the routes that read the log (long-poll waiters, one verify at a time,
     /// `export::MAX_CONCURRENT` exports).
     log_limits: record::Limits,
+    /// This syncgate's counters, rendered by `/metrics`.
+    metrics: Arc<Metrics>,
+    /// Who may read `/metrics`.
+    metrics_access: metrics::Access,
 }
 
 impl Admin {
@@ -79,7 +87,20 @@ impl Admin {
             last_check: Mutex::new(None),
             principals,
             log_limits: record::Limits::default(),
+            metrics: Arc::new(Metrics::new(None)),
+            metrics_access: metrics::Access::Readers,
         }
+    }
+
+    /// Serve `metrics` on `/metrics`, to anyone when `public`, else to readers.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>, public: bool) -> Self {
+        self.metrics = metrics;
+        self.metrics_access = if public {
+            metrics::Access::Public
+        } else {
+            metrics::Access::Readers
+        };
+        self
     }
 
     /// Why the audit store cannot be used now, if it cannot (cached for [`STORE_CHECK_TTL`]).
@@ -226,6 +247,9 @@ impl Handler for Admin {
         let resp = match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
             (&Method::GET, "/readyz") => self.readiness().await,
+            (&Method::GET, "/metrics") => {
+                metrics::answer(&self.metrics, self.metrics_access, &self.principals, &req)
+            }
             (&Method::GET, "/api/openapi.json") => openapi::response(),
             // The open paths' methods are no secret: they are in the open document.
             (_, "/healthz" | "/readyz" | "/api/openapi.json") => unrouted(&req),

@@ -180,6 +180,14 @@ pub(crate) fn filter_parameter(
     Ok(true)
 }
 
+/// For a route that takes no parameters: the first one given is refused, like an unknown one.
+pub(super) fn no_parameters(query: Option<&str>) -> Result<(), (StatusCode, String, String)> {
+    match form_urlencoded::parse(query.unwrap_or_default().as_bytes()).next() {
+        Some((key, _)) => Err(bad(&key, "is not a parameter of this route")),
+        None => Ok(()),
+    }
+}
+
 /// Answer `GET /api/v1/operations?query`.
 pub(crate) async fn list(store: &Store, query: Option<&str>) -> Result<Answer, Refusal> {
     let q = parse(query)?;

@@ -182,7 +182,7 @@ impl Snapshot {
 }
 
 /// Whether the after-state became what the request asked for (intent versus effect).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// The upstream accepted the change and the after-state shows it.
@@ -201,6 +201,15 @@ pub enum Effect {
 }
 
 impl Effect {
+    pub(crate) const ALL: [Effect; 6] = [
+        Effect::Applied,
+        Effect::Ignored,
+        Effect::NotApplied,
+        Effect::AppliedDespiteError,
+        Effect::Diverged,
+        Effect::Unknown,
+    ];
+
     /// The name the log stores (`applied`, `not_applied`, ...), for tables and log lines.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -380,14 +389,7 @@ mod effect_tests {
 
     #[test]
     fn an_effect_is_named_as_the_log_stores_it() {
-        for effect in [
-            Effect::Applied,
-            Effect::Ignored,
-            Effect::NotApplied,
-            Effect::AppliedDespiteError,
-            Effect::Diverged,
-            Effect::Unknown,
-        ] {
+        for effect in Effect::ALL {
             assert_eq!(serde_json::to_value(effect).unwrap(), effect.as_str());
         }
     }

@@ -270,6 +270,7 @@ impl RawConfig {
             admin_listen,
             admin_principals,
             admin_tls,
+            admin_metrics_public: self.admin.metrics_public,
             tls,
             shutdown_grace: parse_duration("proxy.shutdown_grace", &proxy.shutdown_grace)?,
             header_read_timeout: parse_duration(
@@ -374,6 +375,8 @@ pub struct Settings {
     pub(crate) admin_principals: crate::admin::auth::Principals,
     /// The admin listener's TLS (`[admin.tls]`); plain HTTP when `None`.
     pub(crate) admin_tls: Option<Arc<rustls::ServerConfig>>,
+    /// `/metrics` answers without a principal.
+    pub(crate) admin_metrics_public: bool,
     /// The proxy listener's TLS; plain HTTP (HTTP/1.1 and h2c) when `None`.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) shutdown_grace: Duration,

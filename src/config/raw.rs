@@ -88,6 +88,9 @@ pub struct RawAdmin {
     /// certificates that principals can authenticate with.
     #[serde(default)]
     pub tls: Option<RawListenerTls>,
+    /// Serve `/metrics` without a principal (for a scraper that sends no key).
+    #[serde(default)]
+    pub metrics_public: bool,
 }
 
 impl Default for RawAdmin {
@@ -96,6 +99,7 @@ impl Default for RawAdmin {
             listen: default_admin_listen(),
             principals: Vec::new(),
             tls: None,
+            metrics_public: false,
         }
     }
 }

@@ -333,6 +333,26 @@ fn principals_parse_from_toml_and_validate() {
 }
 
 #[test]
+fn metrics_public_is_a_checked_boolean_off_by_default() {
+    let parse = |text: &str| toml::from_str::<RawConfig>(&format!("[admin]\n{text}\n"));
+    let mut raw = parse("metrics_public = true").unwrap();
+    raw.proxy.listen = "127.0.0.1:0".into();
+    raw.admin.listen = "127.0.0.1:0".into();
+    assert!(raw.validate().unwrap().admin_metrics_public);
+    let mut default = RawConfig::default();
+    default.proxy.listen = "127.0.0.1:0".into();
+    default.admin.listen = "127.0.0.1:0".into();
+    assert!(!default.validate().unwrap().admin_metrics_public);
+    let err = parse("metrics_public = \"yes\"").unwrap_err();
+    assert!(err.to_string().contains("expected a boolean"), "{err}");
+    let err = parse("metric_public = true").unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `metric_public`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_unknown_role_is_refused_with_the_entry_named() {
     let (key, message) = invalid_key(&with_principals(&[("ann", &["auditor", "root"], None)]));
     assert_eq!(key, "admin.principals.roles");

@@ -35,6 +35,7 @@ use crate::body::Body;
 use crate::classify::{self, Classification, Governed};
 pub(crate) use crate::config::RefusalLimits;
 use crate::graph_error::RequestIds;
+use crate::metrics::{Metrics, RouteClass};
 use crate::server::{ConnInfo, DropConnection, Handler};
 use crate::store::Store;
 pub(crate) use error::ProxyError;
@@ -65,6 +66,8 @@ pub(crate) struct Governor {
     body_limits: Arc<body_read::BodyLimits>,
     /// Refusals per client, summarised above a rate.
     refusals: refusals::Refusals,
+    /// This syncgate's counters (requests, decisions, drift, effects, refusals).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Governor {
@@ -83,7 +86,14 @@ impl Governor {
             rules,
             body_limits: Arc::default(),
             refusals: refusals::Refusals::new(RefusalLimits::default()),
+            metrics: Arc::new(Metrics::new(None)),
         }
+    }
+
+    /// Count into `metrics` (the running syncgate's) instead of a registry nobody scrapes.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Hold at most `memory` bytes of governed and `$batch` bodies at once (a read waits up to
@@ -152,19 +162,27 @@ impl Proxy {
         Ok(forward::to_client(resp))
     }
 
+    /// Answer `req` by its classification; also says which class it was, for the metrics.
     async fn route(
         &self,
         req: Request<Incoming>,
         conn: &ConnInfo,
         ids: &RequestIds,
-    ) -> Response<Body> {
+    ) -> (RouteClass, Response<Body>) {
         let classification = classify::classify(
             req.method(),
             req.uri().path(),
             req.uri().query(),
             req.headers(),
         );
-        match classification {
+        let class = match &classification {
+            Classification::Forward => RouteClass::PassThrough,
+            Classification::SyncRead(_) => RouteClass::SyncRead,
+            Classification::Governed(_) => RouteClass::Governed,
+            Classification::Batch(_) => RouteClass::Batch,
+            Classification::Refuse(_) => RouteClass::Refused,
+        };
+        let response = match classification {
             Classification::Forward => self.pass_through(req, conn, ids).await,
             Classification::SyncRead(governed) => self.read(req, governed, conn, ids).await,
             Classification::Governed(governed) => {
@@ -190,7 +208,8 @@ impl Proxy {
                 op.canonical = refusal.canonical.clone();
                 self.refuse(op, refusal, ids).await
             }
-        }
+        };
+        (class, response)
     }
 
     /// Who is asking, as the log records it.
@@ -277,7 +296,14 @@ impl Handler for Proxy {
             // Ids for a locally made error; forwarded responses carry the upstream's own.
             let ids = RequestIds::from_headers(req.headers());
             let limits = self.governor.body_limits.clone();
-            let response = body_read::scoped(limits, self.route(req, &conn, &ids)).await;
+            let mut class = RouteClass::PassThrough;
+            let routed = async {
+                let (routed_as, response) = self.route(req, &conn, &ids).await;
+                class = routed_as;
+                response
+            };
+            let response = body_read::scoped(limits, routed).await;
+            self.governor.metrics.request(class, response.status());
             let span = tracing::Span::current();
             span.record("status", response.status().as_u16());
             span.record("latency_ms", started.elapsed().as_millis() as u64);

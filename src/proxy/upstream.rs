@@ -1,7 +1,8 @@
 //! The pooled upstream client: rustls (webpki roots plus an optional extra CA), HTTP/2 when the
 //! upstream offers it by ALPN, HTTP/1.1 otherwise, with connect and response-head timeouts.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -12,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
 use crate::config::{Settings, UpstreamTarget};
+use crate::metrics::{Metrics, UpstreamFailure};
 
 /// Why the upstream gave no response head.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub(crate) struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     target: UpstreamTarget,
     timeout: Duration,
+    /// Where response times and failures are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
@@ -58,7 +62,14 @@ impl Upstream {
             client,
             target: settings.upstream.clone(),
             timeout: settings.upstream_timeout,
+            metrics: Arc::new(Metrics::new(None)),
         }
+    }
+
+    /// Count response times and failures into `metrics` (the running syncgate's).
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub(crate) fn target(&self) -> &UpstreamTarget {
@@ -70,11 +81,21 @@ impl Upstream {
         &self,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let started = Instant::now();
+        let sent = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(e)),
             Ok(Err(e)) => Err(UpstreamError::Failed(e)),
+        };
+        match &sent {
+            Ok(_) => self.metrics.upstream_answered(started.elapsed()),
+            Err(error) => self.metrics.upstream_failed(match error {
+                UpstreamError::Connect(_) => UpstreamFailure::Connect,
+                UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
+                UpstreamError::Failed(_) => UpstreamFailure::Failed,
+            }),
         }
+        sent
     }
 }

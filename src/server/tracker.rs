@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +42,8 @@ pub(crate) struct Tracker {
     closing: AtomicUsize,
     /// Signalled each time a shed connection's socket is closed.
     closed: Notify,
+    /// Kept at the number of connections counted, for `/metrics` (unregistered by default).
+    gauge: Gauge,
 }
 
 #[derive(Default)]
@@ -82,7 +85,14 @@ impl Tracker {
             state: Mutex::default(),
             closing: AtomicUsize::new(0),
             closed: Notify::new(),
+            gauge: Gauge::default(),
         }
+    }
+
+    /// Keep `gauge` at the number of open connections.
+    pub(crate) fn reporting_to(mut self, gauge: Gauge) -> Self {
+        self.gauge = gauge;
+        self
     }
 
     /// Shed connections whose sockets are not closed yet.
@@ -149,6 +159,7 @@ impl Tracker {
         conn.touch();
         state.open.insert(id, conn.clone());
         *state.per_client.entry(client).or_default() += 1;
+        self.gauge.set(count(&state));
         Ok(Admitted {
             conn,
             tracker: self.clone(),
@@ -156,7 +167,10 @@ impl Tracker {
     }
 
     fn release(&self, conn: &Conn) {
-        self.state().remove(conn.id);
+        let mut state = self.state();
+        state.remove(conn.id);
+        self.gauge.set(count(&state));
+        drop(state);
         if conn.is_shed() {
             self.closing.fetch_sub(1, Ordering::AcqRel);
             self.closed.notify_waiters();
@@ -270,6 +284,11 @@ impl Drop for InFlight {
         self.conn.touch();
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// The open connection count as a gauge value (a count never nears `i64::MAX`).
+fn count(state: &State) -> i64 {
+    i64::try_from(state.open.len()).unwrap_or(i64::MAX)
 }
 
 /// IPv4 clients reaching a dual-stack listener appear as `::ffff:a.b.c.d`; count them as the
@@ -425,5 +444,21 @@ mod tests {
         let _busy = _a.conn().start_request().unwrap();
         let mapped = IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped());
         assert_eq!(t.admit(mapped).err(), Some(Refused::ClientCap));
+    }
+
+    #[test]
+    fn the_gauge_follows_the_open_count_through_admits_sheds_and_closes() {
+        let gauge = Gauge::default();
+        let t = Arc::new(Tracker::new(2, 2).reporting_to(gauge.clone()));
+        let first = t.admit(ip(1)).unwrap();
+        let second = t.admit(ip(2)).unwrap();
+        assert_eq!(gauge.get(), 2);
+        // At the cap: the idle first one is shed and the newcomer counted in its place.
+        let third = t.admit(ip(3)).unwrap();
+        assert_eq!(gauge.get(), 2);
+        drop(second);
+        assert_eq!(gauge.get(), 1);
+        drop((first, third));
+        assert_eq!(gauge.get(), 0);
     }
 }

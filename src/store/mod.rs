@@ -50,6 +50,7 @@ pub(crate) use admin_reads::ReadRecord;
 pub(crate) use chain::Broken;
 pub(crate) use token_key::TokenHasher;
 pub use token_key::TokenKeyError;
+pub(crate) use writer::StoreInstruments;
 use writer::WriterHandle;
 
 pub(crate) use copy::copy;
@@ -519,6 +520,11 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         self.inner.writer.stats()
+    }
+
+    /// The writer's latency and group-size instruments, for `/metrics` to register.
+    pub(crate) fn instruments(&self) -> &StoreInstruments {
+        self.inner.writer.instruments()
     }
 
     /// See [`StoreReader::list`].

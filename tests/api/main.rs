@@ -11,6 +11,8 @@ mod admin_auth;
 mod admin_events;
 /// Issue 10: the log routes' shared setup, their 401/403, and the record of every read.
 mod admin_log;
+/// `GET /metrics`: counters as traffic flows, access, the exposition format.
+mod admin_metrics;
 /// Issue 10: `/api/openapi.json`, 405 with `Allow`, the strict filters schemathesis asked for.
 mod admin_openapi;
 /// Issue 10: one operation, whole, and verify.

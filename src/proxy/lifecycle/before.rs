@@ -47,19 +47,22 @@ pub(super) async fn partner_document(
 
 /// A `drift` event when the before-state differs from the last after-state recorded for the
 /// same resource: something changed it without going through syncgate. A log that cannot be
-/// read only skips the check (logged); the change itself goes on.
-pub(super) async fn record_drift(store: &Store, op: &Operation, path: &str) {
-    let Some(before) = &op.before else { return };
+/// read only skips the check (logged); the change itself goes on. True when drift was found
+/// (recorded or not).
+pub(super) async fn record_drift(store: &Store, op: &Operation, path: &str) -> bool {
+    let Some(before) = &op.before else {
+        return false;
+    };
     let last = match store.last_after(path).await {
         Ok(Some(last)) => last,
-        Ok(None) => return,
+        Ok(None) => return false,
         Err(error) => {
             warn!(%error, "could not read the last recorded state; drift not checked");
-            return;
+            return false;
         }
     };
     if last.value().is_none() || last.value() == before.value() {
-        return;
+        return false;
     }
     let mut drift = op.event(EventKind::Drift);
     drift.diff = state::diff(&last, before);
@@ -71,4 +74,5 @@ pub(super) async fn record_drift(store: &Store, op: &Operation, path: &str) {
     if let Err(error) = store.append(drift).await {
         warn!(%error, "could not record drift");
     }
+    true
 }

@@ -18,6 +18,7 @@ use super::{Exit, Forwarded, Operation};
 use crate::audit::{Decision, Effect, Event, EventKind, Snapshot};
 use crate::body::{self, Body};
 use crate::graph_error::RequestIds;
+use crate::metrics::Metrics;
 use crate::proxy::error::respond;
 use crate::proxy::refusals::{self, Refusals};
 use crate::proxy::{ProxyError, forward, state};
@@ -33,6 +34,8 @@ pub(crate) const WARNING_HEADER: &str = "x-syncgate-warning";
 /// Where terminal events go: the log, through the per-client refusal summariser.
 #[derive(Clone, Copy)]
 pub(crate) struct Recorder<'a> {
+    /// Counts refusals for a log that was down, and effects.
+    pub(crate) metrics: &'a Metrics,
     pub(crate) store: &'a Store,
     pub(crate) refusals: &'a Refusals,
 }
@@ -49,7 +52,7 @@ pub(crate) async fn finish(
         Exit::ReadRefusedUpstream(answer) => read_refused(recorder, op, *answer).await,
         Exit::Completed(forwarded) => {
             let Forwarded { answer, after } = *forwarded;
-            completed(recorder.store, op, answer, after, ids).await
+            completed(recorder, op, answer, after, ids).await
         }
     }
 }
@@ -63,6 +66,9 @@ async fn refused(
     ids: &RequestIds,
 ) -> Response<Body> {
     let code = error.code();
+    if matches!(error, ProxyError::AuditUnavailable(_)) {
+        recorder.metrics.audit_unavailable_refusal();
+    }
     let (mut graph_error, retry) = error.to_graph_error();
     let mut event = op.event(EventKind::Denied);
     event.before = op.before.take();
@@ -126,7 +132,7 @@ async fn read_refused(
 /// The write went upstream: a `completed` event with the answer, the after-state, the diff and
 /// the effect, and the upstream's answer relayed (with the `warn` rules that flagged it).
 async fn completed(
-    store: &Store,
+    recorder: Recorder<'_>,
     mut op: Operation,
     answer: Answer,
     after: Snapshot,
@@ -157,7 +163,10 @@ async fn completed(
     event.upstream_latency_ms = Some(answer.upstream_time.as_millis() as u64);
     event.latency_ms = Some(op.started.elapsed().as_millis() as u64);
     let effect = event.effect;
-    if let Err(error) = store.append(event).await {
+    if let Some(effect) = effect {
+        recorder.metrics.effect(effect);
+    }
+    if let Err(error) = recorder.store.append(event).await {
         // The `received` event is on disk; the next start-up records `recovered` for it.
         warn!(%error, audit_id = %op.id, "could not record the completed event");
     }

@@ -130,12 +130,18 @@ impl Proxy {
         let lock = self.governor.locks.lock(&key).await;
         op.lock = Some(lock.map_err(|e| Exit::refused(ProxyError::AuditUnavailable(e)))?);
         before::read(&self.upstream, op, &state_path).await?;
-        before::record_drift(&self.governor.store, op, &state_path).await;
+        if before::record_drift(&self.governor.store, op, &state_path).await {
+            self.governor.metrics.drift_detected();
+        }
         let rules = self.governor.rules.current();
         let partner_state =
             before::partner_document(&self.upstream, op, &governed, rules.needs_partner_state())
                 .await;
-        decide::decide(&rules, op, &governed, partner_state)?;
+        let decided = decide::decide(&rules, op, &governed, partner_state);
+        if let Some(decided) = &op.decided {
+            self.governor.metrics.decided(&decided.evaluation);
+        }
+        decided?;
         record::received(&self.governor.store, op).await?;
         let answer = forward::write(&self.upstream, conn, op, &governed).await;
         let after = after::read(&self.upstream, op, &state_path).await;
@@ -145,6 +151,7 @@ impl Proxy {
     /// Where terminal events go.
     pub(crate) fn recorder(&self) -> Recorder<'_> {
         Recorder {
+            metrics: &self.governor.metrics,
             store: &self.governor.store,
             refusals: &self.governor.refusals,
         }
