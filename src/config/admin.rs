@@ -121,7 +121,7 @@ fn principal(raw: &RawPrincipal, entry: &str) -> Result<Principal, ConfigError> 
         raw.key_hash.as_deref(),
         "admin.principals.key_hash",
         entry,
-        |t| KeyHash::parse(t),
+        KeyHash::parse,
     )?;
     let cert = CertRule {
         subject: optional(
