@@ -117,25 +117,25 @@ fn principal(raw: &RawPrincipal, entry: &str) -> Result<Principal, ConfigError> 
             })
         })
         .transpose()?;
-    let key_hash = raw
-        .key_hash
-        .as_deref()
-        .map(KeyHash::parse)
-        .transpose()
-        .map_err(|e| invalid("admin.principals.key_hash", format!("{entry}: {e}")))?;
+    let key_hash = optional(
+        raw.key_hash.as_deref(),
+        "admin.principals.key_hash",
+        entry,
+        KeyHash::parse,
+    )?;
     let cert = CertRule {
-        subject: raw
-            .cert_subject
-            .as_deref()
-            .map(DistinguishedName::parse)
-            .transpose()
-            .map_err(|e| invalid("admin.principals.cert_subject", format!("{entry}: {e}")))?,
-        san: raw
-            .cert_san
-            .as_deref()
-            .map(SanEntry::parse)
-            .transpose()
-            .map_err(|e| invalid("admin.principals.cert_san", format!("{entry}: {e}")))?,
+        subject: optional(
+            raw.cert_subject.as_deref(),
+            "admin.principals.cert_subject",
+            entry,
+            DistinguishedName::parse,
+        )?,
+        san: optional(
+            raw.cert_san.as_deref(),
+            "admin.principals.cert_san",
+            entry,
+            SanEntry::parse,
+        )?,
     };
     if key_hash.is_none() && !cert.is_set() {
         return Err(invalid(
@@ -153,6 +153,18 @@ fn principal(raw: &RawPrincipal, entry: &str) -> Result<Principal, ConfigError> 
         key_hash,
         cert,
     })
+}
+
+/// An optional credential key parsed, its error naming `key` and the entry.
+fn optional<T, E: std::fmt::Display>(
+    text: Option<&str>,
+    key: &'static str,
+    entry: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, ConfigError> {
+    text.map(parse)
+        .transpose()
+        .map_err(|e| invalid(key, format!("{entry}: {e}")))
 }
 
 /// A GUID in its hyphenated form, lower-cased (Entra writes object ids that way; tokens carry

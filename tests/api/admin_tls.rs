@@ -95,13 +95,36 @@ fn admin_tls(pki: &TestPki, client_auth: Option<ClientAuthMode>) -> RawListenerT
     }
 }
 
+/// GET `url` over TLS trusting `ca`, with a client certificate and an API key when given; `Err`
+/// when the connection fails (a refused handshake).
+async fn get_tls(
+    ca: &Path,
+    url: &str,
+    cert: Option<&Identity>,
+    key: Option<&str>,
+) -> Result<(TestResponse, Version), String> {
+    let client = tls_client_with(ca, cert.map(|(c, k)| (c.as_path(), k.as_path())));
+    let mut req = Request::get(url);
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let req = req.body(syncgate::body::full(Bytes::new())).unwrap();
+    let (resp, version) = request(&client, req).await.map_err(|e| format!("{e:?}"))?;
+    let (parts, body) = resp.into_parts();
+    let resp = TestResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    };
+    Ok((resp, version))
+}
+
 impl World {
     fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.proxy.admin_addr.port())
     }
 
-    /// GET `path` over TLS trusting `ca`, with a client certificate and an API key when given;
-    /// `Err` when the connection fails (a refused handshake).
+    /// GET `path` over TLS trusting `ca` (see [`get_tls`]).
     async fn get_via(
         &self,
         ca: &Path,
@@ -109,20 +132,7 @@ impl World {
         cert: Option<&Identity>,
         key: Option<&str>,
     ) -> Result<(TestResponse, Version), String> {
-        let client = tls_client_with(ca, cert.map(|(c, k)| (c.as_path(), k.as_path())));
-        let mut req = Request::get(self.url(path));
-        if let Some(key) = key {
-            req = req.header("authorization", format!("Bearer {key}"));
-        }
-        let req = req.body(syncgate::body::full(Bytes::new())).unwrap();
-        let (resp, version) = request(&client, req).await.map_err(|e| format!("{e:?}"))?;
-        let (parts, body) = resp.into_parts();
-        let resp = TestResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        };
-        Ok((resp, version))
+        get_tls(ca, &self.url(path), cert, key).await
     }
 
     async fn get(&self, path: &str, cert: Option<&Identity>, key: Option<&str>) -> TestResponse {
@@ -152,6 +162,13 @@ fn assert_401(resp: &TestResponse, what: &str) {
         "{what}: {challenge:?}"
     );
     assert_graph_error(resp, "InvalidAuthenticationToken", what);
+}
+
+/// A 401 whose message says `words`.
+fn assert_401_saying(resp: &TestResponse, what: &str, words: &str) {
+    assert_401(resp, what);
+    let message = resp.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(words), "{what}: {message}");
 }
 
 /// The server ended the handshake with a TLS alert the client reports as `alert`.
@@ -198,14 +215,8 @@ async fn principals_on_a_non_loopback_admin_listener_start_when_it_serves_tls() 
         "https://127.0.0.1:{}/api/v1/whoami",
         proxy.admin_addr.port()
     );
-    let req = Request::get(url)
-        .header("authorization", format!("Bearer {key}"))
-        .body(syncgate::body::full(Bytes::new()))
-        .unwrap();
-    let (resp, _) = request(&tls_client_with(&pki.ca_cert, None), req)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let (resp, _) = get_tls(&pki.ca_cert, &url, None, Some(&key)).await.unwrap();
+    assert_principal(&resp, "ann");
 }
 
 #[tokio::test]
@@ -227,9 +238,7 @@ async fn a_client_certificate_authenticates_its_principal_and_roles_decide() {
 async fn a_verified_certificate_that_names_no_principal_gets_401_unless_a_key_decides() {
     let w = world(Some(ClientAuthMode::Optional)).await;
     let resp = w.get("/api/v1/whoami", Some(&w.carol), None).await;
-    assert_401(&resp, "carol's certificate");
-    let message = resp.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(message.contains("CN=carol"), "{message}");
+    assert_401_saying(&resp, "carol's certificate", "CN=carol");
     // A key next to an unmapped certificate authenticates as the key's principal.
     assert_principal(
         &w.get("/api/v1/whoami", Some(&w.carol), Some(&w.kim_key))
@@ -244,9 +253,11 @@ async fn a_certificate_and_a_key_of_different_principals_get_401() {
     let resp = w
         .get("/api/v1/whoami", Some(&w.ann), Some(&w.kim_key))
         .await;
-    assert_401(&resp, "ann's certificate with kim's key");
-    let message = resp.json()["error"]["message"].as_str().unwrap().to_owned();
-    assert!(message.contains("different principals"), "{message}");
+    assert_401_saying(
+        &resp,
+        "ann's certificate with kim's key",
+        "different principals",
+    );
     // The same principal's certificate and key agree.
     assert_principal(
         &w.get("/api/v1/whoami", Some(&w.ann), Some(&w.ann_key))
@@ -398,12 +409,7 @@ async fn serve_reads_admin_tls_from_the_file_and_says_https() {
         "{}",
         child.admin_url
     );
-    let req = Request::get(format!("{}/api/v1/whoami", child.admin_url))
-        .header("authorization", format!("Bearer {key}"))
-        .body(syncgate::body::full(Bytes::new()))
-        .unwrap();
-    let (resp, _) = request(&tls_client_with(&pki.ca_cert, None), req)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let url = format!("{}/api/v1/whoami", child.admin_url);
+    let (resp, _) = get_tls(&pki.ca_cert, &url, None, Some(&key)).await.unwrap();
+    assert_principal(&resp, "ann");
 }

@@ -252,7 +252,8 @@ pub fn h2c_client() -> Client<HttpConnector, Body> {
 
 /// A TLS client trusting the test CA, offering h2 and http/1.1, with an optional client cert.
 pub fn tls_client(pki: &TestPki, with_client_cert: bool) -> HttpsClient {
-    let identity = with_client_cert.then(|| (pki.client_cert.as_path(), pki.client_key.as_path()));
+    let identity =
+        with_client_cert.then_some((pki.client_cert.as_path(), pki.client_key.as_path()));
     tls_client_with(&pki.ca_cert, identity)
 }
 
