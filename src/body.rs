@@ -60,10 +60,7 @@ where
 /// An `Err` sent ends the body abnormally: the connection is cut, never closed cleanly.
 pub(crate) fn channel(
     capacity: usize,
-) -> (
-    tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
-    Body,
-) {
+) -> (tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>, Body) {
     let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
     (tx, ChannelBody { rx }.boxed())
 }

@@ -50,9 +50,10 @@ fn parse(query: Option<&str>) -> Result<(Format, OperationFilter), Refusal> {
     for (key, value) in strict_pairs(query)? {
         if key == "format" {
             let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
-            format = Some(Format::parse(&value).ok_or_else(|| {
-                bad("format", format!("is not one of {}", names.join(", ")))
-            })?);
+            format = Some(
+                Format::parse(&value)
+                    .ok_or_else(|| bad("format", format!("is not one of {}", names.join(", "))))?,
+            );
         } else if !filter_parameter(&mut filter, &key, &value)? {
             return Err(bad(&key, "is not a parameter of this route"));
         }
@@ -106,7 +107,10 @@ pub(crate) async fn respond(
                     // The client went away (the body was dropped): nothing more to do.
                     Ok(Err(_)) => break,
                     Err(_) => {
-                        tracing::info!(format = format.as_str(), "export ended: client stopped reading");
+                        tracing::info!(
+                            format = format.as_str(),
+                            "export ended: client stopped reading"
+                        );
                         break;
                     }
                 }
@@ -123,13 +127,15 @@ pub(crate) async fn respond(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(format.content_type()),
     );
-    if let Ok(disposition) = header::HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}\"",
-        format.file_name()
-    )) {
+    if let Ok(disposition) =
+        header::HeaderValue::from_str(&format!("attachment; filename=\"{}\"", format.file_name()))
+    {
         headers.insert(header::CONTENT_DISPOSITION, disposition);
     }
-    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         header::HeaderValue::from_static("nosniff"),
@@ -166,7 +172,10 @@ mod tests {
             assert_eq!(error.0, StatusCode::BAD_REQUEST, "{refused}");
         }
         assert!(
-            parse(Some("format=csv&limit=1")).unwrap_err().2.contains("\"limit\""),
+            parse(Some("format=csv&limit=1"))
+                .unwrap_err()
+                .2
+                .contains("\"limit\""),
             "the refusal names the parameter"
         );
     }

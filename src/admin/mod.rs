@@ -128,8 +128,7 @@ impl Admin {
             (&Method::GET, "/api/v1/export") => {
                 match self.principals.require(req, auth::Role::Auditor) {
                     Ok(_) => Ok(
-                        match export::respond(&self.store, req.uri().query(), &self.exports).await
-                        {
+                        match export::respond(&self.store, req.uri().query(), &self.exports).await {
                             Ok(streamed) => streamed,
                             Err((status, code, message)) => GraphError::new(status, &code, message)
                                 .into_response(&RequestIds::from_headers(req.headers())),

@@ -140,10 +140,7 @@ pub(crate) fn filter_parameter(
 }
 
 /// Answer `GET /api/v1/operations?query`.
-pub(crate) async fn list(
-    store: &Store,
-    query: Option<&str>,
-) -> Result<Answer, Refusal> {
+pub(crate) async fn list(store: &Store, query: Option<&str>) -> Result<Answer, Refusal> {
     let q = parse(query)?;
     let page = store
         .operations(&q.filter, q.cursor.as_ref(), q.limit)

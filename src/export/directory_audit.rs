@@ -34,13 +34,37 @@ fn activity(op: &FoldedOperation) -> (&'static str, &'static str, bool) {
     const TEMPLATE: &str = "MultiTenantOrgIdentitySyncPolicyTemplate";
     let verb = Verb::of(op);
     match op.summary.operation.kind() {
-        Some(K::SyncCreate) => (SYNC, "Create a partner cross-tenant identity sync setting", true),
-        Some(K::SyncUpdate) => (SYNC, "Update a partner cross-tenant identity sync setting", true),
-        Some(K::SyncDelete) => (SYNC, "Delete a partner cross-tenant identity sync setting", true),
+        Some(K::SyncCreate) => (
+            SYNC,
+            "Create a partner cross-tenant identity sync setting",
+            true,
+        ),
+        Some(K::SyncUpdate) => (
+            SYNC,
+            "Update a partner cross-tenant identity sync setting",
+            true,
+        ),
+        Some(K::SyncDelete) => (
+            SYNC,
+            "Delete a partner cross-tenant identity sync setting",
+            true,
+        ),
         Some(K::DeletedPartnerSyncWrite) => match verb {
-            Verb::Create => (SYNC, "Create a partner cross-tenant identity sync setting", true),
-            Verb::Delete => (SYNC, "Delete a partner cross-tenant identity sync setting", true),
-            _ => (SYNC, "Update a partner cross-tenant identity sync setting", true),
+            Verb::Create => (
+                SYNC,
+                "Create a partner cross-tenant identity sync setting",
+                true,
+            ),
+            Verb::Delete => (
+                SYNC,
+                "Delete a partner cross-tenant identity sync setting",
+                true,
+            ),
+            _ => (
+                SYNC,
+                "Update a partner cross-tenant identity sync setting",
+                true,
+            ),
         },
         Some(K::SyncRestore) => (
             SYNC,
@@ -52,7 +76,11 @@ fn activity(op: &FoldedOperation) -> (&'static str, &'static str, bool) {
             "Permanently delete a partner cross-tenant identity sync setting",
             false,
         ),
-        Some(K::SyncRead) => (SYNC, "Read a partner cross-tenant identity sync setting", false),
+        Some(K::SyncRead) => (
+            SYNC,
+            "Read a partner cross-tenant identity sync setting",
+            false,
+        ),
         Some(K::PartnerCreate) => (ACCESS, "Add a partner to cross-tenant access setting", true),
         Some(K::PartnerUpdate) => (ACCESS, "Update a partner cross-tenant access setting", true),
         Some(K::PartnerDelete) => (
@@ -172,13 +200,19 @@ pub(super) fn record(op: &FoldedOperation) -> Value {
         ("apiVersion", Some(e.api_version.to_string())),
         ("client-request-id", e.client_request_id.clone()),
         ("request-id", shape::request_id(op).map(str::to_owned)),
-        ("syncgateDecision", s.decision.map(|d| d.as_str().to_owned())),
+        (
+            "syncgateDecision",
+            s.decision.map(|d| d.as_str().to_owned()),
+        ),
         ("rule", s.rule.clone()),
         ("effect", s.effect.map(|e| e.as_str().to_owned())),
         ("upstreamStatus", s.status.map(|st| st.to_string())),
         ("drift", Some(s.drift.to_string())),
         ("approvalId", s.approval_id.clone()),
-        ("rulesVersion", shape::latest(op, |r| r.event.rules_version.clone())),
+        (
+            "rulesVersion",
+            shape::latest(op, |r| r.event.rules_version.clone()),
+        ),
     ];
     if shape::is_app(shape::actor(op)) {
         details.push(("ipAddress", shape::caller_ip(shape::actor(op))));

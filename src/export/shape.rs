@@ -37,9 +37,9 @@ impl Verb {
                 | K::TemplateReset
                 | K::LegacySyncPolicyWrite,
             ) => Verb::Update,
-            Some(K::SyncDelete | K::PartnerDelete | K::DeletedPartnerPurge | K::DeletedSyncPurge) => {
-                Verb::Delete
-            }
+            Some(
+                K::SyncDelete | K::PartnerDelete | K::DeletedPartnerPurge | K::DeletedSyncPurge,
+            ) => Verb::Delete,
             // PUT, PATCH or DELETE on the same undocumented path: the method says which.
             Some(K::DeletedPartnerSyncWrite) => match first(op).event.method.as_str() {
                 "PUT" => Verb::Create,
@@ -190,11 +190,14 @@ pub(super) fn changes(op: &FoldedOperation) -> Vec<Change> {
     let old = object(before(op)).unwrap_or_default();
     let new = match object(after(op)) {
         Some(after) => after,
-        None => latest(op, |r| r.event.request_body.as_ref()?.as_object().cloned())
-            .unwrap_or_default(),
+        None => {
+            latest(op, |r| r.event.request_body.as_ref()?.as_object().cloned()).unwrap_or_default()
+        }
     };
     let mut changes = Vec::new();
-    let keys = old.keys().chain(new.keys().filter(|k| !old.contains_key(*k)));
+    let keys = old
+        .keys()
+        .chain(new.keys().filter(|k| !old.contains_key(*k)));
     for key in keys {
         let (o, n) = (old.get(key), new.get(key));
         if o != n {

@@ -33,8 +33,9 @@ const APP_SP: &str = "33333333-3333-4333-8333-333333333333";
 fn event(op: Uuid, kind: EventKind) -> Event {
     let mut e = Event::new(op, kind);
     e.method = "PATCH".into();
-    e.canonical_path =
-        format!("/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER}/identitysynchronization");
+    e.canonical_path = format!(
+        "/v1.0/policies/crosstenantaccesspolicy/partners/{PARTNER}/identitysynchronization"
+    );
     e.api_version = "v1.0".into();
     e.partner_tenant_id = PARTNER.parse().ok();
     e.operation = "sync_update".into();
@@ -46,7 +47,8 @@ fn event(op: Uuid, kind: EventKind) -> Event {
         ..Actor::default()
     };
     e.client_request_id = Some("c1".into());
-    e.request_body = Some(json!({"displayName": "Fabrikam", "userSyncInbound": {"isSyncAllowed": true}}));
+    e.request_body =
+        Some(json!({"displayName": "Fabrikam", "userSyncInbound": {"isSyncAllowed": true}}));
     e.decision = Some(Decision::Allow);
     e
 }
@@ -74,13 +76,15 @@ async fn fixture(store: &Store) -> Fixture {
     completed.after = Some(Snapshot::Present {
         value: json!({"displayName": "Fabrikam", "userSyncInbound": {"isSyncAllowed": true}}),
     });
-    completed.diff = Some(json!([{"op": "replace", "path": "/userSyncInbound/isSyncAllowed", "value": true}]));
+    completed.diff =
+        Some(json!([{"op": "replace", "path": "/userSyncInbound/isSyncAllowed", "value": true}]));
     completed.effect = Some(Effect::Applied);
     store.append(completed).await.unwrap();
 
     let mut denied = event(f.refused, EventKind::Denied);
     denied.method = "DELETE".into();
-    denied.canonical_path = format!("/v1.0/policies/crosstenantaccesspolicy/partners/{OTHER_PARTNER}");
+    denied.canonical_path =
+        format!("/v1.0/policies/crosstenantaccesspolicy/partners/{OTHER_PARTNER}");
     denied.partner_tenant_id = OTHER_PARTNER.parse().ok();
     denied.operation = "partner_delete".into();
     denied.actor = Actor {
@@ -159,7 +163,9 @@ async fn every_format_reads_back_field_by_field(backend: Backend) {
     assert_eq!(diff[0]["path"], "/userSyncInbound/isSyncAllowed");
 
     // directory-audit: one JSON document, Graph's collection shape.
-    let doc: Value = serde_json::from_slice(&export(&reader, all.clone(), Format::DirectoryAudit).await).unwrap();
+    let doc: Value =
+        serde_json::from_slice(&export(&reader, all.clone(), Format::DirectoryAudit).await)
+            .unwrap();
     let records = doc["value"].as_array().unwrap();
     assert_eq!(records.len(), 2);
     let (refused, update) = (&records[0], &records[1]);
@@ -178,21 +184,35 @@ async fn every_format_reads_back_field_by_field(backend: Backend) {
             assert!(record[string].is_string(), "{string} in {record}");
         }
         for detail in record["additionalDetails"].as_array().unwrap() {
-            assert!(detail["key"].is_string() && detail["value"].is_string(), "{detail}");
+            assert!(
+                detail["key"].is_string() && detail["value"].is_string(),
+                "{detail}"
+            );
         }
         let target = &record["targetResources"][0];
-        for field in ["id", "displayName", "type", "userPrincipalName", "groupType", "modifiedProperties"] {
+        for field in [
+            "id",
+            "displayName",
+            "type",
+            "userPrincipalName",
+            "groupType",
+            "modifiedProperties",
+        ] {
             assert!(target.get(field).is_some(), "{field} in {target}");
         }
     }
     assert_eq!(update["id"], f.update.to_string());
     assert_eq!(update["correlationId"], f.update.to_string());
     assert_eq!(update["category"], "CrossTenantIdentitySyncSettings");
-    assert_eq!(update["activityDisplayName"], "Update a partner cross-tenant identity sync setting");
+    assert_eq!(
+        update["activityDisplayName"],
+        "Update a partner cross-tenant identity sync setting"
+    );
     assert_eq!(update["operationType"], "Update");
     assert_eq!(update["result"], "success");
     assert_eq!(update["loggedByService"], "syncgate");
-    let when = chrono::DateTime::parse_from_rfc3339(update["activityDateTime"].as_str().unwrap()).unwrap();
+    let when =
+        chrono::DateTime::parse_from_rfc3339(update["activityDateTime"].as_str().unwrap()).unwrap();
     assert_eq!(when, recorded[0].event.time);
     let user = &update["initiatedBy"]["user"];
     assert_eq!(user["id"], ALICE_OID);
@@ -210,10 +230,19 @@ async fn every_format_reads_back_field_by_field(backend: Backend) {
     // JSON-encoded strings, as Entra writes them, with the typed values beside them.
     let old: Value = serde_json::from_str(modified[0]["oldValue"].as_str().unwrap()).unwrap();
     let new: Value = serde_json::from_str(modified[0]["newValue"].as_str().unwrap()).unwrap();
-    assert_eq!((old.clone(), new.clone()), (json!({"isSyncAllowed": false}), json!({"isSyncAllowed": true})));
+    assert_eq!(
+        (old.clone(), new.clone()),
+        (
+            json!({"isSyncAllowed": false}),
+            json!({"isSyncAllowed": true})
+        )
+    );
     let typed = &update["syncgate"]["changes"][0];
     assert_eq!((&typed["old_value"], &typed["new_value"]), (&old, &new));
-    assert_eq!(update["syncgate"]["after"]["value"]["userSyncInbound"]["isSyncAllowed"], true);
+    assert_eq!(
+        update["syncgate"]["after"]["value"]["userSyncInbound"]["isSyncAllowed"],
+        true
+    );
     assert_eq!(update["syncgate"]["events"][1]["hash"], recorded[1].hash);
     let detail = |record: &Value, key: &str| -> Option<Value> {
         record["additionalDetails"]
@@ -227,10 +256,18 @@ async fn every_format_reads_back_field_by_field(backend: Backend) {
     assert_eq!(detail(update, "activityNamedBy"), None, "Entra's own name");
 
     assert_eq!(refused["category"], "CrossTenantAccessSettings");
-    assert_eq!(refused["activityDisplayName"], "Delete partner specific cross-tenant access setting");
+    assert_eq!(
+        refused["activityDisplayName"],
+        "Delete partner specific cross-tenant access setting"
+    );
     assert_eq!(refused["operationType"], "Delete");
     assert_eq!(refused["result"], "failure");
-    assert!(refused["resultReason"].as_str().unwrap().contains("partner deletes are refused"));
+    assert!(
+        refused["resultReason"]
+            .as_str()
+            .unwrap()
+            .contains("partner deletes are refused")
+    );
     let app = &refused["initiatedBy"]["app"];
     assert_eq!(app["appId"], APP_ID);
     assert_eq!(app["displayName"], "Sync Robot");
@@ -241,7 +278,10 @@ async fn every_format_reads_back_field_by_field(backend: Backend) {
 
     // ocsf: one event per line.
     let text = String::from_utf8(export(&reader, all.clone(), Format::Ocsf).await).unwrap();
-    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(events.len(), 2);
     for e in &events {
         assert_eq!(e["class_uid"], 6003);
@@ -253,13 +293,19 @@ async fn every_format_reads_back_field_by_field(backend: Backend) {
         assert_eq!(e["metadata"]["version"], "1.3.0");
         assert_eq!(e["metadata"]["product"]["name"], "syncgate");
         assert_eq!(e["metadata"]["product"]["vendor_name"], "syncgate");
-        assert_eq!(e["metadata"]["product"]["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            e["metadata"]["product"]["version"],
+            env!("CARGO_PKG_VERSION")
+        );
         assert!(e["unmapped"].is_object());
     }
     let (refused, update) = (&events[0], &events[1]);
     assert_eq!(update["activity_id"], 3);
     assert_eq!(update["time"], recorded[0].event.time.timestamp_millis());
-    assert_eq!((&update["status_id"], &update["status"]), (&json!(1), &json!("Success")));
+    assert_eq!(
+        (&update["status_id"], &update["status"]),
+        (&json!(1), &json!("Success"))
+    );
     assert_eq!(update["severity_id"], 1);
     assert_eq!(update["actor"]["user"]["uid"], ALICE_OID);
     assert_eq!(update["actor"]["user"]["name"], "alice@contoso.com");
@@ -271,7 +317,10 @@ async fn every_format_reads_back_field_by_field(backend: Backend) {
     assert_eq!(update["unmapped"]["effect"], "applied");
     assert_eq!(refused["activity_id"], 4);
     assert_eq!(refused["type_uid"], 600304);
-    assert_eq!((&refused["status_id"], &refused["status"]), (&json!(2), &json!("Failure")));
+    assert_eq!(
+        (&refused["status_id"], &refused["status"]),
+        (&json!(2), &json!("Failure"))
+    );
     assert_eq!(refused["severity_id"], 3);
     assert_eq!(refused["actor"]["app_uid"], APP_ID);
     assert_eq!(refused["actor"]["app_name"], "Sync Robot");
@@ -312,13 +361,18 @@ async fn an_export_spans_many_pages_with_every_operation_once_newest_first() {
     let mut appends = tokio::task::JoinSet::new();
     for _ in 0..operations {
         let store = store.clone();
-        appends.spawn(async move { store.append(event(Uuid::now_v7(), EventKind::Received)).await });
+        appends.spawn(async move {
+            store
+                .append(event(Uuid::now_v7(), EventKind::Received))
+                .await
+        });
     }
     while let Some(appended) = appends.join_next().await {
         appended.unwrap().unwrap();
     }
     let reader = store.reader().clone();
-    let text = String::from_utf8(export(&reader, OperationFilter::default(), Format::Jsonl).await).unwrap();
+    let text = String::from_utf8(export(&reader, OperationFilter::default(), Format::Jsonl).await)
+        .unwrap();
     let seqs: Vec<i64> = text
         .lines()
         .map(|l| serde_json::from_str::<Recorded>(l).unwrap().seq)
@@ -343,7 +397,10 @@ fn csv_cells_are_quoted_when_needed_and_formulas_neutralised() {
     assert_eq!(csv_field(""), "");
     for formula in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
         let cell = csv_field(formula);
-        assert!(cell.starts_with("'") || cell.starts_with("\"'"), "{formula:?} → {cell:?}");
+        assert!(
+            cell.starts_with("'") || cell.starts_with("\"'"),
+            "{formula:?} → {cell:?}"
+        );
     }
     assert_eq!(csv_field("=a,b"), "\"'=a,b\"");
 }
@@ -357,4 +414,61 @@ fn each_format_has_its_content_type_and_file_name() {
     assert_eq!(Format::Csv.content_type(), "text/csv; charset=utf-8");
     assert_eq!(Format::Jsonl.content_type(), "application/x-ndjson");
     assert_eq!(Format::DirectoryAudit.content_type(), "application/json");
+}
+
+/// The export rate on a seeded SQLite log, per format (a measurement, not a check):
+/// `cargo test --release --lib export_rate -- --ignored --nocapture`; the log's size comes from
+/// `SYNCGATE_EXPORT_OPERATIONS` (default 50,000 operations of two events).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run it in release"]
+async fn export_rate() {
+    let operations: usize = std::env::var("SYNCGATE_EXPORT_OPERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let log = TestLog::new(Backend::Sqlite).await;
+    let store = log.open().await;
+    let seeding = std::time::Instant::now();
+    let mut appends = tokio::task::JoinSet::new();
+    for chunk in 0..64 {
+        let store = store.clone();
+        appends.spawn(async move {
+            for _ in (chunk..operations).step_by(64) {
+                let op = Uuid::now_v7();
+                store.append(event(op, EventKind::Received)).await.unwrap();
+                let mut done = event(op, EventKind::Completed);
+                done.upstream_status = Some(204);
+                done.after = Some(Snapshot::Present {
+                    value: json!({"displayName": "Fabrikam", "userSyncInbound": {"isSyncAllowed": true}}),
+                });
+                store.append(done).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = appends.join_next().await {
+        done.unwrap();
+    }
+    println!(
+        "seeded {} events in {:?}",
+        operations * 2,
+        seeding.elapsed()
+    );
+    let reader = store.reader().clone();
+    for format in Format::ALL {
+        let started = std::time::Instant::now();
+        let mut export = Export::new(reader.clone(), OperationFilter::default(), format);
+        let mut bytes = 0;
+        while let Some(chunk) = export.next_chunk().await.unwrap() {
+            bytes += chunk.len();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{:>16}: {} events in {secs:.2} s = {:.0} events/s, {} MB",
+            format.as_str(),
+            export.events,
+            export.events as f64 / secs,
+            bytes / 1_000_000
+        );
+    }
+    store.close().await;
 }

@@ -30,8 +30,9 @@ fn event(op: Uuid, kind: EventKind, n: usize, padding: usize) -> Event {
     let partner = if n % 3 == 0 { PARTNER_B } else { PARTNER_A };
     let mut e = Event::new(op, kind);
     e.method = "PATCH".into();
-    e.canonical_path =
-        format!("/v1.0/policies/crosstenantaccesspolicy/partners/{partner}/identitysynchronization");
+    e.canonical_path = format!(
+        "/v1.0/policies/crosstenantaccesspolicy/partners/{partner}/identitysynchronization"
+    );
     e.api_version = "v1.0".into();
     e.partner_tenant_id = partner.parse().ok();
     e.operation = "sync_update".into();
@@ -41,11 +42,17 @@ fn event(op: Uuid, kind: EventKind, n: usize, padding: usize) -> Event {
         caller_address: Some("127.0.0.1:50000".into()),
         ..Actor::default()
     };
-    e.request_body = Some(json!({"displayName": format!("change, \"{n}\""), "userSyncInbound": {"isSyncAllowed": true}}));
+    e.request_body = Some(
+        json!({"displayName": format!("change, \"{n}\""), "userSyncInbound": {"isSyncAllowed": true}}),
+    );
     if padding > 0 {
         e.detail = Some("x".repeat(padding));
     }
-    e.decision = Some(if n % 5 == 0 { Decision::Deny } else { Decision::Allow });
+    e.decision = Some(if n % 5 == 0 {
+        Decision::Deny
+    } else {
+        Decision::Allow
+    });
     e.before = Some(Snapshot::Present {
         value: json!({"userSyncInbound": {"isSyncAllowed": false}}),
     });
@@ -69,8 +76,14 @@ async fn seeded_log(dir: &TempDir, operations: usize, padding: usize) -> PathBuf
         let store = store.clone();
         appends.spawn(async move {
             let op = Uuid::now_v7();
-            store.append(event(op, EventKind::Received, n, padding)).await?;
-            let last = if n % 5 == 0 { EventKind::Denied } else { EventKind::Completed };
+            store
+                .append(event(op, EventKind::Received, n, padding))
+                .await?;
+            let last = if n % 5 == 0 {
+                EventKind::Denied
+            } else {
+                EventKind::Completed
+            };
             store.append(event(op, last, n, padding)).await
         });
     }
@@ -117,7 +130,11 @@ async fn the_api_and_the_cli_export_the_same_records_in_every_format() {
     let cases = [
         ("jsonl", "application/x-ndjson", "syncgate-audit.jsonl"),
         ("csv", "text/csv; charset=utf-8", "syncgate-audit.csv"),
-        ("directory-audit", "application/json", "syncgate-audit.directory-audit.json"),
+        (
+            "directory-audit",
+            "application/json",
+            "syncgate-audit.directory-audit.json",
+        ),
         ("ocsf", "application/x-ndjson", "syncgate-audit.ocsf.jsonl"),
     ];
     for (format, content_type, file_name) in cases {
@@ -140,18 +157,42 @@ async fn the_api_and_the_cli_export_the_same_records_in_every_format() {
             .await;
         let (ok, cli, stderr) = cli_export(
             &db,
-            &["--format", format, "--partner", PARTNER_B, "--decision", "allow"],
+            &[
+                "--format",
+                format,
+                "--partner",
+                PARTNER_B,
+                "--decision",
+                "allow",
+            ],
         );
         assert!(ok, "{format}: {stderr}");
-        assert_eq!(filtered.body, Bytes::from(cli), "{format}: filtered exports differ");
-        assert!(filtered.body.len() < api.body.len(), "{format}: the filter selected");
+        assert_eq!(
+            filtered.body,
+            Bytes::from(cli),
+            "{format}: filtered exports differ"
+        );
+        assert!(
+            filtered.body.len() < api.body.len(),
+            "{format}: the filter selected"
+        );
     }
 
     // Counted: 40 operations, 80 events; the partner-B, allowed ones only when filtered.
     let jsonl = client
-        .get(&format!("http://{}/api/v1/export?format=jsonl", proxy.admin_addr))
+        .get(&format!(
+            "http://{}/api/v1/export?format=jsonl",
+            proxy.admin_addr
+        ))
         .await;
-    assert_eq!(jsonl.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), 80);
+    assert_eq!(
+        jsonl
+            .body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        80
+    );
     let csv = client
         .get(&format!(
             "http://{}/api/v1/export?format=csv&partner={PARTNER_B}&decision=allow",
@@ -166,11 +207,20 @@ async fn the_api_and_the_cli_export_the_same_records_in_every_format() {
 
     // --output writes the same bytes to a file and says so on stderr.
     let file = dir.path().join("export.ocsf.jsonl");
-    let (ok, stdout, stderr) = cli_export(&db, &["--format", "ocsf", "--output", file.to_str().unwrap()]);
+    let (ok, stdout, stderr) = cli_export(
+        &db,
+        &["--format", "ocsf", "--output", file.to_str().unwrap()],
+    );
     assert!(ok && stdout.is_empty(), "{stderr}");
-    assert!(stderr.contains("exported 40 operations (80 events)"), "{stderr}");
+    assert!(
+        stderr.contains("exported 40 operations (80 events)"),
+        "{stderr}"
+    );
     let api = client
-        .get(&format!("http://{}/api/v1/export?format=ocsf", proxy.admin_addr))
+        .get(&format!(
+            "http://{}/api/v1/export?format=ocsf",
+            proxy.admin_addr
+        ))
         .await;
     assert_eq!(std::fs::read(&file).unwrap(), api.body.to_vec());
 
@@ -209,10 +259,17 @@ async fn the_export_route_is_for_auditors_and_reads_its_query_strictly() {
 
 type Http = Client<hyper_util::client::legacy::connect::HttpConnector, syncgate::body::Body>;
 
-async fn start_export(client: &Http, proxy: &TestProxy, key: &str) -> http::Response<hyper::body::Incoming> {
+async fn start_export(
+    client: &Http,
+    proxy: &TestProxy,
+    key: &str,
+) -> http::Response<hyper::body::Incoming> {
     let req = Request::builder()
         .method(Method::GET)
-        .uri(format!("http://{}/api/v1/export?format=jsonl", proxy.admin_addr))
+        .uri(format!(
+            "http://{}/api/v1/export?format=jsonl",
+            proxy.admin_addr
+        ))
         .header("authorization", format!("Bearer {key}"))
         .body(syncgate::body::empty())
         .unwrap();
@@ -230,11 +287,17 @@ async fn a_slow_reader_gets_a_few_thousand_operations_streamed_in_many_chunks() 
     let client: Http = Client::builder(TokioExecutor::new()).build_http();
     let resp = start_export(&client, &proxy, &auditor).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers().get("content-length").is_none(), "streamed, not sized up front");
+    assert!(
+        resp.headers().get("content-length").is_none(),
+        "streamed, not sized up front"
+    );
     let mut body = resp.into_body();
     let (mut frames, mut lines, mut rest) = (0, 0, Vec::new());
     while let Some(frame) = body.frame().await {
-        let data = frame.expect("the stream broke").into_data().unwrap_or_default();
+        let data = frame
+            .expect("the stream broke")
+            .into_data()
+            .unwrap_or_default();
         frames += 1;
         rest.extend_from_slice(&data);
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {
@@ -248,7 +311,10 @@ async fn a_slow_reader_gets_a_few_thousand_operations_streamed_in_many_chunks() 
     }
     assert!(rest.is_empty());
     assert_eq!(lines, 6000);
-    assert!(frames > 1, "one page at a time, not one body: {frames} frames");
+    assert!(
+        frames > 1,
+        "one page at a time, not one body: {frames} frames"
+    );
 }
 
 #[tokio::test]
@@ -279,7 +345,10 @@ async fn exports_are_bounded_and_a_client_that_leaves_frees_its_export() {
             break;
         }
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert!(Instant::now() < deadline, "the exports of gone clients never ended");
+        assert!(
+            Instant::now() < deadline,
+            "the exports of gone clients never ended"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -8,8 +8,6 @@ mod pki;
 /// Issue 10: the admin API's principals, API keys, roles, 401/403.
 mod admin_auth;
 mod admin_operations;
-/// Issue 10: `GET /api/v1/export` and `syncgate audit export`.
-mod export;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
 /// Issue 7: classification attacks against a deliberately lenient upstream.
@@ -22,6 +20,8 @@ mod emulator;
 mod emulator_batch;
 /// The Graph emulator's `/_emulator/*` test-support endpoints and injected faults.
 mod emulator_control;
+/// Issue 10: `GET /api/v1/export` and `syncgate audit export`.
+mod export;
 /// Issue 8: a new user's first hour (demo narration, logs, shutdown, shipped configuration).
 mod first_hour;
 /// Governed changes: classification, recording, refusals, $batch.

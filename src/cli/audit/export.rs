@@ -114,11 +114,14 @@ pub(super) async fn run(reader: &StoreReader, args: ExportArgs) -> anyhow::Resul
     let filter = args.filters.filter()?;
     let (mut out, target): (Box<dyn Write>, String) = match &args.output {
         Some(path) => {
-            let file = File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
             (Box::new(BufWriter::new(file)), path.display().to_string())
         }
-        None => (Box::new(BufWriter::new(io::stdout().lock())), "stdout".into()),
+        None => (
+            Box::new(BufWriter::new(io::stdout().lock())),
+            "stdout".into(),
+        ),
     };
     let bar = progress();
     let mut export = Export::new(reader.clone(), filter, args.format);

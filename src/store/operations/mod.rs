@@ -278,7 +278,9 @@ impl StoreReader {
         limit: u32,
         scan_max: usize,
     ) -> Result<OperationsPage, StoreError> {
-        let page = self.folded_scanning(filter, cursor, limit, scan_max).await?;
+        let page = self
+            .folded_scanning(filter, cursor, limit, scan_max)
+            .await?;
         Ok(OperationsPage {
             operations: page.operations.into_iter().map(|o| o.summary).collect(),
             next: page.next,
@@ -316,9 +318,8 @@ impl StoreReader {
                 before = *seq;
                 scanned += 1;
                 let events = events.remove(id).unwrap_or_default();
-                let summary = fold(&events).ok_or_else(|| {
-                    StoreError::corrupt(format!("operation {id} has no events"))
-                })?;
+                let summary = fold(&events)
+                    .ok_or_else(|| StoreError::corrupt(format!("operation {id} has no events")))?;
                 if !filter.matches(&summary) {
                     continue;
                 }
