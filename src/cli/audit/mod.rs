@@ -55,7 +55,7 @@ pub(crate) enum AuditCommand {
     Verify,
     /// Export operations as jsonl, csv, directory-audit (Entra) or ocsf, newest first, with the
     /// filters of the admin API's /api/v1/operations; to stdout unless --output.
-    Export(export::ExportArgs),
+    Export(Box<export::ExportArgs>),
     /// Copy the log to another store, chain intact (e.g. SQLite to PostgreSQL). Run it again to
     /// resume an interrupted copy; the copy verifies to the same head hash.
     Copy {
@@ -164,7 +164,7 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
             format,
         } => show::run(&reader, operation_id, format).await,
         AuditCommand::Verify => run_verify(&reader).await,
-        AuditCommand::Export(args) => export::run(&reader, args).await,
+        AuditCommand::Export(args) => export::run(&reader, *args).await,
         AuditCommand::Copy { to, .. } => run_copy(&reader, &StoreLocation::parse(&to)).await,
     };
     reader.close().await;
