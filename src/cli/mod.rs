@@ -105,7 +105,8 @@ pub(crate) enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Query and verify the audit log: list, show one operation, verify the hash chain.
+    /// Query, verify and export the audit log: list, show one operation, verify the hash chain,
+    /// copy it, export it (jsonl, csv, Entra directory-audit, OCSF).
     ///
     /// Opens the log read-only (never creates it): safe while the proxy is running.
     Audit(audit::AuditArgs),

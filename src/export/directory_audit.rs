@@ -248,23 +248,10 @@ pub(super) fn record(op: &FoldedOperation) -> Value {
             "modifiedProperties": modified,
         }],
         "additionalDetails": additional,
-        "syncgate": {
+        "syncgate": shape::syncgate_facts(op, json!({
             "operation": s.operation.as_str(),
-            "decision": s.decision,
-            "rule": s.rule,
             "status": s.status,
-            "effect": s.effect,
-            "drift": s.drift,
-            "approval_id": s.approval_id,
-            "terminal": s.terminal,
             "changes": typed_changes,
-            "before": shape::before(op),
-            "after": shape::after(op),
-            "diff": shape::latest(op, |r| r.event.diff.as_ref()),
-            "rule_results": shape::latest(op, |r| {
-                (!r.event.rule_results.is_empty()).then_some(&r.event.rule_results)
-            }),
-            "events": shape::chain(op),
-        },
+        })),
     })
 }

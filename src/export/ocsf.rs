@@ -136,21 +136,8 @@ pub(super) fn record(op: &FoldedOperation) -> Value {
             "type": shape::resource_type(op),
             "name": s.display_name,
         }],
-        "unmapped": {
-            "decision": s.decision,
-            "rule": s.rule,
-            "effect": s.effect,
-            "drift": s.drift,
-            "approval_id": s.approval_id,
-            "terminal": s.terminal,
+        "unmapped": shape::syncgate_facts(op, json!({
             "graph_request_id": shape::request_id(op),
-            "before": shape::before(op),
-            "after": shape::after(op),
-            "diff": shape::latest(op, |r| r.event.diff.as_ref()),
-            "rule_results": shape::latest(op, |r| {
-                (!r.event.rule_results.is_empty()).then_some(&r.event.rule_results)
-            }),
-            "events": shape::chain(op),
-        },
+        })),
     })
 }

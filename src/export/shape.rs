@@ -232,3 +232,33 @@ pub(super) fn chain(op: &FoldedOperation) -> Value {
             .collect(),
     )
 }
+
+/// What syncgate knows of an operation that neither Entra nor OCSF has a field for (the
+/// decision, the states, the diff, the rule results, the chain), with a format's own `extra`
+/// fields first: Entra's `syncgate` extension and OCSF's `unmapped` carry the same facts.
+pub(super) fn syncgate_facts(op: &FoldedOperation, extra: Value) -> Value {
+    let s = &op.summary;
+    let mut facts = match extra {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    };
+    let common = serde_json::json!({
+        "decision": s.decision,
+        "rule": s.rule,
+        "effect": s.effect,
+        "drift": s.drift,
+        "approval_id": s.approval_id,
+        "terminal": s.terminal,
+        "before": before(op),
+        "after": after(op),
+        "diff": latest(op, |r| r.event.diff.as_ref()),
+        "rule_results": latest(op, |r| {
+            (!r.event.rule_results.is_empty()).then_some(&r.event.rule_results)
+        }),
+        "events": chain(op),
+    });
+    if let Value::Object(common) = common {
+        facts.extend(common);
+    }
+    Value::Object(facts)
+}

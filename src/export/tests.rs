@@ -415,3 +415,60 @@ fn each_format_has_its_content_type_and_file_name() {
     assert_eq!(Format::Jsonl.content_type(), "application/x-ndjson");
     assert_eq!(Format::DirectoryAudit.content_type(), "application/json");
 }
+
+/// The export rate on a seeded SQLite log, per format (a measurement, not a check):
+/// `cargo test --release --lib export_rate -- --ignored --nocapture`; the log's size comes from
+/// `SYNCGATE_EXPORT_OPERATIONS` (default 50,000 operations of two events).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run it in release"]
+async fn export_rate() {
+    let operations: usize = std::env::var("SYNCGATE_EXPORT_OPERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let log = TestLog::new(Backend::Sqlite).await;
+    let store = log.open().await;
+    let seeding = std::time::Instant::now();
+    let mut appends = tokio::task::JoinSet::new();
+    for chunk in 0..64 {
+        let store = store.clone();
+        appends.spawn(async move {
+            for _ in (chunk..operations).step_by(64) {
+                let op = Uuid::now_v7();
+                store.append(event(op, EventKind::Received)).await.unwrap();
+                let mut done = event(op, EventKind::Completed);
+                done.upstream_status = Some(204);
+                done.after = Some(Snapshot::Present {
+                    value: json!({"displayName": "Fabrikam", "userSyncInbound": {"isSyncAllowed": true}}),
+                });
+                store.append(done).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = appends.join_next().await {
+        done.unwrap();
+    }
+    println!(
+        "seeded {} events in {:?}",
+        operations * 2,
+        seeding.elapsed()
+    );
+    let reader = store.reader().clone();
+    for format in Format::ALL {
+        let started = std::time::Instant::now();
+        let mut export = Export::new(reader.clone(), OperationFilter::default(), format);
+        let mut bytes = 0;
+        while let Some(chunk) = export.next_chunk().await.unwrap() {
+            bytes += chunk.len();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{:>16}: {} events in {secs:.2} s = {:.0} events/s, {} MB",
+            format.as_str(),
+            export.events,
+            export.events as f64 / secs,
+            bytes / 1_000_000
+        );
+    }
+    store.close().await;
+}

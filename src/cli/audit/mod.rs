@@ -57,7 +57,7 @@ pub(crate) enum AuditCommand {
     Verify,
     /// Export operations as jsonl, csv, directory-audit (Entra) or ocsf, newest first, with the
     /// filters of the admin API's /api/v1/operations; to stdout unless --output.
-    Export(export::ExportArgs),
+    Export(Box<export::ExportArgs>),
     /// Follow the log: print events as they are appended, until Ctrl-C.
     Tail {
         /// Start after this seq (default: the current last event, so only new events print).
@@ -184,7 +184,7 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
             format,
         } => show::run(&reader, operation_id, format).await,
         AuditCommand::Verify => run_verify(&reader).await,
-        AuditCommand::Export(args) => export::run(&reader, args).await,
+        AuditCommand::Export(args) => export::run(&reader, *args).await,
         AuditCommand::Tail { after_seq, format } => tail::run(&reader, after_seq, format).await,
         AuditCommand::Copy { to, .. } => run_copy(&reader, &StoreLocation::parse(&to)).await,
     };
