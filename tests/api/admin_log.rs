@@ -168,6 +168,8 @@ async fn every_read_of_the_log_is_recorded_with_who_what_and_where(backend: Back
         ("/api/v1/events?after_seq=1&limit=2", StatusCode::OK, 2),
         ("/api/v1/verify", StatusCode::OK, 4),
         ("/api/v1/events?colour=red", StatusCode::BAD_REQUEST, 0),
+        // Streamed: recorded before the first byte, when its rows are not known yet.
+        ("/api/v1/export?format=csv", StatusCode::OK, 0),
     ];
     for (path, status, _) in asked {
         let (resp, body) = world.get(&world.auditor, path).await;
@@ -255,6 +257,12 @@ async fn a_read_that_cannot_be_recorded_is_refused_with_503_and_shows_nothing() 
     let (resp, body) = world.get(&world.auditor, "/api/v1/events").await;
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_graph_error(&resp, "SyncgateAuditUnavailable", "unrecorded read");
+    let text = String::from_utf8_lossy(&resp.body);
+    assert!(!text.contains(&world.operations[0]), "{text}");
+    // A streamed export too: refused before any record is sent.
+    let (resp, _) = world.get(&world.auditor, "/api/v1/export?format=jsonl").await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_graph_error(&resp, "SyncgateAuditUnavailable", "unrecorded export");
     let text = String::from_utf8_lossy(&resp.body);
     assert!(!text.contains(&world.operations[0]), "{text}");
     world.finish().await;
