@@ -7,7 +7,7 @@
 //! is closed by default, never open).
 
 pub(crate) mod auth;
-mod operations;
+pub(crate) mod operations;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

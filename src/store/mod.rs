@@ -23,6 +23,8 @@
 //! - [`copy`] moves a log between stores row for row; [`AdvisoryLocks`] are PostgreSQL's
 //!   cross-replica partner locks.
 
+#[doc(hidden)]
+pub mod bench;
 mod chain;
 mod copy;
 mod location;
@@ -52,7 +54,6 @@ use writer::WriterHandle;
 
 pub(crate) use copy::copy;
 pub use location::StoreLocation;
-#[cfg(test)]
 pub(crate) use operations::OperationSummary;
 pub(crate) use operations::{Cursor, MAX_LIMIT, OperationFilter, OperationsPage};
 pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks};

@@ -3,9 +3,9 @@
 
 use std::io::{self, BufWriter, Write};
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 
-use super::{ListArgs, ListFormat};
+use super::{ListArgs, ListFormat, parse_kind};
 use crate::audit::{Decision, Recorded};
 use crate::cli::render::{
     FIXED, JsonArray, JsonLayout, Layout, actor_name, dash, effect_name, grow_widths,
@@ -17,12 +17,18 @@ use crate::store::{Filter, StoreReader};
 const PAGE: u32 = 500;
 
 pub(super) async fn run(reader: &StoreReader, args: ListArgs) -> anyhow::Result<()> {
+    let kind = args
+        .kind
+        .as_deref()
+        .map(parse_kind)
+        .transpose()
+        .map_err(|e| anyhow!("invalid value for '--kind <KIND>': {e}"))?;
     let mut filter = Filter {
         partner: args.partner,
         actor: args.actor,
         since: args.since,
         until: args.until,
-        kind: args.kind,
+        kind,
         decision: args.decision,
         operation_id: None,
         limit: None,
@@ -263,7 +269,7 @@ fn csv_row(r: &Recorded) -> Vec<String> {
 }
 
 /// RFC 4180: quote a field holding a comma, quote, CR or LF (or edge spaces), doubling quotes.
-fn csv_field(field: &str) -> String {
+pub(super) fn csv_field(field: &str) -> String {
     let needs_quotes =
         field.contains([',', '"', '\n', '\r']) || field.starts_with(' ') || field.ends_with(' ');
     if needs_quotes {
@@ -273,7 +279,7 @@ fn csv_field(field: &str) -> String {
     }
 }
 
-fn write_csv_row(out: &mut impl Write, fields: impl IntoIterator<Item = String>) -> io::Result<()> {
+pub(super) fn write_csv_row(out: &mut impl Write, fields: impl IntoIterator<Item = String>) -> io::Result<()> {
     let line: Vec<String> = fields.into_iter().map(|f| csv_field(&f)).collect();
     out.write_all(line.join(",").as_bytes())?;
     out.write_all(b"\r\n")
