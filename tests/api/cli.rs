@@ -313,7 +313,15 @@ async fn audit_list_operations_takes_the_api_filters_and_continues_from_its_curs
     let db = db.to_str().unwrap();
     let (old_op, new_op) = (old_op.to_string(), new_op.to_string());
     let list = |args: &[&str]| -> (Vec<String>, String) {
-        let mut all = vec!["audit", "list", "--operations", "--format", "jsonl", "--db", db];
+        let mut all = vec![
+            "audit",
+            "list",
+            "--operations",
+            "--format",
+            "jsonl",
+            "--db",
+            db,
+        ];
         all.extend_from_slice(args);
         let (ok, stdout, stderr) = run(&all);
         assert!(ok, "{args:?}: {stderr}");
@@ -366,7 +374,15 @@ async fn audit_list_operations_takes_the_api_filters_and_continues_from_its_curs
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("STARTED "), "{stdout}");
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
-    let (ok, stdout, _) = run(&["audit", "list", "--operations", "--format", "csv", "--db", db]);
+    let (ok, stdout, _) = run(&[
+        "audit",
+        "list",
+        "--operations",
+        "--format",
+        "csv",
+        "--db",
+        db,
+    ]);
     assert!(ok && stdout.starts_with("operation_id,operation,partner_tenant_id,"));
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
     for refused in [

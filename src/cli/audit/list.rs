@@ -279,7 +279,10 @@ pub(super) fn csv_field(field: &str) -> String {
     }
 }
 
-pub(super) fn write_csv_row(out: &mut impl Write, fields: impl IntoIterator<Item = String>) -> io::Result<()> {
+pub(super) fn write_csv_row(
+    out: &mut impl Write,
+    fields: impl IntoIterator<Item = String>,
+) -> io::Result<()> {
     let line: Vec<String> = fields.into_iter().map(|f| csv_field(&f)).collect();
     out.write_all(line.join(",").as_bytes())?;
     out.write_all(b"\r\n")
