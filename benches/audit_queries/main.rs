@@ -88,7 +88,7 @@ async fn seeded_sqlite(events: usize) -> std::path::PathBuf {
     }
     let started = Instant::now();
     let store = Store::open(&path, StoreOptions::default()).await.unwrap();
-    let mut rng = Rng(0x5eed_0f_a0d1_7106);
+    let mut rng = Rng(0x005e_ed0f_a0d1_7106);
     let plan = generate(&mut rng, events);
     let mut appended = 0usize;
     for wave in plan.chunks(WAVE) {

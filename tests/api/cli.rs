@@ -335,9 +335,9 @@ async fn audit_list_operations_takes_the_api_filters_and_continues_from_its_curs
         (ids, stderr)
     };
     let ops = |args: &[&str]| list(args).0;
-    assert_eq!(ops(&[]), [&new_op, &old_op]);
-    assert_eq!(ops(&["--since", "1h"]), [&new_op]);
-    assert_eq!(ops(&["--until", "30m"]), [&old_op]);
+    assert_eq!(ops(&[]), [new_op.as_str(), old_op.as_str()]);
+    assert_eq!(ops(&["--since", "1h"]), [new_op.as_str()]);
+    assert_eq!(ops(&["--until", "30m"]), [old_op.as_str()]);
     assert_eq!(
         ops(&["--kind", "sync_update", "--decision", "allow"]).len(),
         2
@@ -361,7 +361,7 @@ async fn audit_list_operations_takes_the_api_filters_and_continues_from_its_curs
     }
 
     let (first, stderr) = list(&["--limit", "1"]);
-    assert_eq!(first, [&new_op]);
+    assert_eq!(first, [new_op.as_str()]);
     let cursor = stderr
         .split("--cursor ")
         .nth(1)
