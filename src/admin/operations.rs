@@ -30,10 +30,10 @@ pub(crate) type Answer = (StatusCode, Value);
 
 /// What the query string asked for.
 #[derive(Debug, Default, PartialEq)]
-struct Query {
-    filter: OperationFilter,
-    cursor: Option<Cursor>,
-    limit: u32,
+pub(crate) struct Query {
+    pub(crate) filter: OperationFilter,
+    pub(crate) cursor: Option<Cursor>,
+    pub(crate) limit: u32,
     /// The query without `cursor`, to build the next page's link from.
     rest: Vec<(String, String)>,
 }
@@ -82,8 +82,9 @@ pub(crate) fn unavailable(error: impl std::fmt::Display) -> Refusal {
     )
 }
 
-/// Read the query string; the error is the status, code and message to answer with.
-fn parse(query: Option<&str>) -> Result<Query, Refusal> {
+/// Read the query string; the error is the status, code and message to answer with. Also reads
+/// `syncgate audit list --operations`' options (turned into this query), so both agree.
+pub(crate) fn parse(query: Option<&str>) -> Result<Query, Refusal> {
     let mut parsed = Query {
         limit: DEFAULT_LIMIT,
         ..Query::default()

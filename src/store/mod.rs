@@ -24,6 +24,8 @@
 //!   cross-replica partner locks.
 
 mod admin_reads;
+#[doc(hidden)]
+pub mod bench;
 mod chain;
 mod copy;
 mod location;
@@ -55,7 +57,6 @@ use writer::WriterHandle;
 
 pub(crate) use copy::copy;
 pub use location::StoreLocation;
-#[cfg(test)]
 pub(crate) use operations::OperationSummary;
 pub(crate) use operations::{
     Cursor, FoldedOperation, MAX_LIMIT, OperationFilter, OperationsPage, fold,

@@ -260,7 +260,9 @@ async fn a_read_that_cannot_be_recorded_is_refused_with_503_and_shows_nothing() 
     let text = String::from_utf8_lossy(&resp.body);
     assert!(!text.contains(&world.operations[0]), "{text}");
     // A streamed export too: refused before any record is sent.
-    let (resp, _) = world.get(&world.auditor, "/api/v1/export?format=jsonl").await;
+    let (resp, _) = world
+        .get(&world.auditor, "/api/v1/export?format=jsonl")
+        .await;
     assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_graph_error(&resp, "SyncgateAuditUnavailable", "unrecorded export");
     let text = String::from_utf8_lossy(&resp.body);

@@ -303,3 +303,98 @@ async fn messages_end_in_full_stops() {
     assert!(ok, "{stderr}");
     assert!(stdout.lines().all(|l| l.ends_with('.')), "{stdout}");
 }
+
+/// `audit list --operations` is `GET /api/v1/operations` on the command line: one row per
+/// operation, newest first, the API's filters, and a cursor on stderr when `--limit` cut it.
+#[tokio::test]
+async fn audit_list_operations_takes_the_api_filters_and_continues_from_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, old_op, new_op) = recent_log(dir.path()).await;
+    let db = db.to_str().unwrap();
+    let (old_op, new_op) = (old_op.to_string(), new_op.to_string());
+    let list = |args: &[&str]| -> (Vec<String>, String) {
+        let mut all = vec![
+            "audit",
+            "list",
+            "--operations",
+            "--format",
+            "jsonl",
+            "--db",
+            db,
+        ];
+        all.extend_from_slice(args);
+        let (ok, stdout, stderr) = run(&all);
+        assert!(ok, "{args:?}: {stderr}");
+        let ids = stdout
+            .lines()
+            .map(|l| {
+                let row: serde_json::Value = serde_json::from_str(l).unwrap();
+                row["operation_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        (ids, stderr)
+    };
+    let ops = |args: &[&str]| list(args).0;
+    assert_eq!(ops(&[]), [new_op.as_str(), old_op.as_str()]);
+    assert_eq!(ops(&["--since", "1h"]), [new_op.as_str()]);
+    assert_eq!(ops(&["--until", "30m"]), [old_op.as_str()]);
+    assert_eq!(
+        ops(&["--kind", "sync_update", "--decision", "allow"]).len(),
+        2
+    );
+    assert_eq!(ops(&["--drift", "false"]).len(), 2);
+    assert_eq!(
+        ops(&["--partner", "9C5D131D-B1C3-4FC4-9E3F-C6557947D551"]).len(),
+        2
+    );
+    for nothing in [
+        &["--decision", "deny"][..],
+        &["--kind", "partner_delete"],
+        &["--rule", "sync-allowlist"],
+        &["--drift", "true"],
+        &["--status", "204"],
+        &["--effect", "applied"],
+        &["--actor", "nobody@contoso.com"],
+        &["--q", "fabrikam"],
+    ] {
+        assert!(ops(nothing).is_empty(), "{nothing:?}");
+    }
+
+    let (first, stderr) = list(&["--limit", "1"]);
+    assert_eq!(first, [new_op.as_str()]);
+    let cursor = stderr
+        .split("--cursor ")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .unwrap_or_else(|| panic!("no cursor in {stderr:?}"));
+    let (rest, stderr) = list(&["--cursor", cursor]);
+    assert_eq!((rest, stderr), (vec![old_op.clone()], String::new()));
+
+    let (ok, stdout, stderr) = run(&["audit", "list", "--operations", "--db", db]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("STARTED "), "{stdout}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    let (ok, stdout, _) = run(&[
+        "audit",
+        "list",
+        "--operations",
+        "--format",
+        "csv",
+        "--db",
+        db,
+    ]);
+    assert!(ok && stdout.starts_with("operation_id,operation,partner_tenant_id,"));
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    for refused in [
+        &["--rule", "x"][..],
+        &["--operations", "--after", "3"],
+        &["--operations", "--cursor", "nope"],
+        &["--operations", "--effect", "teleported"],
+    ] {
+        let mut all = vec!["audit", "list", "--db", db];
+        all.extend_from_slice(refused);
+        let (ok, _, stderr) = run(&all);
+        assert!(!ok, "{refused:?} was accepted");
+        assert!(stderr.contains("--"), "{refused:?}: {stderr}");
+    }
+}

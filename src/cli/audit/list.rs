@@ -3,9 +3,9 @@
 
 use std::io::{self, BufWriter, Write};
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 
-use super::{ListArgs, ListFormat};
+use super::{ListArgs, ListFormat, parse_kind};
 use crate::audit::{Decision, Recorded};
 use crate::cli::render::{
     FIXED, JsonArray, JsonLayout, Layout, actor_name, dash, effect_name, grow_widths,
@@ -18,12 +18,18 @@ use crate::store::{Filter, StoreReader};
 const PAGE: u32 = 500;
 
 pub(super) async fn run(reader: &StoreReader, args: ListArgs) -> anyhow::Result<()> {
+    let kind = args
+        .kind
+        .as_deref()
+        .map(parse_kind)
+        .transpose()
+        .map_err(|e| anyhow!("invalid value for '--kind <KIND>': {e}"))?;
     let mut filter = Filter {
         partner: args.partner,
         actor: args.actor,
         since: args.since,
         until: args.until,
-        kind: args.kind,
+        kind,
         decision: args.decision,
         operation_id: None,
         limit: None,

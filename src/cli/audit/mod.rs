@@ -14,12 +14,13 @@ use clap::{Args, Subcommand, ValueEnum};
 use uuid::Uuid;
 
 use super::render::{parse_since, parse_until};
-use crate::audit::{Decision, EventKind};
+use crate::audit::{Decision, Effect, EventKind};
 use crate::config::RawConfig;
-use crate::store::{StoreLocation, StoreOptions, StoreReader};
+use crate::store::{Cursor, StoreLocation, StoreOptions, StoreReader};
 
 mod export;
 mod list;
+mod operations;
 mod show;
 mod tail;
 
@@ -44,7 +45,8 @@ pub(crate) struct AuditArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
-    /// List events, oldest first; every option narrows the list.
+    /// List events, oldest first, or with --operations one row per operation, newest first;
+    /// every option narrows the list.
     List(ListArgs),
     /// Every event of one operation: who, what, when, the states before and after, the changes.
     Show {
@@ -82,6 +84,10 @@ pub(crate) enum AuditCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
+    /// One row per governed operation, its events folded (as `GET /api/v1/operations`), newest
+    /// first, instead of one row per event.
+    #[arg(long)]
+    operations: bool,
     /// Only this partner tenant (GUID).
     #[arg(long, value_name = "GUID", value_parser = parse_guid)]
     partner: Option<String>,
@@ -89,24 +95,43 @@ pub(crate) struct ListArgs {
     #[arg(long, value_name = "ID")]
     actor: Option<String>,
     /// From this time on: RFC 3339 (2025-06-01T08:00:00Z), a UTC date (2025-06-01), or a time
-    /// ago (90s, 30m, 1h, 7d, 2w).
+    /// ago (90s, 30m, 1h, 7d, 2w). With --operations: operations that started then.
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     since: Option<DateTime<Utc>>,
     /// Before this time: RFC 3339, a UTC date (that whole day included), or a time ago (30m).
     #[arg(long, value_name = "TIME", value_parser = parse_until)]
     until: Option<DateTime<Utc>>,
-    /// Only this kind: received, completed, denied, recovered, drift, read.
-    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
-    kind: Option<EventKind>,
+    /// Only this kind: of event (received, completed, denied, recovered, drift, read), or with
+    /// --operations of operation (sync_update, partner_delete, ...).
+    #[arg(long, value_name = "KIND")]
+    kind: Option<String>,
     /// Only this decision: allow or deny.
     #[arg(long, value_name = "DECISION", value_parser = parse_decision)]
     decision: Option<Decision>,
-    /// At most this many events.
+    /// With --operations: only operations this rule decided (their first failing rule).
+    #[arg(long, value_name = "RULE ID", requires = "operations")]
+    rule: Option<String>,
+    /// With --operations: only this effect (applied, ignored, not_applied, ...).
+    #[arg(long, value_name = "EFFECT", value_parser = parse_effect, requires = "operations")]
+    effect: Option<Effect>,
+    /// With --operations: only this upstream status of the final event (204, 403, ...).
+    #[arg(long, value_name = "STATUS", requires = "operations")]
+    status: Option<u16>,
+    /// With --operations: only operations with (true) or without (false) drift.
+    #[arg(long, value_name = "true|false", requires = "operations")]
+    drift: Option<bool>,
+    /// With --operations: the request's display name contains this text (any ASCII case).
+    #[arg(long = "q", value_name = "TEXT", requires = "operations")]
+    text: Option<String>,
+    /// At most this many events (operations with --operations).
     #[arg(long, value_name = "N")]
     limit: Option<u32>,
     /// Only events after this seq (to continue a previous listing).
-    #[arg(long, value_name = "SEQ")]
+    #[arg(long, value_name = "SEQ", conflicts_with = "operations")]
     after: Option<i64>,
+    /// With --operations: continue a previous listing from the cursor it printed.
+    #[arg(long, value_name = "CURSOR", value_parser = parse_cursor, requires = "operations")]
+    cursor: Option<Cursor>,
     #[arg(long, value_enum, default_value_t = ListFormat::Table)]
     format: ListFormat,
 }
@@ -161,6 +186,15 @@ fn parse_decision(s: &str) -> Result<Decision, String> {
     Decision::parse(s).ok_or_else(|| format!("unknown decision {s:?} (allow or deny)."))
 }
 
+fn parse_effect(s: &str) -> Result<Effect, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("unknown effect {s:?} (applied, ignored, not_applied, ...)."))
+}
+
+fn parse_cursor(s: &str) -> Result<Cursor, String> {
+    Cursor::parse(s).ok_or_else(|| format!("{s:?} is not a cursor printed by audit list."))
+}
+
 /// Run one `syncgate audit` command.
 pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
     let mut raw = match &args.config {
@@ -178,6 +212,7 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
     }
     let reader = StoreReader::open(&raw.store.location()?, &raw.store.options()?).await?;
     let result = match args.command {
+        AuditCommand::List(list) if list.operations => operations::run(&reader, list).await,
         AuditCommand::List(list) => list::run(&reader, list).await,
         AuditCommand::Show {
             operation_id,

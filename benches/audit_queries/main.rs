@@ -1,0 +1,470 @@
+//! Auditors' queries on a log of a million events: a filtered operations page (≤ 20 ms), one
+//! operation's events (≤ 5 ms), the raw event stream (≥ 100,000 events/s, memory flat), on SQLite
+//! and PostgreSQL side by side, with a "raw" line per query (the same SELECT through plain sqlx,
+//! no parsing, no folding) so the store layer's own cost shows.
+//!
+//! `cargo bench --bench audit_queries`. Options (after `--`): `--events N` (default 1,000,000),
+//! `--runs R` (timed repetitions per query, default 40), `--backend sqlite` (skip PostgreSQL).
+//!
+//! Seeding goes through the store's real paths so the chain is valid: `Store::append` with many
+//! appends in flight (the writer commits them in groups), then `audit copy`'s path to PostgreSQL
+//! (a database of the run's own at `SYNCGATE_TEST_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432`, dropped after). The seeded SQLite file is kept under
+//! `target/audit-bench/` keyed by N, so later runs skip the minutes of seeding; it is migrated on
+//! every run, so new indexes apply to it.
+//!
+//! The log: 100 partners, a year of changes spread evenly, a realistic mix (most changes allowed
+//! and completed, some refused by a rule, some with drift), eight actors
+//! (users and apps). An operation is 2–4 events.
+
+mod seed;
+
+use std::time::Instant;
+
+use seed::{Rng, generate, partner, percentiles, rss_kib};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Connection, PgConnection, Row};
+use syncgate::store::bench::Reader;
+use syncgate::store::{Store, StoreLocation, StoreOptions};
+use uuid::Uuid;
+
+/// Operations appended per wave: every wave's first events, then their middles, then their ends.
+const WAVE: usize = 4000;
+/// Events per page when streaming the log.
+const STREAM_PAGE: u32 = 1000;
+
+struct Args {
+    events: usize,
+    runs: usize,
+    postgres: bool,
+}
+
+fn args() -> Args {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| {
+        argv.iter()
+            .position(|a| a == name)
+            .and_then(|i| argv.get(i + 1).cloned())
+    };
+    let number = |name: &str, default: usize| {
+        value(name).map_or(default, |v| {
+            v.replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number, not {v:?}"))
+        })
+    };
+    Args {
+        events: number("--events", 1_000_000),
+        runs: number("--runs", 40).max(2),
+        postgres: value("--backend").as_deref() != Some("sqlite"),
+    }
+}
+
+/// The seeded SQLite log for `events`, seeding it first when no complete one is cached.
+async fn seeded_sqlite(events: usize) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("audit-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("log-{events}.db"));
+    let done = dir.join(format!("log-{events}.done"));
+    if done.exists() {
+        println!("seed: reusing {}", path.display());
+        // Brings the schema (new indexes) up to date.
+        Store::open(&path, StoreOptions::default())
+            .await
+            .unwrap()
+            .close()
+            .await;
+        return path;
+    }
+    for stale in [
+        &path,
+        &path.with_extension("db-wal"),
+        &path.with_extension("db-shm"),
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let started = Instant::now();
+    let store = Store::open(&path, StoreOptions::default()).await.unwrap();
+    let mut rng = Rng(0x005e_ed0f_a0d1_7106);
+    let plan = generate(&mut rng, events);
+    let mut appended = 0usize;
+    for wave in plan.chunks(WAVE) {
+        // An operation's events in order: the k-th event of every operation of the wave is
+        // appended (concurrently) only after all (k-1)-th ones are recorded.
+        let depth = wave.iter().map(Vec::len).max().unwrap_or(0);
+        for k in 0..depth {
+            let mut tasks = tokio::task::JoinSet::new();
+            for op in wave {
+                if let Some(event) = op.get(k) {
+                    let (store, event) = (store.clone(), event.clone());
+                    tasks.spawn(async move { store.append(event).await.unwrap() });
+                    appended += 1;
+                }
+            }
+            tasks.join_all().await;
+        }
+        if appended % 100_000 < WAVE * 3 {
+            println!(
+                "seed: {appended} events, {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let groups = store.stats().groups_committed;
+    store.close().await;
+    println!(
+        "seed: {appended} events in {groups} groups, {:.0} s ({:.0} events/s)",
+        started.elapsed().as_secs_f64(),
+        appended as f64 / started.elapsed().as_secs_f64()
+    );
+    std::fs::write(&done, b"").unwrap();
+    path
+}
+
+fn postgres_server() -> String {
+    std::env::var("SYNCGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A database of the run's own, dropped when the run ends (even by a panic).
+struct BenchDatabase {
+    name: String,
+}
+
+impl BenchDatabase {
+    async fn create() -> Self {
+        let name = format!("syncgate_bench_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&format!("{}/postgres", postgres_server()))
+            .await
+            .expect("PostgreSQL (or pass --backend sqlite)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        BenchDatabase { name }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", postgres_server(), self.name)
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Dropped inside the runtime: run the DROP on a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let url = format!("{}/postgres", postgres_server());
+                if let Ok(mut admin) = PgConnection::connect(&url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// One line of the table: a figure per backend.
+struct Line {
+    case: String,
+    target: &'static str,
+    figures: Vec<String>,
+}
+
+/// Run `$body` (an expression that may `.await`) once to warm up, then `$runs` times timed, with
+/// `$i` the run's number (0 for the warm-up); p50 and p99 in ms.
+macro_rules! timed {
+    ($runs:expr, |$i:ident| $body:expr) => {{
+        let mut latencies = Vec::with_capacity($runs);
+        for $i in 0..=$runs {
+            let t = Instant::now();
+            $body;
+            if $i > 0 {
+                latencies.push(t.elapsed());
+            }
+        }
+        percentiles(latencies)
+    }};
+}
+
+fn p50_p99((p50, p99): (f64, f64)) -> String {
+    format!("{p50:7.2} / {p99:7.2}")
+}
+
+/// The filters of the operations-page cases: (name, query string).
+fn filters(events: usize) -> Vec<(String, String)> {
+    let deep = events as i64 * 9 / 10;
+    vec![
+        ("no filter".into(), String::new()),
+        ("partner".into(), format!("partner={}", partner(42))),
+        ("actor (upn)".into(), "actor=carol%40contoso.com".into()),
+        ("decision=deny".into(), "decision=deny".into()),
+        ("rule".into(), "rule=no-partner-deletes".into()),
+        (
+            "since/until (a month)".into(),
+            "since=2025-06-01&until=2025-07-01".into(),
+        ),
+        ("q text".into(), "q=northwind%2017".into()),
+        ("drift=true".into(), "drift=true".into()),
+        (
+            "partner+deny".into(),
+            format!("partner={}&decision=deny", partner(7)),
+        ),
+        (
+            "deep: no filter, cursor 10% from the start".into(),
+            format!("cursor=s{}", events as i64 - deep),
+        ),
+        (
+            "deep: partner, cursor 10% from the start".into(),
+            format!("partner={}&cursor=s{}", partner(42), events as i64 - deep),
+        ),
+    ]
+}
+
+/// What one backend measured, in table order.
+async fn measure(name: &str, location: &StoreLocation, events: usize, runs: usize) -> Vec<Line> {
+    let reader = Reader::open(location).await.unwrap();
+    let mut lines = Vec::new();
+    let mut sample_ids = Vec::new();
+    for (case, query) in filters(events) {
+        let query = if query.is_empty() {
+            "limit=100".to_owned()
+        } else {
+            format!("{query}&limit=100")
+        };
+        let mut rows = 0;
+        let figures = timed!(runs, |_i| {
+            let page = reader.operations(&query).await.unwrap();
+            rows = page.rows;
+            if sample_ids.len() < 10_000 {
+                sample_ids.extend(page.ids);
+            }
+        });
+        println!(
+            "{name}: operations page, {case}: {rows} rows, p50/p99 {} ms",
+            p50_p99(figures)
+        );
+        lines.push(Line {
+            case: format!("ops page: {case} ({rows} rows)"),
+            target: "≤ 20 ms",
+            figures: vec![p50_p99(figures)],
+        });
+    }
+    // Spread the sampled operations over the log.
+    let mut rng = Rng(7);
+    let picks: Vec<Uuid> = (0..runs + 1)
+        .map(|_| sample_ids[rng.below(sample_ids.len())])
+        .collect();
+    let figures = timed!(runs, |i| {
+        let events = reader.operation_events(picks[i]).await.unwrap();
+        assert!(!events.is_empty());
+    });
+    println!(
+        "{name}: one operation's events: p50/p99 {} ms",
+        p50_p99(figures)
+    );
+    lines.push(Line {
+        case: "one operation's events".into(),
+        target: "≤ 5 ms",
+        figures: vec![p50_p99(figures)],
+    });
+    let (rate, rss) = stream(&reader, |_| {}).await;
+    println!("{name}: stream: {rate:.0} events/s, {rss}");
+    lines.push(Line {
+        case: "stream all events (deserialized)".into(),
+        target: "≥ 100,000/s",
+        figures: vec![format!("{rate:>10.0}/s")],
+    });
+    lines.push(Line {
+        case: "  resident memory start → peak".into(),
+        target: "flat",
+        figures: vec![rss],
+    });
+    reader.close().await;
+    lines.extend(raw(name, location, runs, &picks).await);
+    lines
+}
+
+/// Stream the whole log in seq pages through the store, handing each event to `each` (an export
+/// format is one more caller of this); events per second and resident memory start → peak.
+async fn stream(
+    reader: &Reader,
+    mut each: impl FnMut(&syncgate::audit::Recorded),
+) -> (f64, String) {
+    let start_rss = rss_kib();
+    let mut peak = start_rss;
+    let started = Instant::now();
+    let (mut after, mut count) = (0i64, 0usize);
+    loop {
+        let page = reader.events_after(after, STREAM_PAGE).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        count += page.len();
+        page.iter().for_each(&mut each);
+        peak = peak.max(rss_kib());
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    (rate, format!("{} → {} MiB", start_rss / 1024, peak / 1024))
+}
+
+/// The raw reference: the store's SELECTs through plain sqlx, rows left undecoded (no JSON, no
+/// folding), so `store − raw` is the store layer's own cost.
+async fn raw(name: &str, location: &StoreLocation, runs: usize, picks: &[Uuid]) -> Vec<Line> {
+    sqlx::any::install_default_drivers();
+    let (url, dollar) = match location {
+        StoreLocation::Sqlite(path) => (format!("sqlite://{}?mode=ro", path.display()), false),
+        StoreLocation::Postgres(url) => (url.clone(), true),
+    };
+    let pool: AnyPool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let p = |n: usize| {
+        if dollar {
+            format!("${n}")
+        } else {
+            "?".to_owned()
+        }
+    };
+    let candidates = format!(
+        "SELECT e.seq, e.operation_id FROM audit_events e WHERE e.seq < {} AND NOT EXISTS \
+         (SELECT 1 FROM audit_events p WHERE p.operation_id = e.operation_id AND p.seq < e.seq) \
+         ORDER BY e.seq DESC LIMIT 100",
+        p(1)
+    );
+    let in_list: Vec<String> = (1..=100).map(p).collect();
+    let events_of = format!(
+        "SELECT seq, prev_hash, hash, event FROM audit_events WHERE operation_id IN ({}) ORDER BY seq",
+        in_list.join(", ")
+    );
+    let mut lines = Vec::new();
+    let figures = timed!(runs, |_i| {
+        let rows = sqlx::query(&candidates)
+            .bind(i64::MAX)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let mut q = sqlx::query(&events_of);
+        for i in 0..100 {
+            // A short log has fewer operations than the list has places: repeat the last.
+            let row = rows.get(i.min(rows.len().saturating_sub(1)));
+            q = q.bind(row.map(|r| r.get::<String, _>(1)).unwrap_or_default());
+        }
+        q.fetch_all(&pool).await.unwrap();
+    });
+    println!(
+        "{name}: raw ops page, no filter: p50/p99 {} ms",
+        p50_p99(figures)
+    );
+    lines.push(Line {
+        case: "raw: ops page, no filter".into(),
+        target: "",
+        figures: vec![p50_p99(figures)],
+    });
+    let one = format!(
+        "SELECT seq, prev_hash, hash, event FROM audit_events WHERE operation_id = {} ORDER BY seq",
+        p(1)
+    );
+    let figures = timed!(runs, |i| {
+        let id = picks[i].hyphenated().to_string();
+        sqlx::query(&one).bind(id).fetch_all(&pool).await.unwrap();
+    });
+    println!("{name}: raw one operation: p50/p99 {} ms", p50_p99(figures));
+    lines.push(Line {
+        case: "raw: one operation's events".into(),
+        target: "",
+        figures: vec![p50_p99(figures)],
+    });
+    let page = format!(
+        "SELECT seq, prev_hash, hash, event FROM audit_events WHERE seq > {} ORDER BY seq LIMIT {STREAM_PAGE}",
+        p(1)
+    );
+    let started = Instant::now();
+    let (mut after, mut count) = (0i64, 0usize);
+    loop {
+        let rows = sqlx::query(&page)
+            .bind(after)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        count += rows.len();
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    println!("{name}: raw stream: {rate:.0} events/s");
+    lines.push(Line {
+        case: "raw: stream all events".into(),
+        target: "",
+        figures: vec![format!("{rate:>10.0}/s")],
+    });
+    pool.close().await;
+    lines
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args = args();
+    let path = seeded_sqlite(args.events).await;
+    let sqlite = StoreLocation::Sqlite(path);
+    let mut columns = vec![(
+        "sqlite",
+        measure("sqlite", &sqlite, args.events, args.runs).await,
+    )];
+    if args.postgres {
+        let db = BenchDatabase::create().await;
+        let pg = StoreLocation::Postgres(db.url());
+        let started = Instant::now();
+        let reader = Reader::open(&sqlite).await.unwrap();
+        let copied = reader.copy_to(&pg).await.unwrap();
+        reader.close().await;
+        // What autovacuum would have done by the time a log this size is queried.
+        let mut conn = PgConnection::connect(&db.url()).await.unwrap();
+        sqlx::query("ANALYZE audit_events")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        println!(
+            "seed: copied {copied} events to PostgreSQL in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        columns.push((
+            "postgres",
+            measure("postgres", &pg, args.events, args.runs).await,
+        ));
+    }
+    print_table(args.events, args.runs, &columns);
+}
+
+fn print_table(events: usize, runs: usize, columns: &[(&str, Vec<Line>)]) {
+    println!();
+    println!("audit queries on {events} events, {runs} runs each (ms: p50 / p99)");
+    print!("{:<52} {:>12}", "case", "target");
+    for (name, _) in columns {
+        print!("  {name:>19}");
+    }
+    println!();
+    let first = &columns[0].1;
+    for (i, line) in first.iter().enumerate() {
+        print!("{:<52} {:>12}", line.case, line.target);
+        for (_, lines) in columns {
+            let figure = lines.get(i).map_or("", |l| l.figures[0].as_str());
+            print!("  {figure:>19}");
+        }
+        println!();
+    }
+}

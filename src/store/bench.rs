@@ -1,0 +1,84 @@
+//! The read paths `benches/audit_queries.rs` times, behind a small public surface.
+//!
+//! The benchmark must time the very code the admin API and the CLI run (the strict query parser,
+//! the operations fold, the per-operation and paged event reads, the log copy), but those stay
+//! `pub(crate)`: making them public would turn internals into an API. This module is the one
+//! door, hidden from the docs, with plain types (strings, counts) so nothing else leaks.
+
+use uuid::Uuid;
+
+use super::{Filter, StoreError, StoreLocation, StoreOptions, StoreReader};
+use crate::audit::Recorded;
+
+/// A read-only handle on a log, as the CLI and the admin API hold one.
+pub struct Reader {
+    inner: StoreReader,
+}
+
+/// One page of `GET /api/v1/operations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationsPage {
+    /// Operations on the page.
+    pub rows: usize,
+    /// The ids of the operations on the page, newest first.
+    pub ids: Vec<Uuid>,
+    /// The next page's `cursor` parameter, when there is one.
+    pub next: Option<String>,
+}
+
+impl Reader {
+    /// Open the log at `location` read-only, with the default options.
+    pub async fn open(location: &StoreLocation) -> Result<Reader, StoreError> {
+        let inner = StoreReader::open(location, &StoreOptions::default()).await?;
+        Ok(Reader { inner })
+    }
+
+    /// The page `GET /api/v1/operations?{query}` answers (the same parser, the same query); the
+    /// error is the 400's message or the store's failure.
+    pub async fn operations(&self, query: &str) -> Result<OperationsPage, String> {
+        let q = crate::admin::operations::parse(Some(query)).map_err(|(_, _, why)| why)?;
+        let page = self
+            .inner
+            .operations(&q.filter, q.cursor.as_ref(), q.limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(OperationsPage {
+            rows: page.operations.len(),
+            ids: page
+                .operations
+                .iter()
+                .map(|s| s.operation_id.uuid())
+                .collect(),
+            next: page.next.map(|c| c.encode()),
+        })
+    }
+
+    /// Every event of one operation in seq order: what `GET /api/v1/operations/{id}` reads.
+    pub async fn operation_events(&self, id: Uuid) -> Result<Vec<Recorded>, StoreError> {
+        self.inner.operation(id).await
+    }
+
+    /// Up to `limit` events after `after_seq`, deserialized, in seq order (a stream's page).
+    pub async fn events_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let filter = Filter {
+            after_seq: Some(after_seq),
+            limit: Some(limit),
+            ..Filter::default()
+        };
+        self.inner.list(&filter).await
+    }
+
+    /// Copy this log to `to` as `syncgate audit copy` does; returns the rows written.
+    pub async fn copy_to(&self, to: &StoreLocation) -> Result<u64, StoreError> {
+        let report = super::copy(&self.inner, to, &StoreOptions::default()).await?;
+        Ok(report.copied)
+    }
+
+    pub async fn close(&self) {
+        self.inner.close().await;
+    }
+}
