@@ -75,14 +75,20 @@ where
 {
     const SOME_EVENT: &str = " AND EXISTS (SELECT 1 FROM audit_events x \
                               WHERE x.operation_id = e.operation_id AND ";
+    // `x.kind || ''` rather than `x.kind`: the subquery must find the operation's few events by
+    // the `(operation_id, seq)` index. Given a bare `kind = ...` SQLite's planner may pick the
+    // `(kind, seq)` index instead and walk every drift event of the log for every candidate
+    // (quadratic: a `drift=true` page of a 200,000-event log ran for over 20 minutes; 0.13 s
+    // this way). The concatenation keeps the meaning and rules the kind index out on both
+    // backends.
     match filter.drift {
         Some(true) => {
-            q.push(SOME_EVENT).push("x.kind = 'drift')");
+            q.push(SOME_EVENT).push("x.kind || '' = 'drift')");
         }
         Some(false) => {
             q.push(
                 " AND NOT EXISTS (SELECT 1 FROM audit_events x \
-                 WHERE x.operation_id = e.operation_id AND x.kind = 'drift')",
+                 WHERE x.operation_id = e.operation_id AND x.kind || '' = 'drift')",
             );
         }
         None => {}
@@ -95,7 +101,7 @@ where
     }
     if let Some(status) = filter.status {
         q.push(SOME_EVENT)
-            .push("x.kind IN ('completed', 'denied', 'recovered') AND x.upstream_status = ")
+            .push("x.kind || '' IN ('completed', 'denied', 'recovered') AND x.upstream_status = ")
             .push_bind(i64::from(status))
             .push(")");
     }

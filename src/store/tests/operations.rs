@@ -466,3 +466,53 @@ fn a_cursor_is_opaque_text_that_round_trips() {
         assert_eq!(Cursor::parse(junk), None, "{junk:?}");
     }
 }
+
+/// Regression (issue 10 benchmark): the per-operation subqueries of the drift and status
+/// filters find the operation's events by `(operation_id, seq)`, never by walking every event of
+/// one kind (quadratic on a large log: a `drift=true` page ran for over 20 minutes).
+#[tokio::test]
+async fn drift_and_status_filters_search_by_operation_not_by_kind_on_sqlite() {
+    use sqlx::{Connection, Row};
+    let log = TestLog::new(Backend::Sqlite).await;
+    log.open().await.close().await;
+    let StoreLocation::Sqlite(path) = &log.location else {
+        unreachable!()
+    };
+    let mut conn = crate::store::sqlite::raw_connection(path).await;
+    for filter in [
+        OperationFilter {
+            drift: Some(true),
+            ..OperationFilter::default()
+        },
+        OperationFilter {
+            drift: Some(false),
+            ..OperationFilter::default()
+        },
+        OperationFilter {
+            status: Some(204),
+            ..OperationFilter::default()
+        },
+    ] {
+        let query = crate::store::operations::candidates::<sqlx::Sqlite>(&filter, i64::MAX, 100);
+        let sql = format!("EXPLAIN QUERY PLAN {}", query.sql());
+        let mut plan = sqlx::query(&sql).bind(i64::MAX);
+        if filter.status.is_some() {
+            plan = plan.bind(204_i64);
+        }
+        let rows = plan.bind(100_i64).fetch_all(&mut conn).await.unwrap();
+        let detail: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+        assert!(
+            !detail.iter().any(|d| d.contains("audit_events_kind")),
+            "{filter:?}: {detail:?}"
+        );
+        assert!(
+            detail
+                .iter()
+                .filter(|d| d.contains("audit_events_operation (operation_id=?"))
+                .count()
+                >= 2,
+            "{filter:?}: {detail:?}"
+        );
+    }
+    conn.close().await.unwrap();
+}
