@@ -134,6 +134,8 @@ impl AdminApi {
                 "SCHEMATHESIS_HOOKS",
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi/hooks.py"),
             )
+            // Its crash cache stays out of the checkout.
+            .current_dir(env!("CARGO_TARGET_TMPDIR"))
             // The loopback listener is never reached through a proxy.
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost");
