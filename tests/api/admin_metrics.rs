@@ -494,7 +494,11 @@ async fn another_method_on_metrics_is_a_405_naming_get_once_the_caller_may_know_
     let resp = TestClient::without_token()
         .send(Method::POST, &url, None)
         .await;
-    assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "nothing is learnt without a key");
+    assert_eq!(
+        resp.status,
+        StatusCode::UNAUTHORIZED,
+        "nothing is learnt without a key"
+    );
     let resp = TestClient::with_token(auditor)
         .send(Method::DELETE, &url, None)
         .await;
@@ -505,7 +509,11 @@ async fn another_method_on_metrics_is_a_405_naming_get_once_the_caller_may_know_
     let resp = TestClient::without_token()
         .send(Method::POST, &metrics_url(&public), None)
         .await;
-    assert_eq!(resp.status, StatusCode::METHOD_NOT_ALLOWED, "a public route's methods are no secret");
+    assert_eq!(
+        resp.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "a public route's methods are no secret"
+    );
     assert_eq!(resp.header("allow"), Some("GET"));
 }
 
