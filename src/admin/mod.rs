@@ -55,6 +55,12 @@ pub(crate) const ROUTES: &[&str] = &[
     "/api/openapi.json",
     "/api/v1/whoami",
     "/api/v1/operations",
+    "/api/v1/operations/{id}",
+    "/api/v1/events",
+    "/api/v1/verify",
+    "/api/v1/reads",
+    "/api/v1/export",
+    "/metrics",
 ];
 
 /// The longest a readiness check waits for the store (a hung database is "not ready", promptly).
@@ -253,11 +259,13 @@ impl Handler for Admin {
             (&Method::GET, "/api/openapi.json") => openapi::response(),
             // The open paths' methods are no secret: they are in the open document.
             (_, "/healthz" | "/readyz" | "/api/openapi.json") => unrouted(&req),
+            (_, "/metrics") if self.metrics_access == metrics::Access::Public => unrouted(&req),
             (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req, &conn).await,
             _ if self.principals.is_empty() => not_found(&req),
-            // Unknown routes are checked too, so a caller without a key learns nothing of them.
+            // Unknown routes are checked too, so a caller without a key learns nothing of them;
+            // a served path (`/metrics`) for another method is then a 405.
             _ => match self.principals.require_any_role(&req) {
-                Ok(_) => not_found(&req),
+                Ok(_) => unrouted(&req),
                 Err(refused) => refused,
             },
         };

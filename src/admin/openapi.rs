@@ -237,6 +237,95 @@ mod tests {
         assert_eq!(actor, names(documented_actor));
     }
 
+    /// The property names of the object schema `name` in `components/schemas`, and its required.
+    fn properties(doc: &Value, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+        let schema = &doc["components"]["schemas"][name];
+        let props = schema["properties"].as_object().expect("an object schema");
+        let required = schema["required"].as_array().expect("with required fields");
+        (
+            names(props.keys().cloned()),
+            names(required.iter().map(|v| v.as_str().unwrap())),
+        )
+    }
+
+    #[test]
+    fn a_stored_event_has_exactly_the_documented_fields_and_only_the_late_ones_may_be_absent() {
+        use crate::audit::{RawRequest, Recorded, RefusalSummary};
+        let doc = document();
+        let mut event = crate::audit::Event::new(OperationId::new(), EventKind::Denied);
+        let plain = serde_json::to_value(Recorded {
+            seq: 1,
+            prev_hash: "0".repeat(64),
+            hash: "1".repeat(64),
+            event: event.clone(),
+        })
+        .unwrap();
+        event.raw_request = Some(RawRequest::new("/v1.0/x", Some(b"{}")));
+        event.refusal_summary = Some(RefusalSummary {
+            client: "192.0.2.1".into(),
+            count: 2,
+            first: chrono::Utc::now(),
+            last: chrono::Utc::now(),
+            codes: Default::default(),
+            methods: Default::default(),
+        });
+        let full = serde_json::to_value(Recorded {
+            seq: 2,
+            prev_hash: "1".repeat(64),
+            hash: "2".repeat(64),
+            event,
+        })
+        .unwrap();
+        let (documented, required) = properties(&doc, "Recorded");
+        assert_eq!(names(full.as_object().unwrap().keys().cloned()), documented);
+        assert_eq!(
+            names(plain.as_object().unwrap().keys().cloned()),
+            required,
+            "the fields left out when empty are exactly the ones not required"
+        );
+        let (actor, actor_required) = properties(&doc, "Actor");
+        assert_eq!(
+            names(full["actor"].as_object().unwrap().keys().cloned()),
+            actor
+        );
+        assert_eq!(actor_required, actor);
+        let (summary, _) = properties(&doc, "RefusalSummary");
+        let given = full["refusal_summary"].as_object().unwrap().keys().cloned();
+        assert_eq!(names(given), summary);
+        assert_eq!(
+            documented_enum(&doc, "/components/schemas/Recorded/properties/kind/enum"),
+            names(EventKind::ALL.map(EventKind::as_str))
+        );
+    }
+
+    #[test]
+    fn the_export_documents_its_formats_and_the_operations_filters_without_paging() {
+        let doc = document();
+        let export = &doc["paths"]["/api/v1/export"]["get"];
+        let formats = crate::export::Format::ALL.map(crate::export::Format::as_str);
+        let parameters = export["parameters"].as_array().unwrap();
+        let format = parameters
+            .iter()
+            .find(|p| p["name"] == "format")
+            .expect("format is documented");
+        assert_eq!(format["required"], true);
+        let documented = format["schema"]["enum"].as_array().unwrap();
+        assert_eq!(
+            names(documented.iter().map(|v| v.as_str().unwrap())),
+            names(formats)
+        );
+        let filters = parameters.iter().filter_map(|p| {
+            let name = p["$ref"]
+                .as_str()?
+                .strip_prefix("#/components/parameters/")?;
+            Some(name.to_owned())
+        });
+        let mut expected = names(operations::PARAMETERS.iter().copied());
+        expected.remove("limit");
+        expected.remove("cursor");
+        assert_eq!(names(filters), expected);
+    }
+
     #[tokio::test]
     async fn the_served_document_is_the_file_as_json() {
         use http_body_util::BodyExt;

@@ -487,6 +487,37 @@ async fn metrics_need_a_reader_unless_configured_public() {
 }
 
 #[tokio::test]
+async fn another_method_on_metrics_is_a_405_naming_get_once_the_caller_may_know_the_route() {
+    let unused = "http://127.0.0.1:9";
+    let (proxy, auditor, _) = proxy_with(unused, |_| {}).await;
+    let url = metrics_url(&proxy);
+    let resp = TestClient::without_token()
+        .send(Method::POST, &url, None)
+        .await;
+    assert_eq!(
+        resp.status,
+        StatusCode::UNAUTHORIZED,
+        "nothing is learnt without a key"
+    );
+    let resp = TestClient::with_token(auditor)
+        .send(Method::DELETE, &url, None)
+        .await;
+    assert_eq!(resp.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.header("allow"), Some("GET"));
+
+    let (public, ..) = proxy_with(unused, |raw| raw.admin.metrics_public = true).await;
+    let resp = TestClient::without_token()
+        .send(Method::POST, &metrics_url(&public), None)
+        .await;
+    assert_eq!(
+        resp.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "a public route's methods are no secret"
+    );
+    assert_eq!(resp.header("allow"), Some("GET"));
+}
+
+#[tokio::test]
 async fn a_scraper_asking_for_openmetrics_gets_it() {
     let (proxy, ..) = proxy_with("http://127.0.0.1:9", |raw| raw.admin.metrics_public = true).await;
     let mut headers = http::HeaderMap::new();
