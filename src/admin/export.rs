@@ -24,6 +24,7 @@ use http::{Response, StatusCode, header};
 use tokio::sync::Semaphore;
 
 use super::operations::{Refusal, bad, filter_parameter, pairs, unavailable};
+use super::record::Failure;
 use crate::body::{self, Body};
 use crate::export::{Export, Format};
 use crate::store::{OperationFilter, Store};
@@ -31,6 +32,9 @@ use crate::store::{OperationFilter, Store};
 /// Exports running at once, per admin listener: each holds a read connection while it reads a
 /// page and a page of rendered output.
 pub(crate) const MAX_CONCURRENT: usize = 4;
+
+/// `Retry-After` of the 429 when [`MAX_CONCURRENT`] exports run: an export usually lasts seconds.
+const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// Rendered pages waiting for the client: the most memory a slow client makes an export hold.
 const QUEUED_CHUNKS: usize = 2;
@@ -67,13 +71,12 @@ pub(crate) async fn respond(
     store: &Store,
     query: Option<&str>,
     permits: &Arc<Semaphore>,
-) -> Result<Response<Body>, Refusal> {
+) -> Result<Response<Body>, Failure> {
     let (format, filter) = parse(query)?;
     let permit = permits.clone().try_acquire_owned().map_err(|_| {
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests".to_owned(),
+        Failure::busy(
             format!("{MAX_CONCURRENT} exports are running; try again when one has finished"),
+            RETRY_AFTER_SECONDS,
         )
     })?;
     let mut export = Export::new(store.reader().clone(), filter, format);

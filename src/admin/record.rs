@@ -166,12 +166,7 @@ impl Admin {
             LogRoute::Export => {
                 let streamed = export::respond(&self.store, query, &self.log_limits.exports).await;
                 return self
-                    .record_and_send(
-                        req,
-                        conn,
-                        &principal,
-                        streamed.map(Reply::Stream).map_err(Failure::from),
-                    )
+                    .record_and_send(req, conn, &principal, streamed.map(Reply::Stream))
                     .await;
             }
         };

@@ -335,6 +335,7 @@ async fn exports_are_bounded_and_a_client_that_leaves_frees_its_export() {
     }
     let busy = start_export(&client, &proxy, &auditor).await;
     assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(busy.headers()["retry-after"], "5");
     drop(busy);
     // The readers go away; their exports stop and a new one may start.
     drop(unread);
