@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Response, StatusCode, header};
+use http::{Response, header};
 use tokio::sync::Semaphore;
 
 use super::operations::{Refusal, bad, filter_parameter, pairs, unavailable};
@@ -141,6 +141,7 @@ pub(crate) async fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[test]
     fn the_export_query_takes_a_format_and_the_operations_filters_only() {
