@@ -36,7 +36,7 @@ pub(super) async fn run(reader: &StoreReader, args: ListArgs) -> anyhow::Result<
         after_seq: args.after,
     };
     let mut remaining = args.limit;
-    let mut out = Output::new(args.format);
+    let mut out = Output::<Recorded>::new(args.format);
     loop {
         let page = remaining.map_or(PAGE, |r| r.min(PAGE));
         if page == 0 {
@@ -60,20 +60,6 @@ pub(super) async fn run(reader: &StoreReader, args: ListArgs) -> anyhow::Result<
         }
     }
     ignore_closed_pipe(out.finish()).map(|_| ())
-}
-
-/// Writes pages of events in one format.
-struct Output {
-    format: ListFormat,
-    out: BufWriter<io::Stdout>,
-    /// Events written so far.
-    written: usize,
-    /// Table column widths: they only grow, so later pages stay aligned with earlier ones.
-    widths: Vec<usize>,
-    /// The `json` array being written.
-    json: JsonArray,
-    /// The terminal's width, if the table goes to one.
-    columns: Option<usize>,
 }
 
 const TABLE_HEADER: [&str; 10] = [
@@ -136,60 +122,103 @@ const CSV_HEADER: [&str; 39] = [
     "hash",
 ];
 
-impl Output {
-    fn new(format: ListFormat) -> Self {
+/// A kind of row `audit list` prints: an event, or (`--operations`) a folded operation. Both
+/// go through one [`Output`], so the four formats behave alike for either.
+pub(super) trait Listed: serde::Serialize {
+    const TABLE_HEADER: &'static [&'static str];
+    /// How narrow each table column may be cut on a terminal.
+    const TABLE_FLOORS: &'static [usize];
+    const CSV_HEADER: &'static [&'static str];
+    /// What an empty table says.
+    const NONE: &'static str;
+    fn table_row(&self) -> Vec<String>;
+    fn csv_row(&self) -> Vec<String>;
+}
+
+impl Listed for Recorded {
+    const TABLE_HEADER: &'static [&'static str] = &TABLE_HEADER;
+    const TABLE_FLOORS: &'static [usize] = &TABLE_FLOORS;
+    const CSV_HEADER: &'static [&'static str] = &CSV_HEADER;
+    const NONE: &'static str = "no events.\n";
+    fn table_row(&self) -> Vec<String> {
+        table_row(self).into()
+    }
+    fn csv_row(&self) -> Vec<String> {
+        csv_row(self)
+    }
+}
+
+/// Writes pages of rows in one format.
+pub(super) struct Output<R> {
+    format: ListFormat,
+    out: BufWriter<io::Stdout>,
+    /// Rows written so far.
+    written: usize,
+    /// Table column widths: they only grow, so later pages stay aligned with earlier ones.
+    widths: Vec<usize>,
+    /// The `json` array being written.
+    json: JsonArray,
+    /// The terminal's width, if the table goes to one.
+    columns: Option<usize>,
+    rows: std::marker::PhantomData<fn(&R)>,
+}
+
+impl<R: Listed> Output<R> {
+    pub(super) fn new(format: ListFormat) -> Self {
         Output {
             format,
             out: BufWriter::new(io::stdout()),
             written: 0,
-            widths: TABLE_HEADER.iter().map(|h| h.len()).collect(),
+            widths: R::TABLE_HEADER.iter().map(|h| h.len()).collect(),
             json: JsonArray::new(JsonLayout::for_stdout()),
             columns: terminal_columns(),
+            rows: std::marker::PhantomData,
         }
     }
 
-    fn page(&mut self, events: &[Recorded]) -> io::Result<()> {
+    pub(super) fn page(&mut self, rows: &[R]) -> io::Result<()> {
         match self.format {
             ListFormat::Table => {
-                let rows: Vec<[String; 10]> = events.iter().map(table_row).collect();
-                grow_widths(&mut self.widths, &rows);
-                let layout = Layout::fit(&self.widths, &TABLE_FLOORS, self.columns);
+                let cells: Vec<Vec<String>> = rows.iter().map(R::table_row).collect();
+                grow_widths(&mut self.widths, &cells);
+                let layout = Layout::fit(&self.widths, R::TABLE_FLOORS, self.columns);
                 if self.written == 0 {
-                    let header = TABLE_HEADER.map(str::to_owned);
+                    let header: Vec<String> =
+                        R::TABLE_HEADER.iter().map(|h| (*h).to_owned()).collect();
                     write_aligned(&mut self.out, &header, &layout)?;
                 }
-                for row in &rows {
+                for row in &cells {
                     write_aligned(&mut self.out, row, &layout)?;
                 }
             }
             ListFormat::Json => {
-                for event in events {
-                    self.json.item(&mut self.out, event)?;
+                for row in rows {
+                    self.json.item(&mut self.out, row)?;
                 }
             }
             ListFormat::Jsonl => {
-                for event in events {
-                    serde_json::to_writer(&mut self.out, event)?;
+                for row in rows {
+                    serde_json::to_writer(&mut self.out, row)?;
                     self.out.write_all(b"\n")?;
                 }
             }
             ListFormat::Csv => {
                 if self.written == 0 {
-                    write_csv_row(&mut self.out, CSV_HEADER.iter().map(|h| h.to_string()))?;
+                    write_csv_row(&mut self.out, R::CSV_HEADER.iter().map(|h| h.to_string()))?;
                 }
-                for event in events {
-                    write_csv_row(&mut self.out, csv_row(event))?;
+                for row in rows {
+                    write_csv_row(&mut self.out, row.csv_row())?;
                 }
             }
         }
-        self.written += events.len();
+        self.written += rows.len();
         self.out.flush()
     }
 
-    fn finish(&mut self) -> io::Result<()> {
+    pub(super) fn finish(&mut self) -> io::Result<()> {
         match self.format {
             ListFormat::Json => self.json.finish(&mut self.out)?,
-            ListFormat::Table if self.written == 0 => self.out.write_all(b"no events.\n")?,
+            ListFormat::Table if self.written == 0 => self.out.write_all(R::NONE.as_bytes())?,
             _ => {}
         }
         self.out.flush()

@@ -7,17 +7,12 @@
 //! through the store (flat memory for any log) and, when `--limit` stops it early, says on stderr
 //! which `--cursor` continues the listing.
 
-use std::io::{self, BufWriter, Write};
-
 use anyhow::Context;
 
-use super::{ListArgs, ListFormat};
+use super::ListArgs;
+use super::list::{Listed, Output};
 use crate::audit::{Decision, EventKind, Operation};
-use crate::cli::render::{
-    FIXED, JsonArray, JsonLayout, Layout, dash, effect_name, grow_widths, ignore_closed_pipe,
-    terminal_columns, time_micros, time_secs, write_aligned,
-};
-use crate::export::write_csv_row;
+use crate::cli::render::{FIXED, dash, effect_name, ignore_closed_pipe, time_micros, time_secs};
 use crate::store::{MAX_LIMIT, OperationFilter, OperationSummary, StoreReader};
 
 pub(super) async fn run(reader: &StoreReader, args: ListArgs) -> anyhow::Result<()> {
@@ -36,7 +31,7 @@ pub(super) async fn run(reader: &StoreReader, args: ListArgs) -> anyhow::Result<
     };
     let mut cursor = args.cursor;
     let mut remaining = args.limit;
-    let mut out = Output::new(args.format);
+    let mut out = Output::<OperationSummary>::new(args.format);
     loop {
         let page = remaining.map_or(MAX_LIMIT, |r| r.min(MAX_LIMIT));
         if page == 0 {
@@ -103,73 +98,16 @@ const CSV_HEADER: [&str; 17] = [
     "first_seq",
 ];
 
-/// Writes pages of operations in one format.
-struct Output {
-    format: ListFormat,
-    out: BufWriter<io::Stdout>,
-    written: usize,
-    /// Table column widths: they only grow, so later pages stay aligned with earlier ones.
-    widths: Vec<usize>,
-    json: JsonArray,
-    columns: Option<usize>,
-}
-
-impl Output {
-    fn new(format: ListFormat) -> Self {
-        Output {
-            format,
-            out: BufWriter::new(io::stdout()),
-            written: 0,
-            widths: TABLE_HEADER.iter().map(|h| h.len()).collect(),
-            json: JsonArray::new(JsonLayout::for_stdout()),
-            columns: terminal_columns(),
-        }
+impl Listed for OperationSummary {
+    const TABLE_HEADER: &'static [&'static str] = &TABLE_HEADER;
+    const TABLE_FLOORS: &'static [usize] = &TABLE_FLOORS;
+    const CSV_HEADER: &'static [&'static str] = &CSV_HEADER;
+    const NONE: &'static str = "no operations.\n";
+    fn table_row(&self) -> Vec<String> {
+        table_row(self).into()
     }
-
-    fn page(&mut self, operations: &[OperationSummary]) -> io::Result<()> {
-        match self.format {
-            ListFormat::Table => {
-                let rows: Vec<[String; 11]> = operations.iter().map(table_row).collect();
-                grow_widths(&mut self.widths, &rows);
-                let layout = Layout::fit(&self.widths, &TABLE_FLOORS, self.columns);
-                if self.written == 0 {
-                    write_aligned(&mut self.out, &TABLE_HEADER.map(str::to_owned), &layout)?;
-                }
-                for row in &rows {
-                    write_aligned(&mut self.out, row, &layout)?;
-                }
-            }
-            ListFormat::Json => {
-                for operation in operations {
-                    self.json.item(&mut self.out, operation)?;
-                }
-            }
-            ListFormat::Jsonl => {
-                for operation in operations {
-                    serde_json::to_writer(&mut self.out, operation)?;
-                    self.out.write_all(b"\n")?;
-                }
-            }
-            ListFormat::Csv => {
-                if self.written == 0 {
-                    write_csv_row(&mut self.out, CSV_HEADER.map(str::to_owned))?;
-                }
-                for operation in operations {
-                    write_csv_row(&mut self.out, csv_row(operation))?;
-                }
-            }
-        }
-        self.written += operations.len();
-        self.out.flush()
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        match self.format {
-            ListFormat::Json => self.json.finish(&mut self.out)?,
-            ListFormat::Table if self.written == 0 => self.out.write_all(b"no operations.\n")?,
-            _ => {}
-        }
-        self.out.flush()
+    fn csv_row(&self) -> Vec<String> {
+        csv_row(self)
     }
 }
 
