@@ -33,6 +33,10 @@ use syncgate::config::{RawConfig, Settings};
 use syncgate::server::ServeOptions;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/postgres.rs"]
+mod support;
+use support::BenchDatabase;
+
 type HttpClient = Client<HttpConnector, Body>;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -158,59 +162,6 @@ fn backends() -> Vec<Backend> {
         None | Some("sqlite") => vec![Backend::Sqlite],
         Some("postgres") => vec![Backend::Sqlite, Backend::Postgres],
         Some(other) => panic!("--backend takes sqlite or postgres, not {other:?}"),
-    }
-}
-
-/// The PostgreSQL server, without a database.
-fn postgres_server() -> String {
-    std::env::var("SYNCGATE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-/// A database of the run's own, dropped when the run ends (even by a panic).
-struct BenchDatabase {
-    name: String,
-}
-
-impl BenchDatabase {
-    async fn create() -> Self {
-        let name = format!("syncgate_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&format!("{}/test", postgres_server()))
-            .await
-            .expect("PostgreSQL for --backend postgres");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let _ = admin.close().await;
-        BenchDatabase { name }
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", postgres_server(), self.name)
-    }
-}
-
-impl Drop for BenchDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Dropped inside the runtime: run the DROP on a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let url = format!("{}/test", postgres_server());
-                if let Ok(mut admin) = PgConnection::connect(&url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
     }
 }
 

@@ -18,12 +18,15 @@
 //! (users and apps). An operation is 2–4 events.
 
 mod seed;
+#[path = "../support/postgres.rs"]
+mod support;
 
 use std::time::Instant;
 
 use seed::{Rng, generate, partner, percentiles, rss_kib};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection, PgConnection, Row};
+use support::BenchDatabase;
 use syncgate::store::bench::Reader;
 use syncgate::store::{Store, StoreLocation, StoreOptions};
 use uuid::Uuid;
@@ -122,58 +125,6 @@ async fn seeded_sqlite(events: usize) -> std::path::PathBuf {
     );
     std::fs::write(&done, b"").unwrap();
     path
-}
-
-fn postgres_server() -> String {
-    std::env::var("SYNCGATE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-/// A database of the run's own, dropped when the run ends (even by a panic).
-struct BenchDatabase {
-    name: String,
-}
-
-impl BenchDatabase {
-    async fn create() -> Self {
-        let name = format!("syncgate_bench_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&format!("{}/postgres", postgres_server()))
-            .await
-            .expect("PostgreSQL (or pass --backend sqlite)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let _ = admin.close().await;
-        BenchDatabase { name }
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", postgres_server(), self.name)
-    }
-}
-
-impl Drop for BenchDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Dropped inside the runtime: run the DROP on a thread with a runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let url = format!("{}/postgres", postgres_server());
-                if let Ok(mut admin) = PgConnection::connect(&url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// One line of the table: a figure per backend.
