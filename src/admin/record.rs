@@ -154,24 +154,24 @@ impl Admin {
                 .await
                 .map(|(_, body)| {
                     let rows = body["value"].as_array().map_or(0, Vec::len) as u64;
-                    Served { body, rows }
+                    Reply::Json(Served { body, rows })
                 })
                 .map_err(Failure::from),
-            LogRoute::Operation(id) => operation::show(&self.store, id, query).await,
-            LogRoute::Events => {
-                events::page(&self.store, &self.log_limits, &self.shutdown, query).await
-            }
-            LogRoute::Verify => verify::run(&self.store, &self.log_limits, query).await,
-            LogRoute::Reads => reads::list(&self.store, query).await,
-            LogRoute::Export => {
-                let streamed = export::respond(&self.store, query, &self.log_limits.exports).await;
-                return self
-                    .record_and_send(req, conn, &principal, streamed.map(Reply::Stream))
-                    .await;
-            }
+            LogRoute::Operation(id) => operation::show(&self.store, id, query)
+                .await
+                .map(Reply::Json),
+            LogRoute::Events => events::page(&self.store, &self.log_limits, &self.shutdown, query)
+                .await
+                .map(Reply::Json),
+            LogRoute::Verify => verify::run(&self.store, &self.log_limits, query)
+                .await
+                .map(Reply::Json),
+            LogRoute::Reads => reads::list(&self.store, query).await.map(Reply::Json),
+            LogRoute::Export => export::respond(&self.store, query, &self.log_limits.exports)
+                .await
+                .map(Reply::Stream),
         };
-        self.record_and_send(req, conn, &principal, answer.map(Reply::Json))
-            .await
+        self.record_and_send(req, conn, &principal, answer).await
     }
 
     /// Record the read, then send its answer; an answer whose read cannot be recorded is
