@@ -155,8 +155,8 @@ pub(crate) fn filter_parameter(
         }
         "rule" => f.rule = Some(text(value)?),
         "effect" => {
-            let effect: Effect = serde_json::from_value(Value::String(value.to_owned()))
-                .map_err(|_| bad(key, "is not an effect (applied, ignored, ...)"))?;
+            let effect = Effect::parse(value)
+                .ok_or_else(|| bad(key, "is not an effect (applied, ignored, ...)"))?;
             f.effect = Some(effect);
         }
         "status" => {

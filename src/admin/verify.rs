@@ -26,10 +26,11 @@ pub(crate) async fn run(store: &Store, limits: &Limits, query: Option<&str>) -> 
     };
     let report = store.verify().await.map_err(|e| unavailable(&e))?;
     let body = json!({
-        "ok": report.first_broken.is_none(),
+        "ok": report.ok(),
         "events": report.events,
         "head": report.head,
         "first_broken": report.first_broken,
+        "operations_index": report.operations_index,
     });
     Ok(Served {
         body,

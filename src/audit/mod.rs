@@ -221,6 +221,10 @@ impl Effect {
             Effect::Unknown => "unknown",
         }
     }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == s)
+    }
 }
 
 /// One event, as the pipeline builds it. The store adds `seq`, `prev_hash` and `hash`.

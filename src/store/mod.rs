@@ -58,6 +58,7 @@ use writer::WriterHandle;
 pub(crate) use copy::copy;
 pub use location::StoreLocation;
 pub(crate) use operations::OperationSummary;
+pub use operations::index::IndexMismatch;
 pub(crate) use operations::{
     Cursor, FoldedOperation, MAX_LIMIT, OperationFilter, OperationsPage, fold,
 };
@@ -230,6 +231,16 @@ pub struct VerifyReport {
     pub(crate) head: Option<String>,
     /// The first event that breaks the chain; verification stops there.
     pub first_broken: Option<Broken>,
+    /// Where the operations index (what the auditors' queries read) first disagrees with the
+    /// events it folds; checked only when the chain verified.
+    pub operations_index: Option<IndexMismatch>,
+}
+
+impl VerifyReport {
+    /// Whether the chain verified and the operations index agrees with it.
+    pub fn ok(&self) -> bool {
+        self.first_broken.is_none() && self.operations_index.is_none()
+    }
 }
 
 /// Counters from the writer, for tests, benchmarks and metrics.
@@ -469,7 +480,12 @@ impl Store {
         options: StoreOptions,
     ) -> Result<(), StoreError> {
         match location {
-            StoreLocation::Postgres(url) => postgres::migrate(url, &options).await,
+            StoreLocation::Postgres(url) => {
+                postgres::migrate(url, &options).await?;
+                // Opening the writer folds the earlier events into the operations index.
+                postgres::PgWriter::open(url, &options).await?.close().await;
+                Ok(())
+            }
             StoreLocation::Sqlite(path) => {
                 sqlite::SqliteWriter::open(path, &options)
                     .await?

@@ -302,6 +302,7 @@ impl ChainCheck {
             events: self.verifier.events(),
             head: self.verifier.head().map(str::to_owned),
             first_broken,
+            operations_index: None,
         }
     }
 }

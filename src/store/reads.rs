@@ -58,25 +58,41 @@ macro_rules! read_methods {
             Ok(last.into_iter().next().and_then(|r| r.event.after))
         }
 
-        /// `seq, operation_id` of a batch of candidate operations (see `operations/sql.rs`).
-        pub(crate) async fn operation_candidates(
+        /// A page of operation summaries from the operations index (see `operations/sql.rs`),
+        /// refused while the index is behind the log (see `operations/index.rs`).
+        pub(crate) async fn operation_page(
             &self,
             filter: &$crate::store::operations::OperationFilter,
             before: i64,
             limit: i64,
-        ) -> Result<Vec<(i64, String)>, $crate::store::StoreError> {
+        ) -> Result<Vec<$crate::store::OperationSummary>, $crate::store::StoreError> {
             use sqlx::Row;
-            let context = "cannot list operations";
-            let query = $crate::store::operations::candidates(filter, before, limit);
-            let rows = self.rows(query, context).await?;
+            use $crate::store::operations::index;
+            let context = "cannot read the operations index (a log no version of syncgate with \
+                           one has opened for writing has none yet: start syncgate on it, or \
+                           run `syncgate migrate`)";
+            let state = self
+                .rows(sqlx::QueryBuilder::new(index::FRESHNESS), context)
+                .await?;
             let read = |e| classify(context, e);
+            let (through, head): (i64, i64) = match state.first() {
+                Some(row) => (
+                    row.try_get("through_seq").map_err(read)?,
+                    row.try_get("head").map_err(read)?,
+                ),
+                None => return Err($crate::store::StoreError::corrupt(context)),
+            };
+            if through < head {
+                return Err($crate::store::StoreError::unavailable(format!(
+                    "the operations index holds the log through seq {through} of {head}; \
+                     syncgate folds the rest when it opens the log for writing (start it, or \
+                     run `syncgate migrate`)"
+                )));
+            }
+            let query = $crate::store::operations::page(filter, before, limit);
+            let rows = self.rows(query, "cannot list operations").await?;
             rows.iter()
-                .map(|row| {
-                    Ok((
-                        row.try_get("seq").map_err(read)?,
-                        row.try_get("operation_id").map_err(read)?,
-                    ))
-                })
+                .map(|row| index::summary_from_row(row, |c, e| classify(c, e)))
                 .collect()
         }
 
@@ -141,10 +157,62 @@ macro_rules! read_methods {
             let mut check = $crate::store::queries::ChainCheck::default();
             loop {
                 let rows = self.page(check.after()).await?;
-                if let Some(report) = check.page(rows) {
+                if let Some(mut report) = check.page(rows) {
+                    if report.first_broken.is_none() {
+                        report.operations_index = self.verify_index().await?;
+                    }
                     return Ok(report);
                 }
             }
+        }
+
+        /// Check the operations index against the (verified) events: the first disagreement.
+        async fn verify_index(
+            &self,
+        ) -> Result<Option<$crate::store::IndexMismatch>, $crate::store::StoreError> {
+            use sqlx::Row;
+            use $crate::store::operations::index::{self, IndexCheck};
+            let context = "cannot verify the operations index";
+            let read = |e| classify(context, e);
+            let number = |rows: &[<$db as sqlx::Database>::Row], column: &str| {
+                let row = rows.first().ok_or_else(|| $crate::store::StoreError::corrupt(context))?;
+                row.try_get::<i64, _>(column).map_err(read)
+            };
+            let state = self.rows(sqlx::QueryBuilder::new(index::FRESHNESS), context).await?;
+            let (through, head) = (number(&state, "through_seq")?, number(&state, "head")?);
+            if let Some(mismatch) = IndexCheck::freshness(through, head) {
+                return Ok(Some(mismatch));
+            }
+            let mut check = IndexCheck::default();
+            loop {
+                let rows = self.rows(index::rows_after(check.after()), context).await?;
+                let summaries = rows
+                    .iter()
+                    .map(|row| index::summary_from_row(row, |c, e| classify(c, e)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let (Some(first), Some(last)) = (summaries.first(), summaries.last()) else {
+                    break;
+                };
+                let ids: Vec<String> = summaries
+                    .iter()
+                    .map(|s| s.operation_id.uuid().hyphenated().to_string())
+                    .collect();
+                let events = self
+                    .recorded($crate::store::operations::events_of(&ids), context)
+                    .await?;
+                let actor_rows = self
+                    .rows(index::actors_between(first.first_seq, last.first_seq), context)
+                    .await?;
+                let actors = actor_rows
+                    .iter()
+                    .map(|row| Ok((row.try_get("actor").map_err(read)?, row.try_get("first_seq").map_err(read)?)))
+                    .collect::<Result<Vec<(String, i64)>, $crate::store::StoreError>>()?;
+                if let Some(mismatch) = check.page(&summaries, events, actors) {
+                    return Ok(Some(mismatch));
+                }
+            }
+            let counts = self.rows(sqlx::QueryBuilder::new(index::COUNTS), context).await?;
+            Ok(check.totals(number(&counts, "operations")?, number(&counts, "actors")?))
         }
     };
 }

@@ -24,6 +24,7 @@ use sqlx::{Connection, Row, Sqlite};
 
 use super::admin_reads::ReadRecord;
 use super::chain::{Append, Head, Prepared, Sealed, StoredRow};
+use super::operations::index;
 use super::queries;
 use super::{StoreError, StoreOptions};
 
@@ -153,6 +154,7 @@ impl SqliteWriter {
             },
         })?;
         check_chain_format(&mut conn, path).await?;
+        index::catch_up_logged(catch_up_index(&mut conn).await);
         Ok(SqliteWriter {
             options: connect_options,
             path: path.to_owned(),
@@ -278,7 +280,35 @@ async fn insert_after_head(
     for row in &rows {
         insert_row(conn, row).await?;
     }
+    let events = index::appended_events(append, &rows)?;
+    let events: Vec<_> = events.iter().map(|(seq, e)| (*seq, e.as_ref())).collect();
+    update_index(conn, &events).await?;
     Ok(rows)
+}
+
+index::index_writes!(Sqlite, SqliteConnection);
+
+/// Fold into the operations index whatever events it does not hold yet (a log written before
+/// it existed), a page per `BEGIN IMMEDIATE` transaction so appenders from another process
+/// wait at most one page. The seq the index then holds through, when it had to move.
+async fn catch_up_index(conn: &mut SqliteConnection) -> Result<Option<i64>, StoreError> {
+    let mut reached = None;
+    loop {
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| classify("cannot lock the audit log to index it", e))?;
+        let Some(through) = catch_up_index_page(&mut tx).await? else {
+            tx.rollback()
+                .await
+                .map_err(|e| classify("cannot end a read of the operations index", e))?;
+            return Ok(reached);
+        };
+        tx.commit()
+            .await
+            .map_err(|e| classify("cannot commit to the operations index", e))?;
+        reached = Some(through);
+    }
 }
 
 /// The chain head, read inside the write transaction.

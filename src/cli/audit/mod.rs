@@ -237,7 +237,7 @@ async fn run_copy(reader: &StoreReader, to: &StoreLocation) -> anyhow::Result<()
     let verified = copy.verify().await;
     copy.close().await;
     let verified = verified.with_context(|| format!("cannot verify the copy {to}"))?;
-    if verified.first_broken.is_some() || verified.head != report.head {
+    if !verified.ok() || verified.head != report.head {
         return Err(anyhow!(
             "the copy {to} does not verify to the source's head ({:?} against {:?})",
             verified.head,
@@ -261,6 +261,21 @@ async fn run_verify(reader: &StoreReader) -> anyhow::Result<()> {
         .verify()
         .await
         .with_context(|| format!("cannot verify {}", reader.location()))?;
+    if let (None, Some(index)) = (&report.first_broken, &report.operations_index) {
+        return Err(anyhow!(
+            "the chain verified ({} events, head {}), but the operations index, which the \
+             auditors' queries and exports read, disagrees with it{}: {}. It is derived, not \
+             evidence: docs/operations-index.md says how to rebuild it",
+            report.events,
+            report.head.as_deref().unwrap_or("(empty log)"),
+            index
+                .operation_id
+                .as_deref()
+                .map(|id| format!(" at operation {id} (first seq {})", index.first_seq))
+                .unwrap_or_default(),
+            index.reason
+        ));
+    }
     match report.first_broken {
         None => {
             println!(

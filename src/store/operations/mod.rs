@@ -2,21 +2,15 @@
 //!
 //! # Design
 //!
-//! Folding happens in Rust, over all events of the operations selected for a page, in two
-//! statements (`sql.rs`): pick a batch of operation ids, then fetch their events. Why not
-//! `GROUP BY` with conditional aggregates in SQL: several summary fields are not columns (the
-//! effect, the deciding rule inside `rule_results`, the approval id, the display name in the
-//! request body), and extracting them in SQL means JSON functions that differ between SQLite and
-//! PostgreSQL; the fold written once in Rust (with [`Event`]'s own types) reads every log the
-//! same way on both, including logs written before any new column existed.
-//!
-//! Why no new columns: `chain.rs` derives the indexed columns from the event JSON and `verify`
-//! checks them, so a column added now would be empty (or need back-filling, which the
-//! append-only triggers forbid) in every existing log, and verify would have to know which rows
-//! predate it. Filters on fields that are not columns are applied instead as a *necessary*
-//! condition in SQL (`LIKE` on the canonical JSON text, wildcards escaped) and exactly in Rust
-//! on the folded summary ([`OperationFilter::matches`]). A later step may add columns in a 0002
-//! migration if the benchmark shows the `LIKE` prefilter is too slow; the API would not change.
+//! Operations are folded once, when their events are written: the writer keeps one row per
+//! operation in the operations index (`index.rs`, migration 0004) in the same transaction as
+//! the events, with [`OperationSummary::start`] and [`OperationSummary::apply`], the same fold
+//! [`fold`] runs over one operation's events when it is read on its own. A page is then one
+//! statement on that table (`sql.rs`): every filter is exact in SQL, each has an index that
+//! yields rows in page order, and no event is parsed. Exports add one statement for the page's
+//! events. The fold is in Rust rather than in SQL because several summary fields live inside
+//! the event JSON (the deciding rule in `rule_results`, the effect, the display name in the
+//! request body), which SQLite's and PostgreSQL's JSON functions would read differently.
 //!
 //! # Order and cursor
 //!
@@ -28,10 +22,11 @@
 //!
 //! # Bounded work
 //!
-//! A page scans at most [`SCAN_MAX`] candidate operations. When the Rust-only part of a filter
-//! rejects that many, the page comes back short (possibly empty) with a cursor to continue from:
-//! a caller pages until `next` is `None`, never assuming a short page is the last.
+//! A page is at most [`MAX_LIMIT`] rows of an index walk in page order. The one filter no
+//! index serves, the free-text search over display names, scans the index table (one short
+//! row per operation), never the events.
 
+pub(crate) mod index;
 mod sql;
 
 use std::collections::HashMap;
@@ -40,22 +35,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::chain::time_column;
 use super::{ReadBackend, StoreError, StoreReader};
 use crate::audit::{Decision, Effect, Event, EventKind, Operation, Recorded};
 use crate::graph::{OperationId, TenantId};
 
-pub(crate) use sql::{candidates, events_of};
+pub(crate) use sql::{events_of, page};
 
 /// The most operations one page may hold; larger limits are cut to this.
 pub(crate) const MAX_LIMIT: u32 = 1000;
-
-/// The most candidate operations one page examines before it returns, short, with a cursor.
-pub(crate) const SCAN_MAX: usize = 10_000;
-
-/// Candidates fetched per statement, at least: a page with a selective Rust-side filter should
-/// not cost one round trip per row.
-const MIN_BATCH: i64 = 100;
 
 /// Which operations [`StoreReader::operations`] returns; every field set narrows the result.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -157,89 +144,79 @@ fn is_terminal(kind: EventKind) -> bool {
     )
 }
 
-/// The value `f` finds in the latest event that has one.
-fn latest<T>(events: &[Recorded], f: impl Fn(&Event) -> Option<T>) -> Option<T> {
-    events.iter().rev().find_map(|r| f(&r.event))
-}
-
 /// Fold one operation's events (in seq order, at least one) into its summary.
 pub(crate) fn fold(events: &[Recorded]) -> Option<OperationSummary> {
-    let first = events.first()?;
-    let e = &first.event;
-    let terminal = events.iter().rev().find(|r| is_terminal(r.event.kind));
-    let rule = events
-        .iter()
-        .rev()
-        .find(|r| !r.event.rule_results.is_empty())
-        .and_then(|r| r.event.rule_results.iter().find(|o| !o.passed))
-        .map(|o| o.rule.clone());
-    let display_name = events.iter().find_map(|r| {
-        r.event
-            .request_body
-            .as_ref()?
-            .get("displayName")?
-            .as_str()
-            .map(str::to_owned)
-    });
-    Some(OperationSummary {
-        operation_id: e.operation_id,
-        operation: e.operation.clone(),
-        partner: e.partner_tenant_id.clone(),
-        actor: ActorIds {
-            oid: e.actor.oid.clone(),
-            upn: e.actor.upn.clone(),
-            appid: e.actor.appid.clone(),
-        },
-        decision: latest(events, |e| e.decision),
-        rule,
-        status: terminal.and_then(|r| r.event.upstream_status),
-        effect: latest(events, |e| e.effect),
-        drift: events.iter().any(|r| r.event.kind == EventKind::Drift),
-        approval_id: latest(events, |e| e.approval_id.clone()),
-        display_name,
-        first_time: e.time,
-        last_time: events.iter().map(|r| r.event.time).max().unwrap_or(e.time),
-        terminal: terminal.map(|r| r.event.kind),
-        first_seq: first.seq,
-    })
+    let (first, rest) = events.split_first()?;
+    let mut summary = OperationSummary::start(first.seq, &first.event);
+    for recorded in rest {
+        summary.apply(&recorded.event);
+    }
+    Some(summary)
 }
 
-/// `haystack` contains `needle`, ignoring ASCII case.
-fn contains_ignoring_ascii_case(haystack: &str, needle: &str) -> bool {
-    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
-}
+impl OperationSummary {
+    /// The summary of an operation whose first event (at `seq`) is `e`. The one fold: reading
+    /// an operation's events ([`fold`]) and keeping the operations index (`index.rs`) both
+    /// start here and go on with [`OperationSummary::apply`], so they cannot disagree.
+    pub(crate) fn start(seq: i64, e: &Event) -> OperationSummary {
+        let mut summary = OperationSummary {
+            operation_id: e.operation_id,
+            operation: e.operation.clone(),
+            partner: e.partner_tenant_id.clone(),
+            actor: ActorIds {
+                oid: e.actor.oid.clone(),
+                upn: e.actor.upn.clone(),
+                appid: e.actor.appid.clone(),
+            },
+            decision: None,
+            rule: None,
+            status: None,
+            effect: None,
+            drift: false,
+            approval_id: None,
+            display_name: None,
+            first_time: e.time,
+            last_time: e.time,
+            terminal: None,
+            first_seq: seq,
+        };
+        summary.apply(e);
+        summary
+    }
 
-impl OperationFilter {
-    /// Whether the folded operation matches every field set (the exact check; SQL only narrows).
-    pub(crate) fn matches(&self, s: &OperationSummary) -> bool {
-        let same = |a: Option<&str>, b: &str| a.is_some_and(|a| a.eq_ignore_ascii_case(b));
-        let partner = s.partner.as_ref().map(|p| p.as_str());
-        // Times compare as the SQL does, in the column's format (microseconds), so a bound with
-        // nanoseconds selects the same rows in both places.
-        let first_time = time_column(&s.first_time);
-        self.partner.as_deref().is_none_or(|p| partner == Some(p))
-            && self.actor.as_deref().is_none_or(|a| {
-                same(s.actor.oid.as_deref(), a)
-                    || same(s.actor.upn.as_deref(), a)
-                    || same(s.actor.appid.as_deref(), a)
-            })
-            && self.operation.as_ref().is_none_or(|o| *o == s.operation)
-            && self.decision.is_none_or(|d| s.decision == Some(d))
-            && self
-                .rule
-                .as_deref()
-                .is_none_or(|r| s.rule.as_deref() == Some(r))
-            && self.effect.is_none_or(|e| s.effect == Some(e))
-            && self.status.is_none_or(|st| s.status == Some(st))
-            && self.drift.is_none_or(|d| s.drift == d)
-            && self.since.is_none_or(|t| first_time >= time_column(&t))
-            && self.until.is_none_or(|t| first_time < time_column(&t))
-            && self.text.as_deref().is_none_or(|t| {
-                s.display_name
-                    .as_deref()
-                    .is_some_and(|name| contains_ignoring_ascii_case(name, t))
-            })
+    /// Fold in the operation's next event (events come in seq order). Every field is "the
+    /// latest event that has one", "the first that has one", "any" or "the latest time", so a
+    /// summary needs nothing but itself to take the next event.
+    pub(crate) fn apply(&mut self, e: &Event) {
+        if let Some(decision) = e.decision {
+            self.decision = Some(decision);
+        }
+        if !e.rule_results.is_empty() {
+            self.rule = e
+                .rule_results
+                .iter()
+                .find(|o| !o.passed)
+                .map(|o| o.rule.clone());
+        }
+        if is_terminal(e.kind) {
+            self.terminal = Some(e.kind);
+            self.status = e.upstream_status;
+        }
+        if let Some(effect) = e.effect {
+            self.effect = Some(effect);
+        }
+        self.drift |= e.kind == EventKind::Drift;
+        if let Some(approval) = &e.approval_id {
+            self.approval_id = Some(approval.clone());
+        }
+        if self.display_name.is_none() {
+            self.display_name = e
+                .request_body
+                .as_ref()
+                .and_then(|body| body.get("displayName")?.as_str())
+                .map(str::to_owned);
+        }
+        self.last_time = self.last_time.max(e.time);
     }
 }
 
@@ -266,25 +243,21 @@ impl StoreReader {
         cursor: Option<&Cursor>,
         limit: u32,
     ) -> Result<OperationsPage, StoreError> {
-        self.operations_scanning(filter, cursor, limit, SCAN_MAX)
-            .await
-    }
-
-    /// [`StoreReader::operations`] examining at most `scan_max` candidates (tests lower it).
-    pub(super) async fn operations_scanning(
-        &self,
-        filter: &OperationFilter,
-        cursor: Option<&Cursor>,
-        limit: u32,
-        scan_max: usize,
-    ) -> Result<OperationsPage, StoreError> {
-        let page = self
-            .folded_scanning(filter, cursor, limit, scan_max)
-            .await?;
-        Ok(OperationsPage {
-            operations: page.operations.into_iter().map(|o| o.summary).collect(),
-            next: page.next,
-        })
+        let limit = limit.clamp(1, MAX_LIMIT) as usize;
+        let before = cursor.map_or(i64::MAX, |c| c.before_seq);
+        // One row more than asked says whether there is a next page.
+        let wanted = limit as i64 + 1;
+        let mut operations = match &self.backend {
+            ReadBackend::Sqlite(r) => r.operation_page(filter, before, wanted).await?,
+            ReadBackend::Postgres(r) => r.operation_page(filter, before, wanted).await?,
+        };
+        let next = (operations.len() > limit).then(|| {
+            operations.truncate(limit);
+            Cursor {
+                before_seq: operations.last().map_or(before, |s| s.first_seq),
+            }
+        });
+        Ok(OperationsPage { operations, next })
     }
 
     /// [`StoreReader::operations`] with each operation's events kept beside its summary, for
@@ -295,85 +268,43 @@ impl StoreReader {
         cursor: Option<&Cursor>,
         limit: u32,
     ) -> Result<FoldedPage, StoreError> {
-        self.folded_scanning(filter, cursor, limit, SCAN_MAX).await
-    }
-
-    async fn folded_scanning(
-        &self,
-        filter: &OperationFilter,
-        cursor: Option<&Cursor>,
-        limit: u32,
-        scan_max: usize,
-    ) -> Result<FoldedPage, StoreError> {
-        let limit = limit.clamp(1, MAX_LIMIT) as usize;
-        let batch = (limit as i64).max(MIN_BATCH).min(scan_max.max(1) as i64);
-        let mut before = cursor.map_or(i64::MAX, |c| c.before_seq);
-        let mut operations = Vec::new();
-        let mut scanned = 0;
-        loop {
-            let candidates = self.operation_candidates(filter, before, batch).await?;
-            let last_batch = (candidates.len() as i64) < batch;
-            let mut events = self.events_by_operation(&candidates).await?;
-            for (i, (seq, id)) in candidates.iter().enumerate() {
-                before = *seq;
-                scanned += 1;
-                let events = events.remove(id).unwrap_or_default();
-                let summary = fold(&events)
-                    .ok_or_else(|| StoreError::corrupt(format!("operation {id} has no events")))?;
-                if !filter.matches(&summary) {
-                    continue;
+        let page = self.operations(filter, cursor, limit).await?;
+        let ids: Vec<Uuid> = page
+            .operations
+            .iter()
+            .map(|s| s.operation_id.uuid())
+            .collect();
+        let mut events = self.events_by_operation(&ids).await?;
+        let operations = page
+            .operations
+            .into_iter()
+            .map(|summary| {
+                let id = summary.operation_id.uuid();
+                match events.remove(&id) {
+                    Some(events) => Ok(FoldedOperation { summary, events }),
+                    None => Err(StoreError::corrupt(format!(
+                        "the operations index holds operation {id}, which has no events"
+                    ))),
                 }
-                operations.push(FoldedOperation { summary, events });
-                if operations.len() == limit {
-                    let more = !last_batch || i + 1 < candidates.len();
-                    let next = more.then_some(Cursor { before_seq: *seq });
-                    return Ok(FoldedPage { operations, next });
-                }
-            }
-            if last_batch {
-                return Ok(FoldedPage {
-                    operations,
-                    next: None,
-                });
-            }
-            if scanned >= scan_max {
-                let next = Some(Cursor { before_seq: before });
-                return Ok(FoldedPage { operations, next });
-            }
-        }
-    }
-
-    async fn operation_candidates(
-        &self,
-        filter: &OperationFilter,
-        before: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, Uuid)>, StoreError> {
-        let rows = match &self.backend {
-            ReadBackend::Sqlite(r) => r.operation_candidates(filter, before, limit).await?,
-            ReadBackend::Postgres(r) => r.operation_candidates(filter, before, limit).await?,
-        };
-        rows.into_iter()
-            .map(|(seq, id)| {
-                let id = Uuid::parse_str(&id).map_err(|_| {
-                    StoreError::corrupt(format!("event seq {seq} has a malformed operation id"))
-                })?;
-                Ok((seq, id))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(FoldedPage {
+            operations,
+            next: page.next,
+        })
     }
 
-    /// The events of `candidates`' operations, grouped by operation, each in seq order.
+    /// The events of the given operations, grouped by operation, each in seq order.
     async fn events_by_operation(
         &self,
-        candidates: &[(i64, Uuid)],
+        operations: &[Uuid],
     ) -> Result<HashMap<Uuid, Vec<Recorded>>, StoreError> {
-        if candidates.is_empty() {
+        if operations.is_empty() {
             return Ok(HashMap::new());
         }
-        let ids: Vec<String> = candidates
+        let ids: Vec<String> = operations
             .iter()
-            .map(|(_, id)| id.hyphenated().to_string())
+            .map(|id| id.hyphenated().to_string())
             .collect();
         let events = match &self.backend {
             ReadBackend::Sqlite(r) => r.operation_events(&ids).await?,

@@ -1,27 +1,25 @@
 //! The operations query's SQL, written once for both backends (see `queries.rs`).
 //!
-//! Two statements: [`candidates`] picks a batch of operations by their first event, newest
-//! first, narrowed by every filter SQL can apply; [`events_of`] fetches all events of that batch.
-//! Every condition here is *necessary* for a match, never sufficient where the field is not a
-//! column: the folded summary is checked again in Rust (`OperationFilter::matches`), so a loose
-//! prefilter costs time, never a wrong row.
+//! Two statements: [`page`] reads a page of summaries from the operations index (`index.rs`),
+//! every filter exact; [`events_of`] fetches all events of a page's operations (exports).
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::OperationFilter;
-use crate::store::queries::{Who, who_and_when};
+use super::index::{aliased_columns, ascii_folded};
+use crate::store::chain::time_column;
 
-/// The escape character of every `LIKE` pattern built here (not `\`, which JSON text is full of).
+/// The escape character of every `LIKE` pattern built here.
 const LIKE_ESCAPE: char = '!';
 
-/// `seq, operation_id` of up to `limit` operations whose first event has `seq < before`, newest
-/// first, that may match `filter`.
+/// Up to `limit` summaries of operations whose first event has `seq < before` and that match
+/// `filter`, newest first.
 ///
-/// An operation's first event is the one with no earlier event of the same operation (an index
-/// probe on `(operation_id, seq)`); its seq never changes once written, so paging by it is stable
-/// while events are appended. The request's attributes (partner, actor, operation kind, time)
-/// are those of the first event: every event of an operation is built from the same request.
-pub(crate) fn candidates<'a, DB>(
+/// The first seq never changes once written, so paging by it is stable while events are
+/// appended. With an actor filter the walk starts from `operation_actors` (one row per
+/// identifier and operation), ordered by the same seq, so a rare actor does not cost a scan of
+/// every operation; otherwise from the index table itself or the filter's own index.
+pub(crate) fn page<'a, DB>(
     filter: &OperationFilter,
     before: i64,
     limit: i64,
@@ -32,92 +30,56 @@ where
     String: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    let mut q =
-        QueryBuilder::new("SELECT e.seq, e.operation_id FROM audit_events e WHERE e.seq < ");
-    q.push_bind(before).push(
-        " AND NOT EXISTS (SELECT 1 FROM audit_events p \
-         WHERE p.operation_id = e.operation_id AND p.seq < e.seq)",
-    );
-    first_event_conditions(&mut q, filter);
-    folded_conditions(&mut q, filter);
-    q.push(" ORDER BY e.seq DESC LIMIT ").push_bind(limit);
-    q
-}
-
-/// Exact conditions on the first event's own columns.
-fn first_event_conditions<'a, DB>(q: &mut QueryBuilder<'a, DB>, filter: &OperationFilter)
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-{
-    who_and_when(
-        q,
-        "e.",
-        Who {
-            partner: filter.partner.as_ref(),
-            actor: filter.actor.as_ref(),
-            since: filter.since.as_ref(),
-            until: filter.until.as_ref(),
-        },
-    );
-    if let Some(operation) = &filter.operation {
-        q.push(" AND e.operation = ")
-            .push_bind(operation.as_str().to_owned());
-    }
-}
-
-/// Conditions on the operation's other events: exact for drift, necessary for the rest.
-fn folded_conditions<'a, DB>(q: &mut QueryBuilder<'a, DB>, filter: &OperationFilter)
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-{
-    const SOME_EVENT: &str = " AND EXISTS (SELECT 1 FROM audit_events x \
-                              WHERE x.operation_id = e.operation_id AND ";
-    // `x.kind || ''` rather than `x.kind`: the subquery must find the operation's few events by
-    // the `(operation_id, seq)` index. Given a bare `kind = ...` SQLite's planner may pick the
-    // `(kind, seq)` index instead and walk every drift event of the log for every candidate
-    // (quadratic: a `drift=true` page of a 200,000-event log ran for over 20 minutes; 0.13 s
-    // this way). The concatenation keeps the meaning and rules the kind index out on both
-    // backends.
-    match filter.drift {
-        Some(true) => {
-            q.push(SOME_EVENT).push("x.kind || '' = 'drift')");
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {} FROM operation_index o",
+        aliased_columns()
+    ));
+    let key = match &filter.actor {
+        Some(actor) => {
+            q.push(" JOIN operation_actors a ON a.first_seq = o.first_seq AND a.actor = ")
+                .push_bind(ascii_folded(actor));
+            "a.first_seq"
         }
-        Some(false) => {
-            q.push(
-                " AND NOT EXISTS (SELECT 1 FROM audit_events x \
-                 WHERE x.operation_id = e.operation_id AND x.kind || '' = 'drift')",
-            );
+        None => "o.first_seq",
+    };
+    q.push(format!(" WHERE {key} < ")).push_bind(before);
+    let text = |value: Option<&str>| value.map(str::to_owned);
+    for (column, value) in [
+        ("partner_tenant_id", filter.partner.clone()),
+        (
+            "operation",
+            text(filter.operation.as_ref().map(|o| o.as_str())),
+        ),
+        ("decision", text(filter.decision.map(|d| d.as_str()))),
+        ("rule", filter.rule.clone()),
+        ("effect", text(filter.effect.map(|e| e.as_str()))),
+    ] {
+        if let Some(value) = value {
+            q.push(format!(" AND o.{column} = ")).push_bind(value);
         }
-        None => {}
-    }
-    if let Some(decision) = filter.decision {
-        q.push(SOME_EVENT)
-            .push("x.decision = ")
-            .push_bind(decision.as_str().to_owned())
-            .push(")");
     }
     if let Some(status) = filter.status {
-        q.push(SOME_EVENT)
-            .push("x.kind || '' IN ('completed', 'denied', 'recovered') AND x.upstream_status = ")
-            .push_bind(i64::from(status))
-            .push(")");
+        q.push(" AND o.status = ").push_bind(i64::from(status));
     }
-    // The event column is canonical JSON (no whitespace, keys as serde_json writes them), so a
-    // field's value appears in it as `"key":<JSON string>`.
-    if let Some(effect) = filter.effect {
-        let pattern = json_member_pattern("effect", effect.as_str());
-        push_like(q, SOME_EVENT, "x.event", pattern);
+    if let Some(drift) = filter.drift {
+        q.push(" AND o.drift = ").push_bind(i64::from(drift));
     }
-    if let Some(rule) = &filter.rule {
-        let pattern = json_member_pattern("rule", rule);
-        push_like(q, SOME_EVENT, "x.event", pattern);
+    if let Some(since) = &filter.since {
+        q.push(" AND o.first_time >= ")
+            .push_bind(time_column(since));
     }
-    if let Some(needle) = filter.text.as_deref().and_then(text_pattern) {
-        push_like(q, SOME_EVENT, "lower(x.event)", needle);
+    if let Some(until) = &filter.until {
+        q.push(" AND o.first_time < ").push_bind(time_column(until));
     }
+    if let Some(needle) = &filter.text {
+        // Both sides ASCII-lower-cased; LIKE then compares the rest byte for byte on both
+        // backends (SQLite's LIKE would also fold ASCII case, which changes nothing here).
+        let pattern = format!("%{}%", like_escape(&ascii_folded(needle)));
+        push_like(&mut q, " AND ", "o.display_name_folded", pattern);
+    }
+    q.push(format!(" ORDER BY {key} DESC LIMIT "))
+        .push_bind(limit);
+    q
 }
 
 fn push_like<'a, DB>(q: &mut QueryBuilder<'a, DB>, prefix: &str, column: &str, pattern: String)
@@ -129,24 +91,7 @@ where
         .push(column)
         .push(" LIKE ")
         .push_bind(pattern)
-        .push(format!(" ESCAPE '{LIKE_ESCAPE}')"));
-}
-
-/// `%"key":"value"%`, with `value` JSON-escaped and then `LIKE`-escaped.
-fn json_member_pattern(key: &str, value: &str) -> String {
-    let member = format!("\"{key}\":{}", serde_json::Value::from(value));
-    format!("%{}%", like_escape(&member))
-}
-
-/// A pattern for the display-name search on the lower-cased event text, or `None` when SQL
-/// cannot narrow it safely: only printable ASCII without `"` or `\` is written into JSON
-/// unchanged and lower-cased the same way by both databases. Rust still checks every match.
-fn text_pattern(needle: &str) -> Option<String> {
-    let plain = needle
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
-    (plain && !needle.is_empty())
-        .then(|| format!("%{}%", like_escape(&needle.to_ascii_lowercase())))
+        .push(format!(" ESCAPE '{LIKE_ESCAPE}'"));
 }
 
 /// `text` with `LIKE`'s wildcards and the escape character escaped, so it matches literally.
@@ -186,13 +131,6 @@ mod tests {
     #[test]
     fn like_patterns_match_their_text_literally() {
         assert_eq!(like_escape("50%_off!"), "50!%!_off!!");
-        assert_eq!(
-            json_member_pattern("rule", "a\"b%"),
-            "%\"rule\":\"a\\\"b!%\"%"
-        );
-        assert_eq!(text_pattern("Fab_Rikam"), Some("%fab!_rikam%".into()));
-        assert_eq!(text_pattern("Müller"), None);
-        assert_eq!(text_pattern("say \"hi\""), None);
-        assert_eq!(text_pattern(""), None);
+        assert_eq!(like_escape("plain"), "plain");
     }
 }

@@ -8,6 +8,7 @@ use sqlx::{Connection, Postgres, Row};
 use super::super::admin_reads::ReadRecord;
 
 use super::super::chain::{Append, Head, Prepared, Sealed, StoredRow};
+use super::super::operations::index;
 use super::super::{StoreError, StoreOptions, queries};
 use super::{CHAIN_LOCK, check_log_within, classify, connect, connect_options};
 
@@ -27,6 +28,7 @@ impl PgWriter {
         let connect_options = connect_options(url, options)?;
         let mut conn = connect(&connect_options, options.statement_timeout, "writing").await?;
         check_log_within(&mut conn, url, options.statement_timeout.saturating_mul(2)).await?;
+        index::catch_up_logged(catch_up_index(&mut conn).await);
         Ok(PgWriter {
             options: connect_options,
             url: url.to_owned(),
@@ -171,7 +173,41 @@ async fn insert_after_head(
     let head = lock_head(conn).await?;
     let rows = append.rows(head).map_err(StoreError::rejected)?;
     insert_rows(conn, &rows).await?;
+    let events = index::appended_events(append, &rows)?;
+    let events: Vec<_> = events.iter().map(|(seq, e)| (*seq, e.as_ref())).collect();
+    update_index(conn, &events).await?;
     Ok(rows)
+}
+
+index::index_writes!(Postgres, PgConnection);
+
+/// Fold into the operations index whatever events it does not hold yet (a log written before
+/// it existed), a page per transaction under the chain lock, so replicas starting together
+/// take turns and appenders wait at most one page. The seq the index then holds through,
+/// when it had to move.
+async fn catch_up_index(conn: &mut PgConnection) -> Result<Option<i64>, StoreError> {
+    let mut reached = None;
+    loop {
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(|e| classify("cannot begin indexing the audit log", e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHAIN_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify("cannot lock the audit log's chain to index it", e))?;
+        let Some(through) = catch_up_index_page(&mut tx).await? else {
+            tx.rollback()
+                .await
+                .map_err(|e| classify("cannot end a read of the operations index", e))?;
+            return Ok(reached);
+        };
+        tx.commit()
+            .await
+            .map_err(|e| classify("cannot commit to the operations index", e))?;
+        reached = Some(through);
+    }
 }
 
 /// Take the chain lock for this transaction, then read the head: no other replica can append

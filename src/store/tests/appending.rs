@@ -21,7 +21,8 @@ async fn appended_events_form_a_contiguous_verified_chain(backend: Backend) {
         VerifyReport {
             events: 2,
             head: Some(second.hash.clone()),
-            first_broken: None
+            first_broken: None,
+            operations_index: None
         }
     );
     // What is read back is exactly what append returned (time truncated to microseconds).
@@ -41,7 +42,8 @@ async fn an_empty_log_verifies_with_no_head(backend: Backend) {
         VerifyReport {
             events: 0,
             head: None,
-            first_broken: None
+            first_broken: None,
+            operations_index: None
         }
     );
     store.close().await;

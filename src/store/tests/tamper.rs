@@ -213,3 +213,74 @@ async fn a_log_holding_an_event_from_before_the_refusal_fields_verifies_and_grow
     assert_eq!(assert_whole_chain(&log, &[]).await.events, 2);
 }
 on_both_backends!(a_log_holding_an_event_from_before_the_refusal_fields_verifies_and_grows);
+
+/// The operations index carries no hash (it is updated in place), so anyone who can write the
+/// database can edit it without touching a trigger. Verify re-folds every operation from the
+/// verified events and names the first row that disagrees: an edit meant to hide a change from
+/// the auditors' queries is caught like an edit of the log itself.
+async fn verify_names_an_operations_index_that_no_longer_agrees_with_the_events(backend: Backend) {
+    let untouched = five_event_log(backend).await;
+    let report = verify(&untouched).await;
+    assert!(report.ok(), "{report:?}");
+    for (statement, first_seq, reason) in [
+        (
+            "UPDATE operation_index SET decision = 'deny' WHERE first_seq = 3",
+            3,
+            "decision",
+        ),
+        (
+            "UPDATE operation_index SET partner_tenant_id = \
+             '0b1c2d3e-0000-4000-8000-000000000000' WHERE first_seq = 2",
+            2,
+            "partner",
+        ),
+        (
+            "UPDATE operation_index SET display_name = 'x', display_name_folded = 'x' \
+             WHERE first_seq = 5",
+            5,
+            "display_name",
+        ),
+        (
+            "DELETE FROM operation_index WHERE first_seq = 4",
+            4,
+            "operation_actors has a stray row",
+        ),
+        (
+            "DELETE FROM operation_actors WHERE first_seq = 1",
+            1,
+            "operation_actors lacks",
+        ),
+        (
+            "INSERT INTO operation_actors (actor, first_seq) VALUES ('mallory', 99)",
+            0,
+            "operation_actors holds 16 rows",
+        ),
+        (
+            "DELETE FROM operation_actors WHERE first_seq = 5; \
+             DELETE FROM operation_index WHERE first_seq = 5",
+            0,
+            "the log holds 5 operations, the index 4",
+        ),
+        (
+            "UPDATE operation_index_state SET through_seq = 4",
+            0,
+            "through seq 4",
+        ),
+    ] {
+        let log = five_event_log(backend).await;
+        log.try_sql(statement).await.unwrap();
+        let report = verify(&log).await;
+        assert_eq!(
+            report.first_broken, None,
+            "{statement}: the chain is intact"
+        );
+        assert!(!report.ok(), "{statement}");
+        let mismatch = report.operations_index.expect(statement);
+        assert_eq!(mismatch.first_seq, first_seq, "{statement}: {mismatch:?}");
+        assert!(
+            mismatch.reason.contains(reason),
+            "{statement}: {mismatch:?}"
+        );
+    }
+}
+on_both_backends!(verify_names_an_operations_index_that_no_longer_agrees_with_the_events);
