@@ -72,6 +72,25 @@ impl Reader {
         self.inner.list(&filter).await
     }
 
+    /// Run the whole export `GET /api/v1/export?format={format}` streams (the same loop, every
+    /// operation, no filter), handing each chunk to `each`; events exported.
+    pub async fn export(&self, format: &str, mut each: impl FnMut(&[u8])) -> Result<u64, String> {
+        use crate::export::{Export, Format};
+        let format = Format::parse(format).ok_or_else(|| format!("no format {format}"))?;
+        let mut export = Export::new(self.inner.clone(), Default::default(), format);
+        while let Some(chunk) = export.next_chunk().await.map_err(|e| e.to_string())? {
+            each(&chunk);
+        }
+        Ok(export.events)
+    }
+
+    /// `syncgate audit verify`'s check: whether the chain and the operations index verified,
+    /// and the events checked.
+    pub async fn verify(&self) -> Result<(bool, u64), StoreError> {
+        let report = self.inner.verify().await?;
+        Ok((report.ok(), report.events))
+    }
+
     /// Copy this log to `to` as `syncgate audit copy` does; returns the rows written.
     pub async fn copy_to(&self, to: &StoreLocation) -> Result<u64, StoreError> {
         let report = super::copy(&self.inner, to, &StoreOptions::default()).await?;

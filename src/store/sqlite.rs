@@ -288,27 +288,13 @@ async fn insert_after_head(
 
 index::index_writes!(Sqlite, SqliteConnection);
 
-/// Fold into the operations index whatever events it does not hold yet (a log written before
-/// it existed), a page per `BEGIN IMMEDIATE` transaction so appenders from another process
-/// wait at most one page. The seq the index then holds through, when it had to move.
-async fn catch_up_index(conn: &mut SqliteConnection) -> Result<Option<i64>, StoreError> {
-    let mut reached = None;
-    loop {
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| classify("cannot lock the audit log to index it", e))?;
-        let Some(through) = catch_up_index_page(&mut tx).await? else {
-            tx.rollback()
-                .await
-                .map_err(|e| classify("cannot end a read of the operations index", e))?;
-            return Ok(reached);
-        };
-        tx.commit()
-            .await
-            .map_err(|e| classify("cannot commit to the operations index", e))?;
-        reached = Some(through);
-    }
+/// A transaction holding the write lock (`BEGIN IMMEDIATE`), for catching the index up.
+async fn begin_index_transaction(
+    conn: &mut SqliteConnection,
+) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
+    conn.begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| classify("cannot lock the audit log to index it", e))
 }
 
 /// The chain head, read inside the write transaction.

@@ -404,6 +404,30 @@ macro_rules! index_writes {
             update_index(conn, &borrowed).await?;
             Ok(Some(borrowed.last().map_or(through, |(seq, _)| *seq)))
         }
+
+        /// Fold into the operations index whatever events it does not hold yet (a log
+        /// written before it existed), a page per transaction holding the write lock
+        /// (`begin_index_transaction`), so other writers (another process, other replicas
+        /// starting together) take turns and wait at most one page. The seq the index then
+        /// holds through, when it had to move.
+        async fn catch_up_index(
+            conn: &mut $conn,
+        ) -> Result<Option<i64>, $crate::store::StoreError> {
+            let mut reached = None;
+            loop {
+                let mut tx = begin_index_transaction(conn).await?;
+                let Some(through) = catch_up_index_page(&mut tx).await? else {
+                    tx.rollback()
+                        .await
+                        .map_err(|e| classify("cannot end a read of the operations index", e))?;
+                    return Ok(reached);
+                };
+                tx.commit()
+                    .await
+                    .map_err(|e| classify("cannot commit to the operations index", e))?;
+                reached = Some(through);
+            }
+        }
     };
 }
 

@@ -181,33 +181,20 @@ async fn insert_after_head(
 
 index::index_writes!(Postgres, PgConnection);
 
-/// Fold into the operations index whatever events it does not hold yet (a log written before
-/// it existed), a page per transaction under the chain lock, so replicas starting together
-/// take turns and appenders wait at most one page. The seq the index then holds through,
-/// when it had to move.
-async fn catch_up_index(conn: &mut PgConnection) -> Result<Option<i64>, StoreError> {
-    let mut reached = None;
-    loop {
-        let mut tx = conn
-            .begin()
-            .await
-            .map_err(|e| classify("cannot begin indexing the audit log", e))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CHAIN_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| classify("cannot lock the audit log's chain to index it", e))?;
-        let Some(through) = catch_up_index_page(&mut tx).await? else {
-            tx.rollback()
-                .await
-                .map_err(|e| classify("cannot end a read of the operations index", e))?;
-            return Ok(reached);
-        };
-        tx.commit()
-            .await
-            .map_err(|e| classify("cannot commit to the operations index", e))?;
-        reached = Some(through);
-    }
+/// A transaction holding the chain lock, for catching the index up.
+async fn begin_index_transaction(
+    conn: &mut PgConnection,
+) -> Result<sqlx::Transaction<'_, Postgres>, StoreError> {
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(|e| classify("cannot begin indexing the audit log", e))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHAIN_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify("cannot lock the audit log's chain to index it", e))?;
+    Ok(tx)
 }
 
 /// Take the chain lock for this transaction, then read the head: no other replica can append
