@@ -15,7 +15,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod cert;
-mod dn;
+pub(crate) mod dn;
 mod events;
 mod export;
 mod metrics;

@@ -44,8 +44,34 @@ pub(crate) fn actor(headers: &HeaderMap, conn: &ConnInfo, hasher: &TokenHasher) 
     }
 }
 
-/// The certificate's subject as an RFC 4514-style string (`CN=automation-client, O=Contoso`).
+/// The certificate's subject as RFC 4514 text (`CN=automation-client,O=Contoso`: the last RDN
+/// first, no spaces, specials escaped), exactly as an admin principal's `cert_subject` is
+/// written, so a subject read in the log can be pasted into the configuration and compared.
 fn subject(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.subject().to_string())
+    Some(crate::admin::dn::DistinguishedName::from_x509(cert.subject()).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    /// x509-parser's own `Display` wrote the RDNs in certificate order with spaces
+    /// (`C=GB, O=Contoso\, Ltd, CN=ann`), a form `cert_subject` refuses.
+    #[test]
+    fn a_client_certificate_subject_is_recorded_as_rfc_4514_text() {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in [
+            (DnType::CountryName, "GB"),
+            (DnType::OrganizationName, "Contoso, Ltd"),
+            (DnType::CommonName, "ann"),
+        ] {
+            params.distinguished_name.push(t, v);
+        }
+        let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        let subject = super::subject(cert.der()).unwrap();
+        assert_eq!(subject, r"CN=ann,O=Contoso\, Ltd,C=GB");
+        assert!(crate::admin::dn::DistinguishedName::parse(&subject).is_ok());
+    }
 }

@@ -12,13 +12,48 @@ use crate::store::chain::time_column;
 /// The escape character of every `LIKE` pattern built here.
 const LIKE_ESCAPE: char = '!';
 
+/// An equality filter on an indexed column of the operations index.
+enum Equal {
+    Text(&'static str, String),
+    Number(&'static str, i64),
+}
+
+/// The filter's equalities, most selective first, as logs usually are: 100 partners, a few
+/// dozen rules, a handful of statuses and kinds, two decisions.
+fn equalities(filter: &OperationFilter) -> Vec<Equal> {
+    let text = |column, value: Option<&str>| value.map(|v| Equal::Text(column, v.to_owned()));
+    [
+        text("partner_tenant_id", filter.partner.as_deref()),
+        text("rule", filter.rule.as_deref()),
+        filter.status.map(|s| Equal::Number("status", i64::from(s))),
+        text("operation", filter.operation.as_ref().map(|o| o.as_str())),
+        text("effect", filter.effect.map(|e| e.as_str())),
+        text("decision", filter.decision.map(|d| d.as_str())),
+        filter.drift.map(|d| Equal::Number("drift", i64::from(d))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// Up to `limit` summaries of operations whose first event has `seq < before` and that match
 /// `filter`, newest first.
 ///
 /// The first seq never changes once written, so paging by it is stable while events are
-/// appended. With an actor filter the walk starts from `operation_actors` (one row per
-/// identifier and operation), ordered by the same seq, so a rare actor does not cost a scan of
-/// every operation; otherwise from the index table itself or the filter's own index.
+/// appended. Every filter is exact; which index the walk follows is chosen here rather than
+/// left to the planner, which has no statistics on SQLite and, given two equalities, may walk
+/// the two-valued `decision` index instead of the hundred-valued partner one (40 ms instead of
+/// 3 at a million events):
+/// - an actor filter leads: the walk follows `operation_actors` (one row per identifier and
+///   operation) in seq order, so a rare actor costs only its own operations;
+/// - otherwise the most selective equality leads ([`equalities`]), its index ordered like the
+///   page, so the walk stops after `limit` matches;
+/// - the other conditions are written so that no index serves them (`column || ''`,
+///   `column + 0`: same value, not an indexed column any more), and are checked on each row the
+///   walk reaches;
+/// - a time range alone is answered in two steps: the page's seqs from the covering
+///   `(first_time, first_seq)` index, sorted, then their rows (walking every operation newer
+///   than the range instead took 160 ms for a month in the middle of a year).
 pub(crate) fn page<'a, DB>(
     filter: &OperationFilter,
     before: i64,
@@ -30,56 +65,96 @@ where
     String: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    let mut q = QueryBuilder::new(format!(
-        "SELECT {} FROM operation_index o",
-        aliased_columns()
-    ));
-    let key = match &filter.actor {
+    let columns = aliased_columns();
+    let mut q = QueryBuilder::new(format!("SELECT {columns} FROM operation_index o"));
+    let mut equalities = equalities(filter).into_iter();
+    let (key, lead) = match &filter.actor {
         Some(actor) => {
             q.push(" JOIN operation_actors a ON a.first_seq = o.first_seq AND a.actor = ")
                 .push_bind(ascii_folded(actor));
-            "a.first_seq"
+            ("a.first_seq", None)
         }
-        None => "o.first_seq",
+        None => ("o.first_seq", equalities.next()),
     };
+    let time_leads = filter.actor.is_none()
+        && lead.is_none()
+        && (filter.since.is_some() || filter.until.is_some());
+    if time_leads {
+        q.push(
+            " WHERE o.first_seq IN (SELECT t.first_seq FROM operation_index t \
+             WHERE t.first_seq < ",
+        )
+        .push_bind(before);
+        time_range(&mut q, filter, "t.first_time");
+        text_search(&mut q, filter, "t");
+        q.push(" ORDER BY t.first_seq DESC LIMIT ")
+            .push_bind(limit)
+            .push(") ORDER BY o.first_seq DESC");
+        return q;
+    }
     q.push(format!(" WHERE {key} < ")).push_bind(before);
-    let text = |value: Option<&str>| value.map(str::to_owned);
-    for (column, value) in [
-        ("partner_tenant_id", filter.partner.clone()),
-        (
-            "operation",
-            text(filter.operation.as_ref().map(|o| o.as_str())),
-        ),
-        ("decision", text(filter.decision.map(|d| d.as_str()))),
-        ("rule", filter.rule.clone()),
-        ("effect", text(filter.effect.map(|e| e.as_str()))),
-    ] {
-        if let Some(value) = value {
-            q.push(format!(" AND o.{column} = ")).push_bind(value);
-        }
+    if let Some(lead) = lead {
+        push_equal(&mut q, lead, true);
     }
-    if let Some(status) = filter.status {
-        q.push(" AND o.status = ").push_bind(i64::from(status));
+    for other in equalities {
+        push_equal(&mut q, other, false);
     }
-    if let Some(drift) = filter.drift {
-        q.push(" AND o.drift = ").push_bind(i64::from(drift));
-    }
-    if let Some(since) = &filter.since {
-        q.push(" AND o.first_time >= ")
-            .push_bind(time_column(since));
-    }
-    if let Some(until) = &filter.until {
-        q.push(" AND o.first_time < ").push_bind(time_column(until));
-    }
-    if let Some(needle) = &filter.text {
-        // Both sides ASCII-lower-cased; LIKE then compares the rest byte for byte on both
-        // backends (SQLite's LIKE would also fold ASCII case, which changes nothing here).
-        let pattern = format!("%{}%", like_escape(&ascii_folded(needle)));
-        push_like(&mut q, " AND ", "o.display_name_folded", pattern);
-    }
+    time_range(&mut q, filter, "o.first_time || ''");
+    text_search(&mut q, filter, "o");
     q.push(format!(" ORDER BY {key} DESC LIMIT "))
         .push_bind(limit);
     q
+}
+
+/// `AND o.<column> = value`; unless `indexed`, the column is written as an expression no
+/// index serves.
+fn push_equal<'a, DB>(q: &mut QueryBuilder<'a, DB>, equal: Equal, indexed: bool)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let plain = indexed;
+    match equal {
+        Equal::Text(column, value) => {
+            let wrap = if plain { "" } else { " || ''" };
+            q.push(format!(" AND o.{column}{wrap} = ")).push_bind(value);
+        }
+        Equal::Number(column, value) => {
+            let wrap = if plain { "" } else { " + 0" };
+            q.push(format!(" AND o.{column}{wrap} = ")).push_bind(value);
+        }
+    }
+}
+
+/// The time range's conditions on `column` (the first event's time, or an expression of it).
+fn time_range<'a, DB>(q: &mut QueryBuilder<'a, DB>, filter: &OperationFilter, column: &str)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    if let Some(since) = &filter.since {
+        q.push(format!(" AND {column} >= "))
+            .push_bind(time_column(since));
+    }
+    if let Some(until) = &filter.until {
+        q.push(format!(" AND {column} < "))
+            .push_bind(time_column(until));
+    }
+}
+
+/// The free-text search over display names, on the table aliased `alias`. Both sides are
+/// ASCII-lower-cased; LIKE then compares the rest byte for byte on both backends (SQLite's
+/// LIKE would also fold ASCII case, which changes nothing here).
+fn text_search<'a, DB>(q: &mut QueryBuilder<'a, DB>, filter: &OperationFilter, alias: &str)
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    if let Some(needle) = &filter.text {
+        let pattern = format!("%{}%", like_escape(&ascii_folded(needle)));
+        push_like(q, " AND ", &format!("{alias}.display_name_folded"), pattern);
+    }
 }
 
 fn push_like<'a, DB>(q: &mut QueryBuilder<'a, DB>, prefix: &str, column: &str, pattern: String)
