@@ -26,7 +26,9 @@ mod shape;
 
 pub(crate) use csv::write_csv_row;
 
-use crate::store::{Cursor, FoldedOperation, FoldedPage, OperationFilter, StoreError, StoreReader};
+use crate::store::{
+    Cursor, FoldedOperation, FoldedPage, OperationFilter, RawEvent, StoreError, StoreReader,
+};
 
 /// Operations per store page: an export holds at most two pages (one rendered, one read).
 const PAGE_OPERATIONS: u32 = 500;
@@ -117,7 +119,7 @@ pub(crate) struct Export {
     format: Format,
     stage: Stage,
     /// The next page, being read; aborted if the export is dropped (the client went away).
-    prefetch: Option<tokio::task::JoinHandle<Result<FoldedPage, StoreError>>>,
+    prefetch: Option<tokio::task::JoinHandle<Result<Page, StoreError>>>,
     /// Records written so far (needed by formats that separate records, e.g. a JSON array).
     records: u64,
     /// Operations and events exported so far (progress).
@@ -155,16 +157,42 @@ impl Export {
             Some(reading) => reading.await.map_err(|e| {
                 StoreError::unavailable(format!("the export's page reader stopped: {e}"))
             })??,
-            None => read_page(self.reader.clone(), self.filter.clone(), cursor).await?,
+            None => {
+                read_page(
+                    self.reader.clone(),
+                    self.filter.clone(),
+                    cursor,
+                    self.format,
+                )
+                .await?
+            }
         };
-        if let Some(next) = page.next {
-            let reading = read_page(self.reader.clone(), self.filter.clone(), Some(next));
+        let next = page.next();
+        if let Some(next) = next {
+            let reading = read_page(
+                self.reader.clone(),
+                self.filter.clone(),
+                Some(next),
+                self.format,
+            );
             self.prefetch = Some(tokio::spawn(reading));
         }
-        for operation in &page.operations {
-            self.operation(operation, &mut out)?;
+        match &page {
+            Page::Parsed(page) => {
+                for operation in &page.operations {
+                    self.operation(operation, &mut out)?;
+                }
+            }
+            Page::Raw(page) => {
+                for operation in &page.operations {
+                    self.operations += 1;
+                    self.events += operation.events.len() as u64;
+                    self.records += operation.events.len() as u64;
+                    jsonl::write(operation, &mut out)?;
+                }
+            }
         }
-        match page.next {
+        match next {
             Some(next) => self.stage = Stage::Paging(Some(next)),
             None => {
                 self.end(&mut out);
@@ -186,10 +214,8 @@ impl Export {
         self.operations += 1;
         self.events += op.events.len() as u64;
         match self.format {
-            Format::Jsonl => {
-                self.records += op.events.len() as u64;
-                jsonl::write(op, out)?;
-            }
+            // Read as stored, never parsed (see `read_page`).
+            Format::Jsonl => {}
             Format::Csv => csv::write(op, out),
             Format::DirectoryAudit => {
                 out.extend_from_slice(if self.records == 0 { b"\n" } else { b",\n" });
@@ -200,9 +226,7 @@ impl Export {
                 out.push(b'\n');
             }
         }
-        if self.format != Format::Jsonl {
-            self.records += 1;
-        }
+        self.records += 1;
         Ok(())
     }
 
@@ -221,15 +245,43 @@ impl Drop for Export {
     }
 }
 
+/// A page of an export: the operations with their events parsed, or (jsonl) as stored.
+enum Page {
+    Parsed(FoldedPage),
+    Raw(FoldedPage<RawEvent>),
+}
+
+impl Page {
+    fn next(&self) -> Option<Cursor> {
+        match self {
+            Page::Parsed(page) => page.next,
+            Page::Raw(page) => page.next,
+        }
+    }
+}
+
 /// One page of the export's operations, with their events (owned, so it can run as a task).
+/// jsonl copies each event's stored text, so its events are not parsed: parsing and writing
+/// them again was most of an export's cost, and the stored text is what was hashed.
 async fn read_page(
     reader: StoreReader,
     filter: OperationFilter,
     cursor: Option<Cursor>,
-) -> Result<FoldedPage, StoreError> {
-    reader
-        .folded_operations(&filter, cursor.as_ref(), PAGE_OPERATIONS)
-        .await
+    format: Format,
+) -> Result<Page, StoreError> {
+    let cursor = cursor.as_ref();
+    Ok(match format {
+        Format::Jsonl => Page::Raw(
+            reader
+                .raw_folded_operations(&filter, cursor, PAGE_OPERATIONS)
+                .await?,
+        ),
+        _ => Page::Parsed(
+            reader
+                .folded_operations(&filter, cursor, PAGE_OPERATIONS)
+                .await?,
+        ),
+    })
 }
 
 #[cfg(test)]

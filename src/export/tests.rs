@@ -131,6 +131,19 @@ async fn every_format_reads_back_field_by_field(backend: Backend) {
     for chained in ["seq", "prev_hash", "hash", "event_id", "operation_id"] {
         assert!(first.get(chained).is_some(), "{chained} in {first}");
     }
+    // Each line re-verifies on its own: without `hash` and `prev_hash` it is the hashed text.
+    for line in text.lines() {
+        let (hash, rest) = line
+            .strip_prefix("{\"hash\":\"")
+            .and_then(|l| l.split_once("\",\"prev_hash\":\""))
+            .unwrap();
+        let (prev_hash, body) = rest.split_once("\",").unwrap();
+        use sha2::Digest;
+        let mut sha = sha2::Sha256::new();
+        sha.update(prev_hash.as_bytes());
+        sha.update(format!("{{{body}").as_bytes());
+        assert_eq!(hex::encode(sha.finalize()), hash, "{line}");
+    }
 
     // csv, through a real RFC 4180 reader.
     let bytes = export(&reader, all.clone(), Format::Csv).await;
@@ -470,5 +483,29 @@ async fn export_rate() {
             bytes / 1_000_000
         );
     }
+    store.close().await;
+}
+
+/// A stored event edited to hold a raw line break would split a jsonl record in two: the
+/// export refuses it instead of copying it.
+#[tokio::test]
+async fn a_jsonl_export_refuses_a_stored_event_that_is_not_canonical_json() {
+    let log = TestLog::new(Backend::Sqlite).await;
+    let store = log.open().await;
+    fixture(&store).await;
+    let reader = store.reader().clone();
+    log.tamper(
+        "UPDATE audit_events SET event = replace(event, '\"seq\":', '\n\"seq\":') WHERE seq = 2",
+    )
+    .await;
+    let mut export = Export::new(reader, OperationFilter::default(), Format::Jsonl);
+    let error = loop {
+        match export.next_chunk().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the export copied an event with a line break"),
+            Err(e) => break e,
+        }
+    };
+    assert!(error.to_string().contains("seq 2"), "{error}");
     store.close().await;
 }

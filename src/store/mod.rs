@@ -60,7 +60,7 @@ pub use location::StoreLocation;
 pub(crate) use operations::OperationSummary;
 pub use operations::index::IndexMismatch;
 pub(crate) use operations::{
-    Cursor, FoldedOperation, FoldedPage, MAX_LIMIT, OperationFilter, OperationsPage, fold,
+    Cursor, FoldedOperation, FoldedPage, MAX_LIMIT, OperationFilter, OperationsPage, RawEvent, fold,
 };
 pub(crate) use postgres::{AdvisoryGuard, AdvisoryLocks};
 

@@ -106,6 +106,34 @@ macro_rules! read_methods {
                 .await
         }
 
+        /// Every event of the given operations as stored, unparsed, with its operation id, in
+        /// seq order.
+        pub(crate) async fn operation_raw_events(
+            &self,
+            operation_ids: &[String],
+        ) -> Result<Vec<(String, $crate::store::operations::RawEvent)>, $crate::store::StoreError>
+        {
+            use sqlx::Row;
+            if operation_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let context = "cannot read the operations' events";
+            let query = $crate::store::operations::events_of(operation_ids);
+            let rows = self.rows(query, context).await?;
+            let read = |e| classify(context, e);
+            rows.iter()
+                .map(|row| {
+                    let event = $crate::store::operations::RawEvent {
+                        seq: row.try_get("seq").map_err(read)?,
+                        prev_hash: row.try_get("prev_hash").map_err(read)?,
+                        hash: row.try_get("hash").map_err(read)?,
+                        event: row.try_get("event").map_err(read)?,
+                    };
+                    Ok((row.try_get("operation_id").map_err(read)?, event))
+                })
+                .collect()
+        }
+
         /// The chain head: the last event's seq and hash (`None` for an empty log).
         pub(crate) async fn head(
             &self,

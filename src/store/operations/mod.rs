@@ -222,16 +222,27 @@ impl OperationSummary {
 
 /// One operation with every event it holds, in seq order: what an export writes.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct FoldedOperation {
+/// The events are parsed ([`Recorded`]) or as stored ([`RawEvent`]).
+pub(crate) struct FoldedOperation<E = Recorded> {
     pub(crate) summary: OperationSummary,
-    pub(crate) events: Vec<Recorded>,
+    pub(crate) events: Vec<E>,
 }
 
 /// A page of operations with their events, newest first, and where the next one starts.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct FoldedPage {
-    pub(crate) operations: Vec<FoldedOperation>,
+pub(crate) struct FoldedPage<E = Recorded> {
+    pub(crate) operations: Vec<FoldedOperation<E>>,
     pub(crate) next: Option<Cursor>,
+}
+
+/// An event exactly as stored: its place in the chain and the canonical JSON that was hashed
+/// (with `seq` inside), not parsed. What an export that only copies events needs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawEvent {
+    pub(crate) seq: i64,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+    pub(crate) event: String,
 }
 
 impl StoreReader {
@@ -269,29 +280,34 @@ impl StoreReader {
         limit: u32,
     ) -> Result<FoldedPage, StoreError> {
         let page = self.operations(filter, cursor, limit).await?;
-        let ids: Vec<Uuid> = page
-            .operations
-            .iter()
-            .map(|s| s.operation_id.uuid())
-            .collect();
-        let mut events = self.events_by_operation(&ids).await?;
-        let operations = page
-            .operations
-            .into_iter()
-            .map(|summary| {
-                let id = summary.operation_id.uuid();
-                match events.remove(&id) {
-                    Some(events) => Ok(FoldedOperation { summary, events }),
-                    None => Err(StoreError::corrupt(format!(
-                        "the operations index holds operation {id}, which has no events"
-                    ))),
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(FoldedPage {
-            operations,
-            next: page.next,
-        })
+        let events = self.events_by_operation(&page_ids(&page)).await?;
+        attach(page, events)
+    }
+
+    /// [`StoreReader::folded_operations`] with the events as stored, unparsed.
+    pub(crate) async fn raw_folded_operations(
+        &self,
+        filter: &OperationFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<FoldedPage<RawEvent>, StoreError> {
+        let page = self.operations(filter, cursor, limit).await?;
+        let ids = stored_ids(&page_ids(&page));
+        let rows = match &self.backend {
+            ReadBackend::Sqlite(r) => r.operation_raw_events(&ids).await?,
+            ReadBackend::Postgres(r) => r.operation_raw_events(&ids).await?,
+        };
+        let mut events: HashMap<Uuid, Vec<RawEvent>> = HashMap::new();
+        for (id, event) in rows {
+            let id = Uuid::parse_str(&id).map_err(|_| {
+                StoreError::corrupt(format!(
+                    "event seq {} has a malformed operation id",
+                    event.seq
+                ))
+            })?;
+            events.entry(id).or_default().push(event);
+        }
+        attach(page, events)
     }
 
     /// The events of the given operations, grouped by operation, each in seq order.
@@ -302,10 +318,7 @@ impl StoreReader {
         if operations.is_empty() {
             return Ok(HashMap::new());
         }
-        let ids: Vec<String> = operations
-            .iter()
-            .map(|id| id.hyphenated().to_string())
-            .collect();
+        let ids = stored_ids(operations);
         let events = match &self.backend {
             ReadBackend::Sqlite(r) => r.operation_events(&ids).await?,
             ReadBackend::Postgres(r) => r.operation_events(&ids).await?,
@@ -317,4 +330,42 @@ impl StoreReader {
         }
         Ok(grouped)
     }
+}
+
+/// The ids of a page's operations, in page order.
+fn page_ids(page: &OperationsPage) -> Vec<Uuid> {
+    page.operations
+        .iter()
+        .map(|s| s.operation_id.uuid())
+        .collect()
+}
+
+/// Operation ids as the tables store them (hyphenated, lower case).
+fn stored_ids(ids: &[Uuid]) -> Vec<String> {
+    ids.iter().map(|id| id.hyphenated().to_string()).collect()
+}
+
+/// Each operation of `page` with its events; an operation the index holds but the log has no
+/// event of is a corrupt index.
+fn attach<E>(
+    page: OperationsPage,
+    mut events: HashMap<Uuid, Vec<E>>,
+) -> Result<FoldedPage<E>, StoreError> {
+    let operations = page
+        .operations
+        .into_iter()
+        .map(|summary| {
+            let id = summary.operation_id.uuid();
+            match events.remove(&id) {
+                Some(events) => Ok(FoldedOperation { summary, events }),
+                None => Err(StoreError::corrupt(format!(
+                    "the operations index holds operation {id}, which has no events"
+                ))),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(FoldedPage {
+        operations,
+        next: page.next,
+    })
 }

@@ -181,7 +181,8 @@ pub(super) fn like_escape(text: &str) -> String {
     out
 }
 
-/// Every event of the given operations, in `seq` order (columns as `recorded_from_row` reads).
+/// Every event of the given operations, in `seq` order (columns as `recorded_from_row` reads,
+/// and the operation id).
 pub(crate) fn events_of<'a, DB>(operation_ids: &[String]) -> QueryBuilder<'a, DB>
 where
     DB: Database,
@@ -189,7 +190,8 @@ where
     String: Encode<'a, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::new(
-        "SELECT seq, prev_hash, hash, event FROM audit_events WHERE operation_id IN (",
+        "SELECT seq, prev_hash, hash, event, operation_id FROM audit_events \
+         WHERE operation_id IN (",
     );
     let mut ids = q.separated(", ");
     for id in operation_ids {
