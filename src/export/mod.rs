@@ -1,11 +1,11 @@
 //! Exports of the audit trail in the formats auditors' tools already read, streamed page by page
 //! so an export of any size costs the memory of one page (issue 10).
 //!
-//! - `jsonl` (`jsonl.rs`): one line per chained event of the selected operations, exactly the
-//!   [`Recorded`](crate::audit::Recorded) JSON the other routes show (`seq`, `prev_hash`, `hash`
-//!   and the event), so a SIEM can re-verify the chain from the export alone. Per event rather
-//!   than per operation: the chain is made of events, and an operation's folded summary is what
-//!   the three other formats carry.
+//! - `jsonl` (`jsonl.rs`): one line per chained event of the selected operations: its stored
+//!   canonical JSON with `hash` and `prev_hash` added (the fields of a
+//!   [`Recorded`](crate::audit::Recorded)), so a SIEM can re-verify the chain from the export
+//!   alone. Per event rather than per operation: the chain is made of events, and an
+//!   operation's folded summary is what the three other formats carry.
 //! - `csv` (`csv.rs`): one row per operation, for a spreadsheet.
 //! - `directory-audit` (`directory_audit.rs`): Microsoft Entra's `directoryAudit` records, so
 //!   the KQL and detection rules written for Entra's audit log read syncgate's.
