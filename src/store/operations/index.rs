@@ -35,7 +35,7 @@ use super::{ActorIds, OperationSummary};
 use crate::audit::{Decision, Effect, Event, EventKind, Operation};
 use crate::graph::{OperationId, TenantId};
 use crate::store::StoreError;
-use crate::store::chain::{Append, StoredRow, time_column};
+use crate::store::chain::{Append, StoredRow};
 
 /// The index's columns, in the order [`upsert`] writes and [`summary_from_row`] reads them.
 pub(crate) const COLUMNS: &str = "first_seq, operation_id, operation, partner_tenant_id, \
@@ -171,8 +171,8 @@ where
             .push_bind(s.approval_id.clone())
             .push_bind(s.display_name.clone())
             .push_bind(s.display_name.as_deref().map(ascii_folded))
-            .push_bind(time_column(&s.first_time))
-            .push_bind(time_column(&s.last_time))
+            .push_bind(s.first_time.timestamp_micros())
+            .push_bind(s.last_time.timestamp_micros())
             .push_bind(s.terminal.map(|k| k.as_str().to_owned()));
     });
     q.push(
@@ -244,9 +244,10 @@ where
     };
     let required = |column: &str| text(column)?.ok_or_else(|| bad(column));
     let time = |column: &str| -> Result<DateTime<Utc>, StoreError> {
-        DateTime::parse_from_rfc3339(&required(column)?)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| bad(column))
+        let micros: i64 = row
+            .try_get(column)
+            .map_err(|e| classify(format!("cannot read operation_index.{column}"), e))?;
+        DateTime::from_timestamp_micros(micros).ok_or_else(|| bad(column))
     };
     let status: Option<i64> = row
         .try_get("status")

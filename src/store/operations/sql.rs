@@ -7,7 +7,6 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::OperationFilter;
 use super::index::{aliased_columns, ascii_folded};
-use crate::store::chain::time_column;
 
 /// The escape character of every `LIKE` pattern built here.
 const LIKE_ESCAPE: char = '!';
@@ -99,7 +98,7 @@ where
     for other in equalities {
         push_equal(&mut q, other, false);
     }
-    time_range(&mut q, filter, "o.first_time || ''");
+    time_range(&mut q, filter, "o.first_time + 0");
     text_search(&mut q, filter, "o");
     q.push(format!(" ORDER BY {key} DESC LIMIT "))
         .push_bind(limit);
@@ -127,19 +126,21 @@ where
     }
 }
 
-/// The time range's conditions on `column` (the first event's time, or an expression of it).
+/// The time range's conditions on `column` (the first event's time in microseconds since the
+/// epoch, or an expression of it). A bound finer than a microsecond is cut to one, as the
+/// recorded times are.
 fn time_range<'a, DB>(q: &mut QueryBuilder<'a, DB>, filter: &OperationFilter, column: &str)
 where
     DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
 {
     if let Some(since) = &filter.since {
         q.push(format!(" AND {column} >= "))
-            .push_bind(time_column(since));
+            .push_bind(since.timestamp_micros());
     }
     if let Some(until) = &filter.until {
         q.push(format!(" AND {column} < "))
-            .push_bind(time_column(until));
+            .push_bind(until.timestamp_micros());
     }
 }
 
