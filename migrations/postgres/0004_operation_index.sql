@@ -32,7 +32,11 @@ CREATE TABLE operation_index (
     display_name_folded TEXT,
     first_time          BIGINT NOT NULL,
     last_time           BIGINT NOT NULL,
-    terminal            TEXT
+    terminal            TEXT,
+    -- Where the operation's events lie: its latest event's seq and how many it has (a page's
+    -- events are then read as one range of the log when they are most of it).
+    last_seq            BIGINT NOT NULL,
+    events              BIGINT NOT NULL
 );
 
 -- Pages are newest first by first_seq; each filter has an index that hands its rows over in

@@ -31,7 +31,11 @@ CREATE TABLE operation_index (
     display_name_folded TEXT,
     first_time          INTEGER NOT NULL,
     last_time           INTEGER NOT NULL,
-    terminal            TEXT
+    terminal            TEXT,
+    -- Where the operation's events lie: its latest event's seq and how many it has (a page's
+    -- events are then read as one range of the log when they are most of it).
+    last_seq            INTEGER NOT NULL,
+    events              INTEGER NOT NULL
 );
 
 -- Pages are newest first by first_seq; each filter has an index that hands its rows over in

@@ -214,6 +214,8 @@ mod tests {
             last_time: chrono::Utc::now(),
             terminal: Some(EventKind::Completed),
             first_seq: 1,
+            last_seq: 2,
+            events: 2,
         };
         let row = serde_json::to_value(&summary).unwrap();
         let fields = names(row.as_object().unwrap().keys().cloned());

@@ -96,16 +96,6 @@ macro_rules! read_methods {
                 .collect()
         }
 
-        /// Every event of the given operations, in seq order.
-        pub(crate) async fn operation_events(
-            &self,
-            operation_ids: &[String],
-        ) -> Result<Vec<$crate::audit::Recorded>, $crate::store::StoreError> {
-            let query = $crate::store::operations::events_of(operation_ids);
-            self.recorded(query, "cannot read the operations' events")
-                .await
-        }
-
         /// Every event of the given operations as stored, unparsed, with its operation id, in
         /// seq order.
         pub(crate) async fn operation_raw_events(
@@ -113,12 +103,31 @@ macro_rules! read_methods {
             operation_ids: &[String],
         ) -> Result<Vec<(String, $crate::store::operations::RawEvent)>, $crate::store::StoreError>
         {
-            use sqlx::Row;
             if operation_ids.is_empty() {
                 return Ok(Vec::new());
             }
+            self.raw_rows($crate::store::operations::events_of(operation_ids))
+                .await
+        }
+
+        /// Every event with a seq in `low..=high` as stored, with its operation id.
+        pub(crate) async fn raw_events_between(
+            &self,
+            low: i64,
+            high: i64,
+        ) -> Result<Vec<(String, $crate::store::operations::RawEvent)>, $crate::store::StoreError>
+        {
+            self.raw_rows($crate::store::operations::events_between(low, high))
+                .await
+        }
+
+        async fn raw_rows(
+            &self,
+            query: sqlx::QueryBuilder<'_, $db>,
+        ) -> Result<Vec<(String, $crate::store::operations::RawEvent)>, $crate::store::StoreError>
+        {
+            use sqlx::Row;
             let context = "cannot read the operations' events";
-            let query = $crate::store::operations::events_of(operation_ids);
             let rows = self.rows(query, context).await?;
             let read = |e| classify(context, e);
             rows.iter()

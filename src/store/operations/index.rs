@@ -40,7 +40,7 @@ use crate::store::chain::{Append, StoredRow};
 /// The index's columns, in the order [`upsert`] writes and [`summary_from_row`] reads them.
 pub(crate) const COLUMNS: &str = "first_seq, operation_id, operation, partner_tenant_id, \
     actor_oid, actor_upn, actor_appid, decision, rule, status, effect, drift, approval_id, \
-    display_name, display_name_folded, first_time, last_time, terminal";
+    display_name, display_name_folded, first_time, last_time, terminal, last_seq, events";
 
 /// [`COLUMNS`] with the `o.` alias the page query gives the table.
 pub(super) fn aliased_columns() -> String {
@@ -58,7 +58,7 @@ pub(crate) const FRESHNESS: &str = "SELECT s.through_seq, \
     FROM operation_index_state s WHERE s.id = 1";
 
 /// Rows per statement when writing summaries: far below SQLite's and PostgreSQL's limits on
-/// bound parameters (18 per row).
+/// bound parameters (20 per row).
 const UPSERT_CHUNK: usize = 500;
 
 /// `text` with ASCII letters lower-cased and nothing else changed: what the actor and
@@ -96,7 +96,7 @@ pub(crate) fn plan<'e>(
             order.push(id);
         }
         match by_id.get_mut(&id) {
-            Some(summary) => summary.apply(event),
+            Some(summary) => summary.apply(seq, event),
             None => {
                 let summary = OperationSummary::start(seq, event);
                 actors.extend(actor_keys(&summary.actor).into_iter().map(|a| (a, seq)));
@@ -173,7 +173,9 @@ where
             .push_bind(s.display_name.as_deref().map(ascii_folded))
             .push_bind(s.first_time.timestamp_micros())
             .push_bind(s.last_time.timestamp_micros())
-            .push_bind(s.terminal.map(|k| k.as_str().to_owned()));
+            .push_bind(s.terminal.map(|k| k.as_str().to_owned()))
+            .push_bind(s.last_seq)
+            .push_bind(s.events);
     });
     q.push(
         " ON CONFLICT (first_seq) DO UPDATE SET decision = excluded.decision, \
@@ -181,7 +183,8 @@ where
          drift = excluded.drift, approval_id = excluded.approval_id, \
          display_name = excluded.display_name, \
          display_name_folded = excluded.display_name_folded, \
-         last_time = excluded.last_time, terminal = excluded.terminal",
+         last_time = excluded.last_time, terminal = excluded.terminal, \
+         last_seq = excluded.last_seq, events = excluded.events",
     );
     q
 }
@@ -249,6 +252,10 @@ where
             .map_err(|e| classify(format!("cannot read operation_index.{column}"), e))?;
         DateTime::from_timestamp_micros(micros).ok_or_else(|| bad(column))
     };
+    let number = |column: &str| -> Result<i64, StoreError> {
+        row.try_get(column)
+            .map_err(|e| classify(format!("cannot read operation_index.{column}"), e))
+    };
     let status: Option<i64> = row
         .try_get("status")
         .map_err(|e| classify("cannot read operation_index.status".into(), e))?;
@@ -284,6 +291,8 @@ where
         last_time: time("last_time")?,
         terminal: named(text("terminal")?, EventKind::parse, || bad("terminal"))?,
         first_seq,
+        last_seq: number("last_seq")?,
+        events: number("events")?,
     })
 }
 

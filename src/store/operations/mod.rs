@@ -39,7 +39,7 @@ use super::{ReadBackend, StoreError, StoreReader};
 use crate::audit::{Decision, Effect, Event, EventKind, Operation, Recorded};
 use crate::graph::{OperationId, TenantId};
 
-pub(crate) use sql::{events_of, page};
+pub(crate) use sql::{events_between, events_of, page};
 
 /// The most operations one page may hold; larger limits are cut to this.
 pub(crate) const MAX_LIMIT: u32 = 1000;
@@ -128,6 +128,13 @@ pub(crate) struct OperationSummary {
     pub(crate) terminal: Option<EventKind>,
     /// The seq of the operation's first event: its place in the order.
     pub(crate) first_seq: i64,
+    /// The seq of its latest event, and how many it has: where its events lie in the log, so
+    /// a page's events can be read as one range (see [`StoreReader::folded_operations`]). Not
+    /// part of the API's row.
+    #[serde(skip)]
+    pub(crate) last_seq: i64,
+    #[serde(skip)]
+    pub(crate) events: i64,
 }
 
 /// A page of operations, newest first, and where the next one starts (`None`: no more).
@@ -149,7 +156,7 @@ pub(crate) fn fold(events: &[Recorded]) -> Option<OperationSummary> {
     let (first, rest) = events.split_first()?;
     let mut summary = OperationSummary::start(first.seq, &first.event);
     for recorded in rest {
-        summary.apply(&recorded.event);
+        summary.apply(recorded.seq, &recorded.event);
     }
     Some(summary)
 }
@@ -179,15 +186,19 @@ impl OperationSummary {
             last_time: e.time,
             terminal: None,
             first_seq: seq,
+            last_seq: seq,
+            events: 0,
         };
-        summary.apply(e);
+        summary.apply(seq, e);
         summary
     }
 
     /// Fold in the operation's next event (events come in seq order). Every field is "the
     /// latest event that has one", "the first that has one", "any" or "the latest time", so a
     /// summary needs nothing but itself to take the next event.
-    pub(crate) fn apply(&mut self, e: &Event) {
+    pub(crate) fn apply(&mut self, seq: i64, e: &Event) {
+        self.last_seq = self.last_seq.max(seq);
+        self.events += 1;
         if let Some(decision) = e.decision {
             self.decision = Some(decision);
         }
@@ -280,7 +291,16 @@ impl StoreReader {
         limit: u32,
     ) -> Result<FoldedPage, StoreError> {
         let page = self.operations(filter, cursor, limit).await?;
-        let events = self.events_by_operation(&page_ids(&page)).await?;
+        let mut events: HashMap<Uuid, Vec<Recorded>> = HashMap::new();
+        for (id, raw) in self
+            .raw_events(&page)
+            .await?
+            .into_iter()
+            .flat_map(|(id, raw)| raw.into_iter().map(move |r| (id, r)))
+        {
+            let recorded = super::recorded(raw.seq, raw.prev_hash, raw.hash, &raw.event)?;
+            events.entry(id).or_default().push(recorded);
+        }
         attach(page, events)
     }
 
@@ -292,11 +312,36 @@ impl StoreReader {
         limit: u32,
     ) -> Result<FoldedPage<RawEvent>, StoreError> {
         let page = self.operations(filter, cursor, limit).await?;
-        let ids = stored_ids(&page_ids(&page));
-        let rows = match &self.backend {
-            ReadBackend::Sqlite(r) => r.operation_raw_events(&ids).await?,
-            ReadBackend::Postgres(r) => r.operation_raw_events(&ids).await?,
+        let events = self.raw_events(&page).await?;
+        attach(page, events)
+    }
+
+    /// The events of a page's operations as stored, grouped by operation, in seq order. Read
+    /// as one range of the log when they make up at least half of it (an unfiltered page:
+    /// sequential reads, about twice as fast as looking each operation up), else by operation
+    /// id (a filtered page's operations are scattered over the log).
+    async fn raw_events(
+        &self,
+        page: &OperationsPage,
+    ) -> Result<HashMap<Uuid, Vec<RawEvent>>, StoreError> {
+        let ids = page_ids(page);
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = match events_range(page) {
+            Some((low, high)) => match &self.backend {
+                ReadBackend::Sqlite(r) => r.raw_events_between(low, high).await?,
+                ReadBackend::Postgres(r) => r.raw_events_between(low, high).await?,
+            },
+            None => {
+                let ids = stored_ids(&ids);
+                match &self.backend {
+                    ReadBackend::Sqlite(r) => r.operation_raw_events(&ids).await?,
+                    ReadBackend::Postgres(r) => r.operation_raw_events(&ids).await?,
+                }
+            }
         };
+        let wanted: std::collections::HashSet<Uuid> = ids.into_iter().collect();
         let mut events: HashMap<Uuid, Vec<RawEvent>> = HashMap::new();
         for (id, event) in rows {
             let id = Uuid::parse_str(&id).map_err(|_| {
@@ -305,31 +350,21 @@ impl StoreReader {
                     event.seq
                 ))
             })?;
-            events.entry(id).or_default().push(event);
+            if wanted.contains(&id) {
+                events.entry(id).or_default().push(event);
+            }
         }
-        attach(page, events)
+        Ok(events)
     }
+}
 
-    /// The events of the given operations, grouped by operation, each in seq order.
-    async fn events_by_operation(
-        &self,
-        operations: &[Uuid],
-    ) -> Result<HashMap<Uuid, Vec<Recorded>>, StoreError> {
-        if operations.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let ids = stored_ids(operations);
-        let events = match &self.backend {
-            ReadBackend::Sqlite(r) => r.operation_events(&ids).await?,
-            ReadBackend::Postgres(r) => r.operation_events(&ids).await?,
-        };
-        let mut grouped: HashMap<Uuid, Vec<Recorded>> = HashMap::new();
-        for recorded in events {
-            let id = recorded.event.operation_id.uuid();
-            grouped.entry(id).or_default().push(recorded);
-        }
-        Ok(grouped)
-    }
+/// The range of seqs holding every event of the page's operations, when those events are at
+/// least half of it.
+fn events_range(page: &OperationsPage) -> Option<(i64, i64)> {
+    let low = page.operations.iter().map(|s| s.first_seq).min()?;
+    let high = page.operations.iter().map(|s| s.last_seq).max()?;
+    let wanted: i64 = page.operations.iter().map(|s| s.events).sum();
+    (high - low < 2 * wanted).then_some((low, high))
 }
 
 /// The ids of a page's operations, in page order.

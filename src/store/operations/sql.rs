@@ -202,6 +202,23 @@ where
     q
 }
 
+/// Every event with a seq in `low..=high`, in seq order (the columns of [`events_of`]).
+pub(crate) fn events_between<'a, DB>(low: i64, high: i64) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new(
+        "SELECT seq, prev_hash, hash, event, operation_id FROM audit_events WHERE seq >= ",
+    );
+    q.push_bind(low)
+        .push(" AND seq <= ")
+        .push_bind(high)
+        .push(" ORDER BY seq");
+    q
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

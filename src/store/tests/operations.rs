@@ -615,3 +615,58 @@ async fn each_filter_walks_the_index_chosen_for_it_on_sqlite() {
     );
     conn.close().await.unwrap();
 }
+
+/// A page's events are read as one range of the log when they are most of it, else by
+/// operation id: either way each operation gets exactly its own events, in order.
+async fn a_page_reads_its_events_whether_dense_or_scattered(backend: Backend) {
+    let log = TestLog::new(backend).await;
+    let store = log.open().await;
+    // Every fourth operation is on partner B; each operation's two events interleave with the
+    // next one's.
+    let ids: Vec<Uuid> = (0..24).map(|_| Uuid::now_v7()).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let mut received = sample(*id, EventKind::Received, n as i64);
+        if n % 4 == 0 {
+            received.partner_tenant_id = PARTNER_B.parse().ok();
+        }
+        store.append(received).await.unwrap();
+        if n > 0 {
+            let mut done = completed(ids[n - 1], n as i64, true);
+            if (n - 1) % 4 == 0 {
+                done.partner_tenant_id = PARTNER_B.parse().ok();
+            }
+            store.append(done).await.unwrap();
+        }
+    }
+    let reader = log.reader().await;
+    for filter in [
+        OperationFilter::default(),
+        OperationFilter {
+            partner: Some(PARTNER_B.into()),
+            ..OperationFilter::default()
+        },
+    ] {
+        let page = reader.folded_operations(&filter, None, 1000).await.unwrap();
+        let expected = if filter.partner.is_some() { 6 } else { 24 };
+        assert_eq!(page.operations.len(), expected);
+        for op in page.operations {
+            let own = reader.operation(op.summary.operation_id).await.unwrap();
+            assert_eq!(op.events, own, "{filter:?}");
+            assert_eq!(op.summary.events, own.len() as i64);
+            assert_eq!(op.summary.last_seq, own.last().unwrap().seq);
+        }
+        let raw = reader
+            .raw_folded_operations(&filter, None, 1000)
+            .await
+            .unwrap();
+        assert_eq!(raw.operations.len(), expected);
+        for op in raw.operations {
+            let own = reader.operation(op.summary.operation_id).await.unwrap();
+            let seqs: Vec<i64> = op.events.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, own.iter().map(|r| r.seq).collect::<Vec<_>>());
+        }
+    }
+    store.close().await;
+    reader.close().await;
+}
+on_both_backends!(a_page_reads_its_events_whether_dense_or_scattered);
