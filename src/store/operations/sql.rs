@@ -50,9 +50,10 @@ fn equalities(filter: &OperationFilter) -> Vec<Equal> {
 /// - the other conditions are written so that no index serves them (`column || ''`,
 ///   `column + 0`: same value, not an indexed column any more), and are checked on each row the
 ///   walk reaches;
-/// - a time range alone is answered in two steps: the page's seqs from the covering
-///   `(first_time, first_seq)` index, sorted, then their rows (walking every operation newer
-///   than the range instead took 160 ms for a month in the middle of a year).
+/// - a time range with an end (`until`) alone is answered in two steps: the page's seqs from
+///   the covering `(first_time, first_seq)` index, sorted, then their rows (walking every
+///   operation newer than the range instead took 160 ms for a month in the middle of a year);
+///   a range open towards now (`since` alone) walks the newest operations, which meet it first.
 pub(crate) fn page<'a, DB>(
     filter: &OperationFilter,
     before: i64,
@@ -75,18 +76,22 @@ where
         }
         None => ("o.first_seq", equalities.next()),
     };
-    let time_leads = filter.actor.is_none()
-        && lead.is_none()
-        && (filter.since.is_some() || filter.until.is_some());
+    // A range that ends (`until`) leads; one open towards now is met by the newest operations
+    // first, so walking them is quicker than sorting every operation since `since`.
+    let time_leads = filter.actor.is_none() && lead.is_none() && filter.until.is_some();
     if time_leads {
+        // `first_seq + 0`: the primary key must not serve the inner query. Planners that
+        // assume matches are spread evenly (PostgreSQL's) would otherwise walk it backwards
+        // hoping for an early hit, while times grow with seqs, so a range in the past is met
+        // only after every newer operation (650 ms for a month at a million events).
         q.push(
             " WHERE o.first_seq IN (SELECT t.first_seq FROM operation_index t \
-             WHERE t.first_seq < ",
+             WHERE t.first_seq + 0 < ",
         )
         .push_bind(before);
         time_range(&mut q, filter, "t.first_time");
         text_search(&mut q, filter, "t");
-        q.push(" ORDER BY t.first_seq DESC LIMIT ")
+        q.push(" ORDER BY t.first_seq + 0 DESC LIMIT ")
             .push_bind(limit)
             .push(") ORDER BY o.first_seq DESC");
         return q;
