@@ -8,7 +8,7 @@
 //! folded fields (decision, rule, effect, status, drift, display name) a `LIKE` over event text
 //! followed by a check in Rust: 30–200 ms a page at 200,000 events, and an export bound by the
 //! same work. Folding once, when the events are written, makes a page one index range scan and
-//! every filter exact in SQL, and costs the writer two statements per group.
+//! every filter exact in SQL, and costs the writer three or four statements per group.
 //!
 //! # What keeps it honest
 //!
@@ -17,7 +17,8 @@
 //! - Same transaction: an event and its fold commit together or not at all, on both backends,
 //!   so in any snapshot `operation_index_state.through_seq` equals the chain head.
 //! - Catch-up: a log written before the index existed is folded at the writer's open
-//!   ([`pending`], page by page, each page its own transaction under the chain lock).
+//!   (`catch_up_index` in [`index_writes`], page by page, each page its own transaction under
+//!   the write lock).
 //! - Readers check `through_seq` against the head in the same statement ([`FRESHNESS`]) and
 //!   refuse an index that is behind rather than answer from it.
 //! - It is not evidence: `syncgate audit verify` re-folds every operation from the hashed

@@ -118,14 +118,13 @@ where
     String: Encode<'a, DB> + Type<DB>,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    let plain = indexed;
     match equal {
         Equal::Text(column, value) => {
-            let wrap = if plain { "" } else { " || ''" };
+            let wrap = if indexed { "" } else { " || ''" };
             q.push(format!(" AND o.{column}{wrap} = ")).push_bind(value);
         }
         Equal::Number(column, value) => {
-            let wrap = if plain { "" } else { " + 0" };
+            let wrap = if indexed { "" } else { " + 0" };
             q.push(format!(" AND o.{column}{wrap} = ")).push_bind(value);
         }
     }
