@@ -133,13 +133,9 @@ where
     String: Encode<'a, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::new(format!(
-        "SELECT {COLUMNS} FROM operation_index WHERE operation_id IN ("
+        "SELECT {COLUMNS} FROM operation_index WHERE operation_id IN "
     ));
-    let mut ids = q.separated(", ");
-    for id in operation_ids {
-        ids.push_bind(id.clone());
-    }
-    ids.push_unseparated(")");
+    super::sql::push_list(&mut q, operation_ids);
     q
 }
 

@@ -196,14 +196,25 @@ where
 {
     let mut q = QueryBuilder::new(
         "SELECT seq, prev_hash, hash, event, operation_id FROM audit_events \
-         WHERE operation_id IN (",
+         WHERE operation_id IN ",
     );
-    let mut ids = q.separated(", ");
-    for id in operation_ids {
-        ids.push_bind(id.clone());
-    }
-    ids.push_unseparated(") ORDER BY seq");
+    push_list(&mut q, operation_ids);
+    q.push(" ORDER BY seq");
     q
+}
+
+/// `(?, ?, ...)` binding each of `values`.
+pub(crate) fn push_list<'a, DB>(q: &mut QueryBuilder<'a, DB>, values: &[String])
+where
+    DB: Database,
+    String: Encode<'a, DB> + Type<DB>,
+{
+    q.push("(");
+    let mut list = q.separated(", ");
+    for value in values {
+        list.push_bind(value.clone());
+    }
+    list.push_unseparated(")");
 }
 
 /// Every event with a seq in `low..=high`, in seq order (the columns of [`events_of`]).
