@@ -58,7 +58,7 @@ use writer::WriterHandle;
 pub(crate) use copy::copy;
 pub use location::StoreLocation;
 pub(crate) use operations::OperationSummary;
-pub use operations::index::IndexMismatch;
+pub use operations::index_check::IndexMismatch;
 pub(crate) use operations::{
     Cursor, FoldedOperation, FoldedPage, MAX_LIMIT, OperationFilter, OperationsPage, RawEvent, fold,
 };

@@ -208,7 +208,8 @@ macro_rules! read_methods {
             &self,
         ) -> Result<Option<$crate::store::IndexMismatch>, $crate::store::StoreError> {
             use sqlx::Row;
-            use $crate::store::operations::index::{self, IndexCheck};
+            use $crate::store::operations::index;
+            use $crate::store::operations::index_check::{self, IndexCheck};
             let context = "cannot verify the operations index";
             let read = |e| classify(context, e);
             let number = |rows: &[<$db as sqlx::Database>::Row], column: &str| {
@@ -222,7 +223,7 @@ macro_rules! read_methods {
             }
             let mut check = IndexCheck::default();
             loop {
-                let rows = self.rows(index::rows_after(check.after()), context).await?;
+                let rows = self.rows(index_check::rows_after(check.after()), context).await?;
                 let summaries = rows
                     .iter()
                     .map(|row| index::summary_from_row(row, |c, e| classify(c, e)))
@@ -238,7 +239,7 @@ macro_rules! read_methods {
                     .recorded($crate::store::operations::events_of(&ids), context)
                     .await?;
                 let actor_rows = self
-                    .rows(index::actors_between(first.first_seq, last.first_seq), context)
+                    .rows(index_check::actors_between(first.first_seq, last.first_seq), context)
                     .await?;
                 let actors = actor_rows
                     .iter()
@@ -248,7 +249,7 @@ macro_rules! read_methods {
                     return Ok(Some(mismatch));
                 }
             }
-            let counts = self.rows(sqlx::QueryBuilder::new(index::COUNTS), context).await?;
+            let counts = self.rows(sqlx::QueryBuilder::new(index_check::COUNTS), context).await?;
             Ok(check.totals(number(&counts, "operations")?, number(&counts, "actors")?))
         }
     };

@@ -22,11 +22,11 @@
 //! - Readers check `through_seq` against the head in the same statement ([`FRESHNESS`]) and
 //!   refuse an index that is behind rather than answer from it.
 //! - It is not evidence: `syncgate audit verify` re-folds every operation from the hashed
-//!   events and reports the first row that disagrees (`verify_index`), since anyone who can
+//!   events and reports the first row that disagrees (`index_check.rs`), since anyone who can
 //!   write the database can write this table, which carries no hash.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -114,7 +114,7 @@ pub(crate) fn plan<'e>(
 }
 
 /// The distinct ASCII-lower-cased identifiers an actor filter may name.
-fn actor_keys(actor: &ActorIds) -> Vec<String> {
+pub(super) fn actor_keys(actor: &ActorIds) -> Vec<String> {
     let mut keys: Vec<String> = [&actor.oid, &actor.upn, &actor.appid]
         .into_iter()
         .flatten()
@@ -458,175 +458,6 @@ pub(crate) fn catch_up_logged(result: Result<Option<i64>, StoreError>) {
              refuse to answer until it can"
         ),
     }
-}
-
-/// Rows per page when verifying the index.
-pub(crate) const VERIFY_PAGE: i64 = 500;
-
-/// Index rows with `first_seq` above `after`, in order, a page at a time (verifying).
-pub(crate) fn rows_after<'a, DB>(after: i64) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    i64: Encode<'a, DB> + Type<DB>,
-{
-    let mut q = QueryBuilder::new(format!(
-        "SELECT {COLUMNS} FROM operation_index WHERE first_seq > "
-    ));
-    q.push_bind(after)
-        .push(" ORDER BY first_seq LIMIT ")
-        .push_bind(VERIFY_PAGE);
-    q
-}
-
-/// `operation_actors` rows with `first_seq` in `[low, high]` (verifying a page of the index).
-pub(crate) fn actors_between<'a, DB>(low: i64, high: i64) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    i64: Encode<'a, DB> + Type<DB>,
-{
-    let mut q =
-        QueryBuilder::new("SELECT actor, first_seq FROM operation_actors WHERE first_seq >= ");
-    q.push_bind(low).push(" AND first_seq <= ").push_bind(high);
-    q
-}
-
-/// How many operations the log holds and how many actor rows the index has, in one snapshot.
-pub(crate) const COUNTS: &str = "SELECT \
-    (SELECT COUNT(DISTINCT operation_id) FROM audit_events) AS operations, \
-    (SELECT COUNT(*) FROM operation_actors) AS actors";
-
-/// Where the operations index first disagrees with the events it folds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct IndexMismatch {
-    /// The first seq of the operation whose row disagrees (0 when the disagreement is a count).
-    pub(crate) first_seq: i64,
-    pub(crate) operation_id: Option<String>,
-    pub(crate) reason: String,
-}
-
-/// Checks the index page by page against a fold of each operation's events (see `verify`).
-#[derive(Debug, Default)]
-pub(crate) struct IndexCheck {
-    after: i64,
-    operations: i64,
-    actors: i64,
-}
-
-impl IndexCheck {
-    /// Where the next page starts.
-    pub(crate) fn after(&self) -> i64 {
-        self.after
-    }
-
-    /// The index must hold the log up to its head.
-    pub(crate) fn freshness(through: i64, head: i64) -> Option<IndexMismatch> {
-        (through != head).then(|| IndexMismatch {
-            first_seq: 0,
-            operation_id: None,
-            reason: format!("the index holds the log through seq {through}, its head is {head}"),
-        })
-    }
-
-    /// Check one page: each row against the fold of its operation's events (all of them, in
-    /// seq order), and the page's actor rows against its rows' actors.
-    pub(crate) fn page(
-        &mut self,
-        rows: &[OperationSummary],
-        events: Vec<crate::audit::Recorded>,
-        actors: Vec<(String, i64)>,
-    ) -> Option<IndexMismatch> {
-        let mut by_operation: HashMap<OperationId, Vec<crate::audit::Recorded>> = HashMap::new();
-        for recorded in events {
-            by_operation
-                .entry(recorded.event.operation_id)
-                .or_default()
-                .push(recorded);
-        }
-        let mut expected_actors = Vec::new();
-        for row in rows {
-            let mismatch = |reason: String| IndexMismatch {
-                first_seq: row.first_seq,
-                operation_id: Some(row.operation_id.to_string()),
-                reason,
-            };
-            let events = by_operation.remove(&row.operation_id).unwrap_or_default();
-            let Some(folded) = super::fold(&events) else {
-                return Some(mismatch("the log holds no event of this operation".into()));
-            };
-            if folded != *row {
-                return Some(mismatch(format!(
-                    "the row differs from its events in {}",
-                    differing_fields(row, &folded)
-                )));
-            }
-            expected_actors.extend(
-                actor_keys(&row.actor)
-                    .into_iter()
-                    .map(|a| (a, row.first_seq)),
-            );
-            self.after = row.first_seq;
-        }
-        self.operations += rows.len() as i64;
-        self.actors += actors.len() as i64;
-        // The first (by seq) actor row that is missing or stray.
-        let (actors, expected): (HashSet<_>, HashSet<_>) = (
-            actors.into_iter().collect(),
-            expected_actors.into_iter().collect(),
-        );
-        let first_stray = actors
-            .symmetric_difference(&expected)
-            .min_by_key(|(_, seq)| *seq);
-        if let Some((actor, seq)) = first_stray {
-            let what = if expected.contains(&(actor.clone(), *seq)) {
-                "lacks"
-            } else {
-                "has a stray"
-            };
-            return Some(IndexMismatch {
-                first_seq: *seq,
-                operation_id: None,
-                reason: format!("operation_actors {what} row for {actor:?} at first seq {seq}"),
-            });
-        }
-        None
-    }
-
-    /// After the last page: every operation of the log has a row, and no actor row is stray.
-    pub(crate) fn totals(&self, operations: i64, actors: i64) -> Option<IndexMismatch> {
-        let count = |reason: String| IndexMismatch {
-            first_seq: 0,
-            operation_id: None,
-            reason,
-        };
-        if operations != self.operations {
-            return Some(count(format!(
-                "the log holds {operations} operations, the index {}",
-                self.operations
-            )));
-        }
-        (actors != self.actors).then(|| {
-            count(format!(
-                "operation_actors holds {actors} rows, {} belong to the index's operations",
-                self.actors
-            ))
-        })
-    }
-}
-
-/// The names of the summary fields where `a` and `b` differ.
-fn differing_fields(a: &OperationSummary, b: &OperationSummary) -> String {
-    let (a, b) = (serde_json::to_value(a), serde_json::to_value(b));
-    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) else {
-        return "its fields".into();
-    };
-    let names: Vec<&str> = a
-        .iter()
-        .filter(|(k, v)| b.get(*k) != Some(*v))
-        .map(|(k, _)| k.as_str())
-        .collect();
-    names.join(", ")
 }
 
 /// A stored name parsed; a name this code does not know is a row it did not write.

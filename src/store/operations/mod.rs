@@ -27,6 +27,7 @@
 //! row per operation), never the events.
 
 pub(crate) mod index;
+pub(crate) mod index_check;
 mod sql;
 
 use std::collections::HashMap;
