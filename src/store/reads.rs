@@ -216,6 +216,13 @@ macro_rules! read_methods {
                 let row = rows.first().ok_or_else(|| $crate::store::StoreError::corrupt(context))?;
                 row.try_get::<i64, _>(column).map_err(read)
             };
+            // A log no syncgate with the index has opened for writing (a copy of an older log,
+            // read as it is) has no index to check: nothing reads one, the operations queries
+            // refuse such a log, and its chain alone is the evidence.
+            let migrated = self.rows(sqlx::QueryBuilder::new(index_check::HAS_INDEX), context).await?;
+            if number(&migrated, "migrated")? == 0 {
+                return Ok(None);
+            }
             let state = self.rows(sqlx::QueryBuilder::new(index::FRESHNESS), context).await?;
             let (through, head) = (number(&state, "through_seq")?, number(&state, "head")?);
             if let Some(mismatch) = IndexCheck::freshness(through, head) {

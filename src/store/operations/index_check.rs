@@ -45,6 +45,10 @@ where
     q
 }
 
+/// 1 when the index's migration (0004) has run on this log, else 0.
+pub(crate) const HAS_INDEX: &str =
+    "SELECT COUNT(*) AS migrated FROM _sqlx_migrations WHERE version = 4 AND success";
+
 /// How many operations the log holds and how many actor rows the index has, in one snapshot.
 pub(crate) const COUNTS: &str = "SELECT \
     (SELECT COUNT(DISTINCT operation_id) FROM audit_events) AS operations, \
