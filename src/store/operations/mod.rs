@@ -292,16 +292,13 @@ impl StoreReader {
         limit: u32,
     ) -> Result<FoldedPage, StoreError> {
         let page = self.operations(filter, cursor, limit).await?;
-        let mut events: HashMap<Uuid, Vec<Recorded>> = HashMap::new();
-        for (id, raw) in self
+        let parse = |raw: RawEvent| super::recorded(raw.seq, raw.prev_hash, raw.hash, &raw.event);
+        let events = self
             .raw_events(&page)
             .await?
             .into_iter()
-            .flat_map(|(id, raw)| raw.into_iter().map(move |r| (id, r)))
-        {
-            let recorded = super::recorded(raw.seq, raw.prev_hash, raw.hash, &raw.event)?;
-            events.entry(id).or_default().push(recorded);
-        }
+            .map(|(id, raw)| Ok((id, raw.into_iter().map(parse).collect::<Result<_, _>>()?)))
+            .collect::<Result<HashMap<_, _>, StoreError>>()?;
         attach(page, events)
     }
 
