@@ -114,6 +114,12 @@ fn read_options(path: &Path, options: &StoreOptions) -> SqliteConnectOptions {
         .filename(path)
         .create_if_missing(false)
         .read_only(true)
+        // sqlx steps SQLite on a thread of its own and hands rows over a channel of this many;
+        // at its default (50) a page of events was handed over in dozens of sleeps and
+        // wake-ups of both threads, which cost more than SQLite's own work (an export ran a
+        // fifth faster with 1,024). The reads collect their rows whole anyway, so a longer
+        // channel lets the thread run ahead without holding more in the end.
+        .row_buffer_size(1024)
         .foreign_keys(true)
         .busy_timeout(options.busy_timeout)
 }
