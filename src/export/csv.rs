@@ -9,9 +9,10 @@
 
 use std::io::{self, Write};
 
+use super::facts::Operation;
 use super::shape::{self, Outcome};
 use crate::cli::render::time_micros;
-use crate::store::FoldedOperation;
+use crate::store::StoreError;
 
 /// The header row, in column order.
 pub(super) const HEADER: [&str; 29] = [
@@ -52,13 +53,15 @@ pub(super) fn header(out: &mut Vec<u8>) {
 }
 
 /// One operation's row.
-pub(super) fn write(op: &FoldedOperation, out: &mut Vec<u8>) {
-    let _ = write_csv_row(out, row(op));
+pub(super) fn write(op: &Operation, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    // Writing to a Vec cannot fail.
+    let _ = write_csv_row(out, row(op)?);
+    Ok(())
 }
 
-fn row(op: &FoldedOperation) -> Vec<String> {
+fn row(op: &Operation) -> Result<Vec<String>, StoreError> {
     let s = &op.summary;
-    let e = &shape::first(op).event;
+    let e = shape::first(op);
     let a = &e.actor;
     let text = |v: Option<&str>| v.unwrap_or_default().to_owned();
     let outcome = match Outcome::of(op) {
@@ -66,10 +69,8 @@ fn row(op: &FoldedOperation) -> Vec<String> {
         Outcome::Failure => "failure",
         Outcome::Unknown => "unknown",
     };
-    let diff = shape::latest(op, |r| r.event.diff.as_ref())
-        .map(|d| d.to_string())
-        .unwrap_or_default();
-    vec![
+    let diff = shape::diff(op)?.map(|d| d.to_string()).unwrap_or_default();
+    Ok(vec![
         s.operation_id.to_string(),
         time_micros(&s.first_time),
         time_micros(&s.last_time),
@@ -99,7 +100,7 @@ fn row(op: &FoldedOperation) -> Vec<String> {
         s.first_seq.to_string(),
         text(op.events.last().map(|r| r.hash.as_str())),
         diff,
-    ]
+    ])
 }
 
 /// One cell: neutralised if a spreadsheet would run it (see the module documentation), then

@@ -19,15 +19,19 @@
 //! - `id` and `correlationId` are the operation id (the `x-syncgate-audit-id` header the client
 //!   got); `loggedByService` is `syncgate`.
 
-use serde_json::{Value, json};
+use std::borrow::Cow;
 
-use super::shape::{self, Outcome, Verb};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ExportError;
+use super::facts::Operation;
+use super::shape::{self, Nested, Outcome, SyncgateFacts, Verb};
 use crate::cli::render::time_micros;
 use crate::graph::OperationKind;
-use crate::store::FoldedOperation;
 
 /// `(category, activityDisplayName, named by Entra)` of an operation.
-fn activity(op: &FoldedOperation) -> (&'static str, &'static str, bool) {
+fn activity(op: &Operation) -> (&'static str, &'static str, bool) {
     use OperationKind as K;
     const SYNC: &str = "CrossTenantIdentitySyncSettings";
     const ACCESS: &str = "CrossTenantAccessSettings";
@@ -136,122 +140,211 @@ fn encoded(value: Option<&Value>) -> String {
     value.map(Value::to_string).unwrap_or_default()
 }
 
-/// The `initiatedBy` object: `user` or `app`, the other `null`, as Entra writes it.
-fn initiated_by(op: &FoldedOperation) -> Value {
+/// A `directoryAudit` record. Field order is the order Graph lists them in.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Record<'a> {
+    id: &'a str,
+    category: &'static str,
+    correlation_id: &'a str,
+    result: &'static str,
+    result_reason: &'a str,
+    activity_display_name: &'static str,
+    activity_date_time: String,
+    logged_by_service: &'static str,
+    operation_type: &'static str,
+    initiated_by: InitiatedBy<'a>,
+    target_resources: [TargetResource<'a>; 1],
+    additional_details: Vec<KeyValue<'a>>,
+    syncgate: SyncgateFacts<'a, Extension<'a>>,
+}
+
+/// `initiatedBy`: `user` or `app`, the other `null`, as Entra writes it.
+#[derive(Serialize)]
+struct InitiatedBy<'a> {
+    user: Option<UserIdentity<'a>>,
+    app: Option<AppIdentity<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserIdentity<'a> {
+    id: Option<&'a str>,
+    display_name: Option<&'a str>,
+    user_principal_name: Option<&'a str>,
+    ip_address: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppIdentity<'a> {
+    app_id: Option<&'a str>,
+    display_name: Option<&'a str>,
+    service_principal_id: Option<&'a str>,
+    service_principal_name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TargetResource<'a> {
+    id: &'a str,
+    display_name: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    user_principal_name: Option<&'a str>,
+    group_type: Option<&'a str>,
+    modified_properties: Vec<ModifiedProperty<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModifiedProperty<'a> {
+    display_name: &'a str,
+    old_value: String,
+    new_value: String,
+}
+
+#[derive(Serialize)]
+struct KeyValue<'a> {
+    key: &'static str,
+    value: Cow<'a, str>,
+}
+
+/// The `syncgate` extension's own fields, before the facts every format carries.
+#[derive(Serialize)]
+struct Extension<'a> {
+    operation: &'a str,
+    status: Option<u16>,
+    changes: Vec<TypedChange<'a>>,
+}
+
+#[derive(Serialize)]
+struct TypedChange<'a> {
+    property: &'a str,
+    old_value: Option<&'a Value>,
+    new_value: Option<&'a Value>,
+}
+
+/// The `initiatedBy` object.
+fn initiated_by(op: &Operation) -> InitiatedBy<'_> {
     let a = shape::actor(op);
     if shape::is_app(a) {
-        json!({
-            "user": null,
-            "app": {
-                "appId": a.appid,
-                "displayName": a.app_displayname,
-                "servicePrincipalId": a.oid,
-                "servicePrincipalName": a.app_displayname,
-            },
-        })
+        InitiatedBy {
+            user: None,
+            app: Some(AppIdentity {
+                app_id: a.appid.as_deref(),
+                display_name: a.app_displayname.as_deref(),
+                service_principal_id: a.oid.as_deref(),
+                service_principal_name: a.app_displayname.as_deref(),
+            }),
+        }
     } else {
-        json!({
-            "user": {
-                "id": a.oid,
-                "displayName": null,
-                "userPrincipalName": a.upn,
-                "ipAddress": shape::caller_ip(a),
-            },
-            "app": null,
-        })
+        InitiatedBy {
+            user: Some(UserIdentity {
+                id: a.oid.as_deref(),
+                display_name: None,
+                user_principal_name: a.upn.as_deref(),
+                ip_address: shape::caller_ip(a),
+            }),
+            app: None,
+        }
     }
 }
 
-/// The record for one operation.
-pub(super) fn record(op: &FoldedOperation) -> Value {
+/// Write the record for one operation.
+pub(super) fn write(op: &Operation, out: &mut Vec<u8>) -> Result<(), ExportError> {
     let s = &op.summary;
-    let e = &shape::first(op).event;
+    let e = shape::first(op);
     let (category, name, by_entra) = activity(op);
     let verb = Verb::of(op);
-    let outcome = Outcome::of(op);
-    let changes = shape::changes(op);
-    let result = match outcome {
+    let nested = Nested::of(op)?;
+    let result = match Outcome::of(op) {
         Outcome::Success => "success",
         Outcome::Failure => "failure",
         Outcome::Unknown => "unknownFutureValue",
     };
     let reason = shape::detail(op)
-        .map(str::to_owned)
-        .or_else(|| s.effect.map(|e| e.as_str().to_owned()))
+        .or_else(|| s.effect.map(|e| e.as_str()))
         .unwrap_or_default();
-    let modified: Vec<Value> = changes
+    let modified = nested
+        .changes
         .iter()
-        .map(|c| {
-            json!({
-                "displayName": c.property,
-                "oldValue": encoded(c.old.as_ref()),
-                "newValue": encoded(c.new.as_ref()),
-            })
+        .map(|c| ModifiedProperty {
+            display_name: &c.property,
+            old_value: encoded(c.old.as_ref()),
+            new_value: encoded(c.new.as_ref()),
         })
         .collect();
-    let target_id = s
-        .partner
-        .as_ref()
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| e.canonical_path.clone());
-    let mut details = vec![
-        ("method", Some(e.method.clone())),
-        ("canonicalPath", Some(e.canonical_path.clone())),
-        ("apiVersion", Some(e.api_version.to_string())),
-        ("client-request-id", e.client_request_id.clone()),
-        ("request-id", shape::request_id(op).map(str::to_owned)),
+    let partner = s.partner.as_ref().map(|p| p.to_string());
+    let id = s.operation_id.to_string();
+    let status = s.status.map(|st| st.to_string());
+    let mut details: Vec<(&'static str, Option<Cow<'_, str>>)> = vec![
+        ("method", Some(e.method.as_str().into())),
+        ("canonicalPath", Some(e.canonical_path.as_str().into())),
+        ("apiVersion", Some(e.api_version.as_str().into())),
         (
-            "syncgateDecision",
-            s.decision.map(|d| d.as_str().to_owned()),
+            "client-request-id",
+            e.client_request_id.as_deref().map(Cow::from),
         ),
-        ("rule", s.rule.clone()),
-        ("effect", s.effect.map(|e| e.as_str().to_owned())),
-        ("upstreamStatus", s.status.map(|st| st.to_string())),
-        ("drift", Some(s.drift.to_string())),
-        ("approvalId", s.approval_id.clone()),
-        (
-            "rulesVersion",
-            shape::latest(op, |r| r.event.rules_version.clone()),
-        ),
+        ("request-id", shape::request_id(op).map(Cow::from)),
+        ("syncgateDecision", s.decision.map(|d| d.as_str().into())),
+        ("rule", s.rule.as_deref().map(Cow::from)),
+        ("effect", s.effect.map(|e| e.as_str().into())),
+        ("upstreamStatus", status.as_deref().map(Cow::from)),
+        ("drift", Some(if s.drift { "true" } else { "false" }.into())),
+        ("approvalId", s.approval_id.as_deref().map(Cow::from)),
+        ("rulesVersion", shape::rules_version(op).map(Cow::from)),
     ];
     if shape::is_app(shape::actor(op)) {
-        details.push(("ipAddress", shape::caller_ip(shape::actor(op))));
+        details.push((
+            "ipAddress",
+            shape::caller_ip(shape::actor(op)).map(Cow::from),
+        ));
     }
     if !by_entra {
-        details.push(("activityNamedBy", Some("syncgate".to_owned())));
+        details.push(("activityNamedBy", Some("syncgate".into())));
     }
-    let additional: Vec<Value> = details
-        .into_iter()
-        .filter_map(|(key, value)| Some(json!({"key": key, "value": value?})))
-        .collect();
-    let typed_changes: Vec<Value> = changes
-        .iter()
-        .map(|c| json!({"property": c.property, "old_value": c.old, "new_value": c.new}))
-        .collect();
-    json!({
-        "id": s.operation_id.to_string(),
-        "category": category,
-        "correlationId": s.operation_id.to_string(),
-        "result": result,
-        "resultReason": reason,
-        "activityDisplayName": name,
-        "activityDateTime": time_micros(&s.first_time),
-        "loggedByService": "syncgate",
-        "operationType": operation_type(verb),
-        "initiatedBy": initiated_by(op),
-        "targetResources": [{
-            "id": target_id,
-            "displayName": s.display_name,
-            "type": shape::resource_type(op),
-            "userPrincipalName": null,
-            "groupType": null,
-            "modifiedProperties": modified,
+    let record = Record {
+        id: &id,
+        category,
+        correlation_id: &id,
+        result,
+        result_reason: reason,
+        activity_display_name: name,
+        activity_date_time: time_micros(&s.first_time),
+        logged_by_service: "syncgate",
+        operation_type: operation_type(verb),
+        initiated_by: initiated_by(op),
+        target_resources: [TargetResource {
+            id: partner.as_deref().unwrap_or(&e.canonical_path),
+            display_name: s.display_name.as_deref(),
+            kind: shape::resource_type(op),
+            user_principal_name: None,
+            group_type: None,
+            modified_properties: modified,
         }],
-        "additionalDetails": additional,
-        "syncgate": shape::syncgate_facts(op, json!({
-            "operation": s.operation.as_str(),
-            "status": s.status,
-            "changes": typed_changes,
-        })),
-    })
+        additional_details: details
+            .into_iter()
+            .filter_map(|(key, value)| Some(KeyValue { key, value: value? }))
+            .collect(),
+        syncgate: shape::syncgate_facts(
+            op,
+            &nested,
+            Extension {
+                operation: s.operation.as_str(),
+                status: s.status,
+                changes: nested
+                    .changes
+                    .iter()
+                    .map(|c| TypedChange {
+                        property: &c.property,
+                        old_value: c.old.as_ref(),
+                        new_value: c.new.as_ref(),
+                    })
+                    .collect(),
+            },
+        ),
+    };
+    serde_json::to_writer(out, &record)?;
+    Ok(())
 }

@@ -16,10 +16,11 @@
 //! `metadata.version` the schema version. What OCSF has no attribute for (the decision, rule
 //! results, the states, the diff, the chain) is under `unmapped`.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::shape::{self, Outcome, Verb};
-use crate::store::FoldedOperation;
+use super::ExportError;
+use super::facts::Operation;
+use super::shape::{self, Nested, Outcome, SyncgateFacts, Verb};
 
 /// The OCSF schema version the records follow.
 pub(super) const SCHEMA_VERSION: &str = "1.3.0";
@@ -36,34 +37,158 @@ fn activity(verb: Verb) -> (u32, &'static str) {
     }
 }
 
-fn actor(op: &FoldedOperation) -> Value {
+/// An API Activity event; fields in the order the schema lists them.
+#[derive(Serialize)]
+struct Record<'a> {
+    activity_id: u32,
+    activity_name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+    class_uid: u32,
+    class_name: &'static str,
+    type_uid: u32,
+    type_name: String,
+    severity_id: u32,
+    severity: &'static str,
+    time: i64,
+    start_time: i64,
+    end_time: i64,
+    status_id: u32,
+    status: &'static str,
+    status_code: Option<String>,
+    status_detail: Option<&'a str>,
+    metadata: Metadata<'a>,
+    actor: Actor<'a>,
+    api: Api<'a>,
+    src_endpoint: Endpoint,
+    http_request: HttpRequest<'a>,
+    resources: [Resource<'a>; 1],
+    unmapped: SyncgateFacts<'a, Unmapped<'a>>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    product: Product,
+    version: &'static str,
+    uid: &'a str,
+    correlation_uid: &'a str,
+    logged_time: i64,
+}
+
+#[derive(Serialize)]
+struct Product {
+    name: &'static str,
+    vendor_name: &'static str,
+    version: &'static str,
+}
+
+/// The caller: a `user` when the token names one (a person or a service principal), and the
+/// client application; each only when known.
+#[derive(Serialize)]
+struct Actor<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<User<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct User<'a> {
+    uid: Option<&'a str>,
+    name: Option<&'a str>,
+    type_id: u32,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct Api<'a> {
+    operation: &'a str,
+    version: &'a str,
+    service: Named,
+    request: Uid<'a>,
+    response: Response<'a>,
+}
+
+#[derive(Serialize)]
+struct Named {
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+struct Uid<'a> {
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct Response<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Endpoint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HttpRequest<'a> {
+    http_method: &'a str,
+    url: Path<'a>,
+    uid: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Path<'a> {
+    path: &'a str,
+}
+
+#[derive(Serialize)]
+struct Resource<'a> {
+    uid: Option<String>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: Option<&'a str>,
+}
+
+/// `unmapped`'s own field, before the facts every format carries.
+#[derive(Serialize)]
+struct Unmapped<'a> {
+    graph_request_id: Option<&'a str>,
+}
+
+fn actor(op: &Operation) -> Actor<'_> {
     let a = shape::actor(op);
-    let mut actor = serde_json::Map::new();
-    if a.oid.is_some() || a.upn.is_some() {
-        let name = a.upn.clone().or_else(|| a.app_displayname.clone());
+    let user = (a.oid.is_some() || a.upn.is_some()).then(|| {
         let (type_id, kind) = if shape::is_app(a) {
             (99, "Service Principal")
         } else {
             (1, "User")
         };
-        actor.insert(
-            "user".into(),
-            json!({"uid": a.oid, "name": name, "type_id": type_id, "type": kind}),
-        );
+        User {
+            uid: a.oid.as_deref(),
+            name: a.upn.as_deref().or(a.app_displayname.as_deref()),
+            type_id,
+            kind,
+        }
+    });
+    Actor {
+        user,
+        app_uid: a.appid.as_deref(),
+        app_name: a.app_displayname.as_deref(),
     }
-    if let Some(appid) = &a.appid {
-        actor.insert("app_uid".into(), json!(appid));
-    }
-    if let Some(name) = &a.app_displayname {
-        actor.insert("app_name".into(), json!(name));
-    }
-    Value::Object(actor)
 }
 
-/// The record for one operation.
-pub(super) fn record(op: &FoldedOperation) -> Value {
+/// Write the record for one operation.
+pub(super) fn write(op: &Operation, out: &mut Vec<u8>) -> Result<(), ExportError> {
     let s = &op.summary;
-    let e = &shape::first(op).event;
+    let e = shape::first(op);
+    let nested = Nested::of(op)?;
     let (activity_id, activity_name) = activity(Verb::of(op));
     let (status_id, status) = match Outcome::of(op) {
         Outcome::Success => (1, "Success"),
@@ -77,67 +202,73 @@ pub(super) fn record(op: &FoldedOperation) -> Value {
     } else {
         (1, "Informational")
     };
-    let mut response = json!({});
-    if let Some(code) = s.status {
-        response["code"] = json!(code);
-    }
-    if let Some(detail) = shape::detail(op) {
-        response["message"] = json!(detail);
-    }
-    let mut src_endpoint = json!({});
-    if let Some(ip) = shape::caller_ip(&e.actor) {
-        src_endpoint["ip"] = json!(ip);
-    }
-    json!({
-        "activity_id": activity_id,
-        "activity_name": activity_name,
-        "category_uid": CATEGORY_UID,
-        "category_name": "Application Activity",
-        "class_uid": CLASS_UID,
-        "class_name": "API Activity",
-        "type_uid": CLASS_UID * 100 + activity_id,
-        "type_name": format!("API Activity: {activity_name}"),
-        "severity_id": severity_id,
-        "severity": severity,
-        "time": shape::epoch_ms(&s.first_time),
-        "start_time": shape::epoch_ms(&s.first_time),
-        "end_time": shape::epoch_ms(&s.last_time),
-        "status_id": status_id,
-        "status": status,
-        "status_code": s.status.map(|c| c.to_string()),
-        "status_detail": shape::detail(op),
-        "metadata": {
-            "product": {
-                "name": "syncgate",
-                "vendor_name": "syncgate",
-                "version": env!("CARGO_PKG_VERSION"),
+    let id = s.operation_id.to_string();
+    let record = Record {
+        activity_id,
+        activity_name,
+        category_uid: CATEGORY_UID,
+        category_name: "Application Activity",
+        class_uid: CLASS_UID,
+        class_name: "API Activity",
+        type_uid: CLASS_UID * 100 + activity_id,
+        type_name: format!("API Activity: {activity_name}"),
+        severity_id,
+        severity,
+        time: shape::epoch_ms(&s.first_time),
+        start_time: shape::epoch_ms(&s.first_time),
+        end_time: shape::epoch_ms(&s.last_time),
+        status_id,
+        status,
+        status_code: s.status.map(|c| c.to_string()),
+        status_detail: shape::detail(op),
+        metadata: Metadata {
+            product: Product {
+                name: "syncgate",
+                vendor_name: "syncgate",
+                version: env!("CARGO_PKG_VERSION"),
             },
-            "version": SCHEMA_VERSION,
-            "uid": s.operation_id.to_string(),
-            "correlation_uid": s.operation_id.to_string(),
-            "logged_time": shape::epoch_ms(&s.last_time),
+            version: SCHEMA_VERSION,
+            uid: &id,
+            correlation_uid: &id,
+            logged_time: shape::epoch_ms(&s.last_time),
         },
-        "actor": actor(op),
-        "api": {
-            "operation": s.operation.as_str(),
-            "version": e.api_version.as_str(),
-            "service": {"name": "Microsoft Graph"},
-            "request": {"uid": s.operation_id.to_string()},
-            "response": response,
+        actor: actor(op),
+        api: Api {
+            operation: s.operation.as_str(),
+            version: e.api_version.as_str(),
+            service: Named {
+                name: "Microsoft Graph",
+            },
+            request: Uid { uid: &id },
+            response: Response {
+                code: s.status,
+                message: shape::detail(op),
+            },
         },
-        "src_endpoint": src_endpoint,
-        "http_request": {
-            "http_method": e.method,
-            "url": {"path": e.canonical_path},
-            "uid": e.client_request_id,
+        src_endpoint: Endpoint {
+            ip: shape::caller_ip(&e.actor),
         },
-        "resources": [{
-            "uid": s.partner.as_ref().map(|p| p.to_string()),
-            "type": shape::resource_type(op),
-            "name": s.display_name,
+        http_request: HttpRequest {
+            http_method: &e.method,
+            url: Path {
+                path: &e.canonical_path,
+            },
+            uid: e.client_request_id.as_deref(),
+        },
+        resources: [Resource {
+            uid: s.partner.as_ref().map(|p| p.to_string()),
+            kind: shape::resource_type(op),
+            name: s.display_name.as_deref(),
         }],
-        "unmapped": shape::syncgate_facts(op, json!({
-            "graph_request_id": shape::request_id(op),
-        })),
-    })
+        unmapped: shape::syncgate_facts(
+            op,
+            &nested,
+            Unmapped {
+                graph_request_id: shape::request_id(op),
+            },
+        ),
+    };
+    serde_json::to_writer(&mut *out, &record)?;
+    out.push(b'\n');
+    Ok(())
 }

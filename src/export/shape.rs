@@ -4,13 +4,15 @@
 //! the three never disagree about an operation.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::LazyLock;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
-use crate::audit::{Actor, Event, EventKind, Recorded, Snapshot};
+use super::facts::{ActorFacts, EventFacts, Operation};
+use crate::audit::{Decision, Effect, EventKind, RuleOutcome, Snapshot};
 use crate::graph::OperationKind;
-use crate::store::FoldedOperation;
+use crate::store::StoreError;
 
 /// The kind of change, in the vocabulary both Entra (`operationType`) and OCSF (`activity_id`)
 /// share.
@@ -24,7 +26,7 @@ pub(super) enum Verb {
 }
 
 impl Verb {
-    pub(super) fn of(op: &FoldedOperation) -> Verb {
+    pub(super) fn of(op: &Operation) -> Verb {
         use OperationKind as K;
         match op.summary.operation.kind() {
             Some(K::SyncCreate | K::PartnerCreate | K::PartnerRestore | K::SyncRestore) => {
@@ -41,7 +43,7 @@ impl Verb {
                 K::SyncDelete | K::PartnerDelete | K::DeletedPartnerPurge | K::DeletedSyncPurge,
             ) => Verb::Delete,
             // PUT, PATCH or DELETE on the same undocumented path: the method says which.
-            Some(K::DeletedPartnerSyncWrite) => match first(op).event.method.as_str() {
+            Some(K::DeletedPartnerSyncWrite) => match first(op).method.as_str() {
                 "PUT" => Verb::Create,
                 "DELETE" => Verb::Delete,
                 _ => Verb::Update,
@@ -65,7 +67,7 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    pub(super) fn of(op: &FoldedOperation) -> Outcome {
+    pub(super) fn of(op: &Operation) -> Outcome {
         let s = &op.summary;
         match (s.terminal, s.status) {
             (None, _) => Outcome::Unknown,
@@ -78,33 +80,39 @@ impl Outcome {
 }
 
 /// The operation's first event: the request as it arrived (every event repeats its attributes).
-pub(super) fn first(op: &FoldedOperation) -> &Recorded {
-    op.events.first().unwrap_or(&NO_EVENT)
+pub(super) fn first(op: &Operation) -> &super::facts::Fields {
+    // The store never returns an operation without events (it refuses the page as a corrupt
+    // index instead), so the first is there.
+    &op.events[0].event
 }
 
-/// Stands for the first event of an operation without events, which the store never returns
-/// (`fold` refuses one), so a record is still written rather than the export failing.
-static NO_EVENT: LazyLock<Recorded> = LazyLock::new(|| Recorded {
-    seq: 0,
-    prev_hash: String::new(),
-    hash: String::new(),
-    event: Event::new(uuid::Uuid::nil(), EventKind::Received),
-});
-
-/// The latest event that has a value for `f`.
+/// The latest event's value of `f`, among the events that have one.
 pub(super) fn latest<'a, T>(
-    op: &'a FoldedOperation,
-    f: impl Fn(&'a Recorded) -> Option<T>,
+    op: &'a Operation,
+    f: impl Fn(&'a EventFacts) -> Option<T>,
 ) -> Option<T> {
     op.events.iter().rev().find_map(f)
 }
 
-pub(super) fn actor(op: &FoldedOperation) -> &Actor {
-    &first(op).event.actor
+/// [`latest`] for a value that is parsed when taken.
+fn try_latest<T>(
+    op: &Operation,
+    f: impl Fn(&EventFacts) -> Result<Option<T>, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    for event in op.events.iter().rev() {
+        if let Some(value) = f(event)? {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+pub(super) fn actor(op: &Operation) -> &ActorFacts {
+    &first(op).actor
 }
 
 /// Whether the caller used an app-only token (no signed-in user).
-pub(super) fn is_app(actor: &Actor) -> bool {
+pub(super) fn is_app(actor: &ActorFacts) -> bool {
     match actor.idtyp.as_deref() {
         Some(kind) => kind.eq_ignore_ascii_case("app"),
         None => actor.upn.is_none() && actor.appid.is_some(),
@@ -112,7 +120,7 @@ pub(super) fn is_app(actor: &Actor) -> bool {
 }
 
 /// The caller's IP address, without the port the proxy recorded beside it.
-pub(super) fn caller_ip(actor: &Actor) -> Option<String> {
+pub(super) fn caller_ip(actor: &ActorFacts) -> Option<String> {
     let address = actor.caller_address.as_deref()?;
     address
         .parse::<SocketAddr>()
@@ -122,28 +130,23 @@ pub(super) fn caller_ip(actor: &Actor) -> Option<String> {
         .map(|ip| ip.to_string())
 }
 
-/// The state before the change: the first recorded.
-pub(super) fn before(op: &FoldedOperation) -> Option<&Snapshot> {
-    op.events.iter().find_map(|r| r.event.before.as_ref())
-}
-
-/// The state after the change: the last recorded.
-pub(super) fn after(op: &FoldedOperation) -> Option<&Snapshot> {
-    latest(op, |r| r.event.after.as_ref())
-}
-
 /// Graph's `request-id` of the write, when the upstream answered.
-pub(super) fn request_id(op: &FoldedOperation) -> Option<&str> {
+pub(super) fn request_id(op: &Operation) -> Option<&str> {
     latest(op, |r| r.event.request_id.as_deref())
 }
 
 /// Why it ended as it did (a refusal's message, an upstream error, a recovery note).
-pub(super) fn detail(op: &FoldedOperation) -> Option<&str> {
+pub(super) fn detail(op: &Operation) -> Option<&str> {
     latest(op, |r| r.event.detail.as_deref())
 }
 
+/// The version of the rule set that decided last.
+pub(super) fn rules_version(op: &Operation) -> Option<&str> {
+    latest(op, |r| r.event.rules_version.as_deref())
+}
+
 /// The Graph resource type the operation is about (Graph's own names).
-pub(super) fn resource_type(op: &FoldedOperation) -> &'static str {
+pub(super) fn resource_type(op: &Operation) -> &'static str {
     use OperationKind as K;
     match op.summary.operation.kind() {
         Some(
@@ -175,10 +178,54 @@ pub(super) struct Change {
     pub(super) new: Option<Value>,
 }
 
+/// The nested values a record carries, each parsed from the one event it is taken from: the
+/// state before (the first recorded), the state after, the diff and the rule results (the
+/// latest recorded), and the properties that changed.
+pub(super) struct Nested {
+    pub(super) before: Option<Snapshot>,
+    pub(super) after: Option<Snapshot>,
+    pub(super) diff: Option<Value>,
+    pub(super) rule_results: Option<Vec<RuleOutcome>>,
+    pub(super) changes: Vec<Change>,
+}
+
+impl Nested {
+    pub(super) fn of(op: &Operation) -> Result<Nested, StoreError> {
+        let mut before = None;
+        for event in &op.events {
+            if let Some(state) = event.before()? {
+                before = Some(state);
+                break;
+            }
+        }
+        let after = try_latest(op, EventFacts::after)?;
+        let changes = changes(op, before.as_ref(), after.as_ref())?;
+        Ok(Nested {
+            before,
+            after,
+            diff: diff(op)?,
+            rule_results: try_latest(op, |r| {
+                let results = r.rule_results()?;
+                Ok((!results.is_empty()).then_some(results))
+            })?,
+            changes,
+        })
+    }
+}
+
+/// The latest RFC 6902 diff recorded.
+pub(super) fn diff(op: &Operation) -> Result<Option<Value>, StoreError> {
+    try_latest(op, EventFacts::diff)
+}
+
 /// The top-level properties whose value differs between before and after. When the after-state
 /// is unknown (the change failed or the read after it did), the request body stands for what was
 /// asked; a resource that is absent on one side has every property of the other changed.
-pub(super) fn changes(op: &FoldedOperation) -> Vec<Change> {
+fn changes(
+    op: &Operation,
+    before: Option<&Snapshot>,
+    after: Option<&Snapshot>,
+) -> Result<Vec<Change>, StoreError> {
     let empty = Map::new();
     let object = |s: Option<&Snapshot>| -> Option<Map<String, Value>> {
         match s? {
@@ -187,12 +234,16 @@ pub(super) fn changes(op: &FoldedOperation) -> Vec<Change> {
             Snapshot::Unreadable { .. } => None,
         }
     };
-    let old = object(before(op)).unwrap_or_default();
-    let new = match object(after(op)) {
+    let old = object(before).unwrap_or_default();
+    let new = match object(after) {
         Some(after) => after,
-        None => {
-            latest(op, |r| r.event.request_body.as_ref()?.as_object().cloned()).unwrap_or_default()
-        }
+        None => try_latest(op, |r| {
+            Ok(match r.request_body()? {
+                Some(Value::Object(body)) => Some(body),
+                _ => None,
+            })
+        })?
+        .unwrap_or_default(),
     };
     let mut changes = Vec::new();
     let keys = old
@@ -208,7 +259,7 @@ pub(super) fn changes(op: &FoldedOperation) -> Vec<Change> {
             });
         }
     }
-    changes
+    Ok(changes)
 }
 
 /// Milliseconds since the Unix epoch (OCSF's `timestamp_t`).
@@ -216,49 +267,62 @@ pub(super) fn epoch_ms(t: &chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-/// Each event's place in the chain, so a record can be checked against the log.
-pub(super) fn chain(op: &FoldedOperation) -> Value {
-    Value::Array(
-        op.events
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "seq": r.seq,
-                    "kind": r.event.kind.as_str(),
-                    "event_id": r.event.event_id,
-                    "hash": r.hash,
-                })
-            })
-            .collect(),
-    )
+/// An event's place in the chain, so a record can be checked against the log.
+#[derive(Serialize)]
+pub(super) struct ChainLink<'a> {
+    seq: i64,
+    kind: &'static str,
+    event_id: Uuid,
+    hash: &'a str,
 }
 
 /// What syncgate knows of an operation that neither Entra nor OCSF has a field for (the
-/// decision, the states, the diff, the rule results, the chain), with a format's own `extra`
-/// fields first: Entra's `syncgate` extension and OCSF's `unmapped` carry the same facts.
-pub(super) fn syncgate_facts(op: &FoldedOperation, extra: Value) -> Value {
+/// decision, the states, the diff, the rule results, the chain), after a format's own `extra`
+/// fields: Entra's `syncgate` extension and OCSF's `unmapped` carry the same facts.
+#[derive(Serialize)]
+pub(super) struct SyncgateFacts<'a, X: Serialize> {
+    #[serde(flatten)]
+    extra: X,
+    decision: Option<Decision>,
+    rule: Option<&'a str>,
+    effect: Option<Effect>,
+    drift: bool,
+    approval_id: Option<&'a str>,
+    terminal: Option<EventKind>,
+    before: Option<&'a Snapshot>,
+    after: Option<&'a Snapshot>,
+    diff: Option<&'a Value>,
+    rule_results: Option<&'a [RuleOutcome]>,
+    events: Vec<ChainLink<'a>>,
+}
+
+pub(super) fn syncgate_facts<'a, X: Serialize>(
+    op: &'a Operation,
+    nested: &'a Nested,
+    extra: X,
+) -> SyncgateFacts<'a, X> {
     let s = &op.summary;
-    let mut facts = match extra {
-        Value::Object(fields) => fields,
-        _ => Map::new(),
-    };
-    let common = serde_json::json!({
-        "decision": s.decision,
-        "rule": s.rule,
-        "effect": s.effect,
-        "drift": s.drift,
-        "approval_id": s.approval_id,
-        "terminal": s.terminal,
-        "before": before(op),
-        "after": after(op),
-        "diff": latest(op, |r| r.event.diff.as_ref()),
-        "rule_results": latest(op, |r| {
-            (!r.event.rule_results.is_empty()).then_some(&r.event.rule_results)
-        }),
-        "events": chain(op),
-    });
-    if let Value::Object(common) = common {
-        facts.extend(common);
+    SyncgateFacts {
+        extra,
+        decision: s.decision,
+        rule: s.rule.as_deref(),
+        effect: s.effect,
+        drift: s.drift,
+        approval_id: s.approval_id.as_deref(),
+        terminal: s.terminal,
+        before: nested.before.as_ref(),
+        after: nested.after.as_ref(),
+        diff: nested.diff.as_ref(),
+        rule_results: nested.rule_results.as_deref(),
+        events: op
+            .events
+            .iter()
+            .map(|r| ChainLink {
+                seq: r.seq,
+                kind: r.event.kind.as_str(),
+                event_id: r.event.event_id,
+                hash: &r.hash,
+            })
+            .collect(),
     }
-    Value::Object(facts)
 }

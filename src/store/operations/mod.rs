@@ -232,17 +232,17 @@ impl OperationSummary {
     }
 }
 
-/// One operation with every event it holds, in seq order: what an export writes.
+/// One operation with every event it holds, in seq order: what an export writes. The store
+/// reads the events as stored ([`RawEvent`]); an export reads what it needs of them.
 #[derive(Debug, Clone, PartialEq)]
-/// The events are parsed ([`Recorded`]) or as stored ([`RawEvent`]).
-pub(crate) struct FoldedOperation<E = Recorded> {
+pub(crate) struct FoldedOperation<E> {
     pub(crate) summary: OperationSummary,
     pub(crate) events: Vec<E>,
 }
 
 /// A page of operations with their events, newest first, and where the next one starts.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct FoldedPage<E = Recorded> {
+pub(crate) struct FoldedPage<E> {
     pub(crate) operations: Vec<FoldedOperation<E>>,
     pub(crate) next: Option<Cursor>,
 }
@@ -283,27 +283,10 @@ impl StoreReader {
         Ok(OperationsPage { operations, next })
     }
 
-    /// [`StoreReader::operations`] with each operation's events kept beside its summary, for
-    /// exports: the same selection, order and cursor, so an export and the listing agree.
+    /// [`StoreReader::operations`] with each operation's events kept beside its summary, as
+    /// stored (unparsed), for exports: the same selection, order and cursor, so an export and
+    /// the listing agree.
     pub(crate) async fn folded_operations(
-        &self,
-        filter: &OperationFilter,
-        cursor: Option<&Cursor>,
-        limit: u32,
-    ) -> Result<FoldedPage, StoreError> {
-        let page = self.operations(filter, cursor, limit).await?;
-        let parse = |raw: RawEvent| super::recorded(raw.seq, raw.prev_hash, raw.hash, &raw.event);
-        let events = self
-            .raw_events(&page)
-            .await?
-            .into_iter()
-            .map(|(id, raw)| Ok((id, raw.into_iter().map(parse).collect::<Result<_, _>>()?)))
-            .collect::<Result<HashMap<_, _>, StoreError>>()?;
-        attach(page, events)
-    }
-
-    /// [`StoreReader::folded_operations`] with the events as stored, unparsed.
-    pub(crate) async fn raw_folded_operations(
         &self,
         filter: &OperationFilter,
         cursor: Option<&Cursor>,
