@@ -14,7 +14,7 @@
 //! appends in flight (the writer commits them in groups), then `audit copy`'s path to PostgreSQL
 //! (a database of the run's own at `SYNCGATE_TEST_POSTGRES`, default
 //! `postgres://postgres@127.0.0.1:5432`, dropped after). The seeded SQLite file is kept under
-//! `target/audit-bench/` keyed by N, so later runs skip the minutes of seeding; it is migrated on
+//! `target/audit-bench/` keyed by N and the seeding concurrency, so later runs skip the minutes of seeding; it is migrated on
 //! every run, so new indexes apply to it.
 //!
 //! The log: 100 partners, a year of changes spread evenly, a realistic mix (most changes allowed
@@ -35,8 +35,12 @@ use syncgate::store::bench::Reader;
 use syncgate::store::{Store, StoreLocation, StoreOptions};
 use uuid::Uuid;
 
-/// Operations appended per wave: every wave's first events, then their middles, then their ends.
-const WAVE: usize = 4000;
+/// Operations in flight at once while seeding: every wave's first events, then their middles,
+/// then their ends, so an operation's events lie among those of at most this many others, as in
+/// a proxy's log (governed changes are rare and take milliseconds). Seeds of before 2026-11-30
+/// used 4,000, which scattered each operation's events over thousands of others' while its
+/// times said they were milliseconds apart.
+const WAVE: usize = 64;
 /// Events per page when streaming the log.
 const STREAM_PAGE: u32 = 1000;
 
@@ -96,8 +100,8 @@ async fn seeded_sqlite(events: usize) -> std::path::PathBuf {
         .unwrap()
         .join("audit-bench");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("log-{events}.db"));
-    let done = dir.join(format!("log-{events}.done"));
+    let path = dir.join(format!("log-{events}-w{WAVE}.db"));
+    let done = dir.join(format!("log-{events}-w{WAVE}.done"));
     if done.exists() {
         println!("seed: reusing {}", path.display());
         // Brings the schema (new indexes) up to date.
@@ -135,7 +139,7 @@ async fn seeded_sqlite(events: usize) -> std::path::PathBuf {
             }
             tasks.join_all().await;
         }
-        if appended % 100_000 < WAVE * 3 {
+        if appended % 100_000 < WAVE * 4 {
             println!(
                 "seed: {appended} events, {:.0} s",
                 started.elapsed().as_secs_f64()
