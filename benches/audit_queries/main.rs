@@ -27,7 +27,7 @@ mod support;
 
 use std::time::Instant;
 
-use seed::{Rng, generate, partner, percentiles, rss_kib};
+use seed::{Rng, cpu_time, generate, partner, percentiles, rss_kib};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection, PgConnection, Row};
 use support::BenchDatabase;
@@ -322,6 +322,7 @@ async fn exports(name: &str, reader: &Reader, args: &Args) -> Vec<Line> {
         for _ in 0..args.export_runs {
             let mut bytes = 0usize;
             let started = Instant::now();
+            let cpu_started = cpu_time();
             let mut chunks = 0usize;
             let events = reader
                 .export(format, |chunk| {
@@ -334,22 +335,28 @@ async fn exports(name: &str, reader: &Reader, args: &Args) -> Vec<Line> {
                 .await
                 .unwrap();
             let seconds = started.elapsed().as_secs_f64();
+            let cpu = (cpu_time() - cpu_started).as_secs_f64() * 1e6 / events.max(1) as f64;
             let rate = events as f64 / seconds;
             println!(
                 "{name}: export {format}: {events} events, {} MiB in {seconds:.1} s: \
-                 {rate:.0} events/s, memory {} → {} MiB",
+                 {rate:.0} events/s, {cpu:.1} µs CPU per event, memory {} → {} MiB",
                 bytes >> 20,
                 start_rss / 1024,
                 peak / 1024
             );
-            rates.push(rate);
+            rates.push((rate, cpu));
         }
-        rates.sort_by(f64::total_cmp);
-        let rate = rates[rates.len() / 2];
+        rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (rate, cpu) = rates[rates.len() / 2];
         lines.push(Line {
             case: format!("export {format} (whole log)"),
             target: "≥ 100,000/s",
             figures: vec![format!("{rate:>10.0}/s")],
+        });
+        lines.push(Line {
+            case: "  CPU per event (all threads)".into(),
+            target: "",
+            figures: vec![format!("{cpu:>8.1} µs")],
         });
         lines.push(Line {
             case: "  resident memory start → peak".into(),

@@ -265,3 +265,16 @@ pub(crate) fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// CPU time this process has used (user + system, every thread), from `getrusage`: steadier
+/// than wall time on a shared machine, and what an export costs the host.
+pub(crate) fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}

@@ -82,8 +82,8 @@ fn row(op: &Operation) -> Result<Vec<String>, StoreError> {
         text(a.appid.as_deref()),
         text(a.app_displayname.as_deref()),
         shape::caller_ip(a).unwrap_or_default(),
-        e.method.clone(),
-        e.canonical_path.clone(),
+        e.method.to_string(),
+        e.canonical_path.to_string(),
         e.api_version.to_string(),
         text(s.decision.map(|d| d.as_str())),
         text(s.rule.as_deref()),
@@ -98,7 +98,7 @@ fn row(op: &Operation) -> Result<Vec<String>, StoreError> {
         text(shape::request_id(op)),
         op.events.len().to_string(),
         s.first_seq.to_string(),
-        text(op.events.last().map(|r| r.hash.as_str())),
+        text(op.events.last().map(|r| r.hash)),
         diff,
     ])
 }

@@ -226,7 +226,7 @@ struct TypedChange<'a> {
 }
 
 /// The `initiatedBy` object.
-fn initiated_by(op: &Operation) -> InitiatedBy<'_> {
+fn initiated_by<'a>(op: &'a Operation<'a>) -> InitiatedBy<'a> {
     let a = shape::actor(op);
     if shape::is_app(a) {
         InitiatedBy {
@@ -279,8 +279,8 @@ pub(super) fn write(op: &Operation, out: &mut Vec<u8>) -> Result<(), ExportError
     let id = s.operation_id.to_string();
     let status = s.status.map(|st| st.to_string());
     let mut details: Vec<(&'static str, Option<Cow<'_, str>>)> = vec![
-        ("method", Some(e.method.as_str().into())),
-        ("canonicalPath", Some(e.canonical_path.as_str().into())),
+        ("method", Some((&*e.method).into())),
+        ("canonicalPath", Some((&*e.canonical_path).into())),
         ("apiVersion", Some(e.api_version.as_str().into())),
         (
             "client-request-id",

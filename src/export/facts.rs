@@ -3,12 +3,15 @@
 //! An export of a million events used to parse every event whole into an [`Event`], building a
 //! JSON tree for each request body, state, diff and rule list, most of which no record uses: a
 //! record takes the states, the diff and the rule results of one event each (the first or the
-//! latest that has them). [`EventFacts`] reads the short fields it needs and keeps the nested
-//! values as their stored JSON text ([`RawValue`]: checked to be JSON, not built into a tree);
-//! the accessors parse one when a record asks for it, into the very types an [`Event`] holds,
-//! so a record says exactly what it said when everything was parsed.
+//! latest that has them). [`EventFacts`] reads the short fields it needs, borrowed from the
+//! stored text where they hold no escape, and keeps the nested values as their stored JSON text
+//! ([`RawValue`]: checked to be JSON, not built into a tree); the accessors parse one when a
+//! record asks for it, into the very types an [`Event`] holds, so a record says exactly what
+//! it said when everything was parsed.
 //!
 //! [`Event`]: crate::audit::Event
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -17,92 +20,163 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::audit::{EventApiVersion, EventKind, RuleOutcome, Snapshot};
-use crate::store::{FoldedOperation, RawEvent, StoreError};
+use crate::store::{FoldedOperation, OperationSummary, RawEvent, StoreError};
 
-/// One operation as the per-operation formats read it.
-pub(super) type Operation = FoldedOperation<EventFacts>;
+/// One operation as the per-operation formats read it: its summary and its events' facts,
+/// borrowed from the page of stored events.
+pub(super) struct Operation<'a> {
+    pub(super) summary: &'a OperationSummary,
+    pub(super) events: Vec<EventFacts<'a>>,
+}
+
+impl<'a> Operation<'a> {
+    /// The facts of one stored operation; an event that is not an event is a corrupt log.
+    pub(super) fn read(op: &'a FoldedOperation<RawEvent>) -> Result<Operation<'a>, StoreError> {
+        Ok(Operation {
+            summary: &op.summary,
+            events: op
+                .events
+                .iter()
+                .map(EventFacts::parse)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
 
 /// An event's fields the per-operation formats write, with its place in the chain.
-#[derive(Debug, Clone)]
-pub(crate) struct EventFacts {
+#[derive(Debug)]
+pub(crate) struct EventFacts<'a> {
     pub(crate) seq: i64,
-    pub(crate) hash: String,
-    pub(crate) event: Fields,
+    pub(crate) hash: &'a str,
+    pub(crate) event: Fields<'a>,
 }
 
 /// The stored event's fields, as [`Event`](crate::audit::Event) names them; every other field
 /// of the stored JSON is skipped.
-#[derive(Debug, Clone, Deserialize)]
-pub(crate) struct Fields {
+#[derive(Debug, Deserialize)]
+pub(crate) struct Fields<'a> {
     pub(crate) event_id: Uuid,
     pub(crate) kind: EventKind,
-    pub(crate) method: String,
-    pub(crate) canonical_path: String,
+    #[serde(borrow)]
+    pub(crate) method: Text<'a>,
+    #[serde(borrow)]
+    pub(crate) canonical_path: Text<'a>,
     pub(crate) api_version: EventApiVersion,
-    pub(crate) actor: ActorFacts,
-    pub(crate) client_request_id: Option<String>,
-    pub(crate) request_id: Option<String>,
-    pub(crate) detail: Option<String>,
-    pub(crate) rules_version: Option<String>,
-    request_body: Option<Box<RawValue>>,
-    before: Option<Box<RawValue>>,
-    after: Option<Box<RawValue>>,
-    diff: Option<Box<RawValue>>,
-    rule_results: Option<Box<RawValue>>,
+    #[serde(borrow)]
+    pub(crate) actor: ActorFacts<'a>,
+    #[serde(borrow)]
+    pub(crate) client_request_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub(crate) request_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub(crate) detail: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub(crate) rules_version: Option<Text<'a>>,
+    #[serde(borrow)]
+    request_body: Option<&'a RawValue>,
+    #[serde(borrow)]
+    before: Option<&'a RawValue>,
+    #[serde(borrow)]
+    after: Option<&'a RawValue>,
+    #[serde(borrow)]
+    diff: Option<&'a RawValue>,
+    #[serde(borrow)]
+    rule_results: Option<&'a RawValue>,
 }
 
 /// The caller, as the formats name it (the token's permissions and fingerprint are not part of
 /// any record).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub(crate) struct ActorFacts {
-    pub(crate) oid: Option<String>,
-    pub(crate) upn: Option<String>,
-    pub(crate) appid: Option<String>,
-    pub(crate) app_displayname: Option<String>,
-    pub(crate) idtyp: Option<String>,
-    pub(crate) caller_address: Option<String>,
+#[derive(Debug, Default, PartialEq, Deserialize)]
+pub(crate) struct ActorFacts<'a> {
+    #[serde(borrow)]
+    pub(crate) oid: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub(crate) upn: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub(crate) appid: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub(crate) app_displayname: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub(crate) idtyp: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub(crate) caller_address: Option<Text<'a>>,
 }
 
-impl EventFacts {
+impl<'a> EventFacts<'a> {
     /// The facts of an event as stored; a stored event that is not an event is a corrupt log.
-    pub(crate) fn parse(raw: RawEvent) -> Result<EventFacts, StoreError> {
+    fn parse(raw: &'a RawEvent) -> Result<EventFacts<'a>, StoreError> {
         let event = serde_json::from_str(&raw.event).map_err(|e| corrupt(raw.seq, e))?;
         Ok(EventFacts {
             seq: raw.seq,
-            hash: raw.hash,
+            hash: &raw.hash,
             event,
         })
     }
 
     /// The request's JSON body, when it had one.
     pub(crate) fn request_body(&self) -> Result<Option<Value>, StoreError> {
-        self.nested(&self.event.request_body)
+        self.nested(self.event.request_body)
     }
 
     pub(crate) fn before(&self) -> Result<Option<Snapshot>, StoreError> {
-        self.nested(&self.event.before)
+        self.nested(self.event.before)
     }
 
     pub(crate) fn after(&self) -> Result<Option<Snapshot>, StoreError> {
-        self.nested(&self.event.after)
+        self.nested(self.event.after)
     }
 
     pub(crate) fn diff(&self) -> Result<Option<Value>, StoreError> {
-        self.nested(&self.event.diff)
+        self.nested(self.event.diff)
     }
 
     /// Each rule's verdict (empty when no rule ran on this event).
     pub(crate) fn rule_results(&self) -> Result<Vec<RuleOutcome>, StoreError> {
-        Ok(self.nested(&self.event.rule_results)?.unwrap_or_default())
+        Ok(self.nested(self.event.rule_results)?.unwrap_or_default())
     }
 
-    fn nested<T: DeserializeOwned>(
-        &self,
-        raw: &Option<Box<RawValue>>,
-    ) -> Result<Option<T>, StoreError> {
-        raw.as_deref()
-            .map(|raw| serde_json::from_str(raw.get()).map_err(|e| corrupt(self.seq, e)))
+    fn nested<T: DeserializeOwned>(&self, raw: Option<&RawValue>) -> Result<Option<T>, StoreError> {
+        raw.map(|raw| serde_json::from_str(raw.get()).map_err(|e| corrupt(self.seq, e)))
             .transpose()
+    }
+}
+
+/// A string field, borrowed from the stored text unless it holds an escape (then decoded into a
+/// copy). serde borrows a `Cow` field but never one inside an `Option`; this does both.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Cow<'de, str>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+        deserializer.deserialize_str(Visit).map(Text)
     }
 }
 

@@ -27,9 +27,11 @@ mod shape;
 
 pub(crate) use csv::write_csv_row;
 
-use facts::{EventFacts, Operation};
+use facts::Operation;
 
-use crate::store::{Cursor, FoldedPage, OperationFilter, RawEvent, StoreError, StoreReader};
+use crate::store::{
+    Cursor, FoldedOperation, FoldedPage, OperationFilter, RawEvent, StoreError, StoreReader,
+};
 
 /// Operations per store page: an export holds at most two pages (one rendered, one read).
 const PAGE_OPERATIONS: u32 = 500;
@@ -158,42 +160,16 @@ impl Export {
             Some(reading) => reading.await.map_err(|e| {
                 StoreError::unavailable(format!("the export's page reader stopped: {e}"))
             })??,
-            None => {
-                read_page(
-                    self.reader.clone(),
-                    self.filter.clone(),
-                    cursor,
-                    self.format,
-                )
-                .await?
-            }
+            None => read_page(self.reader.clone(), self.filter.clone(), cursor).await?,
         };
-        let next = page.next();
-        if let Some(next) = next {
-            let reading = read_page(
-                self.reader.clone(),
-                self.filter.clone(),
-                Some(next),
-                self.format,
-            );
+        if let Some(next) = page.next {
+            let reading = read_page(self.reader.clone(), self.filter.clone(), Some(next));
             self.prefetch = Some(tokio::spawn(reading));
         }
-        match &page {
-            Page::Parsed(page) => {
-                for operation in &page.operations {
-                    self.operation(operation, &mut out)?;
-                }
-            }
-            Page::Raw(page) => {
-                for operation in &page.operations {
-                    self.operations += 1;
-                    self.events += operation.events.len() as u64;
-                    self.records += operation.events.len() as u64;
-                    jsonl::write(operation, &mut out)?;
-                }
-            }
+        for operation in &page.operations {
+            self.operation(operation, &mut out)?;
         }
-        match next {
+        match page.next {
             Some(next) => self.stage = Stage::Paging(Some(next)),
             None => {
                 self.end(&mut out);
@@ -211,18 +187,28 @@ impl Export {
         }
     }
 
-    fn operation(&mut self, op: &Operation, out: &mut Vec<u8>) -> Result<(), ExportError> {
+    fn operation(
+        &mut self,
+        stored: &FoldedOperation<RawEvent>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ExportError> {
         self.operations += 1;
-        self.events += op.events.len() as u64;
+        self.events += stored.events.len() as u64;
+        if self.format == Format::Jsonl {
+            // Copied as stored, never parsed (see `read_page`).
+            self.records += stored.events.len() as u64;
+            jsonl::write(stored, out)?;
+            return Ok(());
+        }
+        let op = Operation::read(stored)?;
         match self.format {
-            // Read as stored, never parsed (see `read_page`).
-            Format::Jsonl => {}
-            Format::Csv => csv::write(op, out)?,
+            Format::Jsonl => unreachable!("written above"),
+            Format::Csv => csv::write(&op, out)?,
             Format::DirectoryAudit => {
                 out.extend_from_slice(if self.records == 0 { b"\n" } else { b",\n" });
-                directory_audit::write(op, out)?;
+                directory_audit::write(&op, out)?;
             }
-            Format::Ocsf => ocsf::write(op, out)?,
+            Format::Ocsf => ocsf::write(&op, out)?,
         }
         self.records += 1;
         Ok(())
@@ -243,64 +229,21 @@ impl Drop for Export {
     }
 }
 
-/// A page of an export: the operations with the facts of their events, or (jsonl) the events
-/// as stored.
-enum Page {
-    Parsed(FoldedPage<EventFacts>),
-    Raw(FoldedPage<RawEvent>),
-}
+/// A page of an export: the operations with their events as stored.
+type Page = FoldedPage<RawEvent>;
 
-impl Page {
-    fn next(&self) -> Option<Cursor> {
-        match self {
-            Page::Parsed(page) => page.next,
-            Page::Raw(page) => page.next,
-        }
-    }
-}
-
-/// One page of the export's operations, with their events (owned, so it can run as a task).
-/// jsonl copies each event's stored text, so its events are not parsed: parsing and writing
-/// them again was most of an export's cost, and the stored text is what was hashed. The other
-/// formats read the few fields they write (`facts.rs`), here, beside the rendering of the page
-/// before: the two halves of the work run on both cores.
+/// One page of the export's operations, with their events as stored (owned, so it can be
+/// read by a task of its own). jsonl copies each event's stored text, never parsed: parsing
+/// and writing it again was most of an export's cost, and the stored text is what was hashed.
+/// The other formats read the few fields they write (`facts.rs`) while rendering.
 async fn read_page(
     reader: StoreReader,
     filter: OperationFilter,
     cursor: Option<Cursor>,
-    format: Format,
 ) -> Result<Page, StoreError> {
-    let cursor = cursor.as_ref();
-    Ok(match format {
-        Format::Jsonl => Page::Raw(
-            reader
-                .folded_operations(&filter, cursor, PAGE_OPERATIONS)
-                .await?,
-        ),
-        _ => {
-            let page = reader
-                .folded_operations(&filter, cursor, PAGE_OPERATIONS)
-                .await?;
-            let operations = page
-                .operations
-                .into_iter()
-                .map(|op| {
-                    Ok(Operation {
-                        summary: op.summary,
-                        events: op
-                            .events
-                            .into_iter()
-                            .map(EventFacts::parse)
-                            .collect::<Result<_, StoreError>>()?,
-                    })
-                })
-                .collect::<Result<_, StoreError>>()?;
-            Page::Parsed(FoldedPage {
-                operations,
-                next: page.next,
-            })
-        }
-    })
+    reader
+        .folded_operations(&filter, cursor.as_ref(), PAGE_OPERATIONS)
+        .await
 }
 
 #[cfg(test)]

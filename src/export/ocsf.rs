@@ -162,7 +162,7 @@ struct Unmapped<'a> {
     graph_request_id: Option<&'a str>,
 }
 
-fn actor(op: &Operation) -> Actor<'_> {
+fn actor<'a>(op: &'a Operation<'a>) -> Actor<'a> {
     let a = shape::actor(op);
     let user = (a.oid.is_some() || a.upn.is_some()).then(|| {
         let (type_id, kind) = if shape::is_app(a) {

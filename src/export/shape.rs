@@ -43,7 +43,7 @@ impl Verb {
                 K::SyncDelete | K::PartnerDelete | K::DeletedPartnerPurge | K::DeletedSyncPurge,
             ) => Verb::Delete,
             // PUT, PATCH or DELETE on the same undocumented path: the method says which.
-            Some(K::DeletedPartnerSyncWrite) => match first(op).method.as_str() {
+            Some(K::DeletedPartnerSyncWrite) => match &*first(op).method {
                 "PUT" => Verb::Create,
                 "DELETE" => Verb::Delete,
                 _ => Verb::Update,
@@ -80,7 +80,7 @@ impl Outcome {
 }
 
 /// The operation's first event: the request as it arrived (every event repeats its attributes).
-pub(super) fn first(op: &Operation) -> &super::facts::Fields {
+pub(super) fn first<'a>(op: &'a Operation<'a>) -> &'a super::facts::Fields<'a> {
     // The store never returns an operation without events (it refuses the page as a corrupt
     // index instead), so the first is there.
     &op.events[0].event
@@ -95,9 +95,9 @@ pub(super) fn latest<'a, T>(
 }
 
 /// [`latest`] for a value that is parsed when taken.
-fn try_latest<T>(
-    op: &Operation,
-    f: impl Fn(&EventFacts) -> Result<Option<T>, StoreError>,
+fn try_latest<'a, T>(
+    op: &'a Operation<'a>,
+    f: impl Fn(&'a EventFacts<'a>) -> Result<Option<T>, StoreError>,
 ) -> Result<Option<T>, StoreError> {
     for event in op.events.iter().rev() {
         if let Some(value) = f(event)? {
@@ -107,7 +107,7 @@ fn try_latest<T>(
     Ok(None)
 }
 
-pub(super) fn actor(op: &Operation) -> &ActorFacts {
+pub(super) fn actor<'a>(op: &'a Operation<'a>) -> &'a ActorFacts<'a> {
     &first(op).actor
 }
 
@@ -131,17 +131,17 @@ pub(super) fn caller_ip(actor: &ActorFacts) -> Option<String> {
 }
 
 /// Graph's `request-id` of the write, when the upstream answered.
-pub(super) fn request_id(op: &Operation) -> Option<&str> {
+pub(super) fn request_id<'a>(op: &'a Operation<'a>) -> Option<&'a str> {
     latest(op, |r| r.event.request_id.as_deref())
 }
 
 /// Why it ended as it did (a refusal's message, an upstream error, a recovery note).
-pub(super) fn detail(op: &Operation) -> Option<&str> {
+pub(super) fn detail<'a>(op: &'a Operation<'a>) -> Option<&'a str> {
     latest(op, |r| r.event.detail.as_deref())
 }
 
 /// The version of the rule set that decided last.
-pub(super) fn rules_version(op: &Operation) -> Option<&str> {
+pub(super) fn rules_version<'a>(op: &'a Operation<'a>) -> Option<&'a str> {
     latest(op, |r| r.event.rules_version.as_deref())
 }
 
