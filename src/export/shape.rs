@@ -321,7 +321,7 @@ pub(super) fn syncgate_facts<'a, X: Serialize>(
                 seq: r.seq,
                 kind: r.event.kind.as_str(),
                 event_id: r.event.event_id,
-                hash: &r.hash,
+                hash: r.hash,
             })
             .collect(),
     }
