@@ -52,73 +52,95 @@ pub(super) fn header(out: &mut Vec<u8>) {
     let _ = write_csv_row(out, HEADER.iter().map(|h| (*h).to_owned()));
 }
 
-/// One operation's row.
+/// One operation's row, written cell by cell into `out`.
 pub(super) fn write(op: &Operation, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    // Writing to a Vec cannot fail.
-    let _ = write_csv_row(out, row(op)?);
-    Ok(())
-}
-
-fn row(op: &Operation) -> Result<Vec<String>, StoreError> {
     let s = &op.summary;
     let e = shape::first(op);
     let a = &e.actor;
-    let text = |v: Option<&str>| v.unwrap_or_default().to_owned();
     let outcome = match Outcome::of(op) {
         Outcome::Success => "success",
         Outcome::Failure => "failure",
         Outcome::Unknown => "unknown",
     };
-    let diff = shape::diff(op)?.map(|d| d.to_string()).unwrap_or_default();
-    Ok(vec![
-        s.operation_id.to_string(),
-        time_micros(&s.first_time),
-        time_micros(&s.last_time),
-        s.operation.to_string(),
-        text(s.partner.as_ref().map(|p| p.as_str())),
-        text(s.display_name.as_deref()),
-        text(a.oid.as_deref()),
-        text(a.upn.as_deref()),
-        text(a.appid.as_deref()),
-        text(a.app_displayname.as_deref()),
-        shape::caller_ip(a).unwrap_or_default(),
-        e.method.to_string(),
-        e.canonical_path.to_string(),
-        e.api_version.to_string(),
-        text(s.decision.map(|d| d.as_str())),
-        text(s.rule.as_deref()),
-        s.status.map(|st| st.to_string()).unwrap_or_default(),
-        outcome.to_owned(),
-        text(s.effect.map(|e| e.as_str())),
-        s.drift.to_string(),
-        text(s.approval_id.as_deref()),
-        text(s.terminal.map(|k| k.as_str())),
-        text(shape::detail(op)),
-        text(e.client_request_id.as_deref()),
-        text(shape::request_id(op)),
-        op.events.len().to_string(),
-        s.first_seq.to_string(),
-        text(op.events.last().map(|r| r.hash)),
-        diff,
-    ])
+    let diff = shape::diff(op)?.map(|d| d.to_string());
+    let caller_ip = shape::caller_ip(a);
+    let status = s.status.map(|c| c.to_string());
+    let (events, first_seq) = (op.events.len().to_string(), s.first_seq.to_string());
+    let cells: [Option<&str>; 29] = [
+        Some(&s.operation_id.to_string()),
+        Some(&time_micros(&s.first_time)),
+        Some(&time_micros(&s.last_time)),
+        Some(s.operation.as_str()),
+        s.partner.as_ref().map(|p| p.as_str()),
+        s.display_name.as_deref(),
+        a.oid.as_deref(),
+        a.upn.as_deref(),
+        a.appid.as_deref(),
+        a.app_displayname.as_deref(),
+        caller_ip.as_deref(),
+        Some(&*e.method),
+        Some(&*e.canonical_path),
+        Some(e.api_version.as_str()),
+        s.decision.map(|d| d.as_str()),
+        s.rule.as_deref(),
+        status.as_deref(),
+        Some(outcome),
+        s.effect.map(|e| e.as_str()),
+        Some(if s.drift { "true" } else { "false" }),
+        s.approval_id.as_deref(),
+        s.terminal.map(|k| k.as_str()),
+        shape::detail(op),
+        e.client_request_id.as_deref(),
+        shape::request_id(op),
+        Some(&events),
+        Some(&first_seq),
+        op.events.last().map(|r| r.hash),
+        diff.as_deref(),
+    ];
+    for (i, cell) in cells.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_csv_field(out, cell.unwrap_or_default());
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
 }
 
-/// One cell: neutralised if a spreadsheet would run it (see the module documentation), then
-/// quoted as RFC 4180 asks when it holds a comma, quote, CR or LF (or edge spaces, which some
-/// readers trim).
-pub(crate) fn csv_field(field: &str) -> String {
-    let field = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{field}")
-    } else {
-        field.to_owned()
-    };
-    let needs_quotes =
-        field.contains([',', '"', '\n', '\r']) || field.starts_with(' ') || field.ends_with(' ');
+/// One cell, appended to `out`: neutralised if a spreadsheet would run it (see the module
+/// documentation), then quoted as RFC 4180 asks when it holds a comma, quote, CR or LF (or edge
+/// spaces, which some readers trim).
+pub(crate) fn push_csv_field(out: &mut Vec<u8>, field: &str) {
+    let formula = field.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let needs_quotes = field.contains([',', '"', '\n', '\r'])
+        || (!formula && field.starts_with(' '))
+        || field.ends_with(' ');
     if needs_quotes {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field
+        out.push(b'"');
     }
+    if formula {
+        out.push(b'\'');
+    }
+    if needs_quotes {
+        for (i, part) in field.split('"').enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"\"\"");
+            }
+            out.extend_from_slice(part.as_bytes());
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(field.as_bytes());
+    }
+}
+
+/// One cell as text (see [`push_csv_field`]).
+#[cfg(test)]
+pub(crate) fn csv_field(field: &str) -> String {
+    let mut out = Vec::with_capacity(field.len() + 2);
+    push_csv_field(&mut out, field);
+    // Only ASCII bytes were added around and inside valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// One row, CRLF-terminated.
@@ -126,7 +148,13 @@ pub(crate) fn write_csv_row(
     out: &mut impl Write,
     fields: impl IntoIterator<Item = String>,
 ) -> io::Result<()> {
-    let line: Vec<String> = fields.into_iter().map(|f| csv_field(&f)).collect();
-    out.write_all(line.join(",").as_bytes())?;
-    out.write_all(b"\r\n")
+    let mut line = Vec::new();
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        push_csv_field(&mut line, &field);
+    }
+    line.extend_from_slice(b"\r\n");
+    out.write_all(&line)
 }

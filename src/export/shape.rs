@@ -213,6 +213,9 @@ impl Nested {
     }
 }
 
+/// An object without members, for a state that has none.
+static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
 /// The latest RFC 6902 diff recorded.
 pub(super) fn diff(op: &Operation) -> Result<Option<Value>, StoreError> {
     try_latest(op, EventFacts::diff)
@@ -221,29 +224,32 @@ pub(super) fn diff(op: &Operation) -> Result<Option<Value>, StoreError> {
 /// The top-level properties whose value differs between before and after. When the after-state
 /// is unknown (the change failed or the read after it did), the request body stands for what was
 /// asked; a resource that is absent on one side has every property of the other changed.
-fn changes(
+fn changes<'a>(
     op: &Operation,
-    before: Option<&Snapshot>,
-    after: Option<&Snapshot>,
+    before: Option<&'a Snapshot>,
+    after: Option<&'a Snapshot>,
 ) -> Result<Vec<Change>, StoreError> {
-    let empty = Map::new();
-    let object = |s: Option<&Snapshot>| -> Option<Map<String, Value>> {
+    let object = |s: Option<&'a Snapshot>| -> Option<&'a Map<String, Value>> {
         match s? {
-            Snapshot::Present { value } => Some(value.as_object().unwrap_or(&empty).clone()),
-            Snapshot::Absent => Some(Map::new()),
+            Snapshot::Present { value } => Some(value.as_object().unwrap_or(&EMPTY)),
+            Snapshot::Absent => Some(&EMPTY),
             Snapshot::Unreadable { .. } => None,
         }
     };
-    let old = object(before).unwrap_or_default();
+    let old = object(before).unwrap_or(&EMPTY);
+    let asked;
     let new = match object(after) {
         Some(after) => after,
-        None => try_latest(op, |r| {
-            Ok(match r.request_body()? {
-                Some(Value::Object(body)) => Some(body),
-                _ => None,
-            })
-        })?
-        .unwrap_or_default(),
+        None => {
+            asked = try_latest(op, |r| {
+                Ok(match r.request_body()? {
+                    Some(Value::Object(body)) => Some(body),
+                    _ => None,
+                })
+            })?
+            .unwrap_or_default();
+            &asked
+        }
     };
     let mut changes = Vec::new();
     let keys = old

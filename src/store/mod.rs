@@ -496,6 +496,30 @@ impl Store {
         }
     }
 
+    /// Empty the log's operations index and fold every event into it again, in one
+    /// transaction under the write lock (`syncgate audit reindex`); the seq it holds through.
+    /// For an index that verification found disagreeing with the events (the events are the
+    /// evidence, the index is derived from them). Appends wait meanwhile.
+    pub async fn reindex(
+        location: &StoreLocation,
+        options: StoreOptions,
+    ) -> Result<i64, StoreError> {
+        match location {
+            StoreLocation::Postgres(url) => {
+                let mut writer = postgres::PgWriter::open(url, &options).await?;
+                let through = writer.rebuild_index().await;
+                writer.close().await;
+                through
+            }
+            StoreLocation::Sqlite(path) => {
+                let mut writer = sqlite::SqliteWriter::open(path, &options).await?;
+                let through = writer.rebuild_index().await;
+                writer.close().await;
+                through
+            }
+        }
+    }
+
     /// Append `event` to the chain. Returns once its group is committed and on disk, with the
     /// event as recorded (time truncated to microseconds, `seq`, `prev_hash`, `hash`).
     pub async fn append(&self, event: Event) -> Result<Recorded, StoreError> {

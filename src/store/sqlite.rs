@@ -168,6 +168,11 @@ impl SqliteWriter {
         })
     }
 
+    /// See `rebuild_index` (`index_writes!`).
+    pub(crate) async fn rebuild_index(&mut self) -> Result<i64, StoreError> {
+        rebuild_index(self.connection().await?).await
+    }
+
     async fn connection(&mut self) -> Result<&mut SqliteConnection, StoreError> {
         if self.conn.is_none() {
             let conn = SqliteConnection::connect_with(&self.options)

@@ -442,6 +442,59 @@ async fn audit_verify_passes_on_an_intact_log_and_names_the_tampered_event() {
     );
 }
 
+/// The operations index is derived and carries no hash: an edit of it (here, hiding Alice's
+/// change from a `decision=allow` query) fails `audit verify` with a pointer to `audit
+/// reindex`, which folds the events again and verifies.
+#[tokio::test]
+async fn audit_reindex_rebuilds_an_edited_operations_index_from_the_events() {
+    let f = fixture().await;
+    let listed = |db: &Path| {
+        let run = audit_db(db, &["list", "--operations", "--format", "jsonl"]);
+        assert!(run.ok, "{}", run.stderr);
+        run.stdout
+    };
+    let before = listed(&f.db);
+    assert!(before.contains(&f.alice_op.to_string()), "{before}");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", f.db.display()))
+        .await
+        .unwrap();
+    conn.execute(
+        format!(
+            "UPDATE operation_index SET decision = 'deny' WHERE operation_id = '{}'",
+            f.alice_op
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert_ne!(listed(&f.db), before, "the edit shows in the listing");
+
+    let run = audit_db(&f.db, &["verify"]);
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(run.stderr.contains("operations index"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("syncgate audit reindex"),
+        "{}",
+        run.stderr
+    );
+
+    let run = audit_db(&f.db, &["reindex"]);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("rebuilt the operations index through seq 5"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("audit log OK: 5 events"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(listed(&f.db), before);
+}
+
 #[tokio::test]
 async fn audit_commands_on_a_missing_database_fail_clearly_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::render::{parse_since, parse_until};
 use crate::audit::{Decision, Effect, EventKind};
 use crate::config::RawConfig;
-use crate::store::{Cursor, StoreLocation, StoreOptions, StoreReader};
+use crate::store::{Cursor, Store, StoreLocation, StoreOptions, StoreReader};
 
 mod export;
 mod list;
@@ -68,6 +68,11 @@ pub(crate) enum AuditCommand {
         #[arg(long, value_enum, default_value_t = TailFormat::Text)]
         format: TailFormat,
     },
+    /// Rebuild the operations index (what the auditors' queries and exports read) from the
+    /// events, then verify the log: for an index that `audit verify` found disagreeing with the
+    /// chain. Appends wait while it runs, and are refused once their wait runs out: stop
+    /// syncgate first, or run it when no change is expected.
+    Reindex,
     /// Copy the log to another store, chain intact (e.g. SQLite to PostgreSQL). Run it again to
     /// resume an interrupted copy; the copy verifies to the same head hash.
     Copy {
@@ -210,7 +215,14 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
     if let Some(db) = from {
         raw.store.set_location(&StoreLocation::parse(db));
     }
-    let reader = StoreReader::open(&raw.store.location()?, &raw.store.options()?).await?;
+    let (location, options) = (raw.store.location()?, raw.store.options()?);
+    if let AuditCommand::Reindex = args.command {
+        let through = Store::reindex(&location, options.clone())
+            .await
+            .with_context(|| format!("cannot rebuild the operations index of {location}"))?;
+        println!("syncgate: rebuilt the operations index through seq {through}; verifying.");
+    }
+    let reader = StoreReader::open(&location, &options).await?;
     let result = match args.command {
         AuditCommand::List(list) if list.operations => operations::run(&reader, list).await,
         AuditCommand::List(list) => list::run(&reader, list).await,
@@ -218,7 +230,7 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
             operation_id,
             format,
         } => show::run(&reader, operation_id, format).await,
-        AuditCommand::Verify => run_verify(&reader).await,
+        AuditCommand::Verify | AuditCommand::Reindex => run_verify(&reader).await,
         AuditCommand::Export(args) => export::run(&reader, *args).await,
         AuditCommand::Tail { after_seq, format } => tail::run(&reader, after_seq, format).await,
         AuditCommand::Copy { to, .. } => run_copy(&reader, &StoreLocation::parse(&to)).await,
@@ -265,7 +277,7 @@ async fn run_verify(reader: &StoreReader) -> anyhow::Result<()> {
         return Err(anyhow!(
             "the chain verified ({} events, head {}), but the operations index, which the \
              auditors' queries and exports read, disagrees with it{}: {}. It is derived, not \
-             evidence: docs/operations-index.md says how to rebuild it",
+             evidence: `syncgate audit reindex` rebuilds it (docs/operations-index.md)",
             report.events,
             report.head.as_deref().unwrap_or("(empty log)"),
             index

@@ -52,6 +52,13 @@ pub(super) fn aliased_columns() -> String {
         .join(", ")
 }
 
+/// Empty the index: what `syncgate audit reindex` runs before folding the whole log again.
+pub(crate) const CLEAR: [&str; 3] = [
+    "DELETE FROM operation_actors",
+    "DELETE FROM operation_index",
+    "UPDATE operation_index_state SET through_seq = 0",
+];
+
 /// The last seq folded into the index and the chain head (0 for an empty log), read in one
 /// statement so both come from the same snapshot.
 pub(crate) const FRESHNESS: &str = "SELECT s.through_seq, \
@@ -410,6 +417,30 @@ macro_rules! index_writes {
                 events.iter().map(|(seq, e)| (*seq, e)).collect();
             update_index(conn, &borrowed).await?;
             Ok(Some(borrowed.last().map_or(through, |(seq, _)| *seq)))
+        }
+
+        /// Empty the operations index and fold the whole log into it again (`syncgate audit
+        /// reindex`), in one transaction holding the write lock: readers see the old index or
+        /// the new one, never a part, and no event is appended meanwhile (an append waits for
+        /// the lock, and is refused when its wait runs out). The seq it then holds through.
+        pub(crate) async fn rebuild_index(
+            conn: &mut $conn,
+        ) -> Result<i64, $crate::store::StoreError> {
+            let mut tx = begin_index_transaction(conn).await?;
+            for statement in $crate::store::operations::index::CLEAR {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| classify("cannot empty the operations index", e))?;
+            }
+            let mut through = 0;
+            while let Some(reached) = catch_up_index_page(&mut tx).await? {
+                through = reached;
+            }
+            tx.commit()
+                .await
+                .map_err(|e| classify("cannot commit the rebuilt operations index", e))?;
+            Ok(through)
         }
 
         /// Fold into the operations index whatever events it does not hold yet (a log

@@ -37,6 +37,11 @@ impl PgWriter {
         })
     }
 
+    /// See `rebuild_index` (`index_writes!`).
+    pub(crate) async fn rebuild_index(&mut self) -> Result<i64, StoreError> {
+        rebuild_index(self.connection().await?).await
+    }
+
     async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
         if self.conn.is_none() {
             let mut conn = connect(&self.options, self.timeout, "writing").await?;

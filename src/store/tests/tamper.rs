@@ -217,7 +217,8 @@ on_both_backends!(a_log_holding_an_event_from_before_the_refusal_fields_verifies
 /// The operations index carries no hash (it is updated in place), so anyone who can write the
 /// database can edit it without touching a trigger. Verify re-folds every operation from the
 /// verified events and names the first row that disagrees: an edit meant to hide a change from
-/// the auditors' queries is caught like an edit of the log itself.
+/// the auditors' queries is caught like an edit of the log itself. `audit reindex` then folds
+/// the events again into exactly the index the writer kept.
 async fn verify_names_an_operations_index_that_no_longer_agrees_with_the_events(backend: Backend) {
     let untouched = five_event_log(backend).await;
     let report = verify(&untouched).await;
@@ -268,6 +269,7 @@ async fn verify_names_an_operations_index_that_no_longer_agrees_with_the_events(
         ),
     ] {
         let log = five_event_log(backend).await;
+        let kept = index_rows(&log).await;
         log.try_sql(statement).await.unwrap();
         let report = verify(&log).await;
         assert_eq!(
@@ -281,9 +283,41 @@ async fn verify_names_an_operations_index_that_no_longer_agrees_with_the_events(
             mismatch.reason.contains(reason),
             "{statement}: {mismatch:?}"
         );
+        let through = Store::reindex(&log.location, log.options()).await.unwrap();
+        assert_eq!(through, 5, "{statement}");
+        let report = verify(&log).await;
+        assert!(report.ok(), "{statement}: after reindex {report:?}");
+        assert_eq!(index_rows(&log).await, kept, "{statement}");
     }
 }
 on_both_backends!(verify_names_an_operations_index_that_no_longer_agrees_with_the_events);
+
+/// Every operation the index holds, as the operations query returns them (the whole summary),
+/// and the actors it is found under.
+async fn index_rows(log: &TestLog) -> (Vec<OperationSummary>, Vec<Vec<OperationSummary>>) {
+    let reader = log.reader().await;
+    let all = reader
+        .operations(&OperationFilter::default(), None, 1000)
+        .await
+        .unwrap()
+        .operations;
+    let mut by_actor = Vec::new();
+    for actor in ["alice@contoso.com", "mallory"] {
+        let filter = OperationFilter {
+            actor: Some(actor.into()),
+            ..OperationFilter::default()
+        };
+        by_actor.push(
+            reader
+                .operations(&filter, None, 1000)
+                .await
+                .unwrap()
+                .operations,
+        );
+    }
+    reader.close().await;
+    (all, by_actor)
+}
 
 /// An older log read as it is (no index yet: a copy handed to an auditor) verifies on its chain
 /// alone; the index is checked only where it exists.
