@@ -72,12 +72,19 @@ impl Reader {
         self.inner.list(&filter).await
     }
 
-    /// Run the whole export `GET /api/v1/export?format={format}` streams (the same loop, every
-    /// operation, no filter), handing each chunk to `each`; events exported.
-    pub async fn export(&self, format: &str, mut each: impl FnMut(&[u8])) -> Result<u64, String> {
+    /// Run the export `GET /api/v1/export?format={format}&{filters}` streams (the same loop;
+    /// `filters` as the operations route reads them, `""` for every operation), handing each
+    /// chunk to `each`; events exported.
+    pub async fn export(
+        &self,
+        format: &str,
+        filters: &str,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<u64, String> {
         use crate::export::{Export, Format};
         let format = Format::parse(format).ok_or_else(|| format!("no format {format}"))?;
-        let mut export = Export::new(self.inner.clone(), Default::default(), format);
+        let q = crate::admin::operations::parse(Some(filters)).map_err(|(_, _, why)| why)?;
+        let mut export = Export::new(self.inner.clone(), q.filter, format);
         while let Some(chunk) = export.next_chunk().await.map_err(|e| e.to_string())? {
             each(&chunk);
         }
