@@ -30,8 +30,15 @@ pub(super) struct Operation<'a> {
 }
 
 impl<'a> Operation<'a> {
-    /// The facts of one stored operation; an event that is not an event is a corrupt log.
+    /// The facts of one stored operation; an event that is not an event, or an operation
+    /// without events (which the store refuses before, as a corrupt index), is a corrupt log.
     pub(super) fn read(op: &'a FoldedOperation<RawEvent>) -> Result<Operation<'a>, StoreError> {
+        if op.events.is_empty() {
+            return Err(StoreError::corrupt(format!(
+                "operation {} has no events",
+                op.summary.operation_id
+            )));
+        }
         Ok(Operation {
             summary: &op.summary,
             events: op
@@ -184,5 +191,51 @@ fn corrupt(seq: i64, e: serde_json::Error) -> StoreError {
     StoreError::Corrupt {
         context: format!("event seq {seq} does not parse"),
         source: Some(std::sync::Arc::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Event;
+
+    fn stored(event: &Event) -> RawEvent {
+        RawEvent {
+            seq: 7,
+            prev_hash: "00".into(),
+            hash: "ab".into(),
+            event: serde_json::to_string(event).unwrap(),
+        }
+    }
+
+    #[test]
+    fn text_is_borrowed_from_the_stored_event_unless_it_holds_an_escape() {
+        let mut event = Event::new(uuid::Uuid::now_v7(), EventKind::Denied);
+        event.method = "PATCH".into();
+        event.detail = Some("refused: \"displayName\" is\nnot allowed".into());
+        let raw = stored(&event);
+        let facts = EventFacts::parse(&raw).unwrap();
+        assert!(matches!(facts.event.method.0, Cow::Borrowed("PATCH")));
+        assert!(matches!(
+            facts.event.detail.as_ref().unwrap().0,
+            Cow::Owned(_)
+        ));
+        assert_eq!(facts.event.detail.as_deref(), event.detail.as_deref());
+        assert_eq!((facts.seq, facts.hash), (7, "ab"));
+    }
+
+    #[test]
+    fn an_event_or_an_operation_that_cannot_be_read_is_a_corrupt_log_not_a_panic() {
+        let event = Event::new(uuid::Uuid::now_v7(), EventKind::Received);
+        let empty = FoldedOperation {
+            summary: OperationSummary::start(1, &event),
+            events: Vec::new(),
+        };
+        let refused = Operation::read(&empty).err().unwrap();
+        assert!(matches!(refused, StoreError::Corrupt { .. }), "{refused}");
+        let mut edited = stored(&event);
+        edited.event = edited.event.replace("\"kind\":\"received\"", "\"kind\":7");
+        let refused = EventFacts::parse(&edited).unwrap_err();
+        assert!(refused.to_string().contains("seq 7"), "{refused}");
     }
 }

@@ -194,21 +194,20 @@ impl Export {
     ) -> Result<(), ExportError> {
         self.operations += 1;
         self.events += stored.events.len() as u64;
-        if self.format == Format::Jsonl {
-            // Copied as stored, never parsed (see `read_page`).
-            self.records += stored.events.len() as u64;
-            jsonl::write(stored, out)?;
-            return Ok(());
-        }
-        let op = Operation::read(stored)?;
         match self.format {
-            Format::Jsonl => unreachable!("written above"),
-            Format::Csv => csv::write(&op, out)?,
+            // Copied as stored, never parsed (see `read_page`): a record per event.
+            Format::Jsonl => {
+                jsonl::write(stored, out)?;
+                self.records += stored.events.len() as u64;
+                return Ok(());
+            }
+            Format::Csv => csv::write(&Operation::read(stored)?, out)?,
             Format::DirectoryAudit => {
+                let op = Operation::read(stored)?;
                 out.extend_from_slice(if self.records == 0 { b"\n" } else { b",\n" });
                 directory_audit::write(&op, out)?;
             }
-            Format::Ocsf => ocsf::write(&op, out)?,
+            Format::Ocsf => ocsf::write(&Operation::read(stored)?, out)?,
         }
         self.records += 1;
         Ok(())

@@ -81,8 +81,7 @@ impl Outcome {
 
 /// The operation's first event: the request as it arrived (every event repeats its attributes).
 pub(super) fn first<'a>(op: &'a Operation<'a>) -> &'a super::facts::Fields<'a> {
-    // The store never returns an operation without events (it refuses the page as a corrupt
-    // index instead), so the first is there.
+    // `Operation::read` refuses an operation without events, so the first is there.
     &op.events[0].event
 }
 
