@@ -24,6 +24,7 @@ use crate::classify::Governed;
 use crate::graph::{OperationId, TenantId};
 
 mod fields;
+pub mod merkle;
 mod refusal;
 
 pub use fields::{EventApiVersion, Operation, RuleOutcome};
