@@ -25,6 +25,7 @@ use crate::graph::{OperationId, TenantId};
 
 mod fields;
 pub mod merkle;
+pub mod note;
 mod refusal;
 
 pub use fields::{EventApiVersion, Operation, RuleOutcome};
