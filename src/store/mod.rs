@@ -36,6 +36,7 @@ mod postgres;
 mod private;
 mod queries;
 mod reads;
+pub mod signing_key;
 mod sqlite;
 mod token_key;
 mod writer;
@@ -512,6 +513,13 @@ impl Store {
                 through
             }
             StoreLocation::Sqlite(path) => {
+                // Opening for writing creates a missing file: a mistyped path must not become
+                // a new, empty log.
+                if !path.is_file() {
+                    return Err(StoreError::NotFound {
+                        location: path.display().to_string(),
+                    });
+                }
                 let mut writer = sqlite::SqliteWriter::open(path, &options).await?;
                 let through = writer.rebuild_index().await;
                 writer.close().await;

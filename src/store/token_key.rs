@@ -9,14 +9,13 @@
 //! fingerprints of one token differ). It is deliberately not in the database: a copy of the log
 //! handed to an auditor does not carry it.
 
-use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-const KEY_LEN: usize = 32;
+use super::private::SECRET_LEN as KEY_LEN;
 
 /// Keyed fingerprints of bearer tokens.
 #[derive(Clone)]
@@ -50,45 +49,16 @@ impl TokenHasher {
 
     /// Load the key in the file at `path`, creating it (0600) if there is none.
     pub(crate) fn load_or_create(path: &Path) -> Result<TokenHasher, TokenKeyError> {
-        let path = path.to_owned();
-        let io = |source| TokenKeyError::Io {
-            path: path.clone(),
-            source,
-        };
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                super::private::tighten(&path).map_err(io)?;
-                return Self::parse(&path, &text);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
+        match super::private::load_or_create_secret(path) {
+            Ok(Some(key)) => Self::from_key(path, &key),
+            Ok(None) => Err(TokenKeyError::Malformed {
+                path: path.to_owned(),
+            }),
+            Err(source) => Err(TokenKeyError::Io {
+                path: path.to_owned(),
+                source,
+            }),
         }
-        let key = random_key().map_err(io)?;
-        // Write a private temporary file, then link it into place: the key file appears complete
-        // or not at all, and if another process won the race its key is the one everybody uses.
-        let tmp = path.with_extension(format!("token-key.{}.tmp", uuid::Uuid::new_v4().simple()));
-        let result =
-            write_private(&tmp, &hex::encode(key)).and_then(|()| fs::hard_link(&tmp, &path));
-        let _ = fs::remove_file(&tmp);
-        match result {
-            Ok(()) => Self::from_key(&path, &key),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let text = fs::read_to_string(&path).map_err(io)?;
-                Self::parse(&path, &text)
-            }
-            Err(e) => Err(io(e)),
-        }
-    }
-
-    fn parse(path: &Path, text: &str) -> Result<TokenHasher, TokenKeyError> {
-        let malformed = || TokenKeyError::Malformed {
-            path: path.to_owned(),
-        };
-        let bytes = hex::decode(text.trim()).map_err(|_| malformed())?;
-        if bytes.len() != KEY_LEN {
-            return Err(malformed());
-        }
-        Self::from_key(path, &bytes)
     }
 
     fn from_key(path: &Path, key: &[u8]) -> Result<TokenHasher, TokenKeyError> {
@@ -107,38 +77,10 @@ impl TokenHasher {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
-}
-
-#[cfg(unix)]
-fn random_key() -> io::Result<[u8; KEY_LEN]> {
-    let mut key = [0u8; KEY_LEN];
-    fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
-    Ok(key)
-}
-
-#[cfg(not(unix))]
-fn random_key() -> io::Result<[u8; KEY_LEN]> {
-    // Two v4 UUIDs: 244 random bits from the OS generator (uuid uses getrandom).
-    let mut key = [0u8; KEY_LEN];
-    key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    Ok(key)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]

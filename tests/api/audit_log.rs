@@ -495,6 +495,34 @@ async fn audit_reindex_rebuilds_an_edited_operations_index_from_the_events() {
     assert_eq!(listed(&f.db), before);
 }
 
+/// `audit key` prints the checkpoint signing key's verifier key in the form transparency
+/// tooling reads, creating the key (0600, beside the log) once and reusing it after.
+#[tokio::test]
+async fn audit_key_prints_one_stable_verifier_key_per_log() {
+    let f = fixture().await;
+    let run = audit_db(&f.db, &["key"]);
+    assert!(run.ok, "{}", run.stderr);
+    let vkey = run.stdout.trim().to_owned();
+    let verifier = syncgate::audit::note::Verifier::parse(&vkey).unwrap();
+    assert!(verifier.name().starts_with("syncgate/"), "{vkey}");
+    let file = syncgate::store::signing_key::key_path(&f.db);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(audit_db(&f.db, &["key"]).stdout.trim(), vkey);
+    let named = audit_db(&f.db, &["key", "--origin", "audit.example.com/syncgate"]);
+    assert!(named.ok, "{}", named.stderr);
+    let named = named.stdout.trim().to_owned();
+    assert!(named.starts_with("audit.example.com/syncgate+"), "{named}");
+    // Same key, another name: the key material after the second '+' is the same.
+    assert_eq!(named.splitn(3, '+').nth(2), vkey.splitn(3, '+').nth(2));
+    let bad = audit_db(&f.db, &["key", "--origin", "two words"]);
+    assert!(!bad.ok);
+}
+
 #[tokio::test]
 async fn audit_commands_on_a_missing_database_fail_clearly_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -503,6 +531,8 @@ async fn audit_commands_on_a_missing_database_fail_clearly_and_create_nothing() 
         &["list"][..],
         &["verify"],
         &["show", &Uuid::now_v7().to_string()],
+        &["key"],
+        &["reindex"],
     ] {
         let run = audit_db(&missing, args);
         assert!(!run.ok, "{args:?}");

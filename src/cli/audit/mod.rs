@@ -73,6 +73,17 @@ pub(crate) enum AuditCommand {
     /// chain. Appends wait while it runs, and are refused once their wait runs out: stop
     /// syncgate first, or run it when no change is expected.
     Reindex,
+    /// Print the verifier key of the log's checkpoint signing key (`<name>+<key id>+<key>`, the
+    /// form transparency tooling and witnesses take), creating the key on first use.
+    Key {
+        /// The key file (default: `<db path>.checkpoint-key` beside a SQLite log; mode 0600).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The key's name, which is the checkpoints' origin (default: `syncgate/` and the first 8
+        /// bytes of SHA-256 of the public key, hex).
+        #[arg(long, value_name = "NAME")]
+        origin: Option<String>,
+    },
     /// Copy the log to another store, chain intact (e.g. SQLite to PostgreSQL). Run it again to
     /// resume an interrupted copy; the copy verifies to the same head hash.
     Copy {
@@ -216,6 +227,25 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
         raw.store.set_location(&StoreLocation::parse(db));
     }
     let (location, options) = (raw.store.location()?, raw.store.options()?);
+    if let AuditCommand::Key { key, origin } = &args.command {
+        let path = match (key, &location) {
+            (Some(path), _) => path.clone(),
+            (None, StoreLocation::Sqlite(db)) if db.is_file() => {
+                crate::store::signing_key::key_path(db)
+            }
+            (None, StoreLocation::Sqlite(db)) => {
+                return Err(anyhow!("there is no audit log at {}", db.display()));
+            }
+            (None, StoreLocation::Postgres(_)) => {
+                return Err(anyhow!(
+                    "a PostgreSQL log's checkpoint key is not beside a file: name it with --key"
+                ));
+            }
+        };
+        let signer = crate::store::signing_key::load_or_create(&path, origin.as_deref())?;
+        println!("{}", signer.verifier_key());
+        return Ok(());
+    }
     if let AuditCommand::Reindex = args.command {
         let through = Store::reindex(&location, options.clone())
             .await
@@ -231,6 +261,8 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
             format,
         } => show::run(&reader, operation_id, format).await,
         AuditCommand::Verify | AuditCommand::Reindex => run_verify(&reader).await,
+        // Answered above, without the log.
+        AuditCommand::Key { .. } => Ok(()),
         AuditCommand::Export(args) => export::run(&reader, *args).await,
         AuditCommand::Tail { after_seq, format } => tail::run(&reader, after_seq, format).await,
         AuditCommand::Copy { to, .. } => run_copy(&reader, &StoreLocation::parse(&to)).await,
