@@ -235,6 +235,10 @@ pub struct VerifyReport {
     /// Where the operations index (what the auditors' queries read) first disagrees with the
     /// events it folds; checked only when the chain verified.
     pub operations_index: Option<IndexMismatch>,
+    /// The RFC 6962 Merkle root (hex) of the `events` that verified, leaves being their stored
+    /// canonical JSON in seq order: what a signed checkpoint of that size must name
+    /// (docs/transparency.md). The empty tree's root for an empty log.
+    pub(crate) tree_root: String,
 }
 
 impl VerifyReport {

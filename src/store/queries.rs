@@ -261,6 +261,8 @@ pub(crate) type Page = Vec<Result<StoredRow, Broken>>;
 /// reader's `page` is `Send` and free of closure lifetimes, so it can run in a request handler.
 pub(crate) struct ChainCheck {
     verifier: Verifier,
+    /// The RFC 6962 tree over the events verified so far (their stored canonical text).
+    tree: crate::audit::merkle::Frontier,
     /// Starts below every possible seq: a row slipped in with seq 0 or below must be seen.
     last_seq: i64,
 }
@@ -269,6 +271,7 @@ impl Default for ChainCheck {
     fn default() -> Self {
         ChainCheck {
             verifier: Verifier::default(),
+            tree: crate::audit::merkle::Frontier::new(),
             last_seq: i64::MIN,
         }
     }
@@ -288,7 +291,10 @@ impl ChainCheck {
         for row in rows {
             let checked = row.and_then(|stored| {
                 self.last_seq = stored.seq;
-                self.verifier.check(&stored)
+                self.verifier.check(&stored)?;
+                self.tree
+                    .push(crate::audit::merkle::leaf_hash(stored.event.as_bytes()));
+                Ok(())
             });
             if let Err(broken) = checked {
                 return Some(self.report(Some(broken)));
@@ -303,6 +309,7 @@ impl ChainCheck {
             head: self.verifier.head().map(str::to_owned),
             first_broken,
             operations_index: None,
+            tree_root: hex::encode(self.tree.root()),
         }
     }
 }

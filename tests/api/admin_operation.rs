@@ -98,6 +98,26 @@ async fn an_operation_id_that_is_not_a_guid_is_400_and_an_unknown_one_is_404() {
     world.finish().await;
 }
 
+/// JSON with every object's keys sorted and no whitespace: the chain's canonical form.
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&map[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
 async fn verify_answers_what_audit_verify_answers(backend: Backend) {
     let world = LogWorld::new(backend, 2).await;
     let (resp, body) = world.get(&world.auditor, "/api/v1/verify").await;
@@ -108,6 +128,19 @@ async fn verify_answers_what_audit_verify_answers(backend: Backend) {
     let (_, events) = world.get(&world.auditor, "/api/v1/events").await;
     let last = events["value"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(body["head"], last["hash"], "{body}");
+    // The tree root is recomputable by a client from the events route alone: each event without
+    // its hash and prev_hash, as canonical JSON (keys sorted, no space), is a leaf.
+    let mut tree = syncgate::audit::merkle::Frontier::new();
+    for event in events["value"].as_array().unwrap() {
+        let mut event = event.clone();
+        let object = event.as_object_mut().unwrap();
+        object.remove("hash");
+        object.remove("prev_hash");
+        let leaf = canonical(&event);
+        tree.push(syncgate::audit::merkle::leaf_hash(leaf.as_bytes()));
+    }
+    assert_eq!(tree.size(), 4);
+    assert_eq!(body["tree_root"], hex::encode(tree.root()), "{body}");
     let (resp, _) = world.get(&world.auditor, "/api/v1/verify?full=true").await;
     assert_eq!(resp.status, StatusCode::BAD_REQUEST);
     world.finish().await;

@@ -323,9 +323,12 @@ async fn run_verify(reader: &StoreReader) -> anyhow::Result<()> {
     match report.first_broken {
         None => {
             println!(
-                "syncgate: audit log OK: {} events, head {}.",
+                "syncgate: audit log OK: {} events, head {}.\nsyncgate: RFC 6962 tree root of \
+                 those {} events: {}",
                 report.events,
-                report.head.as_deref().unwrap_or("(empty log)")
+                report.head.as_deref().unwrap_or("(empty log)"),
+                report.events,
+                report.tree_root
             );
             Ok(())
         }

@@ -22,7 +22,8 @@ async fn appended_events_form_a_contiguous_verified_chain(backend: Backend) {
             events: 2,
             head: Some(second.hash.clone()),
             first_broken: None,
-            operations_index: None
+            operations_index: None,
+            tree_root: tree_root(&[first.clone(), second.clone()]),
         }
     );
     // What is read back is exactly what append returned (time truncated to microseconds).
@@ -43,7 +44,8 @@ async fn an_empty_log_verifies_with_no_head(backend: Backend) {
             events: 0,
             head: None,
             first_broken: None,
-            operations_index: None
+            operations_index: None,
+            tree_root: hex::encode(crate::audit::merkle::empty_root()),
         }
     );
     store.close().await;

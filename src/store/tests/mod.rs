@@ -118,6 +118,18 @@ async fn five_event_log(backend: Backend) -> TestLog {
     log
 }
 
+/// The RFC 6962 root of `events` as stored: each one's canonical JSON, `seq` inside.
+fn tree_root(events: &[Recorded]) -> String {
+    use crate::audit::merkle::{Frontier, leaf_hash};
+    let mut tree = Frontier::new();
+    for r in events {
+        let mut doc = serde_json::to_value(&r.event).unwrap();
+        doc["seq"] = serde_json::json!(r.seq);
+        tree.push(leaf_hash(super::chain::canonical_json(&doc).as_bytes()));
+    }
+    hex::encode(tree.root())
+}
+
 /// Verify the log with a reader of its own, as `syncgate audit verify` does.
 async fn verify(log: &TestLog) -> VerifyReport {
     let reader = log.reader().await;
