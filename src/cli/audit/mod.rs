@@ -323,8 +323,8 @@ async fn run_verify(reader: &StoreReader) -> anyhow::Result<()> {
     match report.first_broken {
         None => {
             println!(
-                "syncgate: audit log OK: {} events, head {}.\nsyncgate: RFC 6962 tree root of \
-                 those {} events: {}",
+                "syncgate: audit log OK: {} events, head {}.\nsyncgate: the RFC 6962 tree root \
+                 of those {} events is {}.",
                 report.events,
                 report.head.as_deref().unwrap_or("(empty log)"),
                 report.events,
