@@ -24,6 +24,7 @@ use crate::classify::Governed;
 use crate::graph::{OperationId, TenantId};
 
 mod fields;
+pub mod kept;
 pub mod merkle;
 pub mod note;
 mod refusal;

@@ -239,6 +239,9 @@ pub struct VerifyReport {
     /// canonical JSON in seq order: what a signed checkpoint of that size must name
     /// (docs/transparency.md). The empty tree's root for an empty log.
     pub(crate) tree_root: String,
+    /// The tree's root at each size the caller asked for ([`StoreReader::verify_at`]) that the
+    /// verified events reach.
+    pub(crate) roots_at: std::collections::BTreeMap<u64, String>,
 }
 
 impl VerifyReport {
@@ -350,7 +353,12 @@ impl StoreReader {
 
     /// Recompute the whole chain, page by page (constant memory), and report the first break.
     pub(crate) async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        on_backend!(self, r => r.verify().await)
+        self.verify_at(&[]).await
+    }
+
+    /// [`StoreReader::verify`], noting the tree's root at each of `sizes` (kept checkpoints').
+    pub(crate) async fn verify_at(&self, sizes: &[u64]) -> Result<VerifyReport, StoreError> {
+        on_backend!(self, r => r.verify(sizes).await)
     }
 
     /// Up to `limit` admin reads recorded after `after` (an id), oldest first.

@@ -263,6 +263,9 @@ pub(crate) struct ChainCheck {
     verifier: Verifier,
     /// The RFC 6962 tree over the events verified so far (their stored canonical text).
     tree: crate::audit::merkle::Frontier,
+    /// Tree sizes whose root the caller wants (those of kept checkpoints), and the roots found.
+    sizes: std::collections::BTreeSet<u64>,
+    roots: std::collections::BTreeMap<u64, crate::audit::merkle::Hash>,
     /// Starts below every possible seq: a row slipped in with seq 0 or below must be seen.
     last_seq: i64,
 }
@@ -272,12 +275,26 @@ impl Default for ChainCheck {
         ChainCheck {
             verifier: Verifier::default(),
             tree: crate::audit::merkle::Frontier::new(),
+            sizes: Default::default(),
+            roots: Default::default(),
             last_seq: i64::MIN,
         }
     }
 }
 
 impl ChainCheck {
+    /// A check that also notes the tree's root when it reaches each of `sizes`.
+    pub(crate) fn with_roots_at(sizes: &[u64]) -> ChainCheck {
+        let mut check = ChainCheck {
+            sizes: sizes.iter().copied().collect(),
+            ..ChainCheck::default()
+        };
+        if check.sizes.contains(&0) {
+            check.roots.insert(0, crate::audit::merkle::empty_root());
+        }
+        check
+    }
+
     /// Where the next page starts.
     pub(crate) fn after(&self) -> i64 {
         self.last_seq
@@ -294,6 +311,9 @@ impl ChainCheck {
                 self.verifier.check(&stored)?;
                 self.tree
                     .push(crate::audit::merkle::leaf_hash(stored.event.as_bytes()));
+                if self.sizes.contains(&self.tree.size()) {
+                    self.roots.insert(self.tree.size(), self.tree.root());
+                }
                 Ok(())
             });
             if let Err(broken) = checked {
@@ -310,6 +330,11 @@ impl ChainCheck {
             first_broken,
             operations_index: None,
             tree_root: hex::encode(self.tree.root()),
+            roots_at: self
+                .roots
+                .iter()
+                .map(|(size, root)| (*size, hex::encode(root)))
+                .collect(),
         }
     }
 }

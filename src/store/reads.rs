@@ -190,8 +190,9 @@ macro_rules! read_methods {
 
         pub(crate) async fn verify(
             &self,
+            sizes: &[u64],
         ) -> Result<$crate::store::VerifyReport, $crate::store::StoreError> {
-            let mut check = $crate::store::queries::ChainCheck::default();
+            let mut check = $crate::store::queries::ChainCheck::with_roots_at(sizes);
             loop {
                 let rows = self.page(check.after()).await?;
                 if let Some(mut report) = check.page(rows) {

@@ -24,6 +24,8 @@ mod admin_tls;
 mod audit_log;
 /// Issue 7: classification attacks against a deliberately lenient upstream.
 mod bypass;
+/// Issue 11: `audit verify` against checkpoints kept elsewhere.
+mod checkpoints;
 /// The `syncgate` binary's commands.
 mod cli;
 /// The Graph emulator, spoken to directly.

@@ -14,6 +14,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use uuid::Uuid;
 
 use super::render::{parse_since, parse_until};
+use crate::audit::kept::{self, Kept};
+use crate::audit::note::{Checkpoint, MAX_NOTE_BYTES, Verifier};
 use crate::audit::{Decision, Effect, EventKind};
 use crate::config::RawConfig;
 use crate::store::{Cursor, Store, StoreLocation, StoreOptions, StoreReader};
@@ -56,7 +58,9 @@ pub(crate) enum AuditCommand {
         format: ShowFormat,
     },
     /// Recompute the hash chain; exit 0 when it holds, non-zero naming the first broken event.
-    Verify,
+    /// With --checkpoint, also check the log against checkpoints kept elsewhere: a cut tail, a
+    /// rewritten history or two signed histories are each reported by name.
+    Verify(VerifyArgs),
     /// Export operations as jsonl, csv, directory-audit (Entra) or ocsf, newest first, with the
     /// filters of the admin API's /api/v1/operations; to stdout unless --output.
     Export(Box<export::ExportArgs>),
@@ -96,6 +100,17 @@ pub(crate) enum AuditCommand {
         #[arg(long, value_name = "PATH|URL")]
         to: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// A signed checkpoint kept elsewhere (a C2SP signed note; docs/transparency.md): the log's
+    /// tree at its size must still have its root. Repeat for several.
+    #[arg(long = "checkpoint", value_name = "FILE", requires = "key")]
+    checkpoints: Vec<PathBuf>,
+    /// The verifier key the checkpoints must be signed with (what `syncgate audit key` prints).
+    #[arg(long, value_name = "VKEY")]
+    key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -260,7 +275,11 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
             operation_id,
             format,
         } => show::run(&reader, operation_id, format).await,
-        AuditCommand::Verify | AuditCommand::Reindex => run_verify(&reader).await,
+        AuditCommand::Verify(verify) => match kept_checkpoints(&verify) {
+            Ok(kept) => run_verify(&reader, &kept).await,
+            Err(e) => Err(e),
+        },
+        AuditCommand::Reindex => run_verify(&reader, &[]).await,
         // Answered above, without the log.
         AuditCommand::Key { .. } => Ok(()),
         AuditCommand::Export(args) => export::run(&reader, *args).await,
@@ -300,11 +319,61 @@ async fn run_copy(reader: &StoreReader, to: &StoreLocation) -> anyhow::Result<()
 }
 
 /// Recompute the hash chain: a verdict on stdout, or an error naming the first broken event.
-async fn run_verify(reader: &StoreReader) -> anyhow::Result<()> {
+/// The checkpoints named by `--checkpoint`, each signed by `--key` for that key's origin.
+fn kept_checkpoints(args: &VerifyArgs) -> anyhow::Result<Vec<Kept>> {
+    use std::io::Read;
+    let Some(vkey) = &args.key else {
+        return Ok(Vec::new());
+    };
+    let verifier = Verifier::parse(vkey).with_context(|| format!("--key {vkey:?}"))?;
+    args.checkpoints
+        .iter()
+        .map(|path| {
+            let name = path.display().to_string();
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_NOTE_BYTES as u64 + 1).read_to_string(&mut text))
+                .with_context(|| format!("cannot read checkpoint {name}"))?;
+            let body = verifier
+                .open(&text)
+                .with_context(|| format!("checkpoint {name} is not accepted"))?;
+            let checkpoint =
+                Checkpoint::parse(body).with_context(|| format!("checkpoint {name}"))?;
+            if checkpoint.origin != verifier.name() {
+                return Err(anyhow!(
+                    "checkpoint {name} is for the log {:?}, not {:?}",
+                    checkpoint.origin,
+                    verifier.name()
+                ));
+            }
+            Ok(Kept { name, checkpoint })
+        })
+        .collect()
+}
+
+async fn run_verify(reader: &StoreReader, kept: &[Kept]) -> anyhow::Result<()> {
+    let sizes: Vec<u64> = kept.iter().map(|k| k.checkpoint.size).collect();
     let report = reader
-        .verify()
+        .verify_at(&sizes)
         .await
         .with_context(|| format!("cannot verify {}", reader.location()))?;
+    let findings = if report.first_broken.is_none() {
+        kept::assess(kept, report.events, &report.roots_at)
+    } else {
+        Vec::new()
+    };
+    let problems: Vec<String> = findings
+        .iter()
+        .filter(|f| !f.is_match())
+        .map(|f| f.to_string())
+        .collect();
+    if !problems.is_empty() {
+        return Err(anyhow!(
+            "the chain verified ({} events), but not against the kept checkpoints: {}",
+            report.events,
+            problems.join("; ")
+        ));
+    }
     if let (None, Some(index)) = (&report.first_broken, &report.operations_index) {
         return Err(anyhow!(
             "the chain verified ({} events, head {}), but the operations index, which the \
@@ -330,6 +399,9 @@ async fn run_verify(reader: &StoreReader) -> anyhow::Result<()> {
                 report.events,
                 report.tree_root
             );
+            for finding in &findings {
+                println!("syncgate: {finding}.");
+            }
             Ok(())
         }
         Some(broken) => Err(anyhow!(

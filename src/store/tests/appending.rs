@@ -24,6 +24,7 @@ async fn appended_events_form_a_contiguous_verified_chain(backend: Backend) {
             first_broken: None,
             operations_index: None,
             tree_root: tree_root(&[first.clone(), second.clone()]),
+            roots_at: Default::default(),
         }
     );
     // What is read back is exactly what append returned (time truncated to microseconds).
@@ -46,6 +47,7 @@ async fn an_empty_log_verifies_with_no_head(backend: Backend) {
             first_broken: None,
             operations_index: None,
             tree_root: hex::encode(crate::audit::merkle::empty_root()),
+            roots_at: Default::default(),
         }
     );
     store.close().await;
