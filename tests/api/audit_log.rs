@@ -533,6 +533,7 @@ async fn audit_commands_on_a_missing_database_fail_clearly_and_create_nothing() 
         &["show", &Uuid::now_v7().to_string()],
         &["key"],
         &["reindex"],
+        &["checkpoint"],
     ] {
         let run = audit_db(&missing, args);
         assert!(!run.ok, "{args:?}");

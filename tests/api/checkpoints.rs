@@ -226,3 +226,48 @@ async fn a_checkpoint_signed_by_another_key_or_a_forked_history_is_named() {
         "{stderr}"
     );
 }
+
+/// `audit checkpoint` signs the log as it verifies now, with the log's key, into a file that
+/// `audit verify --checkpoint` then checks; a broken chain gets no checkpoint.
+#[tokio::test]
+async fn audit_checkpoint_signs_what_verify_later_checks() {
+    let log = Log::new(7).await;
+    let file = log.dir.path().join("kept-7");
+    let file = file.to_str().unwrap();
+    let (ok, _, stderr) = audit(&log.db, &["checkpoint", "-o", file]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("signed a checkpoint of 7 events"),
+        "{stderr}"
+    );
+    let note = std::fs::read_to_string(file).unwrap();
+    let verifier = syncgate::audit::note::Verifier::parse(&log.vkey).unwrap();
+    let checkpoint = Checkpoint::parse(verifier.open(&note).unwrap()).unwrap();
+    assert_eq!((checkpoint.size, checkpoint.root), log.head());
+    assert!(checkpoint.extensions[0].starts_with("time "), "{note}");
+    let (ok, stdout, stderr) = log.verify(&[file]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("(7 events) matches the log"), "{stdout}");
+    // An existing file is not replaced; to stdout, the note itself.
+    let (ok, _, stderr) = audit(&log.db, &["checkpoint", "-o", file]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot create"), "{stderr}");
+    let (ok, stdout, _) = audit(&log.db, &["checkpoint"]);
+    assert!(ok);
+    assert!(verifier.open(&stdout).is_ok(), "{stdout}");
+    // A log whose chain is broken is not signed.
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", log.db.display()))
+        .await
+        .unwrap();
+    conn.execute("DROP TRIGGER audit_events_no_update")
+        .await
+        .unwrap();
+    conn.execute("UPDATE audit_events SET event = replace(event, 'first', 'FIRST') WHERE seq = 2")
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let (ok, stdout, stderr) = audit(&log.db, &["checkpoint"]);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("BROKEN at seq 2"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+}

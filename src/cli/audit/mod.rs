@@ -88,6 +88,20 @@ pub(crate) enum AuditCommand {
         #[arg(long, value_name = "NAME")]
         origin: Option<String>,
     },
+    /// Verify the log, then sign a checkpoint of it (its size and tree root, C2SP format) with
+    /// the log's checkpoint key, to keep somewhere the database's owner cannot write; `audit
+    /// verify --checkpoint` checks the log against it later. Refused when the chain is broken.
+    Checkpoint {
+        /// Where to write it (created; an existing file is not replaced). Default: stdout.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The key file (default: `<db path>.checkpoint-key` beside a SQLite log).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The key's name, the checkpoint's origin (default as `audit key`).
+        #[arg(long, value_name = "NAME")]
+        origin: Option<String>,
+    },
     /// Copy the log to another store, chain intact (e.g. SQLite to PostgreSQL). Run it again to
     /// resume an interrupted copy; the copy verifies to the same head hash.
     Copy {
@@ -242,21 +256,22 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
         raw.store.set_location(&StoreLocation::parse(db));
     }
     let (location, options) = (raw.store.location()?, raw.store.options()?);
-    if let AuditCommand::Key { key, origin } = &args.command {
-        let path = match (key, &location) {
-            (Some(path), _) => path.clone(),
+    let key_file = |key: &Option<PathBuf>| -> anyhow::Result<PathBuf> {
+        match (key, &location) {
+            (Some(path), _) => Ok(path.clone()),
             (None, StoreLocation::Sqlite(db)) if db.is_file() => {
-                crate::store::signing_key::key_path(db)
+                Ok(crate::store::signing_key::key_path(db))
             }
             (None, StoreLocation::Sqlite(db)) => {
-                return Err(anyhow!("there is no audit log at {}", db.display()));
+                Err(anyhow!("there is no audit log at {}", db.display()))
             }
-            (None, StoreLocation::Postgres(_)) => {
-                return Err(anyhow!(
-                    "a PostgreSQL log's checkpoint key is not beside a file: name it with --key"
-                ));
-            }
-        };
+            (None, StoreLocation::Postgres(_)) => Err(anyhow!(
+                "a PostgreSQL log's checkpoint key is not beside a file: name it with --key"
+            )),
+        }
+    };
+    if let AuditCommand::Key { key, origin } = &args.command {
+        let path = key_file(key)?;
         let signer = crate::store::signing_key::load_or_create(&path, origin.as_deref())?;
         println!("{}", signer.verifier_key());
         return Ok(());
@@ -282,6 +297,14 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
         AuditCommand::Reindex => run_verify(&reader, &[]).await,
         // Answered above, without the log.
         AuditCommand::Key { .. } => Ok(()),
+        AuditCommand::Checkpoint {
+            output,
+            key,
+            origin,
+        } => match key_file(&key) {
+            Ok(path) => run_checkpoint(&reader, &path, origin.as_deref(), output.as_deref()).await,
+            Err(e) => Err(e),
+        },
         AuditCommand::Export(args) => export::run(&reader, *args).await,
         AuditCommand::Tail { after_seq, format } => tail::run(&reader, after_seq, format).await,
         AuditCommand::Copy { to, .. } => run_copy(&reader, &StoreLocation::parse(&to)).await,
@@ -319,6 +342,62 @@ async fn run_copy(reader: &StoreReader, to: &StoreLocation) -> anyhow::Result<()
 }
 
 /// Recompute the hash chain: a verdict on stdout, or an error naming the first broken event.
+/// Sign a checkpoint of the log as it verifies now.
+async fn run_checkpoint(
+    reader: &StoreReader,
+    key: &std::path::Path,
+    origin: Option<&str>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let signer = crate::store::signing_key::load_or_create(key, origin)?;
+    let report = reader
+        .verify()
+        .await
+        .with_context(|| format!("cannot verify {}", reader.location()))?;
+    if let Some(broken) = &report.first_broken {
+        return Err(anyhow!(
+            "the audit log is BROKEN at seq {} ({}): no checkpoint is signed for it",
+            broken.seq,
+            broken.reason
+        ));
+    }
+    let root: [u8; 32] = hex::decode(&report.tree_root)
+        .ok()
+        .and_then(|r| r.try_into().ok())
+        .ok_or_else(|| anyhow!("the verification gave no tree root"))?;
+    let checkpoint = Checkpoint {
+        origin: signer.name().to_owned(),
+        size: report.events,
+        root,
+        extensions: vec![format!(
+            "time {}",
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )],
+    };
+    let note = signer.sign(&checkpoint.text())?;
+    match output {
+        None => print!("{note}"),
+        Some(path) => {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(note.as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "syncgate: signed a checkpoint of {} events (root {}) into {}.",
+                report.events,
+                report.tree_root,
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The checkpoints named by `--checkpoint`, each signed by `--key` for that key's origin.
 fn kept_checkpoints(args: &VerifyArgs) -> anyhow::Result<Vec<Kept>> {
     use std::io::Read;
