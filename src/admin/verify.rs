@@ -31,7 +31,7 @@ pub(crate) async fn run(store: &Store, limits: &Limits, query: Option<&str>) -> 
         "head": report.head,
         "first_broken": report.first_broken,
         "operations_index": report.operations_index,
-        "tree_root": report.tree_root,
+        "tree_root": hex::encode(report.tree_root),
     });
     Ok(Served {
         body,

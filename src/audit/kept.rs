@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::merkle::Hash;
 use super::note::Checkpoint;
 
 /// A checkpoint read from somewhere, with a name to report it by (its file).
@@ -90,11 +91,10 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Each kept checkpoint against the log: `events` verified, and the log's tree root (hex) at
-/// each kept size it reaches (`VerifyReport::roots_at`). In the order given.
-pub fn assess(kept: &[Kept], events: u64, roots: &BTreeMap<u64, String>) -> Vec<Finding> {
-    let root_at = |size: u64| roots.get(&size).map(String::as_str);
-    let matches = |k: &Kept| root_at(k.checkpoint.size) == Some(&*hex::encode(k.checkpoint.root));
+/// Each kept checkpoint against the log: `events` verified, and the log's tree root at each
+/// kept size it reaches (`VerifyReport::roots_at`). In the order given.
+pub fn assess(kept: &[Kept], events: u64, roots: &BTreeMap<u64, Hash>) -> Vec<Finding> {
+    let matches = |k: &Kept| roots.get(&k.checkpoint.size) == Some(&k.checkpoint.root);
     let matches_through = kept
         .iter()
         .filter(|k| matches(k))
@@ -139,24 +139,24 @@ mod tests {
     use crate::audit::merkle::{Frontier, leaf_hash};
 
     /// Roots of a tree of `n` leaves at every size, as verify notes them.
-    fn roots(leaves: &[&str]) -> BTreeMap<u64, String> {
+    fn roots(leaves: &[&str]) -> BTreeMap<u64, Hash> {
         let mut tree = Frontier::new();
         let mut roots = BTreeMap::new();
-        roots.insert(0, hex::encode(tree.root()));
+        roots.insert(0, tree.root());
         for leaf in leaves {
             tree.push(leaf_hash(leaf.as_bytes()));
-            roots.insert(tree.size(), hex::encode(tree.root()));
+            roots.insert(tree.size(), tree.root());
         }
         roots
     }
 
-    fn kept(name: &str, size: u64, roots: &BTreeMap<u64, String>) -> Kept {
+    fn kept(name: &str, size: u64, roots: &BTreeMap<u64, Hash>) -> Kept {
         Kept {
             name: name.into(),
             checkpoint: Checkpoint {
                 origin: "syncgate/test".into(),
                 size,
-                root: hex::decode(&roots[&size]).unwrap().try_into().unwrap(),
+                root: roots[&size],
                 extensions: Vec::new(),
             },
         }

@@ -235,13 +235,22 @@ pub struct VerifyReport {
     /// Where the operations index (what the auditors' queries read) first disagrees with the
     /// events it folds; checked only when the chain verified.
     pub operations_index: Option<IndexMismatch>,
-    /// The RFC 6962 Merkle root (hex) of the `events` that verified, leaves being their stored
+    /// The RFC 6962 Merkle root of the `events` that verified, leaves being their stored
     /// canonical JSON in seq order: what a signed checkpoint of that size must name
-    /// (docs/transparency.md). The empty tree's root for an empty log.
-    pub(crate) tree_root: String,
+    /// (docs/transparency.md). The empty tree's root for an empty log. Hex when serialized.
+    #[serde(serialize_with = "hex_hash")]
+    pub(crate) tree_root: crate::audit::merkle::Hash,
     /// The tree's root at each size the caller asked for ([`StoreReader::verify_at`]) that the
     /// verified events reach.
-    pub(crate) roots_at: std::collections::BTreeMap<u64, String>,
+    #[serde(skip)]
+    pub(crate) roots_at: std::collections::BTreeMap<u64, crate::audit::merkle::Hash>,
+}
+
+fn hex_hash<S: serde::Serializer>(
+    hash: &crate::audit::merkle::Hash,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&hex::encode(hash))
 }
 
 impl VerifyReport {

@@ -270,29 +270,22 @@ pub(crate) struct ChainCheck {
     last_seq: i64,
 }
 
-impl Default for ChainCheck {
-    fn default() -> Self {
+impl ChainCheck {
+    /// A check of the whole chain that also notes the tree's root when it reaches each of
+    /// `sizes` (none: just the chain and the final root).
+    pub(crate) fn with_roots_at(sizes: &[u64]) -> ChainCheck {
+        let sizes: std::collections::BTreeSet<u64> = sizes.iter().copied().collect();
+        let mut roots = std::collections::BTreeMap::new();
+        if sizes.contains(&0) {
+            roots.insert(0, crate::audit::merkle::empty_root());
+        }
         ChainCheck {
             verifier: Verifier::default(),
             tree: crate::audit::merkle::Frontier::new(),
-            sizes: Default::default(),
-            roots: Default::default(),
+            sizes,
+            roots,
             last_seq: i64::MIN,
         }
-    }
-}
-
-impl ChainCheck {
-    /// A check that also notes the tree's root when it reaches each of `sizes`.
-    pub(crate) fn with_roots_at(sizes: &[u64]) -> ChainCheck {
-        let mut check = ChainCheck {
-            sizes: sizes.iter().copied().collect(),
-            ..ChainCheck::default()
-        };
-        if check.sizes.contains(&0) {
-            check.roots.insert(0, crate::audit::merkle::empty_root());
-        }
-        check
     }
 
     /// Where the next page starts.
@@ -329,12 +322,8 @@ impl ChainCheck {
             head: self.verifier.head().map(str::to_owned),
             first_broken,
             operations_index: None,
-            tree_root: hex::encode(self.tree.root()),
-            roots_at: self
-                .roots
-                .iter()
-                .map(|(size, root)| (*size, hex::encode(root)))
-                .collect(),
+            tree_root: self.tree.root(),
+            roots_at: self.roots.clone(),
         }
     }
 }

@@ -361,14 +361,10 @@ async fn run_checkpoint(
             broken.reason
         ));
     }
-    let root: [u8; 32] = hex::decode(&report.tree_root)
-        .ok()
-        .and_then(|r| r.try_into().ok())
-        .ok_or_else(|| anyhow!("the verification gave no tree root"))?;
     let checkpoint = Checkpoint {
         origin: signer.name().to_owned(),
         size: report.events,
-        root,
+        root: report.tree_root,
         extensions: vec![format!(
             "time {}",
             Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -390,7 +386,7 @@ async fn run_checkpoint(
             eprintln!(
                 "syncgate: signed a checkpoint of {} events (root {}) into {}.",
                 report.events,
-                report.tree_root,
+                hex::encode(report.tree_root),
                 path.display()
             );
         }
@@ -476,7 +472,7 @@ async fn run_verify(reader: &StoreReader, kept: &[Kept]) -> anyhow::Result<()> {
                 report.events,
                 report.head.as_deref().unwrap_or("(empty log)"),
                 report.events,
-                report.tree_root
+                hex::encode(report.tree_root)
             );
             for finding in &findings {
                 println!("syncgate: {finding}.");

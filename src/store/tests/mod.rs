@@ -119,7 +119,7 @@ async fn five_event_log(backend: Backend) -> TestLog {
 }
 
 /// The RFC 6962 root of `events` as stored: each one's canonical JSON, `seq` inside.
-fn tree_root(events: &[Recorded]) -> String {
+fn tree_root(events: &[Recorded]) -> crate::audit::merkle::Hash {
     use crate::audit::merkle::{Frontier, leaf_hash};
     let mut tree = Frontier::new();
     for r in events {
@@ -127,7 +127,7 @@ fn tree_root(events: &[Recorded]) -> String {
         doc["seq"] = serde_json::json!(r.seq);
         tree.push(leaf_hash(super::chain::canonical_json(&doc).as_bytes()));
     }
-    hex::encode(tree.root())
+    tree.root()
 }
 
 /// Verify the log with a reader of its own, as `syncgate audit verify` does.
