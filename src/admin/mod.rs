@@ -22,6 +22,7 @@ mod metrics;
 mod openapi;
 mod operation;
 pub(crate) mod operations;
+mod proofs;
 mod reads;
 mod record;
 mod verify;
@@ -56,10 +57,14 @@ pub(crate) const ROUTES: &[&str] = &[
     "/api/v1/whoami",
     "/api/v1/operations",
     "/api/v1/operations/{id}",
+    "/api/v1/operations/{id}/evidence",
     "/api/v1/events",
     "/api/v1/verify",
     "/api/v1/reads",
     "/api/v1/export",
+    "/api/v1/checkpoints",
+    "/api/v1/proofs/inclusion",
+    "/api/v1/proofs/consistency",
     "/metrics",
 ];
 

@@ -16,16 +16,7 @@ use crate::store::{Store, fold};
 
 /// Answer `GET /api/v1/operations/{id}` (`id` as it appeared in the path).
 pub(crate) async fn show(store: &Store, id: &str, query: Option<&str>) -> Answer {
-    if let Some((key, _)) = pairs(query)?.into_iter().next() {
-        return Err(bad(&key, "is not a parameter of this route").into());
-    }
-    let id = Uuid::try_parse(id).map_err(|_| {
-        Failure::from((
-            StatusCode::BAD_REQUEST,
-            "BadRequest".to_owned(),
-            format!("the operation id {id:?} is not a GUID"),
-        ))
-    })?;
+    let id = operation_id(id, query)?;
     let events = store.operation(id).await.map_err(|e| unavailable(&e))?;
     let body = detail(&events).ok_or_else(|| {
         Failure::from((
@@ -37,6 +28,20 @@ pub(crate) async fn show(store: &Store, id: &str, query: Option<&str>) -> Answer
     Ok(Served {
         body,
         rows: events.len() as u64,
+    })
+}
+
+/// The operation id of a `/api/v1/operations/{id}...` route, whose query must be empty.
+pub(crate) fn operation_id(id: &str, query: Option<&str>) -> Result<Uuid, Failure> {
+    if let Some((key, _)) = pairs(query)?.into_iter().next() {
+        return Err(bad(&key, "is not a parameter of this route").into());
+    }
+    Uuid::try_parse(id).map_err(|_| {
+        Failure::from((
+            StatusCode::BAD_REQUEST,
+            "BadRequest".to_owned(),
+            format!("the operation id {id:?} is not a GUID"),
+        ))
     })
 }
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::auth::{Principal, Role};
-use super::{Admin, events, export, json, operation, operations, reads, verify};
+use super::{Admin, events, export, json, operation, operations, proofs, reads, verify};
 use crate::body::Body;
 use crate::graph_error::{GraphError, RequestIds};
 use crate::server::ConnInfo;
@@ -104,6 +104,11 @@ pub(crate) enum LogRoute<'p> {
     Events,
     Verify,
     Reads,
+    /// `/api/v1/operations/{id}/evidence`, the id as given.
+    Evidence(&'p str),
+    Checkpoints,
+    InclusionProof,
+    ConsistencyProof,
     /// `/api/v1/export`: streamed, so its record is written when the first page is ready, before
     /// any byte is sent, and counts no rows (they are not known yet).
     Export,
@@ -118,12 +123,24 @@ impl<'p> LogRoute<'p> {
             "/api/v1/verify" => LogRoute::Verify,
             "/api/v1/reads" => LogRoute::Reads,
             "/api/v1/export" => LogRoute::Export,
+            "/api/v1/checkpoints" => LogRoute::Checkpoints,
+            "/api/v1/proofs/inclusion" => LogRoute::InclusionProof,
+            "/api/v1/proofs/consistency" => LogRoute::ConsistencyProof,
             _ => {
-                let id = path.strip_prefix("/api/v1/operations/")?;
-                if id.is_empty() || id.contains('/') {
+                let rest = path.strip_prefix("/api/v1/operations/")?;
+                let (id, evidence) = match rest.split_once('/') {
+                    Some((id, "evidence")) => (id, true),
+                    Some(_) => return None,
+                    None => (rest, false),
+                };
+                if id.is_empty() {
                     return None;
                 }
-                LogRoute::Operation(id)
+                if evidence {
+                    LogRoute::Evidence(id)
+                } else {
+                    LogRoute::Operation(id)
+                }
             }
         })
     }
@@ -167,6 +184,18 @@ impl Admin {
                 .await
                 .map(Reply::Json),
             LogRoute::Reads => reads::list(&self.store, query).await.map(Reply::Json),
+            LogRoute::Evidence(id) => proofs::evidence(&self.store, id, query)
+                .await
+                .map(Reply::Json),
+            LogRoute::Checkpoints => proofs::checkpoints(&self.store, query)
+                .await
+                .map(Reply::Json),
+            LogRoute::InclusionProof => {
+                proofs::inclusion(&self.store, query).await.map(Reply::Json)
+            }
+            LogRoute::ConsistencyProof => proofs::consistency(&self.store, query)
+                .await
+                .map(Reply::Json),
             LogRoute::Export => export::respond(&self.store, query, &self.log_limits.exports)
                 .await
                 .map(Reply::Stream),
@@ -247,6 +276,17 @@ mod tests {
         );
         assert_eq!(LogRoute::of("/api/v1/operations/"), None);
         assert_eq!(LogRoute::of("/api/v1/operations/a/b"), None);
+        assert_eq!(
+            LogRoute::of("/api/v1/operations/abc/evidence"),
+            Some(LogRoute::Evidence("abc"))
+        );
+        assert_eq!(LogRoute::of("/api/v1/operations//evidence"), None);
+        assert_eq!(LogRoute::of("/api/v1/operations/abc/evidence/x"), None);
+        assert_eq!(
+            LogRoute::of("/api/v1/proofs/inclusion"),
+            Some(LogRoute::InclusionProof)
+        );
+        assert_eq!(LogRoute::Checkpoints.role(), Role::Auditor);
         assert_eq!(LogRoute::of("/api/v1/whoami"), None);
         assert_eq!(LogRoute::Reads.role(), Role::Admin);
         assert_eq!(LogRoute::Verify.role(), Role::Auditor);

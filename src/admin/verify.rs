@@ -31,6 +31,8 @@ pub(crate) async fn run(store: &Store, limits: &Limits, query: Option<&str>) -> 
         "head": report.head,
         "first_broken": report.first_broken,
         "operations_index": report.operations_index,
+        "tree": report.tree,
+        "checkpoints_checked": report.checkpoints_checked,
         "tree_root": hex::encode(report.tree_root),
     });
     Ok(Served {

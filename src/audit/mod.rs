@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::classify::Governed;
 use crate::graph::{OperationId, TenantId};
 
+pub mod evidence;
 mod fields;
 pub mod kept;
 pub mod merkle;

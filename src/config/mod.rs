@@ -13,6 +13,7 @@
 //! [`crate::units`]).
 
 mod admin;
+mod checkpoints;
 mod limits;
 mod raw;
 mod store;
@@ -149,6 +150,8 @@ pub struct RawConfig {
     pub rules: crate::rules::RawRules,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub checkpoints: checkpoints::RawCheckpoints,
     /// The folder relative paths are resolved against (the config file's folder, or the working
     /// directory); Rego files are loaded from it.
     #[serde(skip)]
@@ -215,9 +218,13 @@ impl RawConfig {
                 }
             }
         }
-        for file in [&mut self.store.token_key, &mut self.store.password_file]
-            .into_iter()
-            .flatten()
+        for file in [
+            &mut self.store.token_key,
+            &mut self.store.password_file,
+            &mut self.checkpoints.key,
+        ]
+        .into_iter()
+        .flatten()
         {
             fix(file);
         }
@@ -283,7 +290,7 @@ impl RawConfig {
             upstream_timeout: parse_duration("upstream.timeout", &up.timeout)?,
             pool_idle_timeout: parse_duration("upstream.pool_idle_timeout", &up.pool_idle_timeout)?,
             store: self.store.location()?,
-            store_options: self.store.options()?,
+            store_options: self.store_options()?,
             store_folder_to_create,
             recovery_grace: parse_duration("store.recovery_grace", &self.store.recovery_grace)?,
             record_reads: self.audit.record_reads,
@@ -294,6 +301,13 @@ impl RawConfig {
             rules: Arc::new(self.load_rules()?),
             limits: self.limits.validate(largest_body)?,
         })
+    }
+
+    /// `[store]`'s options with `[checkpoints]`'.
+    pub(crate) fn store_options(&self) -> Result<StoreOptions, ConfigError> {
+        let mut options = self.store.options()?;
+        options.checkpoints = self.checkpoints.options(&self.store.location()?)?;
+        Ok(options)
     }
 
     fn listen_addrs(&self) -> Result<(SocketAddr, SocketAddr), ConfigError> {

@@ -130,6 +130,16 @@ impl Metrics {
                 "Audit events the log could not take",
                 instruments.append_failures.clone(),
             );
+            registry.register(
+                "store_checkpoints",
+                "Checkpoints of the audit log's Merkle tree this writer signed and stored",
+                instruments.checkpoints.clone(),
+            );
+            registry.register(
+                "store_checkpoint_failures",
+                "Checkpoints due that could not be signed or stored",
+                instruments.checkpoint_failures.clone(),
+            );
         }
         registry.register_collector(Box::new(scraped::Scraped::new(
             store.cloned(),

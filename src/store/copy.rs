@@ -6,9 +6,11 @@
 //! before it is written (a broken source is refused, not spread), and the destination checks
 //! that each row continues its own head, page by page in one transaction each. A copy that
 //! stops half-way is resumed by running it again: rows the destination already holds are checked
-//! to be the source's and skipped.
+//! to be the source's and skipped. The checkpoints signed for the source are copied after the
+//! rows (they sign the same events); the destination's writer builds its own Merkle tree.
 
 use super::chain::{Head, StoredRow, Verifier};
+use super::tree::StoredCheckpoint;
 use super::{StoreError, StoreLocation, StoreOptions, StoreReader, postgres, sqlite};
 
 /// What a copy did.
@@ -45,6 +47,13 @@ impl Destination {
         match self {
             Destination::Sqlite(w) => w.append_rows(rows).await,
             Destination::Postgres(w) => w.append_rows(rows).await,
+        }
+    }
+
+    async fn store_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        match self {
+            Destination::Sqlite(w) => w.store_checkpoint(checkpoint).await,
+            Destination::Postgres(w) => w.store_checkpoint(checkpoint).await,
         }
     }
 
@@ -130,5 +139,31 @@ async fn copy_rows(
         )));
     }
     report.head = verifier.head().map(str::to_owned);
+    copy_checkpoints(from, destination).await?;
     Ok(report)
+}
+
+/// Copy the source's signed checkpoints: they sign the same events, so they hold for the copy
+/// (one the destination already has, of the same size, is kept).
+async fn copy_checkpoints(
+    from: &StoreReader,
+    destination: &mut Destination,
+) -> Result<(), StoreError> {
+    if !from.has_tree().await? {
+        return Ok(());
+    }
+    let mut at_most = u64::MAX;
+    loop {
+        let page = from.checkpoints(at_most, 1000).await?;
+        let Some(smallest) = page.last().map(|c| c.size) else {
+            return Ok(());
+        };
+        for checkpoint in &page {
+            destination.store_checkpoint(checkpoint).await?;
+        }
+        match smallest.checked_sub(1) {
+            Some(below) if below > 0 => at_most = below,
+            _ => return Ok(()),
+        }
+    }
 }

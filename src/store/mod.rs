@@ -39,6 +39,7 @@ mod reads;
 pub mod signing_key;
 mod sqlite;
 mod token_key;
+mod tree;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -113,6 +114,22 @@ pub enum StoreError {
     /// The token key file beside the database cannot be read or created.
     #[error(transparent)]
     TokenKey(Arc<TokenKeyError>),
+    /// The checkpoint signing key file cannot be read or created.
+    #[error(transparent)]
+    SigningKey(Arc<signing_key::SigningKeyError>),
+    /// A tree size (or an event's seq) beyond what the stored Merkle tree holds: a proof or a
+    /// root of a tree that does not exist (yet).
+    #[error("the log's Merkle tree holds {held} events; {size} is beyond it")]
+    NotInTree { size: u64, held: u64 },
+    /// An event not yet covered by a signed checkpoint, so no evidence of it can be given yet.
+    #[error(
+        "event seq {seq} is newer than the latest signed checkpoint ({signed} events); the \
+         writer signs the next one within its interval (checkpoints.every)"
+    )]
+    NotYetSigned { seq: u64, signed: u64 },
+    /// A question with no answer (a consistency proof from a larger tree to a smaller one).
+    #[error("{context}")]
+    Invalid { context: String },
     /// A database error that fits none of the above (a bug, or a schema this code does not expect).
     #[error("audit store error: {context}")]
     Internal {
@@ -183,6 +200,36 @@ pub struct StoreOptions {
     pub(crate) lock_connections: u32,
     /// PostgreSQL: the longest a change waits for its partner's lock before it is refused (503).
     pub(crate) lock_wait: Duration,
+    /// Signed checkpoints of the Merkle tree (`[checkpoints]`).
+    pub(crate) checkpoints: CheckpointOptions,
+}
+
+/// When and with which key the writer signs checkpoints (docs/transparency.md).
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    /// Sign at all.
+    pub(crate) enabled: bool,
+    /// The signing key file; `None` puts it beside a SQLite file (`<path>.checkpoint-key`).
+    /// A PostgreSQL log without one named gets no checkpoints (the config always names one).
+    pub(crate) key: Option<PathBuf>,
+    /// The checkpoints' origin (the key's name); default after the public key.
+    pub(crate) origin: Option<String>,
+    /// Sign when this many events came since the last checkpoint.
+    pub(crate) every_events: u64,
+    /// Sign this often when the tree grew (and at close).
+    pub(crate) every: Duration,
+}
+
+impl Default for CheckpointOptions {
+    fn default() -> Self {
+        CheckpointOptions {
+            enabled: true,
+            key: None,
+            origin: None,
+            every_events: 1000,
+            every: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -198,6 +245,7 @@ impl Default for StoreOptions {
             password_file: None,
             lock_connections: 32,
             lock_wait: Duration::from_secs(30),
+            checkpoints: CheckpointOptions::default(),
         }
     }
 }
@@ -235,6 +283,12 @@ pub struct VerifyReport {
     /// Where the operations index (what the auditors' queries read) first disagrees with the
     /// events it folds; checked only when the chain verified.
     pub operations_index: Option<IndexMismatch>,
+    /// Where the log's own Merkle data disagrees with the events: a checkpoint stored in the
+    /// log whose size it no longer reaches or whose root its events no longer have, or the
+    /// stored tree's nodes. Checked only when the chain verified.
+    pub tree: Option<TreeMismatch>,
+    /// How many checkpoints stored in the log were checked against the events.
+    pub(crate) checkpoints_checked: u64,
     /// The RFC 6962 Merkle root of the `events` that verified, leaves being their stored
     /// canonical JSON in seq order: what a signed checkpoint of that size must name
     /// (docs/transparency.md). The empty tree's root for an empty log. Hex when serialized.
@@ -256,8 +310,19 @@ fn hex_hash<S: serde::Serializer>(
 impl VerifyReport {
     /// Whether the chain verified and the operations index agrees with it.
     pub fn ok(&self) -> bool {
-        self.first_broken.is_none() && self.operations_index.is_none()
+        self.first_broken.is_none() && self.operations_index.is_none() && self.tree.is_none()
     }
+}
+
+/// Where the log's own Merkle data first disagrees with its events.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TreeMismatch {
+    /// `truncated` or `rewritten` (a checkpoint stored in the log), or `tree` (the stored
+    /// nodes, derived data that `syncgate audit reindex` rebuilds).
+    pub(crate) kind: &'static str,
+    /// The tree size concerned.
+    pub(crate) size: u64,
+    pub(crate) reason: String,
 }
 
 /// Counters from the writer, for tests, benchmarks and metrics.
@@ -366,8 +431,10 @@ impl StoreReader {
     }
 
     /// [`StoreReader::verify`], noting the tree's root at each of `sizes` (kept checkpoints').
+    /// The log's own Merkle data is checked against the events too (`proofs.rs`): every
+    /// checkpoint stored in it, and the stored tree.
     pub(crate) async fn verify_at(&self, sizes: &[u64]) -> Result<VerifyReport, StoreError> {
-        on_backend!(self, r => r.verify(sizes).await)
+        self.verify_with_tree(sizes).await
     }
 
     /// Up to `limit` admin reads recorded after `after` (an id), oldest first.
@@ -421,6 +488,35 @@ impl std::fmt::Debug for Store {
             .field("location", &self.inner.reader.location)
             .finish_non_exhaustive()
     }
+}
+
+/// The writer's checkpoint policy, its key loaded (or created); `None` when checkpoints are
+/// off, or a PostgreSQL log names no key (said in the log: nothing is signed).
+fn checkpointing(
+    location: &StoreLocation,
+    options: &CheckpointOptions,
+) -> Result<Option<writer::Checkpointing>, StoreError> {
+    if !options.enabled {
+        return Ok(None);
+    }
+    let path = match (&options.key, location) {
+        (Some(path), _) => path.clone(),
+        (None, StoreLocation::Sqlite(db)) => signing_key::key_path(db),
+        (None, StoreLocation::Postgres(_)) => {
+            tracing::warn!(
+                "no checkpoint key is named for this PostgreSQL log (checkpoints.key): no \
+                 checkpoint is signed"
+            );
+            return Ok(None);
+        }
+    };
+    let signer = signing_key::load_or_create(&path, options.origin.as_deref())
+        .map_err(|e| StoreError::SigningKey(Arc::new(e)))?;
+    Ok(Some(writer::Checkpointing {
+        signer,
+        every_events: options.every_events.max(1),
+        every: options.every,
+    }))
 }
 
 impl Store {
@@ -484,7 +580,8 @@ impl Store {
         if !had_key {
             warn_if_key_replaced(&reader, &key_path).await?;
         }
-        let writer = writer::spawn(write, &options);
+        let checkpointing = checkpointing(location, &options.checkpoints)?;
+        let writer = writer::spawn(write, &options, checkpointing);
         Ok(Store {
             inner: Arc::new(Inner {
                 reader,
@@ -518,8 +615,9 @@ impl Store {
         }
     }
 
-    /// Empty the log's operations index and fold every event into it again, in one
-    /// transaction under the write lock (`syncgate audit reindex`); the seq it holds through.
+    /// Empty the log's operations index and fold every event into it again, then do the same
+    /// for the Merkle tree's nodes, each in one transaction under the write lock (`syncgate
+    /// audit reindex`); the seq the index holds through.
     /// For an index that verification found disagreeing with the events (the events are the
     /// evidence, the index is derived from them). Appends wait meanwhile.
     pub async fn reindex(
@@ -529,7 +627,10 @@ impl Store {
         match location {
             StoreLocation::Postgres(url) => {
                 let mut writer = postgres::PgWriter::open(url, &options).await?;
-                let through = writer.rebuild_index().await;
+                let through = match writer.rebuild_index().await {
+                    Ok(through) => writer.rebuild_tree().await.map(|_| through),
+                    Err(e) => Err(e),
+                };
                 writer.close().await;
                 through
             }
@@ -542,7 +643,10 @@ impl Store {
                     });
                 }
                 let mut writer = sqlite::SqliteWriter::open(path, &options).await?;
-                let through = writer.rebuild_index().await;
+                let through = match writer.rebuild_index().await {
+                    Ok(through) => writer.rebuild_tree().await.map(|_| through),
+                    Err(e) => Err(e),
+                };
                 writer.close().await;
                 through
             }
@@ -696,6 +800,8 @@ fn recorded(
         event,
     })
 }
+
+mod proofs;
 
 #[cfg(test)]
 pub(crate) mod test_log;

@@ -266,14 +266,19 @@ pub(crate) struct ChainCheck {
     /// Tree sizes whose root the caller wants (those of kept checkpoints), and the roots found.
     sizes: std::collections::BTreeSet<u64>,
     roots: std::collections::BTreeMap<u64, crate::audit::merkle::Hash>,
+    /// The stored tree's size: the perfect nodes completed up to it are handed over
+    /// ([`ChainCheck::take_nodes`]) to be compared with the stored ones.
+    nodes_through: u64,
+    nodes: Vec<(crate::audit::merkle::Node, crate::audit::merkle::Hash)>,
     /// Starts below every possible seq: a row slipped in with seq 0 or below must be seen.
     last_seq: i64,
 }
 
 impl ChainCheck {
     /// A check of the whole chain that also notes the tree's root when it reaches each of
-    /// `sizes` (none: just the chain and the final root).
-    pub(crate) fn with_roots_at(sizes: &[u64]) -> ChainCheck {
+    /// `sizes` (none: just the chain and the final root), and hands over the tree's nodes up
+    /// to `nodes_through` events (0: none).
+    pub(crate) fn with_roots_at(sizes: &[u64], nodes_through: u64) -> ChainCheck {
         let sizes: std::collections::BTreeSet<u64> = sizes.iter().copied().collect();
         let mut roots = std::collections::BTreeMap::new();
         if sizes.contains(&0) {
@@ -284,6 +289,8 @@ impl ChainCheck {
             tree: crate::audit::merkle::Frontier::new(),
             sizes,
             roots,
+            nodes_through,
+            nodes: Vec::new(),
             last_seq: i64::MIN,
         }
     }
@@ -302,8 +309,12 @@ impl ChainCheck {
             let checked = row.and_then(|stored| {
                 self.last_seq = stored.seq;
                 self.verifier.check(&stored)?;
-                self.tree
+                let done = self
+                    .tree
                     .push(crate::audit::merkle::leaf_hash(stored.event.as_bytes()));
+                if self.tree.size() <= self.nodes_through {
+                    self.nodes.extend(done);
+                }
                 if self.sizes.contains(&self.tree.size()) {
                     self.roots.insert(self.tree.size(), self.tree.root());
                 }
@@ -316,12 +327,21 @@ impl ChainCheck {
         None
     }
 
+    /// The perfect nodes the last page completed within the stored tree's size.
+    pub(crate) fn take_nodes(
+        &mut self,
+    ) -> Vec<(crate::audit::merkle::Node, crate::audit::merkle::Hash)> {
+        std::mem::take(&mut self.nodes)
+    }
+
     fn report(&self, first_broken: Option<Broken>) -> VerifyReport {
         VerifyReport {
             events: self.verifier.events(),
             head: self.verifier.head().map(str::to_owned),
             first_broken,
             operations_index: None,
+            tree: None,
+            checkpoints_checked: 0,
             tree_root: self.tree.root(),
             roots_at: self.roots.clone(),
         }

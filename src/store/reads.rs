@@ -175,6 +175,110 @@ macro_rules! read_methods {
                 .collect())
         }
 
+        /// How many leaves the stored Merkle tree holds, and the chain head's seq (0 for an
+        /// empty log), from one snapshot.
+        pub(crate) async fn tree_state(&self) -> Result<(u64, i64), $crate::store::StoreError> {
+            use sqlx::Row;
+            let context = "cannot read the Merkle tree (a log no version of syncgate with one \
+                           has opened for writing has none yet: start syncgate on it, or run \
+                           `syncgate migrate`)";
+            let query = sqlx::QueryBuilder::new($crate::store::tree::STATE);
+            let rows = self.rows(query, context).await?;
+            let read = |e| classify(context, e);
+            let row = rows.first().ok_or_else(|| $crate::store::StoreError::corrupt(context))?;
+            let size: i64 = row.try_get("size").map_err(read)?;
+            let head: i64 = row.try_get("head").map_err(read)?;
+            Ok((u64::try_from(size).unwrap_or(0), head))
+        }
+
+        /// The stored hashes of the Merkle nodes `ids` that exist, by id.
+        pub(crate) async fn tree_nodes(
+            &self,
+            ids: &[i64],
+        ) -> Result<std::collections::HashMap<i64, $crate::audit::merkle::Hash>, $crate::store::StoreError>
+        {
+            use sqlx::Row;
+            let context = "cannot read the Merkle tree";
+            let mut found = std::collections::HashMap::with_capacity(ids.len());
+            for chunk in ids.chunks($crate::store::tree::INSERT_CHUNK) {
+                let rows = self.rows($crate::store::tree::select_nodes(chunk), context).await?;
+                for row in &rows {
+                    let read = |e| classify(context, e);
+                    let id: i64 = row.try_get("id").map_err(read)?;
+                    let hash: Vec<u8> = row.try_get("hash").map_err(read)?;
+                    found.insert(id, $crate::store::tree::hash_from(&hash, || format!("Merkle node {id}"))?);
+                }
+            }
+            Ok(found)
+        }
+
+        /// Whether the log has the Merkle tables (migration 0005): a log no syncgate with them
+        /// has opened for writing (an older copy, read as it is) has none to check.
+        pub(crate) async fn has_tree(&self) -> Result<bool, $crate::store::StoreError> {
+            use sqlx::Row;
+            let context = "cannot read the log's migrations";
+            let rows = self
+                .rows(sqlx::QueryBuilder::new($crate::store::tree::HAS_TREE), context)
+                .await?;
+            let count: i64 = match rows.first() {
+                Some(row) => row.try_get("migrated").map_err(|e| classify(context, e))?,
+                None => 0,
+            };
+            Ok(count > 0)
+        }
+
+        /// The size and root of every checkpoint stored in the log, smallest first.
+        pub(crate) async fn checkpoint_roots(
+            &self,
+        ) -> Result<Vec<(u64, $crate::audit::merkle::Hash)>, $crate::store::StoreError> {
+            use sqlx::Row;
+            let context = "cannot read the signed checkpoints";
+            let rows = self
+                .rows(sqlx::QueryBuilder::new($crate::store::tree::CHECKPOINT_ROOTS), context)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let read = |e| classify(context, e);
+                    let size: i64 = row.try_get("size").map_err(read)?;
+                    let root: Vec<u8> = row.try_get("root").map_err(read)?;
+                    let root = $crate::store::tree::hash_from(&root, || {
+                        format!("the root of checkpoint {size}")
+                    })?;
+                    Ok((u64::try_from(size).unwrap_or(0), root))
+                })
+                .collect()
+        }
+
+        /// Up to `limit` stored checkpoints of at most `at_most` leaves, largest first.
+        pub(crate) async fn checkpoints(
+            &self,
+            at_most: u64,
+            limit: i64,
+        ) -> Result<Vec<$crate::store::tree::StoredCheckpoint>, $crate::store::StoreError> {
+            use sqlx::Row;
+            let context = "cannot read the signed checkpoints";
+            let rows = self
+                .rows($crate::store::tree::checkpoints(at_most, limit), context)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let read = |e| classify(context, e);
+                    let size: i64 = row.try_get("size").map_err(read)?;
+                    let root: Vec<u8> = row.try_get("root").map_err(read)?;
+                    Ok($crate::store::tree::StoredCheckpoint {
+                        size: u64::try_from(size).map_err(|_| {
+                            $crate::store::StoreError::corrupt("a checkpoint's size is negative")
+                        })?,
+                        root: $crate::store::tree::hash_from(&root, || {
+                            format!("the root of checkpoint {size}")
+                        })?,
+                        time: row.try_get("time").map_err(read)?,
+                        note: row.try_get("note").map_err(read)?,
+                    })
+                })
+                .collect()
+        }
+
         /// Up to `limit` admin reads recorded after `after`, oldest first.
         pub(crate) async fn admin_reads(
             &self,
@@ -188,20 +292,57 @@ macro_rules! read_methods {
                 .collect()
         }
 
+        /// Verify the chain, noting the tree's root at `sizes`, and compare every node of the
+        /// stored Merkle tree's first `tree_size` events with the one the events make.
         pub(crate) async fn verify(
             &self,
             sizes: &[u64],
+            tree_size: u64,
         ) -> Result<$crate::store::VerifyReport, $crate::store::StoreError> {
-            let mut check = $crate::store::queries::ChainCheck::with_roots_at(sizes);
+            let mut check = $crate::store::queries::ChainCheck::with_roots_at(sizes, tree_size);
+            let mut tree = None;
             loop {
                 let rows = self.page(check.after()).await?;
-                if let Some(mut report) = check.page(rows) {
+                let finished = check.page(rows);
+                let nodes = check.take_nodes();
+                if tree.is_none() && !nodes.is_empty() {
+                    tree = self.compare_nodes(&nodes).await?;
+                }
+                if let Some(mut report) = finished {
                     if report.first_broken.is_none() {
                         report.operations_index = self.verify_index().await?;
+                        report.tree = tree;
                     }
                     return Ok(report);
                 }
             }
+        }
+
+        /// The first of `nodes` (computed from the events) that the stored tree lacks or holds
+        /// with another hash.
+        async fn compare_nodes(
+            &self,
+            nodes: &[($crate::audit::merkle::Node, $crate::audit::merkle::Hash)],
+        ) -> Result<Option<$crate::store::TreeMismatch>, $crate::store::StoreError> {
+            let ids: Vec<i64> = nodes.iter().map(|(n, _)| $crate::store::tree::node_id(*n)).collect();
+            let stored = self.tree_nodes(&ids).await?;
+            Ok(nodes.iter().find_map(|(node, hash)| {
+                let found = stored.get(&$crate::store::tree::node_id(*node));
+                (found != Some(hash)).then(|| {
+                    let leaves = node.leaves();
+                    $crate::store::TreeMismatch {
+                        kind: "tree",
+                        size: leaves.end,
+                        reason: format!(
+                            "the stored Merkle tree's node over events {} to {} {}; it is \
+                             derived, not evidence: `syncgate audit reindex` rebuilds it",
+                            leaves.start + 1,
+                            leaves.end,
+                            if found.is_none() { "is missing" } else { "is not the events' hash" }
+                        ),
+                    }
+                })
+            }))
         }
 
         /// Check the operations index against the (verified) events: the first disagreement.

@@ -26,7 +26,9 @@ use super::admin_reads::ReadRecord;
 use super::chain::{Append, Head, Prepared, Sealed, StoredRow};
 use super::operations::index;
 use super::queries;
+use super::tree::{self, StoredCheckpoint};
 use super::{StoreError, StoreOptions};
+use crate::audit::merkle::Frontier;
 
 mod read;
 
@@ -131,6 +133,9 @@ pub(crate) struct SqliteWriter {
     /// `None` after a failure that may have left the connection mid-transaction; the next group
     /// opens a fresh one (closing a connection rolls back whatever it had open).
     conn: Option<SqliteConnection>,
+    /// The Merkle tree's right edge as of this writer's last commit (`store/tree.rs`); `None`
+    /// until the first, or while the stored tree is behind the log.
+    tree: Option<Frontier>,
 }
 
 impl SqliteWriter {
@@ -161,16 +166,42 @@ impl SqliteWriter {
         })?;
         check_chain_format(&mut conn, path).await?;
         index::catch_up_logged(catch_up_index(&mut conn).await);
+        tree::catch_up_logged(catch_up_tree(&mut conn).await);
         Ok(SqliteWriter {
             options: connect_options,
             path: path.to_owned(),
             conn: Some(conn),
+            tree: None,
         })
     }
 
     /// See `rebuild_index` (`index_writes!`).
     pub(crate) async fn rebuild_index(&mut self) -> Result<i64, StoreError> {
         rebuild_index(self.connection().await?).await
+    }
+
+    /// See `rebuild_tree` (`tree_writes!`).
+    pub(crate) async fn rebuild_tree(&mut self) -> Result<u64, StoreError> {
+        rebuild_tree(self.connection().await?).await
+    }
+
+    /// The Merkle tree as of this writer's last commit (`None` before one, or while the stored
+    /// tree is behind the log).
+    pub(crate) fn tree(&self) -> Option<&Frontier> {
+        self.tree.as_ref()
+    }
+
+    /// Store a signed checkpoint (autocommit; kept if one of that size is there already).
+    pub(crate) async fn store_checkpoint(
+        &mut self,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        insert_checkpoint(self.connection().await?, checkpoint).await
+    }
+
+    /// The size of the largest checkpoint the log holds (0 for none).
+    pub(crate) async fn last_checkpoint(&mut self) -> Result<u64, StoreError> {
+        last_checkpoint_size(self.connection().await?).await
     }
 
     async fn connection(&mut self) -> Result<&mut SqliteConnection, StoreError> {
@@ -203,14 +234,18 @@ impl SqliteWriter {
     /// One `BEGIN IMMEDIATE` transaction (the write lock is taken before the head is read):
     /// all or nothing.
     async fn append(&mut self, append: Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
+        let cached = self.tree.take();
         let conn = self.connection().await?;
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| classify("cannot lock the audit log for writing", e))?;
-        let (result, healthy) = match insert_after_head(&mut tx, &append).await {
-            Ok(rows) => match tx.commit().await {
-                Ok(()) => (Ok(rows), true),
+        let (result, healthy) = match insert_after_head(&mut tx, &append, cached.as_ref()).await {
+            Ok((rows, tree)) => match tx.commit().await {
+                Ok(()) => {
+                    self.tree = tree;
+                    (Ok(rows), true)
+                }
                 Err(e) => (Err(classify("cannot commit to the audit log", e)), false),
             },
             Err(e) => {
@@ -282,11 +317,15 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Insert what `append` puts after the head, fold it into the operations index and hash it
+/// into the Merkle tree: the rows, and the tree's new edge (see `grow_tree`).
 async fn insert_after_head(
     conn: &mut SqliteConnection,
     append: &Append<'_>,
-) -> Result<Vec<StoredRow>, StoreError> {
+    tree: Option<&Frontier>,
+) -> Result<(Vec<StoredRow>, Option<Frontier>), StoreError> {
     let head = read_head(conn).await?;
+    let head_seq = head.seq;
     let rows = append.rows(head).map_err(StoreError::rejected)?;
     for row in &rows {
         insert_row(conn, row).await?;
@@ -294,13 +333,15 @@ async fn insert_after_head(
     let events = index::appended_events(append, &rows)?;
     let events: Vec<_> = events.iter().map(|(seq, e)| (*seq, e.as_ref())).collect();
     update_index(conn, &events).await?;
-    Ok(rows)
+    let tree = grow_tree(conn, tree, head_seq, &rows).await?;
+    Ok((rows, tree))
 }
 
 index::index_writes!(Sqlite, SqliteConnection);
+tree::tree_writes!(Sqlite, SqliteConnection);
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), for catching the index up.
-async fn begin_index_transaction(
+async fn begin_locked_transaction(
     conn: &mut SqliteConnection,
 ) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
     conn.begin_with("BEGIN IMMEDIATE")

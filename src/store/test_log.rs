@@ -59,12 +59,21 @@ impl TestLog {
     pub(crate) fn options(&self) -> StoreOptions {
         StoreOptions {
             token_key: Some(self.token_key()),
+            checkpoints: super::CheckpointOptions {
+                key: Some(self.checkpoint_key()),
+                ..super::CheckpointOptions::default()
+            },
             ..StoreOptions::default()
         }
     }
 
     pub(crate) fn token_key(&self) -> PathBuf {
         self.dir.path().join("token-key")
+    }
+
+    /// The checkpoint signing key, in the test's folder on both backends.
+    pub(crate) fn checkpoint_key(&self) -> PathBuf {
+        self.dir.path().join("checkpoint-key")
     }
 
     pub(crate) async fn open(&self) -> Store {
@@ -114,7 +123,9 @@ impl TestLog {
                 let mut conn = super::sqlite::raw_connection(path).await;
                 conn.execute(
                     "DROP TRIGGER IF EXISTS audit_events_no_update; \
-                     DROP TRIGGER IF EXISTS audit_events_no_delete;",
+                     DROP TRIGGER IF EXISTS audit_events_no_delete; \
+                     DROP TRIGGER IF EXISTS checkpoints_no_update; \
+                     DROP TRIGGER IF EXISTS checkpoints_no_delete;",
                 )
                 .await
                 .unwrap();

@@ -39,6 +39,15 @@ pub(crate) const ANN_OID: &str = "aaaaaaaa-1111-2222-3333-444444444444";
 
 impl LogWorld {
     pub(crate) async fn new(backend: Backend, changes: usize) -> LogWorld {
+        LogWorld::configured(backend, changes, |_| {}).await
+    }
+
+    /// [`LogWorld::new`] with the proxy's configuration changed by `configure` first.
+    pub(crate) async fn configured(
+        backend: Backend,
+        changes: usize,
+        configure: impl FnOnce(&mut RawConfig),
+    ) -> LogWorld {
         let emulator = spawn_emulator().await;
         seed_partner(&emulator, PARTNER).await;
         let (auditor, auditor_hash) = make_key();
@@ -63,6 +72,8 @@ impl LogWorld {
                 Some(db)
             }
         };
+        raw.checkpoints.key = Some(dir.path().join("checkpoint-key"));
+        configure(&mut raw);
         let proxy = spawn_proxy_with(raw.clone()).await;
         let mut world = LogWorld {
             proxy,
@@ -134,8 +145,13 @@ impl LogWorld {
 async fn every_log_route_refuses_a_missing_key_with_401_and_a_wrong_role_with_403() {
     let world = LogWorld::new(Backend::Sqlite, 1).await;
     let operation = format!("/api/v1/operations/{}", world.operations[0]);
+    let evidence = format!("{operation}/evidence");
     let routes = [
         (operation.as_str(), &world.approver),
+        (evidence.as_str(), &world.approver),
+        ("/api/v1/checkpoints", &world.approver),
+        ("/api/v1/proofs/inclusion?seq=1", &world.approver),
+        ("/api/v1/proofs/consistency?old=1&new=2", &world.approver),
         ("/api/v1/events", &world.approver),
         ("/api/v1/events?wait=30s", &world.approver),
         ("/api/v1/verify", &world.approver),

@@ -16,18 +16,24 @@ use uuid::Uuid;
 
 use crate::harness::syncgate_bin;
 
-struct Log {
-    dir: TempDir,
-    db: PathBuf,
-    signer: Signer,
-    vkey: String,
+pub(crate) struct Log {
+    pub(crate) dir: TempDir,
+    pub(crate) db: PathBuf,
+    pub(crate) signer: Signer,
+    pub(crate) vkey: String,
 }
 
-fn audit(db: &Path, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn audit(db: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--db", db.to_str().unwrap()]);
+    audit_without_log(&all)
+}
+
+/// `syncgate audit ARGS`, naming no log and reading no configuration: success, stdout, stderr.
+pub(crate) fn audit_without_log(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(syncgate_bin())
         .arg("audit")
         .args(args)
-        .args(["--db", db.to_str().unwrap()])
         .env_remove("SYNCGATE_CONFIG")
         .output()
         .unwrap();
@@ -38,7 +44,7 @@ fn audit(db: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-async fn append(db: &Path, n: usize, label: &str) {
+pub(crate) async fn append(db: &Path, n: usize, label: &str) {
     let store = Store::open(db, StoreOptions::default()).await.unwrap();
     for i in 0..n {
         let mut e = Event::new(Uuid::now_v7(), EventKind::Denied);
@@ -50,7 +56,7 @@ async fn append(db: &Path, n: usize, label: &str) {
 }
 
 impl Log {
-    async fn new(events: usize) -> Log {
+    pub(crate) async fn new(events: usize) -> Log {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
         append(&db, events, "first").await;
@@ -66,7 +72,7 @@ impl Log {
     }
 
     /// The log's size and tree root now, as `audit verify` states them.
-    fn head(&self) -> (u64, [u8; 32]) {
+    pub(crate) fn head(&self) -> (u64, [u8; 32]) {
         let (ok, stdout, stderr) = audit(&self.db, &["verify"]);
         assert!(ok, "{stderr}");
         let line = stdout.lines().find(|l| l.contains("tree root")).unwrap();
@@ -77,7 +83,7 @@ impl Log {
     }
 
     /// A checkpoint of the log as it is now, signed by `signer`, kept in a file of its own.
-    fn keep(&self, file: &str, signer: &Signer) -> String {
+    pub(crate) fn keep(&self, file: &str, signer: &Signer) -> String {
         let (size, root) = self.head();
         self.keep_as(file, signer, size, root)
     }
@@ -94,7 +100,7 @@ impl Log {
         path.to_str().unwrap().to_owned()
     }
 
-    fn verify(&self, checkpoints: &[&str]) -> (bool, String, String) {
+    pub(crate) fn verify(&self, checkpoints: &[&str]) -> (bool, String, String) {
         let mut args = vec!["verify", "--key", &self.vkey];
         for c in checkpoints {
             args.extend(["--checkpoint", c]);
@@ -102,8 +108,20 @@ impl Log {
         audit(&self.db, &args)
     }
 
+    /// Run `sql` on the file with the checkpoints table's append-only triggers dropped.
+    pub(crate) async fn tamper(&self, sql: &str) {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", self.db.display()))
+            .await
+            .unwrap();
+        conn.execute("DROP TRIGGER IF EXISTS checkpoints_no_delete")
+            .await
+            .unwrap();
+        conn.execute(sql).await.unwrap();
+        conn.close().await.unwrap();
+    }
+
     /// Delete the events after `seq`, as someone with write access to the file can.
-    async fn cut_after(&self, seq: u64) {
+    pub(crate) async fn cut_after(&self, seq: u64) {
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", self.db.display()))
             .await
             .unwrap();

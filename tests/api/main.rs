@@ -34,6 +34,8 @@ mod emulator;
 mod emulator_batch;
 /// The Graph emulator's `/_emulator/*` test-support endpoints and injected faults.
 mod emulator_control;
+/// Issue 11: the writer's checkpoints, proofs and evidence packs, by API and CLI.
+mod evidence;
 /// Issue 10: `GET /api/v1/export` and `syncgate audit export`.
 mod export;
 /// Issue 8: a new user's first hour (demo narration, logs, shutdown, shipped configuration).

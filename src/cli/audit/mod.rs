@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::render::{parse_since, parse_until};
 use crate::audit::kept::{self, Kept};
-use crate::audit::note::{Checkpoint, MAX_NOTE_BYTES, Verifier};
+use crate::audit::note::{Checkpoint, Verifier};
 use crate::audit::{Decision, Effect, EventKind};
 use crate::config::RawConfig;
 use crate::store::{Cursor, Store, StoreLocation, StoreOptions, StoreReader};
@@ -23,6 +23,7 @@ use crate::store::{Cursor, Store, StoreLocation, StoreOptions, StoreReader};
 mod export;
 mod list;
 mod operations;
+mod proofs;
 mod show;
 mod tail;
 
@@ -101,6 +102,39 @@ pub(crate) enum AuditCommand {
         /// The key's name, the checkpoint's origin (default as `audit key`).
         #[arg(long, value_name = "NAME")]
         origin: Option<String>,
+    },
+    /// Write one operation's evidence pack: its events, an inclusion proof for each and the
+    /// latest signed checkpoint, in one JSON file that `audit verify-evidence` checks offline,
+    /// with no database (docs/transparency.md).
+    Evidence {
+        /// The operation id (the x-syncgate-audit-id response header).
+        operation_id: Uuid,
+        /// Where to write it (created; an existing file is not replaced). Default: stdout.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Check an evidence pack offline: the checkpoint is signed by the log's key and every
+    /// event is, byte for byte, the one the log signed at its place. Opens no database.
+    VerifyEvidence {
+        /// The pack (`audit evidence -o FILE`).
+        file: PathBuf,
+        /// The log's verifier key (what `syncgate audit key` prints).
+        #[arg(long, value_name = "VKEY")]
+        key: String,
+    },
+    /// Print the consistency proof from the log's tree at OLD events to its tree at NEW (each a
+    /// size, or a signed checkpoint file, then checked against its signed root with --key): a
+    /// log that kept its history produces one; a rewritten log cannot.
+    ProveConsistency {
+        /// The older tree: a size, or a checkpoint file.
+        #[arg(value_parser = proofs::parse_end)]
+        old: proofs::End,
+        /// The newer tree: a size, or a checkpoint file.
+        #[arg(value_parser = proofs::parse_end)]
+        new: proofs::End,
+        /// The verifier key checkpoint files must be signed with.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
     },
     /// Copy the log to another store, chain intact (e.g. SQLite to PostgreSQL). Run it again to
     /// resume an interrupted copy; the copy verifies to the same head hash.
@@ -255,26 +289,26 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
     if let Some(db) = from {
         raw.store.set_location(&StoreLocation::parse(db));
     }
-    let (location, options) = (raw.store.location()?, raw.store.options()?);
+    let (location, options) = (raw.store.location()?, raw.store_options()?);
     let key_file = |key: &Option<PathBuf>| -> anyhow::Result<PathBuf> {
         match (key, &location) {
             (Some(path), _) => Ok(path.clone()),
-            (None, StoreLocation::Sqlite(db)) if db.is_file() => {
-                Ok(crate::store::signing_key::key_path(db))
-            }
-            (None, StoreLocation::Sqlite(db)) => {
+            (None, StoreLocation::Sqlite(db)) if !db.is_file() => {
                 Err(anyhow!("there is no audit log at {}", db.display()))
             }
-            (None, StoreLocation::Postgres(_)) => Err(anyhow!(
-                "a PostgreSQL log's checkpoint key is not beside a file: name it with --key"
-            )),
+            // `checkpoints.key`, else beside a SQLite log, else the data folder's.
+            (None, _) => Ok(raw.checkpoints.key_file(&location)),
         }
     };
     if let AuditCommand::Key { key, origin } = &args.command {
         let path = key_file(key)?;
-        let signer = crate::store::signing_key::load_or_create(&path, origin.as_deref())?;
+        let origin = origin.as_deref().or(raw.checkpoints.origin.as_deref());
+        let signer = crate::store::signing_key::load_or_create(&path, origin)?;
         println!("{}", signer.verifier_key());
         return Ok(());
+    }
+    if let AuditCommand::VerifyEvidence { file, key } = &args.command {
+        return proofs::run_verify_evidence(file, key);
     }
     if let AuditCommand::Reindex = args.command {
         let through = Store::reindex(&location, options.clone())
@@ -302,10 +336,22 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
             key,
             origin,
         } => match key_file(&key) {
-            Ok(path) => run_checkpoint(&reader, &path, origin.as_deref(), output.as_deref()).await,
+            Ok(path) => {
+                let origin = origin.as_deref().or(raw.checkpoints.origin.as_deref());
+                run_checkpoint(&reader, &path, origin, output.as_deref()).await
+            }
             Err(e) => Err(e),
         },
         AuditCommand::Export(args) => export::run(&reader, *args).await,
+        AuditCommand::Evidence {
+            operation_id,
+            output,
+        } => proofs::run_evidence(&reader, operation_id, output.as_deref()).await,
+        // Answered above, without the log.
+        AuditCommand::VerifyEvidence { .. } => Ok(()),
+        AuditCommand::ProveConsistency { old, new, key } => {
+            proofs::run_prove_consistency(&reader, &old, &new, key.as_deref()).await
+        }
         AuditCommand::Tail { after_seq, format } => tail::run(&reader, after_seq, format).await,
         AuditCommand::Copy { to, .. } => run_copy(&reader, &StoreLocation::parse(&to)).await,
     };
@@ -361,6 +407,14 @@ async fn run_checkpoint(
             broken.reason
         ));
     }
+    // A log that contradicts its own signed checkpoints (cut or rewritten after one was
+    // signed) must not get a fresh signature over the contradiction.
+    if let Some(tree) = &report.tree {
+        return Err(anyhow!(
+            "the audit log disagrees with its own Merkle data ({}): no checkpoint is signed for it",
+            tree.reason
+        ));
+    }
     let checkpoint = Checkpoint {
         origin: signer.name().to_owned(),
         size: report.events,
@@ -374,15 +428,7 @@ async fn run_checkpoint(
     match output {
         None => print!("{note}"),
         Some(path) => {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            file.write_all(note.as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            proofs::write_new(path, note.as_bytes())?;
             eprintln!(
                 "syncgate: signed a checkpoint of {} events (root {}) into {}.",
                 report.events,
@@ -396,7 +442,6 @@ async fn run_checkpoint(
 
 /// The checkpoints named by `--checkpoint`, each signed by `--key` for that key's origin.
 fn kept_checkpoints(args: &VerifyArgs) -> anyhow::Result<Vec<Kept>> {
-    use std::io::Read;
     let Some(vkey) = &args.key else {
         return Ok(Vec::new());
     };
@@ -404,24 +449,10 @@ fn kept_checkpoints(args: &VerifyArgs) -> anyhow::Result<Vec<Kept>> {
     args.checkpoints
         .iter()
         .map(|path| {
-            let name = path.display().to_string();
-            let mut text = String::new();
-            std::fs::File::open(path)
-                .and_then(|f| f.take(MAX_NOTE_BYTES as u64 + 1).read_to_string(&mut text))
-                .with_context(|| format!("cannot read checkpoint {name}"))?;
-            let body = verifier
-                .open(&text)
-                .with_context(|| format!("checkpoint {name} is not accepted"))?;
-            let checkpoint =
-                Checkpoint::parse(body).with_context(|| format!("checkpoint {name}"))?;
-            if checkpoint.origin != verifier.name() {
-                return Err(anyhow!(
-                    "checkpoint {name} is for the log {:?}, not {:?}",
-                    checkpoint.origin,
-                    verifier.name()
-                ));
-            }
-            Ok(Kept { name, checkpoint })
+            Ok(Kept {
+                name: path.display().to_string(),
+                checkpoint: proofs::read_checkpoint(path, &verifier)?,
+            })
         })
         .collect()
 }
@@ -449,6 +480,15 @@ async fn run_verify(reader: &StoreReader, kept: &[Kept]) -> anyhow::Result<()> {
             problems.join("; ")
         ));
     }
+    if let (None, Some(tree)) = (&report.first_broken, &report.tree) {
+        return Err(anyhow!(
+            "the chain verified ({} events, head {}), but not against the log's own Merkle data: \
+             {}",
+            report.events,
+            report.head.as_deref().unwrap_or("(empty log)"),
+            tree.reason
+        ));
+    }
     if let (None, Some(index)) = (&report.first_broken, &report.operations_index) {
         return Err(anyhow!(
             "the chain verified ({} events, head {}), but the operations index, which the \
@@ -468,11 +508,13 @@ async fn run_verify(reader: &StoreReader, kept: &[Kept]) -> anyhow::Result<()> {
         None => {
             println!(
                 "syncgate: audit log OK: {} events, head {}.\nsyncgate: the RFC 6962 tree root \
-                 of those {} events is {}.",
+                 of those {} events is {}.\nsyncgate: the {} signed checkpoints stored in the \
+                 log agree with its events.",
                 report.events,
                 report.head.as_deref().unwrap_or("(empty log)"),
                 report.events,
-                hex::encode(report.tree_root)
+                hex::encode(report.tree_root),
+                report.checkpoints_checked
             );
             for finding in &findings {
                 println!("syncgate: {finding}.");

@@ -426,7 +426,7 @@ macro_rules! index_writes {
         pub(crate) async fn rebuild_index(
             conn: &mut $conn,
         ) -> Result<i64, $crate::store::StoreError> {
-            let mut tx = begin_index_transaction(conn).await?;
+            let mut tx = begin_locked_transaction(conn).await?;
             for statement in $crate::store::operations::index::CLEAR {
                 sqlx::query(statement)
                     .execute(&mut *tx)
@@ -445,7 +445,7 @@ macro_rules! index_writes {
 
         /// Fold into the operations index whatever events it does not hold yet (a log
         /// written before it existed), a page per transaction holding the write lock
-        /// (`begin_index_transaction`), so other writers (another process, other replicas
+        /// (`begin_locked_transaction`), so other writers (another process, other replicas
         /// starting together) take turns and wait at most one page. The seq the index then
         /// holds through, when it had to move.
         async fn catch_up_index(
@@ -453,7 +453,7 @@ macro_rules! index_writes {
         ) -> Result<Option<i64>, $crate::store::StoreError> {
             let mut reached = None;
             loop {
-                let mut tx = begin_index_transaction(conn).await?;
+                let mut tx = begin_locked_transaction(conn).await?;
                 let Some(through) = catch_up_index_page(&mut tx).await? else {
                     tx.rollback()
                         .await

@@ -9,8 +9,10 @@ use super::super::admin_reads::ReadRecord;
 
 use super::super::chain::{Append, Head, Prepared, Sealed, StoredRow};
 use super::super::operations::index;
+use super::super::tree::{self, StoredCheckpoint};
 use super::super::{StoreError, StoreOptions, queries};
 use super::{CHAIN_LOCK, check_log_within, classify, connect, connect_options};
+use crate::audit::merkle::Frontier;
 
 /// One replica's write connection.
 pub(crate) struct PgWriter {
@@ -20,6 +22,9 @@ pub(crate) struct PgWriter {
     /// `None` after a failure that may have left the connection mid-transaction or dead; the
     /// next group opens a fresh one (a new session: whatever the old one held is gone with it).
     conn: Option<PgConnection>,
+    /// The Merkle tree's right edge as of this replica's last commit (`store/tree.rs`);
+    /// reloaded under the chain lock whenever another replica appended since.
+    tree: Option<Frontier>,
 }
 
 impl PgWriter {
@@ -29,17 +34,60 @@ impl PgWriter {
         let mut conn = connect(&connect_options, options.statement_timeout, "writing").await?;
         check_log_within(&mut conn, url, options.statement_timeout.saturating_mul(2)).await?;
         index::catch_up_logged(catch_up_index(&mut conn).await);
+        tree::catch_up_logged(catch_up_tree(&mut conn).await);
         Ok(PgWriter {
             options: connect_options,
             url: url.to_owned(),
             timeout: options.statement_timeout,
             conn: Some(conn),
+            tree: None,
         })
     }
 
     /// See `rebuild_index` (`index_writes!`).
     pub(crate) async fn rebuild_index(&mut self) -> Result<i64, StoreError> {
         rebuild_index(self.connection().await?).await
+    }
+
+    /// See `rebuild_tree` (`tree_writes!`).
+    pub(crate) async fn rebuild_tree(&mut self) -> Result<u64, StoreError> {
+        rebuild_tree(self.connection().await?).await
+    }
+
+    /// The Merkle tree as of this replica's last commit (`None` before one, or while the
+    /// stored tree is behind the log).
+    pub(crate) fn tree(&self) -> Option<&Frontier> {
+        self.tree.as_ref()
+    }
+
+    /// Store a signed checkpoint (kept if one of that size is there already), bounded like a
+    /// group.
+    pub(crate) async fn store_checkpoint(
+        &mut self,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        let bound = self.timeout.saturating_mul(2);
+        let conn = self.connection().await?;
+        let answer = tokio::time::timeout(bound, insert_checkpoint(conn, checkpoint)).await;
+        answer.unwrap_or_else(|_| {
+            self.conn = None;
+            Err(StoreError::unavailable(format!(
+                "PostgreSQL did not answer within {bound:?}"
+            )))
+        })
+    }
+
+    /// The size of the largest checkpoint the log holds (0 for none).
+    pub(crate) async fn last_checkpoint(&mut self) -> Result<u64, StoreError> {
+        let bound = self.timeout.saturating_mul(2);
+        let conn = self.connection().await?;
+        let answer = tokio::time::timeout(bound, last_checkpoint_size(conn)).await;
+        answer.unwrap_or_else(|_| {
+            self.conn = None;
+            Err(StoreError::unavailable(format!(
+                "PostgreSQL did not answer within {bound:?}"
+            )))
+        })
     }
 
     async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
@@ -90,8 +138,9 @@ impl PgWriter {
 
     async fn append_once(&mut self, append: &Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
         let fresh = self.conn.is_none();
+        let cached = self.tree.take();
         let conn = self.connection().await?;
-        let mut outcome = transaction(conn, append).await;
+        let mut outcome = transaction(conn, append, cached.as_ref()).await;
         // A connection the server closed while it sat idle (a restart, a failover, an idle
         // timeout) is only found out when it is used: BEGIN fails and nothing was written. That
         // one case is retried at once on a new session rather than failing the group.
@@ -99,10 +148,13 @@ impl PgWriter {
             self.conn = None;
             let conn = self.connection().await?;
             tracing::info!("audit store: the PostgreSQL session was lost; reconnecting");
-            outcome = transaction(conn, append).await;
+            outcome = transaction(conn, append, cached.as_ref()).await;
         }
         match outcome {
-            Outcome::Done(result) => result,
+            Outcome::Done(result) => result.map(|(rows, tree)| {
+                self.tree = tree;
+                rows
+            }),
             Outcome::Unsure(error) => {
                 self.conn = None;
                 Err(error)
@@ -149,7 +201,7 @@ impl PgWriter {
 /// How a transaction ended.
 enum Outcome {
     /// Committed, or rolled back cleanly after a failure: the connection is fine.
-    Done(Result<Vec<StoredRow>, StoreError>),
+    Done(Result<(Vec<StoredRow>, Option<Frontier>), StoreError>),
     /// COMMIT or ROLLBACK failed: whether it happened is unknown, and so is the connection.
     Unsure(StoreError),
     /// BEGIN failed: nothing was sent that could have written anything.
@@ -157,13 +209,17 @@ enum Outcome {
 }
 
 /// Lock the chain, read the head, insert what `append` puts after it, commit.
-async fn transaction(conn: &mut PgConnection, append: &Append<'_>) -> Outcome {
+async fn transaction(
+    conn: &mut PgConnection,
+    append: &Append<'_>,
+    tree: Option<&Frontier>,
+) -> Outcome {
     let Ok(mut tx) = conn.begin().await else {
         return Outcome::BeginFailed;
     };
-    match insert_after_head(&mut tx, append).await {
-        Ok(rows) => match tx.commit().await {
-            Ok(()) => Outcome::Done(Ok(rows)),
+    match insert_after_head(&mut tx, append, tree).await {
+        Ok(done) => match tx.commit().await {
+            Ok(()) => Outcome::Done(Ok(done)),
             Err(e) => Outcome::Unsure(classify("cannot commit to the audit log", e)),
         },
         Err(e) if tx.rollback().await.is_ok() => Outcome::Done(Err(e)),
@@ -171,23 +227,29 @@ async fn transaction(conn: &mut PgConnection, append: &Append<'_>) -> Outcome {
     }
 }
 
+/// Insert what `append` puts after the head, fold it into the operations index and hash it
+/// into the Merkle tree: the rows, and the tree's new edge (see `grow_tree`).
 async fn insert_after_head(
     conn: &mut PgConnection,
     append: &Append<'_>,
-) -> Result<Vec<StoredRow>, StoreError> {
+    tree: Option<&Frontier>,
+) -> Result<(Vec<StoredRow>, Option<Frontier>), StoreError> {
     let head = lock_head(conn).await?;
+    let head_seq = head.seq;
     let rows = append.rows(head).map_err(StoreError::rejected)?;
     insert_rows(conn, &rows).await?;
     let events = index::appended_events(append, &rows)?;
     let events: Vec<_> = events.iter().map(|(seq, e)| (*seq, e.as_ref())).collect();
     update_index(conn, &events).await?;
-    Ok(rows)
+    let tree = grow_tree(conn, tree, head_seq, &rows).await?;
+    Ok((rows, tree))
 }
 
 index::index_writes!(Postgres, PgConnection);
+tree::tree_writes!(Postgres, PgConnection);
 
 /// A transaction holding the chain lock, for catching the index up.
-async fn begin_index_transaction(
+async fn begin_locked_transaction(
     conn: &mut PgConnection,
 ) -> Result<sqlx::Transaction<'_, Postgres>, StoreError> {
     let mut tx = conn

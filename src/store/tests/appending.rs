@@ -23,6 +23,8 @@ async fn appended_events_form_a_contiguous_verified_chain(backend: Backend) {
             head: Some(second.hash.clone()),
             first_broken: None,
             operations_index: None,
+            tree: None,
+            checkpoints_checked: 0,
             tree_root: tree_root(&[first.clone(), second.clone()]),
             roots_at: Default::default(),
         }
@@ -46,6 +48,8 @@ async fn an_empty_log_verifies_with_no_head(backend: Backend) {
             head: None,
             first_broken: None,
             operations_index: None,
+            tree: None,
+            checkpoints_checked: 0,
             tree_root: crate::audit::merkle::empty_root(),
             roots_at: Default::default(),
         }

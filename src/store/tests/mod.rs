@@ -15,6 +15,8 @@
 //!   are missing or not databases.
 //! - `postgres_only.rs`: TRUNCATE, databases without a log or with someone else's, migrations
 //!   run separately, two replicas on one log, credentials, TLS.
+//! - `tree.rs`: the Merkle tree the writer keeps (proofs, catching up, two writers), the
+//!   checkpoints it signs, evidence packs.
 //! - `postgres_session.rs`: the server going away under a running store (sessions killed,
 //!   connections refused, the chain lock held, the server gone silent).
 
@@ -35,6 +37,7 @@ mod postgres_session;
 mod reads;
 mod sqlite_only;
 mod tamper;
+mod tree;
 
 /// Emit `#[tokio::test]`s `$test::sqlite` and `$test::postgres`, each calling
 /// `$test(Backend::…)`; an optional runtime flavour is passed on to `tokio::test`.

@@ -147,12 +147,17 @@ statement_timeout = "3s"
 token_key = "{key}"
 {extra}
 
+[checkpoints]
+key = "{checkpoint_key}"
+every = "1s"
+
 [audit]
 recovery_token_file = "{token}"
 "#,
             upstream = self.emulator.base,
             db = self.db_url(),
             key = dir.join("token-key").display(),
+            checkpoint_key = dir.join("checkpoint-key").display(),
             token = dir.join("recovery-token").display(),
             extra = self.store_extra,
         )

@@ -1,0 +1,306 @@
+//! Issue 11: the checkpoints the writer signs, the proofs built from the Merkle tree it keeps,
+//! and evidence packs, through the admin API (both backends) and the CLI, checked by code that
+//! holds nothing but the log's verifier key.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::StatusCode;
+use serde_json::Value;
+use syncgate::audit::evidence::{self, EvidencePack};
+use syncgate::audit::merkle::{self, Hash};
+use syncgate::audit::note::{Checkpoint, Signer, Verifier};
+use syncgate::audit::{Event, EventKind};
+use syncgate::store::{Store, StoreOptions, signing_key};
+use uuid::Uuid;
+
+use crate::admin_auth::assert_graph_error;
+use crate::admin_log::{Backend, LogWorld};
+use crate::checkpoints::{Log, append, audit, audit_without_log};
+
+fn hash(value: &Value) -> Hash {
+    let bytes = BASE64.decode(value.as_str().unwrap()).unwrap();
+    bytes.try_into().unwrap()
+}
+
+fn hashes(value: &Value) -> Vec<Hash> {
+    value.as_array().unwrap().iter().map(hash).collect()
+}
+
+async fn the_api_serves_signed_checkpoints_proofs_and_evidence(backend: Backend) {
+    // Signed after every third event: two changes are events 1–4, so the checkpoint of 3
+    // covers the first change but not the second's `completed`.
+    let world = LogWorld::configured(backend, 2, |raw| {
+        raw.checkpoints.every_events = 3;
+        raw.checkpoints.every = "1h".into();
+    })
+    .await;
+    let key_file = world.raw.checkpoints.key.clone().unwrap();
+    let signer = signing_key::load_or_create(&key_file, None).unwrap();
+    let key = Verifier::parse(&signer.verifier_key()).unwrap();
+
+    let (resp, body) = world.get(&world.auditor, "/api/v1/checkpoints").await;
+    assert_eq!(resp.status, StatusCode::OK, "{body}");
+    let listed = body["value"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{body}");
+    assert_eq!(listed[0]["size"], 3);
+    let signed = Checkpoint::parse(key.open(listed[0]["note"].as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!((signed.size, signed.root), (3, hash(&listed[0]["root"])));
+
+    // The first change's evidence: both its events, in the signed tree of 3.
+    let first = &world.operations[0];
+    let (resp, body) = world
+        .get(
+            &world.auditor,
+            &format!("/api/v1/operations/{first}/evidence"),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{body}");
+    let pack: EvidencePack = serde_json::from_value(body).unwrap();
+    let verified = evidence::verify(&pack, &key).unwrap();
+    assert_eq!(verified.size, 3);
+    let seqs: Vec<u64> = verified.events.iter().map(|e| e.0).collect();
+    assert_eq!(seqs, [1, 2]);
+    // The second's `completed` (seq 4) is newer than any checkpoint: 409, said so.
+    let second = &world.operations[1];
+    let (resp, _) = world
+        .get(
+            &world.auditor,
+            &format!("/api/v1/operations/{second}/evidence"),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::CONFLICT);
+    assert_graph_error(&resp, "SyncgateNotYetSigned", "evidence of seq 4");
+
+    // An inclusion proof in the latest checkpoint, with its note.
+    let (resp, body) = world
+        .get(&world.auditor, "/api/v1/proofs/inclusion?seq=2")
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["size"].as_u64(), body["leaf_index"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(body["checkpoint"], listed[0]["note"]);
+    assert_eq!(hash(&body["root"]), signed.root);
+    let leaf = merkle::leaf_hash(pack.events[1].event.as_bytes());
+    assert!(merkle::verify_inclusion(
+        1,
+        3,
+        &leaf,
+        &hashes(&body["proof"]),
+        &signed.root
+    ));
+
+    // The whole log's root (what verify states) and a consistency proof from the signed 3.
+    let (_, verified_log) = world.get(&world.auditor, "/api/v1/verify").await;
+    assert_eq!(verified_log["ok"], true, "{verified_log}");
+    assert_eq!(verified_log["checkpoints_checked"], 1, "{verified_log}");
+    let root_4: Hash = hex::decode(verified_log["tree_root"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let (resp, body) = world
+        .get(&world.auditor, "/api/v1/proofs/consistency?old=3&new=4")
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{body}");
+    assert!(merkle::verify_consistency(
+        3,
+        4,
+        &signed.root,
+        &root_4,
+        &hashes(&body["proof"])
+    ));
+    let (resp, body) = world
+        .get(&world.auditor, "/api/v1/proofs/inclusion?seq=4&size=4")
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{body}");
+    assert_eq!(body["checkpoint"], Value::Null);
+    assert_eq!(hash(&body["root"]), root_4);
+
+    // Questions with no answer are the client's: 400, Graph-shaped.
+    // A tree the log does not reach is no resource: 404.
+    for missing in [
+        "/api/v1/proofs/inclusion?seq=5&size=5",
+        "/api/v1/proofs/inclusion?seq=4&size=3",
+        "/api/v1/proofs/consistency?old=3&new=5",
+    ] {
+        let (resp, body) = world.get(&world.auditor, missing).await;
+        assert_eq!(resp.status, StatusCode::NOT_FOUND, "{missing}: {body}");
+        assert_graph_error(&resp, "NotFound", missing);
+    }
+    for bad in [
+        "/api/v1/proofs/inclusion?seq=0&size=4",
+        "/api/v1/proofs/inclusion",
+        "/api/v1/proofs/inclusion?seq=1&size=-1",
+        "/api/v1/proofs/inclusion?seq=1&sise=4",
+        "/api/v1/proofs/consistency?old=4&new=3",
+        "/api/v1/proofs/consistency?old=0&new=3",
+        "/api/v1/proofs/consistency?old=1",
+        "/api/v1/checkpoints?limit=0",
+        "/api/v1/checkpoints?limit=101",
+        "/api/v1/operations/not-a-guid/evidence",
+    ] {
+        let (resp, body) = world.get(&world.auditor, bad).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_graph_error(&resp, "BadRequest", bad);
+    }
+    let unknown = Uuid::now_v7();
+    let (resp, _) = world
+        .get(
+            &world.auditor,
+            &format!("/api/v1/operations/{unknown}/evidence"),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND);
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn the_api_serves_signed_checkpoints_proofs_and_evidence_on_sqlite() {
+    the_api_serves_signed_checkpoints_proofs_and_evidence(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_api_serves_signed_checkpoints_proofs_and_evidence_on_postgres() {
+    the_api_serves_signed_checkpoints_proofs_and_evidence(Backend::Postgres).await;
+}
+
+/// `syncgate audit verify-evidence FILE --key VKEY`, with no database named or reachable.
+fn verify_evidence(file: &Path, key: &str) -> (bool, String, String) {
+    audit_without_log(&["verify-evidence", file.to_str().unwrap(), "--key", key])
+}
+
+#[tokio::test]
+async fn an_evidence_pack_verifies_offline_and_an_edited_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let operation = Uuid::now_v7();
+    {
+        let store = Store::open(&db, StoreOptions::default()).await.unwrap();
+        append_events(&store, 3, "before").await;
+        for kind in [EventKind::Received, EventKind::Completed] {
+            let mut e = Event::new(operation, kind);
+            e.method = "PATCH".into();
+            e.canonical_path = "/v1.0/policies/crosstenantaccesspolicy/partners/x".into();
+            store.append(e).await.unwrap();
+            append_events(&store, 2, "between").await;
+        }
+        // The writer signs the log at close.
+        store.close().await;
+    }
+    let (ok, vkey, stderr) = audit(&db, &["key"]);
+    assert!(ok, "{stderr}");
+    let vkey = vkey.trim().to_owned();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pack_file = elsewhere.path().join("pack.json");
+    let id = operation.to_string();
+    let (ok, _, stderr) = audit(&db, &["evidence", &id, "-o", pack_file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("(2 events"), "{stderr}");
+    // An existing file is never replaced.
+    let (ok, _, stderr) = audit(&db, &["evidence", &id, "-o", pack_file.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("cannot create"), "{stderr}");
+
+    // The log is gone: the pack alone, and the key, are enough.
+    drop(dir);
+    let (ok, stdout, stderr) = verify_evidence(&pack_file, &vkey);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&format!("evidence OK: 2 events of operation {id}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("seq 4") && stdout.contains("seq 7"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("signed it at 9 events"), "{stdout}");
+
+    // One event edited (its method), as someone handing the pack on might.
+    let text = std::fs::read_to_string(&pack_file).unwrap();
+    let mut pack: Value = serde_json::from_str(&text).unwrap();
+    let event = pack["events"][1]["event"].as_str().unwrap().to_owned();
+    assert!(event.contains("\"PATCH\""), "{event}");
+    pack["events"][1]["event"] = Value::String(event.replacen("\"PATCH\"", "\"DELETE\"", 1));
+    let edited = elsewhere.path().join("edited.json");
+    std::fs::write(&edited, serde_json::to_vec(&pack).unwrap()).unwrap();
+    let (ok, _, stderr) = verify_evidence(&edited, &vkey);
+    assert!(!ok);
+    assert!(
+        stderr.contains("does NOT verify")
+            && stderr.contains("event seq 7 is NOT the event the log signed"),
+        "{stderr}"
+    );
+
+    // The same pack checked with another log's key, and a pack with a field of its own.
+    let other = Signer::from_seed(Verifier::parse(&vkey).unwrap().name(), &[9; 32]).unwrap();
+    let (ok, _, stderr) = verify_evidence(&pack_file, &other.verifier_key());
+    assert!(
+        !ok && stderr.contains("not signed by the key given"),
+        "{stderr}"
+    );
+    let mut pack: Value = serde_json::from_str(&text).unwrap();
+    pack["verified"] = Value::Bool(true);
+    std::fs::write(&edited, serde_json::to_vec(&pack).unwrap()).unwrap();
+    let (ok, _, stderr) = verify_evidence(&edited, &vkey);
+    assert!(!ok && stderr.contains("not an evidence pack"), "{stderr}");
+}
+
+async fn append_events(store: &Store, n: usize, label: &str) {
+    for i in 0..n {
+        let mut e = Event::new(Uuid::now_v7(), EventKind::Denied);
+        e.method = "PATCH".into();
+        e.canonical_path = format!("/v1.0/policies/{label}/{i}");
+        store.append(e).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn prove_consistency_links_kept_checkpoints_and_a_rewritten_log_cannot() {
+    let log = Log::new(5).await;
+    let c5 = log.keep("c5", &log.signer);
+    append(&log.db, 3, "more").await;
+    let c8 = log.keep("c8", &log.signer);
+    let (ok, stdout, stderr) = audit(
+        &log.db,
+        &["prove-consistency", &c5, &c8, "--key", &log.vkey],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("5 events is a prefix of the one of 8"),
+        "{stderr}"
+    );
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("old 5"));
+    let proof: Vec<&str> = lines.collect();
+    assert!(!proof.is_empty() && proof.len() <= 4, "{stdout}");
+    // Sizes alone: the proof, checked against nothing.
+    let (ok, by_size, stderr) = audit(&log.db, &["prove-consistency", "5", "8"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(by_size, stdout);
+    // A checkpoint file needs the key it must be signed with.
+    let (ok, _, stderr) = audit(&log.db, &["prove-consistency", &c5, "8"]);
+    assert!(!ok && stderr.contains("--key"), "{stderr}");
+
+    // The insider rewrites everything after seq 3, its own checkpoints and tree included,
+    // re-chains it, and signs the new history with the log's key (held by the same insider).
+    log.cut_after(3).await;
+    log.tamper("DELETE FROM checkpoints").await;
+    append(&log.db, 5, "rewritten").await;
+    let (ok, _, stderr) = audit(&log.db, &["reindex"]);
+    assert!(ok, "{stderr}");
+    let c8b = log.keep("c8b", &log.signer);
+    let (ok, _, stderr) = audit(
+        &log.db,
+        &["prove-consistency", &c5, &c8b, "--key", &log.vkey],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("does NOT link the two checkpoints"),
+        "{stderr}"
+    );
+    // And the kept c8 names the rewrite.
+    let (ok, _, stderr) = log.verify(&[&c5, &c8]);
+    assert!(!ok && stderr.contains("REWRITTEN"), "{stderr}");
+}
