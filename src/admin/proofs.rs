@@ -79,14 +79,26 @@ pub(crate) async fn checkpoints(store: &Store, query: Option<&str>) -> Answer {
         .checkpoints(at_most.unwrap_or(u64::MAX), limit)
         .await
         .map_err(|e| refusal(&e))?;
+    let sizes: Vec<u64> = found.iter().map(|c| c.size).collect();
+    let cosignatures = store
+        .reader()
+        .cosignatures(&sizes)
+        .await
+        .map_err(|e| refusal(&e))?;
     let value: Vec<Value> = found
         .iter()
         .map(|c| {
+            let cosigned: Vec<Value> = cosignatures
+                .iter()
+                .filter(|s| s.size == c.size)
+                .map(|s| json!({"witness": s.witness, "time": s.time, "signature": s.signature}))
+                .collect();
             json!({
                 "size": c.size,
                 "root": BASE64.encode(c.root),
                 "time": c.time,
                 "note": c.note,
+                "cosignatures": cosigned,
             })
         })
         .collect();

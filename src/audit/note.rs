@@ -239,6 +239,37 @@ fn split(note: &str) -> Result<(&str, Vec<SignatureLine<'_>>), NoteError> {
     Ok((text, signatures))
 }
 
+/// The notes of a file holding several one after another, each followed by a blank line (what a
+/// file witness appends; a file of one note without it is one note too). Each note ends after
+/// its last signature line; the text between is kept as it is, so [`Verifier::open`] judges
+/// it. Empty when the text holds no signature line.
+pub fn split_notes(text: &str) -> Vec<&str> {
+    let mut notes = Vec::new();
+    let mut start = 0;
+    let mut in_signatures = false;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let is_signature = line.starts_with(SIGNATURE_PREFIX);
+        if in_signatures && !is_signature {
+            notes.push(&text[start..offset]);
+            in_signatures = false;
+            start = offset;
+        }
+        if !in_signatures && start == offset && line.trim_end_matches('\n').is_empty() {
+            // Blank lines between notes.
+            start = offset + line.len();
+        }
+        if is_signature && offset > start && text[..offset].ends_with("\n\n") {
+            in_signatures = true;
+        }
+        offset += line.len();
+    }
+    if in_signatures {
+        notes.push(&text[start..]);
+    }
+    notes
+}
+
 /// A checkpoint's body (C2SP `tlog-checkpoint`): the log's origin, its size and root, then
 /// extension lines (syncgate writes the time it signed as one).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use super::raw::default_store_path;
 use super::{ConfigError, invalid, parse_duration};
 use crate::audit::note::Signer;
+use crate::store::witness::{Target, WitnessSpec};
 use crate::store::{CheckpointOptions, StoreLocation};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +39,28 @@ pub struct RawCheckpoints {
     /// The checkpoints' origin: the log's name in them and in the verifier key.
     #[serde(default)]
     pub origin: Option<String>,
+    /// The longest wait between two attempts to reach a witness that failed.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: String,
+    /// Where each checkpoint is also sent.
+    #[serde(default, rename = "witness")]
+    pub witnesses: Vec<RawWitness>,
+}
+
+/// `[[checkpoints.witness]]`: exactly one of `file`, `url`, `syslog`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWitness {
+    pub name: String,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A Unix datagram socket's path (`/dev/log`) or `udp://HOST:PORT`.
+    #[serde(default)]
+    pub syslog: Option<String>,
+    #[serde(default = "default_witness_timeout")]
+    pub timeout: String,
 }
 
 impl Default for RawCheckpoints {
@@ -48,6 +71,8 @@ impl Default for RawCheckpoints {
             every: default_every(),
             key: None,
             origin: None,
+            retry_max: default_retry_max(),
+            witnesses: Vec::new(),
         }
     }
 }
@@ -62,6 +87,14 @@ fn default_every_events() -> u64 {
 
 fn default_every() -> String {
     "60s".into()
+}
+
+fn default_retry_max() -> String {
+    "5m".into()
+}
+
+fn default_witness_timeout() -> String {
+    "10s".into()
 }
 
 /// The PostgreSQL checkpoint key file when `checkpoints.key` is not set.
@@ -100,12 +133,103 @@ impl RawCheckpoints {
                 )
             })?;
         }
+        let retry_max = parse_duration("checkpoints.retry_max", &self.retry_max)?;
+        if retry_max.is_zero() {
+            return Err(invalid("checkpoints.retry_max", "must be longer than 0"));
+        }
+        let mut witnesses: Vec<WitnessSpec> = Vec::with_capacity(self.witnesses.len());
+        for raw in &self.witnesses {
+            let spec = raw.spec()?;
+            if witnesses.iter().any(|w| w.name == spec.name) {
+                return Err(invalid(
+                    "checkpoints.witness.name",
+                    format!("{:?} names two witnesses", spec.name),
+                ));
+            }
+            witnesses.push(spec);
+        }
         Ok(CheckpointOptions {
             enabled: self.enabled,
             key: Some(self.key_file(location)),
             origin: self.origin.clone(),
             every_events: self.every_events,
             every,
+            witnesses,
+            retry_max,
+        })
+    }
+}
+
+impl RawWitness {
+    fn spec(&self) -> Result<WitnessSpec, ConfigError> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !name_ok {
+            return Err(invalid(
+                "checkpoints.witness.name",
+                format!(
+                    "{:?} must be 1 to 64 of A-Z, a-z, 0-9, '.', '_', '-'",
+                    self.name
+                ),
+            ));
+        }
+        let target = match (&self.file, &self.url, &self.syslog) {
+            (Some(file), None, None) => Target::File(file.clone()),
+            (None, Some(url), None) => {
+                let uri: http::Uri = url.parse().map_err(|e| {
+                    invalid(
+                        "checkpoints.witness.url",
+                        format!("{url:?} is not a URL: {e}"),
+                    )
+                })?;
+                if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
+                    return Err(invalid(
+                        "checkpoints.witness.url",
+                        format!("{url:?} must be an http:// or https:// URL with a host"),
+                    ));
+                }
+                Target::Url(uri)
+            }
+            (None, None, Some(syslog)) => match syslog.strip_prefix("udp://") {
+                Some(addr) => Target::SyslogUdp(addr.parse().map_err(|e| {
+                    invalid(
+                        "checkpoints.witness.syslog",
+                        format!("{syslog:?} is not udp://IP:PORT: {e}"),
+                    )
+                })?),
+                None if syslog.starts_with('/') => Target::SyslogUnix(PathBuf::from(syslog)),
+                None => {
+                    return Err(invalid(
+                        "checkpoints.witness.syslog",
+                        format!("{syslog:?} is neither a socket's path nor udp://IP:PORT"),
+                    ));
+                }
+            },
+            _ => {
+                return Err(invalid(
+                    "checkpoints.witness",
+                    format!(
+                        "witness {:?} must name exactly one of file, url, syslog",
+                        self.name
+                    ),
+                ));
+            }
+        };
+        let timeout = parse_duration("checkpoints.witness.timeout", &self.timeout)?;
+        if timeout.is_zero() {
+            return Err(invalid(
+                "checkpoints.witness.timeout",
+                "must be longer than 0",
+            ));
+        }
+        Ok(WitnessSpec {
+            name: self.name.clone(),
+            target,
+            timeout,
         })
     }
 }

@@ -54,6 +54,7 @@ use crate::store::{StoreLocation, StoreOptions};
 use crate::tls::{self, ClientAuth, TlsError};
 use crate::units::{self, InvalidValue};
 
+pub use checkpoints::{RawCheckpoints, RawWitness};
 #[cfg(test)]
 pub(crate) use limits::DEFAULT_MAX_CONNECTIONS_CEILING;
 pub(crate) use limits::{Limits, RawLimits};
@@ -227,6 +228,11 @@ impl RawConfig {
         .flatten()
         {
             fix(file);
+        }
+        for witness in &mut self.checkpoints.witnesses {
+            if let Some(file) = &mut witness.file {
+                fix(file);
+            }
         }
         if let Some(token) = &mut self.audit.recovery_token_file {
             fix(token);

@@ -424,3 +424,113 @@ fn principals_on_a_non_loopback_plain_admin_listener_are_refused() {
     raw.admin.listen = "[::1]:0".into();
     assert!(raw.validate().is_ok());
 }
+
+/// The `[checkpoints]` section of `toml` validated, or the key it was refused for.
+fn checkpoint_settings(
+    toml: &str,
+) -> Result<crate::store::CheckpointOptions, (&'static str, String)> {
+    let raw = toml::from_str::<RawConfig>(toml).unwrap();
+    match raw.validate() {
+        Ok(settings) => Ok(settings.store_options.checkpoints),
+        Err(ConfigError::Invalid { key, message }) => Err((key, message)),
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn checkpoints_default_to_signing_beside_the_log_and_witnesses_are_checked() {
+    use crate::store::witness::Target;
+    let options = checkpoint_settings("[store]\npath = \"/tmp/audit.db\"\n").unwrap();
+    assert!(options.enabled);
+    assert_eq!(options.every_events, 1000);
+    assert_eq!(options.every, Duration::from_secs(60));
+    assert_eq!(
+        options.key,
+        Some(PathBuf::from("/tmp/audit.db.checkpoint-key"))
+    );
+    assert!(options.witnesses.is_empty());
+    let options = checkpoint_settings(
+        "[checkpoints]\nevery = \"10s\"\nretry_max = \"30s\"\n\
+         [[checkpoints.witness]]\nname = \"other-volume\"\nfile = \"/mnt/b/checkpoints\"\n\
+         [[checkpoints.witness]]\nname = \"witness.example\"\nurl = \"https://w.example/add-checkpoint\"\ntimeout = \"3s\"\n\
+         [[checkpoints.witness]]\nname = \"local-syslog\"\nsyslog = \"/dev/log\"\n\
+         [[checkpoints.witness]]\nname = \"siem\"\nsyslog = \"udp://10.0.0.5:514\"\n",
+    )
+    .unwrap();
+    assert_eq!(options.retry_max, Duration::from_secs(30));
+    let targets: Vec<&Target> = options.witnesses.iter().map(|w| &w.target).collect();
+    assert_eq!(
+        targets,
+        [
+            &Target::File("/mnt/b/checkpoints".into()),
+            &Target::Url("https://w.example/add-checkpoint".parse().unwrap()),
+            &Target::SyslogUnix("/dev/log".into()),
+            &Target::SyslogUdp("10.0.0.5:514".parse().unwrap()),
+        ]
+    );
+    assert_eq!(options.witnesses[1].timeout, Duration::from_secs(3));
+    for (toml, key) in [
+        ("[checkpoints]\nevery = \"0s\"\n", "checkpoints.every"),
+        (
+            "[checkpoints]\nevery_events = 0\n",
+            "checkpoints.every_events",
+        ),
+        (
+            "[checkpoints]\norigin = \"has space\"\n",
+            "checkpoints.origin",
+        ),
+        (
+            "[[checkpoints.witness]]\nname = \"a\"\nfile = \"/f\"\nurl = \"https://w.example/\"\n",
+            "checkpoints.witness",
+        ),
+        (
+            "[[checkpoints.witness]]\nname = \"a\"\n",
+            "checkpoints.witness",
+        ),
+        (
+            "[[checkpoints.witness]]\nname = \"a b\"\nfile = \"/f\"\n",
+            "checkpoints.witness.name",
+        ),
+        (
+            "[[checkpoints.witness]]\nname = \"a\"\nfile = \"/f\"\n[[checkpoints.witness]]\nname = \"a\"\nfile = \"/g\"\n",
+            "checkpoints.witness.name",
+        ),
+        (
+            "[[checkpoints.witness]]\nname = \"a\"\nurl = \"ftp://w.example/\"\n",
+            "checkpoints.witness.url",
+        ),
+        (
+            "[[checkpoints.witness]]\nname = \"a\"\nsyslog = \"log\"\n",
+            "checkpoints.witness.syslog",
+        ),
+        (
+            "[[checkpoints.witness]]\nname = \"a\"\nsyslog = \"udp://host:514\"\n",
+            "checkpoints.witness.syslog",
+        ),
+    ] {
+        let (refused, message) = checkpoint_settings(toml).unwrap_err();
+        assert_eq!(refused, key, "{toml}: {message}");
+    }
+    let err = toml::from_str::<RawConfig>("[[checkpoints.witness]]\nname = \"a\"\nfiel = \"/f\"\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown field `fiel`"), "{err}");
+}
+
+#[test]
+fn a_relative_witness_file_and_checkpoint_key_are_in_the_config_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("syncgate.toml");
+    std::fs::write(
+        &config,
+        "[checkpoints]\nkey = \"keys/checkpoint-key\"\n\
+         [[checkpoints.witness]]\nname = \"w\"\nfile = \"witnessed\"\n",
+    )
+    .unwrap();
+    let settings = RawConfig::load(&config).unwrap().validate().unwrap();
+    let options = settings.store_options.checkpoints;
+    assert_eq!(options.key, Some(dir.path().join("keys/checkpoint-key")));
+    assert_eq!(
+        options.witnesses[0].target,
+        crate::store::witness::Target::File(dir.path().join("witnessed"))
+    );
+}

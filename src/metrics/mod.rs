@@ -140,6 +140,16 @@ impl Metrics {
                 "Checkpoints due that could not be signed or stored",
                 instruments.checkpoint_failures.clone(),
             );
+            registry.register(
+                "witness_deliveries",
+                "Signed checkpoints delivered to a witness",
+                instruments.witness_deliveries.clone(),
+            );
+            registry.register(
+                "witness_failures",
+                "Attempts to deliver a checkpoint to a witness that failed (it stays queued)",
+                instruments.witness_failures.clone(),
+            );
         }
         registry.register_collector(Box::new(scraped::Scraped::new(
             store.cloned(),

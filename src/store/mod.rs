@@ -40,11 +40,14 @@ pub mod signing_key;
 mod sqlite;
 mod token_key;
 mod tree;
+pub(crate) mod witness;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use chrono::{DateTime, Utc};
 
@@ -218,6 +221,10 @@ pub struct CheckpointOptions {
     pub(crate) every_events: u64,
     /// Sign this often when the tree grew (and at close).
     pub(crate) every: Duration,
+    /// Where each checkpoint is also sent (`witness.rs`).
+    pub(crate) witnesses: Vec<witness::WitnessSpec>,
+    /// The longest wait between two attempts to reach a witness that failed.
+    pub(crate) retry_max: Duration,
 }
 
 impl Default for CheckpointOptions {
@@ -228,6 +235,8 @@ impl Default for CheckpointOptions {
             origin: None,
             every_events: 1000,
             every: Duration::from_secs(60),
+            witnesses: Vec::new(),
+            retry_max: Duration::from_secs(300),
         }
     }
 }
@@ -480,6 +489,11 @@ struct Inner {
     /// Cross-replica partner locks (PostgreSQL).
     advisory: Option<AdvisoryLocks>,
     token_hasher: TokenHasher,
+    /// The witnesses' delivery task and what stops it (`witness.rs`), when there are witnesses.
+    witnessing: Option<(
+        CancellationToken,
+        tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    )>,
 }
 
 impl std::fmt::Debug for Store {
@@ -581,13 +595,29 @@ impl Store {
             warn_if_key_replaced(&reader, &key_path).await?;
         }
         let checkpointing = checkpointing(location, &options.checkpoints)?;
+        let signing = checkpointing.is_some();
         let writer = writer::spawn(write, &options, checkpointing);
+        let witnesses = &options.checkpoints.witnesses;
+        let witnessing = (signing && !witnesses.is_empty()).then(|| {
+            let stop = CancellationToken::new();
+            let task = witness::spawn(
+                reader.clone(),
+                writer.queue(),
+                writer.signed(),
+                witnesses.clone(),
+                options.checkpoints.retry_max,
+                writer.instruments().clone(),
+                stop.clone(),
+            );
+            (stop, tokio::sync::Mutex::new(Some(task)))
+        });
         Ok(Store {
             inner: Arc::new(Inner {
                 reader,
                 writer,
                 advisory,
                 token_hasher,
+                witnessing,
             }),
         })
     }
@@ -756,6 +786,14 @@ impl Store {
     /// cannot checkpoint, so only when the writer's is the last connection does SQLite delete the
     /// `-wal` and `-shm` files (unless another process still has the log open).
     pub async fn close(self) {
+        // The witnesses first: their task records through the writer. A checkpoint signed at
+        // the close below is delivered at the next start (it stays in the outbox).
+        if let Some((stop, task)) = &self.inner.witnessing {
+            stop.cancel();
+            if let Some(task) = task.lock().await.take() {
+                let _ = task.await;
+            }
+        }
         if let Some(locks) = &self.inner.advisory {
             locks.close().await;
         }

@@ -117,7 +117,36 @@ impl StoreReader {
         at_most: u64,
         limit: i64,
     ) -> Result<Vec<StoredCheckpoint>, StoreError> {
-        on_backend!(self, r => r.checkpoints(at_most, limit).await)
+        on_backend!(self, r => r.checkpoints(super::tree::checkpoints(at_most, limit)).await)
+    }
+
+    /// Up to `limit` stored checkpoints above `size` events, smallest first (what a witness
+    /// at `size` lacks).
+    pub(crate) async fn checkpoints_after(
+        &self,
+        size: u64,
+        limit: i64,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        on_backend!(self, r => r.checkpoints(super::witness::checkpoints_after(size, limit)).await)
+    }
+
+    /// How far each witness was delivered.
+    pub(crate) async fn witness_states(
+        &self,
+    ) -> Result<Vec<super::witness::WitnessState>, StoreError> {
+        on_backend!(self, r => r.witness_states().await)
+    }
+
+    /// The witnesses' co-signatures of the checkpoints `sizes`.
+    pub(crate) async fn cosignatures(
+        &self,
+        sizes: &[u64],
+    ) -> Result<Vec<super::witness::Cosignature>, StoreError> {
+        let sizes: Vec<i64> = sizes
+            .iter()
+            .map(|s| (*s).min(i64::MAX as u64) as i64)
+            .collect();
+        on_backend!(self, r => r.cosignatures(&sizes).await)
     }
 
     /// The largest stored checkpoint.

@@ -249,17 +249,66 @@ macro_rules! read_methods {
                 .collect()
         }
 
-        /// Up to `limit` stored checkpoints of at most `at_most` leaves, largest first.
+        /// How far each witness was delivered.
+        pub(crate) async fn witness_states(
+            &self,
+        ) -> Result<Vec<$crate::store::witness::WitnessState>, $crate::store::StoreError> {
+            use sqlx::Row;
+            let context = "cannot read the witnesses' state";
+            let rows = self
+                .rows(sqlx::QueryBuilder::new($crate::store::witness::STATES), context)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let read = |e| classify(context, e);
+                    let delivered: i64 = row.try_get("delivered").map_err(read)?;
+                    let attempts: i64 = row.try_get("attempts").map_err(read)?;
+                    Ok($crate::store::witness::WitnessState {
+                        witness: row.try_get("witness").map_err(read)?,
+                        delivered: u64::try_from(delivered).unwrap_or(0),
+                        attempts: u64::try_from(attempts).unwrap_or(0),
+                        last_error: row.try_get("last_error").map_err(read)?,
+                    })
+                })
+                .collect()
+        }
+
+        /// The witnesses' co-signatures of the checkpoints `sizes`.
+        pub(crate) async fn cosignatures(
+            &self,
+            sizes: &[i64],
+        ) -> Result<Vec<$crate::store::witness::Cosignature>, $crate::store::StoreError> {
+            use sqlx::Row;
+            if sizes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let context = "cannot read the witnesses' co-signatures";
+            let rows = self
+                .rows($crate::store::witness::cosignatures_of(sizes), context)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let read = |e| classify(context, e);
+                    let size: i64 = row.try_get("size").map_err(read)?;
+                    Ok($crate::store::witness::Cosignature {
+                        size: u64::try_from(size).unwrap_or(0),
+                        witness: row.try_get("witness").map_err(read)?,
+                        time: row.try_get("time").map_err(read)?,
+                        signature: row.try_get("signature").map_err(read)?,
+                    })
+                })
+                .collect()
+        }
+
+        /// The stored checkpoints `query` selects (`tree::checkpoints`,
+        /// `witness::checkpoints_after`).
         pub(crate) async fn checkpoints(
             &self,
-            at_most: u64,
-            limit: i64,
+            query: sqlx::QueryBuilder<'_, $db>,
         ) -> Result<Vec<$crate::store::tree::StoredCheckpoint>, $crate::store::StoreError> {
             use sqlx::Row;
             let context = "cannot read the signed checkpoints";
-            let rows = self
-                .rows($crate::store::tree::checkpoints(at_most, limit), context)
-                .await?;
+            let rows = self.rows(query, context).await?;
             rows.iter()
                 .map(|row| {
                     let read = |e| classify(context, e);

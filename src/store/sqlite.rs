@@ -204,6 +204,22 @@ impl SqliteWriter {
         last_checkpoint_size(self.connection().await?).await
     }
 
+    /// Record a witness delivery (its statements in autocommit, co-signature first).
+    pub(crate) async fn record_witness(
+        &mut self,
+        update: &super::witness::WitnessUpdate,
+    ) -> Result<(), StoreError> {
+        let conn = self.connection().await?;
+        for mut statement in super::witness::record::<Sqlite>(update) {
+            statement
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| classify("cannot record a witness delivery", e))?;
+        }
+        Ok(())
+    }
+
     async fn connection(&mut self) -> Result<&mut SqliteConnection, StoreError> {
         if self.conn.is_none() {
             let conn = SqliteConnection::connect_with(&self.options)

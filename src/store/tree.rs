@@ -173,6 +173,10 @@ where
     q
 }
 
+/// The start of a SELECT of stored checkpoints by size, for the comparison to follow.
+pub(crate) const SELECT_CHECKPOINTS: &str =
+    "SELECT size, root, time, note FROM checkpoints WHERE size";
+
 /// The stored checkpoints, largest first, at most `limit`, at or below `at_most` leaves.
 pub(crate) fn checkpoints<'a, DB>(at_most: u64, limit: i64) -> QueryBuilder<'a, DB>
 where
@@ -180,7 +184,7 @@ where
     DB::Arguments<'a>: Default,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    let mut q = QueryBuilder::new("SELECT size, root, time, note FROM checkpoints WHERE size <= ");
+    let mut q = QueryBuilder::new(format!("{SELECT_CHECKPOINTS} <= "));
     q.push_bind(at_most.min(i64::MAX as u64) as i64)
         .push(" ORDER BY size DESC LIMIT ")
         .push_bind(limit);

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::admin_reads::ReadRecord;
 use super::chain::{Prepared, Sealed};
 use super::tree::StoredCheckpoint;
+use super::witness::WitnessUpdate;
 use super::{StoreError, StoreOptions, StoreStats, postgres, sqlite};
 use crate::audit::merkle::Frontier;
 use crate::audit::note::{Checkpoint, Signer};
@@ -84,6 +85,13 @@ impl WriteBackend {
             WriteBackend::Postgres(w) => w.last_checkpoint().await,
         }
     }
+
+    async fn record_witness(&mut self, update: &WitnessUpdate) -> Result<(), StoreError> {
+        match self {
+            WriteBackend::Sqlite(w) => w.record_witness(update).await,
+            WriteBackend::Postgres(w) => w.record_witness(update).await,
+        }
+    }
 }
 
 /// The writer's signing of checkpoints (issue 11): every `every_events` events, every `every`
@@ -109,7 +117,13 @@ struct Checkpointer {
 impl Checkpointer {
     /// Sign the tree as the last commit left it, if it grew since the last checkpoint and
     /// `due` says so.
-    async fn sign(&mut self, backend: &mut WriteBackend, counters: &Counters, due: Due) {
+    async fn sign(
+        &mut self,
+        backend: &mut WriteBackend,
+        counters: &Counters,
+        signed: &watch::Sender<u64>,
+        due: Due,
+    ) {
         let Some(tree) = backend.tree() else {
             return;
         };
@@ -146,6 +160,8 @@ impl Checkpointer {
             Ok(()) => {
                 self.signed = size;
                 counters.instruments.checkpoints.inc();
+                // Wakes the witnesses' delivery (`witness.rs`).
+                signed.send_replace(size);
             }
             Err(error) => {
                 counters.instruments.checkpoint_failures.inc();
@@ -165,22 +181,30 @@ enum Due {
 }
 
 /// One caller's event and where its answer goes.
-struct Job {
+pub(crate) struct Job {
     event: Prepared,
     reply: oneshot::Sender<Result<Recorded, StoreError>>,
 }
 
+/// One witness delivery to record and where the answer goes.
+pub(crate) struct WitnessJob {
+    pub(crate) update: WitnessUpdate,
+    pub(crate) reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
 /// One admin read to record and where its id goes.
-struct ReadJob {
+pub(crate) struct ReadJob {
     read: ReadRecord,
     reply: oneshot::Sender<Result<i64, StoreError>>,
 }
 
-enum Command {
+pub(crate) enum Command {
     /// Boxed: an event is over a kilobyte, and every queue slot would be that size.
     Append(Box<Job>),
     /// Record who read the log (`admin_reads`): the same queue, so the same bound.
     Read(Box<ReadJob>),
+    /// Record what a witness delivery came to (`witness.rs`).
+    Witness(Box<WitnessJob>),
     /// Commit what came before, stop, then answer.
     Close(oneshot::Sender<()>),
 }
@@ -205,6 +229,10 @@ pub(crate) struct StoreInstruments {
     pub(crate) checkpoints: Counter,
     /// Checkpoints due that could not be signed or stored.
     pub(crate) checkpoint_failures: Counter,
+    /// Checkpoints delivered to a witness, and delivery attempts that failed (the checkpoint
+    /// stays queued).
+    pub(crate) witness_deliveries: Counter,
+    pub(crate) witness_failures: Counter,
 }
 
 impl Default for StoreInstruments {
@@ -217,6 +245,8 @@ impl Default for StoreInstruments {
             append_failures: Counter::default(),
             checkpoints: Counter::default(),
             checkpoint_failures: Counter::default(),
+            witness_deliveries: Counter::default(),
+            witness_failures: Counter::default(),
         }
     }
 }
@@ -228,6 +258,9 @@ pub(crate) struct WriterHandle {
     /// The seq of the last event this process committed (0 before any): long-polling readers
     /// wake on it instead of polling the database.
     head: watch::Receiver<i64>,
+    /// The size of the last checkpoint this process's writer stored: the witnesses' delivery
+    /// wakes on it.
+    signed: watch::Receiver<u64>,
 }
 
 /// Start the writer task on the current runtime.
@@ -243,12 +276,14 @@ pub(crate) fn spawn(
         instruments: StoreInstruments::default(),
     });
     let (committed, head) = watch::channel(0);
+    let (signed_tx, signed) = watch::channel(0);
     tokio::spawn(run(
         backend,
         commands,
         Shared {
             counters: counters.clone(),
             committed,
+            signed: signed_tx,
         },
         options.max_group.max(1),
         checkpointing,
@@ -257,6 +292,7 @@ pub(crate) fn spawn(
         queue,
         counters,
         head,
+        signed,
     }
 }
 
@@ -264,6 +300,7 @@ pub(crate) fn spawn(
 struct Shared {
     counters: Arc<Counters>,
     committed: watch::Sender<i64>,
+    signed: watch::Sender<u64>,
 }
 
 impl WriterHandle {
@@ -306,6 +343,16 @@ impl WriterHandle {
         answer.await.map_err(|_| StoreError::writer_stopped())?
     }
 
+    /// The queue itself, for the witnesses' delivery to record its attempts on.
+    pub(crate) fn queue(&self) -> mpsc::Sender<Command> {
+        self.queue.clone()
+    }
+
+    /// Changes to the size of the last checkpoint this process's writer stored.
+    pub(crate) fn signed(&self) -> watch::Receiver<u64> {
+        self.signed.clone()
+    }
+
     /// Changes to the seq of the last event committed by this process.
     pub(crate) fn head(&self) -> watch::Receiver<i64> {
         self.head.clone()
@@ -341,6 +388,7 @@ async fn run(
 ) {
     let mut group: Vec<Job> = Vec::with_capacity(max_group);
     let mut reads: Vec<ReadJob> = Vec::new();
+    let mut witnessed: Vec<WitnessJob> = Vec::new();
     let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut checkpointer = match checkpointing {
         None => None,
@@ -364,7 +412,7 @@ async fn run(
             command = commands.recv() => command,
             _ = ticker.tick(), if checkpointer.is_some() => {
                 if let Some(c) = checkpointer.as_mut() {
-                    c.sign(&mut backend, &shared.counters, Due::IfGrown).await;
+                    c.sign(&mut backend, &shared.counters, &shared.signed, Due::IfGrown).await;
                 }
                 continue;
             }
@@ -378,23 +426,28 @@ async fn run(
             match command {
                 Command::Append(job) => group.push(*job),
                 Command::Read(job) => reads.push(*job),
+                Command::Witness(job) => witnessed.push(*job),
                 Command::Close(done) => {
                     closers.push(done);
                     break;
                 }
             }
-            if group.len() + reads.len() < max_group {
+            if group.len() + reads.len() + witnessed.len() < max_group {
                 next = commands.try_recv().ok();
             }
         }
         if !group.is_empty() {
             commit(&mut backend, std::mem::take(&mut group), &shared).await;
             if let Some(c) = checkpointer.as_mut() {
-                c.sign(&mut backend, &shared.counters, Due::IfFull).await;
+                c.sign(&mut backend, &shared.counters, &shared.signed, Due::IfFull)
+                    .await;
             }
         }
         for job in reads.drain(..) {
             let _ = job.reply.send(backend.record_read(&job.read).await);
+        }
+        for job in witnessed.drain(..) {
+            let _ = job.reply.send(backend.record_witness(&job.update).await);
         }
         if !closers.is_empty() {
             break;
@@ -410,11 +463,15 @@ async fn run(
             Command::Read(job) => {
                 let _ = job.reply.send(Err(StoreError::writer_stopped()));
             }
+            Command::Witness(job) => {
+                let _ = job.reply.send(Err(StoreError::writer_stopped()));
+            }
             Command::Close(done) => closers.push(done),
         }
     }
     if let Some(c) = checkpointer.as_mut() {
-        c.sign(&mut backend, &shared.counters, Due::IfGrown).await;
+        c.sign(&mut backend, &shared.counters, &shared.signed, Due::IfGrown)
+            .await;
     }
     backend.close().await;
     for done in closers {

@@ -304,3 +304,203 @@ async fn prove_consistency_links_kept_checkpoints_and_a_rewritten_log_cannot() {
     let (ok, _, stderr) = log.verify(&[&c5, &c8]);
     assert!(!ok && stderr.contains("REWRITTEN"), "{stderr}");
 }
+
+/// What the test witness has taken: each checkpoint's size, and the tree it last holds.
+#[derive(Default)]
+struct WitnessBook {
+    taken: Vec<u64>,
+    holds: Option<(u64, Hash)>,
+    refused: Vec<String>,
+}
+
+/// A C2SP tlog-witness `add-checkpoint` endpoint on `listener`, as a witness the log's owner
+/// does not run would act: it takes a checkpoint only when signed by the log's key and proved
+/// consistent with the one it holds, and co-signs it.
+fn serve_witness(
+    listener: tokio::net::TcpListener,
+    log_key: Verifier,
+    book: std::sync::Arc<std::sync::Mutex<WitnessBook>>,
+) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+    let witness = Signer::from_seed("witness.example", &[42; 32]).unwrap();
+    let witness = std::sync::Arc::new(witness);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (log_key, book, witness) = (log_key.clone(), book.clone(), witness.clone());
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (log_key, book, witness) = (log_key.clone(), book.clone(), witness.clone());
+                    async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let text = String::from_utf8(body.to_vec()).unwrap();
+                        let (status, answer) = take(&text, &log_key, &book, &witness);
+                        Ok::<_, hyper::Error>(
+                            http::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(answer)))
+                                .unwrap(),
+                        )
+                    }
+                });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+/// The witness's judgement of one `add-checkpoint` body.
+fn take(
+    text: &str,
+    log_key: &Verifier,
+    book: &std::sync::Mutex<WitnessBook>,
+    witness: &Signer,
+) -> (StatusCode, String) {
+    let mut book = book.lock().unwrap();
+    let refuse = |book: &mut WitnessBook, why: String| {
+        book.refused.push(why.clone());
+        (StatusCode::BAD_REQUEST, why)
+    };
+    let (head, note) = text.split_once("\n\n").unwrap();
+    let mut lines = head.lines();
+    let old: u64 = lines
+        .next()
+        .unwrap()
+        .strip_prefix("old ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proof: Vec<Hash> = lines
+        .map(|l| BASE64.decode(l).unwrap().try_into().unwrap())
+        .collect();
+    let Ok(body) = log_key.open(note) else {
+        return refuse(&mut book, "not signed by the log's key".into());
+    };
+    let checkpoint = Checkpoint::parse(body).unwrap();
+    let held = book.holds.map_or(0, |(size, _)| size);
+    if old != held {
+        return (StatusCode::CONFLICT, format!("{held}\n"));
+    }
+    if let Some((size, root)) = book.holds {
+        if !merkle::verify_consistency(size, checkpoint.size, &root, &checkpoint.root, &proof) {
+            return refuse(
+                &mut book,
+                format!("{size} to {} is not consistent", checkpoint.size),
+            );
+        }
+    }
+    book.taken.push(checkpoint.size);
+    book.holds = Some((checkpoint.size, checkpoint.root));
+    let cosigned = witness.sign(body).unwrap();
+    let line = cosigned.rsplit("\n\n").next().unwrap().to_owned();
+    (StatusCode::OK, line)
+}
+
+#[tokio::test]
+async fn a_witness_that_is_down_gets_every_checkpoint_when_it_returns_and_co_signs_them() {
+    // A port nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut world = LogWorld::configured(Backend::Sqlite, 0, |raw| {
+        raw.checkpoints.every_events = 2;
+        raw.checkpoints.retry_max = "200ms".into();
+        raw.checkpoints.witnesses = vec![syncgate::config::RawWitness {
+            name: "witness-a".into(),
+            file: None,
+            url: Some(format!("http://127.0.0.1:{port}/add-checkpoint")),
+            syslog: None,
+            timeout: "2s".into(),
+        }];
+    })
+    .await;
+    // Governed changes go through while the witness is down.
+    let url = world.proxy.url.clone();
+    for _ in 0..4 {
+        world.change(&url).await;
+    }
+    let (_, body) = world.get(&world.auditor, "/api/v1/checkpoints").await;
+    let signed: Vec<u64> = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .rev()
+        .collect();
+    assert_eq!(signed, [2, 4, 6, 8], "{body}");
+    assert!(
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["cosignatures"] == serde_json::json!([]))
+    );
+
+    // The witness comes up on that port.
+    let key_file = world.raw.checkpoints.key.clone().unwrap();
+    let log_key = Verifier::parse(
+        &signing_key::load_or_create(&key_file, None)
+            .unwrap()
+            .verifier_key(),
+    )
+    .unwrap();
+    let book = std::sync::Arc::new(std::sync::Mutex::new(WitnessBook::default()));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    serve_witness(listener, log_key, book.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, body) = world.get(&world.auditor, "/api/v1/checkpoints").await;
+        let cosigned = body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["cosignatures"].as_array().is_some_and(|s| s.len() == 1));
+        if cosigned {
+            for c in body["value"].as_array().unwrap() {
+                let cosignature = &c["cosignatures"][0];
+                assert_eq!(cosignature["witness"], "witness-a");
+                assert!(
+                    cosignature["signature"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("— witness.example "),
+                    "{cosignature}"
+                );
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never co-signed: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    {
+        let book = book.lock().unwrap();
+        assert_eq!(
+            book.taken,
+            [2, 4, 6, 8],
+            "in order, each proved from the one before"
+        );
+        assert!(book.refused.is_empty(), "{:?}", book.refused);
+    }
+    // And the next one goes at once, proved from 8.
+    world.change(&url).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while book.lock().unwrap().taken.last() != Some(&10) {
+        assert!(std::time::Instant::now() < deadline, "10 never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    world.finish().await;
+}

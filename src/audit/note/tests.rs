@@ -116,3 +116,38 @@ fn a_checkpoint_round_trips_and_is_parsed_strictly() {
         assert!(Checkpoint::parse(&bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_file_of_notes_splits_into_each_note_whole() {
+    let signer = Signer::from_seed("example.com/log", &[3; 32]).unwrap();
+    let one = signer.sign("example.com/log\n5\nAAAA\n").unwrap();
+    let two = signer
+        .sign("example.com/log\n8\nBBBB\ntime 2026-11-30T10:00:00Z\n")
+        .unwrap();
+    let file = format!("{one}\n{two}\n");
+    assert_eq!(split_notes(&file), [one.as_str(), two.as_str()]);
+    // One note without the trailing blank line, and a co-signed note (two signature lines).
+    assert_eq!(split_notes(&one), [one.as_str()]);
+    let witness = Signer::from_seed("witness.example", &[4; 32]).unwrap();
+    let cosigned = format!(
+        "{one}{}",
+        witness
+            .sign("example.com/log\n5\nAAAA\n")
+            .unwrap()
+            .rsplit("\n\n")
+            .next()
+            .unwrap()
+    );
+    let file = format!("{cosigned}\n{two}");
+    assert_eq!(split_notes(&file), [cosigned.as_str(), two.as_str()]);
+    let key = Verifier::parse(&signer.verifier_key()).unwrap();
+    for note in split_notes(&file) {
+        key.open(note).unwrap();
+    }
+    // Text with no signature is no note; a cut note is what it is, for open to refuse.
+    assert!(split_notes("example.com/log\n5\nAAAA\n").is_empty());
+    let cut = &file[..file.len() - 10];
+    let notes = split_notes(cut);
+    assert_eq!(notes.len(), 2);
+    assert!(key.open(notes[1]).is_err());
+}

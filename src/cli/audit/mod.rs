@@ -152,8 +152,9 @@ pub(crate) enum AuditCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// A signed checkpoint kept elsewhere (a C2SP signed note; docs/transparency.md): the log's
-    /// tree at its size must still have its root. Repeat for several.
+    /// A signed checkpoint kept elsewhere (a C2SP signed note, or a file witness's file of
+    /// them; docs/transparency.md): the log's tree at each one's size must still have its
+    /// root. Repeat for several.
     #[arg(long = "checkpoint", value_name = "FILE", requires = "key")]
     checkpoints: Vec<PathBuf>,
     /// The verifier key the checkpoints must be signed with (what `syncgate audit key` prints).
@@ -446,15 +447,13 @@ fn kept_checkpoints(args: &VerifyArgs) -> anyhow::Result<Vec<Kept>> {
         return Ok(Vec::new());
     };
     let verifier = Verifier::parse(vkey).with_context(|| format!("--key {vkey:?}"))?;
-    args.checkpoints
-        .iter()
-        .map(|path| {
-            Ok(Kept {
-                name: path.display().to_string(),
-                checkpoint: proofs::read_checkpoint(path, &verifier)?,
-            })
-        })
-        .collect()
+    let mut kept = Vec::new();
+    for path in &args.checkpoints {
+        for (name, checkpoint) in proofs::read_checkpoints(path, &verifier)? {
+            kept.push(Kept { name, checkpoint });
+        }
+    }
+    Ok(kept)
 }
 
 async fn run_verify(reader: &StoreReader, kept: &[Kept]) -> anyhow::Result<()> {

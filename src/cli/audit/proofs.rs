@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::audit::evidence::{self, EvidencePack, MAX_PACK_BYTES};
 use crate::audit::merkle::{self, Hash};
-use crate::audit::note::{Checkpoint, MAX_NOTE_BYTES, Verifier};
+use crate::audit::note::{Checkpoint, Verifier, split_notes};
 use crate::store::StoreReader;
 
 /// Write the evidence pack of one operation to `output` (created, never replaced) or stdout.
@@ -144,25 +144,61 @@ fn end(end: &End, key: Option<&Verifier>) -> anyhow::Result<(u64, Option<Hash>)>
     }
 }
 
-/// The checkpoint in the signed note `path`, signed by `key` for the log `key` names.
+/// The largest file of kept checkpoints read (a file witness's, a few hundred bytes a note).
+const MAX_CHECKPOINT_FILE: u64 = 256 * 1024 * 1024;
+
+/// The one checkpoint in the signed note `path`, signed by `key` for the log `key` names.
 pub(super) fn read_checkpoint(path: &Path, key: &Verifier) -> anyhow::Result<Checkpoint> {
-    let name = path.display();
-    let note = read_bounded(path, MAX_NOTE_BYTES as u64)
-        .with_context(|| format!("cannot read checkpoint {name}"))?;
-    let note =
-        String::from_utf8(note).with_context(|| format!("{name} is not a signed checkpoint"))?;
-    let body = key
-        .open(&note)
-        .with_context(|| format!("checkpoint {name} is not accepted"))?;
-    let checkpoint = Checkpoint::parse(body).with_context(|| format!("checkpoint {name}"))?;
-    if checkpoint.origin != key.name() {
-        return Err(anyhow!(
-            "checkpoint {name} is for the log {:?}, not {:?}",
-            checkpoint.origin,
-            key.name()
-        ));
+    let mut all = read_checkpoints(path, key)?;
+    match all.len() {
+        1 => Ok(all.remove(0).1),
+        n => Err(anyhow!(
+            "{} holds {n} checkpoints: name a file of one here",
+            path.display()
+        )),
     }
-    Ok(checkpoint)
+}
+
+/// Every checkpoint in `path`: one signed note, or several one after another (what a file
+/// witness appends), each signed by `key` for the log `key` names; each named by the file and,
+/// when there are several, its place (`FILE#3`).
+pub(super) fn read_checkpoints(
+    path: &Path,
+    key: &Verifier,
+) -> anyhow::Result<Vec<(String, Checkpoint)>> {
+    let text = read_bounded(path, MAX_CHECKPOINT_FILE)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let text = String::from_utf8(text)
+        .with_context(|| format!("{} is not a signed checkpoint", path.display()))?;
+    let notes = split_notes(&text);
+    if notes.is_empty() {
+        return Err(anyhow!("{} holds no signed checkpoint", path.display()));
+    }
+    let several = notes.len() > 1;
+    notes
+        .into_iter()
+        .enumerate()
+        .map(|(i, note)| {
+            let name = if several {
+                format!("{}#{}", path.display(), i + 1)
+            } else {
+                path.display().to_string()
+            };
+            let body = key
+                .open(note)
+                .with_context(|| format!("checkpoint {name} is not accepted"))?;
+            let checkpoint =
+                Checkpoint::parse(body).with_context(|| format!("checkpoint {name}"))?;
+            if checkpoint.origin != key.name() {
+                return Err(anyhow!(
+                    "checkpoint {name} is for the log {:?}, not {:?}",
+                    checkpoint.origin,
+                    key.name()
+                ));
+            }
+            Ok((name, checkpoint))
+        })
+        .collect()
 }
 
 /// A file's bytes, refused beyond `limit` (a pack or note is small; a huge file is a mistake

@@ -77,6 +77,33 @@ impl PgWriter {
         })
     }
 
+    /// Record a witness delivery (its statements in autocommit, co-signature first), bounded
+    /// like a group.
+    pub(crate) async fn record_witness(
+        &mut self,
+        update: &super::super::witness::WitnessUpdate,
+    ) -> Result<(), StoreError> {
+        let bound = self.timeout.saturating_mul(2);
+        let conn = self.connection().await?;
+        let statements = super::super::witness::record::<Postgres>(update);
+        let answer = tokio::time::timeout(bound, async move {
+            for mut statement in statements {
+                statement.build().execute(&mut *conn).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        })
+        .await;
+        match answer {
+            Ok(result) => result.map_err(|e| classify("cannot record a witness delivery", e)),
+            Err(_) => {
+                self.conn = None;
+                Err(StoreError::unavailable(format!(
+                    "PostgreSQL did not answer within {bound:?}"
+                )))
+            }
+        }
+    }
+
     /// The size of the largest checkpoint the log holds (0 for none).
     pub(crate) async fn last_checkpoint(&mut self) -> Result<u64, StoreError> {
         let bound = self.timeout.saturating_mul(2);

@@ -391,3 +391,163 @@ async fn a_tampered_tree_node_is_found_and_rebuilt_by_reindex(backend: Backend) 
     assert!(report.ok(), "{report:?}");
 }
 on_both_backends!(a_tampered_tree_node_is_found_and_rebuilt_by_reindex);
+
+/// How far the one witness was delivered.
+async fn delivered(reader: &StoreReader) -> Option<u64> {
+    reader
+        .witness_states()
+        .await
+        .unwrap()
+        .first()
+        .map(|s| s.delivered)
+}
+
+/// Poll `check` every 20 ms for up to 10 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_file_witness_gets_every_checkpoint_in_order_across_restarts(backend: Backend) {
+    use crate::audit::note::split_notes;
+    use crate::store::witness::{Target, WitnessSpec};
+    let log = TestLog::new(backend).await;
+    let file = log.dir.path().join("other-volume").join("checkpoints");
+    std::fs::create_dir(file.parent().unwrap()).unwrap();
+    let mut options = log.options();
+    options.checkpoints.every_events = 3;
+    options.checkpoints.witnesses = vec![WitnessSpec {
+        name: "other-volume".into(),
+        target: Target::File(file.clone()),
+        timeout: Duration::from_secs(5),
+    }];
+    let store = log.open_with(options.clone()).await;
+    for n in 0..9 {
+        store.append(received(n)).await.unwrap();
+    }
+    let sizes_in_file = || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let key = log_key(&log);
+        split_notes(&text)
+            .into_iter()
+            .map(|note| Checkpoint::parse(key.open(note).unwrap()).unwrap().size)
+            .collect::<Vec<u64>>()
+    };
+    eventually("3 checkpoints in the file", async || {
+        sizes_in_file() == [3, 6, 9]
+    })
+    .await;
+    let reader = log.reader().await;
+    eventually("the mark at 9", async || {
+        delivered(&reader).await == Some(9)
+    })
+    .await;
+    store.append(received(9)).await.unwrap();
+    // Closed before the next checkpoint was due: the one signed at close waits in the outbox.
+    store.close().await;
+    assert_eq!(sizes_in_file(), [3, 6, 9]);
+    assert_eq!(
+        reader.latest_checkpoint().await.unwrap().map(|c| c.size),
+        Some(10)
+    );
+    let store = log.open_with(options).await;
+    eventually(
+        "the checkpoint of 10 delivered after the restart",
+        async || sizes_in_file() == [3, 6, 9, 10],
+    )
+    .await;
+    store.close().await;
+    let state = reader.witness_states().await.unwrap();
+    assert_eq!(state.len(), 1);
+    assert_eq!((state[0].delivered, state[0].attempts), (10, 0));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    reader.close().await;
+}
+on_both_backends!(a_file_witness_gets_every_checkpoint_in_order_across_restarts);
+
+#[tokio::test]
+async fn a_witness_that_fails_is_retried_and_never_holds_up_the_appends() {
+    use crate::store::witness::{Target, WitnessSpec};
+    let log = TestLog::new(Backend::Sqlite).await;
+    // A file in a folder that does not exist yet: every delivery fails until it does.
+    let folder = log.dir.path().join("mounted-later");
+    let file = folder.join("checkpoints");
+    let mut options = log.options();
+    options.checkpoints.every_events = 2;
+    options.checkpoints.retry_max = Duration::from_millis(100);
+    options.checkpoints.witnesses = vec![WitnessSpec {
+        name: "later".into(),
+        target: Target::File(file.clone()),
+        timeout: Duration::from_secs(5),
+    }];
+    let store = log.open_with(options).await;
+    let started = std::time::Instant::now();
+    for n in 0..10 {
+        store.append(received(n)).await.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let reader = log.reader().await;
+    eventually("failures recorded", async || {
+        reader
+            .witness_states()
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|s| s.attempts >= 2 && s.delivered == 0 && s.last_error.is_some())
+    })
+    .await;
+    assert!(store.instruments().witness_failures.get() >= 2);
+    std::fs::create_dir(&folder).unwrap();
+    eventually("all five delivered once the folder is there", async || {
+        delivered(&reader).await == Some(10)
+    })
+    .await;
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(crate::audit::note::split_notes(&text).len(), 5);
+    store.close().await;
+    reader.close().await;
+}
+
+#[tokio::test]
+async fn a_syslog_witness_gets_one_rfc_5424_line_per_checkpoint() {
+    use crate::store::witness::{Target, WitnessSpec};
+    let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let log = TestLog::new(Backend::Sqlite).await;
+    let mut options = log.options();
+    options.checkpoints.every_events = 2;
+    options.checkpoints.witnesses = vec![WitnessSpec {
+        name: "syslog".into(),
+        target: Target::SyslogUdp(collector.local_addr().unwrap()),
+        timeout: Duration::from_secs(5),
+    }];
+    let store = log.open_with(options).await;
+    store.append(received(0)).await.unwrap();
+    store.append(received(1)).await.unwrap();
+    let mut buffer = vec![0; 8192];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), collector.recv_from(&mut buffer))
+        .await
+        .expect("a syslog message")
+        .unwrap();
+    let message = std::str::from_utf8(&buffer[..n]).unwrap();
+    assert!(message.starts_with("<110>1 "), "{message}");
+    assert!(
+        message.contains(" syncgate - checkpoint - size=2 "),
+        "{message}"
+    );
+    use base64::Engine;
+    let note = base64::engine::general_purpose::STANDARD
+        .decode(message.rsplit("note=").next().unwrap())
+        .unwrap();
+    let note = String::from_utf8(note).unwrap();
+    let parsed = Checkpoint::parse(log_key(&log).open(&note).unwrap()).unwrap();
+    assert_eq!(parsed.size, 2);
+    store.close().await;
+}
