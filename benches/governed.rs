@@ -5,6 +5,11 @@
 //! `cargo bench --bench governed`. Knobs: `BENCH_SECS` (per case, default 5),
 //! `BENCH_PARTNERS` (parallel partners, default 32).
 //!
+//! `cargo bench --bench governed -- --compare-tree` runs each backend twice side by side: the
+//! writer as it was before issue 11 (no Merkle tree, no checkpoints) and as it is (the tree
+//! kept in each group's transaction, a checkpoint signed every 1,000 events and sent to a file
+//! witness), each on a log of its own: what tamper evidence costs governed writes.
+//!
 //! `cargo bench --bench governed -- --backend postgres` runs every case on SQLite and on
 //! PostgreSQL (a database of its own on the server at `SYNCGATE_TEST_POSTGRES`, default
 //! `postgres://postgres@127.0.0.1:5432`, created for the run and dropped after) and prints the two
@@ -80,6 +85,7 @@ async fn call(
     status
 }
 
+#[derive(Clone)]
 struct Figures {
     ops: usize,
     elapsed: Duration,
@@ -163,6 +169,18 @@ fn backends() -> Vec<Backend> {
         Some("postgres") => vec![Backend::Sqlite, Backend::Postgres],
         Some(other) => panic!("--backend takes sqlite or postgres, not {other:?}"),
     }
+}
+
+/// `--compare-tree`: each backend without and with the Merkle tree (see the module's doc).
+fn compare_tree() -> bool {
+    std::env::args().any(|a| a == "--compare-tree")
+}
+
+/// One proxy's column: its backend and what it runs.
+#[derive(Clone)]
+struct Variant {
+    backend: Backend,
+    label: String,
 }
 
 /// Latencies of a single-writer loop, turned into [`Figures`].
@@ -290,10 +308,11 @@ fn row(name: &str, figures: &[Option<&Figures>], unit: &str) {
 
 /// One running proxy per backend, in front of `emulator`.
 struct Proxies {
-    backends: Vec<Backend>,
+    variants: Vec<Variant>,
     urls: Vec<String>,
     running: Vec<syncgate::app::RunningProxy>,
-    postgres: Option<BenchDatabase>,
+    /// One database per PostgreSQL variant (each keeps a log of its own).
+    postgres: Vec<BenchDatabase>,
 }
 
 async fn start_proxies(
@@ -303,32 +322,51 @@ async fn start_proxies(
     stop: &CancellationToken,
 ) -> Proxies {
     let mut proxies = Proxies {
-        backends: backends.clone(),
+        variants: Vec::new(),
         urls: Vec::new(),
         running: Vec::new(),
-        postgres: None,
+        postgres: Vec::new(),
     };
+    let compare = compare_tree();
     for backend in backends {
-        let settings = match backend {
-            Backend::Sqlite => Settings::for_upstream(emulator, &dir.join("syncgate.db")).unwrap(),
-            Backend::Postgres => {
-                let db = BenchDatabase::create().await;
-                let settings = postgres_settings(emulator, &db.url(), dir);
-                proxies.postgres = Some(db);
-                settings
-            }
-        };
-        let running = syncgate::app::start(settings, stop.clone()).await.unwrap();
-        proxies.urls.push(running.url());
-        proxies.running.push(running);
+        let kinds: &[bool] = if compare { &[false, true] } else { &[true] };
+        for (n, &tree) in kinds.iter().enumerate() {
+            let settings = match backend {
+                Backend::Sqlite => {
+                    Settings::for_upstream(emulator, &dir.join(format!("syncgate-{n}.db"))).unwrap()
+                }
+                Backend::Postgres => {
+                    let db = BenchDatabase::create().await;
+                    let settings = postgres_settings(emulator, &db.url(), dir, n);
+                    proxies.postgres.push(db);
+                    settings
+                }
+            };
+            let (settings, label) = match (compare, tree) {
+                (false, _) => (settings, backend.name().to_owned()),
+                (true, false) => (
+                    settings.without_tree(),
+                    format!("{} before (no tree)", backend.name()),
+                ),
+                (true, true) => (
+                    settings
+                        .with_file_witness(&dir.join(format!("witness-{}-{n}", backend.name()))),
+                    format!("{} tree+checkpoints+witness", backend.name()),
+                ),
+            };
+            let running = syncgate::app::start(settings, stop.clone()).await.unwrap();
+            proxies.urls.push(running.url());
+            proxies.running.push(running);
+            proxies.variants.push(Variant { backend, label });
+        }
     }
     proxies
 }
 
 /// The settings an operator would write for one replica on PostgreSQL (the config file's keys,
 /// so the bench follows the documented surface).
-fn postgres_settings(emulator: &str, db: &str, dir: &std::path::Path) -> Settings {
-    let key = dir.join("postgres.token-key");
+fn postgres_settings(emulator: &str, db: &str, dir: &std::path::Path, n: usize) -> Settings {
+    let key = dir.join(format!("postgres-{n}.token-key"));
     // 32 random bytes, hex.
     let hex = format!(
         "{}{}",
@@ -340,13 +378,15 @@ fn postgres_settings(emulator: &str, db: &str, dir: &std::path::Path) -> Setting
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let config = dir.join("postgres.toml");
+    let config = dir.join(format!("postgres-{n}.toml"));
     std::fs::write(
         &config,
         format!(
             "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [upstream]\nurl = \"{emulator}\"\n[store]\nurl = \"{db}\"\ntoken_key = \"{}\"\n",
-            key.display()
+             [upstream]\nurl = \"{emulator}\"\n[store]\nurl = \"{db}\"\ntoken_key = \"{}\"\n\
+             [checkpoints]\nkey = \"{}\"\n",
+            key.display(),
+            dir.join(format!("postgres-{n}.checkpoint-key")).display()
         ),
     )
     .unwrap();
@@ -382,25 +422,36 @@ async fn main() {
         secs.as_secs()
     );
     let group = format!("{:>10} {:<9} {:>9} {:>9}", "rate", "", "p50 ms", "p99 ms");
-    if backends.len() > 1 {
-        let names: Vec<String> = backends
+    let columns = proxies.variants.len();
+    if columns > 1 {
+        let names: Vec<String> = proxies
+            .variants
             .iter()
-            .map(|b| format!("{:<40}", b.name()))
+            .map(|v| format!("{:<40}", v.label))
             .collect();
         println!("{:<52} {}", "", names.join(" | "));
     }
-    println!("{:<52} {}", "case", vec![group; backends.len()].join(" | "));
+    println!("{:<52} {}", "case", vec![group; columns].join(" | "));
 
-    let mut raw = Vec::new();
+    // The raw insert rate of each backend, shown in each of its columns.
+    let mut raw_of = Vec::new();
     for backend in &backends {
-        raw.push(match backend {
+        raw_of.push(match backend {
             Backend::Sqlite => raw_sqlite_inserts(dir.path(), secs).await,
             Backend::Postgres => {
-                let url = proxies.postgres.as_ref().unwrap().url();
+                let url = proxies.postgres[0].url();
                 raw_postgres_inserts(&url, secs).await
             }
         });
     }
+    let raw: Vec<Figures> = proxies
+        .variants
+        .iter()
+        .map(|v| {
+            let k = backends.iter().position(|b| *b == v.backend).unwrap();
+            raw_of[k].clone()
+        })
+        .collect();
     let raw_name = if backends.len() > 1 {
         "raw durable single-row inserts (1 writer)"
     } else {
@@ -529,7 +580,7 @@ async fn cases(
     println!("-- {workers} partner(s) in parallel");
     // The baseline does not depend on the backend: shown once, in the first group.
     let mut baseline = vec![Some(&direct)];
-    baseline.resize(proxies.backends.len(), None);
+    baseline.resize(proxies.variants.len(), None);
     row(
         "direct GET+PATCH+GET to the emulator (baseline)",
         &baseline,
@@ -545,9 +596,9 @@ async fn cases(
         &create_delete.iter().map(Some).collect::<Vec<_>>(),
         "pairs/s",
     );
-    for (k, backend) in proxies.backends.iter().enumerate() {
-        let name = if proxies.backends.len() > 1 {
-            format!("audit log under governed PATCH ({})", backend.name())
+    for (k, variant) in proxies.variants.iter().enumerate() {
+        let name = if proxies.variants.len() > 1 {
+            format!("audit log under governed PATCH ({})", variant.label)
         } else {
             "audit log under governed PATCH".to_owned()
         };

@@ -5,7 +5,9 @@
 //! layer's own cost shows.
 //!
 //! `cargo bench --bench audit_queries`. Options (after `--`): `--events N` (default 1,000,000),
-//! `--cases pages,exports,verify,raw` (the parts to run; all by default),
+//! `--cases pages,exports,quick,proofs,verify,raw` (the parts to run; all by default: `quick` is
+//! `audit verify --quick` against the checkpoints the seeding writer signed, `proofs` times
+//! inclusion proofs at the log's size),
 //! `--runs R` (timed repetitions per query, default 40), `--backend sqlite` (skip PostgreSQL),
 //! `--formats jsonl,csv,...` (the export formats; all by default), `--export-runs K` (each export
 //! run K times, the median reported: this machine's figures vary by a tenth from run to run).
@@ -80,7 +82,7 @@ fn args() -> Args {
         runs: number("--runs", 40).max(2),
         postgres: value("--backend").as_deref() != Some("sqlite"),
         cases: value("--cases")
-            .unwrap_or_else(|| "pages,exports,verify,raw".into())
+            .unwrap_or_else(|| "pages,exports,quick,proofs,verify,raw".into())
             .split(',')
             .map(str::to_owned)
             .collect(),
@@ -101,6 +103,7 @@ async fn seeded_sqlite(events: usize) -> std::path::PathBuf {
         .join("audit-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("log-{events}-w{WAVE}.db"));
+    let _ = SQLITE_PATH.set(path.clone());
     let done = dir.join(format!("log-{events}-w{WAVE}.done"));
     if done.exists() {
         println!("seed: reusing {}", path.display());
@@ -228,6 +231,12 @@ async fn measure(name: &str, location: &StoreLocation, args: &Args) -> Vec<Line>
     if args.runs("exports") {
         lines.extend(exports(name, &reader, args).await);
     }
+    if args.runs("quick") {
+        lines.extend(quick(name, &reader, location).await);
+    }
+    if args.runs("proofs") {
+        lines.extend(proofs(name, &reader, args.runs.max(1000)).await);
+    }
     if args.runs("verify") {
         let started = Instant::now();
         let (ok, verified) = reader.verify().await.unwrap();
@@ -247,6 +256,79 @@ async fn measure(name: &str, location: &StoreLocation, args: &Args) -> Vec<Line>
         lines.extend(raw(name, location, args.runs).await);
     }
     lines
+}
+
+/// `syncgate audit verify --quick`: the log against the checkpoints it stores, signed by the
+/// key the seeding writer made (beside the SQLite file; the PostgreSQL copy has the same ones).
+async fn quick(name: &str, reader: &Reader, location: &StoreLocation) -> Vec<Line> {
+    let sqlite = match location {
+        StoreLocation::Sqlite(path) => path.clone(),
+        StoreLocation::Postgres(_) => sqlite_twin(),
+    };
+    let key_file = syncgate::store::signing_key::key_path(&sqlite);
+    let vkey = syncgate::store::signing_key::load_or_create(&key_file, None)
+        .unwrap()
+        .verifier_key();
+    let started = Instant::now();
+    let cpu_started = cpu_time();
+    let (ok, events, covered) = reader.verify_quick(&vkey).await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = (cpu_time() - cpu_started).as_secs_f64();
+    assert!(ok, "the seeded log verifies against its checkpoints");
+    println!(
+        "{name}: verify --quick: {events} events ({covered} covered by a signed checkpoint) in \
+         {seconds:.2} s, CPU {cpu:.2} s"
+    );
+    vec![Line {
+        case: format!("verify --quick ({covered} of {events} signed)"),
+        target: "≤ 5 s",
+        figures: vec![format!("{seconds:>9.2} s")],
+    }]
+}
+
+/// Where the SQLite log of this run is (the PostgreSQL copy's key is its key).
+fn sqlite_twin() -> std::path::PathBuf {
+    SQLITE_PATH
+        .get()
+        .cloned()
+        .expect("the SQLite log is seeded first")
+}
+
+static SQLITE_PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Inclusion proofs of random events in the latest signed checkpoint: time and size.
+async fn proofs(name: &str, reader: &Reader, runs: usize) -> Vec<Line> {
+    let size = reader.latest_checkpoint().await.unwrap();
+    assert!(size > 0, "the seeded log has a signed checkpoint");
+    let mut rng = Rng(11);
+    let picks: Vec<u64> = (0..=runs)
+        .map(|_| 1 + rng.below(size as usize) as u64)
+        .collect();
+    let mut largest = 0;
+    let figures = timed!(runs, |i| {
+        let proof = reader.inclusion_proof(picks[i], size).await.unwrap();
+        largest = largest.max(proof.len());
+    });
+    // As the admin API sends it: base64 hashes in a JSON array.
+    let json_bytes = largest * (44 + 3);
+    println!(
+        "{name}: inclusion proof in the tree of {size}: p50/p99 {} ms, at most {largest} hashes \
+         = {} bytes ({json_bytes} bytes as base64 JSON)",
+        p50_p99(figures),
+        largest * 32
+    );
+    vec![
+        Line {
+            case: format!("inclusion proof in the tree of {size} (ms)"),
+            target: "≤ 1 ms",
+            figures: vec![p50_p99(figures)],
+        },
+        Line {
+            case: "  its size: hashes, bytes raw / as base64 JSON".into(),
+            target: "≤ 1 KiB",
+            figures: vec![format!("{largest} = {} / {json_bytes} B", largest * 32)],
+        },
+    ]
 }
 
 /// Operations pages under each filter, one operation's events, the deserialized event stream.

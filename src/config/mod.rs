@@ -458,6 +458,29 @@ impl Settings {
         raw.validate()
     }
 
+    /// For the governed benchmark's "before" column: no Merkle tree kept and no checkpoint
+    /// signed, as the writer was before issue 11. Not a configuration an operator can choose.
+    #[doc(hidden)]
+    pub fn without_tree(mut self) -> Self {
+        self.store_options.keep_tree = false;
+        self.store_options.checkpoints.enabled = false;
+        self
+    }
+
+    /// For the governed benchmark: also send every checkpoint to a file witness at `path`.
+    #[doc(hidden)]
+    pub fn with_file_witness(mut self, path: &Path) -> Self {
+        self.store_options
+            .checkpoints
+            .witnesses
+            .push(crate::store::witness::WitnessSpec {
+                name: "bench-file".into(),
+                target: crate::store::witness::Target::File(path.to_owned()),
+                timeout: std::time::Duration::from_secs(10),
+            });
+        self
+    }
+
     /// Create the default audit log folder when it is missing, readable by its owner only (the
     /// log and its token key are private).
     pub(crate) fn create_store_folder(&self) -> std::io::Result<()> {

@@ -98,6 +98,29 @@ impl Reader {
         Ok((report.ok(), report.events))
     }
 
+    /// `syncgate audit verify --quick --key VKEY`: whether the log holds against what the key
+    /// signed, the events checked, and how many of them signed checkpoints cover.
+    pub async fn verify_quick(&self, vkey: &str) -> Result<(bool, u64, u64), String> {
+        let key = crate::audit::note::Verifier::parse(vkey).map_err(|e| e.to_string())?;
+        let verified = self
+            .inner
+            .verify_signed(&key, Vec::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((verified.ok(), verified.pass.events, verified.covered))
+    }
+
+    /// The size of the latest checkpoint the log stores (0: none).
+    pub async fn latest_checkpoint(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.latest_checkpoint().await?.map_or(0, |c| c.size))
+    }
+
+    /// The inclusion proof of event `seq` in the tree of `size` events, as the admin API gives
+    /// it (`GET /api/v1/proofs/inclusion`).
+    pub async fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.inner.inclusion_proof(seq, size).await
+    }
+
     /// Copy this log to `to` as `syncgate audit copy` does; returns the rows written.
     pub async fn copy_to(&self, to: &StoreLocation) -> Result<u64, StoreError> {
         let report = super::copy(&self.inner, to, &StoreOptions::default()).await?;

@@ -350,6 +350,12 @@ impl Default for Verifier {
 }
 
 impl Verifier {
+    /// A verifier that continues after `head`, a link already verified (a quick verification's
+    /// signed prefix, `quick.rs`).
+    pub(crate) fn after(head: Head) -> Verifier {
+        Verifier { head, events: 0 }
+    }
+
     /// Check the next row; `Err` names the first thing wrong with it.
     pub(crate) fn check(&mut self, row: &StoredRow) -> Result<(), Broken> {
         let broken = |reason: String| Broken {

@@ -205,6 +205,10 @@ pub struct StoreOptions {
     pub(crate) lock_wait: Duration,
     /// Signed checkpoints of the Merkle tree (`[checkpoints]`).
     pub(crate) checkpoints: CheckpointOptions,
+    /// Keep the Merkle tree (`tree.rs`) as events are appended. Off only in the governed
+    /// benchmark, to measure what the writer cost before the tree (`Settings::without_tree`);
+    /// a log written so is hashed in by the next writer that keeps it.
+    pub(crate) keep_tree: bool,
 }
 
 /// When and with which key the writer signs checkpoints (docs/transparency.md).
@@ -255,6 +259,7 @@ impl Default for StoreOptions {
             lock_connections: 32,
             lock_wait: Duration::from_secs(30),
             checkpoints: CheckpointOptions::default(),
+            keep_tree: true,
         }
     }
 }
@@ -840,6 +845,7 @@ fn recorded(
 }
 
 mod proofs;
+mod quick;
 
 #[cfg(test)]
 pub(crate) mod test_log;

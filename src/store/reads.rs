@@ -249,6 +249,33 @@ macro_rules! read_methods {
                 .collect()
         }
 
+        /// Up to `limit` rows after seq `after`: seq, stored text and chain columns, nothing
+        /// else (the quick verification's pass, `quick.rs`).
+        pub(crate) async fn raw_links(
+            &self,
+            after: i64,
+            limit: i64,
+        ) -> Result<Vec<$crate::store::quick::RawLink>, $crate::store::StoreError> {
+            use sqlx::Row;
+            let context = "cannot read the audit log";
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT seq, event, prev_hash, hash FROM audit_events WHERE seq > ",
+            );
+            q.push_bind(after).push(" ORDER BY seq LIMIT ").push_bind(limit);
+            let rows = self.rows(q, context).await?;
+            rows.iter()
+                .map(|row| {
+                    let read = |e| classify(context, e);
+                    Ok($crate::store::quick::RawLink {
+                        seq: row.try_get("seq").map_err(read)?,
+                        event: row.try_get("event").map_err(read)?,
+                        prev_hash: row.try_get("prev_hash").map_err(read)?,
+                        hash: row.try_get("hash").map_err(read)?,
+                    })
+                })
+                .collect()
+        }
+
         /// How far each witness was delivered.
         pub(crate) async fn witness_states(
             &self,

@@ -136,6 +136,8 @@ pub(crate) struct SqliteWriter {
     /// The Merkle tree's right edge as of this writer's last commit (`store/tree.rs`); `None`
     /// until the first, or while the stored tree is behind the log.
     tree: Option<Frontier>,
+    /// `StoreOptions::keep_tree`.
+    keep_tree: bool,
 }
 
 impl SqliteWriter {
@@ -166,12 +168,15 @@ impl SqliteWriter {
         })?;
         check_chain_format(&mut conn, path).await?;
         index::catch_up_logged(catch_up_index(&mut conn).await);
-        tree::catch_up_logged(catch_up_tree(&mut conn).await);
+        if options.keep_tree {
+            tree::catch_up_logged(catch_up_tree(&mut conn).await);
+        }
         Ok(SqliteWriter {
             options: connect_options,
             path: path.to_owned(),
             conn: Some(conn),
             tree: None,
+            keep_tree: options.keep_tree,
         })
     }
 
@@ -251,24 +256,26 @@ impl SqliteWriter {
     /// all or nothing.
     async fn append(&mut self, append: Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
         let cached = self.tree.take();
+        let keep_tree = self.keep_tree;
         let conn = self.connection().await?;
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| classify("cannot lock the audit log for writing", e))?;
-        let (result, healthy) = match insert_after_head(&mut tx, &append, cached.as_ref()).await {
-            Ok((rows, tree)) => match tx.commit().await {
-                Ok(()) => {
-                    self.tree = tree;
-                    (Ok(rows), true)
+        let (result, healthy) =
+            match insert_after_head(&mut tx, &append, cached.as_ref(), keep_tree).await {
+                Ok((rows, tree)) => match tx.commit().await {
+                    Ok(()) => {
+                        self.tree = tree;
+                        (Ok(rows), true)
+                    }
+                    Err(e) => (Err(classify("cannot commit to the audit log", e)), false),
+                },
+                Err(e) => {
+                    let rolled_back = tx.rollback().await.is_ok();
+                    (Err(e), rolled_back)
                 }
-                Err(e) => (Err(classify("cannot commit to the audit log", e)), false),
-            },
-            Err(e) => {
-                let rolled_back = tx.rollback().await.is_ok();
-                (Err(e), rolled_back)
-            }
-        };
+            };
         if !healthy {
             // After a failed COMMIT or ROLLBACK, SQLite may or may not still hold the transaction
             // (it rolls back by itself on a full disk or an I/O error), and sqlx may believe the
@@ -339,6 +346,7 @@ async fn insert_after_head(
     conn: &mut SqliteConnection,
     append: &Append<'_>,
     tree: Option<&Frontier>,
+    keep_tree: bool,
 ) -> Result<(Vec<StoredRow>, Option<Frontier>), StoreError> {
     let head = read_head(conn).await?;
     let head_seq = head.seq;
@@ -349,7 +357,11 @@ async fn insert_after_head(
     let events = index::appended_events(append, &rows)?;
     let events: Vec<_> = events.iter().map(|(seq, e)| (*seq, e.as_ref())).collect();
     update_index(conn, &events).await?;
-    let tree = grow_tree(conn, tree, head_seq, &rows).await?;
+    let tree = if keep_tree {
+        grow_tree(conn, tree, head_seq, &rows).await?
+    } else {
+        None
+    };
     Ok((rows, tree))
 }
 

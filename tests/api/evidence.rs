@@ -504,3 +504,99 @@ async fn a_witness_that_is_down_gets_every_checkpoint_when_it_returns_and_co_sig
     }
     world.finish().await;
 }
+
+#[tokio::test]
+async fn quick_verification_trusts_what_the_key_signed_and_nothing_else() {
+    // 5 events signed at close, 3 more signed at the next close: stored checkpoints of 5 and 8.
+    let log = Log::new(5).await;
+    append(&log.db, 3, "more").await;
+    let quick = |extra: &[&str]| {
+        let mut args = vec!["verify", "--quick", "--key", &log.vkey];
+        args.extend(extra);
+        audit(&log.db, &args)
+    };
+    let (ok, stdout, stderr) = quick(&[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("audit log OK (quick): 8 events"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("events 1 to 8 are exactly what the key signed (0 checkpoints kept elsewhere and 2 stored in the log match); the 0 after them"),
+        "{stdout}"
+    );
+    // --quick needs the key.
+    let (ok, _, stderr) = audit(&log.db, &["verify", "--quick"]);
+    assert!(!ok && stderr.contains("--key"), "{stderr}");
+
+    // Events the writer has not signed yet are checked in full: an edit to the text of one
+    // (its chain recomputed by hand would still need the stored text canonical) is BROKEN.
+    log.tamper("DROP TRIGGER audit_events_no_update").await;
+    log.tamper("DELETE FROM checkpoints WHERE size = 8").await;
+    log.tamper(
+        "UPDATE audit_events SET event = replace(event, '\"PATCH\"', '\"PATCH\" ') WHERE seq = 7",
+    )
+    .await;
+    let (ok, _, stderr) = quick(&[]);
+    assert!(!ok);
+    assert!(stderr.contains("BROKEN at seq 7"), "{stderr}");
+}
+
+#[tokio::test]
+async fn quick_verification_names_a_rewrite_a_cut_and_a_forged_stored_checkpoint() {
+    let log = Log::new(5).await;
+    let c5 = log.keep("c5", &log.signer);
+    append(&log.db, 3, "honest").await;
+    // Rewritten after seq 6 and re-chained by the writer; the stored checkpoint of 8 is the
+    // honest history's.
+    log.cut_after(6).await;
+    append(&log.db, 2, "forged").await;
+    let (ok, _, stderr) = audit(&log.db, &["verify", "--quick", "--key", &log.vkey]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("REWRITTEN") && stderr.contains("stored in the log at 8 events"),
+        "{stderr}"
+    );
+    // A kept checkpoint still matches: it is named as such, the stored one as rewritten.
+    let (ok, _, stderr) = audit(
+        &log.db,
+        &["verify", "--quick", "--key", &log.vkey, "--checkpoint", &c5],
+    );
+    assert!(!ok && stderr.contains("REWRITTEN"), "{stderr}");
+
+    // The insider also replaces the stored checkpoints with one of their own making (and
+    // rebuilds the tree, which is derived).
+    log.tamper("DELETE FROM checkpoints").await;
+    let (ok, _, stderr) = audit(&log.db, &["reindex"]);
+    assert!(ok, "{stderr}");
+    let impostor = Signer::from_seed(log.signer.name(), &[13; 32]).unwrap();
+    let (size, root) = log.head();
+    let body = Checkpoint {
+        origin: log.signer.name().to_owned(),
+        size,
+        root,
+        extensions: vec![],
+    };
+    let note = impostor.sign(&body.text()).unwrap();
+    log.tamper(&format!(
+        "INSERT INTO checkpoints (size, root, time, note) VALUES ({size}, x'{}', '2026-11-30T10:00:00Z', '{note}')",
+        hex::encode(root)
+    ))
+    .await;
+    let (ok, _, stderr) = audit(&log.db, &["verify", "--quick", "--key", &log.vkey]);
+    assert!(
+        !ok && stderr.contains("checkpoints the key did not sign (sizes [8])"),
+        "{stderr}"
+    );
+    // With them all gone, the kept checkpoint of 5 still tells.
+    log.tamper("DELETE FROM checkpoints").await;
+    let (ok, stdout, stderr) = audit(
+        &log.db,
+        &["verify", "--quick", "--key", &log.vkey, "--checkpoint", &c5],
+    );
+    assert!(ok, "the first 5 events are the signed ones: {stderr}");
+    assert!(
+        stdout.contains("events 1 to 5 are exactly what the key signed"),
+        "{stdout}"
+    );
+}

@@ -25,6 +25,8 @@ pub(crate) struct PgWriter {
     /// The Merkle tree's right edge as of this replica's last commit (`store/tree.rs`);
     /// reloaded under the chain lock whenever another replica appended since.
     tree: Option<Frontier>,
+    /// `StoreOptions::keep_tree`.
+    keep_tree: bool,
 }
 
 impl PgWriter {
@@ -34,13 +36,16 @@ impl PgWriter {
         let mut conn = connect(&connect_options, options.statement_timeout, "writing").await?;
         check_log_within(&mut conn, url, options.statement_timeout.saturating_mul(2)).await?;
         index::catch_up_logged(catch_up_index(&mut conn).await);
-        tree::catch_up_logged(catch_up_tree(&mut conn).await);
+        if options.keep_tree {
+            tree::catch_up_logged(catch_up_tree(&mut conn).await);
+        }
         Ok(PgWriter {
             options: connect_options,
             url: url.to_owned(),
             timeout: options.statement_timeout,
             conn: Some(conn),
             tree: None,
+            keep_tree: options.keep_tree,
         })
     }
 
@@ -166,8 +171,9 @@ impl PgWriter {
     async fn append_once(&mut self, append: &Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
         let fresh = self.conn.is_none();
         let cached = self.tree.take();
+        let keep_tree = self.keep_tree;
         let conn = self.connection().await?;
-        let mut outcome = transaction(conn, append, cached.as_ref()).await;
+        let mut outcome = transaction(conn, append, cached.as_ref(), keep_tree).await;
         // A connection the server closed while it sat idle (a restart, a failover, an idle
         // timeout) is only found out when it is used: BEGIN fails and nothing was written. That
         // one case is retried at once on a new session rather than failing the group.
@@ -175,7 +181,7 @@ impl PgWriter {
             self.conn = None;
             let conn = self.connection().await?;
             tracing::info!("audit store: the PostgreSQL session was lost; reconnecting");
-            outcome = transaction(conn, append, cached.as_ref()).await;
+            outcome = transaction(conn, append, cached.as_ref(), keep_tree).await;
         }
         match outcome {
             Outcome::Done(result) => result.map(|(rows, tree)| {
@@ -240,11 +246,12 @@ async fn transaction(
     conn: &mut PgConnection,
     append: &Append<'_>,
     tree: Option<&Frontier>,
+    keep_tree: bool,
 ) -> Outcome {
     let Ok(mut tx) = conn.begin().await else {
         return Outcome::BeginFailed;
     };
-    match insert_after_head(&mut tx, append, tree).await {
+    match insert_after_head(&mut tx, append, tree, keep_tree).await {
         Ok(done) => match tx.commit().await {
             Ok(()) => Outcome::Done(Ok(done)),
             Err(e) => Outcome::Unsure(classify("cannot commit to the audit log", e)),
@@ -260,6 +267,7 @@ async fn insert_after_head(
     conn: &mut PgConnection,
     append: &Append<'_>,
     tree: Option<&Frontier>,
+    keep_tree: bool,
 ) -> Result<(Vec<StoredRow>, Option<Frontier>), StoreError> {
     let head = lock_head(conn).await?;
     let head_seq = head.seq;
@@ -268,7 +276,11 @@ async fn insert_after_head(
     let events = index::appended_events(append, &rows)?;
     let events: Vec<_> = events.iter().map(|(seq, e)| (*seq, e.as_ref())).collect();
     update_index(conn, &events).await?;
-    let tree = grow_tree(conn, tree, head_seq, &rows).await?;
+    let tree = if keep_tree {
+        grow_tree(conn, tree, head_seq, &rows).await?
+    } else {
+        None
+    };
     Ok((rows, tree))
 }
 
