@@ -91,6 +91,66 @@ impl fmt::Display for Finding {
     }
 }
 
+/// Why kept checkpoints cannot be used: each names the checkpoint.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeptError {
+    #[error("{name} holds no signed checkpoint")]
+    Empty { name: String },
+    #[error("checkpoint {name} is not accepted: {source}")]
+    NotAccepted {
+        name: String,
+        source: super::note::NoteError,
+    },
+    #[error("checkpoint {name} is for the log {found:?}, not {expected:?}")]
+    OtherLog {
+        name: String,
+        found: String,
+        expected: String,
+    },
+}
+
+/// The checkpoints in `text` (one signed note, or several one after another as a file witness
+/// appends them), each signed by `key` for the log `key` names. Each is named `name`, or
+/// `name#i` when there are several.
+pub fn read_notes(
+    text: &str,
+    key: &super::note::Verifier,
+    name: &str,
+) -> Result<Vec<Kept>, KeptError> {
+    let notes = super::note::split_notes(text);
+    if notes.is_empty() {
+        return Err(KeptError::Empty { name: name.into() });
+    }
+    let several = notes.len() > 1;
+    notes
+        .into_iter()
+        .enumerate()
+        .map(|(i, note)| {
+            let name = if several {
+                format!("{name}#{}", i + 1)
+            } else {
+                name.to_owned()
+            };
+            let body = key.open(note).map_err(|source| KeptError::NotAccepted {
+                name: name.clone(),
+                source,
+            })?;
+            let checkpoint = Checkpoint::parse(body).map_err(|source| KeptError::NotAccepted {
+                name: name.clone(),
+                source,
+            })?;
+            if checkpoint.origin != key.name() {
+                return Err(KeptError::OtherLog {
+                    name,
+                    found: checkpoint.origin,
+                    expected: key.name().to_owned(),
+                });
+            }
+            Ok(Kept { name, checkpoint })
+        })
+        .collect()
+}
+
 /// Each kept checkpoint against the log: `events` verified, and the log's tree root at each
 /// kept size it reaches (`VerifyReport::roots_at`). In the order given.
 pub fn assess(kept: &[Kept], events: u64, roots: &BTreeMap<u64, Hash>) -> Vec<Finding> {

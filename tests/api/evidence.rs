@@ -119,6 +119,67 @@ async fn the_api_serves_signed_checkpoints_proofs_and_evidence(backend: Backend)
     assert_eq!(body["checkpoint"], Value::Null);
     assert_eq!(hash(&body["root"]), root_4);
 
+    // The API's verify against a checkpoint kept elsewhere: the one listed matches; one of a
+    // different history of the same size, signed by the same key, is named.
+    let kept = listed[0]["note"].as_str().unwrap();
+    let encode = |text: &str| {
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let verify_kept = |notes: String| {
+        format!(
+            "/api/v1/verify?key={}&checkpoints={}",
+            encode(&signer.verifier_key()),
+            encode(&notes)
+        )
+    };
+    let (resp, body) = world
+        .get(&world.auditor, &verify_kept(kept.to_owned()))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{body}");
+    assert_eq!(body["ok"], true, "{body}");
+    assert_eq!(body["checkpoints"][0]["finding"], "matches", "{body}");
+    let other = signer
+        .sign(
+            &Checkpoint {
+                root: [7; 32],
+                ..signed.clone()
+            }
+            .text(),
+        )
+        .unwrap();
+    let (resp, body) = world
+        .get(&world.auditor, &verify_kept(format!("{kept}\n{other}")))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{body}");
+    assert_eq!(body["ok"], false, "{body}");
+    let findings: Vec<&str> = body["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["finding"].as_str().unwrap())
+        .collect();
+    assert_eq!(findings, ["matches", "forked"], "{body}");
+    // A checkpoint by another key, or a key without checkpoints: 400.
+    let impostor = Signer::from_seed(signer.name(), &[5; 32]).unwrap();
+    let (resp, _) = world
+        .get(
+            &world.auditor,
+            &format!(
+                "/api/v1/verify?key={}&checkpoints={}",
+                encode(&signer.verifier_key()),
+                encode(&impostor.sign(&signed.text()).unwrap())
+            ),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    let (resp, _) = world
+        .get(
+            &world.auditor,
+            &format!("/api/v1/verify?key={}", encode(&signer.verifier_key())),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+
     // Questions with no answer are the client's: 400, Graph-shaped.
     // A tree the log does not reach is no resource: 404.
     for missing in [
@@ -428,15 +489,23 @@ async fn a_witness_that_is_down_gets_every_checkpoint_when_it_returns_and_co_sig
     for _ in 0..4 {
         world.change(&url).await;
     }
-    let (_, body) = world.get(&world.auditor, "/api/v1/checkpoints").await;
-    let signed: Vec<u64> = body["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["size"].as_u64().unwrap())
-        .rev()
-        .collect();
-    assert_eq!(signed, [2, 4, 6, 8], "{body}");
+    // The writer signs right after it answers the group's appends: wait for the fourth.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body = loop {
+        let (_, body) = world.get(&world.auditor, "/api/v1/checkpoints").await;
+        let signed: Vec<u64> = body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["size"].as_u64().unwrap())
+            .rev()
+            .collect();
+        if signed == [2, 4, 6, 8] {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(
         body["value"]
             .as_array()

@@ -458,9 +458,7 @@ fn kept_checkpoints(args: &VerifyArgs) -> anyhow::Result<Vec<Kept>> {
     let verifier = Verifier::parse(vkey).with_context(|| format!("--key {vkey:?}"))?;
     let mut kept = Vec::new();
     for path in &args.checkpoints {
-        for (name, checkpoint) in proofs::read_checkpoints(path, &verifier)? {
-            kept.push(Kept { name, checkpoint });
-        }
+        kept.extend(proofs::read_checkpoints(path, &verifier)?);
     }
     Ok(kept)
 }

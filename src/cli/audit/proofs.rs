@@ -10,8 +10,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use uuid::Uuid;
 
 use crate::audit::evidence::{self, EvidencePack, MAX_PACK_BYTES};
+use crate::audit::kept::{Kept, read_notes};
 use crate::audit::merkle::{self, Hash};
-use crate::audit::note::{Checkpoint, Verifier, split_notes};
+use crate::audit::note::{Checkpoint, Verifier};
 use crate::store::StoreReader;
 
 /// Write the evidence pack of one operation to `output` (created, never replaced) or stdout.
@@ -151,7 +152,7 @@ const MAX_CHECKPOINT_FILE: u64 = 256 * 1024 * 1024;
 pub(super) fn read_checkpoint(path: &Path, key: &Verifier) -> anyhow::Result<Checkpoint> {
     let mut all = read_checkpoints(path, key)?;
     match all.len() {
-        1 => Ok(all.remove(0).1),
+        1 => Ok(all.remove(0).checkpoint),
         n => Err(anyhow!(
             "{} holds {n} checkpoints: name a file of one here",
             path.display()
@@ -160,45 +161,13 @@ pub(super) fn read_checkpoint(path: &Path, key: &Verifier) -> anyhow::Result<Che
 }
 
 /// Every checkpoint in `path`: one signed note, or several one after another (what a file
-/// witness appends), each signed by `key` for the log `key` names; each named by the file and,
-/// when there are several, its place (`FILE#3`).
-pub(super) fn read_checkpoints(
-    path: &Path,
-    key: &Verifier,
-) -> anyhow::Result<Vec<(String, Checkpoint)>> {
+/// witness appends), each signed by `key` for the log `key` names.
+pub(super) fn read_checkpoints(path: &Path, key: &Verifier) -> anyhow::Result<Vec<Kept>> {
     let text = read_bounded(path, MAX_CHECKPOINT_FILE)
         .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     let text = String::from_utf8(text)
         .with_context(|| format!("{} is not a signed checkpoint", path.display()))?;
-    let notes = split_notes(&text);
-    if notes.is_empty() {
-        return Err(anyhow!("{} holds no signed checkpoint", path.display()));
-    }
-    let several = notes.len() > 1;
-    notes
-        .into_iter()
-        .enumerate()
-        .map(|(i, note)| {
-            let name = if several {
-                format!("{}#{}", path.display(), i + 1)
-            } else {
-                path.display().to_string()
-            };
-            let body = key
-                .open(note)
-                .with_context(|| format!("checkpoint {name} is not accepted"))?;
-            let checkpoint =
-                Checkpoint::parse(body).with_context(|| format!("checkpoint {name}"))?;
-            if checkpoint.origin != key.name() {
-                return Err(anyhow!(
-                    "checkpoint {name} is for the log {:?}, not {:?}",
-                    checkpoint.origin,
-                    key.name()
-                ));
-            }
-            Ok((name, checkpoint))
-        })
-        .collect()
+    Ok(read_notes(&text, key, &path.display().to_string())?)
 }
 
 /// A file's bytes, refused beyond `limit` (a pack or note is small; a huge file is a mistake
@@ -236,7 +205,7 @@ pub(super) fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub(super) async fn run_verify_quick(
     reader: &StoreReader,
     key: &str,
-    kept: Vec<crate::audit::kept::Kept>,
+    kept: Vec<Kept>,
 ) -> anyhow::Result<()> {
     let verifier = Verifier::parse(key).context("--key is not a verifier key")?;
     let kept_count = kept.len();
