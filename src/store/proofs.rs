@@ -33,25 +33,50 @@ impl StoreReader {
         Ok(on_backend!(self, r => r.tree_state().await)?.0)
     }
 
-    /// The hash of each of `ranges` (non-empty, within the stored tree), from its stored nodes
-    /// read in one query.
-    async fn range_hashes(&self, ranges: &[Range<u64>]) -> Result<Vec<Hash>, StoreError> {
+    /// The hash of each of `ranges` of the tree of `size` events, from its stored nodes read in
+    /// one query. A node that is missing is a tree the log does not reach ([`beyond`]) when
+    /// `size` is more than the stored tree holds, else a damaged tree. Asking the stored size
+    /// only then keeps a proof to one round trip.
+    async fn range_hashes(
+        &self,
+        ranges: &[Range<u64>],
+        size: u64,
+    ) -> Result<Vec<Hash>, StoreError> {
         let nodes: Vec<merkle::Node> = ranges
             .iter()
             .flat_map(|r| merkle::perfect_nodes(r.clone()))
             .collect();
+        // The tree's last leaf too: a proof may need no node of it (an inclusion proof never
+        // holds its own leaf), but a tree that lacks it does not reach `size`.
+        let last_leaf = merkle::Node {
+            level: 0,
+            index: size.saturating_sub(1),
+        };
         let mut ids: Vec<i64> = nodes.iter().map(|n| super::tree::node_id(*n)).collect();
+        ids.push(super::tree::node_id(last_leaf));
         ids.sort_unstable();
         ids.dedup();
         let found = on_backend!(self, r => r.tree_nodes(&ids).await)?;
+        if let Some(missing) = std::iter::once(&last_leaf)
+            .chain(&nodes)
+            .find(|n| !found.contains_key(&super::tree::node_id(**n)))
+        {
+            let held = self.tree_size().await?;
+            if size > held {
+                return Err(beyond(size, held));
+            }
+            return Err(StoreError::corrupt(format!(
+                "the stored Merkle tree of {held} events lacks node {} (level {}, index {})",
+                super::tree::node_id(*missing),
+                missing.level,
+                missing.index
+            )));
+        }
         let lookup = |node: merkle::Node| {
-            let id = super::tree::node_id(node);
-            found.get(&id).copied().ok_or_else(|| {
-                StoreError::corrupt(format!(
-                    "the stored Merkle tree lacks node {id} (level {}, index {})",
-                    node.level, node.index
-                ))
-            })
+            found
+                .get(&super::tree::node_id(node))
+                .copied()
+                .ok_or_else(|| StoreError::corrupt("a Merkle node vanished"))
         };
         ranges
             .iter()
@@ -64,15 +89,13 @@ impl StoreReader {
 
     /// The tree's root at `size` events (the empty tree's for 0).
     pub(crate) async fn tree_root(&self, size: u64) -> Result<Hash, StoreError> {
-        let held = self.tree_size().await?;
-        if size > held {
-            return Err(beyond(size, held));
-        }
         if size == 0 {
             return Ok(merkle::empty_root());
         }
         let whole = 0..size;
-        Ok(self.range_hashes(std::slice::from_ref(&whole)).await?[0])
+        Ok(self
+            .range_hashes(std::slice::from_ref(&whole), size)
+            .await?[0])
     }
 
     /// The inclusion proof of the event `seq` in the tree of `size` events.
@@ -81,10 +104,6 @@ impl StoreReader {
         seq: u64,
         size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
-        let held = self.tree_size().await?;
-        if size > held {
-            return Err(beyond(size, held));
-        }
         let ranges = seq
             .checked_sub(1)
             .and_then(|index| merkle::inclusion_ranges(index, size))
@@ -92,7 +111,7 @@ impl StoreReader {
                 size: seq,
                 held: size,
             })?;
-        self.range_hashes(&ranges).await
+        self.range_hashes(&ranges, size).await
     }
 
     /// The consistency proof from the tree of `old` events to the tree of `new`.
@@ -101,14 +120,17 @@ impl StoreReader {
         old: u64,
         new: u64,
     ) -> Result<Vec<Hash>, StoreError> {
-        let held = self.tree_size().await?;
-        if new > held {
-            return Err(beyond(new, held));
-        }
         let ranges = merkle::consistency_ranges(old, new).ok_or_else(|| StoreError::Invalid {
             context: format!("a consistency proof needs 0 < old ≤ new (old {old}, new {new})"),
         })?;
-        self.range_hashes(&ranges).await
+        if ranges.is_empty() {
+            // old = new: the empty proof, of a tree the log must still reach.
+            let held = self.tree_size().await?;
+            if new > held {
+                return Err(beyond(new, held));
+            }
+        }
+        self.range_hashes(&ranges, new).await
     }
 
     /// Up to `limit` stored checkpoints of at most `at_most` events, largest first.

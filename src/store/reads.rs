@@ -250,30 +250,23 @@ macro_rules! read_methods {
         }
 
         /// Up to `limit` rows after seq `after`: seq, stored text and chain columns, nothing
-        /// else (the quick verification's pass, `quick.rs`).
+        /// else (the quick verification's pass), read as one aggregated row (`quick.rs`).
         pub(crate) async fn raw_links(
             &self,
             after: i64,
             limit: i64,
-        ) -> Result<Vec<$crate::store::quick::RawLink>, $crate::store::StoreError> {
+        ) -> Result<$crate::store::quick::RawPage, $crate::store::StoreError> {
             use sqlx::Row;
             let context = "cannot read the audit log";
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT seq, event, prev_hash, hash FROM audit_events WHERE seq > ",
-            );
-            q.push_bind(after).push(" ORDER BY seq LIMIT ").push_bind(limit);
-            let rows = self.rows(q, context).await?;
-            rows.iter()
-                .map(|row| {
-                    let read = |e| classify(context, e);
-                    Ok($crate::store::quick::RawLink {
-                        seq: row.try_get("seq").map_err(read)?,
-                        event: row.try_get("event").map_err(read)?,
-                        prev_hash: row.try_get("prev_hash").map_err(read)?,
-                        hash: row.try_get("hash").map_err(read)?,
-                    })
-                })
-                .collect()
+            let query = $crate::store::quick::page_query::<$db>(after, limit);
+            let rows = self.rows(query, context).await?;
+            let read = |e| classify(context, e);
+            let Some(row) = rows.first() else {
+                return Ok($crate::store::quick::RawPage { rows: 0, text: String::new() });
+            };
+            let count: i64 = row.try_get("rows").map_err(read)?;
+            let page: Option<String> = row.try_get("page").map_err(read)?;
+            Ok($crate::store::quick::RawPage { rows: count, text: page.unwrap_or_default() })
         }
 
         /// How far each witness was delivered.
@@ -400,8 +393,34 @@ macro_rules! read_methods {
             &self,
             nodes: &[($crate::audit::merkle::Node, $crate::audit::merkle::Hash)],
         ) -> Result<Option<$crate::store::TreeMismatch>, $crate::store::StoreError> {
-            let ids: Vec<i64> = nodes.iter().map(|(n, _)| $crate::store::tree::node_id(*n)).collect();
-            let stored = self.tree_nodes(&ids).await?;
+            use sqlx::Row;
+            use $crate::store::tree;
+            // A page's nodes up to level `NEAR` lie in one short run of ids (a node's in-order
+            // number is about twice its last leaf's index): read that run in one range scan,
+            // and the few higher ones by id.
+            const NEAR: u32 = 9;
+            let near: Vec<i64> = nodes
+                .iter()
+                .filter(|(n, _)| n.level <= NEAR)
+                .map(|(n, _)| tree::node_id(*n))
+                .collect();
+            let far: Vec<i64> = nodes
+                .iter()
+                .filter(|(n, _)| n.level > NEAR)
+                .map(|(n, _)| tree::node_id(*n))
+                .collect();
+            let mut stored = self.tree_nodes(&far).await?;
+            if let (Some(low), Some(high)) = (near.iter().min(), near.iter().max()) {
+                let context = "cannot read the Merkle tree";
+                let mut q = sqlx::QueryBuilder::new("SELECT id, hash FROM merkle_nodes WHERE id >= ");
+                q.push_bind(*low).push(" AND id <= ").push_bind(*high);
+                for row in self.rows(q, context).await? {
+                    let read = |e| classify(context, e);
+                    let id: i64 = row.try_get("id").map_err(read)?;
+                    let hash: Vec<u8> = row.try_get("hash").map_err(read)?;
+                    stored.insert(id, tree::hash_from(&hash, || format!("Merkle node {id}"))?);
+                }
+            }
             Ok(nodes.iter().find_map(|(node, hash)| {
                 let found = stored.get(&$crate::store::tree::node_id(*node));
                 (found != Some(hash)).then(|| {
