@@ -41,13 +41,12 @@ pub(crate) async fn run(store: &Store, limits: &Limits, query: Option<&str>) -> 
     let findings: Vec<serde_json::Value> = findings
         .iter()
         .map(|f| {
-            let (name, size, verdict) = match f {
-                Finding::Matches { name, size } => (name, size, "matches"),
-                Finding::Truncated { name, size, .. } => (name, size, "truncated"),
-                Finding::Rewritten { name, size, .. } => (name, size, "rewritten"),
-                Finding::Forked { name, size, .. } => (name, size, "forked"),
-            };
-            json!({"checkpoint": name, "size": size, "finding": verdict, "message": f.to_string()})
+            json!({
+                "checkpoint": f.name(),
+                "size": f.size(),
+                "finding": f.kind(),
+                "message": f.to_string(),
+            })
         })
         .collect();
     let body = json!({

@@ -58,6 +58,45 @@ impl Finding {
     pub fn is_match(&self) -> bool {
         matches!(self, Finding::Matches { .. })
     }
+
+    /// `matches`, `truncated`, `rewritten` or `forked`: the finding's name in the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Finding::Matches { .. } => "matches",
+            Finding::Truncated { .. } => "truncated",
+            Finding::Rewritten { .. } => "rewritten",
+            Finding::Forked { .. } => "forked",
+        }
+    }
+
+    /// The checkpoint's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Finding::Matches { name, .. }
+            | Finding::Truncated { name, .. }
+            | Finding::Rewritten { name, .. }
+            | Finding::Forked { name, .. } => name,
+        }
+    }
+
+    /// The tree size the checkpoint signs.
+    pub fn size(&self) -> u64 {
+        match self {
+            Finding::Matches { size, .. }
+            | Finding::Truncated { size, .. }
+            | Finding::Rewritten { size, .. }
+            | Finding::Forked { size, .. } => *size,
+        }
+    }
+}
+
+/// The findings that are not matches, in words.
+pub fn problems(findings: &[Finding]) -> Vec<String> {
+    findings
+        .iter()
+        .filter(|f| !f.is_match())
+        .map(Finding::to_string)
+        .collect()
 }
 
 impl fmt::Display for Finding {

@@ -152,18 +152,13 @@ async fn copy_checkpoints(
     if !from.has_tree().await? {
         return Ok(());
     }
-    let mut at_most = u64::MAX;
-    loop {
-        let page = from.checkpoints(at_most, 1000).await?;
-        let Some(smallest) = page.last().map(|c| c.size) else {
-            return Ok(());
-        };
+    let mut at_most = Some(u64::MAX);
+    while let Some(below) = at_most {
+        let page = from.checkpoints(below, 1000).await?;
         for checkpoint in &page {
             destination.store_checkpoint(checkpoint).await?;
         }
-        match smallest.checked_sub(1) {
-            Some(below) if below > 0 => at_most = below,
-            _ => return Ok(()),
-        }
+        at_most = super::tree::next_below(&page);
     }
+    Ok(())
 }

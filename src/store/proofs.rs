@@ -11,7 +11,7 @@ use std::ops::Range;
 use super::tree::StoredCheckpoint;
 use super::{ReadBackend, StoreError, StoreReader, TreeMismatch, VerifyReport};
 use crate::audit::evidence::{EvidenceEvent, EvidencePack, FORMAT};
-use crate::audit::kept::{self, Finding, Kept};
+use crate::audit::kept::{self, Kept};
 use crate::audit::merkle::{self, Hash};
 use crate::audit::note::Checkpoint;
 use crate::graph::OperationId;
@@ -267,18 +267,10 @@ fn stored_checkpoints_mismatch(
         .collect();
     kept::assess(&kept, report.events, &report.roots_at)
         .into_iter()
-        .find_map(|finding| {
-            let (kind, size) = match &finding {
-                Finding::Matches { .. } => return None,
-                Finding::Truncated { size, .. } => ("truncated", *size),
-                Finding::Rewritten { size, .. } => ("rewritten", *size),
-                // Sizes are unique in the table.
-                Finding::Forked { size, .. } => ("forked", *size),
-            };
-            Some(TreeMismatch {
-                kind,
-                size,
-                reason: finding.to_string(),
-            })
+        .find(|finding| !finding.is_match())
+        .map(|finding| TreeMismatch {
+            kind: finding.kind(),
+            size: finding.size(),
+            reason: finding.to_string(),
         })
 }

@@ -324,17 +324,11 @@ impl StoreReader {
         use crate::audit::note::Checkpoint;
         let mut stored = Vec::new();
         if self.has_tree().await? {
-            let mut at_most = u64::MAX;
-            loop {
-                let page = self.checkpoints(at_most, 1000).await?;
-                let Some(smallest) = page.last().map(|c| c.size) else {
-                    break;
-                };
+            let mut at_most = Some(u64::MAX);
+            while let Some(below) = at_most {
+                let page = self.checkpoints(below, 1000).await?;
+                at_most = super::tree::next_below(&page);
                 stored.extend(page);
-                match smallest.checked_sub(1) {
-                    Some(below) if below > 0 => at_most = below,
-                    _ => break,
-                }
             }
         }
         let mut forged = Vec::new();
@@ -376,10 +370,8 @@ impl StoreReader {
         let covered = verification
             .findings
             .iter()
-            .filter_map(|f| match f {
-                crate::audit::kept::Finding::Matches { size, .. } => Some(*size),
-                _ => None,
-            })
+            .filter(|f| f.is_match())
+            .map(crate::audit::kept::Finding::size)
             .max()
             .unwrap_or(0);
         let from = match pass.heads_at.get(&covered) {

@@ -191,6 +191,15 @@ where
     q
 }
 
+/// Where the next page of a walk through the stored checkpoints, largest first
+/// ([`checkpoints`]), starts after `page`: below its smallest size; `None` when there is no
+/// more (an empty page, or one that reached size 1).
+pub(crate) fn next_below(page: &[StoredCheckpoint]) -> Option<u64> {
+    page.last()
+        .and_then(|smallest| smallest.size.checked_sub(1))
+        .filter(|below| *below > 0)
+}
+
 /// Writer-side tree code for a backend, as `index_writes!` is for the operations index: the
 /// same SQL, run on that backend's connection type with its `classify`.
 macro_rules! tree_writes {
@@ -431,6 +440,25 @@ mod tests {
         // Every id below 8191 is used exactly once by the nodes of a 4096-leaf tree.
         assert_eq!(seen.len(), 8191);
         assert!(seen.iter().all(|id| (0..8191).contains(id)));
+    }
+
+    #[test]
+    fn a_walk_through_the_checkpoints_goes_below_each_page_until_size_one() {
+        let page = |sizes: &[u64]| -> Vec<StoredCheckpoint> {
+            sizes
+                .iter()
+                .map(|size| StoredCheckpoint {
+                    size: *size,
+                    root: [0; 32],
+                    time: String::new(),
+                    note: String::new(),
+                })
+                .collect()
+        };
+        assert_eq!(next_below(&page(&[3000, 2000])), Some(1999));
+        assert_eq!(next_below(&page(&[5, 2])), Some(1));
+        assert_eq!(next_below(&page(&[5, 1])), None);
+        assert_eq!(next_below(&page(&[])), None);
     }
 
     #[test]

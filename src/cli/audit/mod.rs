@@ -474,11 +474,7 @@ async fn run_verify(reader: &StoreReader, kept: &[Kept]) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    let problems: Vec<String> = findings
-        .iter()
-        .filter(|f| !f.is_match())
-        .map(|f| f.to_string())
-        .collect();
+    let problems = kept::problems(&findings);
     if !problems.is_empty() {
         return Err(anyhow!(
             "the chain verified ({} events), but not against the kept checkpoints: {}",

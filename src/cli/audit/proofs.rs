@@ -229,12 +229,7 @@ pub(super) async fn run_verify_quick(
             verified.forged
         ));
     }
-    let problems: Vec<String> = verified
-        .findings
-        .iter()
-        .filter(|f| !f.is_match())
-        .map(|f| f.to_string())
-        .collect();
+    let problems = crate::audit::kept::problems(&verified.findings);
     if !problems.is_empty() {
         return Err(anyhow!(
             "the chain holds ({} events), but not against the signed checkpoints: {}",
