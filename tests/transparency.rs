@@ -1,6 +1,7 @@
 //! syncgate's Merkle proofs and signed checkpoints, checked by implementations its team did not
 //! write (issue 11): inclusion proofs by sigstore's RFC 6962 verifier (the function sigstore runs
-//! on every Rekor entry), the checkpoint's Ed25519 signature by pyca/cryptography.
+//! on every Rekor entry), the checkpoint's Ed25519 signature by pyca/cryptography; and the other
+//! way, a witness's C2SP co-signature made with pyca/cryptography, judged by syncgate's verifier.
 //! `tests/transparency/interop.py` is the checking side; `tests/support/python_venv.sh` builds its
 //! virtualenv from `tests/transparency/requirements.txt` under the target directory. It needs
 //! `python3` (>= 3.10, with `venv`) and, the first time, PyPI; without them it fails loudly.
@@ -17,7 +18,7 @@ use base64::Engine;
 use python::{python_venv, run_to_end, tests_dir};
 use serde_json::{Value, json};
 use syncgate::audit::merkle::{self, Frontier, Hash, Node};
-use syncgate::audit::note::{Checkpoint, Signer};
+use syncgate::audit::note::{Checkpoint, CosignatureVerifier, Cosigner, Signer};
 
 /// A tree kept as the store keeps it: the leaves' data and every perfect node.
 struct Tree {
@@ -126,6 +127,11 @@ async fn sigstore_verifies_syncgates_inclusion_proofs_and_cryptography_its_check
             "size": 1000,
             "root": hex::encode(checkpoint.root),
         },
+        "cosigner": {
+            "name": "witness.test/w1",
+            "seed": hex::encode([7u8; 32]),
+            "time": 1_796_000_000u64,
+        },
     });
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cases.json");
@@ -149,5 +155,43 @@ async fn sigstore_verifies_syncgates_inclusion_proofs_and_cryptography_its_check
     assert!(
         stdout.contains("checkpoint syncgate.test/audit 1000: signature verified"),
         "{stdout}"
+    );
+
+    // The co-signature Python made verifies with the verifier key Python wrote, by syncgate's
+    // code, over this checkpoint only; and Python's key is the one syncgate derives from the seed.
+    let printed = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line: {stdout}"))
+            .to_owned()
+    };
+    let vkey = printed("cosigner vkey ");
+    let line = printed("cosignature ");
+    assert_eq!(
+        vkey,
+        Cosigner::from_seed("witness.test/w1", &[7; 32])
+            .unwrap()
+            .verifier_key()
+    );
+    let witness = CosignatureVerifier::parse(&vkey).unwrap();
+    let text = checkpoint.text();
+    assert_eq!(
+        witness.verify(&text, &line, 1_796_000_000),
+        Ok(1_796_000_000)
+    );
+    let other = Checkpoint {
+        size: 999,
+        root: tree.hash(0..999),
+        ..checkpoint.clone()
+    };
+    assert!(witness.verify(&other.text(), &line, 1_796_000_000).is_err());
+    // And syncgate's own co-signature is byte for byte the one Python made.
+    assert_eq!(
+        Cosigner::from_seed("witness.test/w1", &[7; 32])
+            .unwrap()
+            .cosign(&text, 1_796_000_000)
+            .unwrap(),
+        format!("{line}\n")
     );
 }

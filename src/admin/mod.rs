@@ -63,6 +63,7 @@ pub(crate) const ROUTES: &[&str] = &[
     "/api/v1/reads",
     "/api/v1/export",
     "/api/v1/checkpoints",
+    "/api/v1/witnesses",
     "/api/v1/proofs/inclusion",
     "/api/v1/proofs/consistency",
     "/metrics",

@@ -5,6 +5,7 @@
 //! - `GET /api/v1/proofs/inclusion?seq=N[&size=S]`: event `seq`'s audit path in the tree of `S`
 //!   events (default: the latest signed checkpoint's size, whose note comes with it).
 //! - `GET /api/v1/proofs/consistency?old=M&new=N`: the tree of `M` events is a prefix of `N`'s.
+//! - `GET /api/v1/witnesses`: how far each witness was delivered, and its last failure.
 //! - `GET /api/v1/operations/{id}/evidence`: the operation's evidence pack, as `syncgate audit
 //!   evidence` writes it, for `syncgate audit verify-evidence` to check offline.
 //!
@@ -99,6 +100,32 @@ pub(crate) async fn checkpoints(store: &Store, query: Option<&str>) -> Answer {
                 "time": c.time,
                 "note": c.note,
                 "cosignatures": cosigned,
+            })
+        })
+        .collect();
+    Ok(Served {
+        rows: value.len() as u64,
+        body: json!({ "value": value }),
+    })
+}
+
+/// `GET /api/v1/witnesses`: every witness any replica delivered to (or tried), by name.
+pub(crate) async fn witnesses(store: &Store, query: Option<&str>) -> Answer {
+    numbers(query, &[])?;
+    let states = store
+        .reader()
+        .witness_states()
+        .await
+        .map_err(|e| refusal(&e))?;
+    let value: Vec<Value> = states
+        .iter()
+        .map(|s| {
+            json!({
+                "witness": s.witness,
+                "delivered": s.delivered,
+                "failed_attempts": s.attempts,
+                "last_error": s.last_error,
+                "last_attempt": s.last_attempt,
             })
         })
         .collect();

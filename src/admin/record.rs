@@ -107,6 +107,7 @@ pub(crate) enum LogRoute<'p> {
     /// `/api/v1/operations/{id}/evidence`, the id as given.
     Evidence(&'p str),
     Checkpoints,
+    Witnesses,
     InclusionProof,
     ConsistencyProof,
     /// `/api/v1/export`: streamed, so its record is written when the first page is ready, before
@@ -124,6 +125,7 @@ impl<'p> LogRoute<'p> {
             "/api/v1/reads" => LogRoute::Reads,
             "/api/v1/export" => LogRoute::Export,
             "/api/v1/checkpoints" => LogRoute::Checkpoints,
+            "/api/v1/witnesses" => LogRoute::Witnesses,
             "/api/v1/proofs/inclusion" => LogRoute::InclusionProof,
             "/api/v1/proofs/consistency" => LogRoute::ConsistencyProof,
             _ => {
@@ -190,6 +192,7 @@ impl Admin {
             LogRoute::Checkpoints => proofs::checkpoints(&self.store, query)
                 .await
                 .map(Reply::Json),
+            LogRoute::Witnesses => proofs::witnesses(&self.store, query).await.map(Reply::Json),
             LogRoute::InclusionProof => {
                 proofs::inclusion(&self.store, query).await.map(Reply::Json)
             }

@@ -17,6 +17,10 @@ use super::merkle::Hash;
 
 /// Ed25519's signature type byte in key ids and verifier keys.
 const ED25519_TYPE: u8 = 0x01;
+/// A timestamped Ed25519 co-signature's type byte (C2SP `tlog-cosignature`, `cosignature/v1`).
+const COSIGNATURE_TYPE: u8 = 0x04;
+/// What a co-signature signs before the checkpoint's text: its header line and `time `.
+const COSIGNATURE_HEADER: &str = "cosignature/v1\ntime ";
 /// What starts a signature line: an em dash (U+2014) and a space.
 const SIGNATURE_PREFIX: &str = "\u{2014} ";
 /// The most signature lines a note may carry (Go's `sumdb/note` refuses more).
@@ -37,6 +41,8 @@ pub enum NoteError {
     BadSignature(String),
     #[error("malformed checkpoint: {0}")]
     Checkpoint(&'static str),
+    #[error("the co-signature by {0} is dated in the future")]
+    FutureCosignature(String),
 }
 
 /// Whether `name` may name a key: not empty, no space of any kind, no `+`.
@@ -46,12 +52,63 @@ fn valid_name(name: &str) -> bool {
 
 /// The key id of an Ed25519 key called `name`.
 pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+    typed_key_id(name, ED25519_TYPE, public_key)
+}
+
+/// The key id of a key of signature type `kind`: the first four bytes of
+/// `SHA-256(name ‖ 0x0A ‖ kind ‖ public key)`.
+fn typed_key_id(name: &str, kind: u8, public_key: &[u8; 32]) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ED25519_TYPE]);
+    h.update([b'\n', kind]);
     h.update(public_key);
     let digest = h.finalize();
     [digest[0], digest[1], digest[2], digest[3]]
+}
+
+/// `<name>+<hex key id>+<base64(kind ‖ public key)>`.
+fn format_vkey(name: &str, kind: u8, public_key: &[u8; 32]) -> String {
+    let mut typed = vec![kind];
+    typed.extend_from_slice(public_key);
+    format!(
+        "{name}+{}+{}",
+        hex::encode(typed_key_id(name, kind, public_key)),
+        BASE64.encode(typed)
+    )
+}
+
+/// A verifier key of signature type `kind`, parsed strictly: its name, key id and public key.
+fn parse_vkey(vkey: &str, kind: u8) -> Result<(String, [u8; 4], [u8; 32]), NoteError> {
+    let mut parts = vkey.trim_end_matches('\n').splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NoteError::Key("not <name>+<key id>+<key>"));
+    };
+    if !valid_name(name) {
+        return Err(NoteError::Key("the name is empty or holds a space or a +"));
+    }
+    if id.len() != 8 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(NoteError::Key("the key id is not 8 lower-case hex digits"));
+    }
+    let typed = BASE64
+        .decode(key)
+        .map_err(|_| NoteError::Key("the key is not base64"))?;
+    match typed.split_first() {
+        Some((&k, _)) if k == kind => {}
+        _ if kind == COSIGNATURE_TYPE => {
+            return Err(NoteError::Key(
+                "not a timestamped Ed25519 co-signature key (type 0x04)",
+            ));
+        }
+        _ => return Err(NoteError::Key("not an Ed25519 key (type 0x01)")),
+    }
+    let public_key: [u8; 32] = typed[1..]
+        .try_into()
+        .map_err(|_| NoteError::Key("an Ed25519 key is 32 bytes"))?;
+    let expected = typed_key_id(name, kind, &public_key);
+    if hex::encode(expected) != id {
+        return Err(NoteError::Key("the key id is not this key's"));
+    }
+    Ok((name.to_owned(), expected, public_key))
 }
 
 /// A signing key: a name and an Ed25519 key pair.
@@ -86,15 +143,7 @@ impl Signer {
 
     /// The verifier key to hand out: `<name>+<hex key id>+<base64(0x01 ‖ public key)>`.
     pub fn verifier_key(&self) -> String {
-        let public = self.public_key();
-        let mut typed = vec![ED25519_TYPE];
-        typed.extend_from_slice(&public);
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(key_id(&self.name, &public)),
-            BASE64.encode(typed)
-        )
+        format_vkey(&self.name, ED25519_TYPE, &self.public_key())
     }
 
     /// `text` signed: the text, a blank line and this key's signature line. The text must be
@@ -123,32 +172,10 @@ pub struct Verifier {
 impl Verifier {
     /// Parse `<name>+<hex key id>+<base64(0x01 ‖ public key)>`; the id must be the key's own.
     pub fn parse(vkey: &str) -> Result<Verifier, NoteError> {
-        let mut parts = vkey.trim_end_matches('\n').splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::Key("not <name>+<key id>+<key>"));
-        };
-        if !valid_name(name) {
-            return Err(NoteError::Key("the name is empty or holds a space or a +"));
-        }
-        if id.len() != 8 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(NoteError::Key("the key id is not 8 lower-case hex digits"));
-        }
-        let typed = BASE64
-            .decode(key)
-            .map_err(|_| NoteError::Key("the key is not base64"))?;
-        let Some((&ED25519_TYPE, public)) = typed.split_first() else {
-            return Err(NoteError::Key("not an Ed25519 key (type 0x01)"));
-        };
-        let public_key: [u8; 32] = public
-            .try_into()
-            .map_err(|_| NoteError::Key("an Ed25519 key is 32 bytes"))?;
-        let expected = key_id(name, &public_key);
-        if hex::encode(expected) != id {
-            return Err(NoteError::Key("the key id is not this key's"));
-        }
+        let (name, id, public_key) = parse_vkey(vkey, ED25519_TYPE)?;
         Ok(Verifier {
-            name: name.to_owned(),
-            id: expected,
+            name,
+            id,
             public_key,
         })
     }
@@ -175,6 +202,126 @@ impl Verifier {
         }
         Err(NoteError::Unsigned(self.name.clone()))
     }
+}
+
+/// A witness's co-signing key (C2SP `tlog-cosignature`, Ed25519, type `0x04`): its line
+/// carries `key id ‖ u64 timestamp (big-endian) ‖ signature`, and the signature covers
+/// `cosignature/v1`, `time <timestamp>` and the checkpoint's text, each line ending in a
+/// newline. A co-signature says: at that time, this was the largest tree the witness had seen
+/// consistent with every earlier one it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosignatureVerifier {
+    name: String,
+    id: [u8; 4],
+    public_key: [u8; 32],
+}
+
+/// How far in the future a co-signature's time may be (clocks differ a little).
+const COSIGNATURE_SKEW_SECONDS: u64 = 300;
+
+impl CosignatureVerifier {
+    /// Parse `<name>+<hex key id>+<base64(0x04 ‖ public key)>`; the id must be the key's own.
+    pub fn parse(vkey: &str) -> Result<CosignatureVerifier, NoteError> {
+        let (name, id, public_key) = parse_vkey(vkey, COSIGNATURE_TYPE)?;
+        Ok(CosignatureVerifier {
+            name,
+            id,
+            public_key,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The time (POSIX seconds) of this key's co-signature of the note text `text`, found among
+    /// `lines` (signature lines, each `— <name> <base64>` and a newline, as a witness answers
+    /// or a note carries them; lines by other keys are skipped). Refused: no line by this key
+    /// ([`NoteError::Unsigned`]), one that does not verify or is malformed
+    /// ([`NoteError::BadSignature`]), or one dated more than five minutes after `now`.
+    pub fn verify(&self, text: &str, lines: &str, now: u64) -> Result<u64, NoteError> {
+        self.find(text, lines, now).map(|(time, _)| time)
+    }
+
+    /// As [`verify`](Self::verify), with the line that verified (without its newline).
+    pub fn find<'l>(
+        &self,
+        text: &str,
+        lines: &'l str,
+        now: u64,
+    ) -> Result<(u64, &'l str), NoteError> {
+        check_text(text)?;
+        for line in lines.lines() {
+            let Some((name, blob)) = line
+                .strip_prefix(SIGNATURE_PREFIX)
+                .and_then(|rest| rest.split_once(' '))
+            else {
+                continue;
+            };
+            if name != self.name {
+                continue;
+            }
+            let Ok(blob) = BASE64.decode(blob) else {
+                continue;
+            };
+            if blob.len() < 4 || blob[..4] != self.id[..] {
+                continue;
+            }
+            let bad = || NoteError::BadSignature(self.name.clone());
+            if blob.len() != 4 + 8 + 64 {
+                return Err(bad());
+            }
+            let time = u64::from_be_bytes(blob[4..12].try_into().map_err(|_| bad())?);
+            if time > i64::MAX as u64 {
+                return Err(bad());
+            }
+            let message = format!("{COSIGNATURE_HEADER}{time}\n{text}");
+            let key = UnparsedPublicKey::new(&ED25519, &self.public_key);
+            key.verify(message.as_bytes(), &blob[12..])
+                .map_err(|_| bad())?;
+            if time > now.saturating_add(COSIGNATURE_SKEW_SECONDS) {
+                return Err(NoteError::FutureCosignature(self.name.clone()));
+            }
+            return Ok((time, line));
+        }
+        Err(NoteError::Unsigned(self.name.clone()))
+    }
+}
+
+/// A witness's co-signing key, to sign with: what a test witness (or a built-in one) uses. The
+/// same Ed25519 key pair as a [`Signer`], signing another message under another type.
+pub struct Cosigner(Signer);
+
+impl Cosigner {
+    /// The co-signer called `name` whose private half is the 32-byte Ed25519 `seed`.
+    pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Cosigner, NoteError> {
+        Signer::from_seed(name, seed).map(Cosigner)
+    }
+
+    /// `<name>+<hex key id>+<base64(0x04 ‖ public key)>`.
+    pub fn verifier_key(&self) -> String {
+        format_vkey(&self.0.name, COSIGNATURE_TYPE, &self.0.public_key())
+    }
+
+    /// The co-signature line (newline-terminated) of the note text `text` at `time`.
+    pub fn cosign(&self, text: &str, time: u64) -> Result<String, NoteError> {
+        check_text(text)?;
+        let Cosigner(signer) = self;
+        let message = format!("{COSIGNATURE_HEADER}{time}\n{text}");
+        let mut blob = typed_key_id(&signer.name, COSIGNATURE_TYPE, &signer.public_key()).to_vec();
+        blob.extend_from_slice(&time.to_be_bytes());
+        blob.extend_from_slice(signer.key.sign(message.as_bytes()).as_ref());
+        Ok(format!(
+            "{SIGNATURE_PREFIX}{} {}\n",
+            signer.name,
+            BASE64.encode(blob)
+        ))
+    }
+}
+
+/// The text of a signed note (what its signatures cover), or `None` when it is not one.
+pub fn note_text(note: &str) -> Option<&str> {
+    split(note).ok().map(|(text, _)| text)
 }
 
 /// Whether `text` may be a note's text: not empty, ends with a newline, no blank line, no

@@ -8,6 +8,11 @@
 //! every = "60s"             # and this often when the log grew (and at shutdown)
 //! key = "audit.db.checkpoint-key"   # default: beside a SQLite log; PostgreSQL: see below
 //! origin = "syncgate/example"       # default: `syncgate/` and 8 bytes of the key's digest
+//!
+//! [[checkpoints.witness]]   # any number; each has a unique name and one of file, url, syslog
+//! name = "witness-1"
+//! url = "https://witness.example/add-checkpoint"
+//! key = "witness.example/w1+1c4a2a3b+BD...="   # its co-signing key (type 0x04): checked
 //! ```
 //!
 //! The key is never in the database (whoever can write it must not be able to sign a
@@ -20,7 +25,7 @@ use serde::Deserialize;
 
 use super::raw::default_store_path;
 use super::{ConfigError, invalid, parse_duration};
-use crate::audit::note::Signer;
+use crate::audit::note::{CosignatureVerifier, Signer};
 use crate::store::witness::{Target, WitnessSpec};
 use crate::store::{CheckpointOptions, StoreLocation};
 
@@ -61,6 +66,10 @@ pub struct RawWitness {
     pub syslog: Option<String>,
     #[serde(default = "default_witness_timeout")]
     pub timeout: String,
+    /// An HTTP witness's co-signing key (`<name>+<key id>+<base64(0x04 ‖ key)>`): its
+    /// co-signatures are checked when they arrive, and only a valid one is stored.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 impl Default for RawCheckpoints {
@@ -226,10 +235,31 @@ impl RawWitness {
                 "must be longer than 0",
             ));
         }
+        let key = match (&self.key, &target) {
+            (None, _) => None,
+            (Some(vkey), Target::Url(_)) => {
+                Some(CosignatureVerifier::parse(vkey).map_err(|e| {
+                    invalid(
+                        "checkpoints.witness.key",
+                        format!("witness {:?}: {e}", self.name),
+                    )
+                })?)
+            }
+            (Some(_), _) => {
+                return Err(invalid(
+                    "checkpoints.witness.key",
+                    format!(
+                        "witness {:?}: only a url witness answers with a co-signature",
+                        self.name
+                    ),
+                ));
+            }
+        };
         Ok(WitnessSpec {
             name: self.name.clone(),
             target,
             timeout,
+            key,
         })
     }
 }

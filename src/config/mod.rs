@@ -477,6 +477,7 @@ impl Settings {
                 name: "bench-file".into(),
                 target: crate::store::witness::Target::File(path.to_owned()),
                 timeout: std::time::Duration::from_secs(10),
+                key: None,
             });
         self
     }

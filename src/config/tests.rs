@@ -469,6 +469,39 @@ fn checkpoints_default_to_signing_beside_the_log_and_witnesses_are_checked() {
         ]
     );
     assert_eq!(options.witnesses[1].timeout, Duration::from_secs(3));
+    assert!(options.witnesses.iter().all(|w| w.key.is_none()));
+    // An HTTP witness's co-signing key (type 0x04); a log key (0x01) is not one.
+    let cosigner = crate::audit::note::Cosigner::from_seed("w.example/1", &[3; 32]).unwrap();
+    let options = checkpoint_settings(&format!(
+        "[[checkpoints.witness]]\nname = \"w\"\nurl = \"https://w.example/\"\nkey = \"{}\"\n",
+        cosigner.verifier_key()
+    ))
+    .unwrap();
+    assert_eq!(
+        options.witnesses[0].key.as_ref().map(|k| k.name()),
+        Some("w.example/1")
+    );
+    let log_key = crate::audit::note::Signer::from_seed("w.example/1", &[3; 32])
+        .unwrap()
+        .verifier_key();
+    for (toml, key) in [
+        (
+            format!(
+                "[[checkpoints.witness]]\nname = \"a\"\nurl = \"https://w.example/\"\nkey = \"{log_key}\"\n"
+            ),
+            "checkpoints.witness.key",
+        ),
+        (
+            format!(
+                "[[checkpoints.witness]]\nname = \"a\"\nfile = \"/f\"\nkey = \"{}\"\n",
+                cosigner.verifier_key()
+            ),
+            "checkpoints.witness.key",
+        ),
+    ] {
+        let (refused, message) = checkpoint_settings(&toml).unwrap_err();
+        assert_eq!(refused, key, "{toml}: {message}");
+    }
     for (toml, key) in [
         ("[checkpoints]\nevery = \"0s\"\n", "checkpoints.every"),
         (

@@ -288,6 +288,7 @@ macro_rules! read_methods {
                         delivered: u64::try_from(delivered).unwrap_or(0),
                         attempts: u64::try_from(attempts).unwrap_or(0),
                         last_error: row.try_get("last_error").map_err(read)?,
+                        last_attempt: row.try_get("last_attempt").map_err(read)?,
                     })
                 })
                 .collect()

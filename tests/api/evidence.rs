@@ -10,7 +10,7 @@ use http::StatusCode;
 use serde_json::Value;
 use syncgate::audit::evidence::{self, EvidencePack};
 use syncgate::audit::merkle::{self, Hash};
-use syncgate::audit::note::{Checkpoint, Signer, Verifier};
+use syncgate::audit::note::{Checkpoint, CosignatureVerifier, Cosigner, Signer, Verifier};
 use syncgate::audit::{Event, EventKind};
 use syncgate::store::{Store, StoreOptions, signing_key};
 use uuid::Uuid;
@@ -381,11 +381,11 @@ fn serve_witness(
     listener: tokio::net::TcpListener,
     log_key: Verifier,
     book: std::sync::Arc<std::sync::Mutex<WitnessBook>>,
+    witness: Cosigner,
 ) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     use hyper_util::rt::TokioIo;
-    let witness = Signer::from_seed("witness.example", &[42; 32]).unwrap();
     let witness = std::sync::Arc::new(witness);
     tokio::spawn(async move {
         loop {
@@ -422,7 +422,7 @@ fn take(
     text: &str,
     log_key: &Verifier,
     book: &std::sync::Mutex<WitnessBook>,
-    witness: &Signer,
+    witness: &Cosigner,
 ) -> (StatusCode, String) {
     let mut book = book.lock().unwrap();
     let refuse = |book: &mut WitnessBook, why: String| {
@@ -459,29 +459,42 @@ fn take(
     }
     book.taken.push(checkpoint.size);
     book.holds = Some((checkpoint.size, checkpoint.root));
-    let cosigned = witness.sign(body).unwrap();
-    let line = cosigned.rsplit("\n\n").next().unwrap().to_owned();
-    (StatusCode::OK, line)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (StatusCode::OK, witness.cosign(body, now).unwrap())
 }
 
 #[tokio::test]
 async fn a_witness_that_is_down_gets_every_checkpoint_when_it_returns_and_co_signs_them() {
-    // A port nothing listens on yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Ports nothing listens on yet.
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, other_port) = (free_port(), free_port());
+    let witness = || Cosigner::from_seed("witness.example/a", &[42; 32]).unwrap();
+    // witness-b is configured with a key its server does not co-sign with.
+    let expected_of_b = Cosigner::from_seed("witness.example/b", &[43; 32]).unwrap();
+    let witness_at = |name: &str, port: u16, key: String| syncgate::config::RawWitness {
+        name: name.into(),
+        file: None,
+        url: Some(format!("http://127.0.0.1:{port}/add-checkpoint")),
+        syslog: None,
+        timeout: "2s".into(),
+        key: Some(key),
+    };
     let mut world = LogWorld::configured(Backend::Sqlite, 0, |raw| {
         raw.checkpoints.every_events = 2;
         raw.checkpoints.retry_max = "200ms".into();
-        raw.checkpoints.witnesses = vec![syncgate::config::RawWitness {
-            name: "witness-a".into(),
-            file: None,
-            url: Some(format!("http://127.0.0.1:{port}/add-checkpoint")),
-            syslog: None,
-            timeout: "2s".into(),
-        }];
+        raw.checkpoints.witnesses = vec![
+            witness_at("witness-a", port, witness().verifier_key()),
+            witness_at("witness-b", other_port, expected_of_b.verifier_key()),
+        ];
     })
     .await;
     // Governed changes go through while the witness is down.
@@ -526,7 +539,13 @@ async fn a_witness_that_is_down_gets_every_checkpoint_when_it_returns_and_co_sig
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap();
-    serve_witness(listener, log_key, book.clone());
+    serve_witness(listener, log_key.clone(), book.clone(), witness());
+    let book_of_b = std::sync::Arc::new(std::sync::Mutex::new(WitnessBook::default()));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", other_port))
+        .await
+        .unwrap();
+    let impostor = Cosigner::from_seed("witness.example/b", &[44; 32]).unwrap();
+    serve_witness(listener, log_key, book_of_b.clone(), impostor);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let (_, body) = world.get(&world.auditor, "/api/v1/checkpoints").await;
@@ -536,16 +555,16 @@ async fn a_witness_that_is_down_gets_every_checkpoint_when_it_returns_and_co_sig
             .iter()
             .all(|c| c["cosignatures"].as_array().is_some_and(|s| s.len() == 1));
         if cosigned {
+            // Only witness-a's, each a C2SP co-signature of the very checkpoint.
+            let key = CosignatureVerifier::parse(&witness().verifier_key()).unwrap();
             for c in body["value"].as_array().unwrap() {
                 let cosignature = &c["cosignatures"][0];
                 assert_eq!(cosignature["witness"], "witness-a");
-                assert!(
-                    cosignature["signature"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with("— witness.example "),
-                    "{cosignature}"
-                );
+                let line = cosignature["signature"].as_str().unwrap();
+                assert!(line.starts_with("— witness.example/a "), "{cosignature}");
+                let note = c["note"].as_str().unwrap();
+                let text = &note[..note.rfind("\n\n").unwrap() + 1];
+                key.verify(text, line, u64::MAX / 2).unwrap();
             }
             break;
         }
@@ -564,6 +583,48 @@ async fn a_witness_that_is_down_gets_every_checkpoint_when_it_returns_and_co_sig
         );
         assert!(book.refused.is_empty(), "{:?}", book.refused);
     }
+    // witness-b took them too, but its answers do not verify with its configured key: each
+    // attempt failed, and the retry that found the witness already holding the checkpoint
+    // moved on saying no co-signature came. Nothing of witness-b's is stored.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (resp, body) = world.get(&world.auditor, "/api/v1/witnesses").await;
+        assert_eq!(resp.status, StatusCode::OK, "{body}");
+        let witnesses = body["value"].as_array().unwrap();
+        if witnesses.len() == 2 && witnesses[1]["delivered"] == 8 {
+            let (a, b) = (&witnesses[0], &witnesses[1]);
+            assert_eq!(a["witness"], "witness-a");
+            assert_eq!(a["delivered"], 8);
+            assert_eq!(a["failed_attempts"], 0);
+            assert_eq!(a["last_error"], Value::Null);
+            assert_eq!(b["witness"], "witness-b");
+            assert_eq!(
+                b["last_error"],
+                "the witness holds 8 events; no co-signature by witness.example/b of checkpoint 8 \
+                 was received",
+                "{b}"
+            );
+            assert!(
+                b["last_attempt"].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{b}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(book_of_b.lock().unwrap().taken, [2, 4, 6, 8]);
+    // The refused co-signatures were failures, in the metrics.
+    let (resp, _) = world.get(&world.auditor, "/metrics").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let metrics = String::from_utf8_lossy(&resp.body);
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("syncgate_witness_failures_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(failures >= Some(4), "{metrics}");
+    let (_, body) = world.get(&world.auditor, "/api/v1/checkpoints").await;
+    assert!(!body.to_string().contains("witness-b"), "{body}");
     // And the next one goes at once, proved from 8.
     world.change(&url).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

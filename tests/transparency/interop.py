@@ -5,7 +5,11 @@ Reads the JSON file named by the first argument (written by tests/transparency.r
   (sigstore._internal.merkle.verify_merkle_inclusion, the function sigstore runs on every Rekor
   entry), each with "valid": whether it must pass;
 - "checkpoint": a C2SP signed note, the signer's name and raw Ed25519 public key, checked with
-  pyca/cryptography.
+  pyca/cryptography;
+- "cosigner": a witness's name and Ed25519 seed: this script co-signs the checkpoint as a C2SP
+  tlog-cosignature witness would (pyca/cryptography signing, the format written here from the
+  specification) and prints the witness's verifier key and co-signature line for syncgate's
+  verifier to judge.
 
 Prints one line per check and "interop ok" at the end; exits non-zero on the first surprise.
 """
@@ -17,7 +21,8 @@ import sys
 from types import SimpleNamespace
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sigstore._internal.merkle import verify_merkle_inclusion
 from sigstore.errors import VerificationError
 
@@ -80,11 +85,28 @@ def check_checkpoint(checkpoint):
     print(f"checkpoint {origin} {size}: signature verified by cryptography")
 
 
+def cosign(checkpoint, cosigner):
+    """A C2SP tlog-cosignature v1 (Ed25519, type 0x04) of the checkpoint's text."""
+    text = checkpoint["note"].rpartition("\n\n")[0] + "\n"
+    key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(cosigner["seed"]))
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    name = cosigner["name"]
+    key_id = hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4]
+    timestamp = cosigner["time"]
+    message = f"cosignature/v1\ntime {timestamp}\n{text}".encode()
+    blob = key_id + timestamp.to_bytes(8, "big") + key.sign(message)
+    typed = base64.b64encode(b"\x04" + public).decode()
+    print(f"cosigner vkey {name}+{key_id.hex()}+{typed}")
+    line = base64.b64encode(blob).decode()
+    print(f"cosignature \u2014 {name} {line}")
+
+
 def main():
     with open(sys.argv[1]) as f:
         cases = json.load(f)
     check_inclusion(cases["inclusion"])
     check_checkpoint(cases["checkpoint"])
+    cosign(cases["checkpoint"], cases["cosigner"])
     print("interop ok")
 
 

@@ -151,3 +151,109 @@ fn a_file_of_notes_splits_into_each_note_whole() {
     assert_eq!(notes.len(), 2);
     assert!(key.open(notes[1]).is_err());
 }
+
+/// A checkpoint's text, as the log signs it.
+const CHECKPOINT: &str =
+    "syncgate.test/audit\n1000\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+const NOW: u64 = 1_796_000_000;
+
+fn witness() -> Cosigner {
+    Cosigner::from_seed("witness.example/w1", &[5; 32]).unwrap()
+}
+
+#[test]
+fn a_cosignature_verifies_with_its_key_over_the_exact_text_and_time() {
+    let witness = witness();
+    let key = CosignatureVerifier::parse(&witness.verifier_key()).unwrap();
+    assert_eq!(key.name(), "witness.example/w1");
+    let line = witness.cosign(CHECKPOINT, NOW - 60).unwrap();
+    assert!(line.starts_with("\u{2014} witness.example/w1 ") && line.ends_with('\n'));
+    // key id ‖ time ‖ signature.
+    let blob = BASE64
+        .decode(line.trim_end().rsplit_once(' ').unwrap().1)
+        .unwrap();
+    assert_eq!(blob.len(), 76);
+    assert_eq!(
+        u64::from_be_bytes(blob[4..12].try_into().unwrap()),
+        NOW - 60
+    );
+    assert_eq!(key.verify(CHECKPOINT, &line, NOW), Ok(NOW - 60));
+
+    // Among other lines (the log's own signature, another witness's), it is found.
+    let log = Signer::from_seed("syncgate.test/audit", &[1; 32]).unwrap();
+    let note = log.sign(CHECKPOINT).unwrap();
+    let other = Cosigner::from_seed("witness.example/w2", &[6; 32]).unwrap();
+    let lines = format!(
+        "{}{}{line}",
+        note.rsplit_once("\n\n").unwrap().1,
+        other.cosign(CHECKPOINT, NOW).unwrap()
+    );
+    assert_eq!(key.verify(CHECKPOINT, &lines, NOW), Ok(NOW - 60));
+    assert_eq!(note_text(&format!("{note}{line}")), Some(CHECKPOINT));
+
+    let bad = Err(NoteError::BadSignature("witness.example/w1".into()));
+    // Another checkpoint's text, or the time moved in the line.
+    assert_eq!(
+        key.verify(&CHECKPOINT.replace("1000", "1001"), &line, NOW),
+        bad
+    );
+    let mut moved = blob.clone();
+    moved[11] ^= 1;
+    let moved = format!("\u{2014} witness.example/w1 {}\n", BASE64.encode(&moved));
+    assert_eq!(key.verify(CHECKPOINT, &moved, NOW), bad);
+    // Cut short.
+    let short = format!(
+        "\u{2014} witness.example/w1 {}\n",
+        BASE64.encode(&blob[..70])
+    );
+    assert_eq!(key.verify(CHECKPOINT, &short, NOW), bad);
+    // Not there at all: no line, another key under the same name, a log signature (0x01).
+    let unsigned = Err(NoteError::Unsigned("witness.example/w1".into()));
+    assert_eq!(key.verify(CHECKPOINT, "", NOW), unsigned);
+    let impostor = Cosigner::from_seed("witness.example/w1", &[7; 32]).unwrap();
+    assert_eq!(
+        key.verify(CHECKPOINT, &impostor.cosign(CHECKPOINT, NOW).unwrap(), NOW),
+        unsigned
+    );
+    let as_log = Signer::from_seed("witness.example/w1", &[5; 32]).unwrap();
+    let as_log = as_log.sign(CHECKPOINT).unwrap();
+    assert_eq!(
+        key.verify(CHECKPOINT, as_log.rsplit_once("\n\n").unwrap().1, NOW),
+        unsigned
+    );
+    // Dated past the allowed skew.
+    let future = witness.cosign(CHECKPOINT, NOW + 301).unwrap();
+    assert_eq!(
+        key.verify(CHECKPOINT, &future, NOW),
+        Err(NoteError::FutureCosignature("witness.example/w1".into()))
+    );
+    assert_eq!(
+        key.verify(
+            CHECKPOINT,
+            &witness.cosign(CHECKPOINT, NOW + 300).unwrap(),
+            NOW
+        ),
+        Ok(NOW + 300)
+    );
+}
+
+#[test]
+fn a_cosignature_key_and_a_log_key_are_not_mistaken_for_each_other() {
+    let vkey = witness().verifier_key();
+    assert!(CosignatureVerifier::parse(&vkey).is_ok());
+    assert_eq!(
+        Verifier::parse(&vkey),
+        Err(NoteError::Key("not an Ed25519 key (type 0x01)"))
+    );
+    assert_eq!(
+        CosignatureVerifier::parse(VKEY),
+        Err(NoteError::Key(
+            "not a timestamped Ed25519 co-signature key (type 0x04)"
+        ))
+    );
+    // The id covers the type: the same key with its type byte changed does not parse.
+    let (head, key) = vkey.rsplit_once('+').unwrap();
+    let mut typed = BASE64.decode(key).unwrap();
+    typed[0] = ED25519_TYPE;
+    assert!(Verifier::parse(&format!("{head}+{}", BASE64.encode(typed))).is_err());
+}

@@ -423,6 +423,7 @@ async fn a_file_witness_gets_every_checkpoint_in_order_across_restarts(backend: 
         name: "other-volume".into(),
         target: Target::File(file.clone()),
         timeout: Duration::from_secs(5),
+        key: None,
     }];
     let store = log.open_with(options.clone()).await;
     for n in 0..9 {
@@ -487,6 +488,7 @@ async fn a_witness_that_fails_is_retried_and_never_holds_up_the_appends() {
         name: "later".into(),
         target: Target::File(file.clone()),
         timeout: Duration::from_secs(5),
+        key: None,
     }];
     let store = log.open_with(options).await;
     let started = std::time::Instant::now();
@@ -527,6 +529,7 @@ async fn a_syslog_witness_gets_one_rfc_5424_line_per_checkpoint() {
         name: "syslog".into(),
         target: Target::SyslogUdp(collector.local_addr().unwrap()),
         timeout: Duration::from_secs(5),
+        key: None,
     }];
     let store = log.open_with(options).await;
     store.append(received(0)).await.unwrap();

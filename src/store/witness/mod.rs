@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use super::tree::StoredCheckpoint;
 use super::writer::StoreInstruments;
 use super::{StoreError, StoreReader};
+use crate::audit::note::CosignatureVerifier;
 
 mod sink;
 
@@ -55,6 +56,9 @@ pub struct WitnessSpec {
     pub(crate) target: Target,
     /// The longest one delivery may take.
     pub(crate) timeout: Duration,
+    /// A url witness's co-signing key: its answers are checked, and only a co-signature by
+    /// this key over the checkpoint sent is stored.
+    pub(crate) key: Option<CosignatureVerifier>,
 }
 
 /// Where a witness is.
@@ -81,6 +85,8 @@ pub(crate) enum Outcome {
     Delivered {
         size: u64,
         cosignature: Option<String>,
+        /// What is still wrong though it was taken (kept as the witness's `last_error`).
+        problem: Option<String>,
     },
     Failed {
         error: String,
@@ -94,10 +100,15 @@ where
     DB::Arguments<'a>: Default,
     i64: Encode<'a, DB> + Type<DB>,
     String: Encode<'a, DB> + Type<DB>,
+    Option<String>: Encode<'a, DB> + Type<DB>,
 {
     let mut statements = Vec::new();
     match &update.outcome {
-        Outcome::Delivered { size, cosignature } => {
+        Outcome::Delivered {
+            size,
+            cosignature,
+            problem,
+        } => {
             if let Some(lines) = cosignature {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO checkpoint_cosignatures (size, witness, time, signature) VALUES (",
@@ -119,13 +130,16 @@ where
             q.push_bind(update.witness.clone())
                 .push(", ")
                 .push_bind(*size as i64)
-                .push(", 0, NULL, ")
+                .push(", 0, ")
+                .push_bind(problem.clone())
+                .push(", ")
                 .push_bind(update.time.clone())
                 .push(
                     ") ON CONFLICT (witness) DO UPDATE SET delivered = CASE \
                      WHEN excluded.delivered > witness_state.delivered \
                      THEN excluded.delivered ELSE witness_state.delivered END, \
-                     attempts = 0, last_error = NULL, last_attempt = excluded.last_attempt",
+                     attempts = 0, last_error = excluded.last_error, \
+                     last_attempt = excluded.last_attempt",
                 );
             statements.push(q);
         }
@@ -151,8 +165,8 @@ where
 }
 
 /// Each witness's mark: `(witness, delivered, attempts, last_error)`.
-pub(crate) const STATES: &str =
-    "SELECT witness, delivered, attempts, last_error FROM witness_state ORDER BY witness";
+pub(crate) const STATES: &str = "SELECT witness, delivered, attempts, last_error, last_attempt FROM witness_state \
+     ORDER BY witness";
 
 /// Up to `limit` stored checkpoints above `size`, smallest first.
 pub(crate) fn checkpoints_after<'a, DB>(size: u64, limit: i64) -> QueryBuilder<'a, DB>
@@ -191,8 +205,11 @@ where
 pub(crate) struct WitnessState {
     pub(crate) witness: String,
     pub(crate) delivered: u64,
+    /// Failed attempts since the last delivery.
     pub(crate) attempts: u64,
     pub(crate) last_error: Option<String>,
+    /// RFC 3339 UTC: the last attempt, delivered or not.
+    pub(crate) last_attempt: Option<String>,
 }
 
 /// A stored co-signature.
@@ -356,6 +373,7 @@ impl Round<'_> {
                     Outcome::Delivered {
                         size,
                         cosignature: delivered.cosignature,
+                        problem: delivered.problem,
                     }
                 }
                 Err(error) => {
@@ -414,6 +432,9 @@ pub(crate) struct Delivered {
     /// The size the witness now holds (the checkpoint's, or a larger one it already had).
     pub(crate) size: u64,
     pub(crate) cosignature: Option<String>,
+    /// What is still wrong though it was taken: a witness whose co-signing key is configured
+    /// said it already holds this size, so this delivery brought no co-signature.
+    pub(crate) problem: Option<String>,
 }
 
 impl Delivered {
@@ -421,6 +442,7 @@ impl Delivered {
         Delivered {
             size: checkpoint.size,
             cosignature: None,
+            problem: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::{Delivered, Target, WitnessSpec};
+use crate::audit::note::{CosignatureVerifier, NoteError, note_text};
 use crate::store::StoreReader;
 use crate::store::tree::StoredCheckpoint;
 
@@ -25,6 +26,8 @@ pub(crate) enum Sink {
     Http {
         url: http::Uri,
         client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
+        /// The witness's co-signing key, when configured.
+        key: Option<CosignatureVerifier>,
     },
     SyslogUnix(std::path::PathBuf),
     SyslogUdp(std::net::SocketAddr),
@@ -51,6 +54,7 @@ impl Sink {
                 Sink::Http {
                     url: url.clone(),
                     client: Box::new(Client::builder(TokioExecutor::new()).build(https)),
+                    key: spec.key.clone(),
                 }
             }
         }
@@ -92,28 +96,47 @@ impl Sink {
                     .map_err(|e| format!("cannot send to {addr}: {e}"))?;
                 Ok(Delivered::of(checkpoint))
             }
-            Sink::Http { url, client } => {
-                let first = add_checkpoint(client, url, reader, old, checkpoint).await?;
+            Sink::Http { url, client, key } => {
+                let http = HttpWitness {
+                    client,
+                    url,
+                    key: key.as_ref(),
+                    reader,
+                };
+                let first = http.add_checkpoint(old, checkpoint).await?;
                 match first {
                     Answer::Taken(cosignature) => Ok(Delivered {
                         size: checkpoint.size,
                         cosignature,
+                        problem: None,
                     }),
                     // The witness holds another size: prove from that one, once.
                     Answer::Holds(size) if size < checkpoint.size && size != old => {
-                        match add_checkpoint(client, url, reader, size, checkpoint).await? {
+                        match http.add_checkpoint(size, checkpoint).await? {
                             Answer::Taken(cosignature) => Ok(Delivered {
                                 size: checkpoint.size,
                                 cosignature,
+                                problem: None,
                             }),
                             Answer::Holds(size) => Err(format!(
                                 "the witness holds {size} events, and refused a proof from there"
                             )),
                         }
                     }
+                    // It holds this one or a later one already (another replica delivered it,
+                    // or an earlier answer of ours was refused): nothing more to send, but no
+                    // co-signature came, which a witness with a key should have given.
                     Answer::Holds(size) if size >= checkpoint.size => Ok(Delivered {
                         size,
                         cosignature: None,
+                        problem: key.as_ref().map(|key| {
+                            format!(
+                                "the witness holds {size} events; no co-signature by {} of \
+                                 checkpoint {} was received",
+                                key.name(),
+                                checkpoint.size
+                            )
+                        }),
                     }),
                     Answer::Holds(size) => Err(format!(
                         "the witness holds {size} events and refused the proof from them"
@@ -185,63 +208,101 @@ enum Answer {
     Holds(u64),
 }
 
-async fn add_checkpoint(
-    client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    url: &http::Uri,
-    reader: &StoreReader,
-    old: u64,
-    checkpoint: &StoredCheckpoint,
-) -> Result<Answer, String> {
-    let proof = if old == 0 || old >= checkpoint.size {
-        Vec::new()
-    } else {
-        reader
-            .consistency_proof(old, checkpoint.size)
+/// One delivery to an HTTP witness: what it needs at hand.
+struct HttpWitness<'a> {
+    client: &'a Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: &'a http::Uri,
+    key: Option<&'a CosignatureVerifier>,
+    reader: &'a StoreReader,
+}
+
+impl HttpWitness<'_> {
+    async fn add_checkpoint(
+        &self,
+        old: u64,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<Answer, String> {
+        let (client, url) = (self.client, self.url);
+        let proof = if old == 0 || old >= checkpoint.size {
+            Vec::new()
+        } else {
+            self.reader
+                .consistency_proof(old, checkpoint.size)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot prove {old} events consistent with {}: {e}",
+                        checkpoint.size
+                    )
+                })?
+        };
+        let body = add_checkpoint_body(old, &proof, &checkpoint.note);
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url.clone())
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let response = client
+            .request(request)
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot prove {old} events consistent with {}: {e}",
-                    checkpoint.size
-                )
-            })?
-    };
-    let body = add_checkpoint_body(old, &proof, &checkpoint.note);
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(url.clone())
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("cannot build the request: {e}"))?;
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
-    let status = response.status();
-    let text = match Limited::new(response.into_body(), MAX_ANSWER)
-        .collect()
-        .await
-    {
-        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
-        Err(e) => {
-            return Err(format!(
-                "HTTP {status}, and its body could not be read: {e}"
-            ));
+            .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        let status = response.status();
+        let text = match Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+        {
+            Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            Err(e) => {
+                return Err(format!(
+                    "HTTP {status}, and its body could not be read: {e}"
+                ));
+            }
+        };
+        match status {
+            StatusCode::OK => match self.key {
+                Some(key) => cosigned_by(key, checkpoint, &text).map(Answer::Taken),
+                None => {
+                    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("— ")).collect();
+                    Ok(Answer::Taken(
+                        (!lines.is_empty()).then(|| lines.join("\n") + "\n"),
+                    ))
+                }
+            },
+            StatusCode::CONFLICT => text
+                .trim()
+                .parse::<u64>()
+                .map(Answer::Holds)
+                .map_err(|_| format!("HTTP 409: {}", first_line(&text))),
+            _ => Err(format!("HTTP {status}: {}", first_line(&text))),
         }
-    };
-    match status {
-        StatusCode::OK => {
-            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("— ")).collect();
-            Ok(Answer::Taken(
-                (!lines.is_empty()).then(|| lines.join("\n") + "\n"),
-            ))
-        }
-        StatusCode::CONFLICT => text
-            .trim()
-            .parse::<u64>()
-            .map(Answer::Holds)
-            .map_err(|_| format!("HTTP 409: {}", first_line(&text))),
-        _ => Err(format!("HTTP {status}: {}", first_line(&text))),
     }
+}
+
+/// The line of `answer` that co-signs `checkpoint` by `key`, checked; an answer without one is
+/// a failed delivery (the witness is misconfigured, or not the one configured), retried.
+fn cosigned_by(
+    key: &CosignatureVerifier,
+    checkpoint: &StoredCheckpoint,
+    answer: &str,
+) -> Result<Option<String>, String> {
+    let text = note_text(&checkpoint.note)
+        .ok_or_else(|| format!("checkpoint {} is not a signed note", checkpoint.size))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    key.find(text, answer, now)
+        .map(|(_, line)| Some(format!("{line}\n")))
+        .map_err(|e| {
+            let why = match e {
+                NoteError::Unsigned(name) => format!("its answer holds no co-signature by {name}"),
+                NoteError::BadSignature(name) => {
+                    format!("its co-signature by {name} does not verify")
+                }
+                other => other.to_string(),
+            };
+            format!("the witness took checkpoint {} but {why}", checkpoint.size)
+        })
 }
 
 fn first_line(text: &str) -> String {
