@@ -659,15 +659,10 @@ impl Store {
         location: &StoreLocation,
         options: StoreOptions,
     ) -> Result<i64, StoreError> {
-        match location {
+        use writer::WriteBackend;
+        let mut writer = match location {
             StoreLocation::Postgres(url) => {
-                let mut writer = postgres::PgWriter::open(url, &options).await?;
-                let through = match writer.rebuild_index().await {
-                    Ok(through) => writer.rebuild_tree().await.map(|_| through),
-                    Err(e) => Err(e),
-                };
-                writer.close().await;
-                through
+                WriteBackend::Postgres(postgres::PgWriter::open(url, &options).await?)
             }
             StoreLocation::Sqlite(path) => {
                 // Opening for writing creates a missing file: a mistyped path must not become
@@ -677,15 +672,12 @@ impl Store {
                         location: path.display().to_string(),
                     });
                 }
-                let mut writer = sqlite::SqliteWriter::open(path, &options).await?;
-                let through = match writer.rebuild_index().await {
-                    Ok(through) => writer.rebuild_tree().await.map(|_| through),
-                    Err(e) => Err(e),
-                };
-                writer.close().await;
-                through
+                WriteBackend::Sqlite(sqlite::SqliteWriter::open(path, &options).await?)
             }
-        }
+        };
+        let through = writer.rebuild().await;
+        writer.close().await;
+        through
     }
 
     /// Append `event` to the chain. Returns once its group is committed and on disk, with the

@@ -9,9 +9,10 @@
 //! the signed events and the operations index, both derived copies that the full verification
 //! checks.
 //!
-//! The pass reads each page as one aggregated row (`page_query`: a driver's cost per row was
-//! most of the pass's time), and reads the next page while it hashes the last one on a
-//! blocking thread, so the database and the hashing overlap.
+//! On SQLite the pass reads each page as one aggregated row (`page_query`: a driver's cost per
+//! row was most of the pass's time), and reads the next page while it hashes the last one on a
+//! blocking thread, so the database and the hashing overlap. On PostgreSQL the rows stream
+//! with a binary COPY to the hashing thread (`postgres/quick.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,29 +30,20 @@ pub(crate) const QUICK_PAGE: i64 = 2000;
 const FIELD: char = '\u{1f}';
 const RECORD: char = '\u{1e}';
 
-/// The quick pass's page as one row: how many rows, and their seq, prev_hash, hash and text
-/// joined by [`FIELD`] and [`RECORD`], in seq order. One row instead of thousands: the
-/// database driver's cost per row was most of the pass's time.
-pub(crate) fn page_query<'a, DB>(after: i64, limit: i64) -> sqlx::QueryBuilder<'a, DB>
-where
-    DB: sqlx::Database,
-    DB::Arguments<'a>: Default,
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
+/// The quick pass's page on SQLite as one row: how many rows, and their seq, prev_hash, hash
+/// and text joined by [`FIELD`] and [`RECORD`], in seq order. One row instead of thousands: the
+/// database driver's cost per row was most of the pass's time. (PostgreSQL streams the rows
+/// with COPY instead: `postgres/quick.rs`.)
+pub(crate) fn page_query<'a>(after: i64, limit: i64) -> sqlx::QueryBuilder<'a, sqlx::Sqlite> {
     // SQLite aggregates the ordered subquery's rows in the order it yields them, and an ORDER
     // BY inside the aggregate would copy every row into a temporary b-tree first (it tripled
-    // the pass's time). PostgreSQL promises no order without one. Either way a page out of
-    // order could only fail the check (each seq must follow the last), never pass it.
-    let (aggregate, char_fn, seq, order) = if DB::NAME == "PostgreSQL" {
-        ("string_agg", "chr", "seq::text", " ORDER BY seq")
-    } else {
-        ("group_concat", "char", "seq", "")
-    };
-    let mut q = sqlx::QueryBuilder::new(format!(
-        "SELECT count(*) AS rows, {aggregate}({seq} || {char_fn}(31) || prev_hash || \
-         {char_fn}(31) || hash || {char_fn}(31) || event, {char_fn}(30){order}) AS page \
-         FROM (SELECT seq, prev_hash, hash, event FROM audit_events WHERE seq > "
-    ));
+    // the pass's time). A page out of order could only fail the check (each seq must follow
+    // the last), never pass it.
+    let mut q = sqlx::QueryBuilder::new(
+        "SELECT count(*) AS rows, group_concat(seq || char(31) || prev_hash || char(31) || \
+         hash || char(31) || event, char(30)) AS page \
+         FROM (SELECT seq, prev_hash, hash, event FROM audit_events WHERE seq > ",
+    );
     q.push_bind(after)
         .push(" ORDER BY seq LIMIT ")
         .push_bind(limit)
@@ -163,15 +155,18 @@ impl QuickCheck {
         }
     }
 
-    /// Check a page of rows; the first broken one.
+    /// Check a page of rows, in order; the first broken one. (Hashing a page on two threads
+    /// was measured on this 2-core machine: slower, and more CPU, as the database's reading and
+    /// the SHA-NI units were shared already.)
     pub(crate) fn page(&mut self, rows: &[RawLink<'_>]) -> Result<(), Broken> {
         for row in rows {
-            self.check(row)?;
+            self.follow(row, &hash_row(row))?;
         }
         Ok(())
     }
 
-    fn check(&mut self, row: &RawLink<'_>) -> Result<(), Broken> {
+    /// Check that `row`, whose hashes are `hashes`, follows the last link, and take it in.
+    fn follow(&mut self, row: &RawLink<'_>, hashes: &RowHashes) -> Result<(), Broken> {
         let broken = |reason: String| Broken {
             seq: row.seq,
             event_id: String::new(),
@@ -190,21 +185,14 @@ impl QuickCheck {
                 row.prev_hash, self.head.hash
             )));
         }
-        // `link_hash`, without a String per row: the digest's hex in a buffer.
-        let mut digest = Sha256::new();
-        digest.update(row.prev_hash.as_bytes());
-        digest.update(row.event.as_bytes());
-        let mut recomputed = [0u8; 64];
-        hex::encode_to_slice(digest.finalize(), &mut recomputed)
-            .unwrap_or_else(|_| unreachable!("64 hex digits for 32 bytes"));
-        if row.hash.as_bytes() != recomputed {
+        if row.hash.as_bytes() != hashes.link {
             return Err(broken(format!(
                 "hash {} does not match the stored event (recomputed {})",
                 row.hash,
                 link_hash(row.prev_hash, row.event)
             )));
         }
-        self.tree.push(leaf_hash(row.event.as_bytes()));
+        self.tree.push(hashes.leaf);
         self.head.seq = row.seq;
         self.head.hash.clear();
         self.head.hash.push_str(row.hash);
@@ -216,7 +204,7 @@ impl QuickCheck {
         Ok(())
     }
 
-    fn report(self, first_broken: Option<Broken>) -> QuickReport {
+    pub(crate) fn report(self, first_broken: Option<Broken>) -> QuickReport {
         QuickReport {
             events: self.tree.size(),
             first_broken,
@@ -227,33 +215,96 @@ impl QuickCheck {
     }
 }
 
+/// What one row hashes to: its chain link (`link_hash`, in hex) and its Merkle leaf.
+struct RowHashes {
+    link: [u8; 64],
+    leaf: Hash,
+}
+
+fn hash_row(row: &RawLink<'_>) -> RowHashes {
+    // `link_hash`, without a String per row: the digest's hex in a buffer.
+    let mut digest = Sha256::new();
+    digest.update(row.prev_hash.as_bytes());
+    digest.update(row.event.as_bytes());
+    let mut link = [0u8; 64];
+    hex::encode_to_slice(digest.finalize(), &mut link)
+        .unwrap_or_else(|_| unreachable!("64 hex digits for 32 bytes"));
+    RowHashes {
+        link,
+        leaf: leaf_hash(row.event.as_bytes()),
+    }
+}
+
+/// Pages read ahead of the hashing on SQLite: enough that one slow page on either side does
+/// not idle the other.
+const PAGES_AHEAD: usize = 2;
+
+/// Why the hashing stopped before what was read ran out.
+pub(crate) enum Stop {
+    Broken(Broken),
+    Corrupt(StoreError),
+}
+
+/// The quick pass's two halves at once: `reading` sends what it reads to `received`, and a
+/// blocking thread takes each in turn into a [`QuickCheck`] with `check`, until the reading
+/// ends or `check` stops (then the reading's next send fails, and it stops too). A broken link
+/// or a malformed row is the answer, whatever the reading then met.
+pub(crate) async fn hash_while_reading<P: Send + 'static>(
+    sizes: &[u64],
+    mut received: tokio::sync::mpsc::Receiver<P>,
+    mut check: impl FnMut(P, &mut QuickCheck) -> Result<(), Stop> + Send + 'static,
+    reading: impl std::future::Future<Output = Result<(), StoreError>>,
+) -> Result<QuickReport, StoreError> {
+    let mut state = QuickCheck::new(sizes);
+    let hashing = tokio::task::spawn_blocking(move || {
+        let mut result = Ok(());
+        while let Some(piece) = received.blocking_recv() {
+            result = check(piece, &mut state);
+            if result.is_err() {
+                break;
+            }
+        }
+        (state, result)
+    });
+    let read = reading.await;
+    let (state, hashed) = hashing.await.map_err(|e| StoreError::Internal {
+        context: format!("the hashing thread failed: {e}"),
+        source: None,
+    })?;
+    match hashed {
+        Err(Stop::Broken(broken)) => Ok(state.report(Some(broken))),
+        Err(Stop::Corrupt(error)) => Err(error),
+        Ok(()) => read.map(|()| state.report(None)),
+    }
+}
+
 impl StoreReader {
     /// The quick pass over the whole log, noting the tree's root and the chain's head at each
     /// of `sizes`.
     pub(crate) async fn verify_quickly(&self, sizes: &[u64]) -> Result<QuickReport, StoreError> {
-        let mut check = QuickCheck::new(sizes);
-        let mut page = on_backend!(self, r => r.raw_links(0, QUICK_PAGE).await)?;
-        while page.rows > 0 {
-            let last = page.last_seq()?;
-            let hashing = tokio::task::spawn_blocking(move || {
-                let result = split_page(&page).map(|links| check.page(&links));
-                (check, result)
-            });
-            let (next, hashed) = tokio::join!(
-                async { on_backend!(self, r => r.raw_links(last, QUICK_PAGE).await) },
-                hashing
-            );
-            let (returned, result) = hashed.map_err(|e| StoreError::Internal {
-                context: format!("the hashing thread failed: {e}"),
-                source: None,
-            })?;
-            check = returned;
-            if let Err(broken) = result? {
-                return Ok(check.report(Some(broken)));
+        let sqlite = match &self.backend {
+            ReadBackend::Postgres(r) => return r.quick_pass(sizes).await,
+            ReadBackend::Sqlite(r) => r,
+        };
+        let (pages, received) = tokio::sync::mpsc::channel(PAGES_AHEAD);
+        let reading = async move {
+            let mut after = 0;
+            loop {
+                let page = sqlite.raw_links(after, QUICK_PAGE).await?;
+                if page.rows == 0 {
+                    return Ok(());
+                }
+                after = page.last_seq()?;
+                if pages.send(page).await.is_err() {
+                    return Ok(()); // The hashing stopped.
+                }
             }
-            page = next?;
-        }
-        Ok(check.report(None))
+        };
+        let check = |page: RawPage, check: &mut QuickCheck| {
+            let links = split_page(&page).map_err(Stop::Corrupt)?;
+            check.page(&links).map_err(Stop::Broken)
+        };
+        hash_while_reading(sizes, received, check, reading).await
     }
 
     /// The full check (as `verify`) of the events after `from`, a link already verified:

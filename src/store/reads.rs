@@ -249,26 +249,6 @@ macro_rules! read_methods {
                 .collect()
         }
 
-        /// Up to `limit` rows after seq `after`: seq, stored text and chain columns, nothing
-        /// else (the quick verification's pass), read as one aggregated row (`quick.rs`).
-        pub(crate) async fn raw_links(
-            &self,
-            after: i64,
-            limit: i64,
-        ) -> Result<$crate::store::quick::RawPage, $crate::store::StoreError> {
-            use sqlx::Row;
-            let context = "cannot read the audit log";
-            let query = $crate::store::quick::page_query::<$db>(after, limit);
-            let rows = self.rows(query, context).await?;
-            let read = |e| classify(context, e);
-            let Some(row) = rows.first() else {
-                return Ok($crate::store::quick::RawPage { rows: 0, text: String::new() });
-            };
-            let count: i64 = row.try_get("rows").map_err(read)?;
-            let page: Option<String> = row.try_get("page").map_err(read)?;
-            Ok($crate::store::quick::RawPage { rows: count, text: page.unwrap_or_default() })
-        }
-
         /// How far each witness was delivered.
         pub(crate) async fn witness_states(
             &self,

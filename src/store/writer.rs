@@ -40,57 +40,54 @@ pub(crate) enum WriteBackend {
     Postgres(postgres::PgWriter),
 }
 
+/// `$body` with `$w` bound to the writer, whichever database it is.
+macro_rules! on_writer {
+    ($backend:expr, $w:ident => $body:expr) => {
+        match $backend {
+            WriteBackend::Sqlite($w) => $body,
+            WriteBackend::Postgres($w) => $body,
+        }
+    };
+}
+
 impl WriteBackend {
     /// Append `events` after the current head in one transaction; all or nothing.
     async fn append_group(&mut self, events: &[&Prepared]) -> Result<Vec<Sealed>, StoreError> {
-        match self {
-            WriteBackend::Sqlite(w) => w.append_group(events).await,
-            WriteBackend::Postgres(w) => w.append_group(events).await,
-        }
+        on_writer!(self, w => w.append_group(events).await)
     }
 
     /// Insert one admin read (its own statement, outside any group); the id it got.
     async fn record_read(&mut self, read: &ReadRecord) -> Result<i64, StoreError> {
-        match self {
-            WriteBackend::Sqlite(w) => w.record_read(read).await,
-            WriteBackend::Postgres(w) => w.record_read(read).await,
-        }
+        on_writer!(self, w => w.record_read(read).await)
     }
 
-    async fn close(self) {
-        match self {
-            WriteBackend::Sqlite(w) => w.close().await,
-            WriteBackend::Postgres(w) => w.close().await,
-        }
+    pub(crate) async fn close(self) {
+        on_writer!(self, w => w.close().await)
     }
 
     /// The Merkle tree as of this writer's last commit.
     fn tree(&self) -> Option<&Frontier> {
-        match self {
-            WriteBackend::Sqlite(w) => w.tree(),
-            WriteBackend::Postgres(w) => w.tree(),
-        }
+        on_writer!(self, w => w.tree())
     }
 
     async fn store_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
-        match self {
-            WriteBackend::Sqlite(w) => w.store_checkpoint(checkpoint).await,
-            WriteBackend::Postgres(w) => w.store_checkpoint(checkpoint).await,
-        }
+        on_writer!(self, w => w.store_checkpoint(checkpoint).await)
     }
 
     async fn last_checkpoint(&mut self) -> Result<u64, StoreError> {
-        match self {
-            WriteBackend::Sqlite(w) => w.last_checkpoint().await,
-            WriteBackend::Postgres(w) => w.last_checkpoint().await,
-        }
+        on_writer!(self, w => w.last_checkpoint().await)
     }
 
     async fn record_witness(&mut self, update: &WitnessUpdate) -> Result<(), StoreError> {
-        match self {
-            WriteBackend::Sqlite(w) => w.record_witness(update).await,
-            WriteBackend::Postgres(w) => w.record_witness(update).await,
-        }
+        on_writer!(self, w => w.record_witness(update).await)
+    }
+
+    /// Rebuild the operations index, then the Merkle tree's nodes (`audit reindex`): the seq
+    /// the index reaches.
+    pub(crate) async fn rebuild(&mut self) -> Result<i64, StoreError> {
+        let through = on_writer!(self, w => w.rebuild_index().await)?;
+        on_writer!(self, w => w.rebuild_tree().await)?;
+        Ok(through)
     }
 }
 

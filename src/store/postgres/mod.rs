@@ -23,6 +23,7 @@
 #[cfg(test)]
 mod failures;
 mod lock;
+mod quick;
 mod read;
 mod writer;
 

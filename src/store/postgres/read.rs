@@ -12,7 +12,7 @@ use super::{check_log_within, classify, connect_options};
 /// Read connections for queries.
 #[derive(Clone)]
 pub(crate) struct PgReader {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// Bounds each query on this side (see [`PgReader::bounded`]).
     timeout: Duration,
 }
@@ -41,7 +41,7 @@ impl PgReader {
     /// Run `query`, bounded on this side: the server's `statement_timeout` cannot fire for a
     /// query that never reached a server gone silent, and a read on a governed change's path
     /// (the last recorded state) or behind `/readyz` must not hang.
-    async fn bounded<T>(
+    pub(super) async fn bounded<T>(
         &self,
         context: &str,
         query: impl Future<Output = Result<T, sqlx::Error>>,

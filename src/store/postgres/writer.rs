@@ -74,6 +74,16 @@ impl PgWriter {
         let bound = self.timeout.saturating_mul(2);
         let conn = self.connection().await?;
         let answer = tokio::time::timeout(bound, insert_checkpoint(conn, checkpoint)).await;
+        self.settle(answer, bound)
+    }
+
+    /// What a statement bounded at `bound` came to. One that never answered leaves the session
+    /// in an unknown state, so it is dropped: the next use starts a new one.
+    fn settle<T>(
+        &mut self,
+        answer: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+        bound: std::time::Duration,
+    ) -> Result<T, StoreError> {
         answer.unwrap_or_else(|_| {
             self.conn = None;
             Err(StoreError::unavailable(format!(
@@ -88,25 +98,21 @@ impl PgWriter {
         &mut self,
         update: &super::super::witness::WitnessUpdate,
     ) -> Result<(), StoreError> {
+        let statements = super::super::witness::record::<Postgres>(update);
         let bound = self.timeout.saturating_mul(2);
         let conn = self.connection().await?;
-        let statements = super::super::witness::record::<Postgres>(update);
         let answer = tokio::time::timeout(bound, async move {
             for mut statement in statements {
-                statement.build().execute(&mut *conn).await?;
+                statement
+                    .build()
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| classify("cannot record a witness delivery", e))?;
             }
-            Ok::<(), sqlx::Error>(())
+            Ok(())
         })
         .await;
-        match answer {
-            Ok(result) => result.map_err(|e| classify("cannot record a witness delivery", e)),
-            Err(_) => {
-                self.conn = None;
-                Err(StoreError::unavailable(format!(
-                    "PostgreSQL did not answer within {bound:?}"
-                )))
-            }
-        }
+        self.settle(answer, bound)
     }
 
     /// The size of the largest checkpoint the log holds (0 for none).
@@ -114,12 +120,7 @@ impl PgWriter {
         let bound = self.timeout.saturating_mul(2);
         let conn = self.connection().await?;
         let answer = tokio::time::timeout(bound, last_checkpoint_size(conn)).await;
-        answer.unwrap_or_else(|_| {
-            self.conn = None;
-            Err(StoreError::unavailable(format!(
-                "PostgreSQL did not answer within {bound:?}"
-            )))
-        })
+        self.settle(answer, bound)
     }
 
     async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
@@ -160,12 +161,7 @@ impl PgWriter {
     async fn append(&mut self, append: Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
         let bound = self.timeout.saturating_mul(2);
         let answer = tokio::time::timeout(bound, self.append_once(&append)).await;
-        answer.unwrap_or_else(|_| {
-            self.conn = None;
-            Err(StoreError::unavailable(format!(
-                "PostgreSQL did not answer within {bound:?}"
-            )))
-        })
+        self.settle(answer, bound)
     }
 
     async fn append_once(&mut self, append: &Append<'_>) -> Result<Vec<StoredRow>, StoreError> {
@@ -203,25 +199,18 @@ impl PgWriter {
 
     /// Insert one admin read in its own statement, bounded like a group; the id it got.
     pub(crate) async fn record_read(&mut self, read: &ReadRecord) -> Result<i64, StoreError> {
+        let mut insert = super::super::admin_reads::insert::<Postgres>(read);
         let bound = self.timeout.saturating_mul(2);
         let conn = self.connection().await?;
-        let insert = super::super::admin_reads::insert::<Postgres>(read);
         let answer = tokio::time::timeout(bound, async move {
-            let mut insert = insert;
-            insert.build_query_scalar().fetch_one(&mut *conn).await
+            insert
+                .build_query_scalar()
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| classify("cannot record the admin read", e))
         })
         .await;
-        match answer {
-            Ok(Ok(id)) => Ok(id),
-            Ok(Err(e)) => Err(classify("cannot record the admin read", e)),
-            Err(_) => {
-                // Unknown state after a statement that never answered: start a new session.
-                self.conn = None;
-                Err(StoreError::unavailable(format!(
-                    "PostgreSQL did not answer within {bound:?}"
-                )))
-            }
-        }
+        self.settle(answer, bound)
     }
 
     pub(crate) async fn close(self) {

@@ -111,6 +111,31 @@ impl SqliteReader {
 
     super::super::reads::read_methods!(Sqlite);
 
+    /// The quick pass's page after seq `after`, as one aggregated row (`quick::page_query`).
+    pub(crate) async fn raw_links(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<crate::store::quick::RawPage, StoreError> {
+        use sqlx::Row;
+        let context = "cannot read the audit log";
+        let row = self
+            .bounded(
+                context,
+                crate::store::quick::page_query(after, limit)
+                    .build()
+                    .fetch_one(&self.pool),
+            )
+            .await?;
+        let read = |e| classify(context, e);
+        let rows: i64 = row.try_get("rows").map_err(read)?;
+        let page: Option<String> = row.try_get("page").map_err(read)?;
+        Ok(crate::store::quick::RawPage {
+            rows,
+            text: page.unwrap_or_default(),
+        })
+    }
+
     /// A trivial read: whether the file can be read at all (readiness).
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1 FROM store_meta")
