@@ -66,6 +66,29 @@ impl PgReader {
     async fn stream_pages(&self, top: i64, pieces: mpsc::Sender<Piece>) -> Result<(), StoreError> {
         let context = "cannot read the audit log";
         let mut conn = self.bounded(context, self.pool.acquire()).await?;
+        match self.copy_pages(&mut conn, top, &pieces).await {
+            Ok(Streamed::All) => Ok(()),
+            // The hashing stopped (a broken link), or the reading failed: the connection may
+            // hold the rest of a COPY, so it is closed, not returned to the pool.
+            Ok(Streamed::Stopped) => {
+                drop(conn.detach());
+                Ok(())
+            }
+            Err(error) => {
+                drop(conn.detach());
+                Err(error)
+            }
+        }
+    }
+
+    async fn copy_pages(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        top: i64,
+        pieces: &mpsc::Sender<Piece>,
+    ) -> Result<Streamed, StoreError> {
+        let context = "cannot read the audit log";
+        let fresh = || Vec::with_capacity(CHUNK + CHUNK / 4);
         let mut after = 0i64;
         while after < top {
             let statement = format!(
@@ -73,33 +96,32 @@ impl PgReader {
                  ORDER BY seq LIMIT {PAGE}) TO STDOUT (FORMAT binary)"
             );
             let mut stream = self.bounded(context, conn.copy_out_raw(&statement)).await?;
-            let fresh = || Vec::with_capacity(CHUNK + CHUNK / 4);
             let mut chunk = fresh();
-            let mut stopped = false;
             while let Some(data) = self.bounded(context, next(&mut stream)).await? {
                 chunk.extend_from_slice(&data);
                 if chunk.len() >= CHUNK {
                     let full = std::mem::replace(&mut chunk, fresh());
                     if pieces.send(Piece::Data(full)).await.is_err() {
-                        stopped = true;
-                        break;
+                        return Ok(Streamed::Stopped);
                     }
                 }
             }
-            drop(stream);
-            if stopped
-                || pieces.send(Piece::Data(chunk)).await.is_err()
+            if pieces.send(Piece::Data(chunk)).await.is_err()
                 || pieces.send(Piece::End).await.is_err()
             {
-                // The hashing stopped (a broken link): this connection may hold the rest of a
-                // COPY, so it is closed, not returned to the pool.
-                drop(conn.detach());
-                return Ok(());
+                return Ok(Streamed::Stopped);
             }
             after = after.saturating_add(PAGE);
         }
-        Ok(())
+        Ok(Streamed::All)
     }
+}
+
+/// How the reading ended.
+enum Streamed {
+    All,
+    /// The hashing stopped first.
+    Stopped,
 }
 
 /// The next message of a COPY's output (`None` at its end).
