@@ -92,6 +92,19 @@ impl SqliteReader {
         // stops once it holds every permit). That connection would keep the `-wal` and `-shm`
         // files alive after the writer closes; closing again closes it (no connection can be
         // checked out of a closed pool, so the second pass finds them all).
+        //
+        // And a connection released just before is given back by a task of its own: if that
+        // task finds the pool closed, it drops the connection without waiting for SQLite to
+        // close it, so its worker thread may close it after the writer's, and a read-only
+        // connection closing last leaves the `-wal` behind (seen under load). At shutdown no
+        // read is running, so every connection not idle is one on its way back: let them land
+        // first (bounded), then close them all properly.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while self.pool.num_idle() < self.pool.size() as usize
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         for _ in 0..3 {
             self.pool.close().await;
             if self.pool.size() == 0 {
