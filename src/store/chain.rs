@@ -43,6 +43,42 @@ impl Head {
         }
     }
 
+    /// Why a row of `seq`, `prev_hash` and `hash`, whose link hash recomputed from its stored
+    /// text ([`link_hash`]) is `recomputed`, is not the next link after this head; `Ok` when it
+    /// is. The chain part of every verification (`Verifier`, and the quick pass in `quick.rs`).
+    pub(crate) fn check_link(
+        &self,
+        seq: i64,
+        prev_hash: &str,
+        hash: &str,
+        recomputed: &str,
+    ) -> Result<(), String> {
+        let expected_seq = self.seq + 1;
+        if seq != expected_seq {
+            return Err(if seq > expected_seq {
+                format!(
+                    "seq jumps from {} to {seq}: {} event(s) missing",
+                    self.seq,
+                    seq - expected_seq
+                )
+            } else {
+                format!("seq {seq} where seq {expected_seq} was expected")
+            });
+        }
+        if prev_hash != self.hash {
+            return Err(format!(
+                "prev_hash {prev_hash} is not the previous event's hash {}",
+                self.hash
+            ));
+        }
+        if hash != recomputed {
+            return Err(format!(
+                "hash {hash} does not match the stored event (recomputed {recomputed})"
+            ));
+        }
+        Ok(())
+    }
+
     /// Move the head onto `row` if it is the next link (the next seq, sealed onto this hash);
     /// otherwise say why not. Copying a log appends rows as they were, so it checks each.
     pub(crate) fn advance(&mut self, row: &StoredRow) -> Result<(), String> {
@@ -363,32 +399,14 @@ impl Verifier {
             event_id: row.columns.event_id.clone(),
             reason,
         };
-        let expected_seq = self.head.seq + 1;
-        if row.seq != expected_seq {
-            return Err(broken(if row.seq > expected_seq {
-                format!(
-                    "seq jumps from {} to {}: {} event(s) missing",
-                    self.head.seq,
-                    row.seq,
-                    row.seq - expected_seq
-                )
-            } else {
-                format!("seq {} where seq {expected_seq} was expected", row.seq)
-            }));
-        }
-        if row.prev_hash != self.head.hash {
-            return Err(broken(format!(
-                "prev_hash {} is not the previous event's hash {}",
-                row.prev_hash, self.head.hash
-            )));
-        }
-        let recomputed = link_hash(&row.prev_hash, &row.event);
-        if row.hash != recomputed {
-            return Err(broken(format!(
-                "hash {} does not match the stored event (recomputed {recomputed})",
-                row.hash
-            )));
-        }
+        self.head
+            .check_link(
+                row.seq,
+                &row.prev_hash,
+                &row.hash,
+                &link_hash(&row.prev_hash, &row.event),
+            )
+            .map_err(broken)?;
         let doc = match serde_json::from_str::<Value>(&row.event) {
             Ok(Value::Object(doc)) => doc,
             Ok(_) => return Err(broken("the stored event is not a JSON object".into())),

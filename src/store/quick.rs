@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::chain::{Broken, Head, Verifier, link_hash};
+use super::chain::{Broken, Head, Verifier};
 use super::{ReadBackend, StoreError, StoreReader};
 use crate::audit::merkle::{Frontier, Hash, leaf_hash};
 use sha2::{Digest, Sha256};
@@ -167,31 +167,15 @@ impl QuickCheck {
 
     /// Check that `row`, whose hashes are `hashes`, follows the last link, and take it in.
     fn follow(&mut self, row: &RawLink<'_>, hashes: &RowHashes) -> Result<(), Broken> {
-        let broken = |reason: String| Broken {
-            seq: row.seq,
-            event_id: String::new(),
-            reason,
-        };
-        let expected = self.head.seq + 1;
-        if row.seq != expected {
-            return Err(broken(format!(
-                "seq {} where seq {expected} was expected",
-                row.seq
-            )));
-        }
-        if row.prev_hash != self.head.hash {
-            return Err(broken(format!(
-                "prev_hash {} is not the previous event's hash {}",
-                row.prev_hash, self.head.hash
-            )));
-        }
-        if row.hash.as_bytes() != hashes.link {
-            return Err(broken(format!(
-                "hash {} does not match the stored event (recomputed {})",
-                row.hash,
-                link_hash(row.prev_hash, row.event)
-            )));
-        }
+        let recomputed = std::str::from_utf8(&hashes.link)
+            .unwrap_or_else(|_| unreachable!("hex digits are ASCII"));
+        self.head
+            .check_link(row.seq, row.prev_hash, row.hash, recomputed)
+            .map_err(|reason| Broken {
+                seq: row.seq,
+                event_id: String::new(),
+                reason,
+            })?;
         self.tree.push(hashes.leaf);
         self.head.seq = row.seq;
         self.head.hash.clear();
@@ -441,7 +425,7 @@ impl StoreReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::chain::GENESIS;
+    use crate::store::chain::{GENESIS, link_hash};
 
     /// A chained page of `texts`, as the database would aggregate it.
     fn chain(texts: &[&str]) -> RawPage {
