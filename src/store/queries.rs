@@ -13,6 +13,20 @@ use super::chain::{self, Broken, Columns, StoredRow, Verifier};
 use super::{Filter, StoreError, VerifyReport, recorded};
 use crate::audit::Recorded;
 
+/// `(?, ?, ...)` binding each of `values`: the list of an `IN`.
+pub(crate) fn push_list<'a, DB, T>(q: &mut QueryBuilder<'a, DB>, values: &[T])
+where
+    DB: Database,
+    T: Clone + 'a + Encode<'a, DB> + Type<DB>,
+{
+    q.push("(");
+    let mut list = q.separated(", ");
+    for value in values {
+        list.push_bind(value.clone());
+    }
+    list.push_unseparated(")");
+}
+
 /// Rows per page when verifying or copying.
 pub(crate) const PAGE: i64 = 1000;
 

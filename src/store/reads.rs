@@ -197,19 +197,28 @@ macro_rules! read_methods {
             ids: &[i64],
         ) -> Result<std::collections::HashMap<i64, $crate::audit::merkle::Hash>, $crate::store::StoreError>
         {
-            use sqlx::Row;
-            let context = "cannot read the Merkle tree";
             let mut found = std::collections::HashMap::with_capacity(ids.len());
             for chunk in ids.chunks($crate::store::tree::INSERT_CHUNK) {
-                let rows = self.rows($crate::store::tree::select_nodes(chunk), context).await?;
-                for row in &rows {
-                    let read = |e| classify(context, e);
-                    let id: i64 = row.try_get("id").map_err(read)?;
-                    let hash: Vec<u8> = row.try_get("hash").map_err(read)?;
-                    found.insert(id, $crate::store::tree::hash_from(&hash, || format!("Merkle node {id}"))?);
-                }
+                self.nodes_into($crate::store::tree::select_nodes(chunk), &mut found).await?;
             }
             Ok(found)
+        }
+
+        /// Add the `(id, hash)` rows of `merkle_nodes` that `query` selects to `found`.
+        async fn nodes_into(
+            &self,
+            query: sqlx::QueryBuilder<'_, $db>,
+            found: &mut std::collections::HashMap<i64, $crate::audit::merkle::Hash>,
+        ) -> Result<(), $crate::store::StoreError> {
+            use sqlx::Row;
+            let context = "cannot read the Merkle tree";
+            for row in self.rows(query, context).await? {
+                let read = |e| classify(context, e);
+                let id: i64 = row.try_get("id").map_err(read)?;
+                let hash: Vec<u8> = row.try_get("hash").map_err(read)?;
+                found.insert(id, $crate::store::tree::hash_from(&hash, || format!("Merkle node {id}"))?);
+            }
+            Ok(())
         }
 
         /// Whether the log has the Merkle tables (migration 0005): a log no syncgate with them
@@ -374,7 +383,6 @@ macro_rules! read_methods {
             &self,
             nodes: &[($crate::audit::merkle::Node, $crate::audit::merkle::Hash)],
         ) -> Result<Option<$crate::store::TreeMismatch>, $crate::store::StoreError> {
-            use sqlx::Row;
             use $crate::store::tree;
             // A page's nodes up to level `NEAR` lie in one short run of ids (a node's in-order
             // number is about twice its last leaf's index): read that run in one range scan,
@@ -392,15 +400,7 @@ macro_rules! read_methods {
                 .collect();
             let mut stored = self.tree_nodes(&far).await?;
             if let (Some(low), Some(high)) = (near.iter().min(), near.iter().max()) {
-                let context = "cannot read the Merkle tree";
-                let mut q = sqlx::QueryBuilder::new("SELECT id, hash FROM merkle_nodes WHERE id >= ");
-                q.push_bind(*low).push(" AND id <= ").push_bind(*high);
-                for row in self.rows(q, context).await? {
-                    let read = |e| classify(context, e);
-                    let id: i64 = row.try_get("id").map_err(read)?;
-                    let hash: Vec<u8> = row.try_get("hash").map_err(read)?;
-                    stored.insert(id, tree::hash_from(&hash, || format!("Merkle node {id}"))?);
-                }
+                self.nodes_into(tree::nodes_between(*low, *high), &mut stored).await?;
             }
             Ok(nodes.iter().find_map(|(node, hash)| {
                 let found = stored.get(&$crate::store::tree::node_id(*node));

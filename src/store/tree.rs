@@ -90,12 +90,20 @@ where
     DB::Arguments<'a>: Default,
     i64: Encode<'a, DB> + Type<DB>,
 {
-    let mut q = QueryBuilder::new("SELECT id, hash FROM merkle_nodes WHERE id IN (");
-    let mut list = q.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
-    }
-    list.push_unseparated(")");
+    let mut q = QueryBuilder::new("SELECT id, hash FROM merkle_nodes WHERE id IN ");
+    super::queries::push_list(&mut q, ids);
+    q
+}
+
+/// `SELECT id, hash` of the nodes whose ids are in `low..=high` (one range scan).
+pub(crate) fn nodes_between<'a, DB>(low: i64, high: i64) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::new("SELECT id, hash FROM merkle_nodes WHERE id >= ");
+    q.push_bind(low).push(" AND id <= ").push_bind(high);
     q
 }
 

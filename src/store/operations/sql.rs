@@ -5,6 +5,8 @@
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
+pub(crate) use crate::store::queries::push_list;
+
 use super::OperationFilter;
 use super::index::{aliased_columns, ascii_folded};
 
@@ -201,20 +203,6 @@ where
     push_list(&mut q, operation_ids);
     q.push(" ORDER BY seq");
     q
-}
-
-/// `(?, ?, ...)` binding each of `values`.
-pub(crate) fn push_list<'a, DB>(q: &mut QueryBuilder<'a, DB>, values: &[String])
-where
-    DB: Database,
-    String: Encode<'a, DB> + Type<DB>,
-{
-    q.push("(");
-    let mut list = q.separated(", ");
-    for value in values {
-        list.push_bind(value.clone());
-    }
-    list.push_unseparated(")");
 }
 
 /// Every event with a seq in `low..=high`, in seq order (the columns of [`events_of`]).

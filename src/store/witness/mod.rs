@@ -164,9 +164,9 @@ where
     statements
 }
 
-/// Each witness's mark: `(witness, delivered, attempts, last_error)`.
-pub(crate) const STATES: &str = "SELECT witness, delivered, attempts, last_error, last_attempt FROM witness_state \
-     ORDER BY witness";
+/// Each witness's mark ([`WitnessState`]), by name.
+pub(crate) const STATES: &str = "SELECT witness, delivered, attempts, last_error, last_attempt \
+     FROM witness_state ORDER BY witness";
 
 /// Up to `limit` stored checkpoints above `size`, smallest first.
 pub(crate) fn checkpoints_after<'a, DB>(size: u64, limit: i64) -> QueryBuilder<'a, DB>
@@ -190,13 +190,10 @@ where
     i64: Encode<'a, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::new(
-        "SELECT size, witness, time, signature FROM checkpoint_cosignatures WHERE size IN (",
+        "SELECT size, witness, time, signature FROM checkpoint_cosignatures WHERE size IN ",
     );
-    let mut list = q.separated(", ");
-    for size in sizes {
-        list.push_bind(*size);
-    }
-    list.push_unseparated(") ORDER BY size, witness");
+    super::queries::push_list(&mut q, sizes);
+    q.push(" ORDER BY size, witness");
     q
 }
 
