@@ -332,10 +332,11 @@ pub(crate) async fn run(args: AuditArgs) -> anyhow::Result<()> {
             format,
         } => show::run(&reader, operation_id, format).await,
         AuditCommand::Verify(verify) => match kept_checkpoints(&verify) {
-            Ok(kept) if verify.quick => {
-                proofs::run_verify_quick(&reader, verify.key.as_deref().unwrap_or(""), kept).await
+            // clap has --quick require --key.
+            Ok((Some(key), kept)) if verify.quick => {
+                proofs::run_verify_quick(&reader, &key, kept).await
             }
-            Ok(kept) => run_verify(&reader, &kept).await,
+            Ok((_, kept)) => run_verify(&reader, &kept).await,
             Err(e) => Err(e),
         },
         AuditCommand::Reindex => run_verify(&reader, &[]).await,
@@ -450,17 +451,17 @@ async fn run_checkpoint(
     Ok(())
 }
 
-/// The checkpoints named by `--checkpoint`, each signed by `--key` for that key's origin.
-fn kept_checkpoints(args: &VerifyArgs) -> anyhow::Result<Vec<Kept>> {
+/// `--key`, and the checkpoints named by `--checkpoint`, each signed by it for its origin.
+fn kept_checkpoints(args: &VerifyArgs) -> anyhow::Result<(Option<Verifier>, Vec<Kept>)> {
     let Some(vkey) = &args.key else {
-        return Ok(Vec::new());
+        return Ok((None, Vec::new()));
     };
-    let verifier = Verifier::parse(vkey).with_context(|| format!("--key {vkey:?}"))?;
+    let verifier = proofs::verifier(vkey)?;
     let mut kept = Vec::new();
     for path in &args.checkpoints {
         kept.extend(proofs::read_checkpoints(path, &verifier)?);
     }
-    Ok(kept)
+    Ok((Some(verifier), kept))
 }
 
 async fn run_verify(reader: &StoreReader, kept: &[Kept]) -> anyhow::Result<()> {

@@ -43,9 +43,14 @@ pub(super) async fn run_evidence(
     Ok(())
 }
 
+/// `--key`, parsed.
+pub(super) fn verifier(key: &str) -> anyhow::Result<Verifier> {
+    Verifier::parse(key).context("--key is not a verifier key")
+}
+
 /// Check an evidence pack offline against the log's verifier key: no database is opened.
 pub(super) fn run_verify_evidence(file: &Path, key: &str) -> anyhow::Result<()> {
-    let verifier = Verifier::parse(key).context("--key is not a verifier key")?;
+    let verifier = verifier(key)?;
     let text = read_bounded(file, MAX_PACK_BYTES)?;
     let pack: EvidencePack = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not an evidence pack", file.display()))?;
@@ -96,9 +101,7 @@ pub(super) async fn run_prove_consistency(
     new: &End,
     key: Option<&str>,
 ) -> anyhow::Result<()> {
-    let verifier = key
-        .map(|k| Verifier::parse(k).context("--key is not a verifier key"))
-        .transpose()?;
+    let verifier = key.map(verifier).transpose()?;
     let (old_size, old_root) = end(old, verifier.as_ref())?;
     let (new_size, new_root) = end(new, verifier.as_ref())?;
     let proof = reader
@@ -204,13 +207,12 @@ pub(super) fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// key signed (`store/quick.rs`).
 pub(super) async fn run_verify_quick(
     reader: &StoreReader,
-    key: &str,
+    verifier: &Verifier,
     kept: Vec<Kept>,
 ) -> anyhow::Result<()> {
-    let verifier = Verifier::parse(key).context("--key is not a verifier key")?;
     let kept_count = kept.len();
     let verified = reader
-        .verify_signed(&verifier, kept)
+        .verify_signed(verifier, kept)
         .await
         .with_context(|| format!("cannot verify {}", reader.location()))?;
     let pass = &verified.pass;
