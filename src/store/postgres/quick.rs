@@ -45,14 +45,7 @@ impl PgReader {
     /// The quick pass over the whole log, noting the tree's root and the chain's head at each
     /// of `sizes` (as `StoreReader::verify_quickly`).
     pub(crate) async fn quick_pass(&self, sizes: &[u64]) -> Result<QuickReport, StoreError> {
-        let context = "cannot read the audit log";
-        let top: i64 = self
-            .bounded(
-                context,
-                sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM audit_events")
-                    .fetch_one(&self.pool),
-            )
-            .await?;
+        let top = self.head().await?.map_or(0, |head| head.seq);
         let (pieces, received) = mpsc::channel(IN_FLIGHT);
         let mut copy = CopyReader::default();
         let check = move |piece: Piece, check: &mut QuickCheck| match piece {
