@@ -52,6 +52,8 @@ pub struct RunningProxy {
     pub admin_tls: bool,
     /// The local rules in force; `replace` puts a reloaded set in force.
     pub(crate) rules: RulesHandle,
+    /// The approval policies in force (fixed at start; reloaded rules must name them).
+    pub(crate) approvals: Arc<crate::approvals::ApprovalSettings>,
     task: JoinHandle<()>,
 }
 
@@ -89,8 +91,13 @@ pub async fn start(
     let tls = settings.tls.is_some();
     let admin_tls = settings.admin_tls.is_some();
     let rules = RulesHandle::new(settings.rules.clone());
-    let governor = governor(&settings, store.clone(), rules.clone()).with_metrics(metrics.clone());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let settings_approvals = settings.approvals.clone();
+    let governor = governor(&settings, store.clone(), rules.clone())
+        .with_metrics(metrics.clone())
+        .with_approvals(settings.approvals.clone(), wake.clone());
     let proxy = Arc::new(Proxy::new(upstream, governor));
+    let approvals = ApprovalTasks::spawn(&settings, &store, &metrics, wake);
     let summaries = Summaries::spawn(&proxy);
     spawn_recovery(&proxy, &settings, &store, shutdown.clone());
     let (proxy_options, admin_options) = serve_options(&settings, &metrics);
@@ -104,11 +111,13 @@ pub async fn start(
                 store.clone(),
                 settings.admin_principals.clone(),
             )
-            .with_metrics(metrics, settings.admin_metrics_public),
+            .with_metrics(metrics, settings.admin_metrics_public)
+            .with_approvals(settings.approvals.clone(), approvals.wake.clone()),
         ),
         proxy_options,
         admin_options,
         summaries,
+        approvals,
         store,
     };
     let task = tokio::spawn(serving.run(shutdown));
@@ -118,6 +127,7 @@ pub async fn start(
         tls,
         admin_tls,
         rules,
+        approvals: settings_approvals,
         task,
     })
 }
@@ -207,6 +217,49 @@ impl Summaries {
             async move { proxy.summarise_refusals(stop).await }
         });
         Self { stop, task }
+    }
+}
+
+/// The approval gate's background work: the sweeper that expires overdue requests and the
+/// webhooks' delivery from the outbox; stopped before the log closes.
+struct ApprovalTasks {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    /// Wakes the delivery when notices were written.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl ApprovalTasks {
+    fn spawn(
+        settings: &Settings,
+        store: &Store,
+        metrics: &Metrics,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let tasks = vec![
+            crate::approvals::sweeper::spawn(
+                store.clone(),
+                settings.approvals.clone(),
+                wake.clone(),
+                stop.clone(),
+            ),
+            crate::approvals::notify::spawn(
+                store.clone(),
+                settings.approvals.webhooks.clone(),
+                wake.clone(),
+                metrics.approvals.clone(),
+                stop.clone(),
+            ),
+        ];
+        Self { stop, tasks, wake }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -305,6 +358,7 @@ struct Serving {
     proxy_options: ServeOptions,
     admin_options: ServeOptions,
     summaries: Summaries,
+    approvals: ApprovalTasks,
     store: Store,
 }
 
@@ -332,6 +386,7 @@ impl Serving {
         // what the writer holds and close the log (which removes its -wal and -shm files).
         self.summaries.stop.cancel();
         let _ = self.summaries.task.await;
+        self.approvals.stop().await;
         self.store.close().await;
         tracing::info!("audit log closed; syncgate stopped");
     }

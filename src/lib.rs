@@ -33,6 +33,7 @@
 
 pub(crate) mod admin;
 pub mod app;
+pub mod approvals;
 pub mod audit;
 pub mod body;
 pub mod classify;

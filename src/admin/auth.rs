@@ -200,6 +200,8 @@ pub(crate) struct Principal {
     pub(crate) roles: Vec<Role>,
     /// The person's Entra object id (lower-case GUID), so an approval can be told from a request.
     pub(crate) oid: Option<String>,
+    /// The groups approval policies know the principal by (sorted, without repeats).
+    pub(crate) groups: Vec<String>,
     /// The API key's hash, when the principal has a key.
     pub(crate) key_hash: Option<KeyHash>,
     /// The client certificate that stands for the principal, when one does.
@@ -251,6 +253,11 @@ impl Principals {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// Every principal, in configuration order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Principal> {
+        self.list.iter()
     }
 
     /// The first principal's object id as validation normalised it (lower-case).
@@ -431,6 +438,7 @@ mod tests {
             name: name.into(),
             roles: roles.to_vec(),
             oid: None,
+            groups: Vec::new(),
             key_hash: Some(KeyHash::new(key).unwrap()),
             cert: CertRule::default(),
         }

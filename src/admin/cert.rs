@@ -304,6 +304,7 @@ mod tests {
             name: name.into(),
             roles: vec![Role::Auditor],
             oid: None,
+            groups: Vec::new(),
             key_hash: Some(KeyHash::new(key).unwrap()),
             cert: rule(Some(subject), None),
         };

@@ -13,6 +13,7 @@
 //! principal when principals are configured; with none configured, `/api/` answers 403 (the API
 //! is closed by default, never open). A path served for another method answers 405 with `Allow`.
 
+mod approvals;
 pub(crate) mod auth;
 pub(crate) mod cert;
 pub(crate) mod dn;
@@ -46,8 +47,9 @@ use auth::Principals;
 /// second per replica.
 const STORE_CHECK_TTL: Duration = Duration::from_secs(1);
 
-/// Every path the admin listener serves, each for `GET` only, as `openapi.json` spells it
-/// (`{name}` stands for one path segment). Another method on one of them is a 405 with `Allow`;
+/// Every path the admin listener serves for `GET`, as `openapi.json` spells it (`{name}`
+/// stands for one path segment); [`POST_ROUTES`] are the ones served for `POST`. Another method
+/// on one of them is a 405 with `Allow`;
 /// a route added to `Admin::handle` or `Admin::api` is added here and to `openapi.json`
 /// (a unit test compares the two).
 pub(crate) const ROUTES: &[&str] = &[
@@ -66,7 +68,15 @@ pub(crate) const ROUTES: &[&str] = &[
     "/api/v1/witnesses",
     "/api/v1/proofs/inclusion",
     "/api/v1/proofs/consistency",
+    "/api/v1/approvals",
+    "/api/v1/approvals/{id}",
     "/metrics",
+];
+
+/// The paths served for `POST` only (votes).
+pub(crate) const POST_ROUTES: &[&str] = &[
+    "/api/v1/approvals/{id}/approve",
+    "/api/v1/approvals/{id}/reject",
 ];
 
 /// The longest a readiness check waits for the store (a hung database is "not ready", promptly).
@@ -89,6 +99,10 @@ pub(crate) struct Admin {
     metrics: Arc<Metrics>,
     /// Who may read `/metrics`.
     metrics_access: metrics::Access,
+    /// The approval gate's policies (for votes and links).
+    approvals: Arc<crate::approvals::ApprovalSettings>,
+    /// Wakes the webhooks' delivery after a vote wrote notices.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Admin {
@@ -101,7 +115,21 @@ impl Admin {
             log_limits: record::Limits::default(),
             metrics: Arc::new(Metrics::new(None)),
             metrics_access: metrics::Access::Readers,
+            approvals: Arc::default(),
+            wake: Arc::default(),
         }
+    }
+
+    /// Serve the approval gate's routes under `approvals`' policies; `wake` wakes the webhooks'
+    /// delivery after a vote.
+    pub(crate) fn with_approvals(
+        mut self,
+        approvals: Arc<crate::approvals::ApprovalSettings>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        self.approvals = approvals;
+        self.wake = wake;
+        self
     }
 
     /// Serve `metrics` on `/metrics`, to anyone when `public`, else to readers.
@@ -182,9 +210,12 @@ impl Admin {
     }
 }
 
-/// Whether `path` is one of [`ROUTES`].
+/// Whether `path` is one of [`ROUTES`] or [`POST_ROUTES`].
 fn is_route(path: &str) -> bool {
-    ROUTES.iter().any(|route| matches_route(route, path))
+    ROUTES
+        .iter()
+        .chain(POST_ROUTES)
+        .any(|route| matches_route(route, path))
 }
 
 /// Whether `path` is `route`, where a `{name}` segment of the route stands for any non-empty one.
@@ -266,6 +297,13 @@ impl Handler for Admin {
             // The open paths' methods are no secret: they are in the open document.
             (_, "/healthz" | "/readyz" | "/api/openapi.json") => unrouted(&req),
             (_, "/metrics") if self.metrics_access == metrics::Access::Public => unrouted(&req),
+            (_, path) if approvals::ApprovalRoute::of(path).is_some() => {
+                let path = path.to_owned();
+                match approvals::ApprovalRoute::of(&path) {
+                    Some(route) => self.approvals(req, route).await,
+                    None => not_found(&req),
+                }
+            }
             (_, path) if path == "/api" || path.starts_with("/api/") => self.api(&req, &conn).await,
             _ if self.principals.is_empty() => not_found(&req),
             // Unknown routes are checked too, so a caller without a key learns nothing of them;

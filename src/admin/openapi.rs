@@ -36,7 +36,7 @@ mod tests {
 
     use super::*;
     use crate::admin::auth::Role;
-    use crate::admin::{ROUTES, operations};
+    use crate::admin::{POST_ROUTES, ROUTES, operations};
     use crate::audit::{Decision, Effect, EventKind, Operation};
     use crate::graph::{OperationId, OperationKind, TenantId};
     use crate::store::OperationSummary;
@@ -100,17 +100,22 @@ mod tests {
     }
 
     #[test]
-    fn the_document_names_exactly_the_routes_the_listener_serves_each_for_get() {
+    fn the_document_names_exactly_the_routes_the_listener_serves_each_for_its_method() {
         let doc = document();
         let paths = doc["paths"].as_object().expect("paths");
         assert_eq!(
             names(paths.keys().cloned()),
-            names(ROUTES.iter().copied()),
-            "openapi.json's paths and admin::ROUTES differ"
+            names(ROUTES.iter().chain(POST_ROUTES).copied()),
+            "openapi.json's paths and admin::ROUTES and POST_ROUTES differ"
         );
         for (path, item) in paths {
             let methods: Vec<&String> = item.as_object().expect("path item").keys().collect();
-            assert_eq!(methods, ["get"], "{path}: every admin route is GET only");
+            let method = if POST_ROUTES.contains(&path.as_str()) {
+                "post"
+            } else {
+                "get"
+            };
+            assert_eq!(methods, [method], "{path}: served for {method} only");
         }
     }
 
@@ -263,6 +268,7 @@ mod tests {
         })
         .unwrap();
         event.raw_request = Some(RawRequest::new("/v1.0/x", Some(b"{}")));
+        event.approval = Some(Box::default());
         event.refusal_summary = Some(RefusalSummary {
             client: "192.0.2.1".into(),
             count: 2,
@@ -291,6 +297,25 @@ mod tests {
             actor
         );
         assert_eq!(actor_required, actor);
+        let (approval, _) = properties(&doc, "ApprovalFacts");
+        let facts = serde_json::to_value(crate::audit::ApprovalFacts {
+            status: "pending".into(),
+            policy: "default".into(),
+            requester: Some("oid:x".into()),
+            body_hash: Some("sha256:x".into()),
+            before_hash: Some("sha256:x".into()),
+            justification: Some("j".into()),
+            ticket: Some("t".into()),
+            vote_deadline: Some("2026-01-01T00:00:00Z".into()),
+            send_deadline: Some("2026-01-01T00:00:00Z".into()),
+            principal: Some("ann".into()),
+            ballot: Some("approve".into()),
+            comment: Some("c".into()),
+            approvals: Some(1),
+            required: Some(2),
+        })
+        .unwrap();
+        assert_eq!(names(facts.as_object().unwrap().keys().cloned()), approval);
         let (summary, _) = properties(&doc, "RefusalSummary");
         let given = full["refusal_summary"].as_object().unwrap().keys().cloned();
         assert_eq!(names(given), summary);

@@ -55,16 +55,30 @@ pub enum EventKind {
     Drift,
     /// A read of a sync policy, recorded only when `audit.record_reads` is on.
     Read,
+    /// A change a `require_approval` rule held became an approval request (the held
+    /// operation's terminal event; nothing went upstream).
+    ApprovalRequested,
+    /// An approver voted on a request (carries the held operation's id).
+    ApprovalVote,
+    /// A request's vote or send window closed before it was decided or used.
+    ApprovalExpired,
+    /// The partner's state changed after a request was made, so it no longer describes the
+    /// change and cannot be used.
+    ApprovalVoided,
 }
 
 impl EventKind {
-    pub(crate) const ALL: [EventKind; 6] = [
+    pub(crate) const ALL: [EventKind; 10] = [
         EventKind::Received,
         EventKind::Completed,
         EventKind::Denied,
         EventKind::Recovered,
         EventKind::Drift,
         EventKind::Read,
+        EventKind::ApprovalRequested,
+        EventKind::ApprovalVote,
+        EventKind::ApprovalExpired,
+        EventKind::ApprovalVoided,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -75,6 +89,10 @@ impl EventKind {
             EventKind::Recovered => "recovered",
             EventKind::Drift => "drift",
             EventKind::Read => "read",
+            EventKind::ApprovalRequested => "approval_requested",
+            EventKind::ApprovalVote => "approval_vote",
+            EventKind::ApprovalExpired => "approval_expired",
+            EventKind::ApprovalVoided => "approval_voided",
         }
     }
 
@@ -296,6 +314,45 @@ pub struct Event {
     /// recorded one by one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) refusal_summary: Option<RefusalSummary>,
+    /// On the approval gate's events: what the request is bound to, the vote, the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) approval: Option<Box<ApprovalFacts>>,
+}
+
+/// What an approval event records beyond the operation's own fields: the request's binding
+/// and policy (`approval_requested`), a vote and where the tally stands (`approval_vote`), the
+/// status it moved to. Every field is optional and left out when empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalFacts {
+    /// The request's status after this event (`pending`, `approved`, ...).
+    pub(crate) status: String,
+    pub(crate) policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) requester: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) body_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) before_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) justification: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ticket: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) vote_deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) send_deadline: Option<String>,
+    /// The admin principal who voted, its vote and comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ballot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) comment: Option<String>,
+    /// Distinct approvals so far, and how many the policy needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) approvals: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) required: Option<u32>,
 }
 
 /// The `operation` of a `denied` event that stands for many refusals from one client.
@@ -355,6 +412,7 @@ impl Event {
             detail: None,
             raw_request: None,
             refusal_summary: None,
+            approval: None,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::telemetry::{self, LogFormat};
 use crate::{app, emulator, tls};
 
 mod admin;
+mod approvals;
 pub(crate) mod audit;
 mod demo;
 pub(crate) mod render;
@@ -119,6 +120,12 @@ pub(crate) enum Command {
     /// Manage who may use the admin API: `admin new-key --name NAME --roles auditor,...` prints a
     /// new API key once and the `[[admin.principals]]` lines (its salted hash) to paste.
     Admin(admin::AdminArgs),
+    /// The change-approval gate, through a running syncgate's admin API: `list`, `show ID`,
+    /// `approve ID`, `reject ID` (with `--comment`).
+    ///
+    /// The API key is read from --key-file or the SYNCGATE_ADMIN_KEY environment variable, never
+    /// from a flag; --admin-url (or SYNCGATE_ADMIN_URL) names the admin listener.
+    Approvals(approvals::ApprovalsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,7 +198,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             // Signal handlers first: once syncgate says it listens, a signal must find them.
             let stopping = stop_on_signal(shutdown.clone());
             let running = app::start(settings, shutdown).await?;
-            let reloading = reload_on_hangup(config_path, running.rules.clone());
+            let reloading = reload_on_hangup(
+                config_path,
+                running.rules.clone(),
+                running.approvals.clone(),
+            );
             println!(
                 "syncgate: proxy listening on {} (upstream {upstream})",
                 running.url()
@@ -238,6 +249,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(args).await,
         Command::Rules(args) => rules::run(args).await,
         Command::Admin(args) => admin::run(args),
+        Command::Approvals(args) => approvals::run(args).await,
         Command::CheckConfig { config } => check_config(&config),
         Command::Migrate { db, config } => migrate(db.as_deref(), &config).await,
     }
@@ -289,14 +301,15 @@ fn check_config(config: &ConfigArgs) -> anyhow::Result<()> {
 fn reload_on_hangup(
     config: Option<PathBuf>,
     rules: crate::proxy::RulesHandle,
+    approvals: std::sync::Arc<crate::approvals::ApprovalSettings>,
 ) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     async move {
         #[cfg(unix)]
-        reload_on(hangup, config, rules).await;
+        reload_on(hangup, config, rules, approvals).await;
         #[cfg(not(unix))]
-        let _ = (config, rules);
+        let _ = (config, rules, approvals);
     }
 }
 
@@ -305,6 +318,7 @@ async fn reload_on(
     hangup: std::io::Result<tokio::signal::unix::Signal>,
     config: Option<PathBuf>,
     rules: crate::proxy::RulesHandle,
+    approvals: std::sync::Arc<crate::approvals::ApprovalSettings>,
 ) {
     {
         let Ok(mut hangup) = hangup else {
@@ -316,7 +330,9 @@ async fn reload_on(
                 tracing::warn!("SIGHUP: syncgate was started without --config; nothing to reload");
                 continue;
             };
-            match RawConfig::load(path).and_then(|raw| raw.load_rules()) {
+            // The approval policies in force are the ones started with: a reloaded rule must
+            // name one of them.
+            match RawConfig::load(path).and_then(|raw| raw.load_rules_for(&approvals)) {
                 Ok(set) => {
                     tracing::info!(version = %set.version(), "rules reloaded");
                     rules.replace(std::sync::Arc::new(set));

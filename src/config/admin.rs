@@ -146,10 +146,20 @@ fn principal(raw: &RawPrincipal, entry: &str) -> Result<Principal, ConfigError> 
             ),
         ));
     }
+    let mut groups = raw.groups.clone();
+    if groups.iter().any(|g| g.trim().is_empty()) {
+        return Err(invalid(
+            "admin.principals.groups",
+            format!("{entry}: a group's name must not be empty"),
+        ));
+    }
+    groups.sort();
+    groups.dedup();
     Ok(Principal {
         name: raw.name.clone(),
         roles,
         oid,
+        groups,
         key_hash,
         cert,
     })

@@ -100,7 +100,7 @@ impl From<InvalidValue> for ConfigError {
     }
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         message: message.into(),
@@ -153,6 +153,9 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub checkpoints: checkpoints::RawCheckpoints,
+    /// The change-approval gate: policies, webhooks.
+    #[serde(default)]
+    pub approvals: crate::approvals::RawApprovals,
     /// The folder relative paths are resolved against (the config file's folder, or the working
     /// directory); Rego files are loaded from it.
     #[serde(skip)]
@@ -258,6 +261,14 @@ impl RawConfig {
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let (listen, admin_listen) = self.listen_addrs()?;
         let admin_principals = self.admin.principals(admin_listen)?;
+        let scheme = if self.admin.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let approvals = self
+            .approvals
+            .validate(&admin_principals, format!("{scheme}://{admin_listen}"))?;
         let admin_tls = self.admin.tls()?;
         let tls = self.proxy_tls()?;
         let upstream = UpstreamTarget::parse(&self.upstream.url)?;
@@ -304,7 +315,8 @@ impl RawConfig {
             max_batch_body,
             recovery_token_file: self.audit.recovery_token_file.clone(),
             refusal_limits: self.refusal_limits()?,
-            rules: Arc::new(self.load_rules()?),
+            rules: Arc::new(self.load_rules_for(&approvals)?),
+            approvals: Arc::new(approvals),
             limits: self.limits.validate(largest_body)?,
         })
     }
@@ -384,6 +396,26 @@ impl RawConfig {
             }
         })
     }
+
+    /// [`RawConfig::load_rules`], and every `require_approval` rule's policy must be one of
+    /// `approvals`' (a rule naming none uses `default`): a held change must have a way out.
+    pub(crate) fn load_rules_for(
+        &self,
+        approvals: &crate::approvals::ApprovalSettings,
+    ) -> Result<crate::rules::RuleSet, ConfigError> {
+        let rules = self.load_rules()?;
+        for (rule, policy) in rules.approval_policies() {
+            if !approvals.has_policy(policy) {
+                return Err(invalid(
+                    "rules.approval_policy",
+                    format!(
+                        "rule '{rule}' requires approval under policy '{policy}', but                          [approvals.policies.{policy}] is not configured"
+                    ),
+                ));
+            }
+        }
+        Ok(rules)
+    }
 }
 
 /// Validated settings, ready to start from.
@@ -429,6 +461,8 @@ pub struct Settings {
     pub(crate) refusal_limits: RefusalLimits,
     /// The local rules, compiled.
     pub(crate) rules: Arc<crate::rules::RuleSet>,
+    /// The change-approval gate's policies and webhooks.
+    pub(crate) approvals: Arc<crate::approvals::ApprovalSettings>,
     /// Timeouts, connection caps and the body memory budget (`[limits]`).
     pub(crate) limits: Limits,
 }

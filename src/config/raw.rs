@@ -115,6 +115,9 @@ pub struct RawPrincipal {
     /// The person's Entra object id (a GUID).
     #[serde(default)]
     pub oid: Option<String>,
+    /// Groups the principal is in, as approval policies name them (`groups`, `one_from_each`).
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// `sha256:<salt hex>:<hash hex>`, as `syncgate admin new-key` prints it.
     #[serde(default)]
     pub key_hash: Option<String>,

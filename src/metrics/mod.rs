@@ -88,6 +88,9 @@ pub(crate) struct Metrics {
     upstream_failures: Family<UpstreamFailureLabels, Counter>,
     /// Connections open now, per listener (set by each listener's tracker).
     connections: Family<ListenerLabels, Gauge>,
+    /// The approval gate: requests pending, webhook notices waiting, deliveries and failures
+    /// (kept by the notices' delivery task, `approvals/notify.rs`).
+    pub(crate) approvals: crate::approvals::notify::NotifyInstruments,
 }
 
 impl Metrics {
@@ -108,6 +111,7 @@ impl Metrics {
             upstream_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             upstream_failures: Family::default(),
             connections: Family::default(),
+            approvals: Default::default(),
             registry: Registry::default(),
         };
         metrics.start_at_zero();
@@ -228,6 +232,27 @@ impl Metrics {
             "open_connections",
             "Connections open now, by listener",
             self.connections.clone(),
+        );
+        let approvals = &self.approvals;
+        registry.register(
+            "approvals_pending",
+            "Approval requests waiting for votes (as of the last look at the outbox)",
+            approvals.pending.clone(),
+        );
+        registry.register(
+            "webhook_notices_waiting",
+            "Approval notices in the outbox not delivered yet",
+            approvals.waiting.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Approval notices delivered, by webhook",
+            approvals.delivered.clone(),
+        );
+        registry.register(
+            "webhook_failures",
+            "Failed attempts to deliver approval notices, by webhook",
+            approvals.failed.clone(),
         );
     }
 

@@ -76,6 +76,7 @@ fn rule_results_are_counted_by_rule_mode_and_result_with_the_verdict() {
         action: Action::Deny,
         passed,
         message: None,
+        approval_policy: None,
     };
     let m = Metrics::new(None);
     m.decided(&Evaluation {
@@ -151,9 +152,15 @@ async fn docs_metrics_md_lists_every_metric_with_its_labels() {
             action: crate::rules::Action::Deny,
             passed: true,
             message: None,
+            approval_policy: None,
         }],
     });
     m.open_connections(ListenerLabel::Admin).set(1);
+    let webhook = crate::approvals::notify::WebhookLabel {
+        webhook: "teams".into(),
+    };
+    m.approvals.delivered.get_or_create(&webhook).inc();
+    m.approvals.failed.get_or_create(&webhook).inc();
     let text = m.render(Format::Prometheus);
     let docs = include_str!("../../docs/metrics.md");
     let mut names = Vec::new();
@@ -177,6 +184,6 @@ async fn docs_metrics_md_lists_every_metric_with_its_labels() {
         }
         names.push(name.to_owned());
     }
-    assert_eq!(names.len(), 19, "{names:?}");
+    assert_eq!(names.len(), 23, "{names:?}");
     store.close().await;
 }

@@ -58,9 +58,10 @@ pub(crate) enum ProxyError {
     /// A rule in enforce mode refused the change.
     #[error("{0}")]
     PolicyViolation(String),
-    /// A rule requires approval for the change (the approval gate is a later issue).
-    #[error("{0}")]
-    ApprovalRequired(String),
+    /// The approval gate held the change: waiting for approval, or an approval that does not
+    /// cover it (rejected, expired, void, used), or a justification or ticket missing.
+    #[error("{}", .0.message)]
+    Held(crate::approvals::Held),
     /// The change could not be recorded before it would have gone upstream, so it did not.
     #[error(
         "syncgate cannot record this change in its audit log, so it was not sent to Microsoft \
@@ -147,7 +148,10 @@ impl ProxyError {
                 "SyncgateBeforeStateUnavailable",
             ),
             ProxyError::PolicyViolation(_) => (StatusCode::FORBIDDEN, "SyncgatePolicyViolation"),
-            ProxyError::ApprovalRequired(_) => (StatusCode::FORBIDDEN, "SyncgateApprovalRequired"),
+            ProxyError::Held(held) => match held.reason.code() {
+                (code, true) => (StatusCode::BAD_REQUEST, code),
+                (code, false) => (StatusCode::FORBIDDEN, code),
+            },
             ProxyError::AuditUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "SyncgateAuditUnavailable")
             }
@@ -167,9 +171,8 @@ impl ProxyError {
             ProxyError::Refused(refusal) => return refusal.message.clone(),
             ProxyError::Body(unread) => return unread.to_string(),
             ProxyError::NoPartner(message) => return (*message).to_owned(),
-            ProxyError::PolicyViolation(message) | ProxyError::ApprovalRequired(message) => {
-                return message.clone();
-            }
+            ProxyError::PolicyViolation(message) => return message.clone(),
+            ProxyError::Held(held) => return held.message.clone(),
             ProxyError::BeforeStateUnavailable { .. }
             | ProxyError::AuditUnavailable(_)
             | ProxyError::FailedDependency => return self.to_string(),
@@ -199,7 +202,25 @@ impl ProxyError {
             self,
             ProxyError::AuditUnavailable(_) | ProxyError::BeforeStateUnavailable { .. }
         );
-        (GraphError::new(status, code, self.message()), retry)
+        let mut error = GraphError::new(status, code, self.message());
+        if let ProxyError::Held(crate::approvals::Held {
+            approval_id: Some(id),
+            ..
+        }) = self
+        {
+            error
+                .inner_extra
+                .insert("syncgate-approval-id".into(), id.clone().into());
+        }
+        (error, retry)
+    }
+
+    /// The approval request a refusal is about, for the `x-syncgate-approval-id` header.
+    pub(crate) fn approval_id(&self) -> Option<&str> {
+        match self {
+            ProxyError::Held(held) => held.approval_id.as_deref(),
+            _ => None,
+        }
     }
 }
 

@@ -68,6 +68,10 @@ pub(crate) struct Governor {
     refusals: refusals::Refusals,
     /// This syncgate's counters (requests, decisions, drift, effects, refusals).
     pub(crate) metrics: Arc<Metrics>,
+    /// The change-approval gate's policies and webhooks.
+    pub(crate) approvals: Arc<crate::approvals::ApprovalSettings>,
+    /// Wakes the webhooks' delivery when a new request put notices in the outbox.
+    pub(crate) notify: Arc<tokio::sync::Notify>,
 }
 
 impl Governor {
@@ -87,7 +91,21 @@ impl Governor {
             body_limits: Arc::default(),
             refusals: refusals::Refusals::new(RefusalLimits::default()),
             metrics: Arc::new(Metrics::new(None)),
+            approvals: Arc::default(),
+            notify: Arc::default(),
         }
+    }
+
+    /// Hold changes `require_approval` rules fail under `approvals`' policies; `notify` wakes
+    /// the webhooks' delivery.
+    pub(crate) fn with_approvals(
+        mut self,
+        approvals: Arc<crate::approvals::ApprovalSettings>,
+        notify: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        self.approvals = approvals;
+        self.notify = notify;
+        self
     }
 
     /// Count into `metrics` (the running syncgate's) instead of a registry nobody scrapes.

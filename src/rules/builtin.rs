@@ -30,6 +30,8 @@ pub(crate) struct BuiltinRule {
     pub(crate) kind: BuiltinType,
     pub(crate) mode: Mode,
     pub(crate) action: Action,
+    /// The approval policy a `require_approval` failure is held under (`None`: `default`).
+    pub(crate) approval_policy: Option<String>,
     check: Check,
 }
 
@@ -108,6 +110,7 @@ impl BuiltinRule {
             kind: raw.kind,
             mode: raw.mode,
             action: raw.action,
+            approval_policy: super::approval_policy(raw.action, raw.approval_policy.as_deref())?,
             check,
         })
     }

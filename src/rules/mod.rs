@@ -102,6 +102,10 @@ pub struct RuleResult {
     pub(crate) passed: bool,
     /// Why it does not, for the person who sent the request: `rule 'x': …`. `None` when passed.
     pub(crate) message: Option<String>,
+    /// With `require_approval`: the policy the change is held under (`None`: `default`). Not
+    /// recorded: the approval request names the policy it was made under.
+    #[serde(skip)]
+    pub(crate) approval_policy: Option<String>,
 }
 
 impl RuleResult {
@@ -121,6 +125,7 @@ impl RuleResult {
             action,
             passed: outcome.passed,
             message: outcome.message.clone(),
+            approval_policy: None,
         })
     }
 
@@ -342,6 +347,27 @@ impl RuleSet {
         self.inner.needs_partner_state
     }
 
+    /// Every `require_approval` rule's id and the approval policy it names (`default` when it
+    /// names none), for the configuration to check they exist.
+    pub(crate) fn approval_policies(&self) -> Vec<(&str, &str)> {
+        fn policy(p: &Option<String>) -> &str {
+            p.as_deref()
+                .unwrap_or(crate::approvals::policy::DEFAULT_POLICY)
+        }
+        let inner = &*self.inner;
+        let builtins = inner
+            .builtins
+            .iter()
+            .filter(|r| r.action == Action::RequireApproval)
+            .map(|r| (r.id.as_str(), policy(&r.approval_policy)));
+        let rego = inner
+            .rego
+            .iter()
+            .filter(|r| r.action == Action::RequireApproval)
+            .map(|r| (r.id.as_str(), policy(&r.approval_policy)));
+        builtins.chain(rego).collect()
+    }
+
     /// Whether there are no rules at all.
     pub(crate) fn is_empty(&self) -> bool {
         self.inner.builtins.is_empty() && self.inner.rego.is_empty()
@@ -360,6 +386,7 @@ impl RuleSet {
                 kind: rule.kind.as_str().to_owned(),
                 mode: rule.mode,
                 action: rule.action,
+                approval_policy: rule.approval_policy.clone(),
                 passed: outcome.is_ok(),
                 message: outcome
                     .err()
@@ -382,6 +409,19 @@ impl RuleSet {
     }
 }
 
+/// An entry's `approval_policy`, which only a `require_approval` rule may name.
+pub(crate) fn approval_policy(
+    action: Action,
+    policy: Option<&str>,
+) -> Result<Option<String>, String> {
+    match (action, policy) {
+        (Action::Deny, Some(_)) => {
+            Err("approval_policy applies only to a rule with action = \"require_approval\"".into())
+        }
+        (_, policy) => Ok(policy.map(str::to_owned)),
+    }
+}
+
 /// One result per violation of `rule`, one passing result when there are none, one failing
 /// result when evaluation failed.
 fn push_rego(
@@ -394,6 +434,7 @@ fn push_rego(
         kind: "rego".to_owned(),
         mode: rule.mode,
         action: rule.action,
+        approval_policy: rule.approval_policy.clone(),
         passed,
         message,
     };

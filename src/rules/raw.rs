@@ -126,6 +126,10 @@ pub struct RawBuiltin {
     /// `deny` (default) or `require_approval`.
     #[serde(default)]
     pub(crate) action: Action,
+    /// With `require_approval`: the `[approvals.policies.NAME]` that decides (default
+    /// `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) approval_policy: Option<String>,
 
     /// partner_allowlist: the tenants sync may be enabled for, each with its approved name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,6 +221,10 @@ pub struct RawRego {
     /// `deny` (default) or `require_approval`.
     #[serde(default)]
     pub(crate) action: Action,
+    /// With `require_approval`: the `[approvals.policies.NAME]` that decides (default
+    /// `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) approval_policy: Option<String>,
     /// The rule path evaluated (default [`DEFAULT_QUERY`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) query: Option<String>,

@@ -40,6 +40,8 @@ pub(crate) struct RegoRule {
     pub(crate) id: String,
     pub(crate) mode: Mode,
     pub(crate) action: Action,
+    /// The approval policy a `require_approval` failure is held under (`None`: `default`).
+    pub(crate) approval_policy: Option<String>,
     pub(crate) needs_partner_state: bool,
     /// The file as shown in messages (the config's folder joined with `file`).
     pub(crate) path: PathBuf,
@@ -122,6 +124,11 @@ impl RegoRule {
             id: raw.id.clone(),
             mode: raw.mode,
             action: raw.action,
+            approval_policy: super::approval_policy(raw.action, raw.approval_policy.as_deref())
+                .map_err(|message| RulesError::Invalid {
+                    place: place.clone(),
+                    message,
+                })?,
             needs_partner_state: raw.needs_partner_state,
             path,
             query,

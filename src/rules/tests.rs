@@ -23,6 +23,13 @@ const USER: &str = "bbbbbbbb-0000-0000-0000-000000000001";
 struct File {
     #[serde(default)]
     rules: RawRules,
+    /// The shipped example also configures the approval policy its rules name, and approvers.
+    #[allow(dead_code)]
+    #[serde(default)]
+    approvals: Option<toml::Value>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    admin: Option<toml::Value>,
 }
 
 fn raw(toml_text: &str) -> RawRules {

@@ -309,13 +309,26 @@ pub(crate) enum Append<'a> {
     Seal(&'a [&'a Prepared]),
     /// Rows exactly as stored elsewhere (a copied log); each must continue the head.
     Copy(&'a [StoredRow]),
+    /// New events, sealed onto the head after the guard's statements changed the approval
+    /// gate's tables (`approvals.rs`); a guard that finds the request changed writes nothing.
+    Guarded(&'a super::approvals::Guard, &'a [&'a Prepared]),
+}
+
+impl<'a> Append<'a> {
+    /// The guard to run before the events, when there is one.
+    pub(crate) fn guard(&self) -> Option<&'a super::approvals::Guard> {
+        match self {
+            Append::Guarded(guard, _) => Some(guard),
+            _ => None,
+        }
+    }
 }
 
 impl Append<'_> {
     /// The rows to insert after `head`, or why they cannot follow it.
     pub(crate) fn rows(&self, mut head: Head) -> Result<Vec<StoredRow>, String> {
         match self {
-            Append::Seal(events) => Ok(events
+            Append::Seal(events) | Append::Guarded(_, events) => Ok(events
                 .iter()
                 .map(|event| {
                     let sealed = event.seal(&mut head);

@@ -238,6 +238,7 @@ mod writer {
             action,
             passed: fail.is_none(),
             message: fail.map(|m| format!("rule '{rule}': {m}")),
+            approval_policy: None,
         }
     }
 

@@ -26,7 +26,7 @@
 mod admin_reads;
 #[doc(hidden)]
 pub mod bench;
-mod chain;
+pub(crate) mod chain;
 mod copy;
 mod location;
 #[cfg(test)]
@@ -130,6 +130,10 @@ pub enum StoreError {
          writer signs the next one within its interval (checkpoints.every)"
     )]
     NotYetSigned { seq: u64, signed: u64 },
+    /// An approval request was not as the change to it expected (another vote, the sweeper or a
+    /// replica changed it first): nothing was written; read it again and decide again.
+    #[error("{context}")]
+    Conflict { context: String },
     /// A question with no answer (a consistency proof from a larger tree to a smaller one).
     #[error("{context}")]
     Invalid { context: String },
@@ -686,6 +690,25 @@ impl Store {
         self.inner.writer.append(event).await
     }
 
+    /// Make `guard`'s change to the approval gate's tables and append `events` after it, in
+    /// one transaction (`approvals.rs`): the events as recorded, or [`StoreError::Conflict`]
+    /// when the request was not as the guard expected (then nothing was written).
+    pub(crate) async fn append_guarded(
+        &self,
+        guard: approvals::Guard,
+        events: Vec<Event>,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        self.inner.writer.append_guarded(guard, events).await
+    }
+
+    /// Record a webhook delivery attempt (the outbox, not the chain).
+    pub(crate) async fn record_notice(
+        &self,
+        attempt: approvals::NoticeAttempt,
+    ) -> Result<(), StoreError> {
+        self.inner.writer.record_notice(attempt).await
+    }
+
     /// Record who read the log through the admin API (`admin_reads`, not the chain); returns
     /// once the row is on disk, with its id. Goes through the writer's bounded queue.
     pub(crate) async fn record_read(&self, read: ReadRecord) -> Result<i64, StoreError> {
@@ -836,6 +859,7 @@ fn recorded(
     })
 }
 
+pub(crate) mod approvals;
 mod proofs;
 mod quick;
 

@@ -258,6 +258,77 @@ macro_rules! read_methods {
                 .collect()
         }
 
+        /// Approval requests `query` selects, with their votes.
+        pub(crate) async fn approvals_where(
+            &self,
+            query: sqlx::QueryBuilder<'_, $db>,
+        ) -> Result<Vec<$crate::approvals::Approval>, $crate::store::StoreError> {
+            use $crate::store::approvals as sql;
+            let context = "cannot read approval requests";
+            let rows = self.rows(query, context).await?;
+            let mut approvals = rows
+                .iter()
+                .map(|row| sql::approval_from_row(row, |c, e| classify(c, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if approvals.is_empty() {
+                return Ok(approvals);
+            }
+            let ids: Vec<String> = approvals.iter().map(|a| a.id.clone()).collect();
+            let rows = self
+                .rows(sql::votes_of(&ids), "cannot read approval votes")
+                .await?;
+            for row in &rows {
+                let (id, vote) = sql::vote_from_row(row, |c, e| classify(c, e))?;
+                if let Some(a) = approvals.iter_mut().find(|a| a.id == id) {
+                    a.votes.push(vote);
+                }
+            }
+            Ok(approvals)
+        }
+
+        /// Webhook notices due at `now`.
+        pub(crate) async fn due_notices(
+            &self,
+            now: &chrono::DateTime<chrono::Utc>,
+            limit: i64,
+        ) -> Result<Vec<$crate::store::approvals::StoredNotice>, $crate::store::StoreError> {
+            use $crate::store::approvals as sql;
+            let rows = self
+                .rows(sql::due_notices(now, limit), "cannot read the webhook outbox")
+                .await?;
+            rows.iter()
+                .map(|row| sql::notice_from_row(row, |c, e| classify(c, e)))
+                .collect()
+        }
+
+        /// Requests pending, and undelivered notices with the earliest next attempt.
+        pub(crate) async fn approval_gauges(
+            &self,
+        ) -> Result<(i64, i64, Option<String>), $crate::store::StoreError> {
+            use sqlx::Row;
+            use $crate::store::approvals as sql;
+            let context = "cannot count approval requests";
+            let read = |e| classify(context, e);
+            let pending = self
+                .rows(sqlx::QueryBuilder::new(sql::COUNT_PENDING), context)
+                .await?;
+            let pending: i64 = match pending.first() {
+                Some(row) => row.try_get("n").map_err(read)?,
+                None => 0,
+            };
+            let outbox = self
+                .rows(sqlx::QueryBuilder::new(sql::OUTBOX_STATE), context)
+                .await?;
+            let (waiting, next) = match outbox.first() {
+                Some(row) => (
+                    row.try_get::<i64, _>("n").map_err(read)?,
+                    row.try_get::<Option<String>, _>("next").map_err(read)?,
+                ),
+                None => (0, None),
+            };
+            Ok((pending, waiting, next))
+        }
+
         /// How far each witness was delivered.
         pub(crate) async fn witness_states(
             &self,

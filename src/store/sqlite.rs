@@ -225,6 +225,24 @@ impl SqliteWriter {
         Ok(())
     }
 
+    /// Record a webhook delivery attempt (autocommit).
+    pub(crate) async fn record_notice(
+        &mut self,
+        attempt: &super::approvals::NoticeAttempt,
+    ) -> Result<(), StoreError> {
+        let conn = self.connection().await?;
+        super::approvals::notice_attempt::<Sqlite>(
+            &attempt.id,
+            &attempt.at,
+            attempt.outcome.clone(),
+        )
+        .build()
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| classify("cannot record a webhook delivery", e))?;
+        Ok(())
+    }
+
     async fn connection(&mut self) -> Result<&mut SqliteConnection, StoreError> {
         if self.conn.is_none() {
             let conn = SqliteConnection::connect_with(&self.options)
@@ -243,6 +261,18 @@ impl SqliteWriter {
         events: &[&Prepared],
     ) -> Result<Vec<Sealed>, StoreError> {
         let rows = self.append(Append::Seal(events)).await?;
+        Ok(rows.into_iter().map(Sealed::from).collect())
+    }
+
+    /// Append `events` after `guard`'s changes to the approval gate's tables, in one
+    /// transaction: both or neither ([`StoreError::Conflict`] when the guard finds the request
+    /// changed).
+    pub(crate) async fn append_guarded(
+        &mut self,
+        guard: &super::approvals::Guard,
+        events: &[&Prepared],
+    ) -> Result<Vec<Sealed>, StoreError> {
+        let rows = self.append(Append::Guarded(guard, events)).await?;
         Ok(rows.into_iter().map(Sealed::from).collect())
     }
 
@@ -350,6 +380,9 @@ async fn insert_after_head(
 ) -> Result<(Vec<StoredRow>, Option<Frontier>), StoreError> {
     let head = read_head(conn).await?;
     let head_seq = head.seq;
+    if let Some(guard) = append.guard() {
+        apply_guard(conn, guard).await?;
+    }
     let rows = append.rows(head).map_err(StoreError::rejected)?;
     for row in &rows {
         insert_row(conn, row).await?;
@@ -366,6 +399,7 @@ async fn insert_after_head(
 }
 
 index::index_writes!(Sqlite, SqliteConnection);
+super::approvals::approval_writes!(Sqlite, SqliteConnection);
 tree::tree_writes!(Sqlite, SqliteConnection);
 
 /// A transaction holding the write lock (`BEGIN IMMEDIATE`), for catching the index up.

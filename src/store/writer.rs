@@ -26,6 +26,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::admin_reads::ReadRecord;
+use super::approvals::{Guard, NoticeAttempt};
 use super::chain::{Prepared, Sealed};
 use super::tree::StoredCheckpoint;
 use super::witness::WitnessUpdate;
@@ -80,6 +81,19 @@ impl WriteBackend {
 
     async fn record_witness(&mut self, update: &WitnessUpdate) -> Result<(), StoreError> {
         on_writer!(self, w => w.record_witness(update).await)
+    }
+
+    async fn record_notice(&mut self, attempt: &NoticeAttempt) -> Result<(), StoreError> {
+        on_writer!(self, w => w.record_notice(attempt).await)
+    }
+
+    /// Append `events` after `guard`'s changes, in one transaction of their own.
+    async fn append_guarded(
+        &mut self,
+        guard: &Guard,
+        events: &[&Prepared],
+    ) -> Result<Vec<Sealed>, StoreError> {
+        on_writer!(self, w => w.append_guarded(guard, events).await)
     }
 
     /// Rebuild the operations index, then the Merkle tree's nodes (`audit reindex`): the seq
@@ -189,6 +203,17 @@ pub(crate) struct WitnessJob {
     pub(crate) reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// A guarded append (an approval request's change and the events recording it) and where the
+/// answer goes.
+pub(crate) struct GuardedJob {
+    guard: Guard,
+    events: Vec<Prepared>,
+    reply: oneshot::Sender<Result<Vec<Recorded>, StoreError>>,
+}
+
+/// A webhook delivery attempt to record and where the answer goes.
+type NoticeJob = (Box<NoticeAttempt>, oneshot::Sender<Result<(), StoreError>>);
+
 /// One admin read to record and where its id goes.
 pub(crate) struct ReadJob {
     read: ReadRecord,
@@ -202,6 +227,10 @@ pub(crate) enum Command {
     Read(Box<ReadJob>),
     /// Record what a witness delivery came to (`witness.rs`).
     Witness(Box<WitnessJob>),
+    /// Change the approval gate's tables and append the events that record it.
+    Guarded(Box<GuardedJob>),
+    /// Record a webhook delivery attempt (`approvals/notify.rs`).
+    Notice(Box<NoticeAttempt>, oneshot::Sender<Result<(), StoreError>>),
     /// Commit what came before, stop, then answer.
     Close(oneshot::Sender<()>),
 }
@@ -330,6 +359,40 @@ impl WriterHandle {
         answer.await.map_err(|_| StoreError::writer_stopped())?
     }
 
+    /// Make `guard`'s change and append `events` after it, in one transaction: the events as
+    /// recorded, or [`StoreError::Conflict`] when the request was not as the guard expected.
+    pub(crate) async fn append_guarded(
+        &self,
+        guard: Guard,
+        events: Vec<Event>,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let events = events
+            .into_iter()
+            .map(Prepared::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::rejected)?;
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::Guarded(Box::new(GuardedJob {
+                guard,
+                events,
+                reply,
+            })))
+            .await
+            .map_err(|_| StoreError::writer_stopped())?;
+        answer.await.map_err(|_| StoreError::writer_stopped())?
+    }
+
+    /// Record a webhook delivery attempt, once it is on disk.
+    pub(crate) async fn record_notice(&self, attempt: NoticeAttempt) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Command::Notice(Box::new(attempt), reply))
+            .await
+            .map_err(|_| StoreError::writer_stopped())?;
+        answer.await.map_err(|_| StoreError::writer_stopped())?
+    }
+
     /// Record an admin read; the id it got, once it is on disk.
     pub(crate) async fn record_read(&self, read: ReadRecord) -> Result<i64, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -386,6 +449,8 @@ async fn run(
     let mut group: Vec<Job> = Vec::with_capacity(max_group);
     let mut reads: Vec<ReadJob> = Vec::new();
     let mut witnessed: Vec<WitnessJob> = Vec::new();
+    let mut guarded: Vec<GuardedJob> = Vec::new();
+    let mut notices: Vec<NoticeJob> = Vec::new();
     let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut checkpointer = match checkpointing {
         None => None,
@@ -424,12 +489,16 @@ async fn run(
                 Command::Append(job) => group.push(*job),
                 Command::Read(job) => reads.push(*job),
                 Command::Witness(job) => witnessed.push(*job),
+                Command::Guarded(job) => guarded.push(*job),
+                Command::Notice(attempt, reply) => notices.push((attempt, reply)),
                 Command::Close(done) => {
                     closers.push(done);
                     break;
                 }
             }
-            if group.len() + reads.len() + witnessed.len() < max_group {
+            if group.len() + reads.len() + witnessed.len() + guarded.len() + notices.len()
+                < max_group
+            {
                 next = commands.try_recv().ok();
             }
         }
@@ -439,6 +508,12 @@ async fn run(
                 c.sign(&mut backend, &shared.counters, &shared.signed, Due::IfFull)
                     .await;
             }
+        }
+        for job in guarded.drain(..) {
+            commit_guarded(&mut backend, job, &shared).await;
+        }
+        for (attempt, reply) in notices.drain(..) {
+            let _ = reply.send(backend.record_notice(&attempt).await);
         }
         for job in reads.drain(..) {
             let _ = job.reply.send(backend.record_read(&job.read).await);
@@ -462,6 +537,12 @@ async fn run(
             }
             Command::Witness(job) => {
                 let _ = job.reply.send(Err(StoreError::writer_stopped()));
+            }
+            Command::Guarded(job) => {
+                let _ = job.reply.send(Err(StoreError::writer_stopped()));
+            }
+            Command::Notice(_, reply) => {
+                let _ = reply.send(Err(StoreError::writer_stopped()));
             }
             Command::Close(done) => closers.push(done),
         }
@@ -526,6 +607,45 @@ async fn commit(backend: &mut WriteBackend, jobs: Vec<Job>, shared: &Shared) {
             }
         }
     }
+}
+
+/// Commit one guarded append in a transaction of its own and answer its caller.
+async fn commit_guarded(backend: &mut WriteBackend, job: GuardedJob, shared: &Shared) {
+    let GuardedJob {
+        guard,
+        events,
+        reply,
+    } = job;
+    let prepared: Vec<&Prepared> = events.iter().collect();
+    let result = backend.append_guarded(&guard, &prepared).await;
+    let counters = &shared.counters;
+    let result = result.map(|sealed| {
+        if let Some(last) = sealed.last() {
+            shared.committed.send_replace(last.seq);
+            counters.groups.fetch_add(1, Ordering::Relaxed);
+            counters.instruments.group_size.observe(sealed.len() as f64);
+            counters
+                .events
+                .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        }
+        sealed
+            .into_iter()
+            .zip(events)
+            .map(|(s, p)| Recorded {
+                seq: s.seq,
+                prev_hash: s.prev_hash,
+                hash: s.hash,
+                event: p.event,
+            })
+            .collect()
+    });
+    if let Err(error) = &result {
+        if !matches!(error, StoreError::Conflict { .. }) {
+            counters.instruments.append_failures.inc();
+            tracing::warn!(%error, "audit store: an approval change was not committed");
+        }
+    }
+    let _ = reply.send(result);
 }
 
 fn answer(job: Job, result: Result<Sealed, StoreError>) {

@@ -73,7 +73,12 @@ async fn drive(exit: ExitKind) -> (TestResponse, TestProxy, StatusCode, &'static
             (StatusCode::FORBIDDEN, "SyncgatePolicyViolation")
         }
         ExitKind::ApprovalRequired => {
-            proxy_toml = allowlist("require_approval");
+            // An approval policy with one approver, so the held change becomes a request.
+            proxy_toml = allowlist("require_approval")
+                + "[approvals.policies.default]\n\n[[admin.principals]]\nname = \"ann\"\n\
+                   roles = [\"approver\"]\noid = \"aaaaaaaa-0000-4000-8000-000000000001\"\n\
+                   key_hash = \"sha256:00112233445566778899aabbccddeeff:\
+                   00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\"\n";
             (StatusCode::FORBIDDEN, "SyncgateApprovalRequired")
         }
         ExitKind::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "SyncgateAuditUnavailable"),
@@ -134,13 +139,23 @@ async fn every_exit_of_a_governed_operation_leaves_exactly_one_terminal_event() 
         let terminal: Vec<&str> = kinds
             .iter()
             .copied()
-            .filter(|k| matches!(*k, "completed" | "denied" | "recovered"))
+            .filter(|k| {
+                matches!(
+                    *k,
+                    "completed" | "denied" | "recovered" | "approval_requested"
+                )
+            })
             .collect();
         let forwarded = matches!(
             exit,
             ExitKind::Completed | ExitKind::CompletedWithUpstreamFailure
         );
-        let expected = if forwarded { "completed" } else { "denied" };
+        let expected = match exit {
+            _ if forwarded => "completed",
+            // The gate turned the change into an approval request: that is its terminal event.
+            ExitKind::ApprovalRequired => "approval_requested",
+            _ => "denied",
+        };
         assert_eq!(terminal, [expected], "{exit:?}: {kinds:?}");
         assert_eq!(
             kinds.iter().filter(|k| **k == "received").count(),

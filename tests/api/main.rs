@@ -20,6 +20,8 @@ mod admin_operation;
 mod admin_operations;
 /// Issue 10: the admin listener over TLS; client-certificate principals.
 mod admin_tls;
+/// Issue 12: the change-approval gate on both backends: requests, votes, retries, expiry.
+mod approvals;
 /// `syncgate audit list|show|verify` over a log written with the library store.
 mod audit_log;
 /// Issue 7: classification attacks against a deliberately lenient upstream.

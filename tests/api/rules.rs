@@ -1,5 +1,5 @@
 //! Local rules through the proxy: every built-in rule and mode, Rego rules, a `$batch` mixing
-//! allowed and refused changes, require_approval, and reload on SIGHUP.
+//! allowed and refused changes, and reload on SIGHUP (require_approval's gate is in `approvals.rs`).
 
 use std::path::Path;
 
@@ -380,26 +380,6 @@ violations contains {"message": msg} if {
         message.contains("renaming") && message.contains("Original"),
         "{message}"
     );
-}
-
-#[tokio::test]
-async fn require_approval_refuses_until_the_approval_gate_exists() {
-    let emulator = spawn_emulator().await;
-    seed_partner(&emulator, PARTNER).await;
-    let toml = ALLOWLIST.replace("MODE", "enforce").replace(
-        "mode = \"enforce\"",
-        "mode = \"enforce\"\naction = \"require_approval\"",
-    );
-    let proxy = proxy_with_rules(&emulator, &toml).await;
-    let resp = TestClient::new()
-        .send(
-            Method::PUT,
-            &sync_url(&proxy.url, "v1.0", PARTNER),
-            Some(enable("F")),
-        )
-        .await;
-    assert_eq!(resp.status, StatusCode::FORBIDDEN);
-    assert_eq!(resp.error_code(), "SyncgateApprovalRequired");
 }
 
 #[tokio::test]

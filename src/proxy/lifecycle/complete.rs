@@ -49,6 +49,7 @@ pub(crate) async fn finish(
 ) -> Response<Body> {
     match exit {
         Exit::Refused(error) => refused(recorder, op, error, ids).await,
+        Exit::Held(error) => held(op, error, ids),
         Exit::ReadRefusedUpstream(answer) => read_refused(recorder, op, *answer).await,
         Exit::Completed(forwarded) => {
             let Forwarded { answer, after } = *forwarded;
@@ -77,7 +78,7 @@ async fn refused(
     // is recorded with its code.
     event.detail = Some(match &error {
         ProxyError::PolicyViolation(_)
-        | ProxyError::ApprovalRequired(_)
+        | ProxyError::Held(_)
         | ProxyError::BeforeStateUnavailable { .. } => graph_error.message.clone(),
         _ => format!("{code}: {}", graph_error.message),
     });
@@ -85,9 +86,7 @@ async fn refused(
         // A caller Graph authenticated (the before-state was read with its token) that a rule
         // refused, or whose change the log could not take: recorded one by one, with the parsed
         // body the rules saw (bounded by `audit.max_body`), so a backtest can replay it.
-        ProxyError::PolicyViolation(_)
-        | ProxyError::ApprovalRequired(_)
-        | ProxyError::AuditUnavailable(_) => {
+        ProxyError::PolicyViolation(_) | ProxyError::Held(_) | ProxyError::AuditUnavailable(_) => {
             event.request_body = op.body.take();
             if let Some(decided) = &op.decided {
                 decided.stamp(&mut event);
@@ -106,7 +105,30 @@ async fn refused(
         "syncgate-audit-id".into(),
         Value::String(recorded_as.to_string()),
     );
-    tag(recorded_as, respond((graph_error, retry), ids))
+    let resp = tag(recorded_as, respond((graph_error, retry), ids));
+    tag_approval(error.approval_id(), resp)
+}
+
+/// The gate made an approval request of the change and recorded it (`approval_requested`, the
+/// operation's terminal event): only the answer is left, carrying both ids.
+fn held(op: Operation, error: ProxyError, ids: &RequestIds) -> Response<Body> {
+    let (mut graph_error, retry) = error.to_graph_error();
+    info!(audit_id = %op.id, decision = "deny", status = graph_error.status.as_u16(),
+        approval = error.approval_id().unwrap_or("-"), "held for approval");
+    graph_error
+        .inner_extra
+        .insert("syncgate-audit-id".into(), Value::String(op.id.to_string()));
+    let resp = tag(op.id, respond((graph_error, retry), ids));
+    tag_approval(error.approval_id(), resp)
+}
+
+/// Add `x-syncgate-approval-id` when the answer is about an approval request.
+fn tag_approval(approval_id: Option<&str>, mut resp: Response<Body>) -> Response<Body> {
+    if let Some(v) = approval_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        resp.headers_mut()
+            .insert(crate::approvals::APPROVAL_ID_HEADER, v);
+    }
+    resp
 }
 
 /// Graph refused the caller the before-read: its answer is relayed, and the refusal recorded.

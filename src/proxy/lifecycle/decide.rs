@@ -54,14 +54,15 @@ impl Decided {
 
 /// Evaluate `rules` for the operation (its body and before-state) and keep the decision in it.
 /// The partner's document, when a rule needs it, was read by the before phase: deciding does no
-/// I/O. A failing enforced rule ends the operation: `deny` with 403 `SyncgatePolicyViolation`,
-/// `require_approval` with 403 `SyncgateApprovalRequired` (the approval gate is a later issue).
+/// I/O. A failing enforced `deny` rule ends the operation with 403 `SyncgatePolicyViolation`;
+/// a failing enforced `require_approval` rule (and no denial) hands the change to the gate:
+/// the rule's result is returned.
 pub(super) fn decide(
     rules: &RuleSet,
     op: &mut Operation,
     governed: &Governed,
     partner_state: Option<serde_json::Value>,
-) -> Result<(), Exit> {
+) -> Result<Option<RuleResult>, Exit> {
     let absent = Snapshot::Absent;
     let input = rule_input(
         governed,
@@ -75,44 +76,18 @@ pub(super) fn decide(
         evaluation: rules.evaluate(&input),
         partner_state: input.partner_state,
     };
-    let refusal = match decided.evaluation.verdict() {
-        Verdict::Allow { .. } => None,
-        Verdict::Deny(result) => Some(ProxyError::PolicyViolation(
+    let verdict = decided.evaluation.verdict();
+    op.decided = Some(decided);
+    match verdict {
+        Verdict::Allow { .. } => Ok(None),
+        Verdict::Deny(result) => Err(Exit::refused(ProxyError::PolicyViolation(
             result
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("rule '{}' refused the change", result.rule)),
-        )),
-        Verdict::NeedsApproval(result) => {
-            Some(ProxyError::ApprovalRequired(needs_approval(&result)))
-        }
-    };
-    op.decided = Some(decided);
-    match refusal {
-        Some(error) => Err(Exit::refused(error)),
-        None => Ok(()),
+        ))),
+        Verdict::NeedsApproval(result) => Ok(Some(result)),
     }
-}
-
-/// Until the approval gate exists, a change that needs approval is refused, and the message says so.
-fn needs_approval(result: &RuleResult) -> String {
-    let because = result
-        .message
-        .as_deref()
-        .map(|m| {
-            let m = m.trim_end();
-            if m.ends_with(['.', '!', '?']) {
-                format!("{m} ")
-            } else {
-                format!("{m}. ")
-            }
-        })
-        .unwrap_or_default();
-    format!(
-        "{because}This change needs approval (rule '{}'), and syncgate's approval gate is not \
-         enabled yet, so it was refused.",
-        result.rule
-    )
 }
 
 /// The document every rule decides on for `governed`, exactly as the proxy builds it; the rule
@@ -138,40 +113,4 @@ pub(crate) fn rule_input(
         actor,
         time,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rules::{Action, Mode};
-
-    fn result(message: Option<&str>) -> RuleResult {
-        RuleResult {
-            rule: "sync-allowlist".into(),
-            kind: "partner_allowlist".into(),
-            mode: Mode::Enforce,
-            action: Action::RequireApproval,
-            passed: false,
-            message: message.map(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn the_approval_message_reads_as_sentences_whatever_the_rule_said() {
-        let text = needs_approval(&result(Some("Partner is not on the allow-list")));
-        assert!(
-            text.starts_with("Partner is not on the allow-list. This change needs approval"),
-            "{text}"
-        );
-        let text = needs_approval(&result(Some("Partner is not listed.")));
-        assert!(
-            text.starts_with("Partner is not listed. This change"),
-            "{text}"
-        );
-        let text = needs_approval(&result(None));
-        assert!(
-            text.starts_with("This change needs approval (rule 'sync-allowlist')"),
-            "{text}"
-        );
-    }
 }

@@ -7,6 +7,7 @@
 //! | lock     | `locks`       | one change per partner in all replicas, until after  | locks      |
 //! | before   | [`before`]    | read the state the change meets; drift               | upstream, store |
 //! | decide   | [`decide`]    | run the local rules                                  | rules      |
+//! | gate     | [`gate`]      | a held change: its approval, or a request for one    | store      |
 //! | record   | [`record`]    | `received`, durable before anything goes upstream    | store      |
 //! | forward  | [`forward`]   | send the rebuilt write                               | upstream   |
 //! | after    | [`after`]     | read the state the change left                       | upstream   |
@@ -14,7 +15,8 @@
 //!
 //! Each phase gets only what it needs; a phase that ends the operation returns an [`Exit`], and
 //! [`Proxy::change`] hands every exit, success or not, to the terminal step, so every governed
-//! operation leaves exactly one terminal event (`completed` or `denied`). The invariants that
+//! operation leaves exactly one terminal event (`completed`, `denied`, or `approval_requested`
+//! for a change the gate turned into an approval request). The invariants that
 //! make the log trustworthy follow from the order: what is recorded is what was parsed and is
 //! what is forwarded; the lock spans before to after; `received` is durable before the write.
 
@@ -23,6 +25,7 @@ mod before;
 pub(crate) mod complete;
 pub(crate) mod decide;
 mod forward;
+pub(crate) mod gate;
 mod operation;
 mod read;
 mod record;
@@ -44,6 +47,9 @@ pub(crate) enum Exit {
     /// syncgate refused it (a check, the before-read, a rule, the log); nothing was forwarded.
     /// Recorded as `denied`.
     Refused(ProxyError),
+    /// The gate made an approval request of the change: its terminal event
+    /// (`approval_requested`) is recorded already; the refusal is only answered.
+    Held(ProxyError),
     /// Graph refused the caller the before-read; its answer is relayed. Recorded as `denied`.
     ReadRefusedUpstream(Box<Response<Bytes>>),
     /// The write went upstream: its answer (or failure) and the after-state. Recorded as
@@ -141,7 +147,14 @@ impl Proxy {
         if let Some(decided) = &op.decided {
             self.governor.metrics.decided(&decided.evaluation);
         }
-        decided?;
+        if let Some(held) = decided? {
+            let (store, approvals) = (&self.governor.store, &*self.governor.approvals);
+            let gated = gate::gate(approvals, store, op, &governed, &held).await;
+            if matches!(gated, Err(Exit::Held(_))) {
+                self.governor.notify.notify_one();
+            }
+            gated?;
+        }
         record::received(&self.governor.store, op).await?;
         let answer = forward::write(&self.upstream, conn, op, &governed).await;
         let after = after::read(&self.upstream, op, &state_path).await;

@@ -42,6 +42,11 @@ pub struct Operation {
     pub(crate) before: Option<Snapshot>,
     /// What the rules decided (decide phase).
     pub(crate) decided: Option<Decided>,
+    /// The approval request the operation is about (gate phase): every event it leaves
+    /// carries the id.
+    pub(crate) approval_id: Option<String>,
+    /// The approval the change is sent under (gate phase); `record` marks it used.
+    pub(crate) granted: Option<super::gate::Granted>,
     /// The partner's lock (lock phase), held until the operation is dropped after its terminal
     /// event: the next change to the partner must see this one's after-state as recorded.
     pub(crate) lock: Option<LockGuard>,
@@ -104,6 +109,8 @@ impl Operation {
             state_path: None,
             before: None,
             decided: None,
+            approval_id: None,
+            granted: None,
             lock: None,
             started: Instant::now(),
         }
@@ -128,6 +135,7 @@ impl Operation {
         };
         e.actor = self.actor.clone();
         e.client_request_id = self.client_request_id.clone();
+        e.approval_id = self.approval_id.clone();
         e
     }
 

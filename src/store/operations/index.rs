@@ -307,7 +307,7 @@ pub(crate) fn appended_events<'a>(
     rows: &[StoredRow],
 ) -> Result<Vec<(i64, Cow<'a, Event>)>, StoreError> {
     match append {
-        Append::Seal(prepared) => Ok(rows
+        Append::Seal(prepared) | Append::Guarded(_, prepared) => Ok(rows
             .iter()
             .zip(prepared.iter())
             .map(|(row, p)| (row.seq, Cow::Borrowed(&p.event)))

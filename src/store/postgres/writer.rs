@@ -115,6 +115,30 @@ impl PgWriter {
         self.settle(answer, bound)
     }
 
+    /// Record a webhook delivery attempt, bounded like a group.
+    pub(crate) async fn record_notice(
+        &mut self,
+        attempt: &super::super::approvals::NoticeAttempt,
+    ) -> Result<(), StoreError> {
+        let mut statement = super::super::approvals::notice_attempt::<Postgres>(
+            &attempt.id,
+            &attempt.at,
+            attempt.outcome.clone(),
+        );
+        let bound = self.timeout.saturating_mul(2);
+        let conn = self.connection().await?;
+        let answer = tokio::time::timeout(bound, async move {
+            statement
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map(drop)
+                .map_err(|e| classify("cannot record a webhook delivery", e))
+        })
+        .await;
+        self.settle(answer, bound)
+    }
+
     /// The size of the largest checkpoint the log holds (0 for none).
     pub(crate) async fn last_checkpoint(&mut self) -> Result<u64, StoreError> {
         let bound = self.timeout.saturating_mul(2);
@@ -140,6 +164,17 @@ impl PgWriter {
         events: &[&Prepared],
     ) -> Result<Vec<Sealed>, StoreError> {
         let rows = self.append(Append::Seal(events)).await?;
+        Ok(rows.into_iter().map(Sealed::from).collect())
+    }
+
+    /// Append `events` after `guard`'s changes to the approval gate's tables, in one
+    /// transaction holding the chain lock: both or neither.
+    pub(crate) async fn append_guarded(
+        &mut self,
+        guard: &super::super::approvals::Guard,
+        events: &[&Prepared],
+    ) -> Result<Vec<Sealed>, StoreError> {
+        let rows = self.append(Append::Guarded(guard, events)).await?;
         Ok(rows.into_iter().map(Sealed::from).collect())
     }
 
@@ -260,6 +295,9 @@ async fn insert_after_head(
 ) -> Result<(Vec<StoredRow>, Option<Frontier>), StoreError> {
     let head = lock_head(conn).await?;
     let head_seq = head.seq;
+    if let Some(guard) = append.guard() {
+        apply_guard(conn, guard).await?;
+    }
     let rows = append.rows(head).map_err(StoreError::rejected)?;
     insert_rows(conn, &rows).await?;
     let events = index::appended_events(append, &rows)?;
@@ -274,6 +312,7 @@ async fn insert_after_head(
 }
 
 index::index_writes!(Postgres, PgConnection);
+super::super::approvals::approval_writes!(Postgres, PgConnection);
 tree::tree_writes!(Postgres, PgConnection);
 
 /// A transaction holding the chain lock, for catching the index up.

@@ -291,6 +291,7 @@ mod tests {
             action,
             passed,
             message: (!passed).then(|| format!("rule '{rule}': no")),
+            approval_policy: None,
         }
     }
 

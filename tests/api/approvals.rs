@@ -1,0 +1,665 @@
+//! Issue 12: the change-approval gate end to end, on SQLite and on PostgreSQL. A change the
+//! allow-list holds becomes an approval request; approvers vote through the admin API; the
+//! requester's identical retry is sent once; every other retry is refused with a message that
+//! says why; expiry is checked with tokio's clock moved forward, never by sleeping.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use syncgate::config::RawConfig;
+
+use crate::admin_auth::{make_key, principal};
+use crate::admin_log::Backend;
+use crate::governed::{PARTNER, seed_partner, sync_url};
+use crate::harness::{TestProxy, proxy_config, spawn_proxy_with};
+use crate::helpers::{TestClient, TestEmulator, TestResponse, admin_token, spawn_emulator};
+use crate::postgres::TestDatabase;
+
+/// The requester's token's oid (`admin_token()`), and another requester's.
+const REQUESTER_OID: &str = "11111111-1111-1111-1111-111111111111";
+const OTHER_OID: &str = "22222222-2222-2222-2222-222222222222";
+
+/// The rules and policy every test starts from: sync may be enabled for LISTED only; anything
+/// else needs two approvers.
+const RULES: &str = r#"
+[[rules.builtin]]
+id = "sync-allowlist"
+type = "partner_allowlist"
+action = "require_approval"
+partners = [{ tenant_id = "11111111-2222-4333-8444-555555555555", display_name = "Contoso Partner" }]
+
+[approvals.policies.default]
+required = 2
+vote_window = "1h"
+send_window = "10m"
+"#;
+
+/// A proxy with the gate, its emulator, and admin keys for: `ann`, `bob`, `cy` (approvers),
+/// `self` (an approver whose oid is the requester's), `nooid` (an approver without an oid) and
+/// `audrey` (auditor).
+struct Gate {
+    emulator: TestEmulator,
+    proxy: TestProxy,
+    keys: std::collections::HashMap<&'static str, String>,
+    db: Option<TestDatabase>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gate {
+    async fn new(backend: Backend) -> Gate {
+        Gate::with(backend, "", |_| {}).await
+    }
+
+    /// A gate whose configuration adds `toml` to [`RULES`] and is changed by `configure`.
+    async fn with(backend: Backend, toml: &str, configure: impl FnOnce(&mut RawConfig)) -> Gate {
+        let emulator = spawn_emulator().await;
+        seed_partner(&emulator, PARTNER).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut raw: RawConfig = toml::from_str(&format!("{RULES}\n{toml}")).unwrap();
+        let base = proxy_config(&emulator.base);
+        raw.proxy.listen = base.proxy.listen;
+        raw.admin.listen = base.admin.listen;
+        raw.upstream.url = base.upstream.url;
+        let mut keys = std::collections::HashMap::new();
+        let people: [(&'static str, &[&str], Option<&str>); 6] = [
+            (
+                "ann",
+                &["approver"],
+                Some("aaaaaaaa-0000-4000-8000-000000000001"),
+            ),
+            (
+                "bob",
+                &["approver"],
+                Some("bbbbbbbb-0000-4000-8000-000000000002"),
+            ),
+            (
+                "cy",
+                &["approver"],
+                Some("cccccccc-0000-4000-8000-000000000003"),
+            ),
+            ("self", &["approver"], Some(REQUESTER_OID)),
+            ("nooid", &["approver"], None),
+            (
+                "audrey",
+                &["auditor"],
+                Some("dddddddd-0000-4000-8000-000000000004"),
+            ),
+        ];
+        for (name, roles, oid) in people {
+            let (key, hash) = make_key();
+            raw.admin.principals.push(principal(name, roles, oid, hash));
+            keys.insert(name, key);
+        }
+        let db = match backend {
+            Backend::Sqlite => {
+                raw.store.path = dir.path().join("syncgate.db");
+                None
+            }
+            Backend::Postgres => {
+                let db = TestDatabase::create().await;
+                raw.store.url = Some(db.url());
+                raw.store.token_key = Some(dir.path().join("token-key"));
+                Some(db)
+            }
+        };
+        raw.checkpoints.key = Some(dir.path().join("checkpoint-key"));
+        configure(&mut raw);
+        let proxy = spawn_proxy_with(raw).await;
+        Gate {
+            emulator,
+            proxy,
+            keys,
+            db,
+            _dir: dir,
+        }
+    }
+
+    /// The held change, sent by the requester (`admin_token()`).
+    async fn send(&self) -> TestResponse {
+        self.send_as(admin_token(), enable("Fabrikam")).await
+    }
+
+    async fn send_as(&self, token: String, body: Value) -> TestResponse {
+        TestClient::with_token(token)
+            .send(
+                Method::PUT,
+                &sync_url(&self.proxy.url, "v1.0", PARTNER),
+                Some(body),
+            )
+            .await
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy.admin_addr)
+    }
+
+    /// `who` votes `ballot` on `id`: the status and the answer's JSON.
+    async fn vote(
+        &self,
+        who: &str,
+        id: &str,
+        ballot: &str,
+        comment: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let resp = TestClient::with_token(self.keys[who].clone())
+            .send(
+                Method::POST,
+                &self.admin(&format!("/api/v1/approvals/{id}/{ballot}")),
+                Some(json!({ "comment": comment })),
+            )
+            .await;
+        let body = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+        (resp.status, body)
+    }
+
+    async fn approval(&self, id: &str) -> Value {
+        let resp = TestClient::with_token(self.keys["audrey"].clone())
+            .get(&self.admin(&format!("/api/v1/approvals/{id}")))
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+        resp.json()
+    }
+
+    async fn approvals(&self) -> Vec<Value> {
+        let resp = TestClient::with_token(self.keys["audrey"].clone())
+            .get(&self.admin("/api/v1/approvals"))
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+        resp.json()["value"].as_array().unwrap().clone()
+    }
+
+    /// Every event in the log, oldest first (through the admin API, on either backend).
+    async fn events(&self) -> Vec<Value> {
+        let resp = TestClient::with_token(self.keys["audrey"].clone())
+            .get(&self.admin("/api/v1/events?limit=1000"))
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+        resp.json()["value"].as_array().unwrap().clone()
+    }
+
+    async fn kinds_of_approval(&self, id: &str) -> Vec<String> {
+        self.events()
+            .await
+            .iter()
+            .filter(|e| e["approval_id"] == id)
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// PUTs and PATCHes the emulator received (what went upstream).
+    async fn writes_upstream(&self) -> usize {
+        let log = TestClient::new()
+            .get(&format!("{}/_emulator/requests", self.emulator.base))
+            .await
+            .json();
+        log["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["method"] == "PUT" || r["method"] == "PATCH")
+            .count()
+    }
+
+    /// Two approvals: the change is approved.
+    async fn approve(&self, id: &str) {
+        assert_eq!(
+            self.vote("ann", id, "approve", Some("looks right")).await.0,
+            StatusCode::OK
+        );
+        let (status, after) = self.vote("bob", id, "approve", None).await;
+        assert_eq!(status, StatusCode::OK, "{after}");
+        assert_eq!(after["status"], "approved", "{after}");
+    }
+
+    async fn finish(self) {
+        self.proxy.shutdown().await;
+        if let Some(db) = self.db {
+            db.drop_now().await;
+        }
+    }
+}
+
+fn enable(name: &str) -> Value {
+    json!({"displayName": name, "userSyncInbound": {"isSyncAllowed": true}})
+}
+
+/// The approval id of a held answer, checked to be in the header, `innerError` and the message.
+fn held(resp: &TestResponse, code: &str) -> String {
+    assert_eq!(
+        resp.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    assert_eq!(
+        resp.error_code(),
+        code,
+        "{}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    let id = resp
+        .header("x-syncgate-approval-id")
+        .expect("x-syncgate-approval-id")
+        .to_owned();
+    let body = resp.json();
+    assert_eq!(
+        body["error"]["innerError"]["syncgate-approval-id"],
+        id.as_str()
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&id),
+        "{body}"
+    );
+    id
+}
+
+fn message(resp: &TestResponse) -> String {
+    resp.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Run the scenario `$name` on SQLite and on PostgreSQL.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+async fn held_then_approved_by_two_then_applied_once(backend: Backend) {
+    let gate = Gate::new(backend).await;
+    let first = gate.send().await;
+    let id = held(&first, "SyncgateApprovalRequired");
+    assert_eq!(gate.writes_upstream().await, 0, "nothing went upstream");
+    // Asking again before anyone voted names the same request; no second one is made.
+    let again = gate.send().await;
+    assert_eq!(held(&again, "SyncgateApprovalRequired"), id);
+    assert!(message(&again).contains("0 of 2"), "{}", message(&again));
+    assert_eq!(gate.approvals().await.len(), 1);
+    let pending = gate.approval(&id).await;
+    assert_eq!(pending["status"], "pending");
+    assert_eq!(pending["partner_tenant_id"], PARTNER);
+    assert_eq!(pending["requester"]["key"], format!("oid:{REQUESTER_OID}"));
+    assert_eq!(pending["change"]["request_body"], enable("Fabrikam"));
+
+    let (status, after_one) = gate
+        .vote("ann", &id, "approve", Some("checked the ticket"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{after_one}");
+    assert_eq!(after_one["status"], "pending");
+    assert_eq!(after_one["progress"], "1 of 2 approvals");
+    held(&gate.send().await, "SyncgateApprovalRequired");
+    let (status, after_two) = gate.vote("bob", &id, "approve", None).await;
+    assert_eq!(status, StatusCode::OK, "{after_two}");
+    assert_eq!(after_two["status"], "approved");
+
+    let applied = gate.send().await;
+    assert_eq!(applied.status, StatusCode::NO_CONTENT, "{:?}", applied.body);
+    assert_eq!(gate.writes_upstream().await, 1);
+    let used = gate.approval(&id).await;
+    assert_eq!(used["status"], "used");
+    let operation = applied.header("x-syncgate-audit-id").unwrap();
+    assert_eq!(used["used_by"], operation);
+
+    // The trail: requested, two votes, and the change sent under the approval.
+    assert_eq!(
+        gate.kinds_of_approval(&id).await,
+        [
+            "approval_requested",
+            "denied",
+            "approval_vote",
+            "denied",
+            "approval_vote",
+            "received",
+            "completed"
+        ]
+    );
+    let events = gate.events().await;
+    let votes: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "approval_vote")
+        .collect();
+    assert_eq!(votes[0]["approval"]["principal"], "ann");
+    assert_eq!(votes[0]["approval"]["comment"], "checked the ticket");
+    assert_eq!(votes[1]["approval"]["status"], "approved");
+    let requested = events
+        .iter()
+        .find(|e| e["kind"] == "approval_requested")
+        .unwrap();
+    assert_eq!(
+        requested["operation_id"],
+        first.header("x-syncgate-audit-id").unwrap()
+    );
+    assert!(
+        requested["approval"]["body_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    // A second retry of the same change is refused: the approval sent one change.
+    let second = gate.send().await;
+    assert_eq!(held(&second, "SyncgateApprovalUsed"), id);
+    assert_eq!(gate.writes_upstream().await, 1);
+    gate.finish().await;
+}
+both!(held_then_approved_by_two_then_applied_once);
+
+async fn nobody_votes_on_their_own_request_and_a_vote_counts_once(backend: Backend) {
+    let gate = Gate::new(backend).await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    let (status, body) = gate.vote("self", &id, "approve", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("own request"),
+        "{body}"
+    );
+    let (status, body) = gate.vote("nooid", &id, "approve", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no oid"),
+        "{body}"
+    );
+    let (status, body) = gate.vote("audrey", &id, "approve", None).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an auditor cannot vote: {body}"
+    );
+    assert_eq!(
+        gate.vote("ann", &id, "approve", None).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = gate.vote("ann", &id, "approve", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already voted"),
+        "{body}"
+    );
+    let a = gate.approval(&id).await;
+    assert_eq!(a["status"], "pending");
+    assert_eq!(a["progress"], "1 of 2 approvals");
+    assert_eq!(a["votes"].as_array().unwrap().len(), 1);
+    held(&gate.send().await, "SyncgateApprovalRequired");
+    assert_eq!(gate.writes_upstream().await, 0);
+    gate.finish().await;
+}
+both!(nobody_votes_on_their_own_request_and_a_vote_counts_once);
+
+async fn one_rejection_rejects(backend: Backend) {
+    let gate = Gate::new(backend).await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    assert_eq!(
+        gate.vote("ann", &id, "approve", None).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = gate
+        .vote("bob", &id, "reject", Some("unknown partner"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "rejected");
+    let (status, _) = gate.vote("cy", &id, "approve", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "voting is over");
+    let refused = gate.send().await;
+    assert_eq!(held(&refused, "SyncgateApprovalRejected"), id);
+    assert!(
+        message(&refused).contains("bob: unknown partner"),
+        "{}",
+        message(&refused)
+    );
+    assert_eq!(gate.writes_upstream().await, 0);
+    gate.finish().await;
+}
+both!(one_rejection_rejects);
+
+async fn two_racing_retries_send_the_change_once(backend: Backend) {
+    let gate = Gate::new(backend).await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    gate.approve(&id).await;
+    let (a, b) = tokio::join!(gate.send(), gate.send());
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::NO_CONTENT, StatusCode::FORBIDDEN],
+        "{a:?} {b:?}"
+    );
+    let loser = if a.status == StatusCode::FORBIDDEN {
+        &a
+    } else {
+        &b
+    };
+    assert_eq!(held(loser, "SyncgateApprovalUsed"), id);
+    assert_eq!(gate.writes_upstream().await, 1);
+    let received = gate
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "received" && e["approval_id"] == id.as_str())
+        .count();
+    assert_eq!(received, 1);
+    gate.finish().await;
+}
+both!(two_racing_retries_send_the_change_once);
+
+async fn an_approval_covers_only_its_body_and_its_requester(backend: Backend) {
+    let gate = Gate::new(backend).await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    gate.approve(&id).await;
+    // Another body: a request of its own, and the answer says why the approval does not cover it.
+    let other_body = gate.send_as(admin_token(), enable("Fabrikam Ltd")).await;
+    let new_id = held(&other_body, "SyncgateApprovalRequired");
+    assert_ne!(new_id, id);
+    assert!(
+        message(&other_body).contains("different request body"),
+        "{}",
+        message(&other_body)
+    );
+    // Another requester, the same body.
+    let someone = syncgate::token::unsigned_jwt(&json!({
+        "oid": OTHER_OID, "upn": "mallory@contoso.example", "idtyp": "user",
+        "scp": "Policy.ReadWrite.CrossTenantAccess",
+    }));
+    let other_requester = gate.send_as(someone, enable("Fabrikam")).await;
+    held(&other_requester, "SyncgateApprovalRequired");
+    assert!(
+        message(&other_requester).contains("different requester"),
+        "{}",
+        message(&other_requester)
+    );
+    assert_eq!(gate.writes_upstream().await, 0);
+    // The approved change itself still goes through.
+    assert_eq!(gate.send().await.status, StatusCode::NO_CONTENT);
+    gate.finish().await;
+}
+both!(an_approval_covers_only_its_body_and_its_requester);
+
+async fn a_state_changed_by_someone_else_voids_the_approval(backend: Backend) {
+    let gate = Gate::new(backend).await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    gate.approve(&id).await;
+    // Someone changes the partner's sync policy directly at Graph, around syncgate.
+    let direct = TestClient::new()
+        .send(
+            Method::PUT,
+            &sync_url(&gate.emulator.base, "v1.0", PARTNER),
+            Some(json!({"displayName": "changed elsewhere"})),
+        )
+        .await;
+    assert!(direct.status.is_success(), "{direct:?}");
+    let refused = gate.send().await;
+    assert_eq!(held(&refused, "SyncgateApprovalVoid"), id);
+    assert!(
+        message(&refused).contains("state changed"),
+        "{}",
+        message(&refused)
+    );
+    assert_eq!(gate.approval(&id).await["status"], "void");
+    assert!(
+        gate.kinds_of_approval(&id)
+            .await
+            .contains(&"approval_voided".to_owned())
+    );
+    // Sending it again asks for a new approval, of the change from the new state.
+    let again = gate.send().await;
+    let new_id = held(&again, "SyncgateApprovalRequired");
+    assert_ne!(new_id, id);
+    assert_eq!(gate.writes_upstream().await, 1, "only the direct change");
+    gate.finish().await;
+}
+both!(a_state_changed_by_someone_else_voids_the_approval);
+
+async fn a_held_batch_sub_request_is_403_and_its_dependents_424(backend: Backend) {
+    let gate = Gate::new(backend).await;
+    let sync =
+        format!("/policies/crossTenantAccessPolicy/partners/{PARTNER}/identitySynchronization");
+    let batch = json!({"requests": [
+        {"id": "held", "method": "PUT", "url": sync, "headers": {"content-type": "application/json"}, "body": enable("Fabrikam")},
+        {"id": "after", "method": "PATCH", "url": sync, "headers": {"content-type": "application/json"}, "body": {"displayName": "x"}, "dependsOn": ["held"]}
+    ]});
+    let resp = TestClient::with_token(admin_token())
+        .send(
+            Method::POST,
+            &format!("{}/v1.0/$batch", gate.proxy.url),
+            Some(batch),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
+    let body = resp.json();
+    let by_id = |id: &str| {
+        body["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let held_response = by_id("held");
+    assert_eq!(held_response["status"], 403, "{body}");
+    assert_eq!(
+        held_response["body"]["error"]["code"],
+        "SyncgateApprovalRequired"
+    );
+    let id = held_response["body"]["error"]["innerError"]["syncgate-approval-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(by_id("after")["status"], 424);
+    assert_eq!(gate.approval(&id).await["status"], "pending");
+    assert_eq!(gate.writes_upstream().await, 0);
+    gate.finish().await;
+}
+both!(a_held_batch_sub_request_is_403_and_its_dependents_424);
+
+/// Move tokio's clock (which approval deadlines are read against) forward by `by`, at once.
+async fn travel(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+async fn an_undecided_request_expires_when_used_after_its_vote_window(backend: Backend) {
+    // A sweeper that never runs here: expiry is enforced where the request is used.
+    let gate = Gate::with(backend, "", |raw| {
+        raw.approvals.sweep_every = Some("1000h".into())
+    })
+    .await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    assert_eq!(
+        gate.vote("ann", &id, "approve", None).await.0,
+        StatusCode::OK
+    );
+    travel(Duration::from_secs(3601)).await;
+    let refused = gate.send().await;
+    assert_eq!(held(&refused, "SyncgateApprovalExpired"), id);
+    assert_eq!(gate.approval(&id).await["status"], "expired");
+    let (status, _) = gate.vote("bob", &id, "approve", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "no vote after expiry");
+    assert!(
+        gate.kinds_of_approval(&id)
+            .await
+            .contains(&"approval_expired".to_owned())
+    );
+    // The next attempt is a new request that says what became of the old one.
+    let again = gate.send().await;
+    let new_id = held(&again, "SyncgateApprovalRequired");
+    assert_ne!(new_id, id);
+    assert!(message(&again).contains("expired"), "{}", message(&again));
+    assert_eq!(gate.writes_upstream().await, 0);
+    gate.finish().await;
+}
+both!(an_undecided_request_expires_when_used_after_its_vote_window);
+
+async fn an_approved_change_not_sent_in_its_send_window_expires(backend: Backend) {
+    let gate = Gate::with(backend, "", |raw| {
+        raw.approvals.sweep_every = Some("1000h".into())
+    })
+    .await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    gate.approve(&id).await;
+    travel(Duration::from_secs(601)).await;
+    let refused = gate.send().await;
+    assert_eq!(held(&refused, "SyncgateApprovalExpired"), id);
+    assert!(
+        message(&refused).contains("send window"),
+        "{}",
+        message(&refused)
+    );
+    assert_eq!(gate.writes_upstream().await, 0);
+    gate.finish().await;
+}
+both!(an_approved_change_not_sent_in_its_send_window_expires);
+
+async fn the_sweeper_expires_what_nobody_comes_back_for(backend: Backend) {
+    let gate = Gate::with(backend, "", |raw| {
+        raw.approvals.sweep_every = Some("1m".into())
+    })
+    .await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    travel(Duration::from_secs(3700)).await;
+    // The sweeper's tick is due now; give its task a moment to run (no window is waited out).
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = gate.approval(&id).await["status"].clone();
+        if status == "expired" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status, "expired");
+    let events = gate.events().await;
+    let expired = events
+        .iter()
+        .find(|e| e["kind"] == "approval_expired" && e["approval_id"] == id.as_str())
+        .expect("an approval_expired event");
+    assert!(
+        expired["detail"].as_str().unwrap().contains("vote window"),
+        "{expired}"
+    );
+    gate.finish().await;
+}
+both!(the_sweeper_expires_what_nobody_comes_back_for);
