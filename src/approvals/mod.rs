@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{Actor, Snapshot};
 use crate::store::chain::canonical_json;
-pub(crate) use policy::{ApprovalSettings, Policy, RawApprovals};
+pub(crate) use policy::{ApprovalSettings, Policy};
+pub use policy::{RawApprovals, RawPolicy, RawWebhook};
 
 /// Where an approval request is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -42,6 +42,8 @@ struct Gate {
     emulator: TestEmulator,
     proxy: TestProxy,
     keys: std::collections::HashMap<&'static str, String>,
+    /// The configuration it runs with, for a restart on the same log.
+    raw: RawConfig,
     db: Option<TestDatabase>,
     _dir: tempfile::TempDir,
 }
@@ -105,11 +107,12 @@ impl Gate {
         };
         raw.checkpoints.key = Some(dir.path().join("checkpoint-key"));
         configure(&mut raw);
-        let proxy = spawn_proxy_with(raw).await;
+        let proxy = spawn_proxy_with(raw.clone()).await;
         Gate {
             emulator,
             proxy,
             keys,
+            raw,
             db,
             _dir: dir,
         }
@@ -210,6 +213,25 @@ impl Gate {
         let (status, after) = self.vote("bob", id, "approve", None).await;
         assert_eq!(status, StatusCode::OK, "{after}");
         assert_eq!(after["status"], "approved", "{after}");
+    }
+
+    /// Stop the proxy and start it again on the same log, its configuration changed by
+    /// `configure`.
+    async fn restart(&mut self, configure: impl FnOnce(&mut RawConfig)) {
+        let mut raw = self.raw.clone();
+        configure(&mut raw);
+        let old = std::mem::replace(&mut self.proxy, spawn_proxy_with(raw.clone()).await);
+        drop(old);
+        self.raw = raw;
+    }
+
+    /// `/metrics` as the auditor reads it.
+    async fn metrics(&self) -> String {
+        let resp = TestClient::with_token(self.keys["audrey"].clone())
+            .get(&self.admin("/metrics"))
+            .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        String::from_utf8(resp.body.to_vec()).unwrap()
     }
 
     async fn finish(self) {
@@ -663,3 +685,194 @@ async fn the_sweeper_expires_what_nobody_comes_back_for(backend: Backend) {
     gate.finish().await;
 }
 both!(the_sweeper_expires_what_nobody_comes_back_for);
+
+/// A webhook receiver: every POST it takes, as (path, JSON body), answered `status`.
+struct Webhooks {
+    url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Webhooks {
+    async fn start() -> Webhooks {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let path = req.uri().path().to_owned();
+                            let json = req
+                                .headers()
+                                .get("content-type")
+                                .is_some_and(|v| v == "application/json");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            assert!(json, "a notice is sent as application/json");
+                            sink.lock().unwrap().push((path, value));
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"1")),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Webhooks {
+            url,
+            received,
+            _task: task,
+        }
+    }
+
+    /// Wait (a bounded number of short looks) until `n` notices arrived at `path`; them.
+    async fn at_least(&self, path: &str, n: usize) -> Vec<Value> {
+        for _ in 0..400 {
+            let got: Vec<Value> = self
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(p, _)| p == path)
+                .map(|(_, v)| v.clone())
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "fewer than {n} notices at {path}: {:?}",
+            self.received.lock().unwrap()
+        );
+    }
+}
+
+fn webhook(name: &str, url: &str, format: &str) -> syncgate::approvals::RawWebhook {
+    syncgate::approvals::RawWebhook {
+        name: name.into(),
+        url: url.into(),
+        format: Some(format.into()),
+        timeout: Some("2s".into()),
+    }
+}
+
+async fn notices_reach_the_webhooks_in_each_shape(backend: Backend) {
+    let hooks = Webhooks::start().await;
+    let base = hooks.url.clone();
+    let gate = Gate::with(backend, "", |raw| {
+        raw.approvals.link = Some("https://syncgate-admin.contoso.example".into());
+        raw.approvals.webhooks = vec![
+            webhook("json", &format!("{base}/json"), "json"),
+            webhook("teams", &format!("{base}/teams"), "teams"),
+            webhook("slack", &format!("{base}/slack"), "slack"),
+        ];
+    })
+    .await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    let link = format!("https://syncgate-admin.contoso.example/api/v1/approvals/{id}");
+    let json = &gate.approvals().await;
+    assert_eq!(json.len(), 1);
+    let doc = hooks.at_least("/json", 1).await.remove(0);
+    assert_eq!(doc["type"], "syncgate.approval");
+    assert_eq!(doc["event"], "requested");
+    assert_eq!(doc["approval"]["id"], id.as_str());
+    assert_eq!(doc["approval"]["partner_tenant_id"], PARTNER);
+    assert_eq!(
+        doc["approval"]["requester"]["key"],
+        format!("oid:{REQUESTER_OID}")
+    );
+    assert_eq!(
+        doc["approval"]["change"]["request_body"],
+        enable("Fabrikam")
+    );
+    assert!(doc["approval"]["change"]["diff"].is_array(), "{doc}");
+    assert_eq!(doc["link"], link.as_str());
+    let teams = hooks.at_least("/teams", 1).await.remove(0);
+    assert_eq!(teams["type"], "message");
+    let card = &teams["attachments"][0];
+    assert_eq!(
+        card["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(card["content"]["type"], "AdaptiveCard");
+    let text = card["content"].to_string();
+    assert!(
+        text.contains(PARTNER) && text.contains("admin@contoso.example"),
+        "{text}"
+    );
+    assert_eq!(card["content"]["actions"][0]["url"], link.as_str());
+    let slack = hooks.at_least("/slack", 1).await.remove(0);
+    assert!(slack["text"].as_str().unwrap().contains(PARTNER), "{slack}");
+    assert!(slack["blocks"].to_string().contains(&link), "{slack}");
+
+    gate.approve(&id).await;
+    let decided = hooks.at_least("/json", 2).await;
+    assert_eq!(decided[1]["event"], "approved");
+    assert_eq!(decided[1]["approval"]["votes"].as_array().unwrap().len(), 2);
+    assert!(
+        gate.metrics()
+            .await
+            .contains("syncgate_webhook_deliveries_total{webhook=\"json\"} 2")
+    );
+    gate.finish().await;
+}
+both!(notices_reach_the_webhooks_in_each_shape);
+
+async fn an_unreachable_webhook_is_retried_without_loss_across_a_restart(backend: Backend) {
+    // A port nothing listens on.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}/hook", dead.local_addr().unwrap());
+    drop(dead);
+    let mut gate = Gate::with(backend, "", |raw| {
+        raw.approvals.webhooks = vec![webhook("ops", &dead_url, "json")];
+    })
+    .await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    // The hold was answered at once, whatever the webhook does.
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        metrics = gate.metrics().await;
+        // The gauges are read after the failed attempt is recorded: wait for both.
+        if metrics.contains("syncgate_webhook_failures_total{webhook=\"ops\"} 1")
+            && metrics.contains("syncgate_webhook_notices_waiting 1")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.contains("syncgate_webhook_failures_total{webhook=\"ops\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("syncgate_webhook_notices_waiting 1"),
+        "{metrics}"
+    );
+    // Votes are not held up by it either.
+    assert_eq!(
+        gate.vote("ann", &id, "approve", None).await.0,
+        StatusCode::OK
+    );
+
+    let hooks = Webhooks::start().await;
+    let live = format!("{}/hook", hooks.url);
+    gate.restart(|raw| raw.approvals.webhooks = vec![webhook("ops", &live, "json")])
+        .await;
+    let got = hooks.at_least("/hook", 1).await;
+    assert_eq!(got[0]["event"], "requested");
+    assert_eq!(got[0]["approval"]["id"], id.as_str());
+    gate.finish().await;
+}
+both!(an_unreachable_webhook_is_retried_without_loss_across_a_restart);
