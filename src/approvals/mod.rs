@@ -15,6 +15,8 @@ pub(crate) mod clock;
 pub(crate) mod notify;
 pub(crate) mod policy;
 pub(crate) mod sweeper;
+#[cfg(test)]
+mod tests;
 pub(crate) mod transitions;
 
 use chrono::{DateTime, Utc};

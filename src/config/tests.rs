@@ -567,3 +567,153 @@ fn a_relative_witness_file_and_checkpoint_key_are_in_the_config_folder() {
         crate::store::witness::Target::File(dir.path().join("witnessed"))
     );
 }
+
+/// `[approvals]` with approvers `ann` (group security) and `bob`, plus `extra`.
+fn with_approvers(extra: &str) -> RawConfig {
+    let hash = |n: u8| {
+        format!(
+            "sha256:{}:{}",
+            format!("{n:02x}").repeat(16),
+            "00".repeat(32)
+        )
+    };
+    let text = format!(
+        r#"
+        [admin]
+        listen = "127.0.0.1:0"
+        [[admin.principals]]
+        name = "ann"
+        roles = ["approver"]
+        oid = "aaaaaaaa-0000-4000-8000-000000000001"
+        groups = ["security"]
+        key_hash = "{}"
+        [[admin.principals]]
+        name = "bob"
+        roles = ["approver"]
+        oid = "bbbbbbbb-0000-4000-8000-000000000002"
+        key_hash = "{}"
+        [[admin.principals]]
+        name = "eve"
+        roles = ["auditor"]
+        oid = "eeeeeeee-0000-4000-8000-000000000005"
+        key_hash = "{}"
+        [[admin.principals]]
+        name = "nooid"
+        roles = ["approver"]
+        key_hash = "{}"
+        {extra}
+        "#,
+        hash(1),
+        hash(2),
+        hash(3),
+        hash(4)
+    );
+    let mut raw: RawConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    raw.proxy.listen = "127.0.0.1:0".into();
+    raw
+}
+
+const HOLDING_RULE: &str = r#"
+        [[rules.builtin]]
+        id = "sync-allowlist"
+        type = "partner_allowlist"
+        action = "require_approval"
+        partners = []
+"#;
+
+#[test]
+fn an_approval_policy_is_checked_against_the_principals_that_could_satisfy_it() {
+    let ok = with_approvers(&format!(
+        "{HOLDING_RULE}\n[approvals.policies.default]\nrequired = 2\nvote_window = \"2h\"\n"
+    ));
+    let settings = ok.validate().unwrap();
+    let (policy, _) = settings.approvals.policy("default").unwrap();
+    assert_eq!(policy.required, 2);
+    assert_eq!(policy.vote_window_seconds, 7200);
+    assert_eq!(policy.send_window_seconds, 3600, "the default send window");
+    let cases = [
+        (
+            "[approvals.policies.default]\nrequired = 3\n",
+            "approvals.policies.required",
+            "only 2 principal(s)",
+        ),
+        (
+            "[approvals.policies.default]\napprovers = [\"zed\"]\n",
+            "approvals.policies.approvers",
+            "\"zed\" is not an admin principal",
+        ),
+        (
+            "[approvals.policies.default]\napprovers = [\"eve\"]\n",
+            "approvals.policies.approvers",
+            "does not have the approver role",
+        ),
+        (
+            "[approvals.policies.default]\napprovers = [\"nooid\"]\n",
+            "approvals.policies.approvers",
+            "has no oid",
+        ),
+        (
+            "[approvals.policies.default]\none_from_each = [\"identity\"]\n",
+            "approvals.policies.one_from_each",
+            "group \"identity\"",
+        ),
+        (
+            "[approvals.policies.default]\nrequired = 0\n",
+            "approvals.policies.required",
+            "at least 1",
+        ),
+        (
+            "[approvals.policies.default]\nticket_pattern = \"CHG(\"\n",
+            "approvals.policies.ticket_pattern",
+            "",
+        ),
+        (
+            "[approvals.policies.other]\n",
+            "rules.approval_policy",
+            "[approvals.policies.default] is not configured",
+        ),
+        (
+            "[approvals.policies.default]\n[[approvals.webhooks]]\nname = \"t\"\nurl = \"ftp://x\"\n",
+            "approvals.webhooks.url",
+            "not an http:// or https:// URL",
+        ),
+        (
+            "[approvals.policies.default]\n[[approvals.webhooks]]\nname = \"t\"\nurl = \"http://x\"\nformat = \"irc\"\n",
+            "approvals.webhooks.format",
+            "unknown format",
+        ),
+        (
+            "[approvals.policies.default]\n[[approvals.webhooks]]\nname = \"t\"\nurl = \"http://x\"\n[[approvals.webhooks]]\nname = \"t\"\nurl = \"http://y\"\n",
+            "approvals.webhooks.name",
+            "used twice",
+        ),
+    ];
+    for (toml, key, says) in cases {
+        let raw = with_approvers(&format!("{HOLDING_RULE}\n{toml}"));
+        let (got, message) = invalid_key(&raw);
+        assert_eq!(got, key, "{toml}: {message}");
+        assert!(message.contains(says), "{toml}: {message}");
+    }
+}
+
+#[test]
+fn only_a_rule_that_holds_for_approval_may_name_a_policy() {
+    let raw = with_approvers(
+        "[[rules.builtin]]\nid = \"r\"\ntype = \"partner_allowlist\"\npartners = []\n\
+         approval_policy = \"default\"\n[approvals.policies.default]\n",
+    );
+    match raw.validate() {
+        Err(ConfigError::Rules { source, .. }) => {
+            assert!(
+                source.to_string().contains("approval_policy applies only"),
+                "{source}"
+            );
+        }
+        other => panic!("expected a rules error, got {other:?}"),
+    }
+    let named = with_approvers(&format!(
+        "{}approval_policy = \"two\"\n[approvals.policies.two]\nrequired = 2\n",
+        HOLDING_RULE.trim_end().to_owned() + "\n"
+    ));
+    named.validate().unwrap();
+}

@@ -876,3 +876,138 @@ async fn an_unreachable_webhook_is_retried_without_loss_across_a_restart(backend
     gate.finish().await;
 }
 both!(an_unreachable_webhook_is_retried_without_loss_across_a_restart);
+
+async fn a_policy_can_ask_for_a_justification_and_a_well_formed_ticket(backend: Backend) {
+    let gate = Gate::with(backend, "", |raw| {
+        let policy = raw.approvals.policies.get_mut("default").unwrap();
+        policy.require_justification = true;
+        policy.ticket_pattern = Some("CHG[0-9]{7}".into());
+    })
+    .await;
+    let put = |headers: &[(&str, &str)]| {
+        let mut map = http::HeaderMap::new();
+        map.insert("content-type", "application/json".parse().unwrap());
+        for (k, v) in headers {
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let url = sync_url(&gate.proxy.url, "v1.0", PARTNER);
+        async move {
+            TestClient::with_token(admin_token())
+                .send_raw(
+                    Method::PUT,
+                    &url,
+                    map,
+                    enable("Fabrikam").to_string().into(),
+                )
+                .await
+        }
+    };
+    let why = ("x-syncgate-justification", "Fabrikam merger, day 1");
+    let none = put(&[]).await;
+    assert_eq!(none.status, StatusCode::BAD_REQUEST);
+    assert_eq!(none.error_code(), "SyncgateJustificationRequired");
+    let no_ticket = put(&[why]).await;
+    assert_eq!(no_ticket.error_code(), "SyncgateTicketRequired");
+    let bad_ticket = put(&[why, ("x-syncgate-ticket", "CHG12")]).await;
+    assert_eq!(bad_ticket.error_code(), "SyncgateTicketRequired");
+    assert!(
+        message(&bad_ticket).contains("CHG[0-9]{7}"),
+        "{}",
+        message(&bad_ticket)
+    );
+    let twice = put(&[why, why, ("x-syncgate-ticket", "CHG0012345")]).await;
+    assert_eq!(
+        twice.status,
+        StatusCode::BAD_REQUEST,
+        "an ambiguous header is refused"
+    );
+    assert!(
+        gate.approvals().await.is_empty(),
+        "no request for an incomplete one"
+    );
+
+    let good = put(&[why, ("x-syncgate-ticket", "CHG0012345")]).await;
+    let id = held(&good, "SyncgateApprovalRequired");
+    let a = gate.approval(&id).await;
+    assert_eq!(a["justification"], "Fabrikam merger, day 1");
+    assert_eq!(a["ticket"], "CHG0012345");
+    let events = gate.events().await;
+    let requested = events
+        .iter()
+        .find(|e| e["kind"] == "approval_requested")
+        .unwrap();
+    assert_eq!(requested["approval"]["ticket"], "CHG0012345");
+    assert_eq!(
+        requested["approval"]["justification"],
+        "Fabrikam merger, day 1"
+    );
+    gate.finish().await;
+}
+both!(a_policy_can_ask_for_a_justification_and_a_well_formed_ticket);
+
+/// `syncgate approvals ...` against the running gate, the key in the environment.
+async fn cli(gate: &Gate, who: &str, args: &[&str]) -> (bool, String, String) {
+    let mut command = std::process::Command::new(crate::harness::syncgate_bin());
+    command
+        .arg("approvals")
+        .args(args)
+        .args(["--admin-url", &format!("http://{}", gate.proxy.admin_addr)])
+        .env("SYNCGATE_ADMIN_KEY", &gate.keys[who])
+        .env_remove("SYNCGATE_ADMIN_URL");
+    // The proxy runs on this test's runtime: wait for the command on another thread.
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_lists_shows_and_votes_through_the_admin_api() {
+    let gate = Gate::new(Backend::Sqlite).await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    let (ok, out, err) = cli(&gate, "ann", &["list", "--status", "pending"]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&id) && out.contains("0 of 2 approvals"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&gate, "ann", &["show", &id]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(PARTNER) && out.contains("admin@contoso.example"),
+        "{out}"
+    );
+    assert!(out.contains("isSyncAllowed"), "the diff is shown: {out}");
+    let (ok, out, err) = cli(&gate, "ann", &["approve", &id, "--comment", "ok by me"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("now pending (1 of 2 approvals)."), "{out}");
+    // Refusals come back as the API's code and message, and a non-zero exit.
+    let (ok, _, err) = cli(&gate, "self", &["approve", &id]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("SyncgateVoteRefused") && err.contains("own request"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(&gate, "bob", &["approve", &id]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("now approved"), "{out}");
+    assert_eq!(gate.send().await.status, StatusCode::NO_CONTENT);
+    // The key comes from the environment or a file, never a flag; without one: a clear error.
+    let mut bare = std::process::Command::new(crate::harness::syncgate_bin());
+    bare.args(["approvals", "list"])
+        .env_remove("SYNCGATE_ADMIN_KEY");
+    let out = tokio::task::spawn_blocking(move || bare.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no admin API key"), "{err}");
+    gate.finish().await;
+}
