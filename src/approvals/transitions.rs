@@ -26,6 +26,14 @@ pub(crate) fn event(a: &Approval, kind: EventKind, status: Status, detail: Strin
         .unwrap_or_default();
     event.api_version = version.into();
     event.partner_tenant_id = b.partner.as_deref().and_then(|p| p.parse().ok());
+    // The held change's kind (`sync_create`, ...), so the request's events read as its own.
+    if let Some(operation) = a
+        .change
+        .get("operation")
+        .and_then(|o| serde_json::from_value(o.clone()).ok())
+    {
+        event.operation = operation;
+    }
     event.approval_id = Some(a.id.clone());
     event.detail = Some(detail);
     event.approval = Some(Box::new(ApprovalFacts {

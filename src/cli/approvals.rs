@@ -160,12 +160,17 @@ async fn vote(
     if as_json {
         println!("{}", serde_json::to_string_pretty(&a)?);
     } else {
-        println!(
-            "syncgate: voted {ballot} on approval {}; it is now {} ({}).",
-            text(&a["id"]),
-            text(&a["status"]),
-            text(&a["progress"])
-        );
+        let id = text(&a["id"]);
+        match a["status"].as_str() {
+            Some("pending") => println!(
+                "syncgate: voted {ballot} on approval {id}; it is still pending ({}).",
+                text(&a["progress"])
+            ),
+            _ => println!(
+                "syncgate: voted {ballot} on approval {id}; it is now {}.",
+                text(&a["status"])
+            ),
+        }
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::auth::{ApiKey, KeyHash};
 use crate::body::{self, Body};
 use crate::cli::render::fitted_table;
 use crate::config::RawConfig;
@@ -37,17 +38,40 @@ const DEMO_PARTNER: &str = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551";
 /// A partner the demo's allow-list does not list: enabling sync for it is refused.
 const UNLISTED_PARTNER: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 
-/// The demo's local rules: sync only for the listed partner, and only for its approved name.
+/// A partner on the allow-list but new: enabling sync for it waits for an approver.
+const NEW_PARTNER: &str = "6b1e5a2c-7d4f-4e8a-9c3b-2f0d1e4a5b6c";
+
+/// The approver the demo configures (a second person: the demo's requester cannot approve).
+const APPROVER: &str = "ann";
+const APPROVER_OID: &str = "a11ce000-0000-4000-8000-00000000a220";
+
+/// The demo's local rules: sync only for listed partners, and only under their approved names;
+/// for a partner not yet established (Northwind), only once someone approved that change.
 const DEMO_RULES: &str = r#"
 [[rules.builtin]]
 id = "sync-allowlist"
 type = "partner_allowlist"
-partners = [{ tenant_id = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551", display_name = "Fabrikam" }]
+partners = [
+    { tenant_id = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551", display_name = "Fabrikam" },
+    { tenant_id = "6b1e5a2c-7d4f-4e8a-9c3b-2f0d1e4a5b6c", display_name = "Northwind" },
+]
 
 [[rules.builtin]]
 id = "sync-names"
 type = "display_name"
 allowlist = "sync-allowlist"
+
+[[rules.builtin]]
+id = "new-partners"
+type = "partner_allowlist"
+action = "require_approval"
+partners = [{ tenant_id = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551", display_name = "Fabrikam" }]
+
+[approvals.policies.default]
+required = 1
+approvers = ["ann"]
+vote_window = "1h"
+send_window = "10m"
 "#;
 
 const PARTNERS: &str = "/v1.0/policies/crossTenantAccessPolicy/partners";
@@ -83,8 +107,8 @@ struct Step {
     body: Value,
 }
 
-/// The changes the demo makes: allowed ones, and both kinds of refusal.
-fn steps() -> [Step; 6] {
+/// The changes the demo makes: allowed ones, both kinds of refusal, and one held for approval.
+fn steps() -> [Step; 8] {
     let sync = format!("{PARTNERS}/{DEMO_PARTNER}/identitySynchronization");
     let unlisted_sync = format!("{PARTNERS}/{UNLISTED_PARTNER}/identitySynchronization");
     let step = |what, method, path: &str, body| Step {
@@ -130,7 +154,24 @@ fn steps() -> [Step; 6] {
             &unlisted_sync,
             json!({"displayName": "Unknown Ltd", "userSyncInbound": {"isSyncAllowed": true}}),
         ),
+        step(
+            "create partner Northwind (listed, but new)",
+            Method::POST,
+            PARTNERS,
+            json!({"tenantId": NEW_PARTNER}),
+        ),
+        northwind("enable sync for Northwind: held, the rule new-partners asks for an approval"),
     ]
+}
+
+/// Enabling sync for Northwind: held at first, sent once approved (the same call both times).
+fn northwind(what: &'static str) -> Step {
+    Step {
+        what,
+        method: Method::PUT,
+        path: format!("{PARTNERS}/{NEW_PARTNER}/identitySynchronization"),
+        body: json!({"displayName": "Northwind", "userSyncInbound": {"isSyncAllowed": true}}),
+    }
 }
 
 /// What the demo started, for the closing guide.
@@ -154,6 +195,21 @@ pub(crate) async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Re
     let dir = DemoDir::create()?;
     let db = dir.0.join("syncgate.db");
     let mut raw: RawConfig = toml::from_str(DEMO_RULES).context("the demo's rules")?;
+    // The approver's API key, made now and kept in the demo's folder (its hash in the config).
+    let key = ApiKey::generate().context("cannot make the approver's API key")?;
+    let key_file = dir.0.join(format!("{APPROVER}.key"));
+    std::fs::write(&key_file, key.reveal()).context("cannot write the approver's key")?;
+    raw.admin.principals.push(crate::config::RawPrincipal {
+        name: APPROVER.into(),
+        roles: vec!["approver".into()],
+        oid: Some(APPROVER_OID.into()),
+        key_hash: Some(
+            KeyHash::new(&key)
+                .context("the approver's key")?
+                .to_string(),
+        ),
+        ..Default::default()
+    });
     raw.proxy.listen = listen.to_owned();
     raw.admin.listen = "127.0.0.1:0".into();
     raw.upstream.url = emulator_url.clone();
@@ -171,10 +227,21 @@ pub(crate) async fn run(listen: &str, shutdown: CancellationToken) -> anyhow::Re
     };
 
     println!("syncgate demo: the Graph emulator as the upstream, syncgate in front of it.");
-    println!("\nMaking six changes through the proxy:\n");
-    let ids = make_changes(&started.proxy, &token).await?;
+    println!("\nMaking eight changes through the proxy:\n");
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let (mut ids, held) = make_changes(&client, &started.proxy, &token).await?;
+    let refused = ids.get(5).cloned().flatten();
+    approve_and_send(
+        &client,
+        &started,
+        &token,
+        &key_file,
+        held.as_deref(),
+        &mut ids,
+    )
+    .await?;
     print_trail(&started.db, &ids).await?;
-    print_guide(&started, ids.last().and_then(Option::as_deref));
+    print_guide(&started, refused.as_deref(), &key_file);
 
     running.stopped().await;
     let _ = emulator_task.await;
@@ -193,22 +260,102 @@ fn demo_token() -> String {
     }))
 }
 
-/// Send the demo's changes, narrating each; their `x-syncgate-audit-id`s in order.
-async fn make_changes(proxy: &str, token: &str) -> anyhow::Result<Vec<Option<String>>> {
-    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
+/// Send the demo's changes, narrating each: their `x-syncgate-audit-id`s in order, and the
+/// approval id the last one was held under.
+async fn make_changes(
+    client: &Client<HttpConnector, Body>,
+    proxy: &str,
+    token: &str,
+) -> anyhow::Result<(Vec<Option<String>>, Option<String>)> {
     let mut ids = Vec::new();
+    let mut held = None;
     for (n, step) in steps().into_iter().enumerate() {
-        let method = step.method.clone();
-        let url = format!("{proxy}{}", step.path);
-        let (status, audit_id) = send(&client, method.clone(), &url, token, step.body).await?;
-        println!("  {}. {}", n + 1, step.what);
-        println!(
-            "     {method} -> {status}, audit id {}",
-            audit_id.as_deref().unwrap_or("-")
-        );
-        ids.push(audit_id);
+        let sent = narrate(client, proxy, token, n + 1, step).await?;
+        ids.push(sent.audit_id);
+        held = sent.approval_id;
     }
-    Ok(ids)
+    Ok((ids, held))
+}
+
+/// Step `n`: send it and say what came back.
+async fn narrate(
+    client: &Client<HttpConnector, Body>,
+    proxy: &str,
+    token: &str,
+    n: usize,
+    step: Step,
+) -> anyhow::Result<Sent> {
+    let method = step.method.clone();
+    let url = format!("{proxy}{}", step.path);
+    let sent = send(client, method.clone(), &url, token, step.body).await?;
+    println!("  {n}. {}", step.what);
+    println!(
+        "     {method} -> {}, audit id {}",
+        sent.status,
+        sent.audit_id.as_deref().unwrap_or("-")
+    );
+    if let Some(approval) = &sent.approval_id {
+        println!("     approval id {approval} (x-syncgate-approval-id)");
+    }
+    Ok(sent)
+}
+
+/// The held change: its approver votes with `syncgate approvals approve` (run as printed),
+/// then the requester sends the very same call again, and it goes through.
+async fn approve_and_send(
+    client: &Client<HttpConnector, Body>,
+    s: &Started,
+    token: &str,
+    key_file: &Path,
+    held: Option<&str>,
+    ids: &mut Vec<Option<String>>,
+) -> anyhow::Result<()> {
+    let Some(approval) = held else {
+        anyhow::bail!("the demo's change for Northwind was not held for approval");
+    };
+    println!("  9. {APPROVER}, an approver (not the requester), approves it with the CLI:");
+    let args = [
+        "approvals".to_owned(),
+        "approve".to_owned(),
+        approval.to_owned(),
+        "--comment".to_owned(),
+        "Northwind onboarding, checked".to_owned(),
+        "--admin-url".to_owned(),
+        s.admin.clone(),
+        "--key-file".to_owned(),
+        key_file.display().to_string(),
+    ];
+    println!("     syncgate approvals approve {approval} \\");
+    println!(
+        "       --comment '...' --key-file {}",
+        shell_quote(&key_file.display().to_string())
+    );
+    let exe = std::env::current_exe().context("cannot find syncgate's own executable")?;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args(&args)
+            .env_remove("SYNCGATE_ADMIN_KEY")
+            .env_remove("SYNCGATE_ADMIN_URL")
+            .output()
+    })
+    .await?
+    .context("cannot run syncgate approvals")?;
+    let said = String::from_utf8_lossy(if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    })
+    .trim()
+    .to_owned();
+    println!("     {said}");
+    if !out.status.success() {
+        anyhow::bail!("the approval failed: {said}");
+    }
+    ids.push(None);
+    let again = northwind("the same call as step 8 again: sent under the approval, recorded");
+    let sent = narrate(client, &s.proxy, token, 10, again).await?;
+    ids.push(sent.audit_id);
+    Ok(())
 }
 
 /// The trail the changes left, one line per event, narrow enough for a terminal (the full table
@@ -220,8 +367,9 @@ async fn print_trail(db: &Path, ids: &[Option<String>]) -> anyhow::Result<()> {
     reader.close().await;
     println!(
         "\nThe audit trail: a change is recorded as \"received\" before it is sent and \
-         \"completed\"\nafter Graph answered; a refusal is one \"denied\" event. STEP is the \
-         change above.\n"
+         \"completed\"\nafter Graph answered; a refusal is one \"denied\" event; a held change \
+         is an\n\"approval_requested\" event, and each vote an \"approval_vote\" under the same \
+         operation.\nSTEP is the change above.\n"
     );
     let header = [
         "STEP",
@@ -247,6 +395,7 @@ async fn print_trail(db: &Path, ids: &[Option<String>]) -> anyhow::Result<()> {
         let partner = match field("partner_tenant_id").as_str() {
             DEMO_PARTNER => "Fabrikam".to_owned(),
             UNLISTED_PARTNER => "Unknown Ltd".to_owned(),
+            NEW_PARTNER => "Northwind".to_owned(),
             other => other.to_owned(),
         };
         rows.push([
@@ -268,7 +417,7 @@ async fn print_trail(db: &Path, ids: &[Option<String>]) -> anyhow::Result<()> {
 
 /// Where everything runs, and what to try next: each suggestion says what it will do, and every
 /// command runs as printed in a POSIX shell.
-fn print_guide(s: &Started, refused_id: Option<&str>) {
+fn print_guide(s: &Started, refused_id: Option<&str>, key_file: &Path) {
     let (define_exe, exe) = match syncgate_command() {
         Some(on_path) => (String::new(), on_path),
         None => (
@@ -284,15 +433,19 @@ syncgate demo is running. Ctrl-C stops it and removes {dir}.
   admin (/healthz, /readyz)         {admin}
   Graph emulator (the upstream)     {emulator}
   audit log                         {db}
-  local rules                       sync only for partner Fabrikam, and only under that name
+  local rules                       sync only for Fabrikam and Northwind, under those names;
+                                    Northwind's only once an approver said yes
 
 Look closer (paste into a shell):
 
 {define_exe}  DB={db_quoted}
+  KEY={key}
   # every event of the last change (refused): who asked, what, which rule said no and why
   {exe} audit show {op} --db "$DB"
   # recompute the log's hash chain: exit 0 when it is intact
   {exe} audit verify --db "$DB"
+  # the approval requests, through the admin API, as the approver sees them
+  {exe} approvals list --admin-url {admin} --key-file "$KEY"
 
 Try it yourself (the token is an unsigned demo JWT: syncgate and the emulator read its claims):
 
@@ -320,6 +473,7 @@ Press Ctrl-C to stop."#,
         db = s.db.display(),
         db_quoted = shell_quote(&s.db.display().to_string()),
         token = shell_quote(&s.dir.join("token").display().to_string()),
+        key = shell_quote(&key_file.display().to_string()),
         op = refused_id.unwrap_or("<operation id>"),
     );
 }
@@ -350,14 +504,23 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// One request through the proxy: its status and `x-syncgate-audit-id`.
+/// What the proxy answered a step.
+struct Sent {
+    status: http::StatusCode,
+    audit_id: Option<String>,
+    /// Set when the change was held for approval.
+    approval_id: Option<String>,
+}
+
+/// One request through the proxy: its status, `x-syncgate-audit-id` and, for a held change,
+/// `x-syncgate-approval-id`.
 async fn send(
     client: &Client<HttpConnector, Body>,
     method: Method,
     url: &str,
     token: &str,
     body: Value,
-) -> anyhow::Result<(http::StatusCode, Option<String>)> {
+) -> anyhow::Result<Sent> {
     let req = Request::builder()
         .method(method)
         .uri(url)
@@ -366,14 +529,19 @@ async fn send(
     let resp = client
         .request(req.body(body::full(body.to_string()))?)
         .await?;
-    let status = resp.status();
-    let audit_id = resp
-        .headers()
-        .get("x-syncgate-audit-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let sent = Sent {
+        status: resp.status(),
+        audit_id: header("x-syncgate-audit-id"),
+        approval_id: header(crate::approvals::APPROVAL_ID_HEADER),
+    };
     resp.into_body().collect().await?;
-    Ok((status, audit_id))
+    Ok(sent)
 }
 
 #[cfg(test)]

@@ -987,7 +987,7 @@ async fn the_cli_lists_shows_and_votes_through_the_admin_api() {
     assert!(out.contains("isSyncAllowed"), "the diff is shown: {out}");
     let (ok, out, err) = cli(&gate, "ann", &["approve", &id, "--comment", "ok by me"]).await;
     assert!(ok, "{err}");
-    assert!(out.contains("now pending (1 of 2 approvals)."), "{out}");
+    assert!(out.contains("still pending (1 of 2 approvals)."), "{out}");
     // Refusals come back as the API's code and message, and a non-zero exit.
     let (ok, _, err) = cli(&gate, "self", &["approve", &id]).await;
     assert!(!ok);

@@ -83,6 +83,7 @@ fn every_command_explains_itself() {
         "check-config",
         "migrate",
         "admin",
+        "approvals",
     ] {
         let (ok, stdout, _) = run(&[cmd, "--help"]);
         assert!(ok && stdout.contains("Usage: syncgate"), "{cmd}: {stdout}");
@@ -127,6 +128,28 @@ fn the_demo_runs_and_prints_the_audit_trail() {
         2,
         "{out}"
     );
+    // Issue 12: one change held, approved by a second principal with the CLI, then applied by
+    // the same call, and the trail of it: requested, the vote, received, completed.
+    assert!(out.contains("it is now approved."), "{out}");
+    let northwind: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("Northwind") && l.contains("sync_create"))
+        .collect();
+    let kinds: Vec<&str> = northwind
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "approval_requested",
+            "approval_vote",
+            "received",
+            "completed"
+        ],
+        "{out}"
+    );
+    assert!(northwind[3].contains("applied"), "{out}");
     assert!(
         status.success(),
         "the demo exits cleanly on SIGTERM: {status:?}"

@@ -116,6 +116,7 @@ fn the_demos_look_closer_commands_run_as_printed_without_syncgate_on_the_path() 
     assert!(ok, "{commands}\n{stdout}\n{stderr}");
     assert!(stdout.contains("sync-allowlist"), "audit show: {stdout}");
     assert!(stdout.contains("audit log OK"), "audit verify: {stdout}");
+    assert!(stdout.contains("approved"), "approvals list: {stdout}");
 }
 
 /// The first suggested curl shows the refusal's status, its audit id and Graph's error body, not

@@ -290,6 +290,7 @@ async fn request(
         decided: None,
         used_by: None,
         change: json!({
+            "operation": crate::audit::Operation::from(governed.kind),
             "request_body": op.body,
             "before": before.value(),
             "diff": diff,
