@@ -61,6 +61,56 @@ async fn the_official_python_sdk_receives_a_rule_refusal_as_an_odata_error() {
     .await;
 }
 
+/// The partner the approval check enables sync for: held until an approver says yes.
+const HELD_PARTNER: &str = "6b1e5a2c-7d4f-4e8a-9c3b-2f0d1e4a5b6c";
+
+/// Issue 12: the SDK gets `SyncgateApprovalRequired` as an `ODataError` carrying the approval id,
+/// and after an approver's vote the same SDK call succeeds unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_waits_for_an_approval_and_then_succeeds_unchanged() {
+    // An API key for the approver, and its hash in the documented form (`sha256:salt:hash`).
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let bytes = |n: usize| -> Vec<u8> {
+        (0..n.div_ceil(16))
+            .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+            .take(n)
+            .collect()
+    };
+    let (key, salt) = (bytes(32), bytes(16));
+    let hash = Sha256::new().chain_update(&salt).chain_update(&key).finalize();
+    let key = format!(
+        "sgk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key)
+    );
+    let config = format!(
+        r#"
+[[rules.builtin]]
+id = "new-partners"
+type = "partner_allowlist"
+action = "require_approval"
+partners = []
+
+[approvals.policies.default]
+required = 1
+
+[[admin.principals]]
+name = "ann"
+roles = ["approver"]
+oid = "aaaaaaaa-0000-4000-8000-000000000001"
+key_hash = "sha256:{}:{}"
+"#,
+        hex::encode(salt),
+        hex::encode(hash)
+    );
+    run_script(
+        "msgraph_sdk_approval.py",
+        &config,
+        &[("HELD_PARTNER", HELD_PARTNER), ("APPROVER_KEY", &key)],
+    )
+    .await;
+}
+
 /// The official Microsoft Graph JavaScript client reads every sub-response of a batch syncgate
 /// unbatched (issue 7: lower-case sub-response header names made its `BatchResponseContent` unable
 /// to read any body, syncgate's own refusals included).
@@ -148,6 +198,7 @@ impl Stack {
         }));
         check
             .env("SYNCGATE_URL", self.proxy.url())
+            .env("SYNCGATE_ADMIN_URL", self.proxy.admin_url())
             .env("EMULATOR_URL", &self.emulator_url)
             .env("GRAPH_TOKEN", &token)
             // HTTP clients honour proxy variables; the proxy and emulator are on loopback.
