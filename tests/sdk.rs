@@ -78,7 +78,10 @@ async fn the_official_python_sdk_waits_for_an_approval_and_then_succeeds_unchang
             .collect()
     };
     let (key, salt) = (bytes(32), bytes(16));
-    let hash = Sha256::new().chain_update(&salt).chain_update(&key).finalize();
+    let hash = Sha256::new()
+        .chain_update(&salt)
+        .chain_update(&key)
+        .finalize();
     let key = format!(
         "sgk_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key)

@@ -21,7 +21,7 @@ use crate::approvals::transitions::{self, VoteError};
 use crate::approvals::{Approval, ApprovalSettings, Ballot, COMMENT_MAX, NoVote, Status, Voter};
 use crate::body::Body;
 use crate::graph_error::{GraphError, RequestIds};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
@@ -192,6 +192,14 @@ impl Admin {
                 };
                 error(status, code, message, ids)
             }
+            // Another vote (or the sweeper, or a replica) kept changing the request under this
+            // one: nothing was recorded, and voting again decides on what it is now.
+            Err(VoteError::Store(StoreError::Conflict { context })) => error(
+                StatusCode::CONFLICT,
+                "SyncgateVoteRefused",
+                format!("{context}; the vote was not counted: vote again"),
+                ids,
+            ),
             Err(VoteError::Store(e)) => refusal(unavailable(e), ids),
         }
     }

@@ -48,7 +48,7 @@ const REALM: &str = "Bearer realm=\"syncgate-admin\"";
 pub(crate) enum Role {
     /// Read, export and verify the audit log.
     Auditor,
-    /// Decide on changes waiting for approval (a later issue adds the routes).
+    /// Vote on changes waiting for approval (`/api/v1/approvals`), and read them.
     Approver,
     /// Everything.
     Admin,

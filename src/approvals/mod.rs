@@ -118,7 +118,8 @@ impl Requester {
     /// The requester `actor` stands for; `None` when its token names neither an `oid` nor an
     /// `appid` (nothing to bind an approval to, and nobody to tell apart from an approver).
     pub(crate) fn of(actor: &Actor) -> Option<Requester> {
-        let app_only = actor.idtyp.as_deref() == Some("app");
+        // The rules' reading of app-only: `idtyp: app`, or (older tokens) roles and no scp.
+        let app_only = crate::rules::is_app_only(actor);
         let oid = actor.oid.as_deref().map(str::to_ascii_lowercase);
         let appid = actor.appid.as_deref().map(str::to_ascii_lowercase);
         let key = match (&oid, &appid) {

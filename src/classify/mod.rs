@@ -448,7 +448,8 @@ fn url_override(headers: &HeaderMap, reach: canonical::Reach) -> Option<Refusal>
             Refusal::bad_request(
                 codes::URL_OVERRIDE_REFUSED,
                 format!(
-                    "The '{name}' header is refused on and towards /policies and $batch paths:                      send the request to its real URL."
+                    "The '{name}' header is refused on and towards /policies and $batch paths: \
+                     send the request to its real URL."
                 ),
             )
         })

@@ -175,7 +175,7 @@ async fn vote(
     Ok(())
 }
 
-/// `/api/v1/approvals/{id}[/{ballot}]`, the id checked to be one (no path tricks).
+/// `/api/v1/approvals/{id}[/{ballot}]`, the id percent-encoded so it stays one path segment.
 fn path_of(id: &str, ballot: Option<&str>) -> String {
     let id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
     match ballot {

@@ -409,7 +409,8 @@ impl RawConfig {
                 return Err(invalid(
                     "rules.approval_policy",
                     format!(
-                        "rule '{rule}' requires approval under policy '{policy}', but                          [approvals.policies.{policy}] is not configured"
+                        "rule '{rule}' requires approval under policy '{policy}', but \
+                         [approvals.policies.{policy}] is not configured"
                     ),
                 ));
             }

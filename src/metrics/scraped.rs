@@ -1,9 +1,9 @@
 //! Values read when `/metrics` is scraped rather than counted as they happen: how long this
 //! syncgate has run and how many audit events wait for the writer.
 //!
-//! This is where a count that lives elsewhere joins the exposition without a second copy to
-//! keep in step: the approval gate's pending approvals, when it exists, are read here from its
-//! own state at scrape time (no placeholder is exported before then).
+//! Counts that need the database (the approval gate's pending requests and waiting notices) are
+//! not read here, where a scrape cannot wait on a query: the notices' delivery task reads them
+//! every few seconds and sets their gauges (`approvals/notify.rs`).
 
 use std::time::Instant;
 

@@ -479,6 +479,7 @@ const GRAPH_HEADER_NAMES: &[&str] = &[
     "Allow",
     super::AUDIT_ID_HEADER,
     super::WARNING_HEADER,
+    crate::approvals::APPROVAL_ID_HEADER,
 ];
 
 /// A response header's name as Graph writes it (see [`GRAPH_HEADER_NAMES`]); an unknown name in
@@ -641,6 +642,7 @@ mod tests {
             ("preference-applied", "Preference-Applied"),
             ("www-authenticate", "WWW-Authenticate"),
             ("x-syncgate-audit-id", "x-syncgate-audit-id"),
+            ("x-syncgate-approval-id", "x-syncgate-approval-id"),
             ("x-custom-thing", "X-Custom-Thing"),
             ("odd--name", "Odd--Name"),
         ] {

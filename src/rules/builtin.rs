@@ -320,7 +320,7 @@ fn actors(
 }
 
 /// App-only: the token says `idtyp: app`, or (older tokens) it has `roles` and no `scp`.
-fn is_app_only(actor: &crate::audit::Actor) -> bool {
+pub(crate) fn is_app_only(actor: &crate::audit::Actor) -> bool {
     match actor.idtyp.as_deref() {
         Some(t) if t.eq_ignore_ascii_case("app") => true,
         Some(t) if t.eq_ignore_ascii_case("user") => false,

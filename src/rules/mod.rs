@@ -18,6 +18,7 @@
 //! records — and an action for when an enforced rule fails: `deny`, or `require_approval`.
 
 mod builtin;
+pub(crate) use builtin::is_app_only;
 mod input;
 mod raw;
 mod rego;

@@ -590,6 +590,12 @@ async fn a_held_batch_sub_request_is_403_and_its_dependents_424(backend: Backend
         .as_str()
         .unwrap()
         .to_owned();
+    // syncgate's headers keep their spelling inside a batch, as outside.
+    assert_eq!(
+        held_response["headers"]["x-syncgate-approval-id"],
+        id.as_str(),
+        "{body}"
+    );
     assert_eq!(by_id("after")["status"], 424);
     assert_eq!(gate.approval(&id).await["status"], "pending");
     assert_eq!(gate.writes_upstream().await, 0);
@@ -1009,5 +1015,37 @@ async fn the_cli_lists_shows_and_votes_through_the_admin_api() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no admin API key"), "{err}");
+    gate.finish().await;
+}
+
+/// Two replicas sharing one PostgreSQL log, each sent the approved change at the same moment:
+/// the change goes upstream once.
+#[tokio::test]
+async fn two_replicas_racing_on_one_approval_send_the_change_once() {
+    let gate = Gate::new(Backend::Postgres).await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    gate.approve(&id).await;
+    let replica = spawn_proxy_with(gate.raw.clone()).await;
+    let other = TestClient::with_token(admin_token());
+    let other_url = sync_url(&replica.url, "v1.0", PARTNER);
+    let (a, b) = tokio::join!(
+        gate.send(),
+        other.send(Method::PUT, &other_url, Some(enable("Fabrikam")))
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::NO_CONTENT, StatusCode::FORBIDDEN],
+        "{a:?} {b:?}"
+    );
+    let loser = if a.status == StatusCode::FORBIDDEN {
+        &a
+    } else {
+        &b
+    };
+    assert_eq!(held(loser, "SyncgateApprovalUsed"), id);
+    assert_eq!(gate.writes_upstream().await, 1);
+    replica.shutdown().await;
     gate.finish().await;
 }

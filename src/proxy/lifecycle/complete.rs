@@ -1,6 +1,8 @@
 //! Complete: the terminal step (pingora's `logging` phase). Every operation ends here, whichever
 //! way it ended, and leaves exactly one terminal event: `completed` when the write went upstream,
-//! `denied` otherwise. It also makes the one answer the client gets, tagged with the operation's
+//! `denied` otherwise, or `approval_requested` when the gate made an approval request of the
+//! change (the gate records that one itself, in the transaction that creates the request; this
+//! step only answers). It also makes the one answer the client gets, tagged with the operation's
 //! id (`x-syncgate-audit-id`, and `innerError` for syncgate's own answers).
 //!
 //! A refusal stands even when its record cannot be written (the gap is logged); a `completed`
