@@ -16,11 +16,13 @@ use serde_json::{Value, json};
 
 use super::auth::{Principal, Role};
 use super::operations::{bad, limit, pairs, unavailable};
+use super::record::{Answer, Failure, Served};
 use super::{Admin, json as json_response};
 use crate::approvals::transitions::{self, VoteError};
 use crate::approvals::{Approval, ApprovalSettings, Ballot, COMMENT_MAX, NoVote, Status, Voter};
 use crate::body::Body;
 use crate::graph_error::{GraphError, RequestIds};
+use crate::server::ConnInfo;
 use crate::store::{Store, StoreError};
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -103,27 +105,37 @@ impl Admin {
     pub(super) async fn approvals(
         &self,
         req: Request<Incoming>,
+        conn: &ConnInfo,
         route: ApprovalRoute<'_>,
     ) -> Response<Body> {
         let ids = RequestIds::from_headers(req.headers());
         match (req.method().clone(), route) {
             (http::Method::GET, ApprovalRoute::List) => {
-                if let Some(refused) = self.refuse_approvals_reader(&req) {
-                    return refused;
-                }
-                list(&self.store, &self.approvals, req.uri().query())
-                    .await
-                    .unwrap_or_else(|r| refusal(r, &ids))
+                let principal = match self.approvals_reader(&req) {
+                    Ok(p) => p,
+                    Err(refused) => return *refused,
+                };
+                let answer = list(&self.store, &self.approvals, req.uri().query()).await;
+                self.recorded_read(&req, conn, &principal, answer).await
             }
             (http::Method::GET, ApprovalRoute::One(id)) => {
-                if let Some(refused) = self.refuse_approvals_reader(&req) {
-                    return refused;
-                }
-                match self.store.reader().approval(id).await {
-                    Ok(Some(a)) => json_response(StatusCode::OK, to_json(&a, &self.approvals)),
-                    Ok(None) => not_found(id, &ids),
-                    Err(e) => refusal(unavailable(e), &ids),
-                }
+                let principal = match self.approvals_reader(&req) {
+                    Ok(p) => p,
+                    Err(refused) => return *refused,
+                };
+                let answer = match self.store.reader().approval(id).await {
+                    Ok(Some(a)) => Ok(Served {
+                        body: to_json(&a, &self.approvals),
+                        rows: 1,
+                    }),
+                    Ok(None) => Err(Failure::from((
+                        StatusCode::NOT_FOUND,
+                        "NotFound".to_owned(),
+                        format!("no approval request {id}"),
+                    ))),
+                    Err(e) => Err(unavailable(e).into()),
+                };
+                self.recorded_read(&req, conn, &principal, answer).await
             }
             (http::Method::POST, ApprovalRoute::Vote(id, ballot)) => {
                 let principal = match self.principals.require(&req, Role::Approver) {
@@ -149,11 +161,14 @@ impl Admin {
         }
     }
 
-    /// Approvals are read by auditors and approvers alike: the refusal for anyone else.
-    fn refuse_approvals_reader<B>(&self, req: &Request<B>) -> Option<Response<Body>> {
+    /// Approvals are read by auditors and approvers alike; anyone else gets the refusal.
+    fn approvals_reader<B>(&self, req: &Request<B>) -> Result<Principal, Box<Response<Body>>> {
         match self.principals.require(req, Role::Approver) {
-            Ok(_) => None,
-            Err(_) => self.principals.require(req, Role::Auditor).err(),
+            Ok(p) => Ok(p),
+            Err(_) => self
+                .principals
+                .require(req, Role::Auditor)
+                .map_err(Box::new),
         }
     }
 
@@ -215,11 +230,7 @@ fn not_found(id: &str, ids: &RequestIds) -> Response<Body> {
 }
 
 /// `GET /api/v1/approvals?status=&limit=&before=`.
-async fn list(
-    store: &Store,
-    settings: &ApprovalSettings,
-    query: Option<&str>,
-) -> Result<Response<Body>, (StatusCode, String, String)> {
+async fn list(store: &Store, settings: &ApprovalSettings, query: Option<&str>) -> Answer {
     let (mut status, mut page, mut before) = (None, DEFAULT_LIMIT, None);
     for (key, value) in pairs(query)? {
         match key.as_str() {
@@ -234,11 +245,11 @@ async fn list(
             "limit" => page = limit(&key, &value, MAX_LIMIT)?,
             "before" => {
                 if uuid::Uuid::try_parse(&value).is_err() {
-                    return Err(bad(&key, "is not an approval id"));
+                    return Err(bad(&key, "is not an approval id").into());
                 }
                 before = Some(value);
             }
-            _ => return Err(bad(&key, "is not a parameter of this route")),
+            _ => return Err(bad(&key, "is not a parameter of this route").into()),
         }
     }
     let approvals = store
@@ -259,7 +270,8 @@ async fn list(
             ));
         }
     }
-    Ok(json_response(StatusCode::OK, body))
+    let rows = approvals.len() as u64;
+    Ok(Served { body, rows })
 }
 
 /// A vote's body: empty, or `{"comment": "..."}` (nothing else).

@@ -300,7 +300,7 @@ impl Handler for Admin {
             (_, path) if approvals::ApprovalRoute::of(path).is_some() => {
                 let path = path.to_owned();
                 match approvals::ApprovalRoute::of(&path) {
-                    Some(route) => self.approvals(req, route).await,
+                    Some(route) => self.approvals(req, &conn, route).await,
                     None => not_found(&req),
                 }
             }

@@ -206,6 +206,20 @@ impl Admin {
         self.record_and_send(req, conn, &principal, answer).await
     }
 
+    /// Record a read of something other than the log itself that people may only see on the
+    /// record (the approval gate's requests, which carry the changes' bodies and states), then
+    /// send it, as [`Admin::log_read`] does.
+    pub(super) async fn recorded_read<B>(
+        &self,
+        req: &Request<B>,
+        conn: &ConnInfo,
+        principal: &Principal,
+        answer: Answer,
+    ) -> Response<Body> {
+        self.record_and_send(req, conn, principal, answer.map(Reply::Json))
+            .await
+    }
+
     /// Record the read, then send its answer; an answer whose read cannot be recorded is
     /// replaced by a 503.
     async fn record_and_send<B>(

@@ -417,20 +417,24 @@ pub(crate) enum HeldReason {
     TicketRequired,
     /// The token names no user or application to bind the request to.
     NoRequester,
+    /// The requester has as many pending requests as the gate keeps for one requester.
+    TooManyPending,
 }
 
 impl HeldReason {
     /// Graph's `error.code`, and whether it is the caller's input (400) rather than a hold (403).
-    pub(crate) fn code(self) -> (&'static str, bool) {
+    pub(crate) fn code(self) -> (&'static str, http::StatusCode) {
+        use http::StatusCode as S;
         match self {
-            HeldReason::Required => ("SyncgateApprovalRequired", false),
-            HeldReason::Rejected => ("SyncgateApprovalRejected", false),
-            HeldReason::Expired => ("SyncgateApprovalExpired", false),
-            HeldReason::Void => ("SyncgateApprovalVoid", false),
-            HeldReason::Used => ("SyncgateApprovalUsed", false),
-            HeldReason::JustificationRequired => ("SyncgateJustificationRequired", true),
-            HeldReason::TicketRequired => ("SyncgateTicketRequired", true),
-            HeldReason::NoRequester => ("SyncgateApprovalRequired", false),
+            HeldReason::Required => ("SyncgateApprovalRequired", S::FORBIDDEN),
+            HeldReason::Rejected => ("SyncgateApprovalRejected", S::FORBIDDEN),
+            HeldReason::Expired => ("SyncgateApprovalExpired", S::FORBIDDEN),
+            HeldReason::Void => ("SyncgateApprovalVoid", S::FORBIDDEN),
+            HeldReason::Used => ("SyncgateApprovalUsed", S::FORBIDDEN),
+            HeldReason::JustificationRequired => ("SyncgateJustificationRequired", S::BAD_REQUEST),
+            HeldReason::TicketRequired => ("SyncgateTicketRequired", S::BAD_REQUEST),
+            HeldReason::NoRequester => ("SyncgateApprovalRequired", S::FORBIDDEN),
+            HeldReason::TooManyPending => ("SyncgateTooManyApprovalRequests", S::TOO_MANY_REQUESTS),
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct RawApprovals {
     /// How often expired requests are looked for (default 30s).
     #[serde(default)]
     pub sweep_every: Option<String>,
+    /// The most requests one requester may have pending at once (default 10): a caller Graph
+    /// accepts cannot flood approvers, the log and the webhooks with requests.
+    #[serde(default)]
+    pub max_pending_per_requester: Option<u32>,
     #[serde(default)]
     pub policies: BTreeMap<String, RawPolicy>,
     #[serde(default)]
@@ -152,6 +156,8 @@ pub(crate) struct ApprovalSettings {
     pub(crate) webhooks: Vec<Webhook>,
     pub(crate) link: Option<String>,
     pub(crate) sweep_every: Duration,
+    /// The most pending requests one requester may have.
+    pub(crate) max_pending_per_requester: u32,
 }
 
 impl ApprovalSettings {
@@ -206,11 +212,19 @@ impl RawApprovals {
         if sweep_every.is_zero() {
             return Err(invalid("approvals.sweep_every", "must be longer than 0"));
         }
+        let max_pending_per_requester = self.max_pending_per_requester.unwrap_or(10);
+        if max_pending_per_requester == 0 {
+            return Err(invalid(
+                "approvals.max_pending_per_requester",
+                "must be at least 1 (0 would refuse every change a rule holds)",
+            ));
+        }
         Ok(ApprovalSettings {
             policies,
             webhooks,
             link: Some(self.link.clone().unwrap_or(admin_link)),
             sweep_every,
+            max_pending_per_requester,
         })
     }
 }

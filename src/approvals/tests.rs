@@ -246,15 +246,23 @@ fn every_status_and_ballot_reads_back_as_written() {
 }
 
 #[test]
-fn held_reasons_are_403_holds_except_the_callers_missing_input() {
+fn held_reasons_are_403_holds_except_the_callers_missing_input_and_a_flood() {
+    use http::StatusCode;
     assert_eq!(
         HeldReason::Required.code(),
-        ("SyncgateApprovalRequired", false)
+        ("SyncgateApprovalRequired", StatusCode::FORBIDDEN)
     );
-    assert_eq!(HeldReason::Used.code(), ("SyncgateApprovalUsed", false));
+    assert_eq!(
+        HeldReason::Used.code(),
+        ("SyncgateApprovalUsed", StatusCode::FORBIDDEN)
+    );
+    assert_eq!(
+        HeldReason::TooManyPending.code().1,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     assert_eq!(
         HeldReason::TicketRequired.code(),
-        ("SyncgateTicketRequired", true)
+        ("SyncgateTicketRequired", StatusCode::BAD_REQUEST)
     );
 }
 

@@ -148,10 +148,10 @@ impl ProxyError {
                 "SyncgateBeforeStateUnavailable",
             ),
             ProxyError::PolicyViolation(_) => (StatusCode::FORBIDDEN, "SyncgatePolicyViolation"),
-            ProxyError::Held(held) => match held.reason.code() {
-                (code, true) => (StatusCode::BAD_REQUEST, code),
-                (code, false) => (StatusCode::FORBIDDEN, code),
-            },
+            ProxyError::Held(held) => {
+                let (code, status) = held.reason.code();
+                (status, code)
+            }
             ProxyError::AuditUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "SyncgateAuditUnavailable")
             }

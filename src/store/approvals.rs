@@ -18,8 +18,11 @@ use crate::approvals::{Approval, Ballot, Binding, Policy, Requester, Status, Vot
 /// A change to the gate's tables, made only if the request is still as it was read.
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
-    /// A new request.
-    Insert(Box<Approval>),
+    /// A new request, unless its requester has `max_pending` pending already.
+    Insert {
+        approval: Box<Approval>,
+        max_pending: i64,
+    },
     /// A vote on request `id` at `version`, moving it to `decided` when the vote decides.
     Vote {
         id: String,
@@ -83,9 +86,15 @@ impl Guard {
     {
         let mut steps = Vec::new();
         match &self.change {
-            Change::Insert(approval) => steps.push(Step {
-                query: insert(approval),
-                conflict: Some(format!("approval {} exists already", approval.id)),
+            Change::Insert {
+                approval,
+                max_pending,
+            } => steps.push(Step {
+                query: insert(approval, *max_pending),
+                conflict: Some(format!(
+                    "{} has {max_pending} approval requests pending already",
+                    approval.binding.requester.key
+                )),
             }),
             Change::Vote {
                 id,
@@ -156,7 +165,10 @@ impl Guard {
     }
 }
 
-fn insert<'a, DB>(a: &Approval) -> QueryBuilder<'a, DB>
+/// Insert `a` if its requester has fewer than `max_pending` requests pending: checked in the
+/// statement, under the chain lock every guarded append holds, so concurrent requests cannot
+/// both slip under the cap.
+fn insert<'a, DB>(a: &Approval, max_pending: i64) -> QueryBuilder<'a, DB>
 where
     DB: Database,
     DB::Arguments<'a>: Default,
@@ -165,7 +177,7 @@ where
     Option<String>: Encode<'a, DB> + Type<DB>,
 {
     let b = &a.binding;
-    let mut q = QueryBuilder::new(format!("INSERT INTO approvals ({COLUMNS}) VALUES ("));
+    let mut q = QueryBuilder::new(format!("INSERT INTO approvals ({COLUMNS}) SELECT "));
     let mut values = q.separated(", ");
     values
         .push_bind(a.id.clone())
@@ -189,7 +201,10 @@ where
         .push_bind(a.decided.as_ref().map(time_column))
         .push_bind(a.used_by.clone())
         .push_bind(a.change.to_string());
-    values.push_unseparated(")");
+    q.push(" WHERE (SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND requester = ")
+        .push_bind(b.requester.key.clone())
+        .push(") < ")
+        .push_bind(max_pending);
     q
 }
 

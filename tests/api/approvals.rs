@@ -37,7 +37,7 @@ send_window = "10m"
 
 /// A proxy with the gate, its emulator, and admin keys for: `ann`, `bob`, `cy` (approvers),
 /// `self` (an approver whose oid is the requester's), `nooid` (an approver without an oid) and
-/// `audrey` (auditor).
+/// `audrey` (auditor) and `ada` (admin, without an oid).
 struct Gate {
     emulator: TestEmulator,
     proxy: TestProxy,
@@ -64,7 +64,7 @@ impl Gate {
         raw.admin.listen = base.admin.listen;
         raw.upstream.url = base.upstream.url;
         let mut keys = std::collections::HashMap::new();
-        let people: [(&'static str, &[&str], Option<&str>); 6] = [
+        let people: [(&'static str, &[&str], Option<&str>); 7] = [
             (
                 "ann",
                 &["approver"],
@@ -87,6 +87,7 @@ impl Gate {
                 &["auditor"],
                 Some("dddddddd-0000-4000-8000-000000000004"),
             ),
+            ("ada", &["admin"], None),
         ];
         for (name, roles, oid) in people {
             let (key, hash) = make_key();
@@ -1049,3 +1050,63 @@ async fn two_replicas_racing_on_one_approval_send_the_change_once() {
     replica.shutdown().await;
     gate.finish().await;
 }
+
+/// Requests carry the changes' bodies and before-states: reading them is recorded like any
+/// read of the log, with who, what and how many.
+#[tokio::test]
+async fn reading_approval_requests_is_recorded_like_a_read_of_the_log() {
+    let gate = Gate::new(Backend::Sqlite).await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    assert_eq!(gate.approvals().await.len(), 1);
+    gate.approval(&id).await;
+    let reads = TestClient::with_token(gate.keys["ada"].clone())
+        .get(&gate.admin("/api/v1/reads"))
+        .await
+        .json();
+    let rows: Vec<&Value> = reads["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["route"]
+                .as_str()
+                .unwrap()
+                .starts_with("/api/v1/approvals")
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{reads}");
+    assert!(rows.iter().all(|r| r["principal"] == "audrey"), "{reads}");
+    assert_eq!(rows[0]["rows_returned"], 1);
+    assert_eq!(rows[1]["route"], format!("/api/v1/approvals/{id}"));
+    gate.finish().await;
+}
+
+async fn a_requester_cannot_flood_the_approvers(backend: Backend) {
+    let gate = Gate::with(backend, "", |raw| {
+        raw.approvals.max_pending_per_requester = Some(2);
+    })
+    .await;
+    let ask = |n: usize| gate.send_as(admin_token(), enable(&format!("Fabrikam {n}")));
+    let first = held(&ask(1).await, "SyncgateApprovalRequired");
+    held(&ask(2).await, "SyncgateApprovalRequired");
+    let third = ask(3).await;
+    assert_eq!(
+        third.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        third.body
+    );
+    assert_eq!(third.error_code(), "SyncgateTooManyApprovalRequests");
+    assert!(third.header("x-syncgate-approval-id").is_none());
+    assert_eq!(gate.approvals().await.len(), 2, "no third request was made");
+    // Asking again for a change already pending is no new request, so it is not refused.
+    held(&ask(1).await, "SyncgateApprovalRequired");
+    // Once one is decided, there is room again.
+    assert_eq!(
+        gate.vote("ann", &first, "reject", None).await.0,
+        StatusCode::OK
+    );
+    held(&ask(3).await, "SyncgateApprovalRequired");
+    gate.finish().await;
+}
+both!(a_requester_cannot_flood_the_approvers);

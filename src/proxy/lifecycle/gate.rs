@@ -324,13 +324,32 @@ async fn request(
     event.approval = Some(Box::new(requested_facts(&approval)));
     let notices = notify::notices(settings, notify::Announce::Requested, &approval, now);
     let guard = Guard {
-        change: Change::Insert(Box::new(approval.clone())),
+        change: Change::Insert {
+            approval: Box::new(approval.clone()),
+            max_pending: i64::from(settings.max_pending_per_requester),
+        },
         notices,
     };
-    store
-        .append_guarded(guard, vec![event])
-        .await
-        .map_err(unavailable)?;
+    match store.append_guarded(guard, vec![event]).await {
+        Ok(_) => {}
+        // Nothing was recorded: the refusal is this operation's `denied` event.
+        Err(StoreError::Conflict { .. }) => {
+            op.approval_id = None;
+            return Err(refuse(
+                HeldReason::TooManyPending,
+                format!(
+                    "{}This change needs approval, but {} has {} approval requests waiting \
+                     already, the most syncgate keeps for one requester: wait until approvers \
+                     decide them (or they expire), then send it again.",
+                    because(held),
+                    approval.binding.requester.shown(),
+                    settings.max_pending_per_requester
+                ),
+                None,
+            ));
+        }
+        Err(error) => return Err(unavailable(error)),
+    }
     Err(Exit::Held(ProxyError::Held(Held {
         reason: HeldReason::Required,
         message,
