@@ -70,7 +70,8 @@ CREATE TABLE approval_outbox (
     last_error   TEXT
 );
 
-CREATE INDEX approval_outbox_due ON approval_outbox (delivered, next_attempt);
+-- Each webhook's queue, oldest first (ids are UUIDv7, so they sort by creation).
+CREATE INDEX approval_outbox_queue ON approval_outbox (webhook, delivered, id);
 
 -- Append-only, as on SQLite (TRUNCATE included).
 CREATE FUNCTION approval_votes_append_only() RETURNS trigger

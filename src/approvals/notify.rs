@@ -38,8 +38,8 @@ pub(crate) enum Announce {
     Decided,
 }
 
-/// Notices due at once are taken this many at a time.
-const BATCH: i64 = 32;
+/// The most webhooks' queues served in one round (far more than anyone configures).
+const QUEUES: i64 = 64;
 /// The longest wait between two attempts at one notice.
 const RETRY_MAX: Duration = Duration::from_secs(600);
 /// How often the outbox is looked at when nothing wakes the task (another replica's notices,
@@ -291,7 +291,12 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let client = client();
         loop {
-            deliver_due(&store, &webhooks, &client, &instruments, &stop).await;
+            // Stopping does not wait for a webhook's answer: a notice sent but not recorded as
+            // delivered is sent again after the restart (delivery is at least once).
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = deliver_due(&store, &webhooks, &client, &instruments, &stop) => {}
+            }
             if let Ok((pending, waiting, _)) = store.reader().approval_gauges().await {
                 instruments.pending.set(pending);
                 instruments.waiting.set(waiting);
@@ -321,7 +326,9 @@ fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(https)
 }
 
-/// Send every notice due now, in batches, recording each attempt.
+/// Send what is due now: the head of each webhook's queue, every webhook at once (a webhook that
+/// hangs until its timeout holds up only its own notices), round after round while some of them
+/// get through; each attempt is recorded.
 async fn deliver_due(
     store: &Store,
     webhooks: &[Webhook],
@@ -331,7 +338,7 @@ async fn deliver_due(
 ) {
     loop {
         let now = clock::now();
-        let due = match store.reader().notices_due(&now, BATCH).await {
+        let due = match store.reader().notices_due(&now, QUEUES).await {
             Ok(due) => due,
             Err(error) => {
                 tracing::warn!(%error, "approvals: cannot read the webhook outbox");
@@ -341,48 +348,72 @@ async fn deliver_due(
         if due.is_empty() || stop.is_cancelled() {
             return;
         }
-        let count = due.len();
+        let mut sending = tokio::task::JoinSet::new();
         for notice in due {
-            let outcome = match webhooks.iter().find(|w| w.name == notice.webhook) {
-                Some(hook) => send(client, hook, &notice).await,
-                // A webhook removed from the configuration: its notices wait in case it returns.
-                None => Err(format!(
-                    "webhook {:?} is not configured any more",
-                    notice.webhook
-                )),
+            let hook = webhooks.iter().find(|w| w.name == notice.webhook).cloned();
+            let client = client.clone();
+            sending.spawn(async move {
+                let outcome = match &hook {
+                    Some(hook) => send(&client, hook, &notice).await,
+                    // A webhook removed from the configuration: its notices wait in case it
+                    // returns.
+                    None => Err(format!(
+                        "webhook {:?} is not configured any more",
+                        notice.webhook
+                    )),
+                };
+                (notice, outcome)
+            });
+        }
+        let mut delivered = false;
+        while let Some(joined) = sending.join_next().await {
+            let Ok((notice, outcome)) = joined else {
+                continue;
             };
-            let label = WebhookLabel {
-                webhook: notice.webhook.clone(),
-            };
-            let at = clock::now();
-            let outcome = match outcome {
-                Ok(()) => {
-                    instruments.delivered.get_or_create(&label).inc();
-                    Ok(())
-                }
-                Err(error) => {
-                    instruments.failed.get_or_create(&label).inc();
-                    let wait = backoff(notice.attempts + 1);
-                    tracing::warn!(webhook = %notice.webhook, approval = %notice.approval_id,
-                        attempts = notice.attempts + 1, %error, "approvals: webhook delivery failed");
-                    let next = at + chrono::Duration::from_std(wait).unwrap_or_default();
-                    Err((error, next))
-                }
-            };
-            let attempt = NoticeAttempt {
-                id: notice.id.clone(),
-                at,
-                outcome,
-            };
-            if let Err(error) = store.record_notice(attempt).await {
+            delivered |= outcome.is_ok();
+            if let Err(error) = record(store, instruments, &notice, outcome).await {
                 tracing::warn!(%error, "approvals: cannot record a webhook delivery");
                 return;
             }
         }
-        if (count as i64) < BATCH {
+        if !delivered {
             return;
         }
     }
+}
+
+/// Count an attempt at `notice` and record it: delivered, or due again after its backoff.
+async fn record(
+    store: &Store,
+    instruments: &NotifyInstruments,
+    notice: &StoredNotice,
+    outcome: Result<(), String>,
+) -> Result<(), crate::store::StoreError> {
+    let label = WebhookLabel {
+        webhook: notice.webhook.clone(),
+    };
+    let at = clock::now();
+    let outcome = match outcome {
+        Ok(()) => {
+            instruments.delivered.get_or_create(&label).inc();
+            Ok(())
+        }
+        Err(error) => {
+            instruments.failed.get_or_create(&label).inc();
+            let wait = backoff(notice.attempts + 1);
+            tracing::warn!(webhook = %notice.webhook, approval = %notice.approval_id,
+                attempts = notice.attempts + 1, %error, "approvals: webhook delivery failed");
+            let next = at + chrono::Duration::from_std(wait).unwrap_or_default();
+            Err((error, next))
+        }
+    };
+    store
+        .record_notice(NoticeAttempt {
+            id: notice.id.clone(),
+            at,
+            outcome,
+        })
+        .await
 }
 
 /// POST one notice; `Ok` when the webhook answered 2xx within its timeout.

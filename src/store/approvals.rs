@@ -366,7 +366,9 @@ where
 pub(crate) const COUNT_PENDING: &str =
     "SELECT COUNT(*) AS n FROM approvals WHERE status = 'pending'";
 
-/// Outbox rows not delivered and due at `now`, oldest first.
+/// The head of each webhook's queue (its oldest undelivered notice) when it is due at `now`:
+/// a webhook gets its notices in the order they were written, a later one never overtaking one
+/// that is waiting out a failure.
 pub(crate) fn due_notices<'a, DB>(now: &DateTime<Utc>, limit: i64) -> QueryBuilder<'a, DB>
 where
     DB: Database,
@@ -375,11 +377,13 @@ where
     String: Encode<'a, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::new(
-        "SELECT id, approval_id, webhook, body, attempts, next_attempt FROM approval_outbox \
-         WHERE delivered IS NULL AND next_attempt <= ",
+        "SELECT o.id, o.approval_id, o.webhook, o.body, o.attempts, o.next_attempt \
+         FROM approval_outbox o WHERE o.delivered IS NULL AND NOT EXISTS (SELECT 1 FROM \
+         approval_outbox e WHERE e.webhook = o.webhook AND e.delivered IS NULL AND e.id < o.id) \
+         AND o.next_attempt <= ",
     );
     q.push_bind(time_column(now))
-        .push(" ORDER BY next_attempt, id LIMIT ")
+        .push(" ORDER BY o.id LIMIT ")
         .push_bind(limit);
     q
 }

@@ -1110,3 +1110,36 @@ async fn a_requester_cannot_flood_the_approvers(backend: Backend) {
     gate.finish().await;
 }
 both!(a_requester_cannot_flood_the_approvers);
+
+/// A webhook that takes connections and never answers holds up only its own notices: the other
+/// webhook gets its notice while the first one's attempt waits out its (long) timeout.
+#[tokio::test]
+async fn a_hanging_webhook_does_not_hold_up_another() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let held_open = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let hooks = Webhooks::start().await;
+    let fast = format!("{}/fast", hooks.url);
+    let gate = Gate::with(Backend::Sqlite, "", |raw| {
+        let mut slow = webhook("slow", &silent_url, "json");
+        slow.timeout = Some("60s".into());
+        raw.approvals.webhooks = vec![slow, webhook("fast", &fast, "json")];
+    })
+    .await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    // Well within the slow webhook's 60 s: delivered one after the other, this would wait.
+    let got = hooks.at_least("/fast", 1).await;
+    assert_eq!(got[0]["approval"]["id"], id.as_str());
+    // Nor does it hold up a shutdown (the notice is sent again after the next start).
+    let stopped = tokio::time::timeout(Duration::from_secs(30), gate.finish()).await;
+    assert!(
+        stopped.is_ok(),
+        "the shutdown waited for the silent webhook"
+    );
+    held_open.abort();
+}
