@@ -1143,3 +1143,67 @@ async fn a_hanging_webhook_does_not_hold_up_another() {
     );
     held_open.abort();
 }
+
+/// An approver may authenticate by client certificate, as any admin principal may; its vote
+/// counts like a key holder's.
+#[tokio::test]
+async fn an_approver_votes_with_a_client_certificate() {
+    use rcgen::DnType;
+    use syncgate::config::{ClientAuthMode, RawListenerTls, RawPrincipal};
+    let pki = crate::pki::TestPki::generate();
+    let carl = pki.issue_client(
+        "carl",
+        &[
+            (DnType::OrganizationName, "Contoso"),
+            (DnType::CommonName, "carl"),
+        ],
+        vec![],
+    );
+    let gate = Gate::with(Backend::Sqlite, "", |raw| {
+        raw.admin.principals.push(RawPrincipal {
+            name: "carl".into(),
+            roles: vec!["approver".into()],
+            oid: Some("cccccccc-1111-4000-8000-00000000ca71".into()),
+            cert_subject: Some("CN=carl,O=Contoso".into()),
+            ..RawPrincipal::default()
+        });
+        raw.admin.tls = Some(RawListenerTls {
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+            client_ca: Some(pki.ca_cert.clone()),
+            client_auth: ClientAuthMode::Optional,
+        });
+    })
+    .await;
+    let id = held(&gate.send().await, "SyncgateApprovalRequired");
+    let url = |who: &str| {
+        format!(
+            "https://localhost:{}/api/v1/approvals/{id}/{who}",
+            gate.proxy.admin_addr.port()
+        )
+    };
+    let vote = |identity: Option<(&std::path::Path, &std::path::Path)>, key: Option<&str>| {
+        let client = crate::harness::tls_client_with(&pki.ca_cert, identity);
+        let mut req =
+            http::Request::post(url("approve")).header("content-type", "application/json");
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        let req = req
+            .body(syncgate::body::full(r#"{"comment":"by certificate"}"#))
+            .unwrap();
+        async move {
+            let (resp, _) = crate::harness::request(&client, req).await.unwrap();
+            let body: Value = serde_json::from_slice(resp.body()).unwrap_or(Value::Null);
+            (resp.status(), body)
+        }
+    };
+    let (status, after) = vote(Some((carl.0.as_path(), carl.1.as_path())), None).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["votes"][0]["principal"], "carl");
+    let (status, after) = vote(None, Some(&gate.keys["bob"])).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["status"], "approved");
+    assert_eq!(gate.send().await.status, StatusCode::NO_CONTENT);
+    gate.finish().await;
+}
