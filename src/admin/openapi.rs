@@ -188,14 +188,9 @@ mod tests {
             ),
             names(Role::ALL.map(Role::as_str))
         );
-        let terminal = [
-            EventKind::Completed,
-            EventKind::Denied,
-            EventKind::Recovered,
-        ];
         assert_eq!(
             documented_enum(&doc, &format!("{schemas}/TerminalKind/enum")),
-            names(terminal.map(EventKind::as_str))
+            names(crate::store::TERMINAL_KINDS.map(EventKind::as_str))
         );
     }
 

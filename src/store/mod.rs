@@ -63,6 +63,8 @@ use writer::WriterHandle;
 pub(crate) use copy::copy;
 pub use location::StoreLocation;
 pub(crate) use operations::OperationSummary;
+#[cfg(test)]
+pub(crate) use operations::TERMINAL as TERMINAL_KINDS;
 pub use operations::index_check::IndexMismatch;
 pub(crate) use operations::{
     Cursor, FoldedOperation, FoldedPage, MAX_LIMIT, OperationFilter, OperationsPage, RawEvent, fold,

@@ -367,6 +367,20 @@ async fn held_then_approved_by_two_then_applied_once(backend: Backend) {
         requested["operation_id"],
         first.header("x-syncgate-audit-id").unwrap()
     );
+    // The held operation ended with its request: the operations index says so.
+    let operations = TestClient::with_token(gate.keys["audrey"].clone())
+        .get(&gate.admin("/api/v1/operations?limit=100"))
+        .await
+        .json();
+    let held_op = operations["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["operation_id"] == first.header("x-syncgate-audit-id").unwrap())
+        .cloned()
+        .unwrap();
+    assert_eq!(held_op["terminal"], "approval_requested", "{held_op}");
+    assert_eq!(held_op["approval_id"], id.as_str());
     assert!(
         requested["approval"]["body_hash"]
             .as_str()

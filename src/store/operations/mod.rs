@@ -125,7 +125,7 @@ pub(crate) struct OperationSummary {
     pub(crate) display_name: Option<String>,
     pub(crate) first_time: DateTime<Utc>,
     pub(crate) last_time: DateTime<Utc>,
-    /// The latest `completed`, `denied` or `recovered` event's kind; `None` while unfinished.
+    /// The latest terminal event's kind ([`TERMINAL`]); `None` while unfinished.
     pub(crate) terminal: Option<EventKind>,
     /// The seq of the operation's first event: its place in the order.
     pub(crate) first_seq: i64,
@@ -145,11 +145,17 @@ pub(crate) struct OperationsPage {
     pub(crate) next: Option<Cursor>,
 }
 
+/// The kinds that end an operation: the upstream answered, syncgate refused it, crash recovery
+/// finished it, or the approval gate made an approval request of it.
+pub(crate) const TERMINAL: [EventKind; 4] = [
+    EventKind::Completed,
+    EventKind::Denied,
+    EventKind::Recovered,
+    EventKind::ApprovalRequested,
+];
+
 fn is_terminal(kind: EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::Completed | EventKind::Denied | EventKind::Recovered
-    )
+    TERMINAL.contains(&kind)
 }
 
 /// Fold one operation's events (in seq order, at least one) into its summary.
