@@ -150,7 +150,9 @@ impl Proxy {
         if let Some(held) = decided? {
             let (store, approvals) = (&self.governor.store, &*self.governor.approvals);
             let gated = gate::gate(approvals, store, op, &governed, &held).await;
-            if matches!(gated, Err(Exit::Held(_))) {
+            if gated.is_err() {
+                // A new request, an expiry or a voiding may have written notices: send them now
+                // rather than at the delivery task's next look.
                 self.governor.notify.notify_one();
             }
             gated?;
