@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench passthrough` (release build). Knobs, as environment variables:
 //! `BENCH_SECS` (measured seconds per case, default 5), `BENCH_CONCURRENCY` (requests in flight,
-//! default 32). Each case warms up for one second first. The load generator shares the machine
+//! default 32), `BENCH_NGINX=0` (skip the comparison with nginx, `passthrough/nginx.rs`, which runs
+//! first), `BENCH_ROUNDS` (its alternating rounds, default 3). Each case warms up for one second first. The load generator shares the machine
 //! with both servers, so absolute figures understate a dedicated proxy; the ratio is the point.
 
 use std::sync::Arc;
@@ -21,6 +22,9 @@ use syncgate::body::{self, Body};
 use syncgate::config::Settings;
 use syncgate::server::ServeOptions;
 use tokio_util::sync::CancellationToken;
+
+#[path = "passthrough/nginx.rs"]
+mod nginx;
 
 const PARTNER: &str = "9c5d131d-b1c3-4fc4-9e3f-c6557947d551";
 
@@ -124,6 +128,20 @@ async fn main() {
     syncgate::tls::install_default_provider();
     let secs = env_or("BENCH_SECS", 5);
     let concurrency = env_or("BENCH_CONCURRENCY", 32);
+    // syncgate beside nginx first (issue 13), on a quiet machine; BENCH_NGINX=0 skips it.
+    if env_or("BENCH_NGINX", 1) == 1 {
+        let rounds = env_or("BENCH_ROUNDS", 3) as usize;
+        tokio::task::spawn_blocking(move || {
+            nginx::versus_nginx(
+                env!("CARGO_BIN_EXE_syncgate"),
+                secs,
+                concurrency as u32,
+                rounds,
+            )
+        })
+        .await
+        .unwrap();
+    }
     let stop = CancellationToken::new();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
