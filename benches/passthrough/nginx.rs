@@ -102,7 +102,17 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its workers (SIGKILL would leave them running).
     fn drop(&mut self) {
+        // SAFETY: kill has no preconditions; the pid is our child's, not yet reaped.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -241,6 +251,8 @@ pub(crate) fn versus_nginx(syncgate: &str, secs: u64, connections: u32, rounds: 
     }
     let dir = tempfile::tempdir().unwrap();
     let (up, px, sg) = (free_port(), free_port(), free_port());
+    // nginx's workers run as `nobody` unless told otherwise; as root, let them be root, so the
+    // prefix (a private temporary folder) stays theirs too. SAFETY: geteuid has no preconditions.
     let user = if unsafe { libc::geteuid() } == 0 {
         "user root;\n"
     } else {
