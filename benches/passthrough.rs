@@ -4,7 +4,8 @@
 //! `cargo bench --bench passthrough` (release build). Knobs, as environment variables:
 //! `BENCH_SECS` (measured seconds per case, default 5), `BENCH_CONCURRENCY` (requests in flight,
 //! default 32), `BENCH_NGINX=0` (skip the comparison with nginx, `passthrough/nginx.rs`, which runs
-//! first), `BENCH_ROUNDS` (its alternating rounds, default 3). Each case warms up for one second first. The load generator shares the machine
+//! first), `BENCH_ROUNDS` (its alternating rounds, default 3), `BENCH_SYNCGATE_LOG` (syncgate's
+//! `RUST_LOG` there, default `info` as shipped). Each case warms up for one second first. The load generator shares the machine
 //! with both servers, so absolute figures understate a dedicated proxy; the ratio is the point.
 
 use std::sync::Arc;

@@ -289,7 +289,11 @@ pub(crate) fn versus_nginx(syncgate: &str, secs: u64, connections: u32, rounds: 
         .args(["--upstream", &format!("http://127.0.0.1:{up}")])
         .arg("--db")
         .arg(dir.path().join("syncgate.db"))
-        .env("RUST_LOG", "info")
+        // As shipped (`info`), unless BENCH_SYNCGATE_LOG says otherwise (to see what logging costs).
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_SYNCGATE_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .env("HOME", dir.path())
         .stdout(Stdio::piped())
         .stderr(log)
