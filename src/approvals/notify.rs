@@ -184,10 +184,35 @@ fn diff_text(a: &Approval) -> String {
         .unwrap_or_else(|| "(no body)".into())
 }
 
+/// Text a requester or an approver wrote (a justification, a comment, an app's display name in
+/// a token), made inert for Teams' Markdown: the characters that make links, images, emphasis
+/// and code escaped with a backslash (CommonMark's rule), and `://` broken
+/// with a zero-width space so a URL in it is not made a link. Approvers read these messages and
+/// click their links: a justification must not be able to carry one.
+pub(crate) fn teams_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\`*_[]()<>~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.replace("://", ":\u{200b}//")
+}
+
+/// The same for Slack's `mrkdwn`: `&`, `<` and `>` as entities (Slack's own rule: `<...>` is how
+/// a link or a mention is written), and `://` broken as for Teams.
+pub(crate) fn slack_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace("://", ":\u{200b}//")
+}
+
 fn teams(what: Announce, a: &Approval, link: Option<&str>) -> Value {
     let facts: Vec<Value> = facts(a)
         .into_iter()
-        .map(|(title, value)| json!({"title": title, "value": value}))
+        .map(|(title, value)| json!({"title": title, "value": teams_text(&value)}))
         .collect();
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -195,10 +220,11 @@ fn teams(what: Announce, a: &Approval, link: Option<&str>) -> Value {
         "version": "1.4",
         "body": [
             {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "wrap": true,
-             "text": headline(what, a)},
+             "text": teams_text(&headline(what, a))},
             {"type": "FactSet", "facts": facts},
             {"type": "TextBlock", "text": "Diff", "weight": "Bolder"},
-            {"type": "TextBlock", "fontType": "Monospace", "wrap": true, "text": diff_text(a)},
+            {"type": "TextBlock", "fontType": "Monospace", "wrap": true,
+             "text": teams_text(&diff_text(a))},
         ],
     });
     if let Some(link) = link {
@@ -219,7 +245,9 @@ fn teams(what: Announce, a: &Approval, link: Option<&str>) -> Value {
 fn slack(what: Announce, a: &Approval, link: Option<&str>) -> Value {
     let fields: Vec<Value> = facts(a)
         .into_iter()
-        .map(|(name, value)| json!({"type": "mrkdwn", "text": format!("*{name}*\n{value}")}))
+        .map(|(name, value)| {
+            json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", slack_text(&value))})
+        })
         .collect();
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": cut(&headline(what, a), 150)}}),
@@ -229,12 +257,12 @@ fn slack(what: Announce, a: &Approval, link: Option<&str>) -> Value {
         blocks.push(json!({"type": "section", "fields": chunk}));
     }
     blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
-        "text": format!("```{}```", cut(&diff_text(a), 2900))}}));
+        "text": format!("```{}```", slack_text(&cut(&diff_text(a), 2900)))}}));
     if let Some(link) = link {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
             "text": format!("<{link}|Open the approval>")}}));
     }
-    json!({"text": headline(what, a), "blocks": blocks})
+    json!({"text": slack_text(&headline(what, a)), "blocks": blocks})
 }
 
 /// `text` cut to at most `max` characters (an ellipsis marks the cut).

@@ -301,3 +301,35 @@ fn webhook_retries_back_off_from_a_second_to_ten_minutes() {
     assert_eq!(notify::backoff(5), std::time::Duration::from_secs(16));
     assert_eq!(notify::backoff(40), std::time::Duration::from_secs(600));
 }
+
+#[test]
+fn text_from_requesters_and_approvers_cannot_make_links_in_chat_messages() {
+    let mut a = request(policy(1, &[]));
+    a.justification =
+        Some("[Approve now](https://evil.example) <https://evil.example|ok> *x*".into());
+    a.votes.push(Vote {
+        comment: Some("see <!channel> https://evil.example/a".into()),
+        ..vote("ann", "a", &[], Ballot::Approve)
+    });
+    let teams = notify::body(WebhookFormat::Teams, Announce::Requested, &a, None).to_string();
+    assert!(!teams.contains("https://evil"), "{teams}");
+    assert!(!teams.contains("[Approve now](http"), "{teams}");
+    assert!(teams.contains(r"\\[Approve now\\]"), "{teams}");
+    let slack = notify::body(WebhookFormat::Slack, Announce::Requested, &a, None).to_string();
+    assert!(
+        !slack.contains("<https://evil") && !slack.contains("<!channel>"),
+        "{slack}"
+    );
+    assert!(!slack.contains("https://evil"), "{slack}");
+    assert!(slack.contains("&lt;!channel&gt;"), "{slack}");
+    // The JSON document is data: it keeps the text exactly, for the receiver to escape.
+    let doc = notify::body(WebhookFormat::Json, Announce::Requested, &a, None);
+    assert_eq!(
+        doc["approval"]["justification"],
+        a.justification.clone().unwrap()
+    );
+    // Syncgate's own link is still a link.
+    let link = Some("https://admin.example/api/v1/approvals/x");
+    let slack = notify::body(WebhookFormat::Slack, Announce::Requested, &a, link).to_string();
+    assert!(slack.contains("<https://admin.example/api/v1/approvals/x|Open the approval>"));
+}
