@@ -163,13 +163,9 @@ impl Admin {
 
     /// Approvals are read by auditors and approvers alike; anyone else gets the refusal.
     fn approvals_reader<B>(&self, req: &Request<B>) -> Result<Principal, Box<Response<Body>>> {
-        match self.principals.require(req, Role::Approver) {
-            Ok(p) => Ok(p),
-            Err(_) => self
-                .principals
-                .require(req, Role::Auditor)
-                .map_err(Box::new),
-        }
+        self.principals
+            .require_one_of(req, &[Role::Approver, Role::Auditor])
+            .map_err(Box::new)
     }
 
     async fn vote(

@@ -284,6 +284,27 @@ impl Principals {
         })
     }
 
+    /// The principal behind `req`, when it holds one of `roles` (the approval requests, read by
+    /// approvers and auditors alike): authenticated once, refused once.
+    pub(crate) fn require_one_of<B>(
+        &self,
+        req: &Request<B>,
+        roles: &[Role],
+    ) -> Result<Principal, Response<Body>> {
+        self.check(req, |p| {
+            if roles.iter().any(|role| p.has(*role)) {
+                Ok(())
+            } else {
+                let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                Err(format!(
+                    "principal \"{}\" has none of the roles \"{}\"",
+                    p.name,
+                    names.join("\", \"")
+                ))
+            }
+        })
+    }
+
     /// The principal behind `req`, when it holds any role at all (e.g. `whoami`).
     pub(crate) fn require_any_role<B>(
         &self,
@@ -563,7 +584,17 @@ mod tests {
             principals.require(&bob, Role::Approver).unwrap().name,
             "bob"
         );
+        let readers = [Role::Approver, Role::Auditor];
+        assert_eq!(
+            principals.require_one_of(&ann, &readers).unwrap().name,
+            "ann"
+        );
+        assert_eq!(
+            status(principals.require_one_of(&ann, &[Role::Approver])),
+            Ok(403)
+        );
         let cy = request(Some(&bearer(&c)));
+        assert_eq!(status(principals.require_one_of(&cy, &readers)), Ok(403));
         assert_eq!(status(principals.require_any_role(&cy)), Ok(403));
         assert_eq!(principals.require_any_role(&ann).unwrap().name, "ann");
         let lower = request(Some(&format!("bearer {}", a.reveal())));
