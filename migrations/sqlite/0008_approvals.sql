@@ -70,8 +70,10 @@ CREATE TABLE approval_outbox (
     last_error   TEXT
 );
 
--- Each webhook's queue, oldest first (ids are UUIDv7, so they sort by creation).
-CREATE INDEX approval_outbox_queue ON approval_outbox (webhook, delivered, id);
+-- Each webhook's queue of undelivered notices, oldest first (ids are UUIDv7, so they sort by
+-- creation). Partial: delivered notices stay in the table, and the delivery task's looks (every
+-- few seconds, on every replica) read only what still waits.
+CREATE INDEX approval_outbox_queue ON approval_outbox (webhook, id) WHERE delivered IS NULL;
 
 CREATE TRIGGER approval_votes_no_update BEFORE UPDATE ON approval_votes
 BEGIN

@@ -378,9 +378,8 @@ where
 {
     let mut q = QueryBuilder::new(
         "SELECT o.id, o.approval_id, o.webhook, o.body, o.attempts, o.next_attempt \
-         FROM approval_outbox o WHERE o.delivered IS NULL AND NOT EXISTS (SELECT 1 FROM \
-         approval_outbox e WHERE e.webhook = o.webhook AND e.delivered IS NULL AND e.id < o.id) \
-         AND o.next_attempt <= ",
+         FROM approval_outbox o WHERE o.id IN (SELECT MIN(id) FROM approval_outbox \
+         WHERE delivered IS NULL GROUP BY webhook) AND o.next_attempt <= ",
     );
     q.push_bind(time_column(now))
         .push(" ORDER BY o.id LIMIT ")
