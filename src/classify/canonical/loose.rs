@@ -40,16 +40,23 @@ pub(crate) fn reach(raw_path: &str, anywhere: bool) -> Reach {
     // Unicode compatibility normalisation and the deletion of whitespace, controls and invisible
     // characters: a stack that applies NFKC reads `％24batch` or `ｐolicies` as ASCII, and WHATWG
     // URL parsing deletes TAB, CR and LF anywhere (`pol<TAB>icies`).
-    let mut readings: Vec<String> = Vec::with_capacity(4);
-    for unicode in [false, true] {
-        for normalise in [false, true] {
-            let decoded = decode_fully(raw_path, unicode, normalise).replace('\\', "/");
-            // Most paths read the same every way: judge each distinct reading once.
-            if !readings.contains(&decoded) {
-                readings.push(decoded);
+    let readings: Vec<String> = if reads_as_written(raw_path) {
+        // Every reading is the path itself (no escape to decode, nothing NFKC changes, nothing
+        // to delete): judged once, without the four decodings.
+        vec![raw_path.to_owned()]
+    } else {
+        let mut readings = Vec::with_capacity(4);
+        for unicode in [false, true] {
+            for normalise in [false, true] {
+                let decoded = decode_fully(raw_path, unicode, normalise).replace('\\', "/");
+                // Most paths read the same every way: judge each distinct reading once.
+                if !readings.contains(&decoded) {
+                    readings.push(decoded);
+                }
             }
         }
-    }
+        readings
+    };
     for decoded in &readings {
         let segments: Vec<Loose> = decoded.split('/').map(Loose::new).collect();
         reach.merge(reach_of(&segments, anywhere));
@@ -175,6 +182,16 @@ fn reach_from(segments: &[Loose]) -> Reach {
     reach
 }
 
+/// Whether every loose reading of `raw_path` is `raw_path` itself: printable ASCII without `%`
+/// (no escape of either kind) or `\\` (read as `/`). NFKC leaves ASCII as it is, and printable
+/// ASCII holds no whitespace, control or invisible character. Most Graph paths are such; the
+/// pass-through path skips [`decode_fully`]'s four passes for them (issue 13).
+fn reads_as_written(raw_path: &str) -> bool {
+    raw_path
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'\\')
+}
+
 /// Percent-decode (and, with `unicode`, `%uXXXX`-decode) until nothing changes (bounded),
 /// reading bytes as leniently as the oldest stacks did: see [`lenient_utf8`]. With `normalise`,
 /// each round also reads invalid UTF-8 bytes as Latin-1 (`%A0` is a no-break space to such a
@@ -296,4 +313,60 @@ fn drop_dots(segments: &[Loose]) -> Vec<Loose> {
         .filter(|s| !s.is_empty() && !s.is_dot())
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// The shortcut in [`reach`] is sound only if each of the four readings it skips is the path
+    /// itself. Checked on every printable ASCII character alone and in pairs, and on paths made
+    /// of them (including the governed names, so a mistake would change a verdict).
+    #[test]
+    fn a_path_that_reads_as_written_decodes_to_itself_every_way() {
+        let printable: Vec<char> = (0x21u8..=0x7e).map(char::from).collect();
+        let mut paths: Vec<String> = Vec::new();
+        for &a in &printable {
+            paths.push(format!("/v1.0/{a}"));
+            for &b in &printable {
+                paths.push(format!("/{a}{b}/policies"));
+            }
+        }
+        paths.extend(
+            [
+                "/v1.0/policies/crossTenantAccessPolicy/partners/9c5d131d-b1c3-4fc4-9e3f-c6557947d551/identitySynchronization",
+                "/beta/$batch",
+                "/v1.0/policies/crossTenantAccessPolicy/partners('x')/identitySynchronization",
+                "/v1.0/./policies/../policies//crossTenantAccessPolicy",
+                "/v1.0/users?$select=id",
+            ]
+            .map(str::to_owned),
+        );
+        let mut checked = 0;
+        for path in &paths {
+            if !reads_as_written(path) {
+                continue;
+            }
+            for unicode in [false, true] {
+                for normalise in [false, true] {
+                    assert_eq!(
+                        decode_fully(path, unicode, normalise).replace('\\', "/"),
+                        *path,
+                        "unicode={unicode} normalise={normalise}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 8000, "only {checked} paths checked");
+        for tricky in [
+            "/v1.0/%70olicies",
+            "/v1.0\\policies",
+            "/v1.0/ｐolicies",
+            "/a b",
+            "/a\tb",
+        ] {
+            assert!(!reads_as_written(tricky), "{tricky}");
+        }
+    }
 }
