@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::Settings;
 use crate::metrics::{ListenerLabel, Metrics};
@@ -39,6 +40,11 @@ pub enum StartError {
     Store {
         location: crate::store::StoreLocation,
         source: StoreError,
+    },
+    #[error("cannot open the access log {}", path.display())]
+    AccessLog {
+        path: std::path::PathBuf,
+        source: std::io::Error,
     },
 }
 
@@ -96,7 +102,20 @@ pub async fn start(
     let governor = governor(&settings, store.clone(), rules.clone())
         .with_metrics(metrics.clone())
         .with_approvals(settings.approvals.clone(), wake.clone());
-    let proxy = Arc::new(Proxy::new(upstream, governor));
+    let mut proxy = Proxy::new(upstream, governor);
+    if let Some(destination) = &settings.access_log {
+        let log = AccessLog::start(destination, metrics.access_log_dropped.clone()).map_err(
+            |source| StartError::AccessLog {
+                path: match destination {
+                    crate::access_log::Destination::File(path) => path.clone(),
+                    crate::access_log::Destination::Stdout => "-".into(),
+                },
+                source,
+            },
+        )?;
+        proxy = proxy.with_access_log(log);
+    }
+    let proxy = Arc::new(proxy);
     let approvals = ApprovalTasks::spawn(&settings, &store, &metrics, wake);
     let summaries = Summaries::spawn(&proxy);
     spawn_recovery(&proxy, &settings, &store, shutdown.clone());
@@ -338,6 +357,7 @@ fn serve_options(settings: &Settings, metrics: &Metrics) -> (ServeOptions, Serve
         max_connections_per_client: limits.max_connections_per_client,
         name: "proxy",
         open_connections: Some(metrics.open_connections(ListenerLabel::Proxy)),
+        workers: settings.workers,
     };
     let admin_options = ServeOptions {
         tls: settings.admin_tls.clone(),
@@ -345,6 +365,8 @@ fn serve_options(settings: &Settings, metrics: &Metrics) -> (ServeOptions, Serve
         max_connections_per_client: ADMIN_MAX_CONNECTIONS,
         name: "admin",
         open_connections: Some(metrics.open_connections(ListenerLabel::Admin)),
+        // Rare requests, on the main runtime beside the audit log they read.
+        workers: 0,
         ..proxy_options.clone()
     };
     (proxy_options, admin_options)

@@ -23,9 +23,13 @@ pub(crate) struct RequestIds {
 impl RequestIds {
     /// A fresh `request-id`, with the caller's `client-request-id` when it sent a usable one.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        Self::for_client(headers.get("client-request-id"))
+    }
+
+    /// Ids for a request whose `client-request-id` header was `client_request_id`.
+    pub(crate) fn for_client(client_request_id: Option<&HeaderValue>) -> Self {
         let request_id = Uuid::new_v4().to_string();
-        let client_request_id = headers
-            .get("client-request-id")
+        let client_request_id = client_request_id
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map(str::to_owned)

@@ -31,6 +31,7 @@
 //! - [`tls`]: PEM loading and rustls configurations (ring provider).
 //! - [`body`]: the one body type.
 
+pub(crate) mod access_log;
 pub(crate) mod admin;
 pub mod app;
 pub mod approvals;

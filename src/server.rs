@@ -16,6 +16,7 @@
 //! of idle sockets from one address cannot lock out another.
 
 mod tracker;
+pub(crate) mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,7 +65,7 @@ pub struct DropConnection;
 /// Answers requests for one listener.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
-        &self,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
     ) -> impl Future<Output = Result<Response<Body>, DropConnection>> + Send;
@@ -99,6 +100,9 @@ pub struct ServeOptions {
     pub name: &'static str,
     /// Kept at the listener's open connection count (`/metrics`); `None`: not reported.
     pub open_connections: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// Serve connections on this many per-core workers ([`workers`]), each a thread with its own
+    /// current-thread runtime; 0 serves them on the caller's runtime.
+    pub workers: usize,
 }
 
 impl Default for ServeOptions {
@@ -118,6 +122,7 @@ impl Default for ServeOptions {
             max_connections_per_client: 1024,
             name: "emulator",
             open_connections: None,
+            workers: 0,
         }
     }
 }
@@ -166,6 +171,11 @@ pub async fn serve<H: Handler>(
         handler,
         options,
     });
+    let workers = workers::Workers::start(
+        shared.options.workers,
+        shared.options.name,
+        shared.options.shutdown_grace,
+    );
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(10);
 
@@ -193,6 +203,11 @@ pub async fn serve<H: Handler>(
                             continue;
                         }
                     };
+                    let (stream, admitted) = match workers.dispatch(stream, remote, shared.clone(), admitted, shutdown.clone()) {
+                        Ok(()) => continue,
+                        // No worker (none configured, or their threads are gone): served here.
+                        Err(back) => back,
+                    };
                     let task = serve_connection(stream, remote, shared.clone(), admitted, shutdown.clone());
                     connections.spawn(task.instrument(tracing::debug_span!("conn", %remote)));
                 }
@@ -208,40 +223,39 @@ pub async fn serve<H: Handler>(
         }
     }
     drop(listener);
-    drain(
-        connections,
-        shared.options.name,
-        shared.options.shutdown_grace,
-    )
-    .await;
-}
-
-/// Let the connections of a listener that stopped accepting finish their in-flight requests for at
-/// most `grace`, then cut the rest. Logs once when draining starts and once when the listener has
-/// stopped, naming it (several listeners share one shutdown).
-async fn drain(mut connections: JoinSet<()>, name: &'static str, grace: Duration) {
-    let open = connections.len();
+    let (name, grace) = (shared.options.name, shared.options.shutdown_grace);
+    // Logged once per listener, however many workers drain it (several listeners share one
+    // shutdown, so each line names its listener).
     info!(
         listener = name,
-        open,
+        open = tracker.open(),
+        workers = workers.len(),
         grace_ms = grace.as_millis() as u64,
         "stopped accepting; draining connections"
     );
-    // Every connection task watches `shutdown` too: it is finishing its in-flight requests.
-    let drained = async { while connections.join_next().await.is_some() {} };
-    let cut = if tokio::time::timeout(grace, drained).await.is_err() {
-        let cut = connections.len();
+    let (here, on_workers) = tokio::join!(drain_quietly(connections, grace), workers.stop());
+    let cut = here + on_workers;
+    if cut > 0 {
         warn!(
             listener = name,
-            cut, "shutdown grace period over; closing the remaining connections"
+            cut, "shutdown grace period over; the remaining connections were closed"
         );
-        cut
-    } else {
-        0
+    }
+    info!(listener = name, cut, "listener stopped");
+}
+
+/// Let the connections of a listener that stopped accepting finish their in-flight requests for at
+/// most `grace`, then cut the rest; returns how many were cut.
+async fn drain_quietly(mut connections: JoinSet<()>, grace: Duration) -> usize {
+    // Every connection task watches `shutdown` too: it is finishing its in-flight requests.
+    let drained = async { while connections.join_next().await.is_some() {} };
+    let cut = match tokio::time::timeout(grace, drained).await {
+        Err(_) => connections.len(),
+        Ok(()) => 0,
     };
     connections.abort_all();
     while connections.join_next().await.is_some() {}
-    info!(listener = name, cut, "listener stopped");
+    cut
 }
 
 /// One connection, from accept to close: the first byte, the TLS handshake, then HTTP. Before HTTP
@@ -276,35 +290,40 @@ async fn serve_connection<H: Handler>(
                 });
                 drive(TokioIo::new(stream), info, &shared, &conn, &shutdown).await;
             }
+            // Boxed: the TLS state (rustls's connection, the handshake) would otherwise make every
+            // connection's task as large as a TLS one, plain ones included.
             Some(acceptor) => {
-                let handshake = before_http(
-                    acceptor.accept(stream),
-                    shared.options.tls_handshake_timeout,
-                    &shutdown,
-                );
-                let tls_stream = match handshake.await {
-                    Some(Ok(s)) => s,
-                    Some(Err(error)) => {
-                        debug!(%error, "TLS handshake failed");
-                        return;
-                    }
-                    None => {
-                        debug!("closed: TLS handshake timed out or shutdown began");
-                        return;
-                    }
-                };
-                let client_cert = tls_stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .map(|c| c.clone().into_owned());
-                let info = Arc::new(ConnInfo {
-                    remote,
-                    tls: true,
-                    client_cert,
-                });
-                drive(TokioIo::new(tls_stream), info, &shared, &conn, &shutdown).await;
+                Box::pin(async {
+                    let handshake = before_http(
+                        acceptor.accept(stream),
+                        shared.options.tls_handshake_timeout,
+                        &shutdown,
+                    );
+                    let tls_stream = match handshake.await {
+                        Some(Ok(s)) => s,
+                        Some(Err(error)) => {
+                            debug!(%error, "TLS handshake failed");
+                            return;
+                        }
+                        None => {
+                            debug!("closed: TLS handshake timed out or shutdown began");
+                            return;
+                        }
+                    };
+                    let client_cert = tls_stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|c| c.clone().into_owned());
+                    let info = Arc::new(ConnInfo {
+                        remote,
+                        tls: true,
+                        client_cert,
+                    });
+                    drive(TokioIo::new(tls_stream), info, &shared, &conn, &shutdown).await;
+                })
+                .await
             }
         }
     };

@@ -1,7 +1,10 @@
 //! Logging: `tracing` to stderr, human-readable by default or one JSON object per line.
 //! The level comes from `RUST_LOG`; without it each command picks its own default (`info` for the
-//! long-running server, quieter for the demo, whose stdout is the narration). Requests log
-//! method, path, status and latency; never headers, tokens or bodies.
+//! long-running server, quieter for the demo, whose stdout is the narration). Requests that are not
+//! plain pass-through (governed, `$batch`, refused) log method, path, status and latency at `info`;
+//! pass-through requests log nothing unless they fail (a line each would be the largest cost the
+//! proxy adds to them; `[log] access` writes them to the access log instead, off the request
+//! path: see `access_log.rs`). Never headers, tokens or bodies.
 //!
 //! Colours (ANSI escapes) are written only when stderr is a terminal and `NO_COLOR` is unset or
 //! empty (<https://no-color.org>): a log file or a pipe gets plain text.
@@ -20,8 +23,8 @@ pub(crate) enum LogFormat {
 
 /// Install the global subscriber. `default_level` applies when `RUST_LOG` is not set.
 pub(crate) fn init(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_directives(default_level)));
     let ansi = use_colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
@@ -37,6 +40,13 @@ pub(crate) fn init(format: LogFormat, default_level: &str) {
     };
 }
 
+/// The filter when `RUST_LOG` is not set: `level`, but rustls only at `error`. rustls warns about
+/// what a client sent (an IP address as SNI, an alert), once per connection: any client could
+/// fill the log with those lines.
+fn default_directives(level: &str) -> String {
+    format!("{level},rustls=error")
+}
+
 /// Colour only a terminal, and only when `NO_COLOR` is absent or empty.
 fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
@@ -46,6 +56,13 @@ fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> b
 mod tests {
     use super::use_colour;
     use std::ffi::OsStr;
+
+    #[test]
+    fn rustls_is_quiet_below_error_unless_rust_log_says_otherwise() {
+        let filter = super::default_directives("info");
+        assert_eq!(filter, "info,rustls=error");
+        assert!(tracing_subscriber::EnvFilter::try_new(&filter).is_ok());
+    }
 
     #[test]
     fn colour_goes_only_to_a_terminal_without_no_color() {

@@ -277,7 +277,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 
 impl Handler for Admin {
     async fn handle(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Incoming>,
         conn: Arc<ConnInfo>,
     ) -> Result<Response<Body>, DropConnection> {

@@ -60,8 +60,8 @@ pub(crate) use limits::DEFAULT_MAX_CONNECTIONS_CEILING;
 pub(crate) use limits::{Limits, RawLimits};
 pub(crate) use raw::default_store_path;
 pub use raw::{
-    ClientAuthMode, DEFAULT_MAX_BATCH_BODY, RawAdmin, RawAudit, RawListenerTls, RawPrincipal,
-    RawProxy, RawStore, RawUpstream,
+    ClientAuthMode, DEFAULT_MAX_BATCH_BODY, RawAdmin, RawAudit, RawListenerTls, RawLog,
+    RawPrincipal, RawProxy, RawStore, RawUpstream,
 };
 use store::default_token_key;
 pub(crate) use upstream::UpstreamTarget;
@@ -156,6 +156,9 @@ pub struct RawConfig {
     /// The change-approval gate: policies, webhooks.
     #[serde(default)]
     pub approvals: crate::approvals::RawApprovals,
+    /// The access log.
+    #[serde(default)]
+    pub log: raw::RawLog,
     /// The folder relative paths are resolved against (the config file's folder, or the working
     /// directory); Rego files are loaded from it.
     #[serde(skip)]
@@ -212,6 +215,9 @@ impl RawConfig {
         }
         if let Some(ca) = &mut self.upstream.extra_ca {
             fix(ca);
+        }
+        if let Some(path) = &mut self.log.access_path {
+            fix(path);
         }
         fix(&mut self.store.path);
         // A relative `sqlite://FILE` is in the config folder too, as `store.path` is.
@@ -301,6 +307,8 @@ impl RawConfig {
                 "proxy.header_read_timeout",
                 &proxy.header_read_timeout,
             )?,
+            workers: proxy_workers(proxy.workers)?,
+            access_log: self.access_log()?,
             upstream,
             client_tls,
             connect_timeout: parse_duration("upstream.connect_timeout", &up.connect_timeout)?,
@@ -434,6 +442,11 @@ pub struct Settings {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) shutdown_grace: Duration,
     pub(crate) header_read_timeout: Duration,
+    /// Per-core workers serving the proxy listener's connections (0: the main runtime serves
+    /// them); see [`crate::server::workers`].
+    pub(crate) workers: usize,
+    /// Where the access log goes (`[log]`); `None`: no access log.
+    pub(crate) access_log: Option<crate::access_log::Destination>,
     pub(crate) upstream: UpstreamTarget,
     /// Roots (webpki plus `upstream.extra_ca`) the upstream client trusts.
     pub(crate) client_tls: rustls::ClientConfig,
@@ -538,6 +551,39 @@ fn parse_addr(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError>
             format!("{value:?} is not an address like 127.0.0.1:8080: {e}"),
         )
     })
+}
+
+impl RawConfig {
+    /// `[log]`: an access log only when asked for; a path without `access = true` is a mistake
+    /// worth naming rather than a log silently not written.
+    fn access_log(&self) -> Result<Option<crate::access_log::Destination>, ConfigError> {
+        use crate::access_log::Destination;
+        match (&self.log.access, &self.log.access_path) {
+            (false, None) => Ok(None),
+            (false, Some(_)) => Err(invalid(
+                "log.access_path",
+                "is set but log.access is false; set access = true to write the access log",
+            )),
+            (true, None) => Ok(Some(Destination::Stdout)),
+            (true, Some(path)) => Ok(Some(Destination::File(path.clone()))),
+        }
+    }
+}
+
+/// Most per-core workers `proxy.workers` may ask for: more threads than this only add switches.
+const MAX_WORKERS: usize = 256;
+
+/// `proxy.workers`: as configured (0 serves connections on the main runtime), or one per core the
+/// process may use (`available_parallelism` follows CPU affinity and cgroup quotas).
+fn proxy_workers(configured: Option<usize>) -> Result<usize, ConfigError> {
+    match configured {
+        Some(n) if n > MAX_WORKERS => Err(invalid(
+            "proxy.workers",
+            format!("{n} is more than {MAX_WORKERS}; one per core is plenty"),
+        )),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
 }
 
 /// `"250ms"`, `"30s"`, `"5m"`, `"1h"` (see [`crate::units`]).

@@ -15,6 +15,9 @@ pub struct RawProxy {
     pub(crate) shutdown_grace: String,
     #[serde(default = "default_header_read_timeout")]
     pub(crate) header_read_timeout: String,
+    /// Per-core workers serving the proxy's connections; absent: one per available core.
+    #[serde(default)]
+    pub workers: Option<usize>,
     pub tls: Option<RawListenerTls>,
 }
 
@@ -24,6 +27,7 @@ impl Default for RawProxy {
             listen: default_listen(),
             shutdown_grace: default_grace(),
             header_read_timeout: default_header_read_timeout(),
+            workers: None,
             tls: None,
         }
     }
@@ -216,6 +220,17 @@ impl Default for RawAudit {
             refusal_clients: default_refusal_clients(),
         }
     }
+}
+
+/// `[log]`: the access log (see [`crate::access_log`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// One JSON line per proxied request.
+    #[serde(default)]
+    pub access: bool,
+    /// Where the lines are appended; absent: standard output.
+    pub access_path: Option<PathBuf>,
 }
 
 fn default_refusal_burst() -> u32 {

@@ -717,3 +717,39 @@ fn only_a_rule_that_holds_for_approval_may_name_a_policy() {
     ));
     named.validate().unwrap();
 }
+
+#[test]
+fn workers_default_to_one_per_core_and_are_bounded() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let settings = RawConfig::default().validate().unwrap();
+    assert_eq!(settings.workers, cores);
+    let parse = |text: &str| toml::from_str::<RawConfig>(text).unwrap().validate();
+    assert_eq!(parse("[proxy]\nworkers = 0\n").unwrap().workers, 0);
+    assert_eq!(parse("[proxy]\nworkers = 3\n").unwrap().workers, 3);
+    let err = parse("[proxy]\nworkers = 100000\n").err().unwrap();
+    assert!(err.to_string().contains("proxy.workers"), "{err}");
+}
+
+#[test]
+fn the_access_log_is_off_unless_asked_for_and_a_lone_path_is_a_mistake() {
+    let parse = |text: &str| toml::from_str::<RawConfig>(text).unwrap().validate();
+    assert_eq!(parse("").unwrap().access_log, None);
+    assert_eq!(
+        parse("[log]\naccess = true\n").unwrap().access_log,
+        Some(crate::access_log::Destination::Stdout)
+    );
+    let mut raw =
+        toml::from_str::<RawConfig>("[log]\naccess = true\naccess_path = \"logs/access.log\"\n")
+            .unwrap();
+    raw.resolve_paths(Path::new("/etc/syncgate"));
+    assert_eq!(
+        raw.validate().unwrap().access_log,
+        Some(crate::access_log::Destination::File(PathBuf::from(
+            "/etc/syncgate/logs/access.log"
+        )))
+    );
+    let err = parse("[log]\naccess_path = \"access.log\"\n")
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("log.access_path"), "{err}");
+}

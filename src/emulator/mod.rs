@@ -213,7 +213,7 @@ async fn read_body(incoming: Incoming) -> Result<Bytes, GraphError> {
 
 impl Handler for Emulator {
     async fn handle(
-        &self,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         _conn: Arc<ConnInfo>,
     ) -> Result<Response<Body>, DropConnection> {

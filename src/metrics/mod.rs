@@ -78,6 +78,8 @@ pub(crate) struct Metrics {
     rule_names: RuleNames,
     /// Governed changes refused with 503 because the audit log could not take them.
     audit_unavailable: Counter,
+    /// Access-log lines dropped because the writer could not keep up ([`crate::access_log`]).
+    pub(crate) access_log_dropped: Counter,
     /// Before-states that differed from the last state recorded (changes made around syncgate).
     drift: Counter,
     /// Completed changes by effect (intent versus what the after-state shows).
@@ -105,6 +107,7 @@ impl Metrics {
             rule_results: Family::default(),
             rule_names: RuleNames::default(),
             audit_unavailable: Counter::default(),
+            access_log_dropped: Counter::default(),
             drift: Counter::default(),
             effects: Family::default(),
             // 5 ms to about 41 s: a local emulator to Graph's slowest answers and the timeout.
@@ -206,6 +209,11 @@ impl Metrics {
             "audit_unavailable_refusals",
             "Governed changes refused because the audit log could not record them",
             self.audit_unavailable.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the disk could not keep up",
+            self.access_log_dropped.clone(),
         );
         registry.register(
             "drift_detected",

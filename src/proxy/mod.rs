@@ -30,6 +30,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::{Instrument, info, warn};
 
+use crate::access_log::{AccessLog, Entry};
 use crate::audit::{Decision, EventKind};
 use crate::body::Body;
 use crate::classify::{self, Classification, Governed};
@@ -137,11 +138,28 @@ impl Governor {
 pub(crate) struct Proxy {
     upstream: Upstream,
     governor: Governor,
+    /// The runtime the proxy was made on, where the audit log's connections and background tasks
+    /// live: every request that is not plain pass-through is handled there, whichever worker
+    /// ([`crate::server::workers`]) its connection is on. `None` outside a runtime.
+    home: Option<tokio::runtime::Handle>,
+    /// One line per answered request, when `[log] access` asks for it.
+    access_log: Option<AccessLog>,
 }
 
 impl Proxy {
     pub(crate) fn new(upstream: Upstream, governor: Governor) -> Self {
-        Self { upstream, governor }
+        Self {
+            upstream,
+            governor,
+            home: tokio::runtime::Handle::try_current().ok(),
+            access_log: None,
+        }
+    }
+
+    /// Write a line for each answered request to `log`.
+    pub(crate) fn with_access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
     }
 
     /// One recovery pass: record `recovered` for the changes a crash interrupted more than
@@ -180,29 +198,17 @@ impl Proxy {
         Ok(forward::to_client(resp))
     }
 
-    /// Answer `req` by its classification; also says which class it was, for the metrics.
+    /// Answer `req`, a request that is not plain pass-through, by its classification.
     async fn route(
         &self,
         req: Request<Incoming>,
+        classification: Classification,
         conn: &ConnInfo,
         ids: &RequestIds,
-    ) -> (RouteClass, Response<Body>) {
-        let classification = classify::classify(
-            req.method(),
-            req.uri().path(),
-            req.uri().query(),
-            req.headers(),
-        );
-        let class = match &classification {
-            Classification::Forward => RouteClass::PassThrough,
-            Classification::SyncRead(_) => RouteClass::SyncRead,
-            Classification::Governed(_) => RouteClass::Governed,
-            Classification::Batch(_) => RouteClass::Batch,
-            Classification::Refuse(_) => RouteClass::Refused,
-        };
-        let response = match classification {
-            Classification::Forward => self.pass_through(req, conn, ids).await,
-            Classification::SyncRead(governed) => self.read(req, governed, conn, ids).await,
+    ) -> Response<Body> {
+        match classification {
+            Classification::Forward => self.pass_through(req, conn).await,
+            Classification::SyncRead(governed) => self.read(req, governed, conn).await,
             Classification::Governed(governed) => {
                 let (parts, incoming) = req.into_parts();
                 let actor = self.actor(&parts.headers, conn);
@@ -226,8 +232,7 @@ impl Proxy {
                 op.canonical = refusal.canonical.clone();
                 self.refuse(op, refusal, ids).await
             }
-        };
-        (class, response)
+        }
     }
 
     /// Who is asking, as the log records it.
@@ -245,17 +250,16 @@ impl Proxy {
         lifecycle::finish(self.recorder(), op, Exit::refused(error), ids).await
     }
 
-    async fn pass_through(
-        &self,
-        req: Request<Incoming>,
-        conn: &ConnInfo,
-        ids: &RequestIds,
-    ) -> Response<Body> {
+    /// Forward a request nothing governs, streaming; a failure is answered with Graph's error
+    /// shape (its ids are made only then: a fresh `request-id` costs a random number).
+    async fn pass_through(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+        let client_request_id = req.headers().get("client-request-id").cloned();
         match self.forward(req, conn).await {
             Ok(resp) => resp,
             Err(error) => {
+                let ids = RequestIds::for_client(client_request_id.as_ref());
                 warn!(%error, request_id = %ids.request_id, "request failed");
-                error.into_response(ids)
+                error.into_response(&ids)
             }
         }
     }
@@ -266,16 +270,15 @@ impl Proxy {
         req: Request<Incoming>,
         governed: Governed,
         conn: &ConnInfo,
-        ids: &RequestIds,
     ) -> Response<Body> {
         if !self.governor.record_reads {
-            return self.pass_through(req, conn, ids).await;
+            return self.pass_through(req, conn).await;
         }
         let actor = self.actor(req.headers(), conn);
         let received = Received::new(req.method().as_str(), "", None);
         let op = Operation::new(actor, req.headers().clone(), received, Some(governed));
         let started = Instant::now();
-        let resp = self.pass_through(req, conn, ids).await;
+        let resp = self.pass_through(req, conn).await;
         let mut event = op.event(EventKind::Read);
         // A read is recorded against its own path, not a state path.
         event.state_path = None;
@@ -296,12 +299,15 @@ impl Proxy {
     }
 }
 
-impl Handler for Proxy {
-    async fn handle(
+impl Proxy {
+    /// A request that is not plain pass-through: governed, a `$batch`, a recorded read, a refusal.
+    /// Logged at `info` with its outcome (these are rare, and each one is in the audit log too).
+    async fn govern(
         &self,
         req: Request<Incoming>,
+        classification: Classification,
         conn: Arc<ConnInfo>,
-    ) -> Result<Response<Body>, DropConnection> {
+    ) -> Response<Body> {
         let started = Instant::now();
         let span = tracing::info_span!(
             "request",
@@ -314,21 +320,103 @@ impl Handler for Proxy {
             // Ids for a locally made error; forwarded responses carry the upstream's own.
             let ids = RequestIds::from_headers(req.headers());
             let limits = self.governor.body_limits.clone();
-            let mut class = RouteClass::PassThrough;
-            let routed = async {
-                let (routed_as, response) = self.route(req, &conn, &ids).await;
-                class = routed_as;
-                response
-            };
+            let routed = self.route(req, classification, &conn, &ids);
             let response = body_read::scoped(limits, routed).await;
-            self.governor.metrics.request(class, response.status());
             let span = tracing::Span::current();
             span.record("status", response.status().as_u16());
             span.record("latency_ms", started.elapsed().as_millis() as u64);
             info!("answered");
-            Ok(response)
+            response
         }
         .instrument(span)
         .await
+    }
+}
+
+impl Handler for Proxy {
+    /// Plain pass-through is answered on the connection's own worker, with no span, log line or
+    /// id of its own (the access log, when enabled, records it); everything else is handled on
+    /// the proxy's home runtime (see [`Proxy::home`]).
+    async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Result<Response<Body>, DropConnection> {
+        let classification = classify::classify(
+            req.method(),
+            req.uri().path(),
+            req.uri().query(),
+            req.headers(),
+        );
+        let class = match &classification {
+            Classification::Forward => RouteClass::PassThrough,
+            Classification::SyncRead(_) => RouteClass::SyncRead,
+            Classification::Governed(_) => RouteClass::Governed,
+            Classification::Batch(_) => RouteClass::Batch,
+            Classification::Refuse(_) => RouteClass::Refused,
+        };
+        // What the access line needs of the request, taken before the request is handed on.
+        let access = self.access_log.as_ref().map(|_| {
+            let headers = req.headers();
+            let entry = Entry {
+                at: std::time::SystemTime::now(),
+                remote: conn.remote.ip(),
+                tls: conn.tls,
+                version: req.version(),
+                method: req.method().clone(),
+                target: req
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned()),
+                status: http::StatusCode::OK,
+                class,
+                latency: Duration::ZERO,
+                user_agent: headers.get(http::header::USER_AGENT).cloned(),
+                client_request_id: headers.get("client-request-id").cloned(),
+                request_id: None,
+                response_length: None,
+            };
+            (Instant::now(), entry)
+        });
+        let response = match classification {
+            Classification::Forward => self.pass_through(req, &conn).await,
+            Classification::SyncRead(_) if !self.governor.record_reads => {
+                self.pass_through(req, &conn).await
+            }
+            classification => {
+                // Boxed: hyper keeps one slot per connection the size of this handler's future,
+                // and the governed lifecycle's state is tens of KiB; inline, every idle
+                // connection would hold (and every request move) that much (issue 13).
+                let this = Arc::clone(self);
+                let governed =
+                    Box::pin(async move { this.govern(req, classification, conn).await });
+                match &self.home {
+                    // Spawned, not awaited in place: a governed change runs to its terminal
+                    // event even if its client goes away meanwhile.
+                    Some(home) => match home.spawn(governed).await {
+                        Ok(response) => response,
+                        Err(error) if error.is_panic() => {
+                            std::panic::resume_unwind(error.into_panic())
+                        }
+                        // The home runtime is shutting down.
+                        Err(_) => return Err(DropConnection),
+                    },
+                    None => governed.await,
+                }
+            }
+        };
+        self.governor.metrics.request(class, response.status());
+        if let (Some(log), Some((started, mut entry))) = (&self.access_log, access) {
+            entry.latency = started.elapsed();
+            entry.status = response.status();
+            let headers = response.headers();
+            entry.request_id = headers.get("request-id").cloned();
+            entry.response_length = headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            log.record(entry);
+        }
+        Ok(response)
     }
 }

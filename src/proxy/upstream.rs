@@ -29,10 +29,15 @@ pub(crate) enum UpstreamError {
     Failed(#[source] hyper_util::client::legacy::Error),
 }
 
-/// A shared, pooled client for one upstream.
+type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// A pooled client for one upstream: one pool for the main runtime and one per proxy worker
+/// ([`crate::server::workers`]), so a worker's requests go out on connections its own event loop
+/// drives, and no pool lock or connection is shared between cores.
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// `[0]` for the main runtime, `[1 + i]` for worker `i`.
+    clients: Arc<[Pooled]>,
     target: UpstreamTarget,
     timeout: Duration,
     /// Where response times and failures are counted.
@@ -52,14 +57,17 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             // Without a pool timer idle connections are only reaped at checkout.
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
-            .timer(TokioTimer::new())
-            .build(https);
+            .timer(TokioTimer::new());
+        let clients = (0..=settings.workers)
+            .map(|_| builder.build(https.clone()))
+            .collect();
         Self {
-            client,
+            clients,
             target: settings.upstream.clone(),
             timeout: settings.upstream_timeout,
             metrics: Arc::new(Metrics::new(None)),
@@ -82,7 +90,11 @@ impl Upstream {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let started = Instant::now();
-        let sent = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let client = match crate::server::workers::current() {
+            Some(worker) if worker + 1 < self.clients.len() => &self.clients[worker + 1],
+            _ => &self.clients[0],
+        };
+        let sent = match tokio::time::timeout(self.timeout, client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(e)),

@@ -1409,3 +1409,63 @@ async fn the_client_certificate_subject_is_recorded_with_the_actor() {
         );
     }
 }
+
+/// A governed change runs to its terminal event even when its client hangs up while it is
+/// upstream (issue 13 moved governed handling to a task of its own): the log says `completed`
+/// now, not `recovered` at some later start.
+#[tokio::test]
+async fn a_change_whose_client_hangs_up_still_records_its_outcome() {
+    let emulator = spawn_emulator().await;
+    seed_partner(&emulator, PARTNER).await;
+    let proxy = spawn_proxy(&emulator.base).await;
+    let path = format!(
+        "/v1.0/policies/crossTenantAccessPolicy/partners/{PARTNER}/identitySynchronization"
+    );
+    fault(
+        &emulator,
+        json!({"method": "PUT", "path": path, "delayResponseMs": 1500, "count": 1}),
+    )
+    .await;
+    let client = TestClient::new();
+    let url = sync_url(&proxy.url, "v1.0", PARTNER);
+    let call = tokio::spawn(async move {
+        client
+            .send(Method::PUT, &url, Some(json!({"displayName": "Gone"})))
+            .await
+    });
+    // Hang up once the write has landed upstream (its answer is held back by the fault).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !writes_received(&emulator)
+        .await
+        .iter()
+        .any(|w| w["method"] == "PUT")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write never landed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    call.abort();
+    let _ = call.await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events = audit_events(&proxy.db_path);
+        let written: Vec<&str> = events
+            .iter()
+            .filter(|e| e["operation"] != "read")
+            .filter_map(|e| e["kind"].as_str())
+            .collect();
+        if written.contains(&"completed") {
+            let completed = events.iter().find(|e| e["kind"] == "completed").unwrap();
+            assert_eq!(completed["upstream_status"], 204, "{completed}");
+            assert_eq!(completed["effect"], "applied", "{completed}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no terminal event after the client hung up: {written:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

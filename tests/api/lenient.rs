@@ -115,7 +115,7 @@ struct LenientHandler {
 
 impl Handler for LenientHandler {
     async fn handle(
-        &self,
+        self: &Arc<Self>,
         req: Request<Incoming>,
         _conn: Arc<ConnInfo>,
     ) -> Result<Response<Body>, DropConnection> {

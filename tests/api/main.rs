@@ -5,6 +5,8 @@ mod helpers;
 mod lenient;
 mod pki;
 
+/// Issue 13: the access log (`[log] access = true`).
+mod access_log;
 /// Issue 10: the admin API's principals, API keys, roles, 401/403.
 mod admin_auth;
 /// Issue 10: the raw events route with long-polling, and `audit tail`.

@@ -229,6 +229,62 @@ async fn fifty_mebibytes_stream_through_with_bounded_memory() {
     );
 }
 
+/// Open `count` keep-alive connections to `addr`, each after one pass-through request read to
+/// its end, and keep them open.
+fn idle_after_one_request(addr: std::net::SocketAddr, count: usize) -> Vec<std::net::TcpStream> {
+    use std::io::{Read, Write};
+    (0..count)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET /_emulator/bytes?size=512 HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The head, then the 512 bytes its Content-Length announces.
+            while !got.windows(4).any(|w| w == b"\r\n\r\n")
+                || got.len() < got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4 + 512
+            {
+                let n = stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "closed mid-response");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            assert!(got.starts_with(b"HTTP/1.1 200"));
+            stream
+        })
+        .collect()
+}
+
+/// An idle keep-alive connection costs the proxy a few KiB, not the size of the governed
+/// lifecycle: hyper keeps one slot per connection as large as the handler's future, and before
+/// the governed path was boxed (issue 13) that slot was ~64 KiB, ~90 KiB of RSS per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_costs_a_few_kib() {
+    const COUNT: usize = 400;
+    let emulator = spawn_emulator().await;
+    let proxy = spawn_child_proxy(&emulator.base, &[]);
+    let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse().unwrap();
+    // Warm up (pools, allocator arenas), then measure the growth for COUNT more connections.
+    let warm = tokio::task::spawn_blocking(move || idle_after_one_request(addr, 50))
+        .await
+        .unwrap();
+    let before = proxy.memory_kib("VmRSS");
+    let open = tokio::task::spawn_blocking(move || idle_after_one_request(addr, COUNT))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = proxy.memory_kib("VmRSS");
+    let per_connection = after.saturating_sub(before) / COUNT as u64;
+    eprintln!(
+        "idle connections: {before} KiB before, {after} KiB with {COUNT} more: {per_connection} KiB each"
+    );
+    assert!(
+        per_connection < 40,
+        "{per_connection} KiB of RSS per idle connection ({before} KiB -> {after} KiB)"
+    );
+    drop((warm, open));
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_clients_are_served() {
     let emulator = spawn_emulator().await;
