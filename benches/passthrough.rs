@@ -1,12 +1,15 @@
-//! Pass-through cost: the same load sent straight to the emulator and through the proxy, in one
-//! run, side by side.
+//! Pass-through cost, in one run: first syncgate beside nginx on the same upstream
+//! (`passthrough/nginx.rs`: HTTP/1.1, HTTP/2, TLS, 1 MiB bodies, idle connections; wrk and h2load,
+//! installed with apt when missing), then the same load sent straight to the emulator and through
+//! an in-process proxy, side by side.
 //!
 //! `cargo bench --bench passthrough` (release build). Knobs, as environment variables:
-//! `BENCH_SECS` (measured seconds per case, default 5), `BENCH_CONCURRENCY` (requests in flight,
-//! default 32), `BENCH_NGINX=0` (skip the comparison with nginx, `passthrough/nginx.rs`, which runs
-//! first), `BENCH_ROUNDS` (its alternating rounds, default 3), `BENCH_SYNCGATE_LOG` (syncgate's
-//! `RUST_LOG` there, default `info` as shipped). Each case warms up for one second first. The load generator shares the machine
-//! with both servers, so absolute figures understate a dedicated proxy; the ratio is the point.
+//! `BENCH_SECS` (measured seconds per run, default 5), `BENCH_CONCURRENCY` (requests in flight,
+//! default 32), `BENCH_NGINX=0` (skip the comparison with nginx), `BENCH_ROUNDS` (its alternating
+//! rounds, default 3), `BENCH_SYNCGATE_LOG` (syncgate's `RUST_LOG` there, default `info` as
+//! shipped), `BENCH_SYNCGATE_BIN` (another syncgate binary there, e.g. an earlier commit's, for
+//! before/after figures). Each case warms up for one second first. The load generator shares the machine with
+//! the servers, so absolute figures understate a dedicated proxy; the ratios are the point.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
