@@ -1,5 +1,9 @@
 //! The accept loop shared by the proxy, the admin listener and the emulator.
 //!
+//! A listener configured with workers (the proxy's, `proxy.workers`) hands each accepted
+//! connection to one of its per-core workers ([`workers`]), which serves it for its whole life;
+//! otherwise connections are served on the runtime that runs the accept loop.
+//!
 //! Each listener takes its `TcpListener` and a shutdown token as arguments (as in mini-redis), so a
 //! test binds port 0 and stops it at will. Connections speak HTTP/1.1 or HTTP/2: over plain TCP
 //! the protocol is detected from the first bytes (h2c prior knowledge), over TLS it is negotiated by

@@ -12,7 +12,7 @@ pub struct RawProxy {
     #[serde(default = "default_listen")]
     pub listen: String,
     #[serde(default = "default_grace")]
-    pub(crate) shutdown_grace: String,
+    pub shutdown_grace: String,
     #[serde(default = "default_header_read_timeout")]
     pub(crate) header_read_timeout: String,
     /// Per-core workers serving the proxy's connections; absent: one per available core.

@@ -162,10 +162,18 @@ impl<H: Handler> Workers<H> {
     /// Stop handing out connections and wait until every worker has drained its own (each cuts
     /// what is still open when its grace period ends). Returns how many were cut.
     pub(super) async fn stop(self) -> usize {
+        // Every worker is told first, so they drain side by side, each within one grace period.
+        let stopped: Vec<_> = self
+            .workers
+            .into_iter()
+            .map(|worker| {
+                drop(worker.jobs);
+                worker.stopped
+            })
+            .collect();
         let mut cut = 0;
-        for worker in self.workers {
-            drop(worker.jobs);
-            cut += worker.stopped.await.unwrap_or(0);
+        for worker in stopped {
+            cut += worker.await.unwrap_or(0);
         }
         cut
     }

@@ -586,6 +586,36 @@ async fn in_flight_echo(
     (tx, resp)
 }
 
+/// With several workers, each drains its own connections at the same time: a shutdown takes one
+/// grace period, not one per worker (they were once told one after the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_drain_side_by_side_within_one_grace_period() {
+    const GRACE: Duration = Duration::from_secs(2);
+    let emulator = spawn_emulator().await;
+    let mut raw = proxy_config(&emulator.base);
+    raw.proxy.workers = Some(2);
+    raw.proxy.shutdown_grace = "2s".into();
+    let mut proxy = spawn_proxy_with(raw).await;
+    // Two connections (one per worker: each goes to the least loaded), each with a request that
+    // never finishes.
+    let stuck = [
+        in_flight_echo(&proxy.url).await,
+        in_flight_echo(&proxy.url).await,
+    ];
+    let started = std::time::Instant::now();
+    proxy.stop.cancel();
+    tokio::time::timeout(GRACE * 3, proxy.take_running().stopped())
+        .await
+        .expect("the proxy stopped");
+    let took = started.elapsed();
+    assert!(took >= GRACE, "cut before the grace period: {took:?}");
+    assert!(
+        took < GRACE * 7 / 4,
+        "the workers drained one after the other: {took:?}"
+    );
+    drop(stuck);
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_an_in_flight_request_finish() {
     let emulator = spawn_emulator().await;
