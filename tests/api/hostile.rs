@@ -327,13 +327,19 @@ async fn a_full_body_budget_answers_503_busy_with_retry_after_until_room_returns
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["kind"], "denied");
 
-    // The hog leaves; its bytes are given back and the change goes through.
+    // The hog leaves; its bytes are given back and the change goes through. (A probe above may
+    // have been served before the hog's body filled the budget: the hog and the probes arrive on
+    // different workers, so which is read first is a race. Then the policy exists already and
+    // Graph answers this create-only PUT with 409, which still shows the body was read.)
     drop(hog);
     let deadline = Instant::now() + BOUND;
     loop {
         let resp = client.send(Method::PUT, &url, Some(body.clone())).await;
         if resp.status != StatusCode::SERVICE_UNAVAILABLE {
-            assert!(resp.status.is_success(), "{resp:?}");
+            assert!(
+                resp.status.is_success() || resp.status == StatusCode::CONFLICT,
+                "{resp:?}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "the budget never came back");
