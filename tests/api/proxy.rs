@@ -278,8 +278,9 @@ async fn an_idle_keep_alive_connection_costs_a_few_kib() {
     eprintln!(
         "idle connections: {before} KiB before, {after} KiB with {COUNT} more: {per_connection} KiB each"
     );
+    // ~21 KiB in a release build, ~35 in this debug one; ~97 with the governed future inline.
     assert!(
-        per_connection < 40,
+        per_connection < 60,
         "{per_connection} KiB of RSS per idle connection ({before} KiB -> {after} KiB)"
     );
     drop((warm, open));
