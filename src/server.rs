@@ -175,11 +175,7 @@ pub async fn serve<H: Handler>(
         handler,
         options,
     });
-    let workers = workers::Workers::start(
-        shared.options.workers,
-        shared.options.name,
-        shared.options.shutdown_grace,
-    );
+    let workers = workers::Workers::start(&shared, &shutdown);
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(10);
 
@@ -207,7 +203,7 @@ pub async fn serve<H: Handler>(
                             continue;
                         }
                     };
-                    let (stream, admitted) = match workers.dispatch(stream, remote, shared.clone(), admitted, shutdown.clone()) {
+                    let (stream, admitted) = match workers.dispatch(stream, remote, admitted) {
                         Ok(()) => continue,
                         // No worker (none configured, or their threads are gone): served here.
                         Err(back) => back,

@@ -18,7 +18,6 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -41,16 +40,14 @@ pub(crate) fn current() -> Option<usize> {
 
 /// A connection for a worker to serve; the socket crosses threads as a std socket and is
 /// registered with the worker's own event loop there.
-struct Job<H> {
+struct Job {
     stream: std::net::TcpStream,
     remote: SocketAddr,
-    shared: Arc<Listener<H>>,
     admitted: Admitted,
-    shutdown: CancellationToken,
 }
 
-struct Worker<H> {
-    jobs: mpsc::UnboundedSender<Job<H>>,
+struct Worker {
+    jobs: mpsc::UnboundedSender<Job>,
     /// Connections this worker is serving.
     load: Arc<AtomicUsize>,
     /// Connections cut at the end of the grace period, sent when the worker has stopped.
@@ -58,24 +55,30 @@ struct Worker<H> {
 }
 
 /// The workers of one listener.
-pub(super) struct Workers<H> {
-    workers: Vec<Worker<H>>,
+pub(super) struct Workers {
+    workers: Vec<Worker>,
     /// Where the next tie-break starts, so equal loads take turns.
     next: AtomicUsize,
 }
 
-impl<H: Handler> Workers<H> {
-    /// Start `count` workers named after the listener; `grace` is how long each lets its
-    /// connections finish at shutdown. A thread that cannot be started is logged and left out.
-    pub(super) fn start(count: usize, name: &'static str, grace: Duration) -> Self {
-        let mut workers = Vec::with_capacity(count);
-        for index in 0..count {
+impl Workers {
+    /// Start the listener's `options.workers` workers, named after it, each serving its
+    /// connections with `shared` until `shutdown`, then draining them for `options.shutdown_grace`.
+    /// A thread that cannot be started is logged and left out.
+    pub(super) fn start<H: Handler>(
+        shared: &Arc<Listener<H>>,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let options = &shared.options;
+        let mut workers = Vec::with_capacity(options.workers);
+        for index in 0..options.workers {
             let (jobs, queue) = mpsc::unbounded_channel();
             let (done, stopped) = oneshot::channel();
             let load = Arc::new(AtomicUsize::new(0));
             let thread_load = load.clone();
+            let (shared, shutdown) = (shared.clone(), shutdown.clone());
             let started = std::thread::Builder::new()
-                .name(format!("{name}-{index}"))
+                .name(format!("{}-{index}", options.name))
                 .spawn(move || {
                     WORKER.with(|w| w.set(Some(index)));
                     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -88,7 +91,7 @@ impl<H: Handler> Workers<H> {
                             return;
                         }
                     };
-                    let cut = runtime.block_on(run(queue, thread_load, grace));
+                    let cut = runtime.block_on(run(queue, thread_load, shared, shutdown));
                     let _ = done.send(cut);
                 });
             match started {
@@ -117,9 +120,7 @@ impl<H: Handler> Workers<H> {
         &self,
         stream: tokio::net::TcpStream,
         remote: SocketAddr,
-        shared: Arc<Listener<H>>,
         admitted: Admitted,
-        shutdown: CancellationToken,
     ) -> Result<(), (tokio::net::TcpStream, Admitted)> {
         let count = self.workers.len();
         if count == 0 {
@@ -143,9 +144,7 @@ impl<H: Handler> Workers<H> {
         let job = Job {
             stream,
             remote,
-            shared,
             admitted,
-            shutdown,
         };
         match worker.jobs.send(job) {
             Ok(()) => Ok(()),
@@ -182,28 +181,23 @@ impl<H: Handler> Workers<H> {
 /// A worker's event loop: serve each connection handed over until the accept loop stops, then
 /// drain. Returns how many connections were cut at the end of the grace period.
 async fn run<H: Handler>(
-    mut queue: mpsc::UnboundedReceiver<Job<H>>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
     load: Arc<AtomicUsize>,
-    grace: Duration,
+    shared: Arc<Listener<H>>,
+    shutdown: CancellationToken,
 ) -> usize {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             job = queue.recv() => match job {
                 Some(job) => {
-                    let load = load.clone();
+                    let (load, shared, shutdown) = (load.clone(), shared.clone(), shutdown.clone());
                     let span = tracing::debug_span!("conn", remote = %job.remote);
                     connections.spawn(
                         async move {
                             if let Ok(stream) = tokio::net::TcpStream::from_std(job.stream) {
-                                serve_connection(
-                                    stream,
-                                    job.remote,
-                                    job.shared,
-                                    job.admitted,
-                                    job.shutdown,
-                                )
-                                .await;
+                                serve_connection(stream, job.remote, shared, job.admitted, shutdown)
+                                    .await;
                             }
                             load.fetch_sub(1, Ordering::Relaxed);
                         }
@@ -215,5 +209,5 @@ async fn run<H: Handler>(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    super::drain_quietly(connections, grace).await
+    super::drain_quietly(connections, shared.options.shutdown_grace).await
 }
