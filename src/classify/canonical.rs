@@ -19,7 +19,7 @@ use crate::graph::{ApiVersion, CanonicalPath, TenantId};
 mod loose;
 mod url;
 
-pub(crate) use loose::{Reach, is_loose_version, reach};
+pub(crate) use loose::{Reach, is_loose_version, reach, reaches_nothing};
 pub(crate) use url::{UrlProblem, check_path, check_query, read_url};
 
 /// Collections keyed by a partner tenant id: the only places a key may appear.

@@ -252,6 +252,12 @@ pub(crate) fn classify(
         // `*` (OPTIONS) and other non-path targets address no resource.
         return Classification::Forward;
     }
+    if canonical::reaches_nothing(raw_path) {
+        // Neither reading is needed: under both, such a path is forwarded unless a URL-override
+        // header points at /policies or $batch (what the readings below would conclude).
+        return url_override(headers, canonical::Reach::default())
+            .map_or(Classification::Forward, Classification::Refuse);
+    }
     let strict = canonical::split(raw_path);
     let reach = canonical::reach(raw_path, strict.is_err());
     if let Some(refusal) = url_override(headers, reach) {

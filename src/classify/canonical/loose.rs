@@ -34,6 +34,30 @@ impl Reach {
 /// segment followed by `policies` or `$batch` counts wherever it appears, not only first: a path
 /// that already plays encoding games gets no benefit of the doubt.
 pub(crate) fn reach(raw_path: &str, anywhere: bool) -> Reach {
+    if reaches_nothing(raw_path) {
+        return Reach::default();
+    }
+    full_reach(raw_path, anywhere)
+}
+
+/// Whether [`reach`] of `raw_path` is nothing, told without reading it: the path reads as
+/// written (see [`reads_as_written`]) and holds neither `policies` nor `$batch` in any case.
+/// Exact, not a guess: every reading that reaches something has a segment whose name is one of
+/// the two, and on such a path a name is a lower-cased piece of the path's own text (nothing is
+/// decoded, and dot segments only remove segments). Most Graph traffic is such, and pays for
+/// no reading at all (issue 13).
+pub(crate) fn reaches_nothing(raw_path: &str) -> bool {
+    let holds = |needle: &[u8]| {
+        raw_path
+            .as_bytes()
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle))
+    };
+    reads_as_written(raw_path) && !holds(b"policies") && !holds(b"$batch")
+}
+
+/// [`reach`] by reading every way.
+fn full_reach(raw_path: &str, anywhere: bool) -> Reach {
     let mut reach = Reach::default();
     // With and without `%u` escapes: decoding one can swallow the letters of a governed name
     // that a stack without them would see (`crossTen%u007crossTenant…`). With and without
@@ -326,6 +350,68 @@ mod fast_path_tests {
     /// The shortcut in [`reach`] is sound only if each of the four readings it skips is the path
     /// itself. Checked on every printable ASCII character alone and in pairs, and on paths made
     /// of them (including the governed names, so a mistake would change a verdict).
+    #[test]
+    fn a_path_that_reaches_nothing_is_told_exactly() {
+        // Every path of up to four pieces from these, in both readings: whenever the shortcut
+        // says "nothing", the full reading agrees; and it does say so for ordinary paths.
+        let pieces = [
+            "/",
+            "v1.0",
+            "BETA",
+            "policies",
+            "POLICIES",
+            "PoLiCiEs",
+            "$batch",
+            "$BATCH",
+            ".",
+            "..",
+            "(",
+            ";x=1",
+            "microsoft.graph.",
+            "users",
+            "crossTenantAccessPolicy",
+            "polic",
+            "ies",
+            "$bat",
+            "ch",
+            " ",
+            "v1.0/",
+            "/policies",
+            "/$batch",
+        ];
+        let mut paths = vec![String::new()];
+        for _ in 0..4 {
+            paths = paths
+                .iter()
+                .flat_map(|p| pieces.iter().map(move |piece| format!("{p}{piece}")))
+                .collect();
+            for path in &paths {
+                let path = format!("/{path}");
+                if reaches_nothing(&path) {
+                    for anywhere in [false, true] {
+                        assert_eq!(full_reach(&path, anywhere), Reach::default(), "{path:?}");
+                    }
+                }
+            }
+        }
+        assert!(reaches_nothing(
+            "/v1.0/users/00000000-0000-4000-8000-000000000000"
+        ));
+        assert!(reaches_nothing("/beta/me/messages?$top=5"));
+        for reaching in [
+            "/v1.0/policies",
+            "/v1.0/$BATCH",
+            "/v1.0/polic%69es",
+            "/v1.0\\policies",
+        ] {
+            assert!(!reaches_nothing(reaching), "{reaching}");
+        }
+        assert!(
+            !reaches_nothing("/v1.0/ｐolicies"),
+            "not ASCII: read every way"
+        );
+    }
+
     #[test]
     fn a_path_that_reads_as_written_decodes_to_itself_every_way() {
         let printable: Vec<char> = (0x21u8..=0x7e).map(char::from).collect();
