@@ -1,8 +1,24 @@
 //! The `syncgate` binary: everything lives in the library; see `cli.rs`.
 //!
-//! The system allocator, on purpose: mimalloc was measured for issue 13 (docs/performance.md) and
-//! saved ~3 % of pass-through CPU but cost ~15 KiB more per idle connection and 17 MiB more at
-//! rest, and memory per connection is what bounds how many clients one syncgate can hold.
+//! The allocator is jemalloc (docs/performance.md, "Memory"). Measured for issue 13 against the
+//! system allocator: ~8 % less CPU per pass-through request and ~11 KiB instead of ~17 KiB of
+//! resident memory per idle keep-alive connection, because it keeps its bookkeeping outside the
+//! blocks: the parts of hyper's 8 KiB per-connection buffers that an idle connection never wrote
+//! stay unbacked. mimalloc was measured too, and cost more per idle connection than the system
+//! allocator.
+
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its first allocation. One background thread gives memory freed
+/// after a burst back to the system within about a second (jemalloc's default is ten seconds,
+/// and only when some thread allocates), so resident memory follows the load down.
+#[cfg(not(target_env = "msvc"))]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8; 68] =
+    b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000\0";
 
 fn main() -> std::process::ExitCode {
     syncgate::cli::main()
