@@ -444,6 +444,14 @@ fn classify_batch_path(method: &Method, segments: &[String]) -> Classification {
 /// A refusal for a URL-override header that is sent to, or names, a `/policies` path or `$batch`
 /// (read loosely, whatever its encoding): the classification must be about the URL Graph acts on.
 fn url_override(headers: &HeaderMap, reach: canonical::Reach) -> Option<Refusal> {
+    // One pass over the names the request has: looking each listed name up would parse and hash
+    // it on every request, and almost none carries one.
+    if !headers
+        .keys()
+        .any(|name| URL_OVERRIDE_HEADERS.contains(&name.as_str()))
+    {
+        return None;
+    }
     URL_OVERRIDE_HEADERS.iter().find_map(|name| {
         let value = headers.get(*name)?;
         let target = String::from_utf8_lossy(value.as_bytes());

@@ -208,6 +208,16 @@ impl Outbound<'_> {
 
 /// Remove hop-by-hop headers, including any the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    remove_where(headers, |name| HOP_BY_HOP.contains(&name));
+}
+
+/// Remove every header whose (lower-case) name `unwanted` picks, and every header a
+/// `Connection` header names.
+///
+/// One pass over the names the message has, then a removal only for those it picked: most
+/// messages carry none of them, and removing each listed name blindly cost a parse and a hash
+/// per name per message on the pass-through path (~3 % of its CPU, issue 13).
+fn remove_where(headers: &mut HeaderMap, unwanted: impl Fn(&str) -> bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -218,8 +228,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    let picked: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| unwanted(name.as_str()))
+        .cloned()
+        .collect();
+    for name in picked {
+        headers.remove(name);
     }
 }
 
@@ -243,12 +258,12 @@ use crate::graph::URL_OVERRIDE_HEADERS as URL_OVERRIDES;
 /// headers removed, `Expect` dropped (the client connection already answered it),
 /// `X-Forwarded-For`/`-Proto` set.
 pub(crate) fn upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
-    strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
-    headers.remove(header::EXPECT);
-    for name in &URL_OVERRIDES {
-        headers.remove(*name);
-    }
+    remove_where(headers, |name| {
+        HOP_BY_HOP.contains(&name)
+            || name == header::HOST
+            || name == header::EXPECT
+            || URL_OVERRIDES.contains(&name)
+    });
     append_forwarded_for(headers, conn);
     headers.insert(
         "x-forwarded-proto",
@@ -257,9 +272,17 @@ pub(crate) fn upstream_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, conn: &ConnInfo) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        // The common case: this hop starts the chain.
+        let ip = conn.remote.ip().to_string();
+        if let Ok(v) = HeaderValue::try_from(ip) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        return;
+    }
     // Several X-Forwarded-For lines are one comma-separated list (RFC 9110 §5.3); keep them all.
     let mut chain: Vec<String> = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
@@ -268,9 +291,11 @@ fn append_forwarded_for(headers: &mut HeaderMap, conn: &ConnInfo) {
         .collect();
     chain.push(conn.remote.ip().to_string());
     if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
 }
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The response the client receives: the upstream's status, end-to-end headers and streaming body.
 pub(crate) fn to_client(resp: Response<Incoming>) -> Response<Body> {
@@ -384,6 +409,53 @@ mod tests {
         let bodiless = rebuilt_headers(&client, Some(&conn()), None);
         assert!(!bodiless.contains_key("content-type"));
         assert!(!bodiless.contains_key("content-length"));
+    }
+
+    #[test]
+    fn a_pass_through_request_loses_exactly_the_connection_and_routing_headers() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("host", "attacker.example"),
+            ("expect", "100-continue"),
+            ("x-original-url", "/v1.0/policies"),
+            ("x-rewrite-url", "/v1.0/$batch"),
+            ("connection", "close, x-hop"),
+            ("connection", "x-other-hop"),
+            ("x-hop", "1"),
+            ("x-other-hop", "2"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic x"),
+            ("authorization", "Bearer t"),
+            ("authorization", "Bearer u"),
+            ("client-request-id", "c"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        upstream_headers(&mut h, &conn());
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "authorization",
+                "client-request-id",
+                "content-type",
+                "x-forwarded-for",
+                "x-forwarded-proto"
+            ]
+        );
+        // End-to-end headers pass exactly as sent, duplicates included.
+        assert_eq!(h.get_all("authorization").iter().count(), 2);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+
+        // Nothing to remove: nothing removed.
+        let mut plain = HeaderMap::new();
+        plain.insert("accept", HeaderValue::from_static("application/json"));
+        upstream_headers(&mut plain, &conn());
+        assert_eq!(plain.len(), 3);
     }
 
     #[test]
