@@ -421,3 +421,12 @@ async fn audit_list_operations_takes_the_api_filters_and_continues_from_its_curs
         assert!(stderr.contains("--"), "{refused:?}: {stderr}");
     }
 }
+
+/// Every allocator option the binary sets (src/main.rs) is one jemalloc knows: it names one it
+/// does not on standard error, and runs with its default instead.
+#[test]
+fn the_allocator_takes_its_options_without_complaint() {
+    let (ok, _, stderr) = run(&["--version"]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("jemalloc"), "{stderr}");
+}

@@ -289,6 +289,25 @@ async fn an_idle_keep_alive_connection_costs_a_few_kib() {
     drop((warm, open));
 }
 
+/// jemalloc reads the options src/main.rs gives it (a misspelt symbol would leave it on its
+/// defaults without a word): its one background thread, which gives freed memory back within
+/// about a second, runs in a serving syncgate.
+#[tokio::test]
+async fn the_allocator_runs_with_its_options() {
+    let emulator = spawn_emulator().await;
+    let proxy = spawn_child_proxy(&emulator.base, &[]);
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    let background = threads
+        .iter()
+        .filter(|n| n.starts_with("jemalloc_bg"))
+        .count();
+    assert_eq!(background, 1, "{threads:?}");
+}
+
 /// A plain connection whose first bytes are only part of the HTTP/2 preface is not decided by
 /// what was peeked: it waits for the rest, and is served as HTTP/2.
 #[tokio::test]
