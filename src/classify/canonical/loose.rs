@@ -347,9 +347,6 @@ fn drop_dots(segments: &[Loose]) -> Vec<Loose> {
 mod fast_path_tests {
     use super::*;
 
-    /// The shortcut in [`reach`] is sound only if each of the four readings it skips is the path
-    /// itself. Checked on every printable ASCII character alone and in pairs, and on paths made
-    /// of them (including the governed names, so a mistake would change a verdict).
     #[test]
     fn a_path_that_reaches_nothing_is_told_exactly() {
         // Every path of up to four pieces from these, in both readings: whenever the shortcut
@@ -412,6 +409,9 @@ mod fast_path_tests {
         );
     }
 
+    /// The shortcut in [`reach`] is sound only if each of the four readings it skips is the path
+    /// itself. Checked on every printable ASCII character alone and in pairs, and on paths made
+    /// of them (including the governed names, so a mistake would change a verdict).
     #[test]
     fn a_path_that_reads_as_written_decodes_to_itself_every_way() {
         let printable: Vec<char> = (0x21u8..=0x7e).map(char::from).collect();
