@@ -1,10 +1,10 @@
 //! The `syncgate` binary: everything lives in the library; see `cli.rs`.
 //!
-//! The allocator is jemalloc (docs/performance.md, "Memory"). Measured for issue 13 against the
-//! system allocator: ~8 % less CPU per pass-through request and ~11 KiB instead of ~17 KiB of
-//! resident memory per idle keep-alive connection, because it keeps its bookkeeping outside the
-//! blocks: the parts of hyper's 8 KiB per-connection buffers that an idle connection never wrote
-//! stay unbacked. mimalloc was measured too, and cost more per idle connection than the system
+//! The allocator is jemalloc (docs/performance.md, the "jemalloc" point of "How a pass-through
+//! request is served"). Measured for issue 13 against the system allocator: ~8 % less CPU per
+//! pass-through request and ~11 KiB instead of ~17 KiB of resident memory per idle keep-alive
+//! connection, because it keeps its bookkeeping outside the blocks: the parts of hyper's 8 KiB
+//! per-connection buffers that an idle connection never wrote stay unbacked. mimalloc was measured too, and cost more per idle connection than the system
 //! allocator.
 
 #[cfg(not(target_env = "msvc"))]
