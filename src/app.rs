@@ -115,6 +115,9 @@ pub async fn start(
         )?;
         proxy = proxy.with_access_log(log);
     }
+    if let Some(egress) = &settings.egress {
+        proxy = proxy.with_egress(crate::egress::Egress::new(egress.clone()));
+    }
     let proxy = Arc::new(proxy);
     let approvals = ApprovalTasks::spawn(&settings, &store, &metrics, wake);
     let summaries = Summaries::spawn(&proxy);

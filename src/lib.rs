@@ -40,6 +40,7 @@ pub mod body;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub(crate) mod egress;
 pub mod emulator;
 pub(crate) mod export;
 #[doc(hidden)]

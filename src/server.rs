@@ -58,6 +58,79 @@ pub struct ConnInfo {
     /// configured client CA (a certificate it rejects ends the handshake), so the admin API may
     /// take it as a credential.
     pub(crate) client_cert: Option<CertificateDer<'static>>,
+    /// Work a request hands off to outlive its response on this connection (a `CONNECT`
+    /// tunnel).
+    pub(crate) handoff: Handoff,
+}
+
+/// Work that outlives its request on the same connection: a `CONNECT` tunnel, which carries
+/// bytes after its `200` until either side closes.
+///
+/// The connection stays open and counted until the work ends (`serve_connection` waits for
+/// it), and it counts as a request in flight meanwhile, so the cap never sheds it as idle: a
+/// tunnel has its own idle timeout. Shedding the connection and shutdown end the work.
+#[derive(Clone, Default)]
+pub(crate) struct Handoff {
+    /// `None` outside a listener (unit tests): the work is then simply spawned.
+    conn: Option<Arc<Conn>>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let running = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.any_handed_off())
+            .map_or(0, |t| t.len());
+        f.debug_struct("Handoff")
+            .field("running", &running)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handoff {
+    fn new(conn: Arc<Conn>, shutdown: CancellationToken) -> Self {
+        Handoff {
+            conn: Some(conn),
+            shutdown,
+        }
+    }
+
+    /// Run `work` until it ends or the connection must close; false (and `work` is not run)
+    /// when the connection is already being closed.
+    pub(crate) fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) -> bool {
+        let Some(conn) = &self.conn else {
+            tokio::spawn(work);
+            return true;
+        };
+        let Some(in_flight) = conn.start_request() else {
+            return false;
+        };
+        let tasks = conn.handed_off();
+        if tasks.is_closed() || self.shutdown.is_cancelled() {
+            return false;
+        }
+        let (shed, shutdown) = (conn.shed().clone(), self.shutdown.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = work => {}
+                _ = shed.cancelled() => debug!("handed-off work cut: the connection was shed"),
+                _ = shutdown.cancelled() => debug!("handed-off work cut: shutting down"),
+            }
+            drop(in_flight);
+        });
+        true
+    }
+
+    /// After HTTP on the connection ended: wait for the work handed off, if any (shedding
+    /// and shutdown end it).
+    async fn finish(&self) {
+        if let Some(tasks) = self.conn.as_ref().and_then(|c| c.any_handed_off()) {
+            tasks.close();
+            tasks.wait().await;
+        }
+    }
 }
 
 /// A handler's way to close the connection without answering (the emulator's dropped-connection
@@ -259,6 +332,7 @@ async fn serve_connection<H: Handler>(
     shutdown: CancellationToken,
 ) {
     let conn = admitted.conn().clone();
+    let handoff = Handoff::new(conn.clone(), shutdown.clone());
     let opening = async {
         let _ = stream.set_nodelay(true);
         // Peeked, not read: hyper (or rustls) reads the bytes again. As many as the HTTP/2
@@ -282,6 +356,7 @@ async fn serve_connection<H: Handler>(
                     remote,
                     tls: false,
                     client_cert: None,
+                    handoff: handoff.clone(),
                 });
                 let speaks = Speaks::from_first_bytes(&probe[..peeked]);
                 let io = TokioIo::new(stream);
@@ -317,6 +392,7 @@ async fn serve_connection<H: Handler>(
                         remote,
                         tls: true,
                         client_cert,
+                        handoff: handoff.clone(),
                     });
                     let io = TokioIo::new(tls_stream);
                     drive(io, speaks, info, &shared, &conn, &shutdown).await;
@@ -329,6 +405,9 @@ async fn serve_connection<H: Handler>(
         _ = opening => {}
         _ = conn.shed().cancelled() => debug!("closed: shed at the connection cap"),
     }
+    // A tunnel the connection handed off holds it open until it ends (shedding and shutdown
+    // end it too).
+    handoff.finish().await;
     // Uncounted only now, when the socket is closed (unless it was shed, which uncounts at once).
     drop(admitted);
 }
@@ -378,9 +457,14 @@ impl Speaks {
     }
 }
 
-/// One hyper-util builder per [`Speaks`], all with the listener's settings.
+/// One builder per [`Speaks`], all with the listener's settings.
+///
+/// HTTP/1.1 is served by hyper's own builder, not hyper-util's: hyper-util's way to serve
+/// upgrades (which `CONNECT` needs, [`Handoff`]) always reads the first bytes to tell the
+/// protocol, even when it is told HTTP/1.1 only, and that read is what doubled hyper's buffer
+/// (see [`Speaks`]).
 struct Builders {
-    http1: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
     http2: auto::Builder<TokioExecutor>,
     either: auto::Builder<TokioExecutor>,
 }
@@ -400,21 +484,61 @@ impl Builders {
                 .keep_alive_timeout(options.h2_keep_alive_timeout);
             builder
         };
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout);
         Self {
-            http1: configured().http1_only(),
+            http1,
             http2: configured().http2_only(),
             either: configured(),
         }
     }
+}
 
-    fn get(&self, speaks: Speaks) -> &auto::Builder<TokioExecutor> {
-        match speaks {
-            Speaks::Http1 => &self.http1,
-            Speaks::Http2 => &self.http2,
-            Speaks::Unknown => &self.either,
-        }
+/// A connection hyper serves, as [`serve_until_done`] drives it: to its end, or asked to close
+/// gracefully.
+trait Serving: Future<Output = Result<(), Self::Error>> {
+    type Error: std::fmt::Display;
+    fn close_gracefully(self: Pin<&mut Self>);
+}
+
+impl<I, S> Serving for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<BoxError>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    type Error = hyper::Error;
+    fn close_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
+
+/// [`Serving`] for hyper-util's two auto connections, which differ only in upgrades (and so in
+/// needing a `Send` connection).
+macro_rules! serving_auto {
+    ($($connection:ident),*) => {$(
+        impl<I, S, B> Serving for auto::$connection<'_, I, S, TokioExecutor>
+        where
+            S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+            S::Future: Send + 'static,
+            S::Error: Into<BoxError>,
+            B: http_body::Body + Send + 'static,
+            B::Data: Send,
+            B::Error: Into<BoxError>,
+            I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        {
+            type Error = BoxError;
+            fn close_gracefully(self: Pin<&mut Self>) {
+                self.graceful_shutdown();
+            }
+        }
+    )*};
+}
+serving_auto!(Connection, UpgradeableConnection);
 
 /// One step before HTTP starts (the first byte, the TLS handshake): `None` when it takes longer
 /// than `limit` or shutdown begins, since there is no request to let finish yet.
@@ -460,7 +584,33 @@ async fn drive<I, H>(
         }
     });
     let options = &shared.options;
-    let connection = shared.builders.get(speaks).serve_connection(io, service);
+    let builders = &shared.builders;
+    // With upgrades where HTTP/1.1 may be spoken: a `CONNECT` answered 200 hands the connection
+    // to its tunnel (`Handoff`), and hyper gives the socket up for that rather than reading on.
+    match speaks {
+        Speaks::Http1 => {
+            let connection = builders.http1.serve_connection(io, service).with_upgrades();
+            serve_until_done(connection, conn, options, shutdown).await;
+        }
+        Speaks::Http2 => {
+            let connection = builders.http2.serve_connection(io, service);
+            Box::pin(serve_until_done(connection, conn, options, shutdown)).await;
+        }
+        Speaks::Unknown => {
+            let connection = builders.either.serve_connection_with_upgrades(io, service);
+            Box::pin(serve_until_done(connection, conn, options, shutdown)).await;
+        }
+    }
+}
+
+/// Drive `connection` until it ends, is drained at shutdown, or stays idle for
+/// `idle_timeout`.
+async fn serve_until_done(
+    connection: impl Serving,
+    conn: &Arc<Conn>,
+    options: &ServeOptions,
+    shutdown: &CancellationToken,
+) {
     tokio::pin!(connection);
     let idle_check = tokio::time::sleep(options.idle_timeout);
     tokio::pin!(idle_check);
@@ -479,12 +629,12 @@ async fn drive<I, H>(
             }
             _ = shutdown.cancelled(), if !draining => {
                 draining = true;
-                connection.as_mut().graceful_shutdown();
+                connection.as_mut().close_gracefully();
             }
             _ = idle_check.as_mut(), if !closing_armed => match conn.idle_for() {
                 Some(idle) if idle >= options.idle_timeout => {
                     debug!(idle_ms = idle.as_millis() as u64, "closing an idle connection");
-                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().close_gracefully();
                     closing_armed = true;
                     closing
                         .as_mut()

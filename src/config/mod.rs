@@ -14,6 +14,7 @@
 
 mod admin;
 mod checkpoints;
+pub mod egress;
 mod limits;
 mod raw;
 mod store;
@@ -159,6 +160,9 @@ pub struct RawConfig {
     /// The access log.
     #[serde(default)]
     pub log: raw::RawLog,
+    /// Egress mode: the forward proxy (`CONNECT`).
+    #[serde(default)]
+    pub egress: egress::RawEgress,
     /// The folder relative paths are resolved against (the config file's folder, or the working
     /// directory); Rego files are loaded from it.
     #[serde(skip)]
@@ -326,6 +330,7 @@ impl RawConfig {
             rules: Arc::new(self.load_rules_for(&approvals)?),
             approvals: Arc::new(approvals),
             limits: self.limits.validate(largest_body)?,
+            egress: self.egress.validate()?,
         })
     }
 
@@ -438,6 +443,8 @@ pub struct Settings {
     pub(crate) admin_tls: Option<Arc<rustls::ServerConfig>>,
     /// `/metrics` answers without a principal.
     pub(crate) admin_metrics_public: bool,
+    /// `[egress]`, when egress mode is on.
+    pub(crate) egress: Option<egress::EgressSettings>,
     /// The proxy listener's TLS; plain HTTP (HTTP/1.1 and h2c) when `None`.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) shutdown_grace: Duration,

@@ -341,6 +341,7 @@ mod tests {
             remote: "10.0.0.7:5555".parse().unwrap(),
             tls: true,
             client_cert: None,
+            handoff: Default::default(),
         }
     }
 
@@ -464,6 +465,7 @@ mod tests {
             remote: "10.0.0.7:5555".parse().unwrap(),
             tls: false,
             client_cert: None,
+            handoff: Default::default(),
         };
         let mut h = HeaderMap::new();
         append_forwarded_for(&mut h, &conn);

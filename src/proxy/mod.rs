@@ -144,6 +144,8 @@ pub(crate) struct Proxy {
     home: Option<tokio::runtime::Handle>,
     /// One line per answered request, when `[log] access` asks for it.
     access_log: Option<AccessLog>,
+    /// Egress mode (`CONNECT`), when `[egress]` turns it on.
+    egress: Option<Arc<crate::egress::Egress>>,
 }
 
 impl Proxy {
@@ -153,7 +155,14 @@ impl Proxy {
             governor,
             home: tokio::runtime::Handle::try_current().ok(),
             access_log: None,
+            egress: None,
         }
+    }
+
+    /// Answer `CONNECT` as egress mode's forward proxy.
+    pub(crate) fn with_egress(mut self, egress: crate::egress::Egress) -> Self {
+        self.egress = Some(Arc::new(egress));
+        self
     }
 
     /// Write a line for each answered request to `log`.
@@ -187,8 +196,8 @@ impl Proxy {
     ) -> Result<Response<Body>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(
-                "CONNECT is not supported: point the Graph base URL at syncgate instead of \
-                 tunnelling through it"
+                "CONNECT is answered only in egress mode ([egress] enabled = true); otherwise \
+                 point the Graph base URL at syncgate instead of tunnelling through it"
                     .into(),
             ));
         }
@@ -334,10 +343,40 @@ impl Proxy {
 }
 
 impl Handler for Proxy {
+    /// In egress mode, what only a forward proxy gets (`CONNECT`, a plain-HTTP request for
+    /// another host) is answered by [`crate::egress`]; everything else goes to
+    /// [`Proxy::serve`].
+    async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Result<Response<Body>, DropConnection> {
+        if let Some(egress) = &self.egress {
+            let answered = if req.method() == Method::CONNECT {
+                // Boxed, like the governed path, so that every connection's handler future
+                // does not grow by what a CONNECT needs (name lookups, a connect).
+                Box::pin(egress.connect(req, &conn)).await
+            } else if let Some(answer) = egress.absolute_form(&req) {
+                answer
+            } else {
+                return self.serve(req, conn).await;
+            };
+            self.governor
+                .metrics
+                .request(RouteClass::PassThrough, answered.status());
+            return Ok(answered);
+        }
+        self.serve(req, conn).await
+    }
+}
+
+impl Proxy {
+    /// A request for the pipeline (reverse-proxy mode, or a Graph request in egress mode).
+    ///
     /// Plain pass-through is answered on the connection's own worker, with no span, log line or
     /// id of its own (the access log, when enabled, records it); everything else is handled on
     /// the proxy's home runtime (see [`Proxy::home`]).
-    async fn handle(
+    async fn serve(
         self: &Arc<Self>,
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,

@@ -21,12 +21,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// `in_flight` of a shed connection: no request may start on it any more.
 const SHED: usize = usize::MAX;
@@ -65,6 +66,9 @@ pub(crate) struct Conn {
     last_active: AtomicU64,
     /// Cancelled when the connection is shed: its task closes it at once.
     shed: CancellationToken,
+    /// Work a request handed off to outlive it (a `CONNECT` tunnel; see `server::Handoff`),
+    /// made on first use so connections that never hand off anything pay nothing for it.
+    handed_off: OnceLock<TaskTracker>,
 }
 
 /// Why a new connection was not admitted.
@@ -155,6 +159,7 @@ impl Tracker {
             in_flight: AtomicUsize::new(0),
             last_active: AtomicU64::new(0),
             shed: CancellationToken::new(),
+            handed_off: OnceLock::new(),
         });
         conn.touch();
         state.open.insert(id, conn.clone());
@@ -239,6 +244,16 @@ impl Conn {
             .ok()?;
         self.touch();
         Some(InFlight { conn: self.clone() })
+    }
+
+    /// The tracker of work handed off on this connection, made on first use.
+    pub(crate) fn handed_off(&self) -> &TaskTracker {
+        self.handed_off.get_or_init(TaskTracker::new)
+    }
+
+    /// The tracker of work handed off on this connection, if any ever was.
+    pub(crate) fn any_handed_off(&self) -> Option<&TaskTracker> {
+        self.handed_off.get()
     }
 
     /// How long the connection has had no request in flight; `None` while one is.

@@ -260,14 +260,7 @@ pub fn tls_client(pki: &TestPki, with_client_cert: bool) -> HttpsClient {
 /// A TLS client trusting the CA bundle `ca`, offering h2 and http/1.1, presenting the client
 /// certificate and key files `identity` when given.
 pub fn tls_client_with(ca: &Path, identity: Option<(&Path, &Path)>) -> HttpsClient {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in syncgate::tls::load_certs(ca).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(syncgate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
+    let builder = tls_config_trusting(ca);
     let config = match identity {
         Some((cert, key)) => builder
             .with_client_auth_cert(
@@ -284,6 +277,21 @@ pub fn tls_client_with(ca: &Path, identity: Option<(&Path, &Path)>) -> HttpsClie
         .enable_http2()
         .build();
     Client::builder(TokioExecutor::new()).build(https)
+}
+
+/// A rustls client configuration that trusts only the CA bundle `ca`, before its client
+/// identity is chosen.
+pub fn tls_config_trusting(
+    ca: &Path,
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in syncgate::tls::load_certs(ca).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(syncgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
 }
 
 /// Send a request and read the whole response; also returns the HTTP version used.

@@ -32,6 +32,8 @@ mod bypass;
 mod checkpoints;
 /// The `syncgate` binary's commands.
 mod cli;
+/// Issue 14: egress mode's CONNECT: proxy authentication, refusals, checked tunnels.
+mod egress;
 /// The Graph emulator, spoken to directly.
 mod emulator;
 /// The Graph emulator's `$batch`.

@@ -68,6 +68,30 @@ impl TestPki {
         }
     }
 
+    /// `params` signed by this PKI's CA with a fresh key: its certificate and key files, named
+    /// after `name`.
+    fn sign(&self, name: &str, params: &CertificateParams) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let (cert_path, key_path) = (
+            self.dir.path().join(format!("{name}.crt")),
+            self.dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    /// A server certificate signed by this PKI's CA for these DNS names: its certificate and
+    /// key files, named after `name`.
+    pub fn issue_server(&self, name: &str, dns_names: &[&str]) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = dns_names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(name, &params)
+    }
+
     /// A client certificate signed by this PKI's CA, with exactly this subject (attributes in the
     /// certificate's order) and these SANs: its certificate and key files, named after `name`.
     pub fn issue_client(
@@ -83,14 +107,6 @@ impl TestPki {
         }
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (cert_path, key_path) = (
-            self.dir.path().join(format!("{name}.crt")),
-            self.dir.path().join(format!("{name}.key")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
+        self.sign(name, &params)
     }
 }

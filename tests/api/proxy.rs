@@ -278,7 +278,9 @@ async fn an_idle_keep_alive_connection_costs_a_few_kib() {
     eprintln!(
         "idle connections: {before} KiB before, {after} KiB with {COUNT} more: {per_connection} KiB each"
     );
-    // ~11 KiB, in this debug build as in a release one. 23 when hyper-util's auto builder read
+    // ~12 KiB, in this debug build as in a release one (11.5 before the proxy served CONNECT
+    // for egress mode; hyper-util's way to serve upgrades measured 24, see `Builders` in
+    // src/server.rs). 23 when hyper-util's auto builder read
     // the first bytes of every connection to tell HTTP/1.1 from HTTP/2, which left hyper's read
     // buffer doubled to 16 KiB (see `Speaks` in src/server.rs); ~97 with the governed future
     // inline.

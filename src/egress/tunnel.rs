@@ -1,0 +1,176 @@
+//! A checked tunnel: the client's ClientHello must name the tunnel's host, then bytes go both
+//! ways unchanged until either side closes or neither sends for the idle timeout.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use super::hello::{self, Hello};
+use super::hosts::Target;
+
+pub(super) struct Tunnel {
+    pub(super) target: Target,
+    pub(super) user: Option<String>,
+    pub(super) client: SocketAddr,
+    pub(super) hello_timeout: Duration,
+    pub(super) idle_timeout: Duration,
+}
+
+impl Tunnel {
+    /// Once the `200` is sent: check the ClientHello, then splice.
+    pub(super) async fn run(self, upgrade: OnUpgrade, mut upstream: TcpStream) {
+        let started = Instant::now();
+        let mut client = match upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(error) => {
+                debug!(%error, "tunnel: the client went away before its 200");
+                return;
+            }
+        };
+        let mut first = Vec::with_capacity(2048);
+        let named =
+            match tokio::time::timeout(self.hello_timeout, read_hello(&mut client, &mut first))
+                .await
+            {
+                Ok(Hello::Named(name)) => name,
+                Ok(Hello::Refused(why)) => return self.closed(why),
+                Ok(Hello::Incomplete) => {
+                    return self.closed("the client closed before its ClientHello");
+                }
+                Err(_) => return self.closed("no ClientHello within egress.hello_timeout"),
+            };
+        if named != self.target.host {
+            info!(
+                host = %self.target.host, sni = %named, client = %self.client, user = self.user.as_deref(),
+                "tunnel closed: the ClientHello names another host than the CONNECT"
+            );
+            return;
+        }
+        if upstream.write_all(&first).await.is_err() {
+            return self.closed("the host closed before the ClientHello reached it");
+        }
+        let activity = AtomicU64::new(0);
+        let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+        let clock = Instant::now();
+        let mut client = Watched::new(client, &activity, &up, clock);
+        let mut upstream = Watched::new(upstream, &activity, &down, clock);
+        let spliced = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(spliced);
+        let idle = async {
+            loop {
+                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+                let quiet = clock.elapsed().saturating_sub(last);
+                if quiet >= self.idle_timeout {
+                    return;
+                }
+                tokio::time::sleep(self.idle_timeout - quiet).await;
+            }
+        };
+        let how = tokio::select! {
+            done = &mut spliced => if done.is_ok() { "closed" } else { "broken" },
+            () = idle => "idle",
+        };
+        let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+        info!(
+            host = %self.target.host,
+            port = self.target.port,
+            client = %self.client,
+            user = self.user.as_deref(),
+            bytes_up = up + first.len() as u64,
+            bytes_down = down,
+            duration_ms = started.elapsed().as_millis() as u64,
+            end = how,
+            "tunnel ended"
+        );
+    }
+
+    fn closed(&self, why: &str) {
+        info!(
+            host = %self.target.host, client = %self.client, user = self.user.as_deref(),
+            "tunnel closed before it carried anything: {why}"
+        );
+    }
+}
+
+/// Read until `bytes` holds a whole ClientHello, or something that is refused.
+async fn read_hello<R: AsyncRead + Unpin>(reader: &mut R, bytes: &mut Vec<u8>) -> Hello {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match hello::parse(bytes) {
+            Hello::Incomplete => {}
+            settled => return settled,
+        }
+        if bytes.len() >= hello::MAX_READ {
+            return Hello::Refused("the ClientHello did not end within its bound");
+        }
+        let room = chunk.len().min(hello::MAX_READ - bytes.len());
+        match reader.read(&mut chunk[..room]).await {
+            Ok(0) | Err(_) => return Hello::Incomplete,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A stream that notes when it last read anything (`activity`, milliseconds since `clock`) and
+/// how much it read (`bytes`).
+struct Watched<'a, S> {
+    inner: S,
+    activity: &'a AtomicU64,
+    bytes: &'a AtomicU64,
+    clock: Instant,
+}
+
+impl<'a, S> Watched<'a, S> {
+    fn new(inner: S, activity: &'a AtomicU64, bytes: &'a AtomicU64, clock: Instant) -> Self {
+        Watched {
+            inner,
+            activity,
+            bytes,
+            clock,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.bytes.fetch_add(read as u64, Ordering::Relaxed);
+            let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.activity.store(now, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,402 @@
+//! Issue 14, first step: egress mode's `CONNECT`: proxy authentication, the target read
+//! strictly, Graph hosts and IP literals never tunnelled, other hosts tunnelled only when
+//! allowed, and a tunnel that carries bytes only after a ClientHello naming its own host.
+//!
+//! The "other host" is a TLS echo server on 127.0.0.2, reached under the name
+//! `login.microsoftonline.com` through `egress.resolve`; clients speak raw HTTP/1.1 `CONNECT`
+//! and then TLS (rustls) over the same socket, as an `HTTPS_PROXY` client does.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use syncgate::config::RawConfig;
+use syncgate::config::egress::{OtherHosts, RawEgress, RawProxyUser};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::harness::{proxy_config, spawn_proxy_with};
+use crate::pki::TestPki;
+
+const TOKEN_HOST: &str = "login.microsoftonline.com";
+
+/// A TLS server that echoes whatever it receives, for the names it has a certificate for.
+async fn echo_server(pki: &TestPki, bind: &str) -> SocketAddr {
+    let (cert, key) = pki.issue_server("echo", &[TOKEN_HOST, "graph.microsoft.com"]);
+    let config = syncgate::tls::server_config(&cert, &key, None).unwrap();
+    let acceptor = TlsAcceptor::from(config);
+    let listener = TcpListener::bind(bind).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let (mut r, mut w) = tokio::io::split(tls);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A plain TCP server that records whether anything ever connected.
+async fn tripwire(bind: &str) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    let listener = TcpListener::bind(bind).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = touched.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            let mut sink = Vec::new();
+            let _ = stream.read_to_end(&mut sink).await;
+        }
+    });
+    (addr, touched)
+}
+
+struct Setup {
+    proxy: crate::harness::TestProxy,
+    pki: TestPki,
+    /// Where the tripwire standing in for Graph listens; it must never be reached.
+    graph_touched: Arc<std::sync::atomic::AtomicBool>,
+    echo: SocketAddr,
+}
+
+async fn setup(configure: impl FnOnce(&mut RawEgress)) -> Setup {
+    let pki = TestPki::generate();
+    let echo = echo_server(&pki, "127.0.0.2:0").await;
+    let (graph, graph_touched) = tripwire("127.0.0.3:0").await;
+    let mut raw: RawConfig = proxy_config("http://127.0.0.1:9");
+    raw.egress.enabled = true;
+    raw.egress
+        .resolve
+        .insert(TOKEN_HOST.into(), echo.to_string());
+    raw.egress
+        .resolve
+        .insert("graph.microsoft.com".into(), graph.to_string());
+    // Another name for the Graph host's address.
+    raw.egress.resolve.insert(
+        "fronted.example".into(),
+        format!("127.0.0.3:{}", graph.port() + 1),
+    );
+    raw.egress.tunnel_idle_timeout = "30s".into();
+    configure(&mut raw.egress);
+    let proxy = spawn_proxy_with(raw).await;
+    Setup {
+        proxy,
+        pki,
+        graph_touched,
+        echo,
+    }
+}
+
+/// What the proxy answered a `CONNECT`, and the socket (open when it answered 200).
+struct Connected {
+    status: u16,
+    head: String,
+    body: String,
+    stream: TcpStream,
+}
+
+async fn connect(proxy: SocketAddr, target: &str, extra: &str) -> Connected {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // The head, a byte at a time, so nothing after it is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
+            .await
+            .expect("an answer to CONNECT")
+            .unwrap();
+        assert!(n == 1, "closed before the end of the head: {head:?}");
+        head.push(byte[0]);
+        assert!(head.len() < 16 * 1024);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status: u16 = head[9..12].parse().unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .map_or(0, |l| l.trim().parse::<usize>().unwrap());
+    let mut body = vec![0u8; if status == 200 { 0 } else { length }];
+    stream.read_exact(&mut body).await.unwrap();
+    Connected {
+        status,
+        head,
+        body: String::from_utf8(body).unwrap(),
+        stream,
+    }
+}
+
+fn tls_connector(ca: &Path) -> TlsConnector {
+    let config = crate::harness::tls_config_trusting(ca).with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+fn server_name(name: &str) -> rustls_pki_types::ServerName<'static> {
+    rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap()
+}
+
+/// Whether `stream` is closed by the far end within a few seconds, having sent nothing.
+async fn closed_without_a_byte(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn a_tunnel_to_an_allowed_host_carries_its_tls_both_ways_unchanged() {
+    let s = setup(|_| {}).await;
+    let c = connect(s.proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
+    assert_eq!(c.status, 200, "{}", c.head);
+    assert!(
+        !c.head.to_ascii_lowercase().contains("content-length"),
+        "{}",
+        c.head
+    );
+    let mut tls = tls_connector(&s.pki.ca_cert)
+        .connect(server_name(TOKEN_HOST), c.stream)
+        .await
+        .expect("the echo server's own certificate, through the tunnel");
+    // 1 MiB of varied bytes, written while the echo is read.
+    let sent: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (mut r, mut w) = tokio::io::split(&mut tls);
+    let writing = async {
+        w.write_all(&sent).await.unwrap();
+        w.flush().await.unwrap();
+    };
+    let mut echoed = vec![0u8; sent.len()];
+    let reading = r.read_exact(&mut echoed);
+    let (_, read) = tokio::join!(writing, reading);
+    read.unwrap();
+    assert!(echoed == sent, "the bytes came back changed");
+    assert!(!s.graph_touched.load(std::sync::atomic::Ordering::SeqCst));
+    let _ = s.echo;
+}
+
+#[tokio::test]
+async fn a_client_hello_naming_another_host_is_cut_before_anything_is_passed_on() {
+    let s = setup(|_| {}).await;
+    for sni in ["graph.microsoft.com", "other.example"] {
+        let c = connect(s.proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
+        assert_eq!(c.status, 200);
+        let handshake = tls_connector(&s.pki.ca_cert)
+            .connect(server_name(sni), c.stream)
+            .await;
+        assert!(
+            handshake.is_err(),
+            "a handshake for {sni} went through the tunnel"
+        );
+    }
+}
+
+#[tokio::test]
+async fn plain_http_inside_a_tunnel_is_cut() {
+    let s = setup(|_| {}).await;
+    let mut c = connect(s.proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
+    assert_eq!(c.status, 200);
+    c.stream
+        .write_all(b"GET /v1.0/me HTTP/1.1\r\nHost: graph.microsoft.com\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_without_a_byte(&mut c.stream).await);
+}
+
+#[tokio::test]
+async fn graph_hosts_ip_literals_and_hosts_not_allowed_are_refused() {
+    let s = setup(|_| {}).await;
+    let cases = [
+        ("graph.microsoft.com:443", 403, "Graph host"),
+        ("GRAPH.Microsoft.com.:443", 403, "Graph host"),
+        ("dod-graph.microsoft.us:443", 403, "Graph host"),
+        ("127.0.0.2:443", 403, "IP address"),
+        ("[::1]:443", 403, "IP address"),
+        ("example.org:443", 403, "egress.allow"),
+        ("login.microsoftonline.com", 400, "port"),
+        ("login.microsoftonline.com:0", 400, "port"),
+        ("127.1:443", 400, "IPv4"),
+    ];
+    for (target, status, says) in cases {
+        let c = connect(s.proxy.addr, target, "").await;
+        assert_eq!(c.status, status, "{target}: {}", c.head);
+        assert!(c.body.contains(says), "{target}: {}", c.body);
+        assert!(c.body.contains("\"error\""), "Graph-shaped: {}", c.body);
+    }
+    assert!(!s.graph_touched.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_name_that_resolves_to_a_graph_address_is_not_tunnelled() {
+    let s = setup(|e| e.other_hosts = OtherHosts::Tunnel).await;
+    let c = connect(s.proxy.addr, "fronted.example:443", "").await;
+    assert_eq!(c.status, 403, "{}", c.head);
+    assert!(c.body.contains("address of a Graph host"), "{}", c.body);
+    // The same setting tunnels a host that is not Graph's.
+    let c = connect(s.proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
+    assert_eq!(c.status, 200);
+}
+
+#[tokio::test]
+async fn proxy_authentication_is_asked_for_and_checked() {
+    let key = crate::admin_auth::make_key();
+    let s = setup(|e| {
+        e.users = vec![RawProxyUser {
+            name: "ann".into(),
+            key_hash: key.1.clone(),
+        }]
+    })
+    .await;
+    let target = format!("{TOKEN_HOST}:443");
+    let basic = |credentials: &str| {
+        format!(
+            "Proxy-Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        )
+    };
+    for extra in [
+        String::new(),
+        basic("ann:sgk_not_the_key"),
+        basic(&format!("bob:{}", key.0)),
+        format!("Proxy-Authorization: Bearer {}\r\n", key.0),
+    ] {
+        let c = connect(s.proxy.addr, &target, &extra).await;
+        assert_eq!(c.status, 407, "{extra:?}: {}", c.head);
+        assert!(
+            c.head
+                .to_ascii_lowercase()
+                .contains("proxy-authenticate: basic"),
+            "{}",
+            c.head
+        );
+    }
+    let c = connect(s.proxy.addr, &target, &basic(&format!("ann:{}", key.0))).await;
+    assert_eq!(c.status, 200, "{}", c.head);
+}
+
+#[tokio::test]
+async fn a_silent_tunnel_is_closed_after_its_hello_timeout_and_an_idle_one_after_its_idle_timeout()
+{
+    let s = setup(|e| {
+        e.hello_timeout = "300ms".into();
+        e.tunnel_idle_timeout = "400ms".into();
+    })
+    .await;
+    let target = format!("{TOKEN_HOST}:443");
+    let mut silent = connect(s.proxy.addr, &target, "").await;
+    assert_eq!(silent.status, 200);
+    let started = Instant::now();
+    assert!(closed_without_a_byte(&mut silent.stream).await);
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let c = connect(s.proxy.addr, &target, "").await;
+    let mut tls = tls_connector(&s.pki.ca_cert)
+        .connect(server_name(TOKEN_HOST), c.stream)
+        .await
+        .unwrap();
+    tls.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    tls.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"ping");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the idle tunnel stayed open");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_tunnels() {
+    let s = setup(|_| {}).await;
+    let c = connect(s.proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
+    let mut tls = tls_connector(&s.pki.ca_cert)
+        .connect(server_name(TOKEN_HOST), c.stream)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    s.proxy.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown waited for the tunnel"
+    );
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the tunnel outlived the proxy");
+}
+
+#[tokio::test]
+async fn without_egress_mode_connect_is_405() {
+    let proxy = spawn_proxy_with(proxy_config("http://127.0.0.1:9")).await;
+    let c = connect(proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
+    assert_eq!(c.status, 405, "{}", c.head);
+    assert!(c.body.contains("egress"), "{}", c.body);
+}
+
+/// A plain-HTTP request through the proxy (absolute form) to a host that is not Graph's is
+/// refused, never relayed; to a Graph host it is served like a reverse-proxy request, and proxy
+/// authentication applies to both.
+#[tokio::test]
+async fn absolute_form_requests_go_only_to_graph() {
+    let emulator = crate::helpers::spawn_emulator().await;
+    let key = crate::admin_auth::make_key();
+    let mut raw: RawConfig = proxy_config(&emulator.base);
+    raw.egress.enabled = true;
+    raw.egress.users = vec![RawProxyUser {
+        name: "ann".into(),
+        key_hash: key.1.clone(),
+    }];
+    let proxy = spawn_proxy_with(raw).await;
+    let auth = format!(
+        "Proxy-Authorization: Basic {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode(format!("ann:{}", key.0))
+    );
+    let send = |target: &'static str, extra: String| async move {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let host = target.split('/').nth(2).unwrap();
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n{extra}\r\n",
+            crate::helpers::admin_token()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let refused = send("http://example.org/v1.0/me", auth.clone()).await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let unauthenticated = send(
+        "http://graph.microsoft.com/v1.0/policies/crossTenantAccessPolicy/partners",
+        String::new(),
+    )
+    .await;
+    assert!(
+        unauthenticated.starts_with("HTTP/1.1 407"),
+        "{unauthenticated}"
+    );
+    let served = send(
+        "http://graph.microsoft.com/v1.0/policies/crossTenantAccessPolicy/partners",
+        auth,
+    )
+    .await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+}
