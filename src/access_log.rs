@@ -64,6 +64,7 @@ pub(crate) struct Entry {
 }
 
 /// The request path's end of the access log.
+#[derive(Clone)]
 pub(crate) struct AccessLog {
     queue: SyncSender<Entry>,
     dropped: Counter,

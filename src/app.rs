@@ -102,7 +102,7 @@ pub async fn start(
     let governor = governor(&settings, store.clone(), rules.clone())
         .with_metrics(metrics.clone())
         .with_approvals(settings.approvals.clone(), wake.clone());
-    let mut proxy = Proxy::new(upstream, governor);
+    let mut proxy = Proxy::new(upstream.clone(), governor);
     if let Some(destination) = &settings.access_log {
         let log = AccessLog::start(destination, metrics.access_log_dropped.clone()).map_err(
             |source| StartError::AccessLog {
@@ -115,14 +115,15 @@ pub async fn start(
         )?;
         proxy = proxy.with_access_log(log);
     }
+    let (proxy_options, admin_options) = serve_options(&settings, &metrics);
     if let Some(egress) = &settings.egress {
-        proxy = proxy.with_egress(crate::egress::Egress::new(egress.clone()));
+        let intercept = interception(&proxy, &upstream, egress, &proxy_options);
+        proxy = proxy.with_egress(crate::egress::Egress::new(egress.clone(), intercept));
     }
     let proxy = Arc::new(proxy);
     let approvals = ApprovalTasks::spawn(&settings, &store, &metrics, wake);
     let summaries = Summaries::spawn(&proxy);
     spawn_recovery(&proxy, &settings, &store, shutdown.clone());
-    let (proxy_options, admin_options) = serve_options(&settings, &metrics);
     let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
     let serving = Serving {
         listeners,
@@ -345,6 +346,32 @@ async fn recover_periodically(
 /// How the proxy and the admin listener serve connections: the admin listener shares the
 /// proxy's timeouts and accept path but has its own TLS (`[admin.tls]`) and small connection cap.
 /// Each reports its open connections to `metrics`.
+/// What egress mode intercepts Graph hosts with, when it has a CA: for each Graph host, this
+/// proxy in front of that host, serving the sessions of the tunnels to it under the proxy
+/// listener's timeouts.
+fn interception(
+    proxy: &Proxy,
+    upstream: &Upstream,
+    egress: &crate::config::egress::EgressSettings,
+    options: &ServeOptions,
+) -> Option<crate::egress::intercept::Intercept> {
+    use crate::egress::intercept::{Host, Intercept, Intercepted, InterceptedHost};
+    let minter = egress.minter.clone()?;
+    let hosts = egress
+        .graph_upstreams
+        .iter()
+        .map(|(host, target)| {
+            let proxy = Arc::new(proxy.for_upstream(upstream.with_target(target.clone())));
+            let handler = Arc::new(Intercepted::new(host.clone(), proxy));
+            let sessions = crate::server::Sessions::new(handler, options);
+            let served: Arc<dyn Host> =
+                Arc::new(InterceptedHost::new(host.clone(), minter.clone(), sessions));
+            (host.clone(), served)
+        })
+        .collect();
+    Some(Intercept { hosts })
+}
+
 fn serve_options(settings: &Settings, metrics: &Metrics) -> (ServeOptions, ServeOptions) {
     let limits = &settings.limits;
     let proxy_options = ServeOptions {

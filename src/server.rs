@@ -212,6 +212,64 @@ struct Listener<H> {
     options: ServeOptions,
 }
 
+/// HTTP on connections that do not come from a listener's accept loop: the TLS sessions egress
+/// mode intercepts inside `CONNECT` tunnels ([`crate::egress`]).
+///
+/// They are served exactly as a listener's connections are: the same builders, header and idle
+/// timeouts, and HTTP/2 keep-alive. Each is counted by a tracker of its own, for idleness
+/// only. The caps count the tunnel's own connection, which a session lives inside.
+pub(crate) struct Sessions<H> {
+    shared: Arc<Listener<H>>,
+    tracker: Arc<Tracker>,
+}
+
+impl<H: Handler> Sessions<H> {
+    /// Serve sessions with `handler`, under the timeouts of `options` (the listener's).
+    pub(crate) fn new(handler: Arc<H>, options: &ServeOptions) -> Self {
+        let options = ServeOptions {
+            tls: None,
+            open_connections: None,
+            workers: 0,
+            ..options.clone()
+        };
+        Sessions {
+            shared: Arc::new(Listener {
+                builders: Builders::new(&options),
+                acceptor: None,
+                handler,
+                options,
+            }),
+            tracker: Arc::new(Tracker::new(usize::MAX, usize::MAX)),
+        }
+    }
+
+    /// Serve one session (TLS already terminated, `alpn` what it chose) until it ends, stays
+    /// idle for the idle timeout, or `stop` is cancelled (then drained gracefully).
+    pub(crate) async fn serve<I>(
+        &self,
+        io: I,
+        alpn: Option<&[u8]>,
+        remote: SocketAddr,
+        stop: &CancellationToken,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(admitted) = self.tracker.admit(remote.ip()) else {
+            return;
+        };
+        let conn = admitted.conn().clone();
+        let info = Arc::new(ConnInfo {
+            remote,
+            tls: true,
+            client_cert: None,
+            handoff: Handoff::default(),
+        });
+        let speaks = Speaks::from_alpn(alpn);
+        drive(TokioIo::new(io), speaks, info, &self.shared, &conn, stop).await;
+        drop(admitted);
+    }
+}
+
 /// Answer to a connection refused at the caps, written without waiting (plain HTTP listeners only:
 /// over TLS nothing readable can be sent before a handshake, so the socket is just closed).
 /// The longest the accept loop waits for shed connections to close their sockets.

@@ -7,13 +7,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::UpstreamTarget;
 use super::{ConfigError, invalid, parse_duration};
 use crate::admin::auth::KeyHash;
 use crate::egress::hosts::{GRAPH_HOSTS, HostPattern, TOKEN_HOSTS, is_host_name};
+use crate::egress::mint::Minter;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +50,12 @@ pub struct RawEgress {
     /// (like curl's `--resolve`), so tests can reach a local server under a public name.
     #[serde(default)]
     pub resolve: BTreeMap<String, String>,
+    /// The enterprise CA that signs the certificates of intercepted Graph hosts (PEM), and its
+    /// key; both or neither. Without them Graph hosts are refused.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_key: Option<PathBuf>,
 }
 
 impl Default for RawEgress {
@@ -59,6 +69,8 @@ impl Default for RawEgress {
             hello_timeout: default_hello_timeout(),
             users: Vec::new(),
             resolve: BTreeMap::new(),
+            ca_cert: None,
+            ca_key: None,
         }
     }
 }
@@ -113,6 +125,10 @@ pub(crate) struct EgressSettings {
     pub(crate) users: Vec<(String, KeyHash)>,
     /// Lower-cased host → address.
     pub(crate) resolve: BTreeMap<String, SocketAddr>,
+    /// The enterprise CA, loaded, when Graph hosts are intercepted.
+    pub(crate) minter: Option<Arc<Minter>>,
+    /// Each Graph host as an upstream (`https://host`).
+    pub(crate) graph_upstreams: Vec<(String, UpstreamTarget)>,
 }
 
 impl RawEgress {
@@ -182,7 +198,27 @@ impl RawEgress {
             })?;
             resolve.insert(host.to_ascii_lowercase(), address);
         }
+        let minter = match (&self.ca_cert, &self.ca_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(Arc::new(
+                Minter::load(cert, key).map_err(|e| invalid("egress.ca_cert", e.to_string()))?,
+            )),
+            _ => {
+                return Err(invalid(
+                    "egress.ca_cert",
+                    "egress.ca_cert and egress.ca_key go together: the CA's certificate and key",
+                ));
+            }
+        };
+        let mut graph_upstreams = Vec::new();
+        for host in &graph_hosts {
+            let target = UpstreamTarget::parse(&format!("https://{host}"))
+                .map_err(|e| invalid("egress.graph_hosts", format!("{host:?}: {e}")))?;
+            graph_upstreams.push((host.clone(), target));
+        }
         Ok(Some(EgressSettings {
+            minter,
+            graph_upstreams,
             graph_hosts,
             other_hosts: self.other_hosts,
             allow,

@@ -223,6 +223,12 @@ impl RawConfig {
         if let Some(path) = &mut self.log.access_path {
             fix(path);
         }
+        for file in [&mut self.egress.ca_cert, &mut self.egress.ca_key]
+            .into_iter()
+            .flatten()
+        {
+            fix(file);
+        }
         fix(&mut self.store.path);
         // A relative `sqlite://FILE` is in the config folder too, as `store.path` is.
         if let Some(url) = &mut self.store.url {

@@ -5,9 +5,10 @@
 //! - **Proxy authentication** first, when `[[egress.users]]` lists any (`407` without valid
 //!   `Proxy-Authorization: Basic`).
 //! - **The target is read strictly** ([`hosts::Target`]): `host:port`, nothing else (`400`).
-//! - **A Graph host** (`egress.graph_hosts`) is never tunnelled: its traffic must go through the
-//!   same classify → govern → forward pipeline as in reverse-proxy mode, which needs TLS
-//!   interception. Until interception is configured it is refused (`403`).
+//! - **A Graph host** (`egress.graph_hosts`) is never tunnelled. With `egress.ca_cert` and
+//!   `egress.ca_key` it is intercepted ([`intercept`]): TLS is terminated with a leaf minted for
+//!   it ([`mint`]), and its requests go through the same classify → govern → forward pipeline
+//!   as in reverse-proxy mode, sent to that host. Without them it is refused (`403`).
 //! - **An IP literal** is refused: it would name no host to check.
 //! - **Another host** is tunnelled when `other_hosts = "tunnel"` or it matches `egress.allow`,
 //!   and refused (`403`) otherwise.
@@ -18,6 +19,8 @@
 
 pub(crate) mod hello;
 pub(crate) mod hosts;
+pub(crate) mod intercept;
+pub(crate) mod mint;
 mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
@@ -56,16 +59,19 @@ pub(crate) enum Decision {
     Refuse(String),
 }
 
-/// Egress mode's settings and the Graph addresses it has looked up.
+/// Egress mode's settings, what it intercepts with, and the Graph addresses it has looked up.
 pub(crate) struct Egress {
     settings: EgressSettings,
+    /// `None` without `egress.ca_cert`: Graph hosts are then refused.
+    intercept: Option<intercept::Intercept>,
     graph_addresses: tokio::sync::Mutex<Option<(Instant, Vec<IpAddr>)>>,
 }
 
 impl Egress {
-    pub(crate) fn new(settings: EgressSettings) -> Self {
+    pub(crate) fn new(settings: EgressSettings, intercept: Option<intercept::Intercept>) -> Self {
         Egress {
             settings,
+            intercept,
             graph_addresses: tokio::sync::Mutex::new(None),
         }
     }
@@ -234,6 +240,33 @@ impl Egress {
         };
         match self.decide(&target) {
             Decision::Graph => {
+                let host = self
+                    .intercept
+                    .as_ref()
+                    .and_then(|i| i.hosts.get(&target.host));
+                if let Some(host) = host {
+                    if target.port != 443 {
+                        return refuse(
+                            StatusCode::FORBIDDEN,
+                            "Forbidden",
+                            format!("{} serves Graph on port 443 only", target.host),
+                        );
+                    }
+                    let work = host.intercept(
+                        hyper::upgrade::on(&mut req),
+                        conn.remote,
+                        who.map(str::to_owned),
+                        self.settings.hello_timeout,
+                    );
+                    if !conn.handoff.spawn(work) {
+                        return refuse(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "ServiceUnavailable",
+                            "the connection is closing".into(),
+                        );
+                    }
+                    return Response::new(crate::body::empty());
+                }
                 info!(host = %target.host, user = who, client = %conn.remote, "CONNECT to a Graph host refused: interception is not set up");
                 return refuse(
                     StatusCode::FORBIDDEN,
@@ -333,7 +366,7 @@ mod tests {
 
     fn egress(toml: &str) -> Egress {
         let raw: RawEgress = toml::from_str(&format!("enabled = true\n{toml}")).unwrap();
-        Egress::new(raw.validate().unwrap().unwrap())
+        Egress::new(raw.validate().unwrap().unwrap(), None)
     }
 
     fn decide(egress: &Egress, target: &str) -> Decision {

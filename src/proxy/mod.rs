@@ -137,7 +137,9 @@ impl Governor {
 /// The proxy listener's handler.
 pub(crate) struct Proxy {
     upstream: Upstream,
-    governor: Governor,
+    /// Shared with the proxies egress mode serves intercepted Graph hosts with
+    /// ([`Proxy::for_upstream`]): one log, one set of locks, one set of rules.
+    governor: Arc<Governor>,
     /// The runtime the proxy was made on, where the audit log's connections and background tasks
     /// live: every request that is not plain pass-through is handled there, whichever worker
     /// ([`crate::server::workers`]) its connection is on. `None` outside a runtime.
@@ -152,9 +154,21 @@ impl Proxy {
     pub(crate) fn new(upstream: Upstream, governor: Governor) -> Self {
         Self {
             upstream,
-            governor,
+            governor: Arc::new(governor),
             home: tokio::runtime::Handle::try_current().ok(),
             access_log: None,
+            egress: None,
+        }
+    }
+
+    /// This proxy (its governor, access log and home runtime) in front of another upstream:
+    /// how egress mode serves each intercepted Graph host. It answers no `CONNECT` itself.
+    pub(crate) fn for_upstream(&self, upstream: Upstream) -> Proxy {
+        Proxy {
+            upstream,
+            governor: self.governor.clone(),
+            home: self.home.clone(),
+            access_log: self.access_log.clone(),
             egress: None,
         }
     }

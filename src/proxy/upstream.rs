@@ -1,7 +1,12 @@
 //! The pooled upstream client: rustls (webpki roots plus an optional extra CA), HTTP/2 when the
 //! upstream offers it by ALPN, HTTP/1.1 otherwise, with connect and response-head timeouts.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -9,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
@@ -29,7 +35,37 @@ pub(crate) enum UpstreamError {
     Failed(#[source] hyper_util::client::legacy::Error),
 }
 
-type Pooled = Client<HttpsConnector<HttpConnector>, Body>;
+type Pooled = Client<HttpsConnector<HttpConnector<Resolver>>, Body>;
+
+/// Name resolution for upstream connections: the system's, except for the names
+/// `egress.resolve` maps (tests reaching a local server under a Graph host's name).
+#[derive(Clone)]
+pub(crate) struct Resolver {
+    fixed: Arc<BTreeMap<String, SocketAddr>>,
+    system: GaiResolver,
+}
+
+type Resolving =
+    Pin<Box<dyn Future<Output = std::io::Result<std::vec::IntoIter<SocketAddr>>> + Send>>;
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.system.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: Name) -> Resolving {
+        if let Some(address) = self.fixed.get(&name.as_str().to_ascii_lowercase()) {
+            let address = *address;
+            return Box::pin(async move { Ok(vec![address].into_iter()) });
+        }
+        let looking_up = self.system.call(name);
+        Box::pin(async move { Ok(looking_up.await?.collect::<Vec<_>>().into_iter()) })
+    }
+}
 
 /// A pooled client for one upstream: one pool for the main runtime and one per proxy worker
 /// ([`crate::server::workers`]), so a worker's requests go out on connections its own event loop
@@ -46,7 +82,17 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     pub(crate) fn new(settings: &Settings) -> Self {
-        let mut http = HttpConnector::new();
+        let resolver = Resolver {
+            fixed: Arc::new(
+                settings
+                    .egress
+                    .as_ref()
+                    .map(|e| e.resolve.clone())
+                    .unwrap_or_default(),
+            ),
+            system: GaiResolver::new(),
+        };
+        let mut http = HttpConnector::new_with_resolver(resolver);
         // Lets the HTTPS connector hand `https://` URIs to this plain connector.
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -82,6 +128,15 @@ impl Upstream {
 
     pub(crate) fn target(&self) -> &UpstreamTarget {
         &self.target
+    }
+
+    /// The same clients (and pools) sending to `target` instead: egress mode's intercepted
+    /// Graph hosts.
+    pub(crate) fn with_target(&self, target: UpstreamTarget) -> Upstream {
+        Upstream {
+            target,
+            ..self.clone()
+        }
     }
 
     /// Send a request whose URI is already absolute (see [`super::forward::to_upstream`]).

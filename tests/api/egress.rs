@@ -400,3 +400,185 @@ async fn absolute_form_requests_go_only_to_graph() {
     .await;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
 }
+
+/// The emulator served over TLS as `graph.microsoft.com` (a certificate from `pki`), and a
+/// proxy in egress mode that intercepts it with `pki`'s CA; its reverse-proxy upstream is the
+/// same host, so the partner can be seeded through it.
+struct Intercepting {
+    proxy: crate::harness::TestProxy,
+    pki: TestPki,
+    _emulator: tokio_util::sync::CancellationToken,
+}
+
+async fn intercepting() -> Intercepting {
+    let pki = TestPki::generate();
+    let (cert, key) = pki.issue_server("graph", &["graph.microsoft.com"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let options = syncgate::server::ServeOptions {
+        tls: Some(syncgate::tls::server_config(&cert, &key, None).unwrap()),
+        ..Default::default()
+    };
+    tokio::spawn(syncgate::emulator::run(listener, options, stop.clone()));
+    let mut raw: RawConfig = proxy_config("https://graph.microsoft.com");
+    raw.upstream.extra_ca = Some(pki.ca_cert.clone());
+    raw.egress.enabled = true;
+    raw.egress.ca_cert = Some(pki.ca_cert.clone());
+    raw.egress.ca_key = Some(pki.ca_key.clone());
+    raw.egress
+        .resolve
+        .insert("graph.microsoft.com".into(), emulator.to_string());
+    let proxy = spawn_proxy_with(raw).await;
+    // Seeded through the reverse-proxy listener: creating a partner without sync settings passes.
+    let seeded = crate::helpers::TestClient::new()
+        .send(
+            http::Method::POST,
+            &crate::governed::partners(&proxy.url),
+            Some(serde_json::json!({ "tenantId": crate::governed::PARTNER })),
+        )
+        .await;
+    assert_eq!(
+        seeded.status,
+        http::StatusCode::CREATED,
+        "{:?}",
+        seeded.body
+    );
+    Intercepting {
+        proxy,
+        pki,
+        _emulator: stop,
+    }
+}
+
+/// curl with `-x` and `--cacert`: what it printed (`-i`: head and body) and its exit status.
+async fn curl(args: Vec<String>) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "20"])
+            .args(&args)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    })
+    .await
+    .unwrap()
+}
+
+/// The last response's header `name` in curl's `-i` output (after any `200 Connection
+/// established` head of the proxy).
+fn header_of(text: &str, name: &str) -> Option<String> {
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    text.lines()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
+        .map(|l| l[prefix.len()..].trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_an_intercepted_tunnel_is_governed_on_http1_and_http2() {
+    let s = intercepting().await;
+    let proxy = format!("http://{}", s.proxy.addr);
+    let sync = crate::governed::sync_url(
+        "https://graph.microsoft.com",
+        "v1.0",
+        crate::governed::PARTNER,
+    );
+    // Created over HTTP/1.1, then changed over HTTP/2.
+    for (version, method, inbound) in [("--http1.1", "PUT", true), ("--http2", "PATCH", false)] {
+        let body = serde_json::json!({"userSyncInbound": {"isSyncAllowed": inbound}}).to_string();
+        let (ok, out) = curl(vec![
+            version.into(),
+            "-x".into(),
+            proxy.clone(),
+            "--cacert".into(),
+            s.pki.ca_cert.display().to_string(),
+            "-X".into(),
+            method.into(),
+            "-H".into(),
+            format!("Authorization: Bearer {}", crate::helpers::admin_token()),
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "-d".into(),
+            body,
+            sync.clone(),
+        ])
+        .await;
+        assert!(ok, "{version}: {out}");
+        assert!(
+            out.starts_with("HTTP/1.1 200"),
+            "the CONNECT's answer first: {out}"
+        );
+        let expected = if version == "--http2" {
+            "HTTP/2 204"
+        } else {
+            "HTTP/1.1 204"
+        };
+        assert!(out.contains(expected), "{version}: {out}");
+        let id = header_of(&out, "x-syncgate-audit-id").expect("an audit id");
+        let events = crate::governed::operation(&s.proxy.db_path, &id);
+        let kinds: Vec<_> = events
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kinds, ["received", "completed"], "{version}");
+        assert_eq!(
+            events[1]["after"]["value"]["userSyncInbound"]["isSyncAllowed"],
+            inbound
+        );
+    }
+    // A read passes through the tunnel and comes back as Graph sent it.
+    let (ok, out) = curl(vec![
+        "-x".into(),
+        proxy,
+        "--cacert".into(),
+        s.pki.ca_cert.display().to_string(),
+        "-H".into(),
+        format!("Authorization: Bearer {}", crate::helpers::admin_token()),
+        sync,
+    ])
+    .await;
+    assert!(ok && out.contains("isSyncAllowed"), "{out}");
+}
+
+#[tokio::test]
+async fn an_intercepted_tunnel_shows_no_certificate_to_a_hello_for_another_host() {
+    let s = intercepting().await;
+    for sni in ["graph.microsoft.us", "login.microsoftonline.com"] {
+        let c = connect(s.proxy.addr, "graph.microsoft.com:443", "").await;
+        assert_eq!(c.status, 200);
+        let handshake = tls_connector(&s.pki.ca_cert)
+            .connect(server_name(sni), c.stream)
+            .await;
+        assert!(handshake.is_err(), "{sni} got a session");
+    }
+}
+
+#[tokio::test]
+async fn a_request_inside_an_intercepted_tunnel_must_name_its_host() {
+    let s = intercepting().await;
+    let c = connect(s.proxy.addr, "graph.microsoft.com:443", "").await;
+    assert_eq!(c.status, 200);
+    let mut tls = tls_connector(&s.pki.ca_cert)
+        .connect(server_name("graph.microsoft.com"), c.stream)
+        .await
+        .expect("the minted certificate is trusted for graph.microsoft.com");
+    let request = format!(
+        "GET /v1.0/policies/crossTenantAccessPolicy/partners HTTP/1.1\r\nHost: graph.microsoft.us\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        crate::helpers::admin_token()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_graph_host_on_another_port_is_refused() {
+    let s = intercepting().await;
+    let c = connect(s.proxy.addr, "graph.microsoft.com:8443", "").await;
+    assert_eq!(c.status, 403, "{}", c.head);
+}

@@ -16,6 +16,8 @@ pub struct TestPki {
     /// Signs the certificates [`TestPki::issue_client`] makes.
     ca: CertifiedIssuer<'static, KeyPair>,
     pub ca_cert: PathBuf,
+    /// The CA's private key (egress mode signs the leaves it mints with it).
+    pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
@@ -59,6 +61,7 @@ impl TestPki {
         };
         Self {
             ca_cert: write("ca.crt", ca.pem()),
+            ca_key: write("ca.key", ca.key().serialize_pem()),
             server_cert: write("server.crt", server_cert.pem()),
             server_key: write("server.key", server_key.serialize_pem()),
             client_cert: write("client.crt", client_cert.pem()),

@@ -1,0 +1,256 @@
+//! An intercepted tunnel: syncgate terminates the client's TLS with a leaf for the Graph host
+//! minted by the enterprise CA ([`super::mint`]), and serves the requests inside it with the
+//! same pipeline as reverse-proxy mode, sending them to that host.
+//!
+//! Nothing gets past the checks:
+//! - The ClientHello is read before any certificate is chosen. Its server name (SNI) must be the
+//!   tunnel's host, or the tunnel is closed with no certificate shown.
+//! - Every request inside must name the same host (`Host`, or `:authority` over HTTP/2), on
+//!   port 443 if it names a port. Anything else is answered `421 Misdirected Request`, so a
+//!   tunnel opened for one cloud cannot carry requests for another.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::mint::Minter;
+use crate::body::Body;
+use crate::graph_error::{GraphError, RequestIds};
+use crate::proxy::Proxy;
+use crate::server::{ConnInfo, DropConnection, Handler, Sessions};
+
+/// What egress mode intercepts with: a server for each Graph host.
+pub(crate) struct Intercept {
+    /// Lower-cased host → its server.
+    pub(crate) hosts: HashMap<String, Arc<dyn Host>>,
+}
+
+/// One Graph host's interception, behind a trait object. The indirection breaks a cycle in the
+/// types: a session's requests reach the proxy, whose `CONNECT` handling starts sessions, and
+/// the compiler cannot prove a future `Send` through a cycle of `async fn`s.
+pub(crate) trait Host: Send + Sync {
+    /// The work of one tunnel to this host, once its `200` is sent (see [`run`]).
+    fn intercept(
+        &self,
+        upgrade: OnUpgrade,
+        client: SocketAddr,
+        user: Option<String>,
+        hello_timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// [`Host`]: the CA that mints its leaf, and the sessions served for it.
+pub(crate) struct InterceptedHost {
+    host: String,
+    minter: Arc<Minter>,
+    sessions: Arc<Sessions<Intercepted>>,
+}
+
+impl InterceptedHost {
+    pub(crate) fn new(host: String, minter: Arc<Minter>, sessions: Sessions<Intercepted>) -> Self {
+        InterceptedHost {
+            host,
+            minter,
+            sessions: Arc::new(sessions),
+        }
+    }
+}
+
+impl Host for InterceptedHost {
+    fn intercept(
+        &self,
+        upgrade: OnUpgrade,
+        client: SocketAddr,
+        user: Option<String>,
+        hello_timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(run(
+            upgrade,
+            self.host.clone(),
+            self.minter.clone(),
+            self.sessions.clone(),
+            client,
+            user,
+            hello_timeout,
+        ))
+    }
+}
+
+/// The handler of one Graph host's intercepted sessions: the host check, then the proxy.
+pub(crate) struct Intercepted {
+    host: String,
+    proxy: Arc<Proxy>,
+}
+
+impl Intercepted {
+    pub(crate) fn new(host: String, proxy: Arc<Proxy>) -> Self {
+        Intercepted { host, proxy }
+    }
+}
+
+impl Handler for Intercepted {
+    async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Result<Response<Body>, DropConnection> {
+        if let Err(named) = names_host(&req, &self.host) {
+            let ids = RequestIds::from_headers(req.headers());
+            info!(host = %self.host, named = %named, client = %conn.remote, "intercepted request for another host refused");
+            return Ok(GraphError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "MisdirectedRequest",
+                format!(
+                    "this connection is for {}; the request names {named}",
+                    self.host
+                ),
+            )
+            .into_response(&ids));
+        }
+        Handler::handle(&self.proxy, req, conn).await
+    }
+}
+
+/// Whether `req` names `host` (and no other): its `:authority` or absolute URI when it has
+/// one, and its `Host` header(s), each `host` or `host:443`. The name it gives otherwise.
+fn names_host<B>(req: &Request<B>, host: &str) -> Result<(), String> {
+    let matches = |authority: &str| {
+        let lower = authority.to_ascii_lowercase();
+        let name = lower.strip_suffix(":443").unwrap_or(&lower);
+        name.strip_suffix('.').unwrap_or(name) == host
+    };
+    let mut named = 0;
+    if let Some(authority) = req.uri().authority() {
+        if !matches(authority.as_str()) {
+            return Err(authority.as_str().to_owned());
+        }
+        named += 1;
+    }
+    for value in req.headers().get_all(header::HOST) {
+        let text = value
+            .to_str()
+            .map_err(|_| "a Host that is not text".to_owned())?;
+        if !matches(text) {
+            return Err(text.to_owned());
+        }
+        named += 1;
+    }
+    if named == 0 {
+        return Err("no host".into());
+    }
+    Ok(())
+}
+
+/// Once the `200` is sent: read the ClientHello, check its name, present a minted leaf, then
+/// serve the session.
+async fn run(
+    upgrade: OnUpgrade,
+    host: String,
+    minter: Arc<Minter>,
+    sessions: Arc<Sessions<Intercepted>>,
+    client: SocketAddr,
+    user: Option<String>,
+    hello_timeout: Duration,
+) {
+    let Ok(upgraded) = upgrade.await else {
+        return;
+    };
+    let acceptor =
+        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
+    let step = |what| (what, host.as_str(), client, hello_timeout);
+    let Some(start) = within(step("the ClientHello"), acceptor).await else {
+        return;
+    };
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(|name| name.trim_end_matches('.').to_ascii_lowercase());
+    if sni.as_deref() != Some(host.as_str()) {
+        info!(%host, sni = sni.as_deref().unwrap_or(""), %client, "intercepted tunnel closed: the ClientHello names another host");
+        return;
+    }
+    let config = match minter.server_config(&host) {
+        Ok(config) => config,
+        Err(error) => {
+            warn!(%host, %error, "intercepted tunnel closed: no certificate");
+            return;
+        }
+    };
+    let Some(tls) = within(step("the TLS handshake"), start.into_stream(config)).await else {
+        return;
+    };
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    info!(%host, %client, user = user.as_deref(), "intercepted tunnel opened");
+    // Shutdown and shedding cut the whole tunnel (`Handoff`); this token is never cancelled.
+    sessions
+        .serve(tls, alpn.as_deref(), client, &CancellationToken::new())
+        .await;
+    info!(%host, %client, user = user.as_deref(), "intercepted tunnel ended");
+}
+
+/// The result of a step of the handshake, `None` (logged) when it failed or took longer than
+/// its limit: `(what, host, client, limit)`.
+async fn within<T>(
+    (what, host, client, limit): (&str, &str, SocketAddr, Duration),
+    step: impl Future<Output = std::io::Result<T>>,
+) -> Option<T> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(error)) => {
+            info!(%host, %client, %error, "intercepted tunnel closed: {what} failed");
+            None
+        }
+        Err(_) => {
+            info!(%host, %client, "intercepted tunnel closed: {what} took too long");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut builder = Request::builder().uri(uri);
+        for h in hosts {
+            builder = builder.header(header::HOST, *h);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_request_must_name_the_tunnels_host_everywhere_it_names_one() {
+        let host = "graph.microsoft.com";
+        assert!(names_host(&req("/v1.0/me", &["graph.microsoft.com"]), host).is_ok());
+        assert!(names_host(&req("/v1.0/me", &["Graph.Microsoft.com:443"]), host).is_ok());
+        assert!(names_host(&req("https://graph.microsoft.com/v1.0/me", &[]), host).is_ok());
+        for (uri, hosts) in [
+            ("/v1.0/me", &["graph.microsoft.us"][..]),
+            ("/v1.0/me", &["graph.microsoft.com:8443"]),
+            ("/v1.0/me", &["graph.microsoft.com", "graph.microsoft.us"]),
+            ("/v1.0/me", &[]),
+            (
+                "https://graph.microsoft.us/v1.0/me",
+                &["graph.microsoft.com"],
+            ),
+            ("https://graph.microsoft.com/v1.0/me", &["evil.example"]),
+        ] {
+            assert!(
+                names_host(&req(uri, hosts), host).is_err(),
+                "{uri} {hosts:?}"
+            );
+        }
+    }
+}
