@@ -114,6 +114,132 @@ key_hash = "sha256:{}:{}"
     .await;
 }
 
+/// Issue 14: the same SDK check, unchanged but for the proxy setting and the CA to trust: the
+/// SDK keeps `https://graph.microsoft.com` as its base URL, httpx takes `HTTPS_PROXY` and
+/// `SSL_CERT_FILE` from the environment, and syncgate in egress mode intercepts the tunnel with
+/// a leaf its CA minted. The emulator serves TLS as `graph.microsoft.com` (syncgate reaches it
+/// through `egress.resolve`, verifying its certificate). Every write must be in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_works_through_egress_mode_with_only_its_proxy_and_ca_set() {
+    let events = run_through_egress("msgraph_sdk_check.py", "", &[]).await;
+    // Every write the SDK made is a completed operation in the log.
+    let completed: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "completed")
+        .filter_map(|e| e["method"].as_str())
+        .collect();
+    for method in ["PUT", "DELETE"] {
+        assert!(
+            completed.contains(&method),
+            "no completed {method} in the log: {completed:?}"
+        );
+    }
+}
+
+/// Issue 14: a rule's refusal inside an intercepted tunnel reaches the SDK as the `ODataError`
+/// 403 it gets in reverse-proxy mode, and is recorded as denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_receives_a_refusal_inside_an_egress_tunnel_as_an_odata_error() {
+    let env = [
+        ("REFUSED_PARTNER", REFUSED_PARTNER),
+        ("RULE_ID", "sync-allowlist"),
+    ];
+    let events = run_through_egress("msgraph_sdk_refusal.py", ALLOWLIST, &env).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "denied" && e["partner_tenant_id"] == REFUSED_PARTNER),
+        "no denied event for the refused partner"
+    );
+}
+
+/// Run `script` from `tests/sdk/` with the SDK's base URL left at `https://graph.microsoft.com`,
+/// through syncgate in egress mode (`config_toml` plus the egress settings below); it must exit
+/// 0. The audit log's events afterwards.
+async fn run_through_egress(
+    script: &str,
+    config_toml: &str,
+    env: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
+    let python = python_venv("sdk/requirements.txt", "sdk-venv").await;
+    let pki = pki::TestPki::generate();
+    // The emulator's certificate also names 127.0.0.1: the check reads its state directly.
+    let (cert, key) = pki.issue_server("graph", &["graph.microsoft.com", "127.0.0.1"]);
+    let stop = CancellationToken::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = listener.local_addr().unwrap();
+    let options = ServeOptions {
+        tls: Some(syncgate::tls::server_config(&cert, &key, None).unwrap()),
+        ..ServeOptions::default()
+    };
+    tokio::spawn(syncgate::emulator::run(listener, options, stop.clone()));
+    let db_dir = tempfile::tempdir().unwrap();
+    let mut raw: RawConfig = toml::from_str(config_toml).expect("the test's config parses");
+    raw.proxy.listen = "127.0.0.1:0".into();
+    raw.admin.listen = "127.0.0.1:0".into();
+    raw.upstream.url = "https://graph.microsoft.com".into();
+    raw.upstream.extra_ca = Some(pki.ca_cert.clone());
+    raw.store.path = db_dir.path().join("syncgate.db");
+    raw.egress.enabled = true;
+    raw.egress.ca_cert = Some(pki.ca_cert.clone());
+    raw.egress.ca_key = Some(pki.ca_key.clone());
+    raw.egress
+        .resolve
+        .insert("graph.microsoft.com".into(), emulator.to_string());
+    let settings = raw.validate().expect("egress settings");
+    let proxy = syncgate::app::start(settings, stop.clone())
+        .await
+        .expect("proxy starts");
+    let mut check = Command::new(&python);
+    check
+        .arg(sdk_dir().join(script))
+        .envs(env.iter().copied())
+        .env("PYTHONUNBUFFERED", "1")
+        .env("SYNCGATE_URL", "https://graph.microsoft.com")
+        .env("EMULATOR_URL", format!("https://{emulator}"))
+        .env("GRAPH_TOKEN", graph_token())
+        .env("HTTPS_PROXY", format!("http://{}", proxy.proxy_addr))
+        .env("SSL_CERT_FILE", &pki.ca_cert)
+        // The check's direct reads of the emulator's state do not go through the proxy.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost");
+    let output = run_to_end(check, CHECK_DEADLINE).await;
+    assert!(
+        output.status.success(),
+        "{script} through egress mode failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    stop.cancel();
+    proxy.stopped().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_syncgate"))
+        .args([
+            "audit", "list", "--format", "json", "--limit", "1000", "--db",
+        ])
+        .arg(db_dir.path().join("syncgate.db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A token the emulator accepts, for a user with the sync policy scope.
+fn graph_token() -> String {
+    syncgate::token::unsigned_jwt(&serde_json::json!({
+        "oid": "11111111-1111-1111-1111-111111111111",
+        "upn": "admin@contoso.example",
+        "tid": "00000000-0000-0000-0000-0000000000aa",
+        "scp": "Policy.ReadWrite.CrossTenantAccess",
+        "idtyp": "user",
+    }))
+}
+
 /// The official Microsoft Graph JavaScript client reads every sub-response of a batch syncgate
 /// unbatched (issue 7: lower-case sub-response header names made its `BatchResponseContent` unable
 /// to read any body, syncgate's own refusals included).
@@ -192,13 +318,7 @@ impl Stack {
 
     /// Run a check program with the stack's URLs and a token in its environment; it must exit 0.
     async fn run(&self, mut check: Command, name: &str) {
-        let token = syncgate::token::unsigned_jwt(&serde_json::json!({
-            "oid": "11111111-1111-1111-1111-111111111111",
-            "upn": "admin@contoso.example",
-            "tid": "00000000-0000-0000-0000-0000000000aa",
-            "scp": "Policy.ReadWrite.CrossTenantAccess",
-            "idtyp": "user",
-        }));
+        let token = graph_token();
         check
             .env("SYNCGATE_URL", self.proxy.url())
             .env("SYNCGATE_ADMIN_URL", self.proxy.admin_url())

@@ -21,6 +21,7 @@ use crate::{app, emulator, tls};
 mod admin;
 mod approvals;
 pub(crate) mod audit;
+mod ca;
 mod demo;
 pub(crate) mod render;
 pub(crate) mod rules;
@@ -126,6 +127,9 @@ pub(crate) enum Command {
     /// The API key is read from --key-file or the SYNCGATE_ADMIN_KEY environment variable, never
     /// from a flag; --admin-url (or SYNCGATE_ADMIN_URL) names the admin listener.
     Approvals(approvals::ApprovalsArgs),
+    /// Egress mode's enterprise CA: `ca init --out DIR` makes one for trials (limited by name
+    /// constraints to the Graph hosts) and prints how to trust it on clients.
+    Ca(ca::CaArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -249,6 +253,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(args).await,
         Command::Rules(args) => rules::run(args).await,
         Command::Admin(args) => admin::run(args),
+        Command::Ca(args) => ca::run(args),
         Command::Approvals(args) => approvals::run(args).await,
         Command::CheckConfig { config } => check_config(&config),
         Command::Migrate { db, config } => migrate(db.as_deref(), &config).await,

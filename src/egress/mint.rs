@@ -199,8 +199,13 @@ pub(crate) mod tests {
         (c, k)
     }
 
-    /// A rustls client trusting only `ca`.
-    fn verifies(ca: &Path, host: &str, config: Arc<rustls::ServerConfig>) -> Result<(), String> {
+    /// Whether a rustls client trusting only `ca` completes a handshake for `host` with
+    /// `config` (in memory); the error it gives otherwise.
+    pub(crate) fn verifies(
+        ca: &Path,
+        host: &str,
+        config: Arc<rustls::ServerConfig>,
+    ) -> Result<(), String> {
         let mut roots = rustls::RootCertStore::empty();
         for c in crate::tls::load_certs(ca).unwrap() {
             roots.add(c).unwrap();

@@ -85,8 +85,8 @@ impl TestPki {
         (cert_path, key_path)
     }
 
-    /// A server certificate signed by this PKI's CA for these DNS names: its certificate and
-    /// key files, named after `name`.
+    /// A server certificate signed by this PKI's CA for these DNS names (or IP addresses): its
+    /// certificate and key files, named after `name`.
     pub fn issue_server(&self, name: &str, dns_names: &[&str]) -> (PathBuf, PathBuf) {
         let names: Vec<String> = dns_names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).unwrap();
