@@ -410,8 +410,9 @@ struct Intercepting {
     _emulator: tokio_util::sync::CancellationToken,
 }
 
-async fn intercepting() -> Intercepting {
-    let pki = TestPki::generate();
+/// The emulator over TLS as `graph.microsoft.com` (a certificate from `pki`): its address, and
+/// what stops it.
+async fn graph_emulator(pki: &TestPki) -> (SocketAddr, tokio_util::sync::CancellationToken) {
     let (cert, key) = pki.issue_server("graph", &["graph.microsoft.com"]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let emulator = listener.local_addr().unwrap();
@@ -421,6 +422,12 @@ async fn intercepting() -> Intercepting {
         ..Default::default()
     };
     tokio::spawn(syncgate::emulator::run(listener, options, stop.clone()));
+    (emulator, stop)
+}
+
+async fn intercepting() -> Intercepting {
+    let pki = TestPki::generate();
+    let (emulator, stop) = graph_emulator(&pki).await;
     let mut raw: RawConfig = proxy_config("https://graph.microsoft.com");
     raw.upstream.extra_ca = Some(pki.ca_cert.clone());
     raw.egress.enabled = true;
@@ -581,4 +588,186 @@ async fn a_graph_host_on_another_port_is_refused() {
     let s = intercepting().await;
     let c = connect(s.proxy.addr, "graph.microsoft.com:8443", "").await;
     assert_eq!(c.status, 403, "{}", c.head);
+}
+
+/// How a test reaches Graph through syncgate, so one test can run in both modes.
+// One per test: the size of the reverse-proxy variant's client does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Through {
+    /// Reverse-proxy mode: the client's base URL is syncgate's.
+    ReverseProxy {
+        client: crate::helpers::TestClient,
+        base: String,
+    },
+    /// Egress mode: `CONNECT graph.microsoft.com:443` to the proxy, TLS trusting `ca`, then the
+    /// request as a client with `HTTPS_PROXY` sends it (a tunnel per request).
+    Egress {
+        proxy: SocketAddr,
+        ca: std::path::PathBuf,
+    },
+}
+
+impl Through {
+    /// Send `method` on `path` (and query) with the admin token and `body` as JSON.
+    pub(crate) async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> crate::helpers::TestResponse {
+        match self {
+            Through::ReverseProxy { client, base } => {
+                client.send(method, &format!("{base}{path}"), body).await
+            }
+            Through::Egress { proxy, ca } => {
+                use http_body_util::BodyExt;
+                let mut sender = tunnel_sender(*proxy, ca).await;
+                let bytes = body.map_or_else(Vec::new, |v| serde_json::to_vec(&v).unwrap());
+                let mut req = http::Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("host", "graph.microsoft.com")
+                    .header(
+                        "authorization",
+                        format!("Bearer {}", crate::helpers::admin_token()),
+                    );
+                if !bytes.is_empty() {
+                    req = req.header("content-type", "application/json");
+                }
+                let req = req
+                    .body(http_body_util::Full::new(bytes::Bytes::from(bytes)))
+                    .unwrap();
+                let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+                    .await
+                    .expect("an answer in time")
+                    .expect("an answer");
+                let (parts, body) = resp.into_parts();
+                crate::helpers::TestResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: body.collect().await.unwrap().to_bytes(),
+                }
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 connection to `graph.microsoft.com` through a `CONNECT` tunnel to `proxy`
+/// (egress mode, intercepting with a CA in the bundle `ca`).
+async fn tunnel_sender<B>(
+    proxy: SocketAddr,
+    ca: &Path,
+) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let c = connect(proxy, "graph.microsoft.com:443", "").await;
+    assert_eq!(c.status, 200, "{}", c.head);
+    let mut config = crate::harness::tls_config_trusting(ca).with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(server_name("graph.microsoft.com"), c.stream)
+        .await
+        .expect("the intercepted tunnel's TLS");
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// 50 MiB up and down through an intercepted tunnel of a proxy running as its own process:
+/// streamed, so its peak memory grows far less than the bodies (as in reverse-proxy mode,
+/// `proxy::fifty_mebibytes_stream_through_with_bounded_memory`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_mebibytes_stream_through_an_intercepted_tunnel_with_bounded_memory() {
+    use crate::harness::{PatternBody, hash_body, pattern_sha256};
+    const SIZE: u64 = 50 * 1024 * 1024;
+    let pki = TestPki::generate();
+    let (emulator, stop) = graph_emulator(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("egress.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nextra_ca = {:?}\n[egress]\nenabled = true\nca_cert = {:?}\nca_key = {:?}\n\
+             [egress.resolve]\n\"graph.microsoft.com\" = \"{emulator}\"\n",
+            pki.ca_cert, pki.ca_cert, pki.ca_key
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let proxy =
+        crate::harness::spawn_child_proxy("https://graph.microsoft.com", &["--config", &config]);
+    let addr: SocketAddr = proxy.url.trim_start_matches("http://").parse().unwrap();
+    let ca = pki.ca_cert.clone();
+    let send = |req: http::Request<syncgate::body::Body>| {
+        let ca = ca.clone();
+        async move {
+            let mut sender = tunnel_sender(addr, &ca).await;
+            sender.send_request(req).await.unwrap()
+        }
+    };
+    let warm = http::Request::get("/_emulator/bytes?size=1024")
+        .header("host", "graph.microsoft.com")
+        .body(syncgate::body::empty())
+        .unwrap();
+    assert_eq!(send(warm).await.status(), 200);
+    let baseline = proxy.memory_kib("VmRSS");
+    let upload = http::Request::post("/_emulator/echo")
+        .header("host", "graph.microsoft.com")
+        .header("content-type", "application/octet-stream")
+        .body(syncgate::body::stream(PatternBody::new(SIZE)))
+        .unwrap();
+    let resp = send(upload).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        hash_body(resp.into_body()).await,
+        (SIZE, pattern_sha256(SIZE))
+    );
+    let download = http::Request::get(format!("/_emulator/bytes?size={SIZE}"))
+        .header("host", "graph.microsoft.com")
+        .body(syncgate::body::empty())
+        .unwrap();
+    let resp = send(download).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        hash_body(resp.into_body()).await,
+        (SIZE, pattern_sha256(SIZE))
+    );
+    let peak = proxy.memory_kib("VmHWM");
+    eprintln!("egress proxy memory: baseline RSS {baseline} KiB, peak {peak} KiB after 2 x 50 MiB");
+    assert!(
+        peak < baseline + 16 * 1024,
+        "peak RSS {peak} KiB grew more than 16 MiB over the {baseline} KiB baseline"
+    );
+    stop.cancel();
+}
+
+/// The alias forms of the reverse-proxy test, through an intercepted tunnel: governed alike.
+#[tokio::test]
+async fn every_alias_form_through_an_intercepted_tunnel_is_governed_as_in_reverse_proxy_mode() {
+    let s = intercepting().await;
+    let through = Through::Egress {
+        proxy: s.proxy.addr,
+        ca: s.pki.ca_cert.clone(),
+    };
+    let writes = crate::governed::every_alias_form_is_governed(&through, &s.proxy.db_path).await;
+    assert_eq!(writes, 30);
+}
+
+/// The mixed `$batch` of the reverse-proxy test, through an intercepted tunnel: unbatched and
+/// governed alike.
+#[tokio::test]
+async fn a_batch_through_an_intercepted_tunnel_is_unbatched_and_governed_as_in_reverse_proxy_mode()
+{
+    let s = intercepting().await;
+    let through = Through::Egress {
+        proxy: s.proxy.addr,
+        ca: s.pki.ca_cert.clone(),
+    };
+    crate::governed::a_mixed_batch_is_unbatched(&through, &s.proxy.db_path).await;
 }

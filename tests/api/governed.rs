@@ -271,7 +271,32 @@ async fn graph_errors_are_relayed_and_recorded_as_not_applied() {
 async fn every_alias_form_of_a_sync_change_is_governed() {
     let emulator = spawn_emulator().await;
     let proxy = spawn_proxy(&emulator.base).await;
-    let client = TestClient::new();
+    seed_partner(&emulator, PARTNER).await;
+    let through = crate::egress::Through::ReverseProxy {
+        client: TestClient::new(),
+        base: proxy.url.clone(),
+    };
+    let expected_writes = every_alias_form_is_governed(&through, &proxy.db_path).await;
+    let through_proxy: Vec<_> = writes_received(&emulator)
+        .await
+        .into_iter()
+        .filter(|w| {
+            w["path"]
+                .as_str()
+                .unwrap()
+                .contains("identitySynchronization")
+        })
+        .collect();
+    assert_eq!(through_proxy.len(), expected_writes);
+}
+
+/// Create, change and delete [`PARTNER`]'s policy through every alias form, `through` syncgate
+/// (reverse-proxy mode, or egress mode's intercepted tunnel), and check each write's events in
+/// the log at `db`; the number of writes made.
+pub(crate) async fn every_alias_form_is_governed(
+    through: &crate::egress::Through,
+    db: &Path,
+) -> usize {
     let upper = PARTNER.to_uppercase();
     let forms = [
         format!(
@@ -303,13 +328,11 @@ async fn every_alias_form_of_a_sync_change_is_governed() {
             "/BETA/policies/crossTenantAccessPolicy/partners('{upper}')/identitySynchronization/"
         ),
     ];
-    seed_partner(&emulator, PARTNER).await;
     let mut expected_writes = 0;
     for (i, form) in forms.iter().enumerate() {
         // Create, change and delete through the same alias.
-        let url = format!("{}{form}", proxy.url);
-        let put = client
-            .send(Method::PUT, &url, Some(json!({"displayName": format!("form {i}"), "userSyncInbound": {"isSyncAllowed": true}})))
+        let put = through
+            .send(Method::PUT, form, Some(json!({"displayName": format!("form {i}"), "userSyncInbound": {"isSyncAllowed": true}})))
             .await;
         assert_eq!(
             put.status,
@@ -317,15 +340,15 @@ async fn every_alias_form_of_a_sync_change_is_governed() {
             "PUT via {form}: {:?}",
             put.body
         );
-        let patch = client
+        let patch = through
             .send(
                 Method::PATCH,
-                &url,
+                form,
                 Some(json!({"displayName": format!("form {i}!")})),
             )
             .await;
         assert_eq!(patch.status, StatusCode::NO_CONTENT, "PATCH via {form}");
-        let delete = client.send(Method::DELETE, &url, None).await;
+        let delete = through.send(Method::DELETE, form, None).await;
         assert_eq!(delete.status, StatusCode::NO_CONTENT, "DELETE via {form}");
         expected_writes += 3;
         for (resp, kind) in [
@@ -333,32 +356,24 @@ async fn every_alias_form_of_a_sync_change_is_governed() {
             (&patch, "sync_update"),
             (&delete, "sync_delete"),
         ] {
-            let events = operation(&proxy.db_path, &audit_id(resp));
+            let events = operation(db, &audit_id(resp));
             assert_eq!(kinds(&events), ["received", "completed"], "{form}");
             assert_eq!(events[1]["operation"], kind, "{form}");
             assert_eq!(events[1]["effect"], "applied", "{form}: {:?}", events[1]);
             assert_eq!(events[1]["partner_tenant_id"], PARTNER);
         }
     }
-    let through_proxy: Vec<_> = writes_received(&emulator)
-        .await
+    let received = audit_events(db)
         .into_iter()
-        .filter(|w| {
-            w["path"]
-                .as_str()
-                .unwrap()
-                .contains("identitySynchronization")
+        .filter(|e| {
+            e["kind"] == "received"
+                && e["canonical_path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/identitysynchronization"))
         })
-        .collect();
-    assert_eq!(through_proxy.len(), expected_writes);
-    let received = audit_events(&proxy.db_path)
-        .into_iter()
-        .filter(|e| e["kind"] == "received")
         .count();
-    assert_eq!(
-        received, expected_writes,
-        "one received event per write the emulator saw"
-    );
+    assert_eq!(received, expected_writes, "one received event per write");
+    expected_writes
 }
 
 #[tokio::test]
@@ -878,7 +893,21 @@ async fn a_locked_audit_log_refuses_governed_writes_with_503_and_lets_other_traf
 #[tokio::test]
 async fn a_batch_mixing_plain_governed_and_dependent_requests_is_unbatched() {
     let (emulator, proxy) = seeded_proxy().await;
-    let client = TestClient::new();
+    let through = crate::egress::Through::ReverseProxy {
+        client: TestClient::new(),
+        base: proxy.url.clone(),
+    };
+    a_mixed_batch_is_unbatched(&through, &proxy.db_path).await;
+    assert_eq!(
+        state(&emulator).await["identitySynchronization"][PARTNER]["displayName"],
+        "Batched 2"
+    );
+}
+
+/// A `$batch` of a read, two dependent changes to [`PARTNER`] and two to a partner that does not
+/// exist, `through` syncgate in either mode: unbatched, each governed change recorded, Graph's
+/// own errors and 424 relayed, the failed one's dependent never run.
+pub(crate) async fn a_mixed_batch_is_unbatched(through: &crate::egress::Through, db: &Path) {
     let batch = json!({"requests": [
         {"id": "1", "method": "GET", "url": "/policies/crossTenantAccessPolicy/partners"},
         {"id": "2", "method": "PUT", "url": format!("policies/crossTenantAccessPolicy/partners('{}')/identitySynchronization", PARTNER.to_uppercase()),
@@ -889,12 +918,8 @@ async fn a_batch_mixing_plain_governed_and_dependent_requests_is_unbatched() {
          "headers": {"Content-Type": "application/json"}, "body": {"displayName": "nope"}},
         {"id": "5", "method": "DELETE", "url": format!("/policies/crossTenantAccessPolicy/partners/{OTHER}/identitySynchronization"), "dependsOn": ["4"]}
     ]});
-    let resp = client
-        .send(
-            Method::POST,
-            &format!("{}/v1.0/$batch", proxy.url),
-            Some(batch),
-        )
+    let resp = through
+        .send(Method::POST, "/v1.0/$batch", Some(batch))
         .await;
     assert_eq!(resp.status, StatusCode::OK, "{:?}", resp.body);
     let responses = resp.json()["responses"].as_array().unwrap().clone();
@@ -918,18 +943,19 @@ async fn a_batch_mixing_plain_governed_and_dependent_requests_is_unbatched() {
             .unwrap()
             .to_owned();
         assert_eq!(
-            kinds(&operation(&proxy.db_path, &audit)),
+            kinds(&operation(db, &audit)),
             ["received", "completed"],
             "sub-request {id}"
         );
     }
-    assert_eq!(
-        state(&emulator).await["identitySynchronization"][PARTNER]["displayName"],
-        "Batched 2"
-    );
-    let received = audit_events(&proxy.db_path)
+    let received = audit_events(db)
         .iter()
-        .filter(|e| e["kind"] == "received")
+        .filter(|e| {
+            e["kind"] == "received"
+                && e["canonical_path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/identitysynchronization"))
+        })
         .count();
     assert_eq!(received, 3, "the 424'd request never ran");
 }
