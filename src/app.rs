@@ -118,7 +118,9 @@ pub async fn start(
     let (proxy_options, admin_options) = serve_options(&settings, &metrics);
     if let Some(egress) = &settings.egress {
         let intercept = interception(&proxy, &upstream, egress, &proxy_options);
-        proxy = proxy.with_egress(crate::egress::Egress::new(egress.clone(), intercept));
+        let egress =
+            crate::egress::Egress::new(egress.clone(), intercept).with_metrics(metrics.clone());
+        proxy = proxy.with_egress(egress);
     }
     let proxy = Arc::new(proxy);
     let approvals = ApprovalTasks::spawn(&settings, &store, &metrics, wake);

@@ -24,6 +24,7 @@ pub(crate) mod mint;
 mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -36,6 +37,7 @@ use crate::admin::auth::ApiKey;
 use crate::body::Body;
 use crate::config::egress::{EgressSettings, OtherHosts};
 use crate::graph_error::{GraphError, RequestIds};
+use crate::metrics::{EgressOutcome, Metrics};
 use crate::server::ConnInfo;
 use hosts::Target;
 
@@ -65,6 +67,7 @@ pub(crate) struct Egress {
     /// `None` without `egress.ca_cert`: Graph hosts are then refused.
     intercept: Option<intercept::Intercept>,
     graph_addresses: tokio::sync::Mutex<Option<(Instant, Vec<IpAddr>)>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Egress {
@@ -73,7 +76,14 @@ impl Egress {
             settings,
             intercept,
             graph_addresses: tokio::sync::Mutex::new(None),
+            metrics: Arc::new(Metrics::new(None)),
         }
+    }
+
+    /// Count into `metrics` (the running syncgate's) instead of a registry nobody scrapes.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// What to do with a `CONNECT` to `target`, by name alone.
@@ -199,12 +209,46 @@ impl Egress {
         )
     }
 
-    /// Answer a `CONNECT`.
-    pub(crate) async fn connect(
+    /// Answer a `CONNECT`, counted in `syncgate_egress_connects_total`.
+    pub(crate) async fn connect(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+        let response = self.answer(req, conn).await;
+        let outcome = match response.extensions().get::<EgressOutcome>() {
+            Some(opened) => *opened,
+            None => match response.status() {
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED => EgressOutcome::Unauthenticated,
+                StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED => {
+                    EgressOutcome::BadRequest
+                }
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => EgressOutcome::Unreachable,
+                _ => EgressOutcome::Refused,
+            },
+        };
+        self.metrics.egress_connect(outcome);
+        response
+    }
+
+    /// The `200` that opens a tunnel of `kind`, and the work it hands off, kept in the gauge of
+    /// open ones while it runs.
+    fn opened(
         &self,
-        mut req: Request<Incoming>,
         conn: &ConnInfo,
-    ) -> Response<Body> {
+        kind: EgressOutcome,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Option<Response<Body>> {
+        let open = OpenGauge::new(self.metrics.egress_open(kind));
+        let counted = async move {
+            work.await;
+            drop(open);
+        };
+        if !conn.handoff.spawn(counted) {
+            return None;
+        }
+        let mut response = Response::new(crate::body::empty());
+        response.extensions_mut().insert(kind);
+        Some(response)
+    }
+
+    async fn answer(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let ids = RequestIds::from_headers(req.headers());
         let refuse = |status: StatusCode, code: &str, message: String| {
             GraphError::new(status, code, message).into_response(&ids)
@@ -258,14 +302,9 @@ impl Egress {
                         who.map(str::to_owned),
                         self.settings.hello_timeout,
                     );
-                    if !conn.handoff.spawn(work) {
-                        return refuse(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "ServiceUnavailable",
-                            "the connection is closing".into(),
-                        );
-                    }
-                    return Response::new(crate::body::empty());
+                    return self
+                        .opened(conn, EgressOutcome::Intercepted, work)
+                        .unwrap_or_else(|| closing(&ids));
                 }
                 info!(host = %target.host, user = who, client = %conn.remote, "CONNECT to a Graph host refused: interception is not set up");
                 return refuse(
@@ -332,15 +371,40 @@ impl Egress {
             client: conn.remote,
             hello_timeout: self.settings.hello_timeout,
             idle_timeout: self.settings.tunnel_idle_timeout,
+            metrics: self.metrics.clone(),
         };
-        if !conn.handoff.spawn(tunnel.run(upgrade, upstream)) {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "the connection is closing".into(),
-            );
-        }
-        Response::new(crate::body::empty())
+        self.opened(
+            conn,
+            EgressOutcome::Tunnelled,
+            tunnel.run(upgrade, upstream),
+        )
+        .unwrap_or_else(|| closing(&ids))
+    }
+}
+
+/// `503`: the connection a `CONNECT` came on is already closing.
+fn closing(ids: &RequestIds) -> Response<Body> {
+    GraphError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        "the connection is closing",
+    )
+    .into_response(ids)
+}
+
+/// Holds a gauge one higher for as long as it lives (a tunnel cut by shutdown included).
+struct OpenGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenGauge {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -22,6 +22,7 @@ pub(super) struct Tunnel {
     pub(super) client: SocketAddr,
     pub(super) hello_timeout: Duration,
     pub(super) idle_timeout: Duration,
+    pub(super) metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Tunnel {
@@ -78,13 +79,17 @@ impl Tunnel {
             done = &mut spliced => if done.is_ok() { "closed" } else { "broken" },
             () = idle => "idle",
         };
-        let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+        let (up, down) = (
+            up.load(Ordering::Relaxed) + first.len() as u64,
+            down.load(Ordering::Relaxed),
+        );
+        self.metrics.egress_tunnel_bytes(up, down);
         info!(
             host = %self.target.host,
             port = self.target.port,
             client = %self.client,
             user = self.user.as_deref(),
-            bytes_up = up + first.len() as u64,
+            bytes_up = up,
             bytes_down = down,
             duration_ms = started.elapsed().as_millis() as u64,
             end = how,

@@ -54,6 +54,74 @@ impl RouteClass {
     }
 }
 
+/// How egress mode answered a `CONNECT` (see [`crate::egress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum EgressOutcome {
+    /// A Graph host, intercepted.
+    Intercepted,
+    /// Another host, tunnelled (once its ClientHello names it).
+    Tunnelled,
+    /// Refused by policy: a Graph host without a CA, an IP literal, a host not allowed, one
+    /// resolving to a Graph address.
+    Refused,
+    /// No valid `Proxy-Authorization` (407).
+    Unauthenticated,
+    /// A target that is not `host:port`, or `CONNECT` not over HTTP/1.1.
+    BadRequest,
+    /// The host could not be resolved or reached.
+    Unreachable,
+}
+
+impl EgressOutcome {
+    pub(crate) const ALL: [EgressOutcome; 6] = [
+        EgressOutcome::Intercepted,
+        EgressOutcome::Tunnelled,
+        EgressOutcome::Refused,
+        EgressOutcome::Unauthenticated,
+        EgressOutcome::BadRequest,
+        EgressOutcome::Unreachable,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EgressOutcome::Intercepted => "intercepted",
+            EgressOutcome::Tunnelled => "tunnelled",
+            EgressOutcome::Refused => "refused",
+            EgressOutcome::Unauthenticated => "unauthenticated",
+            EgressOutcome::BadRequest => "bad_request",
+            EgressOutcome::Unreachable => "unreachable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct EgressLabels {
+    pub(crate) outcome: EgressOutcome,
+}
+
+/// Which way a tunnel's bytes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Direction {
+    /// From the client to the host.
+    Up,
+    /// From the host to the client.
+    Down,
+}
+
+impl Direction {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct DirectionLabels {
+    pub(crate) direction: Direction,
+}
+
 /// What the rules decided for a governed change, as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum DecisionLabel {
@@ -141,7 +209,9 @@ label_value_by_name!(
     UpstreamFailure,
     ListenerLabel,
     Mode,
-    Effect
+    Effect,
+    EgressOutcome,
+    Direction
 );
 
 /// An HTTP status code as a label: the three digits, or `other` for a code outside 100–599 (so

@@ -28,10 +28,11 @@ use crate::audit::Effect;
 use crate::rules::{Evaluation, Verdict};
 use crate::store::Store;
 use labels::{
-    DecisionLabel, DecisionLabels, EffectLabels, ListenerLabels, RequestLabels, RuleLabels,
-    RuleNames, RuleOutcome, StatusLabel, UpstreamFailureLabels,
+    DecisionLabel, DecisionLabels, Direction, DirectionLabels, EffectLabels, EgressLabels,
+    ListenerLabels, RequestLabels, RuleLabels, RuleNames, RuleOutcome, StatusLabel,
+    UpstreamFailureLabels,
 };
-pub(crate) use labels::{ListenerLabel, RouteClass, UpstreamFailure};
+pub(crate) use labels::{EgressOutcome, ListenerLabel, RouteClass, UpstreamFailure};
 
 /// Which text format a scrape gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +91,12 @@ pub(crate) struct Metrics {
     upstream_failures: Family<UpstreamFailureLabels, Counter>,
     /// Connections open now, per listener (set by each listener's tracker).
     connections: Family<ListenerLabels, Gauge>,
+    /// Egress mode's `CONNECT`s, by how they were answered.
+    egress_connects: Family<EgressLabels, Counter>,
+    /// Bytes carried by tunnels (not intercepted ones), by direction.
+    egress_tunnel_bytes: Family<DirectionLabels, Counter>,
+    /// Tunnels and intercepted sessions open now.
+    egress_open: Family<EgressLabels, Gauge>,
     /// The approval gate: requests pending, webhook notices waiting, deliveries and failures
     /// (kept by the notices' delivery task, `approvals/notify.rs`).
     pub(crate) approvals: crate::approvals::notify::NotifyInstruments,
@@ -114,6 +121,9 @@ impl Metrics {
             upstream_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             upstream_failures: Family::default(),
             connections: Family::default(),
+            egress_connects: Family::default(),
+            egress_tunnel_bytes: Family::default(),
+            egress_open: Family::default(),
             approvals: Default::default(),
             registry: Registry::default(),
         };
@@ -182,6 +192,19 @@ impl Metrics {
                 .upstream_failures
                 .get_or_create(&UpstreamFailureLabels { reason });
         }
+        for outcome in EgressOutcome::ALL {
+            let _ = self
+                .egress_connects
+                .get_or_create(&EgressLabels { outcome });
+        }
+        for direction in [Direction::Up, Direction::Down] {
+            let _ = self
+                .egress_tunnel_bytes
+                .get_or_create(&DirectionLabels { direction });
+        }
+        for outcome in [EgressOutcome::Intercepted, EgressOutcome::Tunnelled] {
+            let _ = self.egress_open.get_or_create(&EgressLabels { outcome });
+        }
     }
 
     fn register(&self, registry: &mut Registry) {
@@ -240,6 +263,22 @@ impl Metrics {
             "open_connections",
             "Connections open now, by listener",
             self.connections.clone(),
+        );
+        registry.register(
+            "egress_connects",
+            "CONNECT requests egress mode answered, by outcome",
+            self.egress_connects.clone(),
+        );
+        registry.register_with_unit(
+            "egress_tunnel",
+            "Bytes carried by tunnels to hosts that are not intercepted, by direction",
+            Unit::Bytes,
+            self.egress_tunnel_bytes.clone(),
+        );
+        registry.register(
+            "egress_open",
+            "Tunnels (tunnelled) and intercepted sessions open now",
+            self.egress_open.clone(),
         );
         let approvals = &self.approvals;
         registry.register(
@@ -322,6 +361,29 @@ impl Metrics {
         self.upstream_failures
             .get_or_create(&UpstreamFailureLabels { reason })
             .inc();
+    }
+
+    /// Egress mode answered a `CONNECT` with `outcome`.
+    pub(crate) fn egress_connect(&self, outcome: EgressOutcome) {
+        self.egress_connects
+            .get_or_create(&EgressLabels { outcome })
+            .inc();
+    }
+
+    /// A tunnel carried `up` and `down` bytes (counted when it ends).
+    pub(crate) fn egress_tunnel_bytes(&self, up: u64, down: u64) {
+        for (direction, bytes) in [(Direction::Up, up), (Direction::Down, down)] {
+            self.egress_tunnel_bytes
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(bytes);
+        }
+    }
+
+    /// The gauge of open tunnels (`Tunnelled`) or intercepted sessions (`Intercepted`).
+    pub(crate) fn egress_open(&self, kind: EgressOutcome) -> Gauge {
+        self.egress_open
+            .get_or_create(&EgressLabels { outcome: kind })
+            .clone()
     }
 
     /// The gauge `listener`'s tracker keeps at its open connection count.

@@ -184,6 +184,6 @@ async fn docs_metrics_md_lists_every_metric_with_its_labels() {
         }
         names.push(name.to_owned());
     }
-    assert_eq!(names.len(), 24, "{names:?}");
+    assert_eq!(names.len(), 27, "{names:?}");
     store.close().await;
 }

@@ -91,6 +91,7 @@ async fn setup(configure: impl FnOnce(&mut RawEgress)) -> Setup {
         format!("127.0.0.3:{}", graph.port() + 1),
     );
     raw.egress.tunnel_idle_timeout = "30s".into();
+    raw.admin.metrics_public = true;
     configure(&mut raw.egress);
     let proxy = spawn_proxy_with(raw).await;
     Setup {
@@ -152,6 +153,16 @@ fn tls_connector(ca: &Path) -> TlsConnector {
 
 fn server_name(name: &str) -> rustls_pki_types::ServerName<'static> {
     rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap()
+}
+
+/// A tunnel to the token host, its TLS session with the echo server open.
+async fn tunnel_to_token_host(s: &Setup) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let c = connect(s.proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
+    assert_eq!(c.status, 200, "{}", c.head);
+    tls_connector(&s.pki.ca_cert)
+        .connect(server_name(TOKEN_HOST), c.stream)
+        .await
+        .unwrap()
 }
 
 /// Whether `stream` is closed by the far end within a few seconds, having sent nothing.
@@ -328,11 +339,7 @@ async fn a_silent_tunnel_is_closed_after_its_hello_timeout_and_an_idle_one_after
 #[tokio::test]
 async fn shutdown_ends_open_tunnels() {
     let s = setup(|_| {}).await;
-    let c = connect(s.proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
-    let mut tls = tls_connector(&s.pki.ca_cert)
-        .connect(server_name(TOKEN_HOST), c.stream)
-        .await
-        .unwrap();
+    let mut tls = tunnel_to_token_host(&s).await;
     let started = Instant::now();
     s.proxy.shutdown().await;
     assert!(
@@ -770,4 +777,84 @@ async fn a_batch_through_an_intercepted_tunnel_is_unbatched_and_governed_as_in_r
         ca: s.pki.ca_cert.clone(),
     };
     crate::governed::a_mixed_batch_is_unbatched(&through, &s.proxy.db_path).await;
+}
+
+/// `GET /metrics` on the admin listener, as text.
+async fn metrics(admin: SocketAddr) -> String {
+    let resp = crate::helpers::TestClient::without_token()
+        .get(&format!("http://{admin}/metrics"))
+        .await;
+    assert_eq!(resp.status, http::StatusCode::OK);
+    String::from_utf8(resp.body.to_vec()).unwrap()
+}
+
+/// The value of the sample `series` (name and labels, as rendered).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn tunnels_and_refusals_are_counted_in_the_metrics() {
+    let s = setup(|_| {}).await;
+    let mut tls = tunnel_to_token_host(&s).await;
+    tls.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    tls.read_exact(&mut pong).await.unwrap();
+    let open = metrics(s.proxy.admin_addr).await;
+    assert_eq!(
+        sample(&open, "syncgate_egress_open{outcome=\"tunnelled\"}"),
+        1.0
+    );
+    drop(tls);
+    assert_eq!(
+        connect(s.proxy.addr, "graph.microsoft.com:443", "")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        connect(s.proxy.addr, "example.org:443", "").await.status,
+        403
+    );
+    assert_eq!(connect(s.proxy.addr, "nope", "").await.status, 400);
+    // The tunnel's task counts its bytes once it has seen the close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = metrics(s.proxy.admin_addr).await;
+        if sample(&text, "syncgate_egress_open{outcome=\"tunnelled\"}") == 0.0
+            || Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let count = |outcome: &str| {
+        sample(
+            &text,
+            &format!("syncgate_egress_connects_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(count("tunnelled"), 1.0);
+    assert_eq!(count("refused"), 2.0);
+    assert_eq!(count("bad_request"), 1.0);
+    assert_eq!(count("intercepted"), 0.0);
+    assert_eq!(
+        sample(&text, "syncgate_egress_open{outcome=\"tunnelled\"}"),
+        0.0
+    );
+    // The ClientHello and "ping" went up; the server's handshake and "ping" came down.
+    assert!(
+        sample(
+            &text,
+            "syncgate_egress_tunnel_bytes_total{direction=\"up\"}"
+        ) > 4.0
+    );
+    assert!(
+        sample(
+            &text,
+            "syncgate_egress_tunnel_bytes_total{direction=\"down\"}"
+        ) > 4.0
+    );
 }
