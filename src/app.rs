@@ -52,6 +52,8 @@ pub enum StartError {
 pub struct RunningProxy {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Egress mode's own listener (`egress.listen`), when it has one.
+    pub egress_addr: Option<SocketAddr>,
     /// Whether clients reach the proxy over TLS.
     pub tls: bool,
     /// Whether the admin listener serves TLS (`[admin.tls]`).
@@ -115,21 +117,40 @@ pub async fn start(
         )?;
         proxy = proxy.with_access_log(log);
     }
-    let (proxy_options, admin_options) = serve_options(&settings, &metrics);
+    let (mut proxy_options, admin_options) = serve_options(&settings, &metrics);
+    if settings.egress.as_ref().is_some_and(|e| e.listen.is_some()) {
+        // Two listeners share the descriptors `limits.max_connections` was sized for (one per
+        // client connection and one for its upstream): each gets half.
+        let half = (proxy_options.max_connections / 2).max(1);
+        proxy_options.max_connections = half;
+        proxy_options.max_connections_per_client =
+            proxy_options.max_connections_per_client.min(half);
+    }
+    // Egress mode on the proxy listener, or on a listener of its own serving a proxy that shares
+    // this one's governor (the proxy listener then answers reverse-proxy requests only).
+    let mut egress_proxy = None;
     if let Some(egress) = &settings.egress {
         let intercept = interception(&proxy, &upstream, egress, &proxy_options);
-        let egress =
+        let forward =
             crate::egress::Egress::new(egress.clone(), intercept).with_metrics(metrics.clone());
-        proxy = proxy.with_egress(egress);
+        if egress.listen.is_some() {
+            egress_proxy = Some(Arc::new(
+                proxy.for_upstream(upstream.clone()).with_egress(forward),
+            ));
+        } else {
+            proxy = proxy.with_egress(forward);
+        }
     }
     let proxy = Arc::new(proxy);
     let approvals = ApprovalTasks::spawn(&settings, &store, &metrics, wake);
     let summaries = Summaries::spawn(&proxy);
     spawn_recovery(&proxy, &settings, &store, shutdown.clone());
     let (proxy_addr, admin_addr) = (listeners.proxy_addr, listeners.admin_addr);
+    let egress_addr = listeners.egress.as_ref().map(|(_, addr)| *addr);
     let serving = Serving {
         listeners,
         proxy,
+        egress_proxy,
         admin: Arc::new(
             Admin::new(
                 shutdown.clone(),
@@ -149,6 +170,7 @@ pub async fn start(
     Ok(RunningProxy {
         proxy_addr,
         admin_addr,
+        egress_addr,
         tls,
         admin_tls,
         rules,
@@ -173,10 +195,12 @@ async fn open_audit_log(settings: &Settings) -> Result<Store, StartError> {
         })
 }
 
-/// The proxy and admin listeners, bound, with the addresses they got (port 0 picks a free one).
+/// The proxy and admin listeners (and egress mode's own, when configured), bound, with the
+/// addresses they got (port 0 picks a free one).
 struct Listeners {
     proxy: TcpListener,
     admin: TcpListener,
+    egress: Option<(TcpListener, SocketAddr)>,
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
 }
@@ -196,9 +220,18 @@ impl Listeners {
         };
         let proxy_addr = local(&proxy, settings.listen)?;
         let admin_addr = local(&admin, settings.admin_listen)?;
+        let egress = match settings.egress.as_ref().and_then(|e| e.listen) {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                let bound = local(&listener, addr)?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
         Ok(Self {
             proxy,
             admin,
+            egress,
             proxy_addr,
             admin_addr,
         })
@@ -408,6 +441,8 @@ fn serve_options(settings: &Settings, metrics: &Metrics) -> (ServeOptions, Serve
 struct Serving {
     listeners: Listeners,
     proxy: Arc<Proxy>,
+    /// The proxy egress mode's own listener serves (`egress.listen`).
+    egress_proxy: Option<Arc<Proxy>>,
     admin: Arc<Admin>,
     proxy_options: ServeOptions,
     admin_options: ServeOptions,
@@ -427,6 +462,21 @@ impl Serving {
             self.admin_options,
             admin_stop.clone(),
         ));
+        // Plain HTTP, whatever [proxy.tls] says: clients reach a forward proxy in the clear and
+        // open their own TLS inside the tunnel.
+        let egress_task =
+            self.listeners
+                .egress
+                .zip(self.egress_proxy)
+                .map(|((listener, _), proxy)| {
+                    let options = ServeOptions {
+                        tls: None,
+                        name: "egress",
+                        open_connections: None,
+                        ..self.proxy_options.clone()
+                    };
+                    tokio::spawn(server::serve(listener, proxy, options, shutdown.clone()))
+                });
         server::serve(
             self.listeners.proxy,
             self.proxy,
@@ -434,6 +484,9 @@ impl Serving {
             shutdown,
         )
         .await;
+        if let Some(task) = egress_task {
+            let _ = task.await;
+        }
         admin_stop.cancel();
         let _ = admin_task.await;
         // Every in-flight request has finished: record the refusals still counted, then flush

@@ -212,6 +212,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 running.url()
             );
             println!("syncgate: admin listening on {}", running.admin_url());
+            if let Some(egress) = running.egress_addr {
+                println!("syncgate: egress (forward proxy) listening on http://{egress}");
+            }
             tracing::info!(version = %running.rules.current().version(), "rules in force");
             tokio::spawn(stopping);
             tokio::spawn(reloading);

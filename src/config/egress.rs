@@ -25,6 +25,10 @@ pub struct RawEgress {
     /// Answer `CONNECT` on the proxy listener.
     #[serde(default)]
     pub enabled: bool,
+    /// Serve egress mode on a listener of its own (plain HTTP, e.g. `127.0.0.1:3128`) instead
+    /// of the proxy listener, which then answers only reverse-proxy requests.
+    #[serde(default)]
+    pub listen: Option<String>,
     /// The hosts intercepted and governed (exact names).
     #[serde(default = "default_graph_hosts")]
     pub graph_hosts: Vec<String>,
@@ -62,6 +66,7 @@ impl Default for RawEgress {
     fn default() -> Self {
         Self {
             enabled: false,
+            listen: None,
             graph_hosts: default_graph_hosts(),
             other_hosts: OtherHosts::default(),
             allow: default_allow(),
@@ -129,6 +134,8 @@ pub(crate) struct EgressSettings {
     pub(crate) minter: Option<Arc<Minter>>,
     /// Each Graph host as an upstream (`https://host`).
     pub(crate) graph_upstreams: Vec<(String, UpstreamTarget)>,
+    /// A listener of its own; `None`: the proxy listener.
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 impl RawEgress {
@@ -216,7 +223,17 @@ impl RawEgress {
                 .map_err(|e| invalid("egress.graph_hosts", format!("{host:?}: {e}")))?;
             graph_upstreams.push((host.clone(), target));
         }
+        let listen = self
+            .listen
+            .as_deref()
+            .map(|text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    invalid("egress.listen", format!("{text:?} is not an address:port"))
+                })
+            })
+            .transpose()?;
         Ok(Some(EgressSettings {
+            listen,
             minter,
             graph_upstreams,
             graph_hosts,

@@ -858,3 +858,31 @@ async fn tunnels_and_refusals_are_counted_in_the_metrics() {
         ) > 4.0
     );
 }
+
+/// `egress.listen`: CONNECT is answered on egress mode's own listener only; the proxy listener
+/// keeps reverse-proxy mode alone (and answers CONNECT 405).
+#[tokio::test]
+async fn egress_mode_on_a_listener_of_its_own_leaves_the_proxy_listener_reverse_only() {
+    let pki = TestPki::generate();
+    let echo = echo_server(&pki, "127.0.0.2:0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut raw: RawConfig = proxy_config("http://127.0.0.1:9");
+    raw.store.path = dir.path().join("syncgate.db");
+    raw.egress.enabled = true;
+    raw.egress.listen = Some("127.0.0.1:0".into());
+    raw.egress
+        .resolve
+        .insert(TOKEN_HOST.into(), echo.to_string());
+    let running = syncgate::app::start(raw.validate().unwrap(), stop.clone())
+        .await
+        .unwrap();
+    let egress = running.egress_addr.expect("an egress listener");
+    assert_ne!(egress, running.proxy_addr);
+    let target = format!("{TOKEN_HOST}:443");
+    assert_eq!(connect(egress, &target, "").await.status, 200);
+    let on_proxy = connect(running.proxy_addr, &target, "").await;
+    assert_eq!(on_proxy.status, 405, "{}", on_proxy.head);
+    stop.cancel();
+    running.stopped().await;
+}
