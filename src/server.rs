@@ -61,6 +61,8 @@ pub struct ConnInfo {
     /// Work a request hands off to outlive its response on this connection (a `CONNECT`
     /// tunnel).
     pub(crate) handoff: Handoff,
+    /// Inside an intercepted egress tunnel: the user proxy authentication let through.
+    pub(crate) proxy_user: Option<String>,
 }
 
 /// Work that outlives its request on the same connection: a `CONNECT` tunnel, which carries
@@ -243,13 +245,15 @@ impl<H: Handler> Sessions<H> {
         }
     }
 
-    /// Serve one session (TLS already terminated, `alpn` what it chose) until it ends, stays
-    /// idle for the idle timeout, or `stop` is cancelled (then drained gracefully).
+    /// Serve one session (TLS already terminated, `alpn` what it chose, `user` who proxy
+    /// authentication let through) until it ends, stays idle for the idle timeout, or `stop` is
+    /// cancelled (then drained gracefully).
     pub(crate) async fn serve<I>(
         &self,
         io: I,
         alpn: Option<&[u8]>,
         remote: SocketAddr,
+        user: Option<String>,
         stop: &CancellationToken,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -263,6 +267,7 @@ impl<H: Handler> Sessions<H> {
             tls: true,
             client_cert: None,
             handoff: Handoff::default(),
+            proxy_user: user,
         });
         let speaks = Speaks::from_alpn(alpn);
         drive(TokioIo::new(io), speaks, info, &self.shared, &conn, stop).await;
@@ -415,6 +420,7 @@ async fn serve_connection<H: Handler>(
                     tls: false,
                     client_cert: None,
                     handoff: handoff.clone(),
+                    proxy_user: None,
                 });
                 let speaks = Speaks::from_first_bytes(&probe[..peeked]);
                 let io = TokioIo::new(stream);
@@ -451,6 +457,7 @@ async fn serve_connection<H: Handler>(
                         tls: true,
                         client_cert,
                         handoff: handoff.clone(),
+                        proxy_user: None,
                     });
                     let io = TokioIo::new(tls_stream);
                     drive(io, speaks, info, &shared, &conn, &shutdown).await;

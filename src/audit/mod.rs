@@ -149,6 +149,11 @@ pub struct Actor {
     pub client_cert_subject: Option<String>,
     /// HMAC-SHA256 of the bearer token under the store's key, hex.
     pub token_hmac: Option<String>,
+    /// The user egress mode's proxy authentication (`[[egress.users]]`) let through, when the
+    /// call came inside its tunnel. Absent otherwise, so events without it hash as they did
+    /// before egress mode existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_user: Option<String>,
 }
 
 impl Actor {
@@ -176,6 +181,7 @@ impl Actor {
             caller_address: self.caller_address.clone(),
             client_cert_subject: text(&self.client_cert_subject),
             token_hmac: self.token_hmac.clone(),
+            proxy_user: text(&self.proxy_user),
         }
     }
 }

@@ -194,7 +194,13 @@ async fn run(
     info!(%host, %client, user = user.as_deref(), "intercepted tunnel opened");
     // Shutdown and shedding cut the whole tunnel (`Handoff`); this token is never cancelled.
     sessions
-        .serve(tls, alpn.as_deref(), client, &CancellationToken::new())
+        .serve(
+            tls,
+            alpn.as_deref(),
+            client,
+            user.clone(),
+            &CancellationToken::new(),
+        )
         .await;
     info!(%host, %client, user = user.as_deref(), "intercepted tunnel ended");
 }

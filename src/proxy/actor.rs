@@ -40,6 +40,7 @@ pub(crate) fn actor(headers: &HeaderMap, conn: &ConnInfo, hasher: &TokenHasher) 
             .unwrap_or_default(),
         caller_address: Some(conn.remote.to_string()),
         client_cert_subject: conn.client_cert.as_ref().and_then(|der| subject(der)),
+        proxy_user: conn.proxy_user.clone(),
         token_hmac: bearer.map(|t| hasher.hash(t)),
     }
 }

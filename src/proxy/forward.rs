@@ -342,6 +342,7 @@ mod tests {
             tls: true,
             client_cert: None,
             handoff: Default::default(),
+            proxy_user: None,
         }
     }
 
@@ -466,6 +467,7 @@ mod tests {
             tls: false,
             client_cert: None,
             handoff: Default::default(),
+            proxy_user: None,
         };
         let mut h = HeaderMap::new();
         append_forwarded_for(&mut h, &conn);

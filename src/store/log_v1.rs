@@ -182,6 +182,7 @@ mod writer {
             caller_address: Some("192.0.2.10:51234".into()),
             client_cert_subject: None,
             token_hmac: Some("ab".repeat(32)),
+            proxy_user: None,
         }
     }
 

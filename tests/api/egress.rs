@@ -886,3 +886,64 @@ async fn egress_mode_on_a_listener_of_its_own_leaves_the_proxy_listener_reverse_
     stop.cancel();
     running.stopped().await;
 }
+
+/// A user proxy authentication let through is part of the actor of every change made inside
+/// the tunnel; a reverse-proxy request's actor has none.
+#[tokio::test]
+async fn the_proxy_user_is_recorded_with_the_changes_made_through_its_tunnel() {
+    let pki = TestPki::generate();
+    let (emulator, _stop) = graph_emulator(&pki).await;
+    let key = crate::admin_auth::make_key();
+    let mut raw: RawConfig = proxy_config("https://graph.microsoft.com");
+    raw.upstream.extra_ca = Some(pki.ca_cert.clone());
+    raw.egress.enabled = true;
+    raw.egress.ca_cert = Some(pki.ca_cert.clone());
+    raw.egress.ca_key = Some(pki.ca_key.clone());
+    raw.egress
+        .resolve
+        .insert("graph.microsoft.com".into(), emulator.to_string());
+    raw.egress.users = vec![RawProxyUser {
+        name: "build-agent".into(),
+        key_hash: key.1.clone(),
+    }];
+    let proxy = spawn_proxy_with(raw).await;
+    let partner = crate::governed::PARTNER;
+    let client = crate::helpers::TestClient::new();
+    let seeded = client
+        .send(
+            http::Method::POST,
+            &crate::governed::partners(&proxy.url),
+            Some(serde_json::json!({ "tenantId": partner })),
+        )
+        .await;
+    assert_eq!(seeded.status, http::StatusCode::CREATED);
+    let (ok, out) = curl(vec![
+        "-x".into(),
+        format!("http://{}", proxy.addr),
+        "--proxy-user".into(),
+        format!("build-agent:{}", key.0),
+        "--cacert".into(),
+        pki.ca_cert.display().to_string(),
+        "-X".into(),
+        "PUT".into(),
+        "-H".into(),
+        format!("Authorization: Bearer {}", crate::helpers::admin_token()),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "-d".into(),
+        r#"{"userSyncInbound":{"isSyncAllowed":true}}"#.into(),
+        crate::governed::sync_url("https://graph.microsoft.com", "v1.0", partner),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let id = header_of(&out, "x-syncgate-audit-id").expect("an audit id");
+    for event in crate::governed::operation(&proxy.db_path, &id) {
+        assert_eq!(event["actor"]["proxy_user"], "build-agent", "{event}");
+    }
+    let seed_events = crate::governed::audit_events(&proxy.db_path);
+    let seed = seed_events
+        .iter()
+        .find(|e| e["method"] == "POST")
+        .expect("the seeding POST's events");
+    assert!(seed["actor"].get("proxy_user").is_none(), "{seed}");
+}

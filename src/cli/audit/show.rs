@@ -271,6 +271,9 @@ fn describe_actor(e: &Event) -> String {
     if let Some(subject) = &a.client_cert_subject {
         parts.push(format!("cert {subject}"));
     }
+    if let Some(user) = &a.proxy_user {
+        parts.push(format!("proxy user {user}"));
+    }
     parts.join("  ")
 }
 

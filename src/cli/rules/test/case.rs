@@ -62,6 +62,8 @@ pub(super) struct CaseActor {
     caller_address: Option<String>,
     client_cert_subject: Option<String>,
     token_hmac: Option<String>,
+    /// Egress mode's proxy user, for rules that look at it.
+    proxy_user: Option<String>,
 }
 
 impl From<CaseActor> for Actor {
@@ -78,6 +80,7 @@ impl From<CaseActor> for Actor {
             caller_address: a.caller_address,
             client_cert_subject: a.client_cert_subject,
             token_hmac: a.token_hmac,
+            proxy_user: a.proxy_user,
         }
     }
 }
