@@ -381,30 +381,32 @@ async fn recover_periodically(
 /// How the proxy and the admin listener serve connections: the admin listener shares the
 /// proxy's timeouts and accept path but has its own TLS (`[admin.tls]`) and small connection cap.
 /// Each reports its open connections to `metrics`.
-/// What egress mode intercepts Graph hosts with, when it has a CA: for each Graph host, this
-/// proxy in front of that host, serving the sessions of the tunnels to it under the proxy
+/// How egress mode serves Graph hosts: for each, this proxy in front of that host, serving its
+/// absolute-form requests and (with a CA) the sessions of the tunnels to it under the proxy
 /// listener's timeouts.
 fn interception(
     proxy: &Proxy,
     upstream: &Upstream,
     egress: &crate::config::egress::EgressSettings,
     options: &ServeOptions,
-) -> Option<crate::egress::intercept::Intercept> {
+) -> crate::egress::intercept::Intercept {
     use crate::egress::intercept::{Host, Intercept, Intercepted, InterceptedHost};
-    let minter = egress.minter.clone()?;
     let hosts = egress
         .graph_upstreams
         .iter()
         .map(|(host, target)| {
             let proxy = Arc::new(proxy.for_upstream(upstream.with_target(target.clone())));
             let handler = Arc::new(Intercepted::new(host.clone(), proxy));
-            let sessions = crate::server::Sessions::new(handler, options);
-            let served: Arc<dyn Host> =
-                Arc::new(InterceptedHost::new(host.clone(), minter.clone(), sessions));
+            let served: Arc<dyn Host> = Arc::new(InterceptedHost::new(
+                host.clone(),
+                egress.minter.clone(),
+                handler,
+                options,
+            ));
             (host.clone(), served)
         })
         .collect();
-    Some(Intercept { hosts })
+    Intercept { hosts }
 }
 
 fn serve_options(settings: &Settings, metrics: &Metrics) -> (ServeOptions, ServeOptions) {

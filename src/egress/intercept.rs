@@ -30,17 +30,25 @@ use crate::graph_error::{GraphError, RequestIds};
 use crate::proxy::Proxy;
 use crate::server::{ConnInfo, DropConnection, Handler, Sessions};
 
-/// What egress mode intercepts with: a server for each Graph host.
+/// How egress mode serves each Graph host.
 pub(crate) struct Intercept {
     /// Lower-cased host → its server.
     pub(crate) hosts: HashMap<String, Arc<dyn Host>>,
 }
 
-/// One Graph host's interception, behind a trait object. The indirection breaks a cycle in the
+/// A response to come, boxed (see [`Host`]).
+pub(crate) type Answer =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, DropConnection>> + Send>>;
+
+/// One Graph host's server, behind a trait object. The indirection breaks a cycle in the
 /// types: a session's requests reach the proxy, whose `CONNECT` handling starts sessions, and
 /// the compiler cannot prove a future `Send` through a cycle of `async fn`s.
 pub(crate) trait Host: Send + Sync {
-    /// The work of one tunnel to this host, once its `200` is sent (see [`run`]).
+    /// Whether tunnels to this host are intercepted (a CA is configured).
+    fn intercepts(&self) -> bool;
+
+    /// The work of one tunnel to this host, once its `200` is sent (see [`run`]); only when
+    /// [`Host::intercepts`].
     fn intercept(
         &self,
         upgrade: OnUpgrade,
@@ -48,26 +56,41 @@ pub(crate) trait Host: Send + Sync {
         user: Option<String>,
         hello_timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Answer one request for this host that came through the proxy in absolute form
+    /// (`GET http://host/...`): the host check, then the pipeline.
+    fn serve(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Answer;
 }
 
-/// [`Host`]: the CA that mints its leaf, and the sessions served for it.
+/// [`Host`]: the CA that mints its leaf (when there is one), and the sessions served for it.
 pub(crate) struct InterceptedHost {
     host: String,
-    minter: Arc<Minter>,
+    minter: Option<Arc<Minter>>,
+    handler: Arc<Intercepted>,
     sessions: Arc<Sessions<Intercepted>>,
 }
 
 impl InterceptedHost {
-    pub(crate) fn new(host: String, minter: Arc<Minter>, sessions: Sessions<Intercepted>) -> Self {
+    pub(crate) fn new(
+        host: String,
+        minter: Option<Arc<Minter>>,
+        handler: Arc<Intercepted>,
+        options: &crate::server::ServeOptions,
+    ) -> Self {
         InterceptedHost {
             host,
             minter,
-            sessions: Arc::new(sessions),
+            sessions: Arc::new(Sessions::new(handler.clone(), options)),
+            handler,
         }
     }
 }
 
 impl Host for InterceptedHost {
+    fn intercepts(&self) -> bool {
+        self.minter.is_some()
+    }
+
     fn intercept(
         &self,
         upgrade: OnUpgrade,
@@ -75,15 +98,23 @@ impl Host for InterceptedHost {
         user: Option<String>,
         hello_timeout: Duration,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let Some(minter) = self.minter.clone() else {
+            return Box::pin(async {});
+        };
         Box::pin(run(
             upgrade,
             self.host.clone(),
-            self.minter.clone(),
+            minter,
             self.sessions.clone(),
             client,
             user,
             hello_timeout,
         ))
+    }
+
+    fn serve(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Answer {
+        let handler = self.handler.clone();
+        Box::pin(async move { Handler::handle(&handler, req, conn).await })
     }
 }
 

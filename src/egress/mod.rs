@@ -38,7 +38,7 @@ use crate::body::Body;
 use crate::config::egress::{EgressSettings, OtherHosts};
 use crate::graph_error::{GraphError, RequestIds};
 use crate::metrics::{EgressOutcome, Metrics};
-use crate::server::ConnInfo;
+use crate::server::{ConnInfo, DropConnection};
 use hosts::Target;
 
 /// How long a Graph host's addresses are kept before they are looked up again.
@@ -61,17 +61,17 @@ pub(crate) enum Decision {
     Refuse(String),
 }
 
-/// Egress mode's settings, what it intercepts with, and the Graph addresses it has looked up.
+/// Egress mode's settings, how it serves Graph hosts, and the Graph addresses it has looked up.
 pub(crate) struct Egress {
     settings: EgressSettings,
-    /// `None` without `egress.ca_cert`: Graph hosts are then refused.
-    intercept: Option<intercept::Intercept>,
+    /// Each Graph host's server; its tunnels are refused without `egress.ca_cert`.
+    intercept: intercept::Intercept,
     graph_addresses: tokio::sync::Mutex<Option<(Instant, Vec<IpAddr>)>>,
     metrics: Arc<Metrics>,
 }
 
 impl Egress {
-    pub(crate) fn new(settings: EgressSettings, intercept: Option<intercept::Intercept>) -> Self {
+    pub(crate) fn new(settings: EgressSettings, intercept: intercept::Intercept) -> Self {
         Egress {
             settings,
             intercept,
@@ -178,26 +178,29 @@ impl Egress {
         addresses
     }
 
-    /// An absolute-form request (`GET http://host/…`, HTTP/1.x through the proxy): `None` when
-    /// it goes on to the pipeline (a Graph host, and proxy authentication passed), else the
-    /// answer. It is served as a reverse-proxy request would be, by the configured upstream;
-    /// any other host is refused, since a plain-HTTP relay to anywhere is not what this proxy
-    /// is for.
-    pub(crate) fn absolute_form<B>(&self, req: &Request<B>) -> Option<Response<Body>> {
-        if req.version() > http::Version::HTTP_11 || req.uri().scheme().is_none() {
-            return None;
-        }
+    /// Whether `req` is a request in absolute form (`GET http://host/…`, HTTP/1.x through the
+    /// proxy), which [`Egress::absolute_form`] answers.
+    pub(crate) fn is_absolute_form<B>(req: &Request<B>) -> bool {
+        req.version() <= http::Version::HTTP_11 && req.uri().scheme().is_some()
+    }
+
+    /// Answer a request in absolute form: one for a Graph host goes through the pipeline in
+    /// front of that host (proxy authentication first, the user recorded as with a tunnel); any
+    /// other host is refused, since a plain-HTTP relay to anywhere is not what this proxy is
+    /// for.
+    pub(crate) async fn absolute_form(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Result<Response<Body>, DropConnection> {
         let ids = RequestIds::from_headers(req.headers());
-        if self.authenticate(req.headers()).is_none() {
-            return Some(proxy_authentication_required(&ids));
-        }
+        let Some(user) = self.authenticate(req.headers()) else {
+            return Ok(proxy_authentication_required(&ids));
+        };
         let host = req.uri().host().unwrap_or_default().to_ascii_lowercase();
-        let host = host.strip_suffix('.').unwrap_or(&host);
-        if self.settings.graph_hosts.iter().any(|g| g == host) {
-            return None;
-        }
-        Some(
-            GraphError::new(
+        let host = host.strip_suffix('.').unwrap_or(&host).to_owned();
+        let Some(server) = self.intercept.hosts.get(&host) else {
+            return Ok(GraphError::new(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
                 format!(
@@ -205,8 +208,13 @@ impl Egress {
                      Graph hosts"
                 ),
             )
-            .into_response(&ids),
-        )
+            .into_response(&ids));
+        };
+        let conn = Arc::new(ConnInfo {
+            proxy_user: (!user.is_empty()).then_some(user),
+            ..conn.clone()
+        });
+        server.serve(req, conn).await
     }
 
     /// Answer a `CONNECT`, counted in `syncgate_egress_connects_total`.
@@ -286,8 +294,9 @@ impl Egress {
             Decision::Graph => {
                 let host = self
                     .intercept
-                    .as_ref()
-                    .and_then(|i| i.hosts.get(&target.host));
+                    .hosts
+                    .get(&target.host)
+                    .filter(|h| h.intercepts());
                 if let Some(host) = host {
                     if target.port != 443 {
                         return refuse(
@@ -430,7 +439,10 @@ mod tests {
 
     fn egress(toml: &str) -> Egress {
         let raw: RawEgress = toml::from_str(&format!("enabled = true\n{toml}")).unwrap();
-        Egress::new(raw.validate().unwrap().unwrap(), None)
+        let intercept = intercept::Intercept {
+            hosts: Default::default(),
+        };
+        Egress::new(raw.validate().unwrap().unwrap(), intercept)
     }
 
     fn decide(egress: &Egress, target: &str) -> Decision {

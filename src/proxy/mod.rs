@@ -366,19 +366,18 @@ impl Handler for Proxy {
         conn: Arc<ConnInfo>,
     ) -> Result<Response<Body>, DropConnection> {
         if let Some(egress) = &self.egress {
-            let answered = if req.method() == Method::CONNECT {
-                // Boxed, like the governed path, so that every connection's handler future
-                // does not grow by what a CONNECT needs (name lookups, a connect).
-                Box::pin(egress.connect(req, &conn)).await
-            } else if let Some(answer) = egress.absolute_form(&req) {
-                answer
-            } else {
-                return self.serve(req, conn).await;
-            };
-            self.governor
-                .metrics
-                .request(RouteClass::PassThrough, answered.status());
-            return Ok(answered);
+            // Boxed, like the governed path, so that every connection's handler future does not
+            // grow by what egress mode needs (name lookups, a connect, another proxy's future).
+            if req.method() == Method::CONNECT {
+                let answered = Box::pin(egress.connect(req, &conn)).await;
+                self.governor
+                    .metrics
+                    .request(RouteClass::PassThrough, answered.status());
+                return Ok(answered);
+            }
+            if crate::egress::Egress::is_absolute_form(&req) {
+                return Box::pin(egress.absolute_form(req, &conn)).await;
+            }
         }
         self.serve(req, conn).await
     }

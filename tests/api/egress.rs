@@ -360,13 +360,19 @@ async fn without_egress_mode_connect_is_405() {
 }
 
 /// A plain-HTTP request through the proxy (absolute form) to a host that is not Graph's is
-/// refused, never relayed; to a Graph host it is served like a reverse-proxy request, and proxy
+/// refused, never relayed; one for a Graph host goes through the pipeline to that host (not to
+/// the configured upstream, which here answers nothing), with or without a CA; proxy
 /// authentication applies to both.
 #[tokio::test]
 async fn absolute_form_requests_go_only_to_graph() {
-    let emulator = crate::helpers::spawn_emulator().await;
+    let pki = TestPki::generate();
+    let (emulator, _stop) = graph_emulator(&pki).await;
     let key = crate::admin_auth::make_key();
-    let mut raw: RawConfig = proxy_config(&emulator.base);
+    let mut raw: RawConfig = proxy_config("http://127.0.0.1:9");
+    raw.upstream.extra_ca = Some(pki.ca_cert.clone());
+    raw.egress
+        .resolve
+        .insert("graph.microsoft.com".into(), emulator.to_string());
     raw.egress.enabled = true;
     raw.egress.users = vec![RawProxyUser {
         name: "ann".into(),
