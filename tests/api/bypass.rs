@@ -14,10 +14,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::egress::Through;
 use crate::governed::{PARTNER, audit_events};
 use crate::harness::*;
 use crate::helpers::*;
-use crate::lenient::{Lenient, spawn_lenient};
+use crate::lenient::{Lenient, spawn_lenient, spawn_lenient_with};
 
 const SYNC_TAIL: &str =
     "crossTenantAccessPolicy/partners/9c5d131d-b1c3-4fc4-9e3f-c6557947d551/identitySynchronization";
@@ -33,10 +34,65 @@ async fn lenient_proxy() -> (Lenient, TestProxy) {
     (lenient, proxy)
 }
 
-fn json_headers() -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers
+/// How an attack reaches the proxy.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Reverse-proxy mode: the client's base URL is syncgate's.
+    Reverse,
+    /// Issue 14: through an intercepted `CONNECT` tunnel, the lenient upstream serving TLS as
+    /// `graph.microsoft.com`.
+    Egress,
+}
+
+/// [`lenient_proxy`] reached in `mode`, and how to reach it (the PKI lives as long as the
+/// test).
+async fn lenient_in(mode: Mode) -> (Lenient, TestProxy, Through, crate::pki::TestPki) {
+    let pki = crate::pki::TestPki::generate();
+    match mode {
+        Mode::Reverse => {
+            let (lenient, proxy) = lenient_proxy().await;
+            let through = Through::ReverseProxy {
+                client: TestClient::new(),
+                base: proxy.url.clone(),
+            };
+            (lenient, proxy, through, pki)
+        }
+        Mode::Egress => {
+            let (cert, key) = pki.issue_server("graph", &["graph.microsoft.com"]);
+            let lenient = spawn_lenient_with(syncgate::server::ServeOptions {
+                tls: Some(syncgate::tls::server_config(&cert, &key, None).unwrap()),
+                ..Default::default()
+            })
+            .await;
+            lenient.seed_partner(PARTNER);
+            let address = lenient.base.trim_start_matches("http://").to_owned();
+            let mut raw = proxy_config("http://127.0.0.1:9");
+            raw.audit.refusal_burst = 10_000;
+            crate::egress::intercept_graph_at(&mut raw, &pki, address);
+            let proxy = spawn_proxy_with(raw).await;
+            let through = Through::Egress {
+                proxy: proxy.addr,
+                ca: pki.ca_cert.clone(),
+            };
+            (lenient, proxy, through, pki)
+        }
+    }
+}
+
+/// A `#[tokio::test]` for each mode, running `$check(mode)`.
+macro_rules! in_both_modes {
+    ($check:ident) => {
+        mod $check {
+            #[tokio::test]
+            async fn reverse_proxy() {
+                super::$check(super::Mode::Reverse).await;
+            }
+            #[tokio::test]
+            async fn through_an_egress_tunnel() {
+                super::$check(super::Mode::Egress).await;
+            }
+        }
+    };
 }
 
 fn enable_sync() -> Value {
@@ -53,14 +109,9 @@ fn one_request_batch(method: &str, url: &str, body: Option<Value>) -> Value {
     json!({ "requests": [request] })
 }
 
-async fn send_batch(proxy: &TestProxy, method: Method, batch: &Value) -> TestResponse {
-    TestClient::new()
-        .send_raw(
-            method,
-            &format!("{}/v1.0/$batch", proxy.url),
-            json_headers(),
-            Bytes::from(serde_json::to_vec(batch).unwrap()),
-        )
+async fn send_batch(through: &Through, method: Method, batch: &Value) -> TestResponse {
+    through
+        .send(method, "/v1.0/$batch", Some(batch.clone()))
         .await
 }
 
@@ -134,13 +185,12 @@ fn assert_batch_answer_recorded(resp: &TestResponse, db: &Path, attack: &str) {
     assert_eq!(resp.status, StatusCode::OK, "{attack}: {:?}", resp.body);
 }
 
-#[tokio::test]
-async fn the_lenient_upstream_applies_canonical_changes_and_each_has_a_record() {
-    let (lenient, proxy) = lenient_proxy().await;
-    let resp = TestClient::new()
+async fn the_lenient_upstream_applies_canonical_changes_and_each_has_a_record(mode: Mode) {
+    let (lenient, proxy, through, _pki) = lenient_in(mode).await;
+    let resp = through
         .send(
             Method::PATCH,
-            &format!("{}/v1.0/policies/{SYNC_TAIL}", proxy.url),
+            &format!("/v1.0/policies/{SYNC_TAIL}"),
             Some(enable_sync()),
         )
         .await;
@@ -150,7 +200,7 @@ async fn the_lenient_upstream_applies_canonical_changes_and_each_has_a_record() 
         &format!("/policies/{SYNC_TAIL}"),
         Some(json!({ "userSyncInbound": { "isSyncAllowed": false } })),
     );
-    let resp = send_batch(&proxy, Method::POST, &batch).await;
+    let resp = send_batch(&through, Method::POST, &batch).await;
     assert_eq!(resp.status, StatusCode::OK, "{resp:?}");
     assert_eq!(lenient.applied().len(), 2, "{:?}", lenient.applied());
     assert_every_applied_write_is_recorded(&lenient, &proxy.db_path, "canonical");
@@ -159,10 +209,12 @@ async fn the_lenient_upstream_applies_canonical_changes_and_each_has_a_record() 
         false
     );
 }
+in_both_modes!(the_lenient_upstream_applies_canonical_changes_and_each_has_a_record);
 
-#[tokio::test]
-async fn batch_sub_request_urls_a_lax_parser_reads_as_sync_writes_are_recorded_or_refused() {
-    let (lenient, proxy) = lenient_proxy().await;
+async fn batch_sub_request_urls_a_lax_parser_reads_as_sync_writes_are_recorded_or_refused(
+    mode: Mode,
+) {
+    let (lenient, proxy, through, _pki) = lenient_in(mode).await;
     let urls = [
         format!("x:/v1.0/policies/{SYNC_TAIL}"),
         format!("https:v1.0/policies/{SYNC_TAIL}"),
@@ -192,15 +244,15 @@ async fn batch_sub_request_urls_a_lax_parser_reads_as_sync_writes_are_recorded_o
     for url in urls {
         let attack = format!("sub-request url {url:?}");
         let batch = one_request_batch("PATCH", &url, Some(enable_sync()));
-        let resp = send_batch(&proxy, Method::POST, &batch).await;
+        let resp = send_batch(&through, Method::POST, &batch).await;
         assert_batch_answer_recorded(&resp, &proxy.db_path, &attack);
         assert_every_applied_write_is_recorded(&lenient, &proxy.db_path, &attack);
     }
 }
+in_both_modes!(batch_sub_request_urls_a_lax_parser_reads_as_sync_writes_are_recorded_or_refused);
 
-#[tokio::test]
-async fn batch_sub_request_methods_that_are_not_exact_tokens_are_recorded_or_refused() {
-    let (lenient, proxy) = lenient_proxy().await;
+async fn batch_sub_request_methods_that_are_not_exact_tokens_are_recorded_or_refused(mode: Mode) {
+    let (lenient, proxy, through, _pki) = lenient_in(mode).await;
     let url = format!("/policies/{SYNC_TAIL}");
     for method in [
         "PATCH ",
@@ -220,15 +272,15 @@ async fn batch_sub_request_methods_that_are_not_exact_tokens_are_recorded_or_ref
         let attack = format!("sub-request method {method:?}");
         let body = (!method.trim().eq_ignore_ascii_case("delete")).then(enable_sync);
         let batch = one_request_batch(method, &url, body);
-        let resp = send_batch(&proxy, Method::POST, &batch).await;
+        let resp = send_batch(&through, Method::POST, &batch).await;
         assert_batch_answer_recorded(&resp, &proxy.db_path, &attack);
         assert_every_applied_write_is_recorded(&lenient, &proxy.db_path, &attack);
     }
 }
+in_both_modes!(batch_sub_request_methods_that_are_not_exact_tokens_are_recorded_or_refused);
 
-#[tokio::test]
-async fn nested_batches_hidden_behind_url_tricks_are_refused() {
-    let (lenient, proxy) = lenient_proxy().await;
+async fn nested_batches_hidden_behind_url_tricks_are_refused(mode: Mode) {
+    let (lenient, proxy, through, _pki) = lenient_in(mode).await;
     let inner = one_request_batch(
         "PATCH",
         &format!("/policies/{SYNC_TAIL}"),
@@ -248,7 +300,7 @@ async fn nested_batches_hidden_behind_url_tricks_are_refused() {
     ] {
         let attack = format!("nested batch at {url:?}");
         let batch = one_request_batch("POST", url, Some(inner.clone()));
-        let resp = send_batch(&proxy, Method::POST, &batch).await;
+        let resp = send_batch(&through, Method::POST, &batch).await;
         assert_batch_answer_recorded(&resp, &proxy.db_path, &attack);
         assert_every_applied_write_is_recorded(&lenient, &proxy.db_path, &attack);
     }
@@ -258,10 +310,10 @@ async fn nested_batches_hidden_behind_url_tricks_are_refused() {
         lenient.applied()
     );
 }
+in_both_modes!(nested_batches_hidden_behind_url_tricks_are_refused);
 
-#[tokio::test]
-async fn a_batch_sent_with_a_method_that_is_not_exactly_post_is_refused_not_forwarded() {
-    let (lenient, proxy) = lenient_proxy().await;
+async fn a_batch_sent_with_a_method_that_is_not_exactly_post_is_refused_not_forwarded(mode: Mode) {
+    let (lenient, proxy, through, _pki) = lenient_in(mode).await;
     let batch = one_request_batch(
         "PATCH",
         &format!("/policies/{SYNC_TAIL}"),
@@ -270,21 +322,17 @@ async fn a_batch_sent_with_a_method_that_is_not_exactly_post_is_refused_not_forw
     for method in ["post", "Post", "PUT", "PATCH"] {
         let attack = format!("$batch with method {method:?}");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let resp = send_batch(&proxy, method, &batch).await;
+        let resp = send_batch(&through, method, &batch).await;
         assert!(resp.status.is_client_error(), "{attack}: {resp:?}");
         assert_refusal_recorded(&resp, &proxy.db_path, &attack);
     }
     assert!(lenient.applied().is_empty(), "{:?}", lenient.applied());
 }
+in_both_modes!(a_batch_sent_with_a_method_that_is_not_exactly_post_is_refused_not_forwarded);
 
-#[tokio::test]
-async fn writes_to_every_navigation_under_a_partner_are_governed_or_refused() {
-    let (lenient, proxy) = lenient_proxy().await;
-    let client = TestClient::new();
-    let base = format!(
-        "{}/v1.0/policies/crossTenantAccessPolicy/partners/{PARTNER}",
-        proxy.url
-    );
+async fn writes_to_every_navigation_under_a_partner_are_governed_or_refused(mode: Mode) {
+    let (lenient, proxy, through, _pki) = lenient_in(mode).await;
+    let base = format!("/v1.0/policies/crossTenantAccessPolicy/partners/{PARTNER}");
     for nav in [
         "m365Capabilities",
         "serviceProviderConstraints",
@@ -296,7 +344,7 @@ async fn writes_to_every_navigation_under_a_partner_are_governed_or_refused() {
         for method in [Method::PATCH, Method::PUT, Method::POST, Method::DELETE] {
             let attack = format!("{method} partner/{nav}");
             let body = (method != Method::DELETE).then(|| json!({ "isSyncAllowed": true }));
-            let resp = client.send(method, &format!("{base}/{nav}"), body).await;
+            let resp = through.send(method, &format!("{base}/{nav}"), body).await;
             if resp.status.is_client_error() {
                 assert_refusal_recorded(&resp, &proxy.db_path, &attack);
             }
@@ -308,11 +356,12 @@ async fn writes_to_every_navigation_under_a_partner_are_governed_or_refused() {
             &format!("/policies/crossTenantAccessPolicy/partners/{PARTNER}/{nav}"),
             Some(json!({ "isSyncAllowed": true })),
         );
-        let resp = send_batch(&proxy, Method::POST, &batch).await;
+        let resp = send_batch(&through, Method::POST, &batch).await;
         assert_batch_answer_recorded(&resp, &proxy.db_path, &attack);
         assert_every_applied_write_is_recorded(&lenient, &proxy.db_path, &attack);
     }
 }
+in_both_modes!(writes_to_every_navigation_under_a_partner_are_governed_or_refused);
 
 #[tokio::test]
 async fn duplicated_authorization_content_type_or_content_encoding_headers_are_refused() {

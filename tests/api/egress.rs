@@ -438,17 +438,23 @@ async fn graph_emulator(pki: &TestPki) -> (SocketAddr, tokio_util::sync::Cancell
     (emulator, stop)
 }
 
-async fn intercepting() -> Intercepting {
-    let pki = TestPki::generate();
-    let (emulator, stop) = graph_emulator(&pki).await;
-    let mut raw: RawConfig = proxy_config("https://graph.microsoft.com");
+/// Egress mode in `raw`, intercepting with `pki`'s CA, and `graph.microsoft.com` served at
+/// `address` (TLS under a certificate from `pki`, which syncgate then trusts).
+pub(crate) fn intercept_graph_at(raw: &mut RawConfig, pki: &TestPki, address: String) {
     raw.upstream.extra_ca = Some(pki.ca_cert.clone());
     raw.egress.enabled = true;
     raw.egress.ca_cert = Some(pki.ca_cert.clone());
     raw.egress.ca_key = Some(pki.ca_key.clone());
     raw.egress
         .resolve
-        .insert("graph.microsoft.com".into(), emulator.to_string());
+        .insert("graph.microsoft.com".into(), address);
+}
+
+async fn intercepting() -> Intercepting {
+    let pki = TestPki::generate();
+    let (emulator, stop) = graph_emulator(&pki).await;
+    let mut raw: RawConfig = proxy_config("https://graph.microsoft.com");
+    intercept_graph_at(&mut raw, &pki, emulator.to_string());
     let proxy = spawn_proxy_with(raw).await;
     // Seeded through the reverse-proxy listener: creating a partner without sync settings passes.
     let seeded = crate::helpers::TestClient::new()
@@ -901,13 +907,7 @@ async fn the_proxy_user_is_recorded_with_the_changes_made_through_its_tunnel() {
     let (emulator, _stop) = graph_emulator(&pki).await;
     let key = crate::admin_auth::make_key();
     let mut raw: RawConfig = proxy_config("https://graph.microsoft.com");
-    raw.upstream.extra_ca = Some(pki.ca_cert.clone());
-    raw.egress.enabled = true;
-    raw.egress.ca_cert = Some(pki.ca_cert.clone());
-    raw.egress.ca_key = Some(pki.ca_key.clone());
-    raw.egress
-        .resolve
-        .insert("graph.microsoft.com".into(), emulator.to_string());
+    intercept_graph_at(&mut raw, &pki, emulator.to_string());
     raw.egress.users = vec![RawProxyUser {
         name: "build-agent".into(),
         key_hash: key.1.clone(),

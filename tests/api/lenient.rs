@@ -89,6 +89,12 @@ impl Lenient {
 
 /// Start a lenient server on 127.0.0.1:0.
 pub async fn spawn_lenient() -> Lenient {
+    spawn_lenient_with(ServeOptions::default()).await
+}
+
+/// [`spawn_lenient`] served with `options` (TLS, for egress mode's tests); `base` stays
+/// `http://…` and names the address.
+pub async fn spawn_lenient_with(options: ServeOptions) -> Lenient {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -99,7 +105,7 @@ pub async fn spawn_lenient() -> Lenient {
     tokio::spawn(syncgate::server::serve(
         listener,
         handler,
-        ServeOptions::default(),
+        options,
         stop.clone(),
     ));
     Lenient {
