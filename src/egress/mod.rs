@@ -341,6 +341,18 @@ impl Egress {
             );
         }
         let graph = self.graph_addresses().await;
+        // Nothing to check against: refused rather than let through unchecked. (When no Graph
+        // host resolves here, syncgate could not reach Graph either.)
+        if graph.is_empty() {
+            warn!(host = %target.host, "CONNECT refused: no Graph host resolves, so the tunnel cannot be checked");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "no Graph host resolves here, so this tunnel cannot be checked against Graph's \
+                 addresses"
+                    .into(),
+            );
+        }
         if let Some(shared) = addresses.iter().find(|a| graph.contains(&a.ip())) {
             info!(host = %target.host, address = %shared, client = %conn.remote, "CONNECT refused: the host resolves to a Graph address");
             return refuse(

@@ -886,6 +886,9 @@ async fn egress_mode_on_a_listener_of_its_own_leaves_the_proxy_listener_reverse_
     raw.egress
         .resolve
         .insert(TOKEN_HOST.into(), echo.to_string());
+    raw.egress
+        .resolve
+        .insert("graph.microsoft.com".into(), "127.0.0.3:1".into());
     let running = syncgate::app::start(raw.validate().unwrap(), stop.clone())
         .await
         .unwrap();
@@ -952,4 +955,23 @@ async fn the_proxy_user_is_recorded_with_the_changes_made_through_its_tunnel() {
         .find(|e| e["method"] == "POST")
         .expect("the seeding POST's events");
     assert!(seed["actor"].get("proxy_user").is_none(), "{seed}");
+}
+
+/// When no Graph host resolves, a tunnel cannot be checked against Graph's addresses: it is
+/// refused, not let through unchecked.
+#[tokio::test]
+async fn without_any_resolvable_graph_host_tunnels_are_refused() {
+    let pki = TestPki::generate();
+    let echo = echo_server(&pki, "127.0.0.2:0").await;
+    let mut raw: RawConfig = proxy_config("http://127.0.0.1:9");
+    raw.egress.enabled = true;
+    // A name that never resolves (RFC 6761 `.invalid`), so the check has nothing to go on.
+    raw.egress.graph_hosts = vec!["graph.invalid".into()];
+    raw.egress
+        .resolve
+        .insert(TOKEN_HOST.into(), echo.to_string());
+    let proxy = spawn_proxy_with(raw).await;
+    let c = connect(proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
+    assert_eq!(c.status, 503, "{}", c.head);
+    assert!(c.body.contains("cannot be checked"), "{}", c.body);
 }
