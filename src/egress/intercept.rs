@@ -197,8 +197,11 @@ async fn run(
     let Ok(upgraded) = upgrade.await else {
         return;
     };
-    let acceptor =
-        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
+    let started = std::time::Instant::now();
+    // Counted below TLS: the bytes the tunnel carried, handshake included.
+    let counts = Arc::new(super::tunnel::Counts::new());
+    let io = super::tunnel::Watched::new(TokioIo::new(upgraded), counts.clone());
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     let step = |what| (what, host.as_str(), client, hello_timeout);
     let Some(start) = within(step("the ClientHello"), acceptor).await else {
         return;
@@ -233,7 +236,15 @@ async fn run(
             &CancellationToken::new(),
         )
         .await;
-    info!(%host, %client, user = user.as_deref(), "intercepted tunnel ended");
+    info!(
+        %host,
+        %client,
+        user = user.as_deref(),
+        bytes_up = counts.read(),
+        bytes_down = counts.written(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "intercepted tunnel ended"
+    );
 }
 
 /// The result of a step of the handshake, `None` (logged) when it failed or took longer than

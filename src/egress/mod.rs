@@ -21,7 +21,7 @@ pub(crate) mod hello;
 pub(crate) mod hosts;
 pub(crate) mod intercept;
 pub(crate) mod mint;
-mod tunnel;
+pub(crate) mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -58,17 +59,13 @@ impl Tunnel {
         if upstream.write_all(&first).await.is_err() {
             return self.closed("the host closed before the ClientHello reached it");
         }
-        let activity = AtomicU64::new(0);
-        let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
-        let clock = Instant::now();
-        let mut client = Watched::new(client, &activity, &up, clock);
-        let mut upstream = Watched::new(upstream, &activity, &down, clock);
+        let counts = Arc::new(Counts::new());
+        let mut client = Watched::new(client, counts.clone());
         let spliced = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(spliced);
         let idle = async {
             loop {
-                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-                let quiet = clock.elapsed().saturating_sub(last);
+                let quiet = counts.quiet();
                 if quiet >= self.idle_timeout {
                     return;
                 }
@@ -79,10 +76,7 @@ impl Tunnel {
             done = &mut spliced => if done.is_ok() { "closed" } else { "broken" },
             () = idle => "idle",
         };
-        let (up, down) = (
-            up.load(Ordering::Relaxed) + first.len() as u64,
-            down.load(Ordering::Relaxed),
-        );
+        let (up, down) = (counts.read() + first.len() as u64, counts.written());
         self.metrics.egress_tunnel_bytes(up, down);
         info!(
             host = %self.target.host,
@@ -124,27 +118,63 @@ async fn read_hello<R: AsyncRead + Unpin>(reader: &mut R, bytes: &mut Vec<u8>) -
     }
 }
 
-/// A stream that notes when it last read anything (`activity`, milliseconds since `clock`) and
-/// how much it read (`bytes`).
-struct Watched<'a, S> {
-    inner: S,
-    activity: &'a AtomicU64,
-    bytes: &'a AtomicU64,
+/// What a [`Watched`] stream saw: bytes read from it and written to it, and when it last moved
+/// either way.
+pub(super) struct Counts {
+    read: AtomicU64,
+    written: AtomicU64,
+    /// Milliseconds since `clock`.
+    last_moved: AtomicU64,
     clock: Instant,
 }
 
-impl<'a, S> Watched<'a, S> {
-    fn new(inner: S, activity: &'a AtomicU64, bytes: &'a AtomicU64, clock: Instant) -> Self {
-        Watched {
-            inner,
-            activity,
-            bytes,
-            clock,
+impl Counts {
+    pub(super) fn new() -> Self {
+        Counts {
+            read: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            last_moved: AtomicU64::new(0),
+            clock: Instant::now(),
+        }
+    }
+
+    pub(super) fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// How long since a byte last moved either way.
+    fn quiet(&self) -> Duration {
+        let last = Duration::from_millis(self.last_moved.load(Ordering::Relaxed));
+        self.clock.elapsed().saturating_sub(last)
+    }
+
+    fn moved(&self, counter: &AtomicU64, n: usize) {
+        if n > 0 {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_moved.store(now, Ordering::Relaxed);
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<'_, S> {
+/// A client's stream, counted ([`Counts`]): for a tunnel, what it reads went up and what it
+/// writes came down.
+pub(super) struct Watched<S> {
+    inner: S,
+    counts: Arc<Counts>,
+}
+
+impl<S> Watched<S> {
+    pub(super) fn new(inner: S, counts: Arc<Counts>) -> Self {
+        Watched { inner, counts }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -152,23 +182,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<'_, S> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            self.bytes.fetch_add(read as u64, Ordering::Relaxed);
-            let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.activity.store(now, Ordering::Relaxed);
-        }
+        self.counts
+            .moved(&self.counts.read, buf.filled().len() - before);
         polled
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<'_, S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.counts.moved(&self.counts.written, n);
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
