@@ -405,8 +405,10 @@ fn interception(
             ));
             (host.clone(), served)
         })
-        .collect();
-    Intercept { hosts }
+        .collect::<std::collections::HashMap<_, _>>();
+    Intercept {
+        hosts: Arc::new(hosts),
+    }
 }
 
 fn serve_options(settings: &Settings, metrics: &Metrics) -> (ServeOptions, ServeOptions) {

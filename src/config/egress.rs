@@ -36,6 +36,11 @@ pub struct RawEgress {
     /// `tunnel` all of them.
     #[serde(default)]
     pub other_hosts: OtherHosts,
+    /// A `CONNECT` to an IP literal, or to a name that resolves to a Graph host's address:
+    /// `refuse` (403), or `intercept` when its ClientHello names a Graph host (closed
+    /// otherwise).
+    #[serde(default)]
+    pub graph_aliases: GraphAliases,
     /// Hosts tunnelled when `other_hosts = "refuse"`: exact names or `*.suffix`. Default: the
     /// clouds' token endpoints.
     #[serde(default = "default_allow")]
@@ -69,6 +74,7 @@ impl Default for RawEgress {
             listen: None,
             graph_hosts: default_graph_hosts(),
             other_hosts: OtherHosts::default(),
+            graph_aliases: GraphAliases::default(),
             allow: default_allow(),
             tunnel_idle_timeout: default_tunnel_idle_timeout(),
             hello_timeout: default_hello_timeout(),
@@ -89,6 +95,18 @@ pub enum OtherHosts {
     Refuse,
     /// Tunnelled, whatever the host (the ClientHello's name is still checked).
     Tunnel,
+}
+
+/// What happens to a `CONNECT` that could lead to Graph without naming a Graph host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphAliases {
+    /// 403.
+    #[default]
+    Refuse,
+    /// Intercepted as the Graph host its ClientHello names, if it names one (and a CA is
+    /// configured); closed otherwise.
+    Intercept,
 }
 
 /// One `[[egress.users]]` entry.
@@ -123,6 +141,7 @@ pub(crate) struct EgressSettings {
     /// Lower-cased names.
     pub(crate) graph_hosts: Vec<String>,
     pub(crate) other_hosts: OtherHosts,
+    pub(crate) graph_aliases: GraphAliases,
     pub(crate) allow: Vec<HostPattern>,
     pub(crate) tunnel_idle_timeout: Duration,
     pub(crate) hello_timeout: Duration,
@@ -205,6 +224,12 @@ impl RawEgress {
             })?;
             resolve.insert(host.to_ascii_lowercase(), address);
         }
+        if self.graph_aliases == GraphAliases::Intercept && self.ca_cert.is_none() {
+            return Err(invalid(
+                "egress.graph_aliases",
+                "\"intercept\" needs egress.ca_cert and egress.ca_key",
+            ));
+        }
         let minter = match (&self.ca_cert, &self.ca_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(Arc::new(
@@ -238,6 +263,7 @@ impl RawEgress {
             graph_upstreams,
             graph_hosts,
             other_hosts: self.other_hosts,
+            graph_aliases: self.graph_aliases,
             allow,
             tunnel_idle_timeout: parse_duration(
                 "egress.tunnel_idle_timeout",
@@ -301,6 +327,10 @@ mod tests {
             (
                 "enabled = true\ntunnel_idle_timeout = \"soon\"",
                 "egress.tunnel_idle_timeout",
+            ),
+            (
+                "enabled = true\ngraph_aliases = \"intercept\"",
+                "egress.graph_aliases",
             ),
         ];
         for (toml, key) in cases {

@@ -33,7 +33,7 @@ use crate::server::{ConnInfo, DropConnection, Handler, Sessions};
 /// How egress mode serves each Graph host.
 pub(crate) struct Intercept {
     /// Lower-cased host → its server.
-    pub(crate) hosts: HashMap<String, Arc<dyn Host>>,
+    pub(crate) hosts: Hosts,
 }
 
 /// A response to come, boxed (see [`Host`]).
@@ -60,7 +60,14 @@ pub(crate) trait Host: Send + Sync {
     /// Answer one request for this host that came through the proxy in absolute form
     /// (`GET http://host/...`): the host check, then the pipeline.
     fn serve(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Answer;
+
+    /// What intercepting this host takes (the CA, the sessions), when it is intercepted.
+    fn parts(&self) -> Option<(Arc<Minter>, Arc<Sessions<Intercepted>>)>;
 }
+
+/// Lower-cased Graph host → its server, shared with tunnels that learn their host from the
+/// ClientHello ([`by_hello`]).
+pub(crate) type Hosts = Arc<HashMap<String, Arc<dyn Host>>>;
 
 /// [`Host`]: the CA that mints its leaf (when there is one), and the sessions served for it.
 pub(crate) struct InterceptedHost {
@@ -101,20 +108,81 @@ impl Host for InterceptedHost {
         let Some(minter) = self.minter.clone() else {
             return Box::pin(async {});
         };
-        Box::pin(run(
-            upgrade,
-            self.host.clone(),
+        let expect = Expect::Host {
+            host: self.host.clone(),
             minter,
-            self.sessions.clone(),
-            client,
-            user,
-            hello_timeout,
-        ))
+            sessions: self.sessions.clone(),
+        };
+        Box::pin(run(upgrade, expect, client, user, hello_timeout))
     }
 
     fn serve(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Answer {
         let handler = self.handler.clone();
         Box::pin(async move { Handler::handle(&handler, req, conn).await })
+    }
+
+    fn parts(&self) -> Option<(Arc<Minter>, Arc<Sessions<Intercepted>>)> {
+        Some((self.minter.clone()?, self.sessions.clone()))
+    }
+}
+
+/// The work of a tunnel whose target named no Graph host but may still lead to one (an IP
+/// literal, a name resolving to a Graph address, with `egress.graph_aliases = "intercept"`):
+/// its ClientHello must name a Graph host this proxy intercepts, and it is then intercepted as
+/// a tunnel to that host; otherwise it is closed. Only configured hosts are ever minted for.
+pub(crate) fn by_hello(
+    upgrade: OnUpgrade,
+    hosts: Hosts,
+    client: SocketAddr,
+    user: Option<String>,
+    hello_timeout: Duration,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(run(
+        upgrade,
+        Expect::Named(hosts),
+        client,
+        user,
+        hello_timeout,
+    ))
+}
+
+/// Which host an intercepted tunnel's ClientHello must name.
+enum Expect {
+    /// The tunnel's own (its `CONNECT` named a Graph host).
+    Host {
+        host: String,
+        minter: Arc<Minter>,
+        sessions: Arc<Sessions<Intercepted>>,
+    },
+    /// Any Graph host that is intercepted: the one named is the tunnel's host.
+    Named(Hosts),
+}
+
+impl Expect {
+    /// The host `sni` is, with what intercepting it takes, if the tunnel may go on.
+    fn resolve(
+        self,
+        sni: Option<&str>,
+    ) -> Option<(String, Arc<Minter>, Arc<Sessions<Intercepted>>)> {
+        let sni = sni?;
+        match self {
+            Expect::Host {
+                host,
+                minter,
+                sessions,
+            } => (host == sni).then_some((host, minter, sessions)),
+            Expect::Named(hosts) => {
+                let (minter, sessions) = hosts.get(sni)?.parts()?;
+                Some((sni.to_owned(), minter, sessions))
+            }
+        }
+    }
+
+    fn describe(&self) -> &str {
+        match self {
+            Expect::Host { host, .. } => host,
+            Expect::Named(_) => "a Graph host",
+        }
     }
 }
 
@@ -187,9 +255,7 @@ fn names_host<B>(req: &Request<B>, host: &str) -> Result<(), String> {
 /// serve the session.
 async fn run(
     upgrade: OnUpgrade,
-    host: String,
-    minter: Arc<Minter>,
-    sessions: Arc<Sessions<Intercepted>>,
+    expect: Expect,
     client: SocketAddr,
     user: Option<String>,
     hello_timeout: Duration,
@@ -202,18 +268,24 @@ async fn run(
     let counts = Arc::new(super::tunnel::Counts::new());
     let io = super::tunnel::Watched::new(TokioIo::new(upgraded), counts.clone());
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
-    let step = |what| (what, host.as_str(), client, hello_timeout);
-    let Some(start) = within(step("the ClientHello"), acceptor).await else {
+    let expected = expect.describe().to_owned();
+    let Some(start) = within(
+        ("the ClientHello", &expected, client, hello_timeout),
+        acceptor,
+    )
+    .await
+    else {
         return;
     };
     let sni = start
         .client_hello()
         .server_name()
         .map(|name| name.trim_end_matches('.').to_ascii_lowercase());
-    if sni.as_deref() != Some(host.as_str()) {
-        info!(%host, sni = sni.as_deref().unwrap_or(""), %client, "intercepted tunnel closed: the ClientHello names another host");
+    let Some((host, minter, sessions)) = expect.resolve(sni.as_deref()) else {
+        info!(host = %expected, sni = sni.as_deref().unwrap_or(""), %client, "intercepted tunnel closed: the ClientHello names another host");
         return;
-    }
+    };
+    let step = |what| (what, host.as_str(), client, hello_timeout);
     let config = match minter.server_config(&host) {
         Ok(config) => config,
         Err(error) => {

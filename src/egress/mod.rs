@@ -35,7 +35,7 @@ use tracing::{info, warn};
 
 use crate::admin::auth::ApiKey;
 use crate::body::Body;
-use crate::config::egress::{EgressSettings, OtherHosts};
+use crate::config::egress::{EgressSettings, GraphAliases, OtherHosts};
 use crate::graph_error::{GraphError, RequestIds};
 use crate::metrics::{EgressOutcome, Metrics};
 use crate::server::{ConnInfo, DropConnection};
@@ -59,6 +59,9 @@ pub(crate) enum Decision {
     Tunnel,
     /// Refused, with the reason the client is told.
     Refuse(String),
+    /// Possibly Graph under another name (an IP literal): intercepted as the Graph host its
+    /// ClientHello names, closed otherwise (`egress.graph_aliases = "intercept"`).
+    Alias,
 }
 
 /// Egress mode's settings, how it serves Graph hosts, and the Graph addresses it has looked up.
@@ -92,6 +95,9 @@ impl Egress {
             return Decision::Graph;
         }
         if target.literal.is_some() {
+            if self.settings.graph_aliases == GraphAliases::Intercept && target.port == 443 {
+                return Decision::Alias;
+            }
             return Decision::Refuse(format!(
                 "{} is an IP address: egress mode tunnels only named hosts, so that the name \
                  can be checked",
@@ -330,6 +336,7 @@ impl Egress {
                 info!(host = %target.host, user = who, client = %conn.remote, "CONNECT refused: {why}");
                 return refuse(StatusCode::FORBIDDEN, "Forbidden", why);
             }
+            Decision::Alias => return self.alias(req, conn, who, &ids),
             Decision::Tunnel => {}
         }
         let addresses = self.addresses(&target.host, target.port).await;
@@ -354,6 +361,10 @@ impl Egress {
             );
         }
         if let Some(shared) = addresses.iter().find(|a| graph.contains(&a.ip())) {
+            if self.settings.graph_aliases == GraphAliases::Intercept && target.port == 443 {
+                info!(host = %target.host, address = %shared, client = %conn.remote, "CONNECT to a name with a Graph address: intercepted by its ClientHello");
+                return self.alias(req, conn, who, &ids);
+            }
             info!(host = %target.host, address = %shared, client = %conn.remote, "CONNECT refused: the host resolves to a Graph address");
             return refuse(
                 StatusCode::FORBIDDEN,
@@ -400,6 +411,28 @@ impl Egress {
             tunnel.run(upgrade, upstream),
         )
         .unwrap_or_else(|| closing(&ids))
+    }
+}
+
+impl Egress {
+    /// A tunnel that may lead to Graph under another name: `200`, then intercepted as the Graph
+    /// host its ClientHello names ([`intercept::by_hello`]).
+    fn alias(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnInfo,
+        who: Option<&str>,
+        ids: &RequestIds,
+    ) -> Response<Body> {
+        let work = intercept::by_hello(
+            hyper::upgrade::on(&mut req),
+            self.intercept.hosts.clone(),
+            conn.remote,
+            who.map(str::to_owned),
+            self.settings.hello_timeout,
+        );
+        self.opened(conn, EgressOutcome::Intercepted, work)
+            .unwrap_or_else(|| closing(ids))
     }
 }
 
@@ -452,7 +485,7 @@ mod tests {
     fn egress(toml: &str) -> Egress {
         let raw: RawEgress = toml::from_str(&format!("enabled = true\n{toml}")).unwrap();
         let intercept = intercept::Intercept {
-            hosts: Default::default(),
+            hosts: Arc::default(),
         };
         Egress::new(raw.validate().unwrap().unwrap(), intercept)
     }

@@ -451,10 +451,16 @@ pub(crate) fn intercept_graph_at(raw: &mut RawConfig, pki: &TestPki, address: St
 }
 
 async fn intercepting() -> Intercepting {
+    intercepting_with(|_| {}).await
+}
+
+/// [`intercepting`], with `configure` applied to the configuration last.
+async fn intercepting_with(configure: impl FnOnce(&mut RawConfig)) -> Intercepting {
     let pki = TestPki::generate();
     let (emulator, stop) = graph_emulator(&pki).await;
     let mut raw: RawConfig = proxy_config("https://graph.microsoft.com");
     intercept_graph_at(&mut raw, &pki, emulator.to_string());
+    configure(&mut raw);
     let proxy = spawn_proxy_with(raw).await;
     // Seeded through the reverse-proxy listener: creating a partner without sync settings passes.
     let seeded = crate::helpers::TestClient::new()
@@ -974,4 +980,53 @@ async fn without_any_resolvable_graph_host_tunnels_are_refused() {
     let c = connect(proxy.addr, &format!("{TOKEN_HOST}:443"), "").await;
     assert_eq!(c.status, 503, "{}", c.head);
     assert!(c.body.contains("cannot be checked"), "{}", c.body);
+}
+
+/// `egress.graph_aliases = "intercept"`: a CONNECT to an IP literal, or to a name that resolves
+/// to a Graph address, is intercepted as the Graph host its ClientHello names (a leaf for that
+/// host, the request governed), and closed when the ClientHello names anything else.
+#[tokio::test]
+async fn graph_aliases_are_intercepted_by_the_graph_host_their_hello_names() {
+    use syncgate::config::egress::{GraphAliases, OtherHosts};
+    let s = intercepting_with(|raw| {
+        raw.egress.graph_aliases = GraphAliases::Intercept;
+        raw.egress.other_hosts = OtherHosts::Tunnel;
+        // Another name for the emulator's (Graph's) address.
+        raw.egress
+            .resolve
+            .insert("fronted.example".into(), "127.0.0.1:1".into());
+    })
+    .await;
+    for target in ["127.0.0.1:443", "[::1]:443", "fronted.example:443"] {
+        let c = connect(s.proxy.addr, target, "").await;
+        assert_eq!(c.status, 200, "{target}: {}", c.head);
+        let mut tls = tls_connector(&s.pki.ca_cert)
+            .connect(server_name("graph.microsoft.com"), c.stream)
+            .await
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        let request = format!(
+            "GET /v1.0/policies/crossTenantAccessPolicy/partners HTTP/1.1\r\nHost: graph.microsoft.com\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            crate::helpers::admin_token()
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{target}: {answer}");
+        // A hello naming anything but a Graph host gets no session.
+        let c = connect(s.proxy.addr, target, "").await;
+        assert_eq!(c.status, 200);
+        let other = tls_connector(&s.pki.ca_cert)
+            .connect(server_name("login.microsoftonline.com"), c.stream)
+            .await;
+        assert!(
+            other.is_err(),
+            "{target}: a hello for another host got a session"
+        );
+    }
+    // Not on another port.
+    assert_eq!(
+        connect(s.proxy.addr, "127.0.0.1:8443", "").await.status,
+        403
+    );
 }
