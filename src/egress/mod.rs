@@ -9,13 +9,18 @@
 //!   `egress.ca_key` it is intercepted ([`intercept`]): TLS is terminated with a leaf minted for
 //!   it ([`mint`]), and its requests go through the same classify → govern → forward pipeline
 //!   as in reverse-proxy mode, sent to that host. Without them it is refused (`403`).
-//! - **An IP literal** is refused: it would name no host to check.
+//! - **An IP literal** is refused: it would name no host to check. With
+//!   `egress.graph_aliases = "intercept"` it is intercepted as the Graph host its ClientHello
+//!   names, and closed if it names none ([`intercept::by_hello`]).
 //! - **Another host** is tunnelled when `other_hosts = "tunnel"` or it matches `egress.allow`,
 //!   and refused (`403`) otherwise.
 //! - **A tunnel is checked before it carries anything.** Its address must not be one of a
-//!   Graph host's addresses. The client's first bytes must be a TLS ClientHello whose server
-//!   name (SNI) is the tunnel's own host ([`hello`]). Only then are they passed on
-//!   ([`tunnel`]).
+//!   Graph host's addresses (refused, or intercepted by its hello as above; refused too when no
+//!   Graph host resolves, since nothing could be checked). The client's first bytes must be a
+//!   TLS ClientHello whose server name (SNI) is the tunnel's own host ([`hello`]). Only then
+//!   are they passed on ([`tunnel`]).
+//! - **A request in absolute form** (`GET http://host/…`) for a Graph host goes through the
+//!   pipeline in front of that host; for any other host it is refused.
 
 pub(crate) mod hello;
 pub(crate) mod hosts;
