@@ -24,7 +24,7 @@
 //!   not the absolute figures.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,6 +37,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+#[path = "support/processes.rs"]
+mod processes;
+
+use processes::{Process, free_port, wait_for};
+
 const HOST: &str = "graph.microsoft.com";
 const PATH: &str = "/v1.0/me";
 
@@ -45,41 +50,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(port: u16) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // SAFETY: kill has no preconditions; the pid is our child's, not yet reaped.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The run's CA (certificate and key files) and a server certificate for `HOST`, `localhost`
@@ -128,27 +98,10 @@ fn ensure_nginx() {
     assert!(ok, "cannot install nginx");
 }
 
-fn nginx(dir: &Path, name: &str, conf: &str) -> Running {
-    let path = dir.join(format!("{name}.conf"));
-    std::fs::write(&path, conf).unwrap();
-    Running(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&path)
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts"),
-    )
-}
-
-fn syncgate(dir: &Path, name: &str, config: &str) -> Running {
+fn syncgate(dir: &Path, name: &str, config: &str) -> Process {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    Running(
+    Process(
         Command::new(env!("CARGO_BIN_EXE_syncgate"))
             .args(["serve", "--config"])
             .arg(&path)
@@ -286,7 +239,7 @@ fn main() {
     };
     let (up, nginx_tls, sg_tls, sg_egress) = (free_port(), free_port(), free_port(), free_port());
     let doc = format!("{{\"value\":\"{}\"}}", "x".repeat(1000));
-    let _upstream = nginx(
+    let _upstream = Process::nginx(
         d,
         "upstream",
         &format!(
@@ -299,7 +252,7 @@ fn main() {
             key = p.key.display(),
         ),
     );
-    let _nginx = nginx(
+    let _nginx = Process::nginx(
         d,
         "proxy",
         &format!(

@@ -27,6 +27,9 @@ use syncgate::config::Settings;
 use syncgate::server::ServeOptions;
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/processes.rs"]
+mod processes;
+
 #[path = "passthrough/nginx.rs"]
 mod nginx;
 

@@ -22,10 +22,11 @@
 //! what to install and skips this part).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::processes::{Process, free_port, wait_for};
 
 /// One load run: requests per second, latency percentiles, and the proxy's CPU.
 #[derive(Debug, Clone, Copy)]
@@ -35,14 +36,6 @@ pub(crate) struct Run {
     pub(crate) p99: Duration,
     /// CPU milliseconds the proxy spent per 1,000 requests (user + system), when known.
     pub(crate) cpu_ms_per_k: Option<f64>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn have(tool: &str) -> bool {
@@ -95,59 +88,12 @@ fn document() -> String {
 
 const MIB: usize = 1024 * 1024;
 
-/// An nginx started with `conf` (its prefix `dir`), in the foreground; stopped on drop.
-struct Nginx(Child);
-
-impl Nginx {
-    fn start(dir: &Path, name: &str, conf: &str) -> Nginx {
-        let path = dir.join(format!("{name}.conf"));
-        std::fs::write(&path, conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&path)
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
-        Nginx(child)
-    }
-}
-
-impl Drop for Nginx {
-    /// SIGTERM to the master, which stops its workers (SIGKILL would leave them running).
-    fn drop(&mut self) {
-        // SAFETY: kill has no preconditions; the pid is our child's, not yet reaped.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Syncgate(Child);
 
 impl Drop for Syncgate {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Wait until `port` takes connections.
-fn wait_for(port: u16) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -477,8 +423,8 @@ fn read_response(stream: &mut std::net::TcpStream) {
 /// Everything one comparison starts: the upstream, nginx, and syncgate in plain HTTP and TLS.
 struct Rig {
     dir: tempfile::TempDir,
-    _upstream: Nginx,
-    nginx: Nginx,
+    _upstream: Process,
+    nginx: Process,
     plain: Syncgate,
     tls: Syncgate,
     up: u16,
@@ -515,7 +461,7 @@ impl Rig {
         } else {
             ""
         };
-        let upstream = Nginx::start(
+        let upstream = Process::nginx(
             d,
             "upstream",
             &format!(
@@ -535,7 +481,7 @@ impl Rig {
         let streaming = "proxy_pass http://up; proxy_http_version 1.1; \
                          proxy_set_header Connection \"\"; proxy_buffering off; \
                          proxy_request_buffering off;";
-        let nginx = Nginx::start(
+        let nginx = Process::nginx(
             d,
             "proxy",
             &format!(
