@@ -138,8 +138,6 @@ fn default_hello_timeout() -> String {
 /// `[egress]`, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct EgressSettings {
-    /// Lower-cased names.
-    pub(crate) graph_hosts: Vec<String>,
     pub(crate) other_hosts: OtherHosts,
     pub(crate) graph_aliases: GraphAliases,
     pub(crate) allow: Vec<HostPattern>,
@@ -151,10 +149,22 @@ pub(crate) struct EgressSettings {
     pub(crate) resolve: BTreeMap<String, SocketAddr>,
     /// The enterprise CA, loaded, when Graph hosts are intercepted.
     pub(crate) minter: Option<Arc<Minter>>,
-    /// Each Graph host as an upstream (`https://host`).
+    /// Each Graph host (lower-cased) and it as an upstream (`https://host`).
     pub(crate) graph_upstreams: Vec<(String, UpstreamTarget)>,
     /// A listener of its own; `None`: the proxy listener.
     pub(crate) listen: Option<SocketAddr>,
+}
+
+impl EgressSettings {
+    /// The Graph hosts (lower-cased names).
+    pub(crate) fn graph_hosts(&self) -> impl Iterator<Item = &str> {
+        self.graph_upstreams.iter().map(|(host, _)| host.as_str())
+    }
+
+    /// Whether `host` (lower-cased) is a Graph host.
+    pub(crate) fn is_graph_host(&self, host: &str) -> bool {
+        self.graph_hosts().any(|g| g == host)
+    }
 }
 
 impl RawEgress {
@@ -261,7 +271,6 @@ impl RawEgress {
             listen,
             minter,
             graph_upstreams,
-            graph_hosts,
             other_hosts: self.other_hosts,
             graph_aliases: self.graph_aliases,
             allow,
@@ -289,7 +298,7 @@ mod tests {
     fn off_by_default_and_the_defaults_name_the_clouds() {
         assert!(egress("").unwrap().is_none());
         let on = egress("enabled = true").unwrap().unwrap();
-        assert_eq!(on.graph_hosts, GRAPH_HOSTS);
+        assert_eq!(on.graph_hosts().collect::<Vec<_>>(), GRAPH_HOSTS);
         assert_eq!(on.other_hosts, OtherHosts::Refuse);
         assert_eq!(
             on.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -96,7 +96,7 @@ impl Egress {
 
     /// What to do with a `CONNECT` to `target`, by name alone.
     pub(crate) fn decide(&self, target: &Target) -> Decision {
-        if self.settings.graph_hosts.contains(&target.host) {
+        if self.settings.is_graph_host(&target.host) {
             return Decision::Graph;
         }
         if target.literal.is_some() {
@@ -170,7 +170,7 @@ impl Egress {
             }
         }
         let mut addresses = Vec::new();
-        for host in &self.settings.graph_hosts {
+        for host in self.settings.graph_hosts() {
             let found = self.addresses(host, 443).await;
             if found.is_empty() {
                 warn!(
